@@ -1,0 +1,87 @@
+"""The one interface every delivery channel implements, and the values that cross it.
+
+The outbox worker hands a channel a batch of due deliveries and gets one outcome per
+delivery back. It never imports an adapter: adapters are built from configuration by
+`channels.registry` and looked up by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Protocol
+from uuid import UUID
+
+import msgspec
+
+from router.content import Content
+
+
+class Outbound(msgspec.Struct, frozen=True, kw_only=True):
+    """One delivery to send now."""
+
+    delivery_id: UUID
+    intent_id: UUID
+    address: str
+    attempt: int
+    content_id: bytes
+    content: Content
+
+
+class Sent(msgspec.Struct, frozen=True, tag=True):
+    """The provider accepted the message; `provider_ref` is its id for it."""
+
+    provider_ref: str
+    note: str | None = None
+
+
+class Retry(msgspec.Struct, frozen=True, tag=True):
+    """Transient failure; try again later (after `after_seconds`, if the provider said)."""
+
+    error: str
+    after_seconds: float | None = None
+
+
+class Failed(msgspec.Struct, frozen=True, tag=True):
+    """Permanent failure. `fallback` says whether another channel may carry the message."""
+
+    error: str
+    fallback: bool = True
+
+
+Outcome = Sent | Retry | Failed
+
+
+class Channel(Protocol):
+    """A way to reach a member. Implementations live one per module under `channels/`."""
+
+    @property
+    def name(self) -> str:
+        """`line` or `email`: the value stored in `deliveries.channel`."""
+        ...
+
+    @property
+    def replay_window(self) -> timedelta | None:
+        """How long the provider de-duplicates a resend of the same delivery.
+
+        None: no de-duplication, so a send interrupted by a crash is never repeated (the
+        worker marks each delivery 'sending' first). A duration: resending within it is
+        safe, and a delivery is never retried once it has passed."""
+        ...
+
+    @property
+    def max_concurrency(self) -> int:
+        """Sends the channel can have in flight at once in this process."""
+        ...
+
+    @property
+    def requests_per_second(self) -> int | None:
+        """The provider's request limit, shared by every router process; None if unlimited."""
+        ...
+
+    async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
+        """Send every delivery in the batch; one outcome each, in order. Never raises for a
+        provider error: that is what `Retry` and `Failed` are for."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,125 @@
+"""Email over SMTP with aiosmtplib, on a small pool of connections reused across messages.
+
+SMTP has no way to de-duplicate a resend, so this channel declares no replay window and the
+worker marks each delivery 'sending' before it is handed over. The Message-ID is derived from
+the delivery id, so a receiving system sees the same id for the same delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import formatdate
+
+import aiosmtplib
+
+from channels.base import Failed, Outbound, Outcome, Retry, Sent
+from router.config import EmailConfig
+from router.content import EmailContent
+
+log = logging.getLogger(__name__)
+
+
+def message_id(delivery_id: object, from_address: str) -> str:
+    domain = from_address.rpartition("@")[2].strip(">").strip() or "delivery-router.invalid"
+    return f"<{delivery_id}@{domain}>"
+
+
+def build_message(message: Outbound, email: EmailContent, default_from: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = email.from_address or default_from
+    msg["To"] = message.address
+    msg["Subject"] = email.subject
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["Message-ID"] = message_id(message.delivery_id, default_from)
+    if email.reply_to:
+        msg["Reply-To"] = email.reply_to
+    for name, value in email.headers.items():
+        msg[name] = value
+    if email.text is not None:
+        msg.set_content(email.text)
+        if email.html is not None:
+            msg.add_alternative(email.html, subtype="html")
+    else:
+        assert email.html is not None
+        msg.set_content(email.html, subtype="html")
+    return msg
+
+
+class SmtpChannel:
+    """The `email` channel: deliver to an upstream SMTP server (relay, ESP or MTA)."""
+
+    name = "email"
+    replay_window: timedelta | None = None
+    requests_per_second: int | None = None
+
+    def __init__(self, config: EmailConfig) -> None:
+        self._config = config
+        self.max_concurrency = max(1, config.connections)
+        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        for _ in range(self.max_concurrency):
+            self._idle.put_nowait(self._new_client())
+
+    def _new_client(self) -> aiosmtplib.SMTP:
+        c = self._config
+        return aiosmtplib.SMTP(
+            hostname=c.host,
+            port=c.port,
+            username=c.username or None,
+            password=c.password or None,
+            use_tls=c.use_tls,
+            start_tls=c.starttls,
+            timeout=c.timeout_seconds,
+        )
+
+    async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._send(m) for m in batch)))
+
+    async def _send(self, message: Outbound) -> Outcome:
+        email = message.content.email
+        if email is None:
+            return Failed("the intent has no email content", fallback=False)
+        msg = build_message(message, email, self._config.from_address)
+        client = await self._idle.get()
+        try:
+            if not client.is_connected:
+                await client.connect()
+            await client.send_message(
+                msg, sender=self._config.from_address, recipients=[message.address]
+            )
+            return Sent(provider_ref=str(msg["Message-ID"]))
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            return _by_code(exc.recipients[0].code, exc.recipients[0].message)
+        except aiosmtplib.SMTPResponseException as exc:
+            _drop(client)
+            return _by_code(exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            _drop(client)
+            return Retry(f"SMTP connection failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._idle.put_nowait(client)
+
+    async def aclose(self) -> None:
+        while not self._idle.empty():
+            client = self._idle.get_nowait()
+            if client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    client.close()
+
+
+def _drop(client: aiosmtplib.SMTP) -> None:
+    """Forget a connection in an unknown state; the next send reconnects."""
+    if client.is_connected:
+        client.close()
+
+
+def _by_code(code: int, text: str) -> Outcome:
+    error = f"SMTP {code}: {text}"
+    if 400 <= code < 500:
+        return Retry(error)
+    return Failed(error, fallback=False)

@@ -1,0 +1,150 @@
+"""LINE push: one delivery, one `POST /v2/bot/message/push`, through line-bot-sdk's async client.
+
+Every request carries `X-Line-Retry-Key`, a UUID derived from the delivery id. LINE keeps a
+key for 24 hours and answers a repeat with 409 plus the original request id, so a resend
+after a crash or a timeout can never reach the user twice; the worker refuses to resend
+once that window has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import msgspec
+from linebot.v3.messaging import (
+    ApiException,
+    AsyncApiClient,
+    AsyncMessagingApi,
+    Configuration,
+    Message,
+    PushMessageRequest,
+)
+
+from channels.base import Failed, Outbound, Outcome, Retry, Sent
+from router.config import LineConfig
+
+log = logging.getLogger(__name__)
+
+RETRY_KEY_NAMESPACE = uuid.UUID("5d3c0c52-8a8e-4a59-9a64-0c9f3b1f6d21")
+RETRY_KEY_LIFETIME = timedelta(hours=24)
+MONTHLY_LIMIT_MESSAGE = "You have reached your monthly limit."
+
+
+def retry_key(delivery_id: uuid.UUID) -> uuid.UUID:
+    """The same delivery always gets the same key; different deliveries never share one."""
+    return uuid.uuid5(RETRY_KEY_NAMESPACE, f"push:{delivery_id}")
+
+
+class LineError(msgspec.Struct):
+    """LINE's error body (`ErrorResponse` in messaging-api.yml)."""
+
+    message: str = ""
+    details: list[dict[str, str]] = msgspec.field(default_factory=list)
+
+
+def describe_error(body: str | bytes | None) -> LineError:
+    try:
+        return msgspec.json.decode(body or b"{}", type=LineError)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return LineError(message=str(body)[:200] if body else "")
+
+
+class LinePushChannel:
+    """The `line` channel: push messages to linked friends."""
+
+    name = "line"
+    replay_window: timedelta | None = RETRY_KEY_LIFETIME
+
+    def __init__(self, config: LineConfig) -> None:
+        configuration = Configuration(host=config.api_base, access_token=config.channel_access_token)
+        # The SDK sizes its connection pool by CPU count (10 on two cores); deliveries need more.
+        configuration.connection_pool_maxsize = config.max_connections
+        self._client = AsyncApiClient(configuration)
+        self._api = AsyncMessagingApi(self._client)
+        self._timeout = config.timeout_seconds
+        self._slots = asyncio.Semaphore(config.max_connections)
+        self.max_concurrency = config.max_connections
+        self.requests_per_second: int | None = config.push_per_second
+        self._messages: OrderedDict[bytes, list[Any]] = OrderedDict()
+
+    def _sdk_messages(self, message: Outbound) -> list[Any]:
+        """SDK message models for a content, built once per content and reused."""
+        cached = self._messages.get(message.content_id)
+        if cached is None:
+            cached = [
+                Message.from_dict(msgspec.to_builtins(m)) for m in message.content.line_messages()
+            ]
+            self._messages[message.content_id] = cached
+            if len(self._messages) > 1024:
+                self._messages.popitem(last=False)
+        return cached
+
+    async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._push(m) for m in batch)))
+
+    async def _push(self, message: Outbound) -> Outcome:
+        try:
+            messages = self._sdk_messages(message)
+        except (ValueError, TypeError) as exc:
+            return Failed(f"LINE messages could not be built: {exc}")
+        request = PushMessageRequest(to=message.address, messages=messages)
+        async with self._slots:
+            try:
+                response = await self._api.push_message_with_http_info(
+                    request,
+                    x_line_retry_key=str(retry_key(message.delivery_id)),
+                    _request_timeout=self._timeout,
+                )
+            except ApiException as exc:
+                return classify(exc.status, exc.headers or {}, exc.body)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                return Retry(f"LINE request failed: {type(exc).__name__} {exc}".strip())
+        return Sent(provider_ref=_header(response.headers, "x-line-request-id"))
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _header(headers: Any, name: str) -> str:
+    value = headers.get(name) if headers is not None else None
+    return str(value) if value else ""
+
+
+def classify(status: int, headers: Any, body: str | bytes | None) -> Outcome:
+    """Map a LINE error response to what the outbox should do next."""
+    error = describe_error(body)
+    request_id = _header(headers, "x-line-request-id")
+    text = f"LINE {status}: {error.message}".rstrip(": ")
+    if error.details:
+        text += " (" + "; ".join(
+            f"{d.get('property', '')}: {d.get('message', '')}" for d in error.details
+        ) + ")"
+    if request_id:
+        text += f" [request {request_id}]"
+    if status == 409:
+        accepted = _header(headers, "x-line-accepted-request-id")
+        if accepted:
+            return Sent(provider_ref=accepted, note="LINE had already accepted this retry key")
+        return Failed(text, fallback=False)
+    if status == 429:
+        if error.message == MONTHLY_LIMIT_MESSAGE:
+            return Failed(text, fallback=True)
+        return Retry(text, after_seconds=_retry_after(headers))
+    if status >= 500:
+        return Retry(text, after_seconds=_retry_after(headers))
+    return Failed(text, fallback=True)
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = _header(headers, "retry-after")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None

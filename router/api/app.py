@@ -1,0 +1,59 @@
+"""The Litestar application: routes, dependencies, error shape, body limit, OpenAPI."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from router.api.auth import auth_middleware_factory
+from router.api.errors import EXCEPTION_HANDLERS
+from router.api.intents import IntentController
+from router.api.members import MemberController
+from router.problems import ProblemError
+from router.service import Runtime
+
+
+class Health(msgspec.Struct):
+    status: str
+    database: str
+
+
+@get("/healthz", summary="200 when the database answers", tags=["health"])
+async def healthz(runtime: Runtime) -> Health:
+    try:
+        async with runtime.pool.acquire(timeout=2.0) as conn:
+            await conn.fetchval("SELECT 1")
+    except Exception as exc:
+        raise ProblemError(503, "Service unavailable", "the database does not answer") from exc
+    return Health(status="ok", database="ok")
+
+
+def create_app(runtime: Runtime) -> Litestar:
+    def provide_runtime(state: State) -> Runtime:
+        runtime_: Runtime = state.runtime
+        return runtime_
+
+    return Litestar(
+        route_handlers=[healthz, MemberController, IntentController],
+        dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
+        state=State({"runtime": runtime}),
+        middleware=[auth_middleware_factory(runtime.api_key_hashes)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=runtime.config.http.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="delivery-router",
+            version="0.1.0",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", description="API key")
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,62 @@
+"""Batch bodies are decoded item by item, so one bad item is reported and never sinks the rest."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+
+from router.api.errors import field_path
+from router.problems import FieldError, Problem, ProblemError
+
+T = TypeVar("T")
+
+
+class _Envelope(msgspec.Struct):
+    items: list[msgspec.Raw]
+
+
+def decode_batch(
+    body: bytes, key: str, item_type: type[T], max_items: int
+) -> list[T | list[FieldError]]:
+    """Decode `{key: [...]}`; each item becomes a `T` or the field errors that reject it."""
+    envelope_type = msgspec.defstruct(
+        "Envelope", [("items", list[msgspec.Raw])], rename={"items": key}
+    )
+    try:
+        envelope = msgspec.json.decode(body, type=envelope_type)
+    except msgspec.ValidationError as exc:
+        path, message = field_path(str(exc))
+        raise ProblemError(
+            400, "Invalid request", f"{path or key}: {message}", [FieldError(path or key, message)]
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise ProblemError(400, "Invalid request", f"the body is not valid JSON ({exc})") from None
+    items: list[msgspec.Raw] = envelope.items  # type: ignore[attr-defined]
+    if not items:
+        raise ProblemError(400, "Invalid request", f"{key}: give at least one item")
+    if len(items) > max_items:
+        raise ProblemError(
+            400,
+            "Invalid request",
+            f"{key}: {len(items):,} items; at most {max_items:,} in one request",
+        )
+    decoder = msgspec.json.Decoder(item_type)
+    out: list[T | list[FieldError]] = []
+    for i, raw in enumerate(items):
+        try:
+            out.append(decoder.decode(raw))
+        except msgspec.ValidationError as exc:
+            path, message = field_path(str(exc))
+            field = f"{key}[{i}]" + (f".{path}" if path else "")
+            out.append([FieldError(field, message)])
+    return out
+
+
+def problem_of(errors: list[FieldError]) -> Problem:
+    return Problem(
+        title="Invalid request",
+        status=400,
+        detail=f"{errors[0].field}: {errors[0].message}",
+        errors=errors,
+    )

@@ -1,0 +1,93 @@
+"""Every error leaves the HTTP API as an RFC 9457 problem (`application/problem+json`)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from router.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemError
+
+log = logging.getLogger(__name__)
+
+_TITLES = {
+    400: "Invalid request",
+    401: "Unauthorized",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Unprocessable request",
+    500: "Internal error",
+    503: "Service unavailable",
+}
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(
+        content=msgspec.json.encode(problem),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _from_problem_error(_: Request[Any, Any, Any], exc: ProblemError) -> Response[bytes]:
+    return problem_response(exc.problem)
+
+
+_AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def field_path(message: str) -> tuple[str, str]:
+    """Split msgspec's "Expected `str`, got `int` - at `$.email.subject`" into path and text."""
+    match = _AT_PATH.search(message)
+    if not match:
+        return "", message
+    return match.group("path").lstrip("."), message[: match.start()]
+
+
+def _from_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    errors: list[FieldError] = []
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    for item in extra:
+        if isinstance(item, dict):
+            errors.append(FieldError(str(item.get("key") or "body"), str(item.get("message"))))
+    detail = exc.detail
+    if errors:
+        detail = f"{errors[0].field}: {errors[0].message}"
+    elif "truncated" in detail or "JSON" in detail or "malformed" in detail.lower():
+        detail = f"the body is not valid JSON ({exc.detail})"
+    return problem_response(Problem(title="Invalid request", status=400, detail=detail, errors=errors))
+
+
+def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    detail = exc.detail if exc.detail != _TITLES.get(status) else None
+    if status == 413:
+        detail = "the request body is larger than this endpoint accepts"
+    return problem_response(
+        Problem(title=_TITLES.get(status, "Error"), status=status, detail=detail),
+        headers=exc.headers,
+    )
+
+
+def _from_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    log.debug("traceback", exc_info=exc)
+    return problem_response(
+        Problem(title="Internal error", status=500, detail="the router failed; see its log")
+    )
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ProblemError: _from_problem_error,
+    ValidationException: _from_validation,
+    HTTPException: _from_http,
+    Exception: _from_unexpected,
+}

@@ -1,0 +1,85 @@
+"""HTTP routes for intents: thin wrappers over `router.intents`."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.response import Response
+
+from router import intents
+from router.api.batch import decode_batch
+from router.intents import MAX_BATCH, IntentRequest, IntentResult, IntentView
+from router.problems import FieldError, ProblemError
+from router.service import Runtime
+
+
+class IntentBatchRequest(msgspec.Struct, kw_only=True):
+    intents: list[IntentRequest]
+
+
+class IntentBatchResponse(msgspec.Struct):
+    results: list[IntentResult]
+
+
+def _as_result(item: IntentRequest | list[FieldError]) -> IntentRequest | IntentResult:
+    if isinstance(item, list):
+        return intents.rejected(f"{item[0].field}: {item[0].message}", item)
+    return item
+
+
+class IntentController(Controller):
+    path = "/v1/intents"
+    tags = ["intents"]  # noqa: RUF012
+
+    @post(
+        "/",
+        status_code=202,
+        summary="Send one message intent to one member",
+        description="202 with the planned channels; 200 with the original intent when the "
+        "idempotency_key was seen with the same body; 409 when it was seen with another body.",
+    )
+    async def create(
+        self, data: IntentRequest, runtime: Runtime
+    ) -> Response[IntentResult | IntentView]:
+        async with runtime.pool.acquire() as conn:
+            (result,) = await intents.accept(conn, [data], runtime.configured_channels)
+            if result.status == "accepted":
+                return Response(result, status_code=202)
+            if result.status == "duplicate":
+                assert result.id is not None
+                view = await intents.view(conn, result.id)
+                assert view is not None
+                return Response(view, status_code=200)
+        title = {409: "Conflict", 422: "Unprocessable request"}.get(result.code, "Invalid request")
+        raise ProblemError(result.code, title, result.reason, result.errors)
+
+    @post(
+        "/batch",
+        status_code=200,
+        summary="Send up to 10,000 intents",
+        description="Body: {\"intents\": [IntentRequest, ...]}. Each result is accepted (with "
+        "id), duplicate (with the original id) or rejected (with the reason), in request order; "
+        "one bad item never rejects the others.",
+    )
+    async def batch(
+        self, request: Request[object, object, object], runtime: Runtime
+    ) -> IntentBatchResponse:
+        decoded = decode_batch(await request.body(), "intents", IntentRequest, MAX_BATCH)
+        async with runtime.pool.acquire() as conn:
+            results = await intents.accept(
+                conn,
+                [_as_result(item) for item in decoded],
+                runtime.configured_channels,
+                prefix="intents[{i}].",
+            )
+        return IntentBatchResponse(results)
+
+    @get("/{intent_id:uuid}", summary="Status of an intent and its deliveries")
+    async def read(self, intent_id: UUID, runtime: Runtime) -> IntentView:
+        async with runtime.pool.acquire() as conn:
+            view = await intents.view(conn, intent_id)
+        if view is None:
+            raise ProblemError(404, "Not found", f"no intent with id {intent_id}")
+        return view

@@ -1,0 +1,107 @@
+"""HTTP routes for members: thin wrappers over `router.members`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Controller, Request, delete, get, post, put
+from litestar.params import Parameter
+from litestar.response import Response
+
+from router import members
+from router.api.batch import decode_batch
+from router.members import Member, MemberBatchItem, MemberFields
+from router.problems import FieldError, ProblemError, invalid
+from router.service import Runtime
+
+MAX_MEMBERS_PER_BATCH = 10_000
+
+MemberIdParam = Annotated[str, Parameter(description="The company's own id for the member")]
+
+
+class MemberBatchRequest(msgspec.Struct, kw_only=True):
+    members: list[MemberBatchItem]
+
+
+class MemberResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    member_id: str | None
+    status: Literal["created", "updated", "rejected"]
+    errors: list[FieldError] = msgspec.field(default_factory=list)
+
+
+class MemberBatchResponse(msgspec.Struct):
+    results: list[MemberResult]
+
+
+class MemberController(Controller):
+    path = "/v1/members"
+    tags = ["members"]  # noqa: RUF012
+
+    @put("/{member_id:str}", status_code=200, summary="Create or update a member")
+    async def upsert(
+        self, member_id: MemberIdParam, data: MemberFields, runtime: Runtime
+    ) -> Response[Member]:
+        prepared = members.prepare(member_id, data, runtime.config.members.default_region)
+        if isinstance(prepared, list):
+            raise invalid(prepared)
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            (result,) = await members.upsert(conn, [prepared])
+            if isinstance(result, FieldError):
+                raise ProblemError(409, "Conflict", result.message, [result])
+            member = await members.get(conn, member_id)
+        assert member is not None
+        return Response(member, status_code=201 if result.created else 200)
+
+    @get("/{member_id:str}", summary="Read a member")
+    async def read(self, member_id: MemberIdParam, runtime: Runtime) -> Member:
+        async with runtime.pool.acquire() as conn:
+            member = await members.get(conn, member_id)
+        if member is None:
+            raise ProblemError(404, "Not found", f"no member with id {member_id!r}")
+        return member
+
+    @delete("/{member_id:str}", summary="Erase a member, their intents and personal data")
+    async def erase(self, member_id: MemberIdParam, runtime: Runtime) -> None:
+        async with runtime.pool.acquire() as conn:
+            if not await members.erase(conn, member_id):
+                raise ProblemError(404, "Not found", f"no member with id {member_id!r}")
+
+    @post(
+        "/batch",
+        status_code=200,
+        summary="Create or update up to 10,000 members",
+        description="Each item is a member with its member_id; results come back in order.",
+    )
+    async def batch(self, request: Request[object, object, object], runtime: Runtime) -> MemberBatchResponse:
+        decoded = decode_batch(await request.body(), "members", MemberBatchItem, MAX_MEMBERS_PER_BATCH)
+        region = runtime.config.members.default_region
+        results: list[MemberResult | None] = [None] * len(decoded)
+        prepared: list[tuple[int, members.PreparedMember]] = []
+        seen: set[str] = set()
+        for i, item in enumerate(decoded):
+            if isinstance(item, list):
+                results[i] = MemberResult(member_id=None, status="rejected", errors=item)
+                continue
+            p = members.prepare(item.member_id, item, region, prefix=f"members[{i}].")
+            if isinstance(p, list):
+                results[i] = MemberResult(member_id=item.member_id, status="rejected", errors=p)
+            elif p.member_id in seen:
+                results[i] = MemberResult(
+                    member_id=item.member_id,
+                    status="rejected",
+                    errors=[FieldError(f"members[{i}].member_id", "appears earlier in this batch")],
+                )
+            else:
+                seen.add(p.member_id)
+                prepared.append((i, p))
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            outcomes = await members.upsert(conn, [p for _, p in prepared])
+        for (i, p), outcome in zip(prepared, outcomes, strict=True):
+            if isinstance(outcome, FieldError):
+                error = FieldError(f"members[{i}].{outcome.field}", outcome.message)
+                results[i] = MemberResult(member_id=p.member_id, status="rejected", errors=[error])
+            else:
+                status: Literal["created", "updated"] = "created" if outcome.created else "updated"
+                results[i] = MemberResult(member_id=p.member_id, status=status)
+        return MemberBatchResponse([r for r in results if r is not None])

@@ -1,0 +1,144 @@
+"""`router` command line: serve, migrate, line-simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+from router.config import Config, ConfigError, load_config, split_listen
+
+log = logging.getLogger("router")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="router", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP API and the delivery workers")
+    serve.add_argument("--config", help="TOML file (default: none; every key has a default)")
+    migrate = sub.add_parser("migrate", help="apply database migrations and exit")
+    migrate.add_argument("--config")
+    sim = sub.add_parser("line-simulator", help="run the local LINE Messaging API simulator")
+    sim.add_argument("--listen", default="127.0.0.1:9100")
+    sim.add_argument("--token", action="append", required=True, help="accepted access token")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("linebot").setLevel(logging.WARNING)  # its debug log holds response bodies
+    try:
+        if args.command == "line-simulator":
+            from channels.line.simulator import run
+
+            run(args.listen, list(args.token))
+            return 0
+        config = load_config(args.config)
+        if args.command == "migrate":
+            return asyncio.run(_migrate(config))
+        return _serve(config)
+    except ConfigError as exc:
+        print(f"router: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _migrate(config: Config) -> int:
+    from router.database import migrate
+    from router.service import database_target
+
+    target = database_target(config)
+    applied = await migrate(target.dsn)
+    print(f"{target.description}: applied {len(applied)} migration(s) {', '.join(applied)}".rstrip())
+    return 0
+
+
+def _serve(config: Config) -> int:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(serve(config))
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
+    import uvicorn
+
+    from router.api.app import create_app
+    from router.service import start_runtime
+
+    host, port = split_listen(config.http.listen)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        print(f"router: cannot listen on {config.http.listen}: {exc.strerror}", file=sys.stderr)
+        return 1
+    runtime = await start_runtime(config)
+    try:
+        for line in describe(runtime, sock.getsockname()[1]):
+            print(line, flush=True)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(runtime),
+                log_level="warning",
+                access_log=False,
+                http="httptools",
+                lifespan="on",
+            )
+        )
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        if ready is not None:
+            ready.set()
+        await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+        server.should_exit = True
+        await serving
+    finally:
+        await runtime.aclose()
+    return 0
+
+
+def describe(runtime: object, port: int) -> list[str]:
+    """The few lines `router serve` prints: where, which database, which channels."""
+    from router.service import Runtime
+
+    assert isinstance(runtime, Runtime)
+    config = runtime.config
+    host, _ = split_listen(config.http.listen)
+    lines = [
+        f"delivery-router listening on http://{host}:{port} (OpenAPI at /schema)",
+        f"database: {runtime.target.description}",
+    ]
+    if "line" in runtime.channels:
+        lines.append(f"channel line: push via {config.line.api_base}")
+    else:
+        lines.append(
+            "channel line: not configured ([line] channel_access_token) - prefer_line intents "
+            "go to email, line_only intents are refused"
+        )
+    if "email" in runtime.channels:
+        lines.append(f"channel email: SMTP {config.email.host}:{config.email.port}")
+    else:
+        lines.append(
+            "channel email: not configured ([email] host, from_address) - email_only intents "
+            "are refused and LINE failures have no fallback"
+        )
+    if runtime.generated_api_key:
+        lines.append(
+            f"API key (shown once, stored only as a hash): {runtime.generated_api_key}"
+        )
+    elif not config.api.keys:
+        lines.append("API keys: the ones generated earlier (stored as hashes)")
+    return lines

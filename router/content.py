@@ -1,0 +1,107 @@
+"""Message content of an intent: email parts and LINE messages, stored once per distinct body.
+
+`content_id` is the SHA-256 of the canonical JSON encoding, so the same campaign body sent
+to many members is one row, and deliveries that share it can be sent together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from email.utils import parseaddr
+from typing import Annotated
+
+import msgspec
+
+from router.identifiers import InvalidIdentifier, normalize_email
+from router.line_messages import LineMessage, check_messages, text_message
+from router.problems import FieldError
+from router.text import derive_line_text
+
+# Header names the router writes itself; a caller may not set them.
+RESERVED_HEADERS = frozenset(
+    {
+        "bcc",
+        "cc",
+        "content-transfer-encoding",
+        "content-type",
+        "date",
+        "from",
+        "message-id",
+        "mime-version",
+        "reply-to",
+        "subject",
+        "to",
+    }
+)
+
+
+class EmailContent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=998)]
+    text: str | None = None
+    html: str | None = None
+    from_address: str | None = msgspec.field(default=None, name="from")
+    reply_to: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class LineContent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    messages: Annotated[list[LineMessage], msgspec.Meta(min_length=1, max_length=5)]
+
+
+class Content(msgspec.Struct, kw_only=True, omit_defaults=True):
+    email: EmailContent | None = None
+    line: LineContent | None = None
+
+    def encode(self) -> bytes:
+        return msgspec.json.encode(self)
+
+    def line_messages(self) -> list[LineMessage]:
+        """The LINE messages to send: the caller's, or one text derived from the email."""
+        if self.line is not None:
+            return self.line.messages
+        assert self.email is not None
+        return [text_message(derive_line_text(self.email.subject, self.email.text, self.email.html))]
+
+
+def content_id(encoded: bytes) -> bytes:
+    return hashlib.sha256(encoded).digest()
+
+
+def check_content(content: Content, prefix: str = "") -> list[FieldError]:
+    """Rules msgspec's types cannot say: LINE limits, header safety, addresses."""
+    errors: list[FieldError] = []
+    email = content.email
+    if email is not None:
+        if not (email.text or email.html):
+            errors.append(FieldError(f"{prefix}email", "give text, html or both"))
+        for name, field in (("from", email.from_address), ("reply_to", email.reply_to)):
+            if field is not None and (reason := _address_problem(field)):
+                errors.append(FieldError(f"{prefix}email.{name}", reason))
+        for name, value in email.headers.items():
+            if not name or any(c in name for c in ":\r\n ") or not name.isascii():
+                errors.append(FieldError(f"{prefix}email.headers", f"bad header name {name!r}"))
+            elif name.lower() in RESERVED_HEADERS:
+                errors.append(
+                    FieldError(f"{prefix}email.headers", f"{name} is set by the router")
+                )
+            if "\r" in value or "\n" in value:
+                errors.append(
+                    FieldError(f"{prefix}email.headers.{name}", "line breaks are not allowed")
+                )
+        if "\r" in email.subject or "\n" in email.subject:
+            errors.append(FieldError(f"{prefix}email.subject", "line breaks are not allowed"))
+    if content.line is not None:
+        for problem in check_messages(content.line.messages):
+            errors.append(FieldError(f"{prefix}line.{problem.field}", problem.reason))
+    return errors
+
+
+def _address_problem(value: str) -> str | None:
+    if "\r" in value or "\n" in value:
+        return "line breaks are not allowed"
+    _, address = parseaddr(value)
+    try:
+        normalize_email(address)
+    except InvalidIdentifier as exc:
+        return str(exc)
+    return None

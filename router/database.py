@@ -1,0 +1,124 @@
+"""PostgreSQL: the one store. Embedded server when no URL is configured, pool, migrations.
+
+Migrations are plain numbered SQL files in `router/migrations/`, applied in order inside
+one transaction each and recorded in `schema_migrations`. A session-level advisory lock
+makes concurrent `router migrate` / `router serve` start-ups safe: the second waits, then
+finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK_ID = 0x64725F6D6967  # "dr_mig": any constant shared by all router processes
+
+Pool = asyncpg.Pool  # type: ignore[type-arg]
+Connection = asyncpg.Connection  # type: ignore[type-arg]
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """Where the router's PostgreSQL is, and a description safe to print."""
+
+    dsn: str
+    description: str
+
+
+def embedded_target(data_dir: str | Path) -> DatabaseTarget:
+    """Start (or reuse) the PostgreSQL server shipped by `pgserver` in `data_dir`."""
+    import pgserver
+
+    path = Path(data_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(path, cleanup_mode="stop")
+    return DatabaseTarget(dsn=server.get_uri(), description=f"embedded PostgreSQL in {path}")
+
+
+def url_target(url: str) -> DatabaseTarget:
+    return DatabaseTarget(dsn=url, description=f"PostgreSQL at {redact_dsn(url)}")
+
+
+def redact_dsn(dsn: str) -> str:
+    """Drop the password from a DSN before it is shown anywhere."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or "@" not in rest:
+        return dsn
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+async def _init_connection(conn: Connection) -> None:
+    # jsonb travels as text; msgspec does the (de)serialisation at the edges.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: v if isinstance(v, str) else msgspec.json.encode(v).decode(),
+        decoder=msgspec.json.decode,
+        schema="pg_catalog",
+    )
+
+
+async def create_pool(dsn: str, size: int) -> Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=size, init=_init_connection, command_timeout=60
+    )
+    assert pool is not None
+    return pool
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every `NNNN_name.sql`, in version order."""
+    found: list[tuple[int, str, str]] = []
+    for entry in resources.files("router.migrations").iterdir():
+        name = entry.name
+        if not name.endswith(".sql"):
+            continue
+        number, _, _ = name.partition("_")
+        found.append((int(number), name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration numbers in {[n for _, n, _ in found]}")
+    return found
+
+
+async def migrate(dsn: str) -> list[str]:
+    """Apply pending migrations; return the names applied by this call."""
+    conn: Any = await asyncpg.connect(dsn)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+        try:
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       version integer PRIMARY KEY,
+                       name text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for version, name, sql in migration_files():
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        version,
+                        name,
+                    )
+                log.info("applied migration %s", name)
+                applied.append(name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+    finally:
+        await conn.close()
+    return applied

@@ -1,0 +1,70 @@
+"""Validation and normalisation of the identifiers a member can be reached by.
+
+Normalised forms are what the router stores and hashes: an email address trimmed with its
+domain lower-cased (matching lower-cases the whole address), a phone number in E.164, a
+LINE user ID as LINE issues it (`U` + 32 lower-case hex digits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import phonenumbers
+
+# RFC 5322 addr-spec without obsolete forms and comments: dot-atom or quoted-string local
+# part, dot-atom or domain-literal domain. RFC 5321 caps the local part at 64 octets and
+# the path at 256, so an address is at most 254 characters.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
+_DOMAIN_LITERAL = r"\[[\x21-\x5a\x5e-\x7e]*\]"
+_ADDR_SPEC = re.compile(rf"(?:{_DOT_ATOM}|{_QUOTED})@(?:{_DOT_ATOM}|{_DOMAIN_LITERAL})")
+LINE_USER_ID = re.compile(r"U[0-9a-f]{32}")
+
+
+class InvalidIdentifier(ValueError):
+    """The value is not a valid identifier of its kind; the message says why."""
+
+
+def normalize_email(value: str) -> str:
+    """Validate an RFC 5322 addr-spec and return it trimmed, with the domain lower-cased."""
+    address = value.strip()
+    if len(address) > 254:
+        raise InvalidIdentifier("an email address is at most 254 characters")
+    if not _ADDR_SPEC.fullmatch(address):
+        raise InvalidIdentifier("not an email address (RFC 5322 addr-spec, like name@example.com)")
+    local, _, domain = address.rpartition("@")
+    if len(local) > 64:
+        raise InvalidIdentifier("the part before @ is at most 64 characters")
+    if not domain.startswith("[") and "." not in domain:
+        raise InvalidIdentifier("the domain must have at least one dot, like example.com")
+    return f"{local}@{domain.lower()}"
+
+
+def email_sha256(address: str) -> bytes:
+    """Hash used for matching and audiences: SHA-256 of the trimmed, lower-cased address."""
+    return hashlib.sha256(address.strip().lower().encode()).digest()
+
+
+def normalize_phone(value: str, default_region: str) -> str:
+    """Parse a phone number (national numbers in `default_region`) and return E.164."""
+    try:
+        parsed = phonenumbers.parse(value, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidIdentifier(f"not a phone number: {exc}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidIdentifier(
+            f"not a valid phone number (national numbers are read as region {default_region})"
+        )
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def phone_sha256(e164: str) -> bytes:
+    return hashlib.sha256(e164.encode()).digest()
+
+
+def check_line_user_id(value: str) -> str:
+    if not LINE_USER_ID.fullmatch(value):
+        raise InvalidIdentifier("a LINE user ID is 'U' followed by 32 lower-case hex digits")
+    return value

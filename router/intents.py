@@ -1,0 +1,382 @@
+"""Intents: accepting message intents (one or ten thousand at a time) and reporting on them.
+
+Acceptance validates each intent on its own, resolves recipients and idempotency keys in a
+few set-based queries, plans channels (router.routing) and commits intents, contents and
+deliveries in one transaction before anyone is told "accepted".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+
+from router import members, routing
+from router.content import Content, EmailContent, LineContent, check_content, content_id
+from router.database import Connection
+from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
+from router.ids import uuid7
+from router.problems import FieldError
+from router.routing import ChannelName, Route
+
+NOTIFY_CHANNEL = "router_deliveries"
+MAX_BATCH = 10_000
+
+
+class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One message for one recipient: a member, or an email address."""
+
+    member_id: str | None = None
+    email_address: str | None = None
+    route: Route = "prefer_line"
+    email: EmailContent | None = None
+    line: LineContent | None = None
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+    campaign: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    tags: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]],
+        msgspec.Meta(max_length=50),
+    ] = msgspec.field(default_factory=list)
+    metadata: dict[str, Any] | None = None
+
+
+class IntentResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Outcome of one intent in a request. `code` is the HTTP status it would have alone."""
+
+    status: Literal["accepted", "duplicate", "rejected"]
+    code: int
+    id: UUID | None = None
+    channels: list[ChannelName] = msgspec.field(default_factory=list)
+    fallback: ChannelName | None = None
+    reason: str | None = None
+    errors: list[FieldError] = msgspec.field(default_factory=list)
+
+
+class DeliveryView(msgspec.Struct, kw_only=True):
+    channel: str
+    status: str
+    fallback: bool
+    attempts: int
+    last_error: str | None
+    provider_ref: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+
+class IntentView(msgspec.Struct, kw_only=True):
+    id: UUID
+    status: str
+    member_id: str | None
+    email_address: str | None
+    route: str
+    campaign: str | None
+    tags: list[str]
+    metadata: dict[str, Any] | None
+    idempotency_key: str | None
+    created_at: datetime
+    deliveries: list[DeliveryView]
+
+
+def rejected(reason: str, errors: list[FieldError] | None = None, code: int = 400) -> IntentResult:
+    return IntentResult(status="rejected", code=code, reason=reason, errors=errors or [])
+
+
+class _Pending(msgspec.Struct):
+    """An intent that passed validation, on its way to the database."""
+
+    index: int
+    request: IntentRequest
+    fingerprint: bytes
+    content_id: bytes
+    content_json: str
+    email_hash: bytes | None = None
+    email_address: str | None = None
+
+
+def _prepare(index: int, req: IntentRequest, prefix: str) -> _Pending | IntentResult:
+    errors: list[FieldError] = []
+    if (req.member_id is None) == (req.email_address is None):
+        errors.append(FieldError(f"{prefix}member_id", "give exactly one of member_id and email_address"))
+    address: str | None = None
+    if req.email_address is not None:
+        try:
+            address = normalize_email(req.email_address)
+        except InvalidIdentifier as exc:
+            errors.append(FieldError(f"{prefix}email_address", str(exc)))
+    if req.email is None and req.line is None:
+        errors.append(FieldError(f"{prefix}email", "give email content, LINE messages, or both"))
+    content = Content(email=req.email, line=req.line)
+    errors.extend(check_content(content, prefix))
+    if errors:
+        return rejected(f"{errors[0].field}: {errors[0].message}", errors)
+    encoded = content.encode()
+    return _Pending(
+        index=index,
+        request=req,
+        fingerprint=hashlib.sha256(msgspec.json.encode(req)).digest(),
+        content_id=content_id(encoded),
+        content_json=encoded.decode(),
+        email_hash=email_sha256(address) if address else None,
+        email_address=address,
+    )
+
+
+async def accept(
+    conn: Connection,
+    requests: Sequence[IntentRequest | IntentResult],
+    configured: frozenset[str],
+    prefix: str = "",
+) -> list[IntentResult]:
+    """Accept a batch; `requests` may already hold per-item decoding failures (kept as-is).
+
+    Returns one result per input, in order. One bad item never affects the others."""
+    results: list[IntentResult | None] = [None] * len(requests)
+    pending: list[_Pending] = []
+    for i, item in enumerate(requests):
+        if isinstance(item, IntentResult):
+            results[i] = item
+            continue
+        prepared = _prepare(i, item, prefix.format(i=i))
+        if isinstance(prepared, IntentResult):
+            results[i] = prepared
+        else:
+            pending.append(prepared)
+
+    async with conn.transaction():
+        pending = await _drop_replays(conn, pending, results)
+        by_id, by_email = await members.resolve(
+            conn,
+            [p.request.member_id for p in pending if p.request.member_id is not None],
+            [p.email_hash for p in pending if p.email_hash is not None],
+        )
+        intent_rows: list[tuple[Any, ...]] = []
+        delivery_rows: list[tuple[UUID, UUID, str, str, str, bool]] = []
+        contents: dict[bytes, str] = {}
+        accepted: dict[UUID, tuple[_Pending, IntentResult]] = {}
+        for p in pending:
+            req = p.request
+            if req.member_id is not None:
+                reach = by_id.get(req.member_id)
+                if reach is None:
+                    results[p.index] = rejected(
+                        "no member with this member_id",
+                        [FieldError(f"{prefix.format(i=p.index)}member_id", "no member with this id")],
+                        code=422,
+                    )
+                    continue
+            else:
+                assert p.email_hash is not None
+                reach = by_email.get(p.email_hash) or members.Reach(
+                    member_id=None,
+                    line_user_id=None,
+                    line_friend=False,
+                    line_opt_out=False,
+                    email=p.email_address,
+                    email_opt_out=False,
+                )
+            decision = routing.plan(
+                req.route,
+                reach,
+                has_line_content=req.line is not None or req.email is not None,
+                has_email_content=req.email is not None,
+                configured=configured,
+            )
+            if isinstance(decision, routing.Unroutable):
+                results[p.index] = rejected(decision.reason, code=422)
+                continue
+            intent_id = uuid7()
+            contents[p.content_id] = p.content_json
+            intent_rows.append(
+                (
+                    intent_id,
+                    reach.member_id,
+                    p.email_address if reach.member_id is None else None,
+                    p.content_id,
+                    req.route,
+                    req.campaign,
+                    msgspec.json.encode(req.tags).decode(),
+                    None if req.metadata is None else msgspec.json.encode(req.metadata).decode(),
+                    req.idempotency_key,
+                    p.fingerprint,
+                )
+            )
+            for channel in decision.primary:
+                delivery_rows.append(
+                    (uuid7(), intent_id, channel, _address(reach, channel), "pending", False)
+                )
+            if decision.fallback is not None:
+                delivery_rows.append(
+                    (uuid7(), intent_id, decision.fallback, _address(reach, decision.fallback),
+                     "standby", True)
+                )
+            accepted[intent_id] = (
+                p,
+                IntentResult(
+                    status="accepted",
+                    code=202,
+                    id=intent_id,
+                    channels=list(decision.primary),
+                    fallback=decision.fallback,
+                ),
+            )
+
+        if accepted:
+            await conn.execute(
+                "INSERT INTO contents (id, body) SELECT id, body::jsonb"
+                " FROM unnest($1::bytea[], $2::text[]) AS c(id, body) ON CONFLICT DO NOTHING",
+                list(contents.keys()),
+                list(contents.values()),
+            )
+            inserted = {
+                r["id"]
+                for r in await conn.fetch(_INSERT_INTENTS, *_columns(intent_rows, 10))
+            }
+            rows = [d for d in delivery_rows if d[1] in inserted]
+            await conn.execute(_INSERT_DELIVERIES, *_columns(rows, 6))
+            for channel in sorted({d[2] for d in rows if d[4] == "pending"}):
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
+            lost = []
+            for intent_id, (p, result) in accepted.items():
+                if intent_id in inserted:
+                    results[p.index] = result
+                else:
+                    lost.append(p)  # a concurrent request took the idempotency key first
+            if lost:
+                await _drop_replays(conn, lost, results)
+
+    by_key = {
+        p.request.idempotency_key: r.id
+        for p, r in accepted.values()
+        if p.request.idempotency_key is not None
+    }
+    for i, r in enumerate(results):
+        if r is not None and r.status == "duplicate" and r.id is None:
+            original = by_key.get(r.reason)
+            results[i] = (
+                IntentResult(status="duplicate", code=200, id=original)
+                if original is not None
+                else rejected("the earlier intent with this idempotency_key was rejected", code=409)
+            )
+    out = [r for r in results if r is not None]
+    assert len(out) == len(requests)
+    return out
+
+
+_INSERT_INTENTS = """
+INSERT INTO intents (id, member_id, email_address, content_id, route, campaign, tags,
+                     metadata, idempotency_key, request_sha256)
+SELECT id, member_id, email_address, content_id, route, campaign, tags::jsonb, metadata::jsonb,
+       idempotency_key, request_sha256
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::text[], $10::bytea[])
+     AS i(id, member_id, email_address, content_id, route, campaign, tags, metadata,
+          idempotency_key, request_sha256)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id
+"""
+
+_INSERT_DELIVERIES = """
+INSERT INTO deliveries (id, intent_id, channel, address, status, is_fallback)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[])
+"""
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [[row[c] for row in rows] for c in range(width)]
+
+
+def _address(reach: members.Reach, channel: ChannelName) -> str:
+    address = reach.line_user_id if channel == routing.LINE else reach.email
+    assert address is not None
+    return address
+
+
+async def _drop_replays(
+    conn: Connection, pending: list[_Pending], results: list[IntentResult | None]
+) -> list[_Pending]:
+    """Answer intents whose idempotency key was seen before (here or earlier in the batch)."""
+    keys = [p.request.idempotency_key for p in pending if p.request.idempotency_key is not None]
+    if not keys:
+        return pending
+    seen: dict[str, tuple[UUID | None, bytes]] = {
+        r["idempotency_key"]: (r["id"], r["request_sha256"])
+        for r in await conn.fetch(
+            "SELECT idempotency_key, id, request_sha256 FROM intents"
+            " WHERE idempotency_key = ANY($1::text[])",
+            keys,
+        )
+    }
+    fresh: list[_Pending] = []
+    for p in pending:
+        key = p.request.idempotency_key
+        if key is None:
+            fresh.append(p)
+            continue
+        if key not in seen:
+            seen[key] = (None, p.fingerprint)  # first use in this batch
+            fresh.append(p)
+            continue
+        original, fingerprint = seen[key]
+        if fingerprint != p.fingerprint:
+            results[p.index] = rejected(
+                "this idempotency_key was used with a different request", code=409
+            )
+        elif original is None:
+            # Same request twice in one batch: answered as a duplicate once the first has an id.
+            results[p.index] = IntentResult(status="duplicate", code=200, reason=key)
+        else:
+            results[p.index] = IntentResult(status="duplicate", code=200, id=original)
+    return fresh
+
+
+_VIEW_INTENT = """
+SELECT id, member_id, email_address, route, campaign, tags, metadata, idempotency_key,
+       created_at
+FROM intents WHERE id = $1
+"""
+
+_VIEW_DELIVERIES = """
+SELECT channel, status, is_fallback AS fallback, attempts, last_error, provider_ref,
+       CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,
+       created_at, updated_at, sent_at
+FROM deliveries WHERE intent_id = $1 ORDER BY is_fallback, channel
+"""
+
+
+async def view(conn: Connection, intent_id: UUID) -> IntentView | None:
+    row = await conn.fetchrow(_VIEW_INTENT, intent_id)
+    if row is None:
+        return None
+    deliveries = [DeliveryView(**dict(r)) for r in await conn.fetch(_VIEW_DELIVERIES, intent_id)]
+    return IntentView(
+        status=intent_status(row["route"], deliveries), deliveries=deliveries, **dict(row)
+    )
+
+
+def intent_status(route: str, deliveries: Sequence[DeliveryView]) -> str:
+    """Summarise deliveries: queued until every active delivery has an outcome.
+
+    With `both`, each channel counts on its own (`partially_delivered` when some failed);
+    with the other routes one successful channel delivers the intent."""
+    active = [d for d in deliveries if d.status not in ("standby", "cancelled")]
+    if any(d.status in ("pending", "claimed", "sending") for d in active):
+        return "queued"
+    sent = sum(d.status == "sent" for d in active)
+    if route == "both":
+        if sent == len(active) and sent:
+            return "delivered"
+        if sent:
+            return "partially_delivered"
+    elif sent:
+        return "delivered"
+    if any(d.status == "uncertain" for d in active):
+        return "uncertain"
+    if not active:
+        return "cancelled"
+    return "failed"

@@ -1,0 +1,322 @@
+"""Members: who can be reached, and how. Validation, upserts, look-ups, erasure.
+
+`resolve` is where an intent's recipient becomes something routable: the member's LINE
+user ID and friend status, their email address, and their opt-outs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from router.database import Connection
+from router.identifiers import (
+    InvalidIdentifier,
+    check_line_user_id,
+    email_sha256,
+    normalize_email,
+    normalize_phone,
+    phone_sha256,
+)
+from router.problems import FieldError
+
+MemberId = str
+MAX_MEMBER_ID = 255
+
+
+class MemberFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Fields of a member as a client sends them. Absent fields keep their stored value;
+    `null` clears a field."""
+
+    email: str | None | UnsetType = UNSET
+    phone: str | None | UnsetType = UNSET
+    line_user_id: str | None | UnsetType = UNSET
+    line_friend: bool | UnsetType = UNSET
+    attributes: dict[str, Any] | UnsetType = UNSET
+    email_opt_out: bool | UnsetType = UNSET
+    line_opt_out: bool | UnsetType = UNSET
+
+
+class MemberBatchItem(MemberFields, kw_only=True, forbid_unknown_fields=True):
+    member_id: str
+
+
+class Member(msgspec.Struct, kw_only=True):
+    member_id: str
+    email: str | None
+    phone: str | None
+    line_user_id: str | None
+    line_friend: bool
+    attributes: dict[str, Any]
+    email_opt_out: bool
+    line_opt_out: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class PreparedMember(msgspec.Struct, kw_only=True):
+    """A validated, normalised upsert. `given` names the fields the client sent."""
+
+    member_id: str
+    given: frozenset[str]
+    email: str | None = None
+    email_sha256: bytes | None = None
+    phone: str | None = None
+    phone_sha256: bytes | None = None
+    line_user_id: str | None = None
+    line_friend: bool = False
+    attributes: dict[str, Any] | None = None
+    email_opt_out: bool = False
+    line_opt_out: bool = False
+
+
+class Reach(msgspec.Struct, frozen=True):
+    """How one recipient can be reached, as routing needs to know it."""
+
+    member_id: str | None
+    line_user_id: str | None
+    line_friend: bool
+    line_opt_out: bool
+    email: str | None
+    email_opt_out: bool
+
+    @property
+    def line_reachable(self) -> bool:
+        return self.line_user_id is not None and self.line_friend and not self.line_opt_out
+
+    @property
+    def email_reachable(self) -> bool:
+        return self.email is not None and not self.email_opt_out
+
+
+def check_member_id(member_id: str) -> str | None:
+    """The reason a member ID is unusable, or None."""
+    if not member_id or len(member_id) > MAX_MEMBER_ID:
+        return f"a member ID is 1 to {MAX_MEMBER_ID} characters"
+    if not member_id.isprintable() or member_id != member_id.strip():
+        return "a member ID has no control characters and no surrounding spaces"
+    return None
+
+
+def prepare(
+    member_id: str, fields: MemberFields, region: str, prefix: str = ""
+) -> PreparedMember | list[FieldError]:
+    """Validate and normalise; return field errors (paths under `prefix`) instead of raising."""
+    errors: list[FieldError] = []
+    if reason := check_member_id(member_id):
+        errors.append(FieldError(f"{prefix}member_id", reason))
+    given = frozenset(
+        f for f in MemberFields.__struct_fields__ if getattr(fields, f) is not UNSET
+    )
+    out = PreparedMember(member_id=member_id, given=given)
+    if isinstance(fields.email, str):
+        try:
+            out.email = normalize_email(fields.email)
+            out.email_sha256 = email_sha256(out.email)
+        except InvalidIdentifier as exc:
+            errors.append(FieldError(f"{prefix}email", str(exc)))
+    if isinstance(fields.phone, str):
+        try:
+            out.phone = normalize_phone(fields.phone, region)
+            out.phone_sha256 = phone_sha256(out.phone)
+        except InvalidIdentifier as exc:
+            errors.append(FieldError(f"{prefix}phone", str(exc)))
+    if isinstance(fields.line_user_id, str):
+        try:
+            out.line_user_id = check_line_user_id(fields.line_user_id)
+        except InvalidIdentifier as exc:
+            errors.append(FieldError(f"{prefix}line_user_id", str(exc)))
+    if isinstance(fields.line_friend, bool):
+        out.line_friend = fields.line_friend
+    elif isinstance(fields.line_user_id, str):
+        # A LINE user ID comes from a follow or a link: the user is a friend unless told otherwise.
+        out.line_friend = True
+        given = given | {"line_friend"}
+    elif "line_user_id" in given:
+        given = given | {"line_friend"}  # clearing the ID clears friendship
+    out.given = given
+    if isinstance(fields.attributes, dict):
+        out.attributes = fields.attributes
+    if isinstance(fields.email_opt_out, bool):
+        out.email_opt_out = fields.email_opt_out
+    if isinstance(fields.line_opt_out, bool):
+        out.line_opt_out = fields.line_opt_out
+    return errors or out
+
+
+_COLUMNS = (
+    "member_id, email, phone, line_user_id, line_friend, attributes, email_opt_out, "
+    "line_opt_out, created_at, updated_at"
+)
+
+_UPSERT = """
+INSERT INTO members AS m (
+    member_id, email, email_sha256, phone, phone_sha256, line_user_id, line_friend,
+    attributes, email_opt_out, line_opt_out)
+SELECT u.member_id, u.email, u.email_sha256, u.phone, u.phone_sha256, u.line_user_id,
+       u.line_friend, u.attributes::jsonb, u.email_opt_out, u.line_opt_out
+FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::text[],
+            $7::bool[], $8::text[], $9::bool[], $10::bool[])
+     AS u(member_id, email, email_sha256, phone, phone_sha256, line_user_id, line_friend,
+          attributes, email_opt_out, line_opt_out)
+ON CONFLICT (member_id) DO UPDATE SET
+    email = excluded.email, email_sha256 = excluded.email_sha256,
+    phone = excluded.phone, phone_sha256 = excluded.phone_sha256,
+    line_user_id = excluded.line_user_id, line_friend = excluded.line_friend,
+    attributes = excluded.attributes, email_opt_out = excluded.email_opt_out,
+    line_opt_out = excluded.line_opt_out, updated_at = now()
+"""
+
+_MERGED_FIELDS = (
+    ("email", "email_sha256"),
+    ("phone", "phone_sha256"),
+    ("line_user_id",),
+    ("line_friend",),
+    ("attributes",),
+    ("email_opt_out",),
+    ("line_opt_out",),
+)
+
+
+class UpsertResult(msgspec.Struct, frozen=True):
+    member_id: str
+    created: bool
+
+
+async def upsert(
+    conn: Connection, members: Sequence[PreparedMember]
+) -> list[UpsertResult | FieldError]:
+    """Create or update members in one round of statements; absent fields keep stored values.
+
+    Runs in the caller's transaction. Returns, per input, the outcome or the reason the
+    member was not written (a LINE user ID already linked to another member)."""
+    ids = [m.member_id for m in members]
+    existing = {
+        r["member_id"]: r
+        for r in await conn.fetch(
+            "SELECT member_id, email, email_sha256, phone, phone_sha256, line_user_id,"
+            " line_friend, attributes, email_opt_out, line_opt_out"
+            " FROM members WHERE member_id = ANY($1::text[]) FOR UPDATE",
+            ids,
+        )
+    }
+    merged: list[PreparedMember] = []
+    for m in members:
+        row = existing.get(m.member_id)
+        if row is None:
+            if m.attributes is None:
+                m.attributes = {}
+            merged.append(m)
+            continue
+        for group in _MERGED_FIELDS:
+            if group[0] not in m.given:
+                for name in group:
+                    setattr(m, name, row[name])
+        merged.append(m)
+
+    taken = await _line_ids_taken(conn, merged)
+    results: list[UpsertResult | FieldError] = []
+    to_write: list[PreparedMember] = []
+    for m in merged:
+        if m.line_user_id is not None and taken[m.line_user_id] != m.member_id:
+            results.append(FieldError("line_user_id", "this LINE user ID belongs to another member"))
+            continue
+        results.append(UpsertResult(m.member_id, created=m.member_id not in existing))
+        to_write.append(m)
+    if to_write:
+        await conn.execute(
+            _UPSERT,
+            [m.member_id for m in to_write],
+            [m.email for m in to_write],
+            [m.email_sha256 for m in to_write],
+            [m.phone for m in to_write],
+            [m.phone_sha256 for m in to_write],
+            [m.line_user_id for m in to_write],
+            [m.line_friend for m in to_write],
+            [msgspec.json.encode(m.attributes).decode() for m in to_write],
+            [m.email_opt_out for m in to_write],
+            [m.line_opt_out for m in to_write],
+        )
+    return results
+
+
+async def _line_ids_taken(conn: Connection, members: Sequence[PreparedMember]) -> dict[str, str]:
+    """LINE user ID -> the member that holds it: stored owners first, then the first member
+    of this batch that claims it. A member never takes an ID another member holds."""
+    wanted = [m.line_user_id for m in members if m.line_user_id is not None]
+    if not wanted:
+        return {}
+    owners: dict[str, str] = {
+        r["line_user_id"]: r["member_id"]
+        for r in await conn.fetch(
+            "SELECT line_user_id, member_id FROM members WHERE line_user_id = ANY($1::text[])",
+            wanted,
+        )
+    }
+    for m in members:
+        if m.line_user_id is not None:
+            owners.setdefault(m.line_user_id, m.member_id)
+    return owners
+
+
+async def get(conn: Connection, member_id: str) -> Member | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM members WHERE member_id = $1", member_id)
+    return None if row is None else Member(**dict(row))
+
+
+async def erase(conn: Connection, member_id: str) -> bool:
+    """Delete a member, their intents and deliveries, and message contents no one else uses."""
+    async with conn.transaction():
+        contents = await conn.fetch(
+            "SELECT DISTINCT content_id FROM intents WHERE member_id = $1", member_id
+        )
+        deleted = await conn.fetchval(
+            "DELETE FROM members WHERE member_id = $1 RETURNING true", member_id
+        )
+        if contents:
+            await conn.execute(
+                "DELETE FROM contents c WHERE c.id = ANY($1::bytea[])"
+                " AND NOT EXISTS (SELECT 1 FROM intents i WHERE i.content_id = c.id)",
+                [r["content_id"] for r in contents],
+            )
+    return bool(deleted)
+
+
+async def resolve(
+    conn: Connection, member_ids: Sequence[str], email_hashes: Sequence[bytes]
+) -> tuple[dict[str, Reach], dict[bytes, Reach]]:
+    """Look up recipients by member ID and by email hash, in two indexed queries."""
+    by_id: dict[str, Reach] = {}
+    by_email: dict[bytes, Reach] = {}
+    if member_ids:
+        for r in await conn.fetch(
+            "SELECT member_id, line_user_id, line_friend, line_opt_out, email, email_opt_out"
+            " FROM members WHERE member_id = ANY($1::text[])",
+            list(set(member_ids)),
+        ):
+            by_id[r["member_id"]] = _reach(r)
+    if email_hashes:
+        # Several members may share an address: the oldest one is the match.
+        for r in await conn.fetch(
+            "SELECT DISTINCT ON (email_sha256) email_sha256, member_id, line_user_id,"
+            " line_friend, line_opt_out, email, email_opt_out FROM members"
+            " WHERE email_sha256 = ANY($1::bytea[]) ORDER BY email_sha256, created_at",
+            list(set(email_hashes)),
+        ):
+            by_email[r["email_sha256"]] = _reach(r)
+    return by_id, by_email
+
+
+def _reach(r: Any) -> Reach:
+    return Reach(
+        member_id=r["member_id"],
+        line_user_id=r["line_user_id"],
+        line_friend=r["line_friend"],
+        line_opt_out=r["line_opt_out"],
+        email=r["email"],
+        email_opt_out=r["email_opt_out"],
+    )

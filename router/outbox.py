@@ -1,0 +1,174 @@
+"""The outbox: claiming due deliveries and recording what happened to them.
+
+Every state change is one set-based statement over a batch. Claims use
+`FOR UPDATE SKIP LOCKED`, so any number of workers in any number of processes share the
+table without handing the same delivery to two of them. A claim is a lease: if its worker
+dies, `recover_expired` returns the delivery to 'pending' (or, when a send without provider
+de-duplication had already begun, to 'uncertain', never to a second send).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+from router.content import Content
+from router.database import Connection
+from router.intents import NOTIFY_CHANNEL
+
+
+class Claimed(msgspec.Struct, frozen=True):
+    delivery_id: UUID
+    intent_id: UUID
+    address: str
+    attempts: int
+    first_attempt_at: datetime
+    content_id: bytes
+
+
+class Result(msgspec.Struct, frozen=True):
+    """What to record for one claimed delivery."""
+
+    delivery_id: UUID
+    status: str  # 'sent' | 'failed' | 'pending'
+    provider_ref: str | None = None
+    error: str | None = None
+    retry_in_seconds: float | None = None
+    fallback: bool = False
+
+
+_CLAIM = """
+UPDATE deliveries d
+SET status = 'claimed',
+    attempts = d.attempts + 1,
+    claim_token = $3,
+    lease_expires_at = now() + make_interval(secs => $4),
+    first_attempt_at = coalesce(d.first_attempt_at, now()),
+    updated_at = now()
+FROM intents i
+WHERE d.id IN (
+        SELECT id FROM deliveries
+        WHERE channel = $1 AND status = 'pending' AND next_attempt_at <= now()
+        ORDER BY next_attempt_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED)
+  AND i.id = d.intent_id
+RETURNING d.id, d.intent_id, d.address, d.attempts, d.first_attempt_at, i.content_id
+"""
+
+
+async def claim(
+    conn: Connection, channel: str, limit: int, token: UUID, lease_seconds: float
+) -> list[Claimed]:
+    rows = await conn.fetch(_CLAIM, channel, limit, token, lease_seconds)
+    return [Claimed(*r) for r in rows]
+
+
+async def mark_sending(conn: Connection, delivery_id: UUID, token: UUID) -> bool:
+    """Record that the provider is about to be contacted (channels without de-duplication)."""
+    done = await conn.fetchval(
+        "UPDATE deliveries SET status = 'sending', updated_at = now()"
+        " WHERE id = $1 AND claim_token = $2 AND status = 'claimed' RETURNING true",
+        delivery_id,
+        token,
+    )
+    return bool(done)
+
+
+_RECORD = """
+UPDATE deliveries d
+SET status = r.status,
+    provider_ref = coalesce(r.ref, d.provider_ref),
+    last_error = coalesce(r.err, d.last_error),
+    next_attempt_at = CASE WHEN r.status = 'pending'
+                           THEN now() + make_interval(secs => r.delay)
+                           ELSE d.next_attempt_at END,
+    sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
+    claim_token = NULL,
+    lease_expires_at = NULL,
+    updated_at = now()
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[])
+     AS r(id, status, ref, err, delay)
+WHERE d.id = r.id AND d.claim_token = $6
+RETURNING d.id, d.intent_id
+"""
+
+_ACTIVATE_FALLBACK = """
+UPDATE deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
+WHERE intent_id = ANY($1::uuid[]) AND status = 'standby'
+RETURNING channel
+"""
+
+
+async def record(conn: Connection, token: UUID, results: Sequence[Result]) -> int:
+    """Store outcomes of one claim, activating fallbacks of permanent failures, atomically.
+
+    Returns how many rows were still ours to record (a lease may have been taken over)."""
+    if not results:
+        return 0
+    async with conn.transaction():
+        rows = await conn.fetch(
+            _RECORD,
+            [r.delivery_id for r in results],
+            [r.status for r in results],
+            [r.provider_ref for r in results],
+            [r.error for r in results],
+            [r.retry_in_seconds or 0.0 for r in results],
+            token,
+        )
+        by_id = {r.delivery_id: r for r in results}
+        failed_over = [
+            row["intent_id"]
+            for row in rows
+            if by_id[row["id"]].status == "failed" and by_id[row["id"]].fallback
+        ]
+        if failed_over:
+            channels = {r["channel"] for r in await conn.fetch(_ACTIVATE_FALLBACK, failed_over)}
+            for channel in sorted(channels):
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
+    return len(rows)
+
+
+_RECOVER_CLAIMED = """
+UPDATE deliveries SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
+       next_attempt_at = now(), updated_at = now(),
+       last_error = 'the worker holding this delivery stopped; requeued'
+WHERE status = 'claimed' AND lease_expires_at < now()
+RETURNING channel
+"""
+
+_RECOVER_SENDING = """
+UPDATE deliveries SET status = 'uncertain', lease_expires_at = NULL, updated_at = now(),
+       last_error = 'the worker stopped while the provider was being contacted; not resent,'
+                    ' because this channel cannot tell a resend from a new message'
+WHERE status = 'sending' AND lease_expires_at < now()
+"""
+
+
+async def recover_expired(conn: Connection) -> set[str]:
+    """Release leases whose worker is gone. Returns channels that have work again."""
+    async with conn.transaction():
+        channels = {r["channel"] for r in await conn.fetch(_RECOVER_CLAIMED)}
+        await conn.execute(_RECOVER_SENDING)
+        for channel in sorted(channels):
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
+    return channels
+
+
+async def next_due(conn: Connection, channel: str) -> datetime | None:
+    """When the earliest pending delivery of a channel becomes due."""
+    value: datetime | None = await conn.fetchval(
+        "SELECT min(next_attempt_at) FROM deliveries WHERE channel = $1 AND status = 'pending'",
+        channel,
+    )
+    return value
+
+
+async def load_contents(conn: Connection, ids: Sequence[bytes]) -> dict[bytes, Content]:
+    rows = await conn.fetch(
+        "SELECT id, body::text AS body FROM contents WHERE id = ANY($1::bytea[])", list(ids)
+    )
+    return {r["id"]: msgspec.json.decode(r["body"], type=Content) for r in rows}

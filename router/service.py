@@ -1,0 +1,88 @@
+"""The running router: configuration, database pool, channels and workers, wired once.
+
+This is the composition root: the only module that turns configuration into adapters
+(through `channels.registry`) and hands them to the outbox workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+
+from channels.base import Channel
+from channels.registry import build_channels
+from router.config import Config
+from router.database import DatabaseTarget, Pool, create_pool, embedded_target, migrate, url_target
+from router.worker import OutboxWorkers
+
+
+def key_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass
+class Runtime:
+    config: Config
+    target: DatabaseTarget
+    pool: Pool
+    channels: dict[str, Channel]
+    workers: OutboxWorkers | None
+    api_key_hashes: frozenset[bytes]
+    generated_api_key: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def configured_channels(self) -> frozenset[str]:
+        return frozenset(self.channels)
+
+    async def aclose(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop()
+        for channel in self.channels.values():
+            await channel.aclose()
+        await self.pool.close()
+
+
+def database_target(config: Config) -> DatabaseTarget:
+    if config.database.url:
+        return url_target(config.database.url)
+    return embedded_target(config.database.data_dir)
+
+
+async def start_runtime(config: Config, *, run_workers: bool = True) -> Runtime:
+    """Open the database (embedded if no URL), migrate, build channels, start workers."""
+    target = database_target(config)
+    await migrate(target.dsn)
+    pool = await create_pool(target.dsn, config.database.pool_size)
+    hashes, generated = await _api_keys(pool, config)
+    channels = build_channels(config)
+    workers = None
+    if run_workers and channels:
+        workers = OutboxWorkers(pool, target.dsn, channels, config.workers)
+        await workers.start()
+    return Runtime(
+        config=config,
+        target=target,
+        pool=pool,
+        channels=channels,
+        workers=workers,
+        api_key_hashes=hashes,
+        generated_api_key=generated,
+    )
+
+
+async def _api_keys(pool: Pool, config: Config) -> tuple[frozenset[bytes], str | None]:
+    """Configured keys, else stored key hashes, else a new key stored by hash only."""
+    if config.api.keys:
+        return frozenset(key_hash(k) for k in config.api.keys), None
+    async with pool.acquire() as conn:
+        stored = {r["key_sha256"] for r in await conn.fetch("SELECT key_sha256 FROM api_keys")}
+        if stored:
+            return frozenset(stored), None
+        token = "dr_" + secrets.token_urlsafe(32)
+        await conn.execute(
+            "INSERT INTO api_keys (key_sha256, label) VALUES ($1, 'generated at first start')",
+            key_hash(token),
+        )
+        return frozenset({key_hash(token)}), token

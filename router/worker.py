@@ -1,0 +1,278 @@
+"""Outbox workers: claim due deliveries, hand them to their channel, record the outcome.
+
+Each configured channel gets `[workers] concurrency` dispatch loops in every router process.
+Loops sleep on an event set by PostgreSQL LISTEN/NOTIFY (new or re-activated deliveries) or
+until the next scheduled retry; they never poll an empty table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from channels.base import Channel, Failed, Outbound, Outcome, Retry, Sent
+from router import outbox, ratelimit
+from router.config import WorkersConfig
+from router.content import Content
+from router.database import Pool
+from router.intents import NOTIFY_CHANNEL
+
+log = logging.getLogger(__name__)
+
+# Do not resend within this margin of the provider's de-duplication window closing.
+REPLAY_MARGIN = timedelta(hours=1)
+IDLE_RECHECK_SECONDS = 30.0
+
+
+class ContentCache:
+    """Decoded contents by id; a campaign's body is read from PostgreSQL once per process."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._items: OrderedDict[bytes, Content] = OrderedDict()
+        self._size = size
+
+    async def get_many(self, pool: Pool, ids: Sequence[bytes]) -> dict[bytes, Content]:
+        missing = [i for i in set(ids) if i not in self._items]
+        if missing:
+            async with pool.acquire() as conn:
+                self._items.update(await outbox.load_contents(conn, missing))
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return {i: self._items[i] for i in ids if i in self._items}
+
+
+class OutboxWorkers:
+    """All dispatch loops of one process, plus the listener and the lease sweeper."""
+
+    def __init__(
+        self, pool: Pool, dsn: str, channels: Mapping[str, Channel], config: WorkersConfig
+    ) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._channels = dict(channels)
+        self._config = config
+        self._wake = {name: asyncio.Event() for name in self._channels}
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._contents = ContentCache()
+
+    async def start(self) -> None:
+        async with self._pool.acquire() as conn:
+            await outbox.recover_expired(conn)
+        for event in self._wake.values():
+            event.set()
+        self._tasks.append(asyncio.create_task(self._listen(), name="outbox-listen"))
+        self._tasks.append(asyncio.create_task(self._sweep(), name="outbox-sweep"))
+        for name in self._channels:
+            for n in range(self._config.concurrency):
+                self._tasks.append(
+                    asyncio.create_task(self._dispatch(name), name=f"outbox-{name}-{n}")
+                )
+
+    async def stop(self, grace_seconds: float = 15.0) -> None:
+        """Stop claiming; let batches in flight finish and be recorded."""
+        self._stopping.set()
+        for event in self._wake.values():
+            event.set()
+        _, still = await asyncio.wait(self._tasks, timeout=grace_seconds)
+        for task in still:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def wake(self, channel: str) -> None:
+        if channel in self._wake:
+            self._wake[channel].set()
+
+    async def _listen(self) -> None:
+        while not self._stopping.is_set():
+            conn: Any = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                for event in self._wake.values():  # anything sent while we were away
+                    event.set()
+                while not self._stopping.is_set() and not conn.is_closed():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), timeout=5.0)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("outbox listener lost its connection (%s); reconnecting", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    await conn.close()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self.wake(payload)
+
+    async def _sweep(self) -> None:
+        interval = max(1.0, self._config.lease_seconds / 4)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+            if self._stopping.is_set():
+                return
+            try:
+                async with self._pool.acquire() as conn:
+                    for channel in await outbox.recover_expired(conn):
+                        self.wake(channel)
+                    await ratelimit.prune(conn)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("lease sweep failed: %s", exc)
+
+    async def _dispatch(self, name: str) -> None:
+        channel = self._channels[name]
+        wake = self._wake[name]
+        batch_size = self._config.batch_size
+        while not self._stopping.is_set():
+            wake.clear()
+            try:
+                worked = await self._run_batch(channel, batch_size)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("%s dispatch failed (%s); backing off", name, exc)
+                await asyncio.sleep(1.0)
+                continue
+            except Exception:
+                # A bug must not stop delivery: the batch's leases expire and it is retried.
+                log.exception("%s dispatch loop error; continuing", name)
+                await asyncio.sleep(1.0)
+                continue
+            if worked == batch_size:
+                wake.set()  # there may be more: let a sibling loop look too
+                continue
+            if worked:
+                continue
+            await self._idle(name, wake)
+
+    async def _idle(self, name: str, wake: asyncio.Event) -> None:
+        timeout = IDLE_RECHECK_SECONDS
+        try:
+            async with self._pool.acquire() as conn:
+                due = await outbox.next_due(conn, name)
+        except (OSError, asyncpg.PostgresError):
+            due = None
+        if due is not None:
+            timeout = min(timeout, max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.01)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=timeout)
+
+    async def _run_batch(self, channel: Channel, batch_size: int) -> int:
+        """Claim, send and record one batch; return how many deliveries it held."""
+        token = uuid.uuid4()
+        async with self._pool.acquire() as conn:
+            limit = channel.requests_per_second
+            if limit is not None:
+                batch_size = min(batch_size, limit)
+                while not await ratelimit.reserve(conn, f"{channel.name}", batch_size, limit):
+                    await asyncio.sleep(ratelimit.seconds_to_next_window())
+            claimed = await outbox.claim(
+                conn, channel.name, batch_size, token, self._config.lease_seconds
+            )
+        if not claimed:
+            return 0
+        contents = await self._contents.get_many(self._pool, [c.content_id for c in claimed])
+        results: list[outbox.Result] = []
+        sendable: list[Outbound] = []
+        window = channel.replay_window
+        now = datetime.now(UTC)
+        for c in claimed:
+            content = contents.get(c.content_id)
+            if content is None:
+                results.append(outbox.Result(c.delivery_id, "failed", error="content missing"))
+            elif (
+                window is not None
+                and c.attempts > 1
+                and now - c.first_attempt_at > window - REPLAY_MARGIN
+            ):
+                results.append(
+                    outbox.Result(
+                        c.delivery_id,
+                        "failed",
+                        error=(
+                            "not retried: the provider's retry key expires "
+                            f"{window} after the first attempt, and that attempt may have been "
+                            "delivered"
+                        ),
+                    )
+                )
+            else:
+                sendable.append(
+                    Outbound(
+                        delivery_id=c.delivery_id,
+                        intent_id=c.intent_id,
+                        address=c.address,
+                        attempt=c.attempts,
+                        content_id=c.content_id,
+                        content=content,
+                    )
+                )
+        if sendable:
+            if window is None:
+                outcomes = await self._send_one_by_one(channel, sendable, token)
+            else:
+                outcomes = await channel.send(sendable)
+            by_attempt = {c.delivery_id: c.attempts for c in claimed}
+            for message, outcome in zip(sendable, outcomes, strict=True):
+                if outcome is not None:
+                    results.append(
+                        self._result(message.delivery_id, outcome, by_attempt[message.delivery_id])
+                    )
+        async with self._pool.acquire() as conn:
+            await outbox.record(conn, token, results)
+        return len(claimed)
+
+    async def _send_one_by_one(
+        self, channel: Channel, batch: Sequence[Outbound], token: uuid.UUID
+    ) -> list[Outcome | None]:
+        """For channels without de-duplication: mark each delivery 'sending' just before it
+        goes out, so a crash leaves 'uncertain' rather than a duplicate."""
+        limit = asyncio.Semaphore(channel.max_concurrency)
+
+        async def one(message: Outbound) -> Outcome | None:
+            async with limit:
+                async with self._pool.acquire() as conn:
+                    if not await outbox.mark_sending(conn, message.delivery_id, token):
+                        return None  # lease lost: someone else owns it now
+                return (await channel.send([message]))[0]
+
+        return list(await asyncio.gather(*(one(m) for m in batch)))
+
+    def _result(self, delivery_id: uuid.UUID, outcome: Outcome, attempts: int) -> outbox.Result:
+        if isinstance(outcome, Sent):
+            return outbox.Result(delivery_id, "sent", provider_ref=outcome.provider_ref)
+        if isinstance(outcome, Failed):
+            return outbox.Result(
+                delivery_id, "failed", error=outcome.error, fallback=outcome.fallback
+            )
+        assert isinstance(outcome, Retry)
+        if attempts >= self._config.max_attempts:
+            return outbox.Result(
+                delivery_id,
+                "failed",
+                error=f"gave up after {attempts} attempts: {outcome.error}",
+                fallback=True,
+            )
+        return outbox.Result(
+            delivery_id, "pending", error=outcome.error, retry_in_seconds=self.backoff(attempts, outcome)
+        )
+
+    def backoff(self, attempts: int, outcome: Retry) -> float:
+        """Exponential backoff with jitter (half to full step), never shorter than the provider
+        asked for."""
+        cap = min(
+            self._config.backoff_max_seconds,
+            self._config.backoff_base_seconds * 2 ** (attempts - 1),
+        )
+        delay = random.uniform(cap / 2, cap)
+        if outcome.after_seconds is not None:
+            delay = max(delay, outcome.after_seconds)
+        return delay

@@ -1,0 +1,94 @@
+"""Shared test fixtures: real PostgreSQL, the LINE simulator, a real SMTP sink, the router.
+
+PostgreSQL is the server named by DATABASE_URL, or an embedded one (pgserver) started once
+per test run in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from router.database import migrate
+from tests.harness import LINE_TOKEN, SmtpSink, running_router
+
+
+
+
+@pytest.fixture(scope="session")
+def database_dsn() -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="router-test-pg-") as tmp:
+        server = pgserver.get_server(tmp, cleanup_mode="stop")
+        yield server.get_uri()
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def migrated(database_dsn: str) -> str:
+    await migrate(database_dsn)
+    return database_dsn
+
+
+@pytest.fixture
+async def dsn(migrated: str) -> str:
+    """A migrated database with no rows left by earlier tests."""
+    conn = await asyncpg.connect(migrated)
+    try:
+        await conn.execute(
+            "TRUNCATE members, contents, intents, deliveries, api_keys, rate_buckets CASCADE"
+        )
+    finally:
+        await conn.close()
+    return migrated
+
+
+@pytest.fixture(scope="session")
+async def line_simulator() -> AsyncIterator[object]:
+    from channels.line.simulator import LineSimulator
+
+    sim = LineSimulator(access_tokens=[LINE_TOKEN])
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture
+def line_sim(line_simulator: object) -> object:
+    line_simulator.reset()  # type: ignore[attr-defined]
+    return line_simulator
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def smtp(smtp_server: SmtpSink) -> SmtpSink:
+    smtp_server.reset()
+    return smtp_server
+
+
+@pytest.fixture
+async def router(dsn: str, line_sim: object, smtp: SmtpSink) -> AsyncIterator[object]:
+    async with running_router(dsn, line_sim.base_url, smtp) as r:  # type: ignore[attr-defined]
+        yield r
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+    return asyncio.DefaultEventLoopPolicy()

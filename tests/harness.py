@@ -1,0 +1,185 @@
+"""Test harness: the router on a real socket, and a real SMTP server that records mail."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from typing import Any
+
+import httpx
+import uvicorn
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from router.api.app import create_app
+from router.config import Config, load_config
+from router.service import Runtime, start_runtime
+
+API_KEY = "test-api-key"
+LINE_TOKEN = "test-channel-access-token"
+
+
+@dataclass
+class ReceivedMail:
+    mail_from: str
+    rcpt_to: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> Message:
+        return message_from_bytes(self.data)
+
+
+@dataclass
+class _Handler:
+    mails: list[ReceivedMail] = field(default_factory=list)
+    rcpt_replies: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        with self.lock:
+            reply = self.rcpt_replies.pop(0) if self.rcpt_replies else None
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        data = envelope.original_content or b""
+        with self.lock:
+            self.mails.append(
+                ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), bytes(data))
+            )
+        return "250 Message accepted for delivery"
+
+
+class SmtpSink:
+    """aiosmtpd on a free loopback port; `rcpt_replies` queues replies such as '451 busy'."""
+
+    def __init__(self) -> None:
+        self.handler = _Handler()
+        self.port = _free_port()
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def reset(self) -> None:
+        with self.handler.lock:
+            self.handler.mails.clear()
+            self.handler.rcpt_replies.clear()
+
+    @property
+    def mails(self) -> list[ReceivedMail]:
+        with self.handler.lock:
+            return list(self.handler.mails)
+
+    def fail_next_rcpt(self, *replies: str) -> None:
+        with self.handler.lock:
+            self.handler.rcpt_replies.extend(replies)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def router_config(dsn: str, line_base: str | None, smtp: SmtpSink | None, **env: str) -> Config:
+    values = {
+        "ROUTER_DATABASE_URL": dsn,
+        "ROUTER_API_KEYS": API_KEY,
+        "ROUTER_WORKERS_BACKOFF_BASE_SECONDS": "0.05",
+        "ROUTER_WORKERS_BACKOFF_MAX_SECONDS": "0.2",
+        "ROUTER_WORKERS_CONCURRENCY": "2",
+        "ROUTER_DATABASE_POOL_SIZE": "6",
+    }
+    if line_base is not None:
+        values |= {
+            "ROUTER_LINE_CHANNEL_ACCESS_TOKEN": LINE_TOKEN,
+            "ROUTER_LINE_API_BASE": line_base,
+            "ROUTER_LINE_TIMEOUT_SECONDS": "2",
+        }
+    if smtp is not None:
+        values |= {
+            "ROUTER_EMAIL_HOST": "127.0.0.1",
+            "ROUTER_EMAIL_PORT": str(smtp.port),
+            "ROUTER_EMAIL_FROM_ADDRESS": "news@shop.example.jp",
+        }
+    values |= env
+    return load_config(None, values)
+
+
+@dataclass
+class RouterUnderTest:
+    runtime: Runtime
+    base_url: str
+    client: httpx.AsyncClient
+
+    async def intent(self, intent_id: str) -> dict[str, Any]:
+        r = await self.client.get(f"/v1/intents/{intent_id}")
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    async def wait_for(
+        self, intent_id: str, statuses: Iterable[str] = ("delivered",), timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """Poll the public API until the intent reaches one of `statuses`."""
+        wanted = set(statuses)
+        deadline = time.monotonic() + timeout
+        body = await self.intent(intent_id)
+        while body["status"] not in wanted:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"intent {intent_id} stuck: {body}")
+            await asyncio.sleep(0.05)
+            body = await self.intent(intent_id)
+        return body
+
+
+@contextlib.asynccontextmanager
+async def running_router(
+    dsn: str,
+    line_base: str | None,
+    smtp: SmtpSink | None,
+    config: Config | None = None,
+    **env: str,
+) -> AsyncIterator[RouterUnderTest]:
+    """Start runtime and HTTP server on a free port; stop both afterwards."""
+    config = config or router_config(dsn, line_base, smtp, **env)
+    runtime = await start_runtime(config)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(runtime), log_level="warning", lifespan="on")
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+    ) as client:
+        try:
+            yield RouterUnderTest(runtime, base, client)
+        finally:
+            server.should_exit = True
+            await task
+            await runtime.aclose()
