@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("linebot").setLevel(logging.WARNING)  # its debug log holds response bodies
     try:
         if args.command == "line-simulator":
@@ -53,7 +55,9 @@ async def _migrate(config: Config) -> int:
 
     target = database_target(config)
     applied = await migrate(target.dsn)
-    print(f"{target.description}: applied {len(applied)} migration(s) {', '.join(applied)}".rstrip())
+    print(
+        f"{target.description}: applied {len(applied)} migration(s) {', '.join(applied)}".rstrip()
+    )
     return 0
 
 
@@ -94,15 +98,17 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
                 lifespan="on",
             )
         )
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
+            # uvicorn handles the signal while it serves, then re-raises it to this handler.
             loop.add_signal_handler(sig, stop.set)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         if ready is not None:
             ready.set()
-        await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+        await asyncio.wait(
+            [serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED"
+        )
         server.should_exit = True
         await serving
     finally:
@@ -136,9 +142,7 @@ def describe(runtime: object, port: int) -> list[str]:
             "are refused and LINE failures have no fallback"
         )
     if runtime.generated_api_key:
-        lines.append(
-            f"API key (shown once, stored only as a hash): {runtime.generated_api_key}"
-        )
+        lines.append(f"API key (shown once, stored only as a hash): {runtime.generated_api_key}")
     elif not config.api.keys:
         lines.append("API keys: the ones generated earlier (stored as hashes)")
     return lines

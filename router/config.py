@@ -92,9 +92,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 def _section_fields() -> dict[str, dict[str, type]]:
     sections: dict[str, dict[str, type]] = {}
     for section in msgspec.structs.fields(Config):
-        sections[section.name] = {
-            f.name: f.type for f in msgspec.structs.fields(section.type)
-        }
+        sections[section.name] = {f.name: f.type for f in msgspec.structs.fields(section.type)}
     return sections
 
 

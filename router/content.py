@@ -60,7 +60,9 @@ class Content(msgspec.Struct, kw_only=True, omit_defaults=True):
         if self.line is not None:
             return self.line.messages
         assert self.email is not None
-        return [text_message(derive_line_text(self.email.subject, self.email.text, self.email.html))]
+        return [
+            text_message(derive_line_text(self.email.subject, self.email.text, self.email.html))
+        ]
 
 
 def content_id(encoded: bytes) -> bytes:
@@ -81,9 +83,7 @@ def check_content(content: Content, prefix: str = "") -> list[FieldError]:
             if not name or any(c in name for c in ":\r\n ") or not name.isascii():
                 errors.append(FieldError(f"{prefix}email.headers", f"bad header name {name!r}"))
             elif name.lower() in RESERVED_HEADERS:
-                errors.append(
-                    FieldError(f"{prefix}email.headers", f"{name} is set by the router")
-                )
+                errors.append(FieldError(f"{prefix}email.headers", f"{name} is set by the router"))
             if "\r" in value or "\n" in value:
                 errors.append(
                     FieldError(f"{prefix}email.headers.{name}", "line breaks are not allowed")

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import msgspec
@@ -21,8 +21,15 @@ log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_ID = 0x64725F6D6967  # "dr_mig": any constant shared by all router processes
 
-Pool = asyncpg.Pool  # type: ignore[type-arg]
-Connection = asyncpg.Connection  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+    # A plain connection or one borrowed from the pool: both speak the same API.
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+else:
+    Pool = asyncpg.Pool
+    Connection = asyncpg.Connection
 
 
 @dataclass(frozen=True)
@@ -35,11 +42,11 @@ class DatabaseTarget:
 
 def embedded_target(data_dir: str | Path) -> DatabaseTarget:
     """Start (or reuse) the PostgreSQL server shipped by `pgserver` in `data_dir`."""
-    import pgserver
+    from pgserver.postgres_server import get_server
 
     path = Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(path, cleanup_mode="stop")
+    server = get_server(path, cleanup_mode="stop")
     return DatabaseTarget(dsn=server.get_uri(), description=f"embedded PostgreSQL in {path}")
 
 

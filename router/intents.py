@@ -102,7 +102,9 @@ class _Pending(msgspec.Struct):
 def _prepare(index: int, req: IntentRequest, prefix: str) -> _Pending | IntentResult:
     errors: list[FieldError] = []
     if (req.member_id is None) == (req.email_address is None):
-        errors.append(FieldError(f"{prefix}member_id", "give exactly one of member_id and email_address"))
+        errors.append(
+            FieldError(f"{prefix}member_id", "give exactly one of member_id and email_address")
+        )
     address: str | None = None
     if req.email_address is not None:
         try:
@@ -166,7 +168,11 @@ async def accept(
                 if reach is None:
                     results[p.index] = rejected(
                         "no member with this member_id",
-                        [FieldError(f"{prefix.format(i=p.index)}member_id", "no member with this id")],
+                        [
+                            FieldError(
+                                f"{prefix.format(i=p.index)}member_id", "no member with this id"
+                            )
+                        ],
                         code=422,
                     )
                     continue
@@ -212,8 +218,14 @@ async def accept(
                 )
             if decision.fallback is not None:
                 delivery_rows.append(
-                    (uuid7(), intent_id, decision.fallback, _address(reach, decision.fallback),
-                     "standby", True)
+                    (
+                        uuid7(),
+                        intent_id,
+                        decision.fallback,
+                        _address(reach, decision.fallback),
+                        "standby",
+                        True,
+                    )
                 )
             accepted[intent_id] = (
                 p,
@@ -234,13 +246,12 @@ async def accept(
                 list(contents.values()),
             )
             inserted = {
-                r["id"]
-                for r in await conn.fetch(_INSERT_INTENTS, *_columns(intent_rows, 10))
+                r["id"] for r in await conn.fetch(_INSERT_INTENTS, *_columns(intent_rows, 10))
             }
             rows = [d for d in delivery_rows if d[1] in inserted]
             await conn.execute(_INSERT_DELIVERIES, *_columns(rows, 6))
-            for channel in sorted({d[2] for d in rows if d[4] == "pending"}):
-                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
+            for woken in sorted({d[2] for d in rows if d[4] == "pending"}):
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, woken)
             lost = []
             for intent_id, (p, result) in accepted.items():
                 if intent_id in inserted:
@@ -256,7 +267,7 @@ async def accept(
         if p.request.idempotency_key is not None
     }
     for i, r in enumerate(results):
-        if r is not None and r.status == "duplicate" and r.id is None:
+        if r is not None and r.status == "duplicate" and r.id is None and r.reason:
             original = by_key.get(r.reason)
             results[i] = (
                 IntentResult(status="duplicate", code=200, id=original)

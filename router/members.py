@@ -32,9 +32,9 @@ class MemberFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Fields of a member as a client sends them. Absent fields keep their stored value;
     `null` clears a field."""
 
-    email: str | None | UnsetType = UNSET
-    phone: str | None | UnsetType = UNSET
-    line_user_id: str | None | UnsetType = UNSET
+    email: str | UnsetType | None = UNSET
+    phone: str | UnsetType | None = UNSET
+    line_user_id: str | UnsetType | None = UNSET
     line_friend: bool | UnsetType = UNSET
     attributes: dict[str, Any] | UnsetType = UNSET
     email_opt_out: bool | UnsetType = UNSET
@@ -109,9 +109,7 @@ def prepare(
     errors: list[FieldError] = []
     if reason := check_member_id(member_id):
         errors.append(FieldError(f"{prefix}member_id", reason))
-    given = frozenset(
-        f for f in MemberFields.__struct_fields__ if getattr(fields, f) is not UNSET
-    )
+    given = frozenset(f for f in MemberFields.__struct_fields__ if getattr(fields, f) is not UNSET)
     out = PreparedMember(member_id=member_id, given=given)
     if isinstance(fields.email, str):
         try:
@@ -223,7 +221,9 @@ async def upsert(
     to_write: list[PreparedMember] = []
     for m in merged:
         if m.line_user_id is not None and taken[m.line_user_id] != m.member_id:
-            results.append(FieldError("line_user_id", "this LINE user ID belongs to another member"))
+            results.append(
+                FieldError("line_user_id", "this LINE user ID belongs to another member")
+            )
             continue
         results.append(UpsertResult(m.member_id, created=m.member_id not in existing))
         to_write.append(m)
@@ -264,7 +264,10 @@ async def _line_ids_taken(conn: Connection, members: Sequence[PreparedMember]) -
 
 
 async def get(conn: Connection, member_id: str) -> Member | None:
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM members WHERE member_id = $1", member_id)
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM members WHERE member_id = $1",  # noqa: S608 - constant columns
+        member_id,
+    )
     return None if row is None else Member(**dict(row))
 
 

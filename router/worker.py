@@ -172,7 +172,10 @@ class OutboxWorkers:
             limit = channel.requests_per_second
             if limit is not None:
                 batch_size = min(batch_size, limit)
-                while not await ratelimit.reserve(conn, f"{channel.name}", batch_size, limit):
+                # The window is a wall-clock second in PostgreSQL: waiting for it is the point.
+                while not await ratelimit.reserve(  # noqa: ASYNC110
+                    conn, channel.name, batch_size, limit
+                ):
                     await asyncio.sleep(ratelimit.seconds_to_next_window())
             claimed = await outbox.claim(
                 conn, channel.name, batch_size, token, self._config.lease_seconds
@@ -216,10 +219,11 @@ class OutboxWorkers:
                     )
                 )
         if sendable:
+            outcomes: list[Outcome | None]
             if window is None:
                 outcomes = await self._send_one_by_one(channel, sendable, token)
             else:
-                outcomes = await channel.send(sendable)
+                outcomes = list(await channel.send(sendable))
             by_attempt = {c.delivery_id: c.attempts for c in claimed}
             for message, outcome in zip(sendable, outcomes, strict=True):
                 if outcome is not None:
@@ -262,7 +266,10 @@ class OutboxWorkers:
                 fallback=True,
             )
         return outbox.Result(
-            delivery_id, "pending", error=outcome.error, retry_in_seconds=self.backoff(attempts, outcome)
+            delivery_id,
+            "pending",
+            error=outcome.error,
+            retry_in_seconds=self.backoff(attempts, outcome),
         )
 
     def backoff(self, attempts: int, outcome: Retry) -> float:

@@ -18,8 +18,6 @@ from router.database import migrate
 from tests.harness import LINE_TOKEN, SmtpSink, running_router
 
 
-
-
 @pytest.fixture(scope="session")
 def database_dsn() -> Iterator[str]:
     url = os.environ.get("DATABASE_URL")

@@ -7,7 +7,10 @@ from typing import Any
 from tests.harness import RouterUnderTest, SmtpSink
 
 FRIEND = "U" + "a" * 32
-NEWSLETTER = {"subject": "Autumn sale", "text": "20% off everything until Sunday.\nhttps://shop.example.jp/sale"}
+NEWSLETTER = {
+    "subject": "Autumn sale",
+    "text": "20% off everything until Sunday.\nhttps://shop.example.jp/sale",
+}
 
 
 async def put_member(r: RouterUnderTest, member_id: str, **fields: Any) -> dict[str, Any]:

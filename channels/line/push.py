@@ -63,7 +63,9 @@ class LinePushChannel:
     replay_window: timedelta | None = RETRY_KEY_LIFETIME
 
     def __init__(self, config: LineConfig) -> None:
-        configuration = Configuration(host=config.api_base, access_token=config.channel_access_token)
+        configuration = Configuration(
+            host=config.api_base, access_token=config.channel_access_token
+        )
         # The SDK sizes its connection pool by CPU count (10 on two cores); deliveries need more.
         configuration.connection_pool_maxsize = config.max_connections
         self._client = AsyncApiClient(configuration)
@@ -123,9 +125,11 @@ def classify(status: int, headers: Any, body: str | bytes | None) -> Outcome:
     request_id = _header(headers, "x-line-request-id")
     text = f"LINE {status}: {error.message}".rstrip(": ")
     if error.details:
-        text += " (" + "; ".join(
-            f"{d.get('property', '')}: {d.get('message', '')}" for d in error.details
-        ) + ")"
+        text += (
+            " ("
+            + "; ".join(f"{d.get('property', '')}: {d.get('message', '')}" for d in error.details)
+            + ")"
+        )
     if request_id:
         text += f" [request {request_id}]"
     if status == 409:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from litestar import Litestar, get
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
@@ -23,7 +23,7 @@ class Health(msgspec.Struct):
 
 
 @get("/healthz", summary="200 when the database answers", tags=["health"])
-async def healthz(runtime: Runtime) -> Health:
+async def healthz(runtime: NamedDependency[Runtime]) -> Health:
     try:
         async with runtime.pool.acquire(timeout=2.0) as conn:
             await conn.fetchval("SELECT 1")
@@ -32,7 +32,7 @@ async def healthz(runtime: Runtime) -> Health:
     return Health(status="ok", database="ok")
 
 
-def create_app(runtime: Runtime) -> Litestar:
+def create_app(runtime: NamedDependency[Runtime]) -> Litestar:
     def provide_runtime(state: State) -> Runtime:
         runtime_: Runtime = state.runtime
         return runtime_

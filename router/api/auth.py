@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import msgspec
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Middleware,
+    Receive,
+    Scope,
+    Send,
+)
 
 from router.problems import PROBLEM_MEDIA_TYPE, Problem
 from router.service import key_hash
@@ -21,7 +30,7 @@ def bearer_token(scope: Scope) -> str | None:
     return None
 
 
-def auth_middleware_factory(key_hashes: frozenset[bytes]) -> object:
+def auth_middleware_factory(key_hashes: frozenset[bytes]) -> Middleware:
     """ASGI middleware: a missing or unknown key gets 401 and the request goes no further.
 
     Keys are compared by SHA-256 digest set membership, so the time taken says nothing about
@@ -29,7 +38,7 @@ def auth_middleware_factory(key_hashes: frozenset[bytes]) -> object:
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http" and scope["path"].startswith(PROTECTED_PREFIX):
+            if scope["type"] == ScopeType.HTTP and scope["path"].startswith(PROTECTED_PREFIX):
                 token = bearer_token(scope)
                 if token is None or key_hash(token) not in key_hashes:
                     await _unauthorized(send, missing=token is None)
@@ -48,15 +57,15 @@ async def _unauthorized(send: Send, *, missing: bool) -> None:
         else "the API key is not valid"
     )
     body = msgspec.json.encode(Problem(title="Unauthorized", status=401, detail=detail))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b'Bearer realm="delivery-router"'),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": 401,
+        "headers": [
+            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", b'Bearer realm="delivery-router"'),
+        ],
+    }
+    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    await send(start)
+    await send(end)

@@ -63,7 +63,9 @@ def _from_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Res
         detail = f"{errors[0].field}: {errors[0].message}"
     elif "truncated" in detail or "JSON" in detail or "malformed" in detail.lower():
         detail = f"the body is not valid JSON ({exc.detail})"
-    return problem_response(Problem(title="Invalid request", status=400, detail=detail, errors=errors))
+    return problem_response(
+        Problem(title="Invalid request", status=400, detail=detail, errors=errors)
+    )
 
 
 def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
 from router import intents
@@ -41,7 +44,7 @@ class IntentController(Controller):
         "idempotency_key was seen with the same body; 409 when it was seen with another body.",
     )
     async def create(
-        self, data: IntentRequest, runtime: Runtime
+        self, data: JSONBody[IntentRequest], runtime: NamedDependency[Runtime]
     ) -> Response[IntentResult | IntentView]:
         async with runtime.pool.acquire() as conn:
             (result,) = await intents.accept(conn, [data], runtime.configured_channels)
@@ -59,12 +62,12 @@ class IntentController(Controller):
         "/batch",
         status_code=200,
         summary="Send up to 10,000 intents",
-        description="Body: {\"intents\": [IntentRequest, ...]}. Each result is accepted (with "
+        description='Body: {"intents": [IntentRequest, ...]}. Each result is accepted (with '
         "id), duplicate (with the original id) or rejected (with the reason), in request order; "
         "one bad item never rejects the others.",
     )
     async def batch(
-        self, request: Request[object, object, object], runtime: Runtime
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
     ) -> IntentBatchResponse:
         decoded = decode_batch(await request.body(), "intents", IntentRequest, MAX_BATCH)
         async with runtime.pool.acquire() as conn:
@@ -77,7 +80,9 @@ class IntentController(Controller):
         return IntentBatchResponse(results)
 
     @get("/{intent_id:uuid}", summary="Status of an intent and its deliveries")
-    async def read(self, intent_id: UUID, runtime: Runtime) -> IntentView:
+    async def read(
+        self, intent_id: FromPath[UUID], runtime: NamedDependency[Runtime]
+    ) -> IntentView:
         async with runtime.pool.acquire() as conn:
             view = await intents.view(conn, intent_id)
         if view is None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, PathParameter
 from litestar.response import Response
 
 from router import members
@@ -17,7 +18,7 @@ from router.service import Runtime
 
 MAX_MEMBERS_PER_BATCH = 10_000
 
-MemberIdParam = Annotated[str, Parameter(description="The company's own id for the member")]
+MemberIdParam = Annotated[str, PathParameter(description="The company's own id for the member")]
 
 
 class MemberBatchRequest(msgspec.Struct, kw_only=True):
@@ -40,7 +41,10 @@ class MemberController(Controller):
 
     @put("/{member_id:str}", status_code=200, summary="Create or update a member")
     async def upsert(
-        self, member_id: MemberIdParam, data: MemberFields, runtime: Runtime
+        self,
+        member_id: MemberIdParam,
+        data: JSONBody[MemberFields],
+        runtime: NamedDependency[Runtime],
     ) -> Response[Member]:
         prepared = members.prepare(member_id, data, runtime.config.members.default_region)
         if isinstance(prepared, list):
@@ -54,7 +58,7 @@ class MemberController(Controller):
         return Response(member, status_code=201 if result.created else 200)
 
     @get("/{member_id:str}", summary="Read a member")
-    async def read(self, member_id: MemberIdParam, runtime: Runtime) -> Member:
+    async def read(self, member_id: MemberIdParam, runtime: NamedDependency[Runtime]) -> Member:
         async with runtime.pool.acquire() as conn:
             member = await members.get(conn, member_id)
         if member is None:
@@ -62,7 +66,7 @@ class MemberController(Controller):
         return member
 
     @delete("/{member_id:str}", summary="Erase a member, their intents and personal data")
-    async def erase(self, member_id: MemberIdParam, runtime: Runtime) -> None:
+    async def erase(self, member_id: MemberIdParam, runtime: NamedDependency[Runtime]) -> None:
         async with runtime.pool.acquire() as conn:
             if not await members.erase(conn, member_id):
                 raise ProblemError(404, "Not found", f"no member with id {member_id!r}")
@@ -73,8 +77,12 @@ class MemberController(Controller):
         summary="Create or update up to 10,000 members",
         description="Each item is a member with its member_id; results come back in order.",
     )
-    async def batch(self, request: Request[object, object, object], runtime: Runtime) -> MemberBatchResponse:
-        decoded = decode_batch(await request.body(), "members", MemberBatchItem, MAX_MEMBERS_PER_BATCH)
+    async def batch(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+    ) -> MemberBatchResponse:
+        decoded = decode_batch(
+            await request.body(), "members", MemberBatchItem, MAX_MEMBERS_PER_BATCH
+        )
         region = runtime.config.members.default_region
         results: list[MemberResult | None] = [None] * len(decoded)
         prepared: list[tuple[int, members.PreparedMember]] = []
