@@ -6,7 +6,6 @@ per test run in a temporary directory.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -85,8 +84,3 @@ def smtp(smtp_server: SmtpSink) -> SmtpSink:
 async def router(dsn: str, line_sim: object, smtp: SmtpSink) -> AsyncIterator[object]:
     async with running_router(dsn, line_sim.base_url, smtp) as r:  # type: ignore[attr-defined]
         yield r
-
-
-@pytest.fixture(scope="session")
-def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
-    return asyncio.DefaultEventLoopPolicy()

@@ -8,18 +8,16 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
 from router import intents
 from router.api.batch import decode_batch
+from router.api.openapi import batch_operation, problems, ref
 from router.intents import MAX_BATCH, IntentRequest, IntentResult, IntentView
 from router.problems import FieldError, ProblemError
 from router.service import Runtime
-
-
-class IntentBatchRequest(msgspec.Struct, kw_only=True):
-    intents: list[IntentRequest]
 
 
 class IntentBatchResponse(msgspec.Struct):
@@ -39,6 +37,13 @@ class IntentController(Controller):
     @post(
         "/",
         status_code=202,
+        responses={
+            **problems(400, 409, 422),
+            200: ResponseSpec(
+                data_container=IntentView,
+                description="A replay with a known idempotency_key: the original intent",
+            ),
+        },
         summary="Send one message intent to one member",
         description="202 with the planned channels; 200 with the original intent when the "
         "idempotency_key was seen with the same body; 409 when it was seen with another body.",
@@ -61,6 +66,8 @@ class IntentController(Controller):
     @post(
         "/batch",
         status_code=200,
+        responses=problems(400),
+        operation_class=batch_operation("intents", ref("IntentRequest"), MAX_BATCH),
         summary="Send up to 10,000 intents",
         description='Body: {"intents": [IntentRequest, ...]}. Each result is accepted (with '
         "id), duplicate (with the original id) or rejected (with the reason), in request order; "
@@ -79,7 +86,11 @@ class IntentController(Controller):
             )
         return IntentBatchResponse(results)
 
-    @get("/{intent_id:uuid}", summary="Status of an intent and its deliveries")
+    @get(
+        "/{intent_id:uuid}",
+        summary="Status of an intent and its deliveries",
+        responses=problems(404),
+    )
     async def read(
         self, intent_id: FromPath[UUID], runtime: NamedDependency[Runtime]
     ) -> IntentView:

@@ -12,6 +12,7 @@ from litestar.response import Response
 
 from router import members
 from router.api.batch import decode_batch
+from router.api.openapi import batch_operation, problems, ref
 from router.members import Member, MemberBatchItem, MemberFields
 from router.problems import FieldError, ProblemError, invalid
 from router.service import Runtime
@@ -19,10 +20,6 @@ from router.service import Runtime
 MAX_MEMBERS_PER_BATCH = 10_000
 
 MemberIdParam = Annotated[str, PathParameter(description="The company's own id for the member")]
-
-
-class MemberBatchRequest(msgspec.Struct, kw_only=True):
-    members: list[MemberBatchItem]
 
 
 class MemberResult(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -39,7 +36,12 @@ class MemberController(Controller):
     path = "/v1/members"
     tags = ["members"]  # noqa: RUF012
 
-    @put("/{member_id:str}", status_code=200, summary="Create or update a member")
+    @put(
+        "/{member_id:str}",
+        status_code=200,
+        summary="Create (201) or update (200) a member",
+        responses=problems(400, 409),
+    )
     async def upsert(
         self,
         member_id: MemberIdParam,
@@ -57,7 +59,7 @@ class MemberController(Controller):
         assert member is not None
         return Response(member, status_code=201 if result.created else 200)
 
-    @get("/{member_id:str}", summary="Read a member")
+    @get("/{member_id:str}", summary="Read a member", responses=problems(404))
     async def read(self, member_id: MemberIdParam, runtime: NamedDependency[Runtime]) -> Member:
         async with runtime.pool.acquire() as conn:
             member = await members.get(conn, member_id)
@@ -65,7 +67,11 @@ class MemberController(Controller):
             raise ProblemError(404, "Not found", f"no member with id {member_id!r}")
         return member
 
-    @delete("/{member_id:str}", summary="Erase a member, their intents and personal data")
+    @delete(
+        "/{member_id:str}",
+        summary="Erase a member, their intents and personal data",
+        responses=problems(404),
+    )
     async def erase(self, member_id: MemberIdParam, runtime: NamedDependency[Runtime]) -> None:
         async with runtime.pool.acquire() as conn:
             if not await members.erase(conn, member_id):
@@ -75,6 +81,21 @@ class MemberController(Controller):
         "/batch",
         status_code=200,
         summary="Create or update up to 10,000 members",
+        responses=problems(400),
+        operation_class=batch_operation(
+            "members",
+            {
+                "allOf": [
+                    ref("MemberFields"),
+                    {
+                        "type": "object",
+                        "required": ["member_id"],
+                        "properties": {"member_id": {"type": "string", "maxLength": 255}},
+                    },
+                ]
+            },
+            MAX_MEMBERS_PER_BATCH,
+        ),
         description="Each item is a member with its member_id; results come back in order.",
     )
     async def batch(
