@@ -405,9 +405,9 @@ _CLOSERS = "\u300d\u300f\uff09)\u3011\u3015\u3009\u300b\"'\u201d\u2019"
 # A full stop, or an ASCII one followed by space or a closer (so not "3.5" or "a.com").
 _SENTENCE_END = re.compile(f"(?:[{_FULL_STOPS}]|[.!?](?=[\\s{_CLOSERS}]|$))[{_CLOSERS}]*")
 _WHITESPACE = re.compile(r"[ \t\u3000]")
-_URL = re.compile(r"(?:https?://|line://|www\.)[!-~]+", re.IGNORECASE)
+_URL_PREFIXES = ("https://", "http://", "line://", "www.")
 _URL_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
-_RUN_BEFORE = re.compile(r"[!-~]+\Z")  # the printable-ASCII run ending at the cut
+_RUN_BEFORE = re.compile(r"(?<![!-~])[!-~]+\Z")  # the printable-ASCII run ending at the cut
 _RUN_AFTER = re.compile(r"[!-~]*")
 _REGIONAL_INDICATOR = ("\U0001f1e6", "\U0001f1ff")
 
@@ -458,7 +458,11 @@ def _fitting_prefix(text: str, units: int) -> int:
 
 
 def _outside_url(text: str, cut: int) -> int:
-    """Move `cut` to the start of a URL it falls inside of."""
+    """Move `cut` to the start of a URL it falls inside of.
+
+    A URL runs to the end of its run of printable ASCII, so the cut is inside one exactly
+    when a URL prefix starts in the same run before the cut.
+    """
     if (
         cut <= 0
         or cut >= len(text)
@@ -466,13 +470,18 @@ def _outside_url(text: str, cut: int) -> int:
         or text[cut - 1] not in _URL_CHARS
     ):
         return cut
-    run = _RUN_BEFORE.search(text, 0, cut)
-    start = run.start() if run else cut
-    end = _RUN_AFTER.match(text, cut)
-    for match in _URL.finditer(text, start, end.end() if end else cut):
-        if match.start() < cut < match.end():
-            return match.start()
-    return cut
+    before = _RUN_BEFORE.search(text, 0, cut)
+    after = _RUN_AFTER.match(text, cut, cut + 9)  # enough to finish any prefix
+    start = before.start() if before else cut
+    run = text[start : after.end() if after else cut].lower()
+    inside = cut - start
+    found = [
+        position
+        for prefix in _URL_PREFIXES
+        if (position := run.find(prefix, 0, inside + len(prefix) - 1)) != -1
+        and position + len(prefix) < len(run)
+    ]
+    return start + min(found) if found else cut
 
 
 def _best_cut(text: str, end: int) -> int:
@@ -518,6 +527,11 @@ def truncate_utf16(text: str, limit: int, ellipsis: str = "…") -> str:
     return text[:cut].rstrip() + ellipsis
 
 
+# A campaign sends one body to many members, and parsing is the slow part (the stdlib
+# parser manages about 2 MB/s), so recent bodies are converted once.
+_campaign_html_to_text = lru_cache(maxsize=32)(html_to_text)
+
+
 def _normalize_plain(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return _BLANK_LINES.sub("\n\n", text).strip()
@@ -533,7 +547,7 @@ def derive_line_text(
     """
     body = _normalize_plain(text) if text else ""
     if not body and html:
-        body = html_to_text(html)
+        body = _campaign_html_to_text(html)
     parts = [part for part in ((subject or "").strip(), body) if part]
     if not parts:
         raise ValueError("no subject, text or html content to derive a LINE message from")

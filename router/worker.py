@@ -64,6 +64,8 @@ class OutboxWorkers:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._contents = ContentCache()
+        # Per channel, not per loop: at most this many deliveries are 'sending' at once.
+        self._slots = {name: asyncio.Semaphore(c.max_concurrency) for name, c in channels.items()}
 
     async def start(self) -> None:
         async with self._pool.acquire() as conn:
@@ -239,10 +241,10 @@ class OutboxWorkers:
     ) -> list[Outcome | None]:
         """For channels without de-duplication: mark each delivery 'sending' just before it
         goes out, so a crash leaves 'uncertain' rather than a duplicate."""
-        limit = asyncio.Semaphore(channel.max_concurrency)
+        slots = self._slots[channel.name]
 
         async def one(message: Outbound) -> Outcome | None:
-            async with limit:
+            async with slots:
                 async with self._pool.acquire() as conn:
                     if not await outbox.mark_sending(conn, message.delivery_id, token):
                         return None  # lease lost: someone else owns it now
