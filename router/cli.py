@@ -141,6 +141,8 @@ def describe(runtime: object, port: int) -> list[str]:
             "channel email: not configured ([email] host, from_address) - email_only intents "
             "are refused and LINE failures have no fallback"
         )
+    if not config.workers.enabled:
+        lines.append("workers: off in this process ([workers] enabled = false); API only")
     if runtime.generated_api_key:
         lines.append(f"API key (shown once, stored only as a hash): {runtime.generated_api_key}")
     elif not config.api.keys:

@@ -59,6 +59,7 @@ class EmailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class WorkersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
     concurrency: int = 4
     batch_size: int = 100
     max_attempts: int = 8

@@ -50,7 +50,7 @@ def database_target(config: Config) -> DatabaseTarget:
     return embedded_target(config.database.data_dir)
 
 
-async def start_runtime(config: Config, *, run_workers: bool = True) -> Runtime:
+async def start_runtime(config: Config) -> Runtime:
     """Open the database (embedded if no URL), migrate, build channels, start workers."""
     target = database_target(config)
     await migrate(target.dsn)
@@ -58,7 +58,7 @@ async def start_runtime(config: Config, *, run_workers: bool = True) -> Runtime:
     hashes, generated = await _api_keys(pool, config)
     channels = build_channels(config)
     workers = None
-    if run_workers and channels:
+    if config.workers.enabled and channels:
         workers = OutboxWorkers(pool, target.dsn, channels, config.workers)
         await workers.start()
     return Runtime(

@@ -1,0 +1,295 @@
+"""Throughput of the router against the LINE simulator, with baselines from the same run.
+
+Starts PostgreSQL (embedded, or DATABASE_URL), the LINE simulator and an SMTP sink in their
+own processes, then measures:
+  (a) intents accepted per second through POST /v1/intents/batch (an API-only router);
+  (b) LINE deliveries per second end to end: first intent posted -> last push accepted by
+      the simulator (a router with workers);
+  (c) a hand-written loop of line-bot-sdk push_message calls (the SDK as it comes);
+  (d) the same pushes as raw aiohttp requests: the ceiling of this machine and simulator.
+(c) and (d) run at the same concurrency. Usage: python bench/throughput.py [--intents N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+import httpx
+
+TOKEN = "bench-token"
+API_KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def process(
+    args: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        args, env=os.environ | (env or {}), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def wait_http(url: str) -> None:
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                await client.get(url)
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+async def sim_stats(client: httpx.AsyncClient, sim: str) -> dict[str, Any]:
+    stats: dict[str, Any] = (await client.get(f"{sim}/__simulator/stats")).json()
+    return stats
+
+
+def router_env(dsn: str, sim: str, smtp_port: int, port: int, workers: bool) -> dict[str, str]:
+    return {
+        "ROUTER_HTTP_LISTEN": f"127.0.0.1:{port}",
+        "ROUTER_DATABASE_URL": dsn,
+        "ROUTER_API_KEYS": API_KEY,
+        "ROUTER_LINE_CHANNEL_ACCESS_TOKEN": TOKEN,
+        "ROUTER_LINE_API_BASE": sim,
+        "ROUTER_EMAIL_HOST": "127.0.0.1",
+        "ROUTER_EMAIL_PORT": str(smtp_port),
+        "ROUTER_EMAIL_FROM_ADDRESS": "news@shop.example.jp",
+        "ROUTER_WORKERS_ENABLED": "true" if workers else "false",
+        "ROUTER_DATABASE_POOL_SIZE": "20",
+    }
+
+
+async def post_intents(base: str, first: int, count: int, batch: int, campaign: str) -> float:
+    """Post `count` intents for members f{first}.. in batches; return elapsed seconds."""
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120
+    ) as client:
+        start = time.perf_counter()
+        for offset in range(0, count, batch):
+            intents = [
+                {
+                    "member_id": f"f{first + i}",
+                    "campaign": campaign,
+                    "email": {"subject": "Autumn sale", "text": "20% off until Sunday."},
+                }
+                for i in range(offset, min(count, offset + batch))
+            ]
+            resp = await client.post("/v1/intents/batch", json={"intents": intents})
+            results = resp.json()["results"]
+            assert all(r["status"] == "accepted" for r in results), results[:3]
+        return time.perf_counter() - start
+
+
+async def add_members(base: str, count: int) -> None:
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120
+    ) as client:
+        for offset in range(0, count, 10_000):
+            members = [
+                {"member_id": f"f{i}", "email": f"f{i}@example.jp", "line_user_id": f"U{i:032x}"}
+                for i in range(offset, min(count, offset + 10_000))
+            ]
+            resp = await client.post("/v1/members/batch", json={"members": members})
+            assert resp.status_code == 200
+
+
+async def sdk_loop(sim: str, count: int, concurrency: int) -> float:
+    from linebot.v3.messaging import (
+        AsyncApiClient,
+        AsyncMessagingApi,
+        Configuration,
+        PushMessageRequest,
+        TextMessage,
+    )
+
+    async with AsyncApiClient(Configuration(host=sim, access_token=TOKEN)) as api_client:
+        api = AsyncMessagingApi(api_client)
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with slots:
+                await api.push_message(
+                    PushMessageRequest(
+                        to=f"U{i:032x}", messages=[TextMessage(text="Autumn sale\n\n20% off")]
+                    ),
+                    x_line_retry_key=str(uuid.uuid4()),
+                )
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return time.perf_counter() - start
+
+
+async def raw_loop(sim: str, count: int, concurrency: int) -> float:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            body = (
+                '{"to":"U%032x","messages":[{"type":"text","text":"Autumn sale\\n\\n20%% off"}]}'
+                % i
+            )
+            async with slots:
+                h = headers | {"X-Line-Retry-Key": str(uuid.uuid4())}
+                async with session.post(f"{sim}/v2/bot/message/push", data=body, headers=h) as resp:
+                    await resp.read()
+                    assert resp.status == 200, resp.status
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return time.perf_counter() - start
+
+
+async def wait_accepted(sim: str, target: int, timeout: float) -> float:
+    """Time at which the simulator had accepted `target` pushes (perf_counter)."""
+    async with httpx.AsyncClient() as client:
+        deadline = time.perf_counter() + timeout
+        while (await sim_stats(client, sim))["accepted_pushes"] < target:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"only {(await sim_stats(client, sim))} after {timeout}s")
+            await asyncio.sleep(0.02)
+        return time.perf_counter()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--intents", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--baseline-pushes", type=int, default=5_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+
+    py = sys.executable
+    with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
+        dsn = os.environ.get("DATABASE_URL")
+        server = None
+        if not dsn:
+            from pgserver.postgres_server import get_server
+
+            server = get_server(tmp, cleanup_mode="delete")
+            dsn = server.get_uri()
+        sim_port, smtp_port = free_port(), free_port()
+        sim = f"http://127.0.0.1:{sim_port}"
+        with (
+            process(
+                [
+                    py,
+                    "-m",
+                    "router",
+                    "line-simulator",
+                    "--listen",
+                    f"127.0.0.1:{sim_port}",
+                    "--token",
+                    TOKEN,
+                ]
+            ),
+            process(
+                [
+                    py,
+                    "-m",
+                    "aiosmtpd",
+                    "-n",
+                    "-l",
+                    f"127.0.0.1:{smtp_port}",
+                    "-c",
+                    "aiosmtpd.handlers.Sink",
+                ]
+            ),
+        ):
+            await wait_http(f"{sim}/__simulator/stats")
+            subprocess.run(
+                [py, "-m", "router", "migrate"],
+                env=os.environ | {"ROUTER_DATABASE_URL": dsn},
+                check=True,
+                capture_output=True,
+            )
+
+            # (a) ingest only: an API-only router, so delivery does not compete for the CPU.
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            with process(
+                [py, "-m", "router", "serve"], router_env(dsn, sim, smtp_port, port, False)
+            ):
+                await wait_http(f"{base}/healthz")
+                await add_members(base, args.intents * 2)
+                ingest = await post_intents(base, 0, args.intents, args.batch, "bench-a")
+
+            # (b) end to end, with workers, for fresh members' intents.
+            async with httpx.AsyncClient() as c:
+                await c.post(f"{sim}/__simulator/reset")
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            with process(
+                [py, "-m", "router", "serve"], router_env(dsn, sim, smtp_port, port, True)
+            ):
+                await wait_http(f"{base}/healthz")
+                # the intents of (a) are delivered first; wait for them, then measure (b)
+                await wait_accepted(sim, args.intents, timeout=600)
+                start = time.perf_counter()
+                posted = await post_intents(base, args.intents, args.intents, args.batch, "bench-b")
+                done = await wait_accepted(sim, 2 * args.intents, timeout=600)
+                end_to_end = done - start
+
+            # The baselines measure the machine, not LINE's limit: lift the simulator's.
+            async with httpx.AsyncClient() as c:
+                await c.post(f"{sim}/__simulator/reset")
+                await c.post(f"{sim}/__simulator/faults", json={"rate_limits": {"push": 10**6}})
+            sdk = await sdk_loop(sim, args.baseline_pushes, args.concurrency)
+            raw = await raw_loop(sim, args.baseline_pushes, args.concurrency)
+        if server is not None:
+            server.cleanup()
+
+    a = args.intents / ingest
+    b = args.intents / end_to_end
+    c = args.baseline_pushes / sdk
+    d = args.baseline_pushes / raw
+    print(
+        f"(a) intents accepted via /v1/intents/batch: {a:9,.0f} /s  ({args.intents:,} in {ingest:.2f} s, batches of {args.batch:,})"
+    )
+    print(
+        f"(b) LINE deliveries end to end:             {b:9,.0f} /s  ({args.intents:,} in {end_to_end:.2f} s; posting took {posted:.2f} s)"
+    )
+    print(
+        f"(c) line-bot-sdk push_message loop:         {c:9,.0f} /s  ({args.baseline_pushes:,} pushes, concurrency {args.concurrency})"
+    )
+    print(
+        f"(d) raw aiohttp pushes:                     {d:9,.0f} /s  ({args.baseline_pushes:,} pushes, concurrency {args.concurrency})"
+    )
+    print("(b) respects LINE's push limit of 2,000 requests/s; (c) and (d) ran with it lifted")
+    print(f"ratios: (b)/(c) = {b / c:.2f}   (b)/(d) = {b / d:.2f}   (c)/(d) = {c / d:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
