@@ -116,13 +116,13 @@ async def post_json(
     *,
     token: str = TOKEN,
     key: str | None = None,
-    seconds: float | None = None,
+    seconds: float = 10.0,
 ) -> tuple[int, Mapping[str, str], Any]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     if key is not None:
         headers["X-Line-Retry-Key"] = key
-    client_timeout = aiohttp.ClientTimeout(total=seconds) if seconds else None
-    async with http.post(url, data=body, headers=headers, timeout=client_timeout) as resp:
+    timeout = aiohttp.ClientTimeout(total=seconds)
+    async with http.post(url, data=body, headers=headers, timeout=timeout) as resp:
         payload = await resp.read()
         return resp.status, resp.headers.copy(), json.loads(payload) if payload else None
 
@@ -329,9 +329,9 @@ async def test_flex_alt_text_limit(api: AsyncMessagingApi) -> None:
             to=user_id(), messages=[FlexMessage(alt_text=alt_text, contents=bubble)]
         )
 
-    assert (await api.push_message_with_http_info(flex("x" * 400))).status_code == 200
+    assert (await api.push_message_with_http_info(flex("x" * 1500))).status_code == 200
     with pytest.raises(ApiException) as caught:
-        await api.push_message(flex("x" * 401))
+        await api.push_message(flex("x" * 1501))
     assert caught.value.status == 400
     assert error_body(caught.value)["details"][0]["property"] == "messages[0].altText"
 
@@ -420,13 +420,13 @@ async def test_injected_server_error_then_retry_succeeds(
 async def test_timeout_after_execution_is_answered_409_on_retry(
     simulator: LineSimulator, http: aiohttp.ClientSession
 ) -> None:
-    simulator.delay_next(1, 0.5)
+    simulator.delay_next(1, 1.0)
     url = f"{simulator.base_url}{PUSH_PATH}"
     body = json.dumps({"to": user_id(), "messages": [{"type": "text", "text": "x"}]}).encode()
     key = retry_key()
 
     with pytest.raises(asyncio.TimeoutError):
-        await post_json(http, url, body, key=key, seconds=0.1)
+        await post_json(http, url, body, key=key, seconds=0.25)
     status, headers, _ = await post_json(http, url, body, key=key)
 
     assert status == 409
@@ -439,17 +439,21 @@ async def test_timeout_after_execution_is_answered_409_on_retry(
 async def test_delay_before_execution_lets_the_retry_win(
     simulator: LineSimulator, http: aiohttp.ClientSession
 ) -> None:
-    simulator.delay_next(1, 0.3, before_processing=True)
+    simulator.delay_next(1, 0.5, before_processing=True)
     url = f"{simulator.base_url}{PUSH_PATH}"
     body = json.dumps({"to": user_id(), "messages": [{"type": "text", "text": "x"}]}).encode()
     key = retry_key()
 
     with pytest.raises(asyncio.TimeoutError):
-        await post_json(http, url, body, key=key, seconds=0.1)
+        await post_json(http, url, body, key=key, seconds=0.25)
     status, _, _ = await post_json(http, url, body, key=key)
     assert status == 200
 
-    await asyncio.sleep(0.4)
+    # The held-back original runs after its delay and finds the key taken.
+    for _ in range(100):
+        if simulator.received[0].status:
+            break
+        await asyncio.sleep(0.02)
     assert [r.status for r in simulator.received] == [409, 200]
     assert len(simulator.accepted_pushes()) == 1
 
@@ -588,6 +592,12 @@ async def test_control_api(simulator: LineSimulator, http: aiohttp.ClientSession
     assert (status, answer) == (503, {"message": "maintenance"})
     assert (await post_json(http, push_url, body))[0] == 200
 
+    stats = await faults({"delay_next": {"count": 1, "seconds": 0.2}})
+    assert stats["pending_delays"] == 1
+    started = asyncio.get_running_loop().time()
+    assert (await post_json(http, push_url, body))[0] == 200
+    assert asyncio.get_running_loop().time() - started >= 0.2
+
     stats = await faults({"monthly_quota": 1, "rate_limits": {"push": 100}})
     assert (stats["monthly_quota"], stats["push_rate_per_second"]) == (1, 100)
     status, _, answer = await post_json(http, push_url, body)
@@ -606,21 +616,23 @@ async def test_control_api(simulator: LineSimulator, http: aiohttp.ClientSession
         assert resp.status == 200
         assert "x-line-request-id" in resp.headers
         received = await resp.json()
-    assert [r["status"] for r in received] == [503, 200, 429, 200, 409, 200]
+    assert [r["status"] for r in received] == [503, 200, 200, 429, 200, 409, 200]
     assert received[-1]["retry_key"] == key
     assert received[-1]["body"]["messages"] == [{"type": "text", "text": "x"}]
     async with http.get(f"{base}/__simulator/requests?accepted=1&limit=2") as resp:
-        assert [r["status"] for r in await resp.json()] == [200, 200]
+        limited = await resp.json()
+    assert [r["status"] for r in limited] == [200, 200]
+    assert limited[-1]["request_id"] == received[-1]["request_id"]
     async with http.get(f"{base}/__simulator/requests?status=409") as resp:
         assert len(await resp.json()) == 1
 
     async with http.get(f"{base}/__simulator/stats") as resp:
         stats = await resp.json()
-    assert stats["requests"] == 6
-    assert stats["accepted_pushes"] == 3
+    assert stats["requests"] == 7
+    assert stats["accepted_pushes"] == 4
     assert stats["conflicts"] == 1
     assert stats["quota_exceeded"] == 1
-    assert stats["by_status"] == {"200": 3, "409": 1, "429": 1, "503": 1}
+    assert stats["by_status"] == {"200": 4, "409": 1, "429": 1, "503": 1}
 
     async with http.post(f"{base}/__simulator/faults", json={"fail_next": {"count": -1}}) as resp:
         assert resp.status == 400
