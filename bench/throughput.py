@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -157,9 +158,8 @@ async def raw_loop(sim: str, count: int, concurrency: int) -> float:
         slots = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
-            body = (
-                '{"to":"U%032x","messages":[{"type":"text","text":"Autumn sale\\n\\n20%% off"}]}'
-                % i
+            body = json.dumps(
+                {"to": f"U{i:032x}", "messages": [{"type": "text", "text": "Autumn sale"}]}
             )
             async with slots:
                 h = headers | {"X-Line-Retry-Key": str(uuid.uuid4())}

@@ -75,6 +75,7 @@ class IntentView(msgspec.Struct, kw_only=True):
     member_id: str | None
     email_address: str | None
     route: str
+    fallback: str | None
     campaign: str | None
     tags: list[str]
     metadata: dict[str, Any] | None
@@ -157,8 +158,7 @@ async def accept(
             [p.request.member_id for p in pending if p.request.member_id is not None],
             [p.email_hash for p in pending if p.email_hash is not None],
         )
-        intent_rows: list[tuple[Any, ...]] = []
-        delivery_rows: list[tuple[UUID, UUID, str, str, str, bool]] = []
+        rows = _IntentRows()
         contents: dict[bytes, str] = {}
         accepted: dict[UUID, tuple[_Pending, IntentResult]] = {}
         for p in pending:
@@ -166,13 +166,10 @@ async def accept(
             if req.member_id is not None:
                 reach = by_id.get(req.member_id)
                 if reach is None:
+                    field = f"{prefix.format(i=p.index)}member_id"
                     results[p.index] = rejected(
                         "no member with this member_id",
-                        [
-                            FieldError(
-                                f"{prefix.format(i=p.index)}member_id", "no member with this id"
-                            )
-                        ],
+                        [FieldError(field, "no member with this id")],
                         code=422,
                     )
                     continue
@@ -198,35 +195,7 @@ async def accept(
                 continue
             intent_id = uuid7()
             contents[p.content_id] = p.content_json
-            intent_rows.append(
-                (
-                    intent_id,
-                    reach.member_id,
-                    p.email_address if reach.member_id is None else None,
-                    p.content_id,
-                    req.route,
-                    req.campaign,
-                    msgspec.json.encode(req.tags).decode(),
-                    None if req.metadata is None else msgspec.json.encode(req.metadata).decode(),
-                    req.idempotency_key,
-                    p.fingerprint,
-                )
-            )
-            for channel in decision.primary:
-                delivery_rows.append(
-                    (uuid7(), intent_id, channel, _address(reach, channel), "pending", False)
-                )
-            if decision.fallback is not None:
-                delivery_rows.append(
-                    (
-                        uuid7(),
-                        intent_id,
-                        decision.fallback,
-                        _address(reach, decision.fallback),
-                        "standby",
-                        True,
-                    )
-                )
+            rows.add(intent_id, p, reach, decision)
             accepted[intent_id] = (
                 p,
                 IntentResult(
@@ -239,19 +208,15 @@ async def accept(
             )
 
         if accepted:
-            await conn.execute(
-                "INSERT INTO contents (id, body) SELECT id, body::jsonb"
-                " FROM unnest($1::bytea[], $2::text[]) AS c(id, body) ON CONFLICT DO NOTHING",
-                list(contents.keys()),
-                list(contents.values()),
-            )
             inserted = {
-                r["id"] for r in await conn.fetch(_INSERT_INTENTS, *_columns(intent_rows, 10))
+                r["id"]
+                for r in await conn.fetch(
+                    _INSERT, *rows.columns(), list(contents.keys()), list(contents.values())
+                )
             }
-            rows = [d for d in delivery_rows if d[1] in inserted]
-            await conn.execute(_INSERT_DELIVERIES, *_columns(rows, 6))
-            for woken in sorted({d[2] for d in rows if d[4] == "pending"}):
-                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, woken)
+            woken = {c for (i, _, _, d) in rows.plans if i in inserted for c in d.primary}
+            for channel in sorted(woken):
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
             lost = []
             for intent_id, (p, result) in accepted.items():
                 if intent_id in inserted:
@@ -279,33 +244,71 @@ async def accept(
     return out
 
 
-_INSERT_INTENTS = """
-INSERT INTO intents (id, member_id, email_address, content_id, route, campaign, tags,
-                     metadata, idempotency_key, request_sha256)
-SELECT id, member_id, email_address, content_id, route, campaign, tags::jsonb, metadata::jsonb,
-       idempotency_key, request_sha256
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::text[], $10::bytea[])
-     AS i(id, member_id, email_address, content_id, route, campaign, tags, metadata,
-          idempotency_key, request_sha256)
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING id
+# Contents, intents and their first deliveries in one statement. Deliveries are created only
+# for intents that were inserted (not for those that lost an idempotency-key race).
+_INSERT = """
+WITH new_contents AS (
+    INSERT INTO contents (id, body)
+    SELECT id, body::jsonb FROM unnest($14::bytea[], $15::text[]) AS c(id, body)
+    ON CONFLICT DO NOTHING
+), added AS (
+    INSERT INTO intents (id, member_id, email_address, content_id, route, fallback, campaign,
+                         tags, metadata, idempotency_key, request_sha256)
+    SELECT id, member_id, email_address, content_id, route, fallback, campaign, tags::jsonb,
+           metadata::jsonb, idempotency_key, request_sha256
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+         AS i(id, member_id, email_address, content_id, route, fallback, campaign, tags,
+              metadata, idempotency_key, request_sha256)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id
+), planned AS (
+    SELECT p.* FROM unnest($1::uuid[], $12::text[], $13::text[]) AS p(intent_id, line, email)
+    WHERE p.intent_id IN (SELECT id FROM added)
+), new_deliveries AS (
+    INSERT INTO deliveries (intent_id, channel, address, status)
+    SELECT intent_id, 'line', line, 'pending' FROM planned WHERE line IS NOT NULL
+    UNION ALL
+    SELECT intent_id, 'email', email, 'pending' FROM planned WHERE email IS NOT NULL
+)
+SELECT id FROM added
 """
 
-_INSERT_DELIVERIES = """
-INSERT INTO deliveries (id, intent_id, channel, address, status, is_fallback)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[])
-"""
+
+class _IntentRows:
+    """Accepted intents as columns, the shape `unnest` takes them in."""
+
+    def __init__(self) -> None:
+        self.plans: list[tuple[UUID, _Pending, members.Reach, routing.Plan]] = []
+
+    def add(self, intent_id: UUID, p: _Pending, reach: members.Reach, plan: routing.Plan) -> None:
+        self.plans.append((intent_id, p, reach, plan))
+
+    def columns(self) -> list[list[Any]]:
+        cols: list[list[Any]] = [[] for _ in range(13)]
+        for intent_id, p, reach, plan in self.plans:
+            req = p.request
+            values = (
+                intent_id,
+                reach.member_id,
+                p.email_address if reach.member_id is None else None,
+                p.content_id,
+                req.route,
+                plan.fallback,
+                req.campaign,
+                _EMPTY_TAGS if not req.tags else msgspec.json.encode(req.tags).decode(),
+                None if req.metadata is None else msgspec.json.encode(req.metadata).decode(),
+                req.idempotency_key,
+                p.fingerprint,
+                reach.line_user_id if routing.LINE in plan.primary else None,
+                reach.email if routing.EMAIL in plan.primary else None,
+            )
+            for col, value in zip(cols, values, strict=True):
+                col.append(value)
+        return cols
 
 
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    return [[row[c] for row in rows] for c in range(width)]
-
-
-def _address(reach: members.Reach, channel: ChannelName) -> str:
-    address = reach.line_user_id if channel == routing.LINE else reach.email
-    assert address is not None
-    return address
+_EMPTY_TAGS = "[]"
 
 
 async def _drop_replays(
@@ -347,8 +350,8 @@ async def _drop_replays(
 
 
 _VIEW_INTENT = """
-SELECT id, member_id, email_address, route, campaign, tags, metadata, idempotency_key,
-       created_at
+SELECT id, member_id, email_address, route, fallback, campaign, tags, metadata,
+       idempotency_key, created_at
 FROM intents WHERE id = $1
 """
 
@@ -356,7 +359,7 @@ _VIEW_DELIVERIES = """
 SELECT channel, status, is_fallback AS fallback, attempts, last_error, provider_ref,
        CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,
        created_at, updated_at, sent_at
-FROM deliveries WHERE intent_id = $1 ORDER BY is_fallback, channel
+FROM deliveries WHERE intent_id = $1 ORDER BY is_fallback, created_at
 """
 
 
@@ -375,7 +378,7 @@ def intent_status(route: str, deliveries: Sequence[DeliveryView]) -> str:
 
     With `both`, each channel counts on its own (`partially_delivered` when some failed);
     with the other routes one successful channel delivers the intent."""
-    active = [d for d in deliveries if d.status not in ("standby", "cancelled")]
+    active = [d for d in deliveries if d.status != "cancelled"]
     if any(d.status in ("pending", "claimed", "sending") for d in active):
         return "queued"
     sent = sum(d.status == "sent" for d in active)

@@ -96,9 +96,15 @@ WHERE d.id = r.id AND d.claim_token = $6
 RETURNING d.id, d.intent_id
 """
 
+# The fallback is addressed from the member as they are now: an address removed or opted out
+# since the intent was accepted is not used.
 _ACTIVATE_FALLBACK = """
-UPDATE deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
-WHERE intent_id = ANY($1::uuid[]) AND status = 'standby'
+INSERT INTO deliveries (intent_id, channel, address, status, is_fallback)
+SELECT i.id, i.fallback, m.email, 'pending', true
+FROM intents i JOIN members m ON m.member_id = i.member_id
+WHERE i.id = ANY($1::uuid[]) AND i.fallback = 'email'
+  AND m.email IS NOT NULL AND NOT m.email_opt_out
+ON CONFLICT (intent_id, channel) DO NOTHING
 RETURNING channel
 """
 

@@ -111,7 +111,8 @@ async def test_idempotency_key_replays_and_conflicts(router: RouterUnderTest) ->
     again = await post(router, member_id="friend", email=MAIL, idempotency_key="order-1")
     assert again.status_code == 200, again.text
     assert again.json()["id"] == first.json()["id"]
-    assert [d["channel"] for d in again.json()["deliveries"]] == ["line", "email"]
+    assert [d["channel"] for d in again.json()["deliveries"]] == ["line"]
+    assert again.json()["fallback"] == "email"
     other = await post(
         router, member_id="friend", email={**MAIL, "text": "changed"}, idempotency_key="order-1"
     )

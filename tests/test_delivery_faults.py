@@ -106,9 +106,7 @@ async def test_both_reports_partial_delivery(
     assert email["status"] == "failed" and "550" in email["last_error"]
 
 
-async def test_smtp_temporary_failure_is_retried(
-    router: RouterUnderTest, smtp: SmtpSink
-) -> None:
+async def test_smtp_temporary_failure_is_retried(router: RouterUnderTest, smtp: SmtpSink) -> None:
     await router.client.put("/v1/members/m", json={"email": "m@example.jp"})
     smtp.fail_next_rcpt("451 4.3.0 try again later")
     resp = await router.client.post("/v1/intents", json={"member_id": "m", "email": MAIL})

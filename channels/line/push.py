@@ -1,5 +1,11 @@
 """LINE push: one delivery, one `POST /v2/bot/message/push`, through line-bot-sdk's async client.
 
+Requests go through the SDK's `AsyncApiClient` (its connection pool, bearer auth and
+`ApiException` error model) with the JSON body built once per content. The SDK's typed
+`push_message` would validate the same messages again with pydantic on every call, which costs
+more than the HTTP request itself; the router already validated them when the intent was
+accepted (router.line_messages), so that per-call work buys nothing here.
+
 Every request carries `X-Line-Retry-Key`, a UUID derived from the delivery id. LINE keeps a
 key for 24 hours and answers a repeat with 409 plus the original request id, so a resend
 after a crash or a timeout can never reach the user twice; the worker refuses to resend
@@ -18,14 +24,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
-from linebot.v3.messaging import (
-    ApiException,
-    AsyncApiClient,
-    AsyncMessagingApi,
-    Configuration,
-    Message,
-    PushMessageRequest,
-)
+from linebot.v3.messaging import ApiException, AsyncApiClient, Configuration
 
 from channels.base import Failed, Outbound, Outcome, Retry, Sent
 from router.config import LineConfig
@@ -35,6 +34,7 @@ log = logging.getLogger(__name__)
 RETRY_KEY_NAMESPACE = uuid.UUID("5d3c0c52-8a8e-4a59-9a64-0c9f3b1f6d21")
 RETRY_KEY_LIFETIME = timedelta(hours=24)
 MONTHLY_LIMIT_MESSAGE = "You have reached your monthly limit."
+PUSH_PATH = "/v2/bot/message/push"
 
 
 def retry_key(delivery_id: uuid.UUID) -> uuid.UUID:
@@ -69,20 +69,17 @@ class LinePushChannel:
         # The SDK sizes its connection pool by CPU count (10 on two cores); deliveries need more.
         configuration.connection_pool_maxsize = config.max_connections
         self._client = AsyncApiClient(configuration)
-        self._api = AsyncMessagingApi(self._client)
         self._timeout = config.timeout_seconds
         self._slots = asyncio.Semaphore(config.max_connections)
         self.max_concurrency = config.max_connections
         self.requests_per_second: int | None = config.push_per_second
         self._messages: OrderedDict[bytes, list[Any]] = OrderedDict()
 
-    def _sdk_messages(self, message: Outbound) -> list[Any]:
-        """SDK message models for a content, built once per content and reused."""
+    def _wire_messages(self, message: Outbound) -> list[Any]:
+        """LINE's JSON for a content's messages, built once per content and reused."""
         cached = self._messages.get(message.content_id)
         if cached is None:
-            cached = [
-                Message.from_dict(msgspec.to_builtins(m)) for m in message.content.line_messages()
-            ]
+            cached = [msgspec.to_builtins(m) for m in message.content.line_messages()]
             self._messages[message.content_id] = cached
             if len(self._messages) > 1024:
                 self._messages.popitem(last=False)
@@ -93,15 +90,22 @@ class LinePushChannel:
 
     async def _push(self, message: Outbound) -> Outcome:
         try:
-            messages = self._sdk_messages(message)
-        except (ValueError, TypeError) as exc:
-            return Failed(f"LINE messages could not be built: {exc}")
-        request = PushMessageRequest(to=message.address, messages=messages)
+            messages = self._wire_messages(message)
+        except ValueError as exc:
+            return Failed(f"LINE messages could not be built: {exc}", fallback=True)
         async with self._slots:
             try:
-                response = await self._api.push_message_with_http_info(
-                    request,
-                    x_line_retry_key=str(retry_key(message.delivery_id)),
+                response = await self._client.call_api(
+                    PUSH_PATH,
+                    "POST",
+                    header_params={
+                        "X-Line-Retry-Key": str(retry_key(message.delivery_id)),
+                        "Content-Type": "application/json",
+                        "Accept": "application/json",
+                    },
+                    body={"to": message.address, "messages": messages},
+                    response_types_map={},
+                    auth_settings=["Bearer"],
                     _request_timeout=self._timeout,
                 )
             except ApiException as exc:

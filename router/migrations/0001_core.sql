@@ -33,6 +33,7 @@ CREATE TABLE intents (
     email_address    text,        -- set only for a recipient with no member record
     content_id       bytea NOT NULL REFERENCES contents (id),
     route            text NOT NULL,
+    fallback         text,         -- channel to try if the primary fails for good
     campaign         text,
     tags             jsonb NOT NULL DEFAULT '[]'::jsonb,
     metadata         jsonb,
@@ -47,20 +48,20 @@ CREATE INDEX intents_member ON intents (member_id);
 CREATE INDEX intents_content ON intents (content_id);
 
 -- The outbox: one row per (intent, channel). Workers claim 'pending' rows with
--- FOR UPDATE SKIP LOCKED. 'standby' rows are fallbacks, activated in the same transaction
--- that records the primary's permanent failure.
---   standby -> pending -> claimed [-> sending] -> sent | failed | pending (retry)
+-- FOR UPDATE SKIP LOCKED. A fallback delivery is inserted in the same transaction that
+-- records the primary's permanent failure, addressed from the member's current record.
+--   pending -> claimed [-> sending] -> sent | failed | pending (retry)
 --   'sending' is written only for channels without provider-side de-duplication (email),
 --   right before the provider is contacted; a crash while 'sending' becomes 'uncertain'
 --   instead of a possible duplicate.
 CREATE TABLE deliveries (
-    id                uuid PRIMARY KEY,
+    id                uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     intent_id         uuid NOT NULL REFERENCES intents (id) ON DELETE CASCADE,
     channel           text NOT NULL,
     address           text NOT NULL,      -- LINE user ID or email address, fixed when planned
     status            text NOT NULL CHECK (status IN
-                        ('standby', 'pending', 'claimed', 'sending', 'sent', 'failed',
-                         'uncertain', 'cancelled')),
+                        ('pending', 'claimed', 'sending', 'sent', 'failed', 'uncertain',
+                         'cancelled')),
     is_fallback       boolean NOT NULL DEFAULT false,
     attempts          integer NOT NULL DEFAULT 0,
     next_attempt_at   timestamptz NOT NULL DEFAULT now(),
