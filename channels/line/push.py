@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
+import urllib.request
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -68,7 +70,16 @@ class LinePushChannel:
         )
         # The SDK sizes its connection pool by CPU count (10 on two cores); deliveries need more.
         configuration.connection_pool_maxsize = config.max_connections
+        # The SDK's session trusts the environment, so aiohttp looks up proxy variables and
+        # stats ~/.netrc in a thread on every request: more CPU than the request itself. The
+        # proxy is resolved once here instead, and the session is replaced by one that does not.
+        configuration.proxy = proxy_for(config.api_base)
         self._client = AsyncApiClient(configuration)
+        rest = self._client.rest_client
+        self._sdk_session = rest.pool_manager
+        rest.pool_manager = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=config.max_connections), trust_env=False
+        )
         self._timeout = config.timeout_seconds
         self._slots = asyncio.Semaphore(config.max_connections)
         self.max_concurrency = config.max_connections
@@ -116,6 +127,16 @@ class LinePushChannel:
 
     async def aclose(self) -> None:
         await self._client.close()
+        await self._sdk_session.close()
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment (HTTPS_PROXY, NO_PROXY, ...) names for `url`, if any."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    proxy: str | None = urllib.request.getproxies().get(parts.scheme)
+    return proxy
 
 
 def _header(headers: Any, name: str) -> str:
