@@ -41,7 +41,21 @@ class ReceivedMail:
 class _Handler:
     mails: list[ReceivedMail] = field(default_factory=list)
     rcpt_replies: list[str] = field(default_factory=list)
+    sessions: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        with self.lock:
+            self.sessions += 1
+        session.host_name = hostname
+        return responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -80,11 +94,18 @@ class SmtpSink:
         with self.handler.lock:
             self.handler.mails.clear()
             self.handler.rcpt_replies.clear()
+            self.handler.sessions = 0
 
     @property
     def mails(self) -> list[ReceivedMail]:
         with self.handler.lock:
             return list(self.handler.mails)
+
+    @property
+    def sessions(self) -> int:
+        """SMTP sessions opened (EHLO count) since the last reset."""
+        with self.handler.lock:
+            return self.handler.sessions
 
     def fail_next_rcpt(self, *replies: str) -> None:
         with self.handler.lock:
