@@ -249,12 +249,7 @@ class _TextExtractor(HTMLParser):
             return
 
         if visible:
-            if tag in _PARAGRAPH:
-                self._break(self._paragraph_break(tag))
-            elif tag in _LINE:
-                self._break(1)
-            elif tag in _CELLS:
-                self._pending_space = " "
+            self._boundary(tag)
         flags = 0
         if tag == "a":
             if self._links:
@@ -296,14 +291,18 @@ class _TextExtractor(HTMLParser):
             return
         self._close(tag)
         if self._hidden == 0:
-            if tag in _PARAGRAPH:
-                self._break(self._paragraph_break(tag))
-            elif tag in _LINE:
-                self._break(1)
-            elif tag in _CELLS:
-                self._pending_space = " "
+            self._boundary(tag)
             if tag == "li":
                 self._prefix = ""
+
+    def _boundary(self, tag: str) -> None:
+        """Where a block, line or cell starts or ends, text needs a break or a space."""
+        if tag in _PARAGRAPH:
+            self._break(self._paragraph_break(tag))
+        elif tag in _LINE:
+            self._break(1)
+        elif tag in _CELLS:
+            self._pending_space = " "
 
     def _paragraph_break(self, tag: str) -> int:
         """A list nested in a list item stays with its item; other blocks get a blank line."""
