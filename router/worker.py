@@ -170,20 +170,22 @@ class OutboxWorkers:
     async def _run_batch(self, channel: Channel, batch_size: int) -> int:
         """Claim, send and record one batch; return how many deliveries it held."""
         token = uuid.uuid4()
+        limit = channel.requests_per_second
+        if limit is not None:
+            batch_size = min(batch_size, limit)
         async with self._pool.acquire() as conn:
-            limit = channel.requests_per_second
-            if limit is not None:
-                batch_size = min(batch_size, limit)
-                # The window is a wall-clock second in PostgreSQL: waiting for it is the point.
-                while not await ratelimit.reserve(  # noqa: ASYNC110
-                    conn, channel.name, batch_size, limit
-                ):
-                    await asyncio.sleep(ratelimit.seconds_to_next_window())
             claimed = await outbox.claim(
                 conn, channel.name, batch_size, token, self._config.lease_seconds
             )
-        if not claimed:
-            return 0
+            if not claimed:
+                return 0
+            if limit is not None:
+                # Reserve what was claimed in the provider's shared per-second budget; the
+                # window is a wall-clock second in PostgreSQL, so waiting for it is the point.
+                while not await ratelimit.reserve(  # noqa: ASYNC110
+                    conn, channel.name, len(claimed), limit
+                ):
+                    await asyncio.sleep(ratelimit.seconds_to_next_window())
         contents = await self._contents.get_many(self._pool, [c.content_id for c in claimed])
         results: list[outbox.Result] = []
         sendable: list[Outbound] = []
