@@ -125,10 +125,15 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     for section, values in _env_overrides(os.environ if environ is None else environ).items():
-        data.setdefault(section, {}).update(values)
+        table = data.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table of keys, not {table!r}")
+        table.update(values)
     try:
         return msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
@@ -138,6 +143,6 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
 def split_listen(listen: str) -> tuple[str, int]:
     """`host:port` (IPv6 as `[::1]:8080`) to a (host, port) pair."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"listen address {listen!r} must look like host:port")
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"listen address {listen!r} must look like host:port (port 0-65535)")
     return host.strip("[]") or "127.0.0.1", int(port)

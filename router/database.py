@@ -9,6 +9,7 @@ finds nothing left to do.
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -55,13 +56,22 @@ def url_target(url: str) -> DatabaseTarget:
 
 
 def redact_dsn(dsn: str) -> str:
-    """Drop the password from a DSN before it is shown anywhere."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep or "@" not in rest:
+    """Hide the password (in the user info or as a `password=` parameter) before showing a DSN."""
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+    except ValueError:
+        return "(unparsable database URL)"
+    if not parts.scheme:
         return dsn
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = (
+        f"{userinfo.split(':', 1)[0]}:***@{hostport}" if at and ":" in userinfo else parts.netloc
+    )
+    query = "&".join(
+        "password=***" if item.split("=", 1)[0].lower() == "password" else item
+        for item in parts.query.split("&")
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 async def _init_connection(conn: Connection) -> None:

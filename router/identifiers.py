@@ -19,7 +19,9 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
 _QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
 _DOMAIN_LITERAL = r"\[[\x21-\x5a\x5e-\x7e]*\]"
-_ADDR_SPEC = re.compile(rf"(?:{_DOT_ATOM}|{_QUOTED})@(?:{_DOT_ATOM}|{_DOMAIN_LITERAL})")
+_ADDR_SPEC = re.compile(
+    rf"(?P<local>{_DOT_ATOM}|{_QUOTED})@(?P<domain>{_DOT_ATOM}|{_DOMAIN_LITERAL})"
+)
 LINE_USER_ID = re.compile(r"U[0-9a-f]{32}")
 
 
@@ -32,9 +34,10 @@ def normalize_email(value: str) -> str:
     address = value.strip()
     if len(address) > 254:
         raise InvalidIdentifier("an email address is at most 254 characters")
-    if not _ADDR_SPEC.fullmatch(address):
+    match = _ADDR_SPEC.fullmatch(address)
+    if match is None:
         raise InvalidIdentifier("not an email address (RFC 5322 addr-spec, like name@example.com)")
-    local, _, domain = address.rpartition("@")
+    local, domain = match.group("local"), match.group("domain")
     if len(local) > 64:
         raise InvalidIdentifier("the part before @ is at most 64 characters")
     if not domain.startswith("[") and "." not in domain:
