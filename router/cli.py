@@ -82,6 +82,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # connections wait in the backlog until the server accepts them
     except OSError as exc:
         print(f"router: cannot listen on {config.http.listen}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -135,9 +135,23 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             raise ConfigError(f"[{section}] must be a table of keys, not {table!r}")
         table.update(values)
     try:
-        return msgspec.convert(data, Config, strict=False)
+        config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
+    _check_values(config)
+    return config
+
+
+def _check_values(config: Config) -> None:
+    """Values whose type is right but whose meaning is not."""
+    import phonenumbers
+
+    region = config.members.default_region
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(
+            f"[members] default_region {region!r} is not an ISO 3166 region code like 'JP'"
+        )
+    split_listen(config.http.listen)
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -363,3 +363,10 @@ def test_redact_dsn_keeps_host_when_the_query_contains_an_at_sign() -> None:
     )
     assert "s3cret" not in redacted
     assert "db.example.jp/router" in redacted
+
+
+@pytest.mark.parametrize("region", ["jp", "XX", "Japan"])
+def test_default_region_must_be_a_known_region_code(region: str) -> None:
+    with pytest.raises(ConfigError, match="default_region"):
+        load_config(None, {"ROUTER_MEMBERS_DEFAULT_REGION": region})
+    assert load_config(None, {"ROUTER_MEMBERS_DEFAULT_REGION": "US"}).members.default_region == "US"
