@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("linebot").setLevel(logging.WARNING)  # its debug log holds response bodies
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # initdb and pg_ctl transcripts
     try:
         if args.command == "line-simulator":
             from channels.line.simulator import run
