@@ -7,7 +7,7 @@ delivery back. It never imports an adapter: adapters are built from configuratio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Protocol
 from uuid import UUID
@@ -52,6 +52,15 @@ class Failed(msgspec.Struct, frozen=True, tag=True):
 Outcome = Sent | Retry | Failed
 
 
+class ProviderError(Exception):
+    """A provider refused an account operation (not a delivery); `status` is its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
 class Channel(Protocol):
     """A way to reach a member. Implementations live one per module under `channels/`."""
 
@@ -85,3 +94,24 @@ class Channel(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class LineAccount(Protocol):
+    """Operations on the LINE Official Account itself: linking, replies, followers, login."""
+
+    async def issue_link_token(self, line_user_id: str) -> str: ...
+
+    async def reply_text(self, reply_token: str, text: str) -> None: ...
+
+    def follower_pages(self) -> AsyncIterator[list[str]]: ...
+
+    async def verify_id_token(self, id_token: str, client_id: str) -> IdTokenSubject: ...
+
+    async def aclose(self) -> None: ...
+
+
+class IdTokenSubject(Protocol):
+    """What a verified LINE Login ID token tells the router: whose it is."""
+
+    @property
+    def sub(self) -> str: ...

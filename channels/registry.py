@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from channels.base import Channel
+from channels.base import Channel, LineAccount
 from router.config import Config
 
 
@@ -17,3 +17,11 @@ def build_channels(config: Config) -> dict[str, Channel]:
 
         channels["email"] = SmtpChannel(config.email)
     return channels
+
+
+def build_line_account(config: Config) -> LineAccount | None:
+    if not config.line_configured:
+        return None
+    from channels.line.account import LineAccountApi
+
+    return LineAccountApi(config.line)

@@ -22,6 +22,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML file (default: none; every key has a default)")
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument("--config")
+    line = sub.add_parser("line", help="LINE account tasks")
+    line_sub = line.add_subparsers(dest="line_command", required=True)
+    sync = line_sub.add_parser(
+        "sync-followers", help="correct friend flags from LINE's follower list"
+    )
+    sync.add_argument("--config")
     sim = sub.add_parser("line-simulator", help="run the local LINE Messaging API simulator")
     sim.add_argument("--listen", default="127.0.0.1:9100")
     sim.add_argument("--token", action="append", required=True, help="accepted access token")
@@ -44,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if args.command == "migrate":
             return asyncio.run(_migrate(config))
+        if args.command == "line":
+            return asyncio.run(_sync_followers(config))
         return _serve(config)
     except ConfigError as exc:
         print(f"router: {exc}", file=sys.stderr)
@@ -58,6 +66,40 @@ async def _migrate(config: Config) -> int:
     applied = await migrate(target.dsn)
     print(
         f"{target.description}: applied {len(applied)} migration(s) {', '.join(applied)}".rstrip()
+    )
+    return 0
+
+
+async def _sync_followers(config: Config) -> int:
+    from channels.base import ProviderError
+    from channels.registry import build_line_account
+    from router.database import create_pool, migrate
+    from router.line_sync import sync_followers
+    from router.service import database_target
+
+    account = build_line_account(config)
+    if account is None:
+        print("router: [line] channel_access_token is not set", file=sys.stderr)
+        return 2
+    target = database_target(config)
+    await migrate(target.dsn)
+    pool = await create_pool(target.dsn, 2)
+
+    def progress(count: int) -> None:
+        print(f"\rfollowers read: {count:,}", end="", file=sys.stderr, flush=True)
+
+    try:
+        async with pool.acquire() as conn:
+            report = await sync_followers(conn, account, progress)
+    except ProviderError as exc:
+        print(f"\nrouter: LINE refused the follower list: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await account.aclose()
+        await pool.close()
+    print(
+        f"\n{report.followers:,} followers; friend flag corrected on "
+        f"{report.members_changed:,} member(s)"
     )
     return 0
 

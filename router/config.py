@@ -44,6 +44,12 @@ class LineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     push_per_second: int = 2000
     max_connections: int = 64
     timeout_seconds: float = 10.0
+    forward_webhooks_to: list[str] = msgspec.field(default_factory=list)
+    link_invite_text: str = ""
+    link_url_template: str = ""
+    account_link_base: str = "https://access.line.me"
+    link_nonce_ttl_seconds: int = 600
+    login_channel_id: str = ""
 
 
 class EmailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -6,14 +6,17 @@ This is the composition root: the only module that turns configuration into adap
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass, field
 
-from channels.base import Channel
-from channels.registry import build_channels
+from channels.base import Channel, LineAccount
+from channels.registry import build_channels, build_line_account
 from router.config import Config
 from router.database import DatabaseTarget, Pool, create_pool, embedded_target, migrate, url_target
+from router.line_events import LineEventProcessor
+from router.webhook_forwarding import WebhookForwarder
 from router.worker import OutboxWorkers
 
 
@@ -30,17 +33,37 @@ class Runtime:
     workers: OutboxWorkers | None
     api_key_hashes: frozenset[bytes]
     generated_api_key: str | None = None
-    notes: list[str] = field(default_factory=list)
+    line_account: LineAccount | None = None
+    line_events: LineEventProcessor | None = None
+    forwarder: WebhookForwarder | None = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def configured_channels(self) -> frozenset[str]:
         return frozenset(self.channels)
 
+    def after_webhook(self) -> None:
+        """New webhook events and forwards are stored: have them handled now, not at the sweep."""
+        if self.line_events is not None:
+            self.line_events.kick()
+        if self.forwarder is not None:
+            self.forwarder.kick()
+
     async def aclose(self) -> None:
+        self.stopping.set()
+        self.after_webhook()  # wakes the background loops, which then see `stopping`
+        if self.background:
+            await asyncio.wait(self.background, timeout=10)
+            for task in self.background:
+                task.cancel()
+            await asyncio.gather(*self.background, return_exceptions=True)
         if self.workers is not None:
             await self.workers.stop()
         for channel in self.channels.values():
             await channel.aclose()
+        if self.line_account is not None:
+            await self.line_account.aclose()
         await self.pool.close()
 
 
@@ -61,7 +84,7 @@ async def start_runtime(config: Config) -> Runtime:
     if config.workers.enabled and channels:
         workers = OutboxWorkers(pool, target.dsn, channels, config.workers)
         await workers.start()
-    return Runtime(
+    runtime = Runtime(
         config=config,
         target=target,
         pool=pool,
@@ -69,7 +92,16 @@ async def start_runtime(config: Config) -> Runtime:
         workers=workers,
         api_key_hashes=hashes,
         generated_api_key=generated,
+        line_account=build_line_account(config),
     )
+    if config.line_configured and config.workers.enabled:
+        runtime.line_events = LineEventProcessor(pool, runtime.line_account, config.line)
+        runtime.forwarder = WebhookForwarder(pool, config.line.timeout_seconds)
+        runtime.background = [
+            asyncio.create_task(runtime.line_events.run(runtime.stopping), name="line-events"),
+            asyncio.create_task(runtime.forwarder.run(runtime.stopping), name="line-forwards"),
+        ]
+    return runtime
 
 
 async def _api_keys(pool: Pool, config: Config) -> tuple[frozenset[bytes], str | None]:

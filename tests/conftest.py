@@ -43,7 +43,8 @@ async def dsn(migrated: str) -> str:
     conn = await asyncpg.connect(migrated)
     try:
         await conn.execute(
-            "TRUNCATE members, contents, intents, deliveries, api_keys, rate_buckets CASCADE"
+            "TRUNCATE members, contents, intents, deliveries, api_keys, rate_buckets, line_users,"
+            " line_webhook_events, line_link_nonces, webhook_forwards CASCADE"
         )
     finally:
         await conn.close()

@@ -12,6 +12,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from router.api.auth import auth_middleware_factory
 from router.api.errors import EXCEPTION_HANDLERS
 from router.api.intents import IntentController
+from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
 from router.problems import ProblemError
 from router.service import Runtime
@@ -38,7 +39,7 @@ def create_app(runtime: NamedDependency[Runtime]) -> Litestar:
         return runtime_
 
     return Litestar(
-        route_handlers=[healthz, MemberController, IntentController],
+        route_handlers=[healthz, MemberController, IntentController, LineController, line_webhook],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
         state=State({"runtime": runtime}),
         middleware=[auth_middleware_factory(runtime.api_key_hashes)],

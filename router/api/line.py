@@ -1,0 +1,168 @@
+"""HTTP routes for LINE: the webhook receiver and account linking."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+
+from channels.base import ProviderError
+from router import line_events, line_identity, line_webhooks, members
+from router.api.openapi import problems
+from router.identifiers import LINE_USER_ID
+from router.members import Member
+from router.problems import FieldError, ProblemError
+from router.service import Runtime
+
+
+class WebhookAccepted(msgspec.Struct):
+    stored: int
+    duplicates: int
+
+
+class LinkTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    line_user_id: str
+
+
+class LinkTokenResponse(msgspec.Struct):
+    link_token: str
+
+
+class LinkNonceRequest(msgspec.Struct, forbid_unknown_fields=True):
+    member_id: str
+    link_token: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class LinkNonceResponse(msgspec.Struct):
+    redirect_url: str
+    nonce_expires_in: int
+
+
+class LoginLinkRequest(msgspec.Struct, forbid_unknown_fields=True):
+    member_id: str
+    id_token: Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
+
+
+def _account(runtime: Runtime) -> Any:
+    if runtime.line_account is None:
+        raise ProblemError(409, "Conflict", "LINE is not configured on this router")
+    return runtime.line_account
+
+
+def _provider_problem(exc: ProviderError) -> ProblemError:
+    status = 422 if 400 <= exc.status < 500 else 502
+    return ProblemError(status, "LINE refused the request", f"LINE {exc.status}: {exc.message}")
+
+
+@post(
+    "/webhooks/line",
+    status_code=200,
+    summary="LINE webhook receiver (verified by X-Line-Signature)",
+    tags=["line"],
+    security=[],
+    responses=problems(400),
+)
+async def line_webhook(
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+) -> WebhookAccepted:
+    """Verify, store, answer; events are handled and forwarded after LINE has its 200."""
+    secret = runtime.config.line.channel_secret
+    if not secret:
+        raise ProblemError(
+            503,
+            "Service unavailable",
+            "[line] channel_secret is not set: webhooks cannot be verified",
+        )
+    body = await request.body()
+    signature = request.headers.get(line_webhooks.SIGNATURE_HEADER)
+    if not line_webhooks.signature_matches(secret, body, signature):
+        raise ProblemError(401, "Unauthorized", "missing or wrong X-Line-Signature")
+    assert signature is not None
+    try:
+        async with runtime.pool.acquire() as conn:
+            stored = await line_webhooks.store(
+                conn, body, signature, runtime.config.line.forward_webhooks_to
+            )
+    except line_webhooks.BadWebhook as exc:
+        raise ProblemError(400, "Invalid request", f"not a LINE webhook body: {exc}") from None
+    runtime.after_webhook()
+    return WebhookAccepted(stored=stored.events, duplicates=stored.duplicates)
+
+
+class LineController(Controller):
+    path = "/v1/line"
+    tags = ["line"]  # noqa: RUF012
+
+    @post(
+        "/link-token",
+        status_code=200,
+        summary="Issue a LINE link token for a user (account linking, step 1)",
+        responses=problems(400, 409, 422),
+    )
+    async def link_token(
+        self, data: JSONBody[LinkTokenRequest], runtime: NamedDependency[Runtime]
+    ) -> LinkTokenResponse:
+        if not LINE_USER_ID.fullmatch(data.line_user_id):
+            raise ProblemError(
+                400,
+                "Invalid request",
+                "line_user_id: 'U' followed by 32 lower-case hex digits",
+                [FieldError("line_user_id", "not a LINE user ID")],
+            )
+        try:
+            token = await _account(runtime).issue_link_token(data.line_user_id)
+        except ProviderError as exc:
+            raise _provider_problem(exc) from None
+        return LinkTokenResponse(link_token=token)
+
+    @post(
+        "/link-nonce",
+        status_code=200,
+        summary="After the member logs in: the URL that completes the link at LINE",
+        responses=problems(400, 404),
+    )
+    async def link_nonce(
+        self, data: JSONBody[LinkNonceRequest], runtime: NamedDependency[Runtime]
+    ) -> LinkNonceResponse:
+        config = runtime.config.line
+        ttl = line_events.nonce_ttl(config)
+        async with runtime.pool.acquire() as conn:
+            nonce = await line_identity.new_nonce(conn, data.member_id, data.link_token, ttl)
+        if nonce is None:
+            raise ProblemError(404, "Not found", f"no member with id {data.member_id!r}")
+        url = line_identity.account_link_url(config.account_link_base, data.link_token, nonce)
+        return LinkNonceResponse(redirect_url=url, nonce_expires_in=int(ttl.total_seconds()))
+
+    @post(
+        "/login-link",
+        status_code=200,
+        summary="Link a member to the LINE user of a verified LINE Login ID token",
+        responses=problems(400, 404, 409, 422),
+    )
+    async def login_link(
+        self, data: JSONBody[LoginLinkRequest], runtime: NamedDependency[Runtime]
+    ) -> Member:
+        client_id = runtime.config.line.login_channel_id
+        if not client_id:
+            raise ProblemError(409, "Conflict", "[line] login_channel_id is not set")
+        try:
+            claims = await _account(runtime).verify_id_token(data.id_token, client_id)
+        except ProviderError as exc:
+            raise ProblemError(
+                422,
+                "ID token refused",
+                f"LINE says: {exc.message}",
+                [FieldError("id_token", exc.message)],
+            ) from None
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            try:
+                await line_identity.link(conn, data.member_id, claims.sub)
+            except line_identity.LinkRefused as exc:
+                status = 404 if "no member" in str(exc) else 409
+                raise ProblemError(status, "Link refused", str(exc)) from None
+            member = await members.get(conn, data.member_id)
+        assert member is not None
+        return member

@@ -1,0 +1,133 @@
+"""Working out stored LINE webhook events: follows, unfollows and account links.
+
+Runs after LINE has had its 200. Each event is handled once (rows are claimed with
+`FOR UPDATE SKIP LOCKED` and marked processed in the same transaction) and its outcome is
+written next to it, so a refused link is on record with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+
+import asyncpg
+import msgspec
+
+from channels.base import LineAccount, ProviderError
+from router import line_identity
+from router.config import LineConfig
+from router.database import Connection, Pool
+
+log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 5.0
+
+
+class Source(msgspec.Struct, rename="camel"):
+    type: str
+    user_id: str | None = None
+
+
+class Link(msgspec.Struct):
+    result: str
+    nonce: str | None = None
+
+
+class Event(msgspec.Struct, kw_only=True, rename="camel"):
+    type: str
+    source: Source | None = None
+    reply_token: str | None = None
+    link: Link | None = None
+
+
+class LineEventProcessor:
+    """Handles stored events in the order they happened; woken by `kick` or every few seconds."""
+
+    def __init__(self, pool: Pool, account: LineAccount | None, config: LineConfig) -> None:
+        self._pool = pool
+        self._account = account
+        self._config = config
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            self._wake.clear()
+            try:
+                while await self.process_batch():
+                    pass
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("LINE event processing failed (%s); retrying", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=SWEEP_SECONDS)
+
+    async def process_batch(self, limit: int = 100) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT webhook_event_id, occurred_at, body::text AS body"
+                " FROM line_webhook_events WHERE processed_at IS NULL"
+                " ORDER BY occurred_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+                limit,
+            )
+            for row in rows:
+                try:
+                    async with conn.transaction():
+                        event = msgspec.json.decode(row["body"], type=Event)
+                        outcome = await self._handle(conn, event, row["occurred_at"])
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    outcome = f"not understood: {exc}"
+                await conn.execute(
+                    "UPDATE line_webhook_events SET processed_at = now(), outcome = $2"
+                    " WHERE webhook_event_id = $1",
+                    row["webhook_event_id"],
+                    outcome,
+                )
+        return len(rows)
+
+    async def _handle(self, conn: Connection, event: Event, at: datetime) -> str:
+        user = event.source.user_id if event.source else None
+        if event.type in ("follow", "unfollow") and user:
+            members = await line_identity.set_friend(conn, user, event.type == "follow", at)
+            if event.type == "unfollow":
+                return f"not a friend; members updated: {len(members)}"
+            if members:
+                return f"friend; members updated: {len(members)}"
+            return "friend, not linked to a member" + await self._invite(user, event.reply_token)
+        if event.type == "accountLink" and user and event.link is not None:
+            return await self._account_link(conn, user, event.link, at)
+        return "ignored"
+
+    async def _invite(self, user: str, reply_token: str | None) -> str:
+        """Reply to a new, unlinked friend with the company's link invitation, if configured."""
+        text, template = self._config.link_invite_text, self._config.link_url_template
+        if not (text and template and reply_token and self._account):
+            return ""
+        try:
+            token = await self._account.issue_link_token(user)
+            url = template.replace("{link_token}", token)
+            await self._account.reply_text(reply_token, f"{text}\n{url}")
+        except ProviderError as exc:
+            return f"; link invitation not sent (LINE {exc.status}: {exc.message})"
+        except (OSError, TimeoutError) as exc:
+            return f"; link invitation not sent ({type(exc).__name__})"
+        return "; link invitation sent"
+
+    async def _account_link(self, conn: Connection, user: str, link: Link, at: datetime) -> str:
+        if link.result != "ok":
+            return f"link not made: LINE reported result {link.result!r}"
+        if not link.nonce:
+            return "link not made: no nonce"
+        try:
+            member_id = await line_identity.redeem_nonce(conn, link.nonce, at)
+            await line_identity.link(conn, member_id, user)
+        except line_identity.LinkRefused as exc:
+            return f"link not made: {exc}"
+        return f"linked to member {member_id}"
+
+
+def nonce_ttl(config: LineConfig) -> timedelta:
+    return timedelta(seconds=config.link_nonce_ttl_seconds)
