@@ -52,6 +52,17 @@ class Failed(msgspec.Struct, frozen=True, tag=True):
 Outcome = Sent | Retry | Failed
 
 
+class QuotaFigures(msgspec.Struct, kw_only=True):
+    """The month's LINE message quota as the router sees it (`GET /v1/line/quota`)."""
+
+    limited: bool
+    limit: int | None
+    used_per_line: int
+    sent_since_read: int
+    remaining: int | None
+    read_at: float
+
+
 class ProviderError(Exception):
     """A provider refused an account operation (not a delivery); `status` is its HTTP status."""
 
@@ -106,6 +117,8 @@ class LineAccount(Protocol):
     def follower_pages(self) -> AsyncIterator[list[str]]: ...
 
     async def verify_id_token(self, id_token: str, client_id: str) -> IdTokenSubject: ...
+
+    async def quota(self) -> QuotaFigures: ...
 
     async def aclose(self) -> None: ...
 

@@ -1,4 +1,5 @@
-"""Builds the channels this router is configured for. The one place adapters are named."""
+"""Builds the channels and LINE account this router is configured for. The one place adapters
+are named."""
 
 from __future__ import annotations
 
@@ -6,22 +7,18 @@ from channels.base import Channel, LineAccount
 from router.config import Config
 
 
-def build_channels(config: Config) -> dict[str, Channel]:
+def build_adapters(config: Config) -> tuple[dict[str, Channel], LineAccount | None]:
     channels: dict[str, Channel] = {}
+    account: LineAccount | None = None
     if config.line_configured:
+        from channels.line.account import LineAccountApi
         from channels.line.push import LinePushChannel
 
-        channels["line"] = LinePushChannel(config.line)
+        push = LinePushChannel(config.line)
+        channels["line"] = push
+        account = LineAccountApi(config.line, push.quota)
     if config.email_configured:
         from channels.email import SmtpChannel
 
         channels["email"] = SmtpChannel(config.email)
-    return channels
-
-
-def build_line_account(config: Config) -> LineAccount | None:
-    if not config.line_configured:
-        return None
-    from channels.line.account import LineAccountApi
-
-    return LineAccountApi(config.line)
+    return channels, account

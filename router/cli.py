@@ -72,12 +72,12 @@ async def _migrate(config: Config) -> int:
 
 async def _sync_followers(config: Config) -> int:
     from channels.base import ProviderError
-    from channels.registry import build_line_account
+    from channels.registry import build_adapters
     from router.database import create_pool, migrate
     from router.line_sync import sync_followers
     from router.service import database_target
 
-    account = build_line_account(config)
+    channels, account = build_adapters(config)
     if account is None:
         print("router: [line] channel_access_token is not set", file=sys.stderr)
         return 2
@@ -96,6 +96,8 @@ async def _sync_followers(config: Config) -> int:
         return 1
     finally:
         await account.aclose()
+        for channel in channels.values():
+            await channel.aclose()
         await pool.close()
     print(
         f"\n{report.followers:,} followers; friend flag corrected on "

@@ -50,6 +50,8 @@ class LineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     account_link_base: str = "https://access.line.me"
     link_nonce_ttl_seconds: int = 600
     login_channel_id: str = ""
+    check_quota: bool = True
+    quota_cache_seconds: float = 60.0
 
 
 class EmailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

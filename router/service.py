@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from channels.base import Channel, LineAccount
-from channels.registry import build_channels, build_line_account
+from channels.registry import build_adapters
 from router.config import Config
 from router.database import DatabaseTarget, Pool, create_pool, embedded_target, migrate, url_target
 from router.line_events import LineEventProcessor
@@ -79,7 +79,7 @@ async def start_runtime(config: Config) -> Runtime:
     await migrate(target.dsn)
     pool = await create_pool(target.dsn, config.database.pool_size)
     hashes, generated = await _api_keys(pool, config)
-    channels = build_channels(config)
+    channels, line_account = build_adapters(config)
     workers = None
     if config.workers.enabled and channels:
         workers = OutboxWorkers(pool, target.dsn, channels, config.workers)
@@ -92,7 +92,7 @@ async def start_runtime(config: Config) -> Runtime:
         workers=workers,
         api_key_hashes=hashes,
         generated_api_key=generated,
-        line_account=build_line_account(config),
+        line_account=line_account,
     )
     if config.line_configured and config.workers.enabled:
         runtime.line_events = LineEventProcessor(pool, runtime.line_account, config.line)

@@ -75,10 +75,38 @@ async def test_monthly_limit_falls_back_to_email(
     body = await router.wait_for(await friend_intent(router))
     line, email = delivery(body, "line"), delivery(body, "email")
     assert line["status"] == "failed" and line["attempts"] == 1
-    assert "monthly limit" in line["last_error"]
+    assert "monthly message quota is used up (0 + 0 of 0)" in line["last_error"]
     assert email["status"] == "sent" and email["fallback"] is True
     (mail,) = smtp.mails
     assert mail.rcpt_to == ["friend@example.jp"]
+    assert line_sim.received == [r for r in line_sim.received if "quota" in r.path]
+
+
+async def test_monthly_limit_429_falls_back_to_email(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    # Without the router's own quota check, LINE's 429 is what says the month is over.
+    line_sim.set_monthly_quota(0)
+    async with running_router(dsn, line_sim.base_url, smtp, ROUTER_LINE_CHECK_QUOTA="false") as r:
+        body = await r.wait_for(await friend_intent(r))
+    line, email = delivery(body, "line"), delivery(body, "email")
+    assert (
+        line["status"] == "failed" and "You have reached your monthly limit." in line["last_error"]
+    )
+    assert email["status"] == "sent"
+
+
+async def test_quota_counts_own_pushes_between_reads(
+    router: RouterUnderTest, line_sim: Any, smtp: SmtpSink
+) -> None:
+    line_sim.set_monthly_quota(2)
+    resp = await router.client.get("/v1/line/quota")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["limit"] == 2 and resp.json()["remaining"] == 2
+    first = await router.wait_for(await friend_intent(router, "line_only"))
+    assert delivery(first, "line")["status"] == "sent"
+    figures = (await router.client.get("/v1/line/quota")).json()
+    assert figures["sent_since_read"] == 1 and figures["remaining"] == 1
 
 
 async def test_permanent_line_error_falls_back_but_line_only_fails(

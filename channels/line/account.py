@@ -20,8 +20,9 @@ from linebot.v3.messaging import (
     TextMessage,
 )
 
-from channels.base import ProviderError
+from channels.base import ProviderError, QuotaFigures
 from channels.line.push import describe_error, proxy_for
+from channels.line.quota import LineQuota
 from router.config import LineConfig
 
 FOLLOWERS_PAGE = 1000
@@ -43,7 +44,7 @@ class IdTokenError(msgspec.Struct):
 class LineAccountApi:
     """The LINE account behind the configured channel access token."""
 
-    def __init__(self, config: LineConfig) -> None:
+    def __init__(self, config: LineConfig, quota: LineQuota) -> None:
         configuration = Configuration(
             host=config.api_base, access_token=config.channel_access_token
         )
@@ -53,6 +54,10 @@ class LineAccountApi:
         self._base = config.api_base.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
+        self._quota = quota
+
+    async def quota(self) -> QuotaFigures:
+        return await self._quota.figures()
 
     async def issue_link_token(self, line_user_id: str) -> str:
         try:

@@ -28,7 +28,8 @@ import aiohttp
 import msgspec
 from linebot.v3.messaging import ApiException, AsyncApiClient, Configuration
 
-from channels.base import Failed, Outbound, Outcome, Retry, Sent
+from channels.base import Failed, Outbound, Outcome, ProviderError, Retry, Sent
+from channels.line.quota import LineQuota
 from router.config import LineConfig
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class LinePushChannel:
         self.max_concurrency = config.max_connections
         self.requests_per_second: int | None = config.push_per_second
         self._messages: OrderedDict[bytes, list[Any]] = OrderedDict()
+        self.quota = LineQuota(self._client, config.quota_cache_seconds)
+        self._check_quota = config.check_quota
 
     def _wire_messages(self, message: Outbound) -> list[Any]:
         """LINE's JSON for a content's messages, built once per content and reused."""
@@ -104,6 +107,10 @@ class LinePushChannel:
             messages = self._wire_messages(message)
         except ValueError as exc:
             return Failed(f"LINE messages could not be built: {exc}", fallback=True)
+        if self._check_quota:
+            refused = await self._quota_refusal()
+            if refused is not None:
+                return refused
         async with self._slots:
             try:
                 response = await self._client.call_api(
@@ -123,7 +130,23 @@ class LinePushChannel:
                 return classify(exc.status, exc.headers or {}, exc.body)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 return Retry(f"LINE request failed: {type(exc).__name__} {exc}".strip())
+        self.quota.count_sent()
         return Sent(provider_ref=_header(response.headers, "x-line-request-id"))
+
+    async def _quota_refusal(self) -> Outcome | None:
+        """A permanent failure (so prefer_line falls back) when the month's quota is used up."""
+        try:
+            ok, figures = await self.quota.can_send()
+        except (ProviderError, aiohttp.ClientError, TimeoutError, msgspec.DecodeError) as exc:
+            log.warning("LINE quota could not be read (%s); sending anyway", type(exc).__name__)
+            return None
+        if ok:
+            return None
+        return Failed(
+            f"not sent: LINE's monthly message quota is used up ({figures.used_per_line:,} "
+            f"+ {figures.sent_since_read:,} of {figures.limit:,})",
+            fallback=True,
+        )
 
     async def aclose(self) -> None:
         await self._client.close()

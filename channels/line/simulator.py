@@ -2,58 +2,105 @@
 
 LINE offers no sandbox, so tests and benchmarks run the real ``line-bot-sdk``
 against this HTTP server instead.  It implements the parts of the Messaging
-API the router uses (push, multicast, quota) with the documented behaviour
+API the router uses (push, multicast, reply, quota, follower IDs, link tokens
+and LINE notification messages by phone number) with the documented behaviour
 that matters for durable delivery: bearer authentication, request validation,
 ``X-Line-Retry-Key`` de-duplication, rate limits, the monthly message quota,
 the 2 MB body limit and an ``X-Line-Request-Id`` on every response.  Shapes
-follow LINE's OpenAPI file ``messaging-api.yml``.
+follow LINE's OpenAPI files ``messaging-api.yml`` and ``webhook.yml``.
+
+LINE also calls the bot: the simulator sends signed webhook events (follow,
+unfollow, message, accountLink, delivery) to a configured URL, stands in for
+the account-link dialog on ``access.line.me`` and for LINE Login's ID token
+verification endpoint, so the identity features can be tested end to end.
 
 A control API under ``/__simulator/`` (and the matching methods on
-:class:`LineSimulator`) lets a test inspect what was received and inject
-faults: failures, slow responses, tighter limits and a movable clock.
+:class:`LineSimulator`) lets a test inspect what was received, trigger
+webhook events and inject faults: failures, slow responses, tighter limits
+and a movable clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import re
 import secrets
 import signal
+import string
 import sys
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Annotated, Any, Final, Literal
 
+import aiohttp
 import msgspec
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
 __all__ = [
+    "ACCOUNT_LINK_DIALOG_PATH",
     "CONSUMPTION_PATH",
     "CONTROL_PREFIX",
+    "DELIVERY_TAG_HEADER",
+    "FOLLOWERS_PATH",
+    "ID_TOKEN_ISSUER",
+    "ID_TOKEN_TTL_SECONDS",
+    "LINK_TOKEN_TTL_SECONDS",
     "MAX_BODY_BYTES",
     "MULTICAST_PATH",
+    "PNP_PATH",
     "PUSH_PATH",
+    "QUOTA_COUNTED_PATHS",
     "QUOTA_PATH",
+    "REPLY_PATH",
+    "REPLY_TOKEN_TTL_SECONDS",
     "RETRY_KEY_TTL_SECONDS",
+    "SIGNATURE_HEADER",
+    "VERIFY_ID_TOKEN_PATH",
+    "AccountLinkEvent",
+    "CallbackRequest",
     "DelayNext",
+    "DeliveryContext",
+    "DeliveryEvent",
     "ErrorDetail",
     "ErrorResponse",
     "FailNext",
     "FaultsRequest",
+    "FollowDetail",
+    "FollowEvent",
+    "GetFollowersResponse",
+    "IdTokenClaims",
+    "IssueLinkTokenResponse",
     "LineSimulator",
+    "LinkContent",
+    "LoginErrorResponse",
+    "MessageEvent",
     "MessageQuotaResponse",
     "MulticastRequest",
+    "PnpDelivery",
+    "PnpDeliveryFault",
+    "PnpMessagesRequest",
     "PushMessageRequest",
     "PushMessageResponse",
     "QuotaConsumptionResponse",
     "RateLimits",
     "ReceivedRequest",
+    "ReplyMessageRequest",
+    "ReplyMessageResponse",
     "SentMessage",
+    "SentWebhook",
     "SimulatorStats",
+    "TextMessageContent",
+    "UnfollowEvent",
+    "UserSource",
+    "WebhookEvent",
+    "hash_phone_number",
     "parse_listen",
     "run",
     "utf16_length",
@@ -63,7 +110,18 @@ PUSH_PATH: Final = "/v2/bot/message/push"
 MULTICAST_PATH: Final = "/v2/bot/message/multicast"
 QUOTA_PATH: Final = "/v2/bot/message/quota"
 CONSUMPTION_PATH: Final = "/v2/bot/message/quota/consumption"
+REPLY_PATH: Final = "/v2/bot/message/reply"
+FOLLOWERS_PATH: Final = "/v2/bot/followers/ids"
+LINK_TOKEN_PATH: Final = "/v2/bot/user/{userId}/linkToken"
+PNP_PATH: Final = "/bot/pnp/push"
+VERIFY_ID_TOKEN_PATH: Final = "/oauth2/v2.1/verify"
+# Stands in for https://access.line.me/dialog/bot/accountLink.
+ACCOUNT_LINK_DIALOG_PATH: Final = "/dialog/bot/accountLink"
 CONTROL_PREFIX: Final = "/__simulator"
+# What totalUsage counts.  LINE does not count reply messages, and LINE
+# notification messages are billed apart and counted by their own endpoint
+# (/v2/bot/message/delivery/pnp), so neither is in the monthly usage.
+QUOTA_COUNTED_PATHS: Final = (PUSH_PATH, MULTICAST_PATH)
 
 MAX_BODY_BYTES: Final = 2 * 1024 * 1024
 RETRY_KEY_TTL_SECONDS: Final = 24 * 60 * 60
@@ -75,10 +133,25 @@ DEFAULT_PUSH_RATE: Final = 2000
 DEFAULT_MULTICAST_RATE: Final = 200
 DEFAULT_MAX_RECORDED: Final = 100_000
 DEFAULT_MAX_RETRY_KEYS: Final = 1_000_000
+DEFAULT_REPLY_RATE: Final = 2000
+DEFAULT_PNP_RATE: Final = 2000  # LINE notification messages: 2,000 requests per second
+DEFAULT_MAX_WEBHOOKS: Final = 10_000
+DEFAULT_WEBHOOK_TIMEOUT: Final = 10.0
+LINK_TOKEN_TTL_SECONDS: Final = 10 * 60  # "valid for 10 minutes and can only be used once"
+REPLY_TOKEN_TTL_SECONDS: Final = 60  # "must be used within one minute" of the webhook
+ID_TOKEN_TTL_SECONDS: Final = 60 * 60
+ID_TOKEN_ISSUER: Final = "https://access.line.me"
+DEFAULT_FOLLOWERS_LIMIT: Final = 300
+MAX_FOLLOWERS_LIMIT: Final = 1000
+MAX_FOLLOWER_CURSORS: Final = 10_000
+MIN_DELIVERY_TAG: Final = 16
+MAX_DELIVERY_TAG: Final = 100
 
 REQUEST_ID_HEADER: Final = "X-Line-Request-Id"
 ACCEPTED_REQUEST_ID_HEADER: Final = "X-Line-Accepted-Request-Id"
 RETRY_KEY_HEADER: Final = "X-Line-Retry-Key"
+DELIVERY_TAG_HEADER: Final = "X-Line-Delivery-Tag"
+SIGNATURE_HEADER: Final = "X-Line-Signature"
 
 # Compiled once: the request path must stay cheap at thousands of requests/s.
 _USER_ID = re.compile(r"U[0-9a-f]{32}")
@@ -87,6 +160,10 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _ERROR_AT = re.compile(r"(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?", re.DOTALL)
 _MISSING_FIELD = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 _BYTE_OFFSET = re.compile(r"\(byte (?P<offset>\d+)\)")
+_PHONE_HASH = re.compile(r"[0-9a-f]{64}")
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_TOKEN_ALPHABET: Final = string.ascii_letters + string.digits
 
 
 # --- Wire shapes (components/schemas in messaging-api.yml) -------------------

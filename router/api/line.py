@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, post
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from channels.base import ProviderError
+from channels.base import ProviderError, QuotaFigures
 from router import line_events, line_identity, line_webhooks, members
 from router.api.openapi import problems
 from router.identifiers import LINE_USER_ID
@@ -95,6 +95,18 @@ async def line_webhook(
 class LineController(Controller):
     path = "/v1/line"
     tags = ["line"]  # noqa: RUF012
+
+    @get(
+        "/quota",
+        summary="The month's LINE message quota: LINE's figures and what was sent since",
+        responses=problems(409),
+    )
+    async def quota(self, runtime: NamedDependency[Runtime]) -> QuotaFigures:
+        try:
+            figures: QuotaFigures = await _account(runtime).quota()
+        except ProviderError as exc:
+            raise _provider_problem(exc) from None
+        return figures
 
     @post(
         "/link-token",
