@@ -17,6 +17,10 @@ def build_adapters(config: Config) -> tuple[dict[str, Channel], LineAccount | No
         push = LinePushChannel(config.line)
         channels["line"] = push
         account = LineAccountApi(config.line, push.quota)
+        if config.line.notification_messages:
+            from channels.line.notification import LineNotificationChannel
+
+            channels["line_notification"] = LineNotificationChannel(push)
     if config.email_configured:
         from channels.email import SmtpChannel
 

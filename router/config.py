@@ -51,6 +51,8 @@ class LineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     link_nonce_ttl_seconds: int = 600
     login_channel_id: str = ""
     check_quota: bool = True
+    notification_messages: bool = False
+    notification_confirm_seconds: float = 86400.0
     quota_cache_seconds: float = 60.0
 
 

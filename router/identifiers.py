@@ -67,6 +67,11 @@ def phone_sha256(e164: str) -> bytes:
     return hashlib.sha256(e164.encode()).digest()
 
 
+def phone_sha256_hex(e164: str) -> str:
+    """How LINE notification messages address a user: lower-case hex SHA-256 of E.164."""
+    return hashlib.sha256(e164.encode()).hexdigest()
+
+
 def check_line_user_id(value: str) -> str:
     if not LINE_USER_ID.fullmatch(value):
         raise InvalidIdentifier("a LINE user ID is 'U' followed by 32 lower-case hex digits")

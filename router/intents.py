@@ -18,10 +18,10 @@ import msgspec
 from router import members, routing
 from router.content import Content, EmailContent, LineContent, check_content, content_id
 from router.database import Connection
-from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
+from router.identifiers import InvalidIdentifier, email_sha256, normalize_email, phone_sha256_hex
 from router.ids import uuid7
 from router.problems import FieldError
-from router.routing import ChannelName, Route
+from router.routing import ChannelName, Kind, Route
 
 NOTIFY_CHANNEL = "router_deliveries"
 MAX_BATCH = 10_000
@@ -33,6 +33,7 @@ class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     member_id: str | None = None
     email_address: str | None = None
     route: Route = "prefer_line"
+    kind: Kind = "promotional"
     email: EmailContent | None = None
     line: LineContent | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
@@ -57,6 +58,7 @@ class IntentResult(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class DeliveryView(msgspec.Struct, kw_only=True):
+    id: UUID
     channel: str
     status: str
     fallback: bool
@@ -67,6 +69,7 @@ class DeliveryView(msgspec.Struct, kw_only=True):
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None
+    confirmed_at: datetime | None
 
 
 class IntentView(msgspec.Struct, kw_only=True):
@@ -189,6 +192,7 @@ async def accept(
                 has_line_content=req.line is not None or req.email is not None,
                 has_email_content=req.email is not None,
                 configured=configured,
+                kind=req.kind,
             )
             if isinstance(decision, routing.Unroutable):
                 results[p.index] = rejected(decision.reason, code=422)
@@ -211,7 +215,11 @@ async def accept(
             inserted = {
                 r["id"]
                 for r in await conn.fetch(
-                    _INSERT, *rows.columns(), list(contents.keys()), list(contents.values())
+                    _INSERT,
+                    *rows.columns(),
+                    list(contents.keys()),
+                    list(contents.values()),
+                    rows.notification_addresses(),
                 )
             }
             woken = {c for (i, _, _, d) in rows.plans if i in inserted for c in d.primary}
@@ -263,13 +271,17 @@ WITH new_contents AS (
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 ), planned AS (
-    SELECT p.* FROM unnest($1::uuid[], $12::text[], $13::text[]) AS p(intent_id, line, email)
+    SELECT p.* FROM unnest($1::uuid[], $12::text[], $13::text[], $16::text[])
+                    AS p(intent_id, line, email, notification)
     WHERE p.intent_id IN (SELECT id FROM added)
 ), new_deliveries AS (
     INSERT INTO deliveries (intent_id, channel, address, status)
     SELECT intent_id, 'line', line, 'pending' FROM planned WHERE line IS NOT NULL
     UNION ALL
     SELECT intent_id, 'email', email, 'pending' FROM planned WHERE email IS NOT NULL
+    UNION ALL
+    SELECT intent_id, 'line_notification', notification, 'pending' FROM planned
+    WHERE notification IS NOT NULL
 )
 SELECT id FROM added
 """
@@ -283,6 +295,15 @@ class _IntentRows:
 
     def add(self, intent_id: UUID, p: _Pending, reach: members.Reach, plan: routing.Plan) -> None:
         self.plans.append((intent_id, p, reach, plan))
+
+    def notification_addresses(self) -> list[str | None]:
+        """LINE notification messages are addressed by the SHA-256 of the E.164 number."""
+        return [
+            phone_sha256_hex(reach.phone)
+            if routing.NOTIFICATION in plan.primary and reach.phone
+            else None
+            for _, _, reach, plan in self.plans
+        ]
 
     def columns(self) -> list[list[Any]]:
         cols: list[list[Any]] = [[] for _ in range(13)]
@@ -356,9 +377,9 @@ FROM intents WHERE id = $1
 """
 
 _VIEW_DELIVERIES = """
-SELECT channel, status, is_fallback AS fallback, attempts, last_error, provider_ref,
+SELECT id, channel, status, is_fallback AS fallback, attempts, last_error, provider_ref,
        CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,
-       created_at, updated_at, sent_at
+       created_at, updated_at, sent_at, confirmed_at
 FROM deliveries WHERE intent_id = $1 ORDER BY is_fallback, created_at
 """
 

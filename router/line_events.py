@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import logging
 from datetime import datetime, timedelta
+from uuid import UUID
 
 import asyncpg
 import msgspec
 
 from channels.base import LineAccount, ProviderError
-from router import line_identity
+from router import line_identity, outbox
 from router.config import LineConfig
 from router.database import Connection, Pool
 
@@ -35,11 +36,16 @@ class Link(msgspec.Struct):
     nonce: str | None = None
 
 
+class Delivery(msgspec.Struct):
+    data: str
+
+
 class Event(msgspec.Struct, kw_only=True, rename="camel"):
     type: str
     source: Source | None = None
     reply_token: str | None = None
     link: Link | None = None
+    delivery: Delivery | None = None
 
 
 class LineEventProcessor:
@@ -99,6 +105,8 @@ class LineEventProcessor:
             return "friend, not linked to a member" + await self._invite(user, event.reply_token)
         if event.type == "accountLink" and user and event.link is not None:
             return await self._account_link(conn, user, event.link, at)
+        if event.type == "delivery" and event.delivery is not None:
+            return await _confirm(conn, event.delivery.data)
         return "ignored"
 
     async def _invite(self, user: str, reply_token: str | None) -> str:
@@ -127,6 +135,16 @@ class LineEventProcessor:
         except line_identity.LinkRefused as exc:
             return f"link not made: {exc}"
         return f"linked to member {member_id}"
+
+
+async def _confirm(conn: Connection, tag: str) -> str:
+    try:
+        delivery_id = UUID(tag)
+    except ValueError:
+        return "delivery tag is not one of the router's"
+    if await outbox.confirm(conn, delivery_id):
+        return f"confirmed LINE notification {delivery_id}"
+    return f"no unconfirmed LINE notification {delivery_id}"
 
 
 def nonce_ttl(config: LineConfig) -> timedelta:

@@ -83,6 +83,7 @@ class Reach(msgspec.Struct, frozen=True):
     line_opt_out: bool
     email: str | None
     email_opt_out: bool
+    phone: str | None = None
 
     @property
     def line_reachable(self) -> bool:
@@ -297,8 +298,8 @@ async def resolve(
     by_email: dict[bytes, Reach] = {}
     if member_ids:
         for r in await conn.fetch(
-            "SELECT member_id, line_user_id, line_friend, line_opt_out, email, email_opt_out"
-            " FROM members WHERE member_id = ANY($1::text[])",
+            "SELECT member_id, line_user_id, line_friend, line_opt_out, email, email_opt_out,"
+            " phone FROM members WHERE member_id = ANY($1::text[])",
             list(set(member_ids)),
         ):
             by_id[r["member_id"]] = _reach(r)
@@ -306,7 +307,7 @@ async def resolve(
         # Several members may share an address: the oldest one is the match.
         for r in await conn.fetch(
             "SELECT DISTINCT ON (email_sha256) email_sha256, member_id, line_user_id,"
-            " line_friend, line_opt_out, email, email_opt_out FROM members"
+            " line_friend, line_opt_out, email, email_opt_out, phone FROM members"
             " WHERE email_sha256 = ANY($1::bytea[]) ORDER BY email_sha256, created_at",
             list(set(email_hashes)),
         ):
@@ -322,4 +323,5 @@ def _reach(r: Any) -> Reach:
         line_opt_out=r["line_opt_out"],
         email=r["email"],
         email_opt_out=r["email_opt_out"],
+        phone=r["phone"],
     )

@@ -132,10 +132,46 @@ async def record(conn: Connection, token: UUID, results: Sequence[Result]) -> in
             if by_id[row["id"]].status == "failed" and by_id[row["id"]].fallback
         ]
         if failed_over:
-            channels = {r["channel"] for r in await conn.fetch(_ACTIVATE_FALLBACK, failed_over)}
-            for channel in sorted(channels):
-                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
+            await activate_fallbacks(conn, failed_over)
     return len(rows)
+
+
+async def activate_fallbacks(conn: Connection, intent_ids: Sequence[UUID]) -> set[str]:
+    """Create the fallback deliveries of these intents (in the caller's transaction)."""
+    channels = {r["channel"] for r in await conn.fetch(_ACTIVATE_FALLBACK, list(intent_ids))}
+    for channel in sorted(channels):
+        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
+    return channels
+
+
+_EXPIRE_UNCONFIRMED = """
+UPDATE deliveries SET status = 'failed', updated_at = now(),
+       last_error = 'LINE sent no delivery event within ' || $1::text
+                    || ' s: counted as not delivered'
+WHERE channel = 'line_notification' AND status = 'sent' AND confirmed_at IS NULL
+  AND sent_at < now() - make_interval(secs => $1)
+RETURNING intent_id
+"""
+
+
+async def expire_unconfirmed(conn: Connection, seconds: float) -> int:
+    """LINE notifications never confirmed in time count as not delivered: fall back."""
+    async with conn.transaction():
+        rows = await conn.fetch(_EXPIRE_UNCONFIRMED, seconds)
+        if rows:
+            await activate_fallbacks(conn, [r["intent_id"] for r in rows])
+    return len(rows)
+
+
+async def confirm(conn: Connection, delivery_id: UUID) -> bool:
+    """LINE's `delivery` event names a notification it delivered."""
+    done = await conn.fetchval(
+        "UPDATE deliveries SET confirmed_at = now(), updated_at = now()"
+        " WHERE id = $1 AND channel = 'line_notification' AND confirmed_at IS NULL"
+        " RETURNING true",
+        delivery_id,
+    )
+    return bool(done)
 
 
 _RECOVER_CLAIMED = """

@@ -13,10 +13,12 @@ import msgspec
 
 from router.members import Reach
 
-Route = Literal["prefer_line", "both", "line_only", "email_only"]
-ChannelName = Literal["line", "email"]
+Route = Literal["prefer_line", "both", "line_only", "email_only", "notification_first"]
+Kind = Literal["promotional", "transactional"]
+ChannelName = Literal["line", "email", "line_notification"]
 LINE: ChannelName = "line"
 EMAIL: ChannelName = "email"
+NOTIFICATION: ChannelName = "line_notification"
 
 
 class Plan(msgspec.Struct, frozen=True):
@@ -37,9 +39,27 @@ def plan(
     has_line_content: bool,
     has_email_content: bool,
     configured: frozenset[str],
+    kind: Kind = "promotional",
 ) -> Plan | Unroutable:
     line_ok, line_why = _line(reach, has_line_content, configured)
     email_ok, email_why = _email(reach, has_email_content, configured)
+    if route == "notification_first":
+        if kind != "transactional":
+            return Unroutable(
+                "LINE notification messages carry transactional messages only: "
+                'send this intent with "kind": "transactional", or use another route'
+            )
+        notify_ok, notify_why = _notification(reach, has_line_content, configured)
+        if notify_ok:
+            return Plan((NOTIFICATION,), EMAIL if email_ok else None)
+        if email_ok:
+            return Plan((EMAIL,))
+        return Unroutable(f"no channel reaches this recipient: {notify_why}; {email_why}")
+    if route == "both" and kind == "transactional" and not line_ok:
+        # A transactional message may reach a non-friend by phone number instead.
+        notify_ok, _ = _notification(reach, has_line_content, configured)
+        if notify_ok:
+            return Plan((NOTIFICATION, EMAIL) if email_ok else (NOTIFICATION,))
     if route == "prefer_line":
         if line_ok:
             return Plan((LINE,), EMAIL if email_ok else None)
@@ -63,6 +83,21 @@ def _line(reach: Reach, has_content: bool, configured: frozenset[str]) -> tuple[
         return False, "no LINE user ID is linked to this recipient"
     if not reach.line_friend:
         return False, "the LINE user is not a friend of the official account"
+    if reach.line_opt_out:
+        return False, "the member opted out of LINE"
+    if not has_content:
+        return False, "the intent has neither LINE messages nor email content to derive them from"
+    return True, ""
+
+
+def _notification(reach: Reach, has_content: bool, configured: frozenset[str]) -> tuple[bool, str]:
+    if NOTIFICATION not in configured:
+        return False, (
+            "LINE notification messages are not enabled on this router "
+            "([line] notification_messages; LINE must have approved the account)"
+        )
+    if reach.phone is None:
+        return False, "no phone number for this recipient"
     if reach.line_opt_out:
         return False, "the member opted out of LINE"
     if not has_content:

@@ -82,7 +82,10 @@ async def start_runtime(config: Config) -> Runtime:
     channels, line_account = build_adapters(config)
     workers = None
     if config.workers.enabled and channels:
-        workers = OutboxWorkers(pool, target.dsn, channels, config.workers)
+        confirm_after = (
+            config.line.notification_confirm_seconds if "line_notification" in channels else None
+        )
+        workers = OutboxWorkers(pool, target.dsn, channels, config.workers, confirm_after)
         await workers.start()
     runtime = Runtime(
         config=config,

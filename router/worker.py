@@ -54,8 +54,14 @@ class OutboxWorkers:
     """All dispatch loops of one process, plus the listener and the lease sweeper."""
 
     def __init__(
-        self, pool: Pool, dsn: str, channels: Mapping[str, Channel], config: WorkersConfig
+        self,
+        pool: Pool,
+        dsn: str,
+        channels: Mapping[str, Channel],
+        config: WorkersConfig,
+        unconfirmed_after: float | None = None,
     ) -> None:
+        self._unconfirmed_after = unconfirmed_after
         self._pool = pool
         self._dsn = dsn
         self._channels = dict(channels)
@@ -127,6 +133,8 @@ class OutboxWorkers:
                 async with self._pool.acquire() as conn:
                     for channel in await outbox.recover_expired(conn):
                         self.wake(channel)
+                    if self._unconfirmed_after is not None:
+                        await outbox.expire_unconfirmed(conn, self._unconfirmed_after)
                     await ratelimit.prune(conn)
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("lease sweep failed: %s", exc)

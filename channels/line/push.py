@@ -76,12 +76,14 @@ class LinePushChannel:
         # proxy is resolved once here instead, and the session is replaced by one that does not.
         configuration.proxy = proxy_for(config.api_base)
         self._client = AsyncApiClient(configuration)
+        self.client = self._client
         rest = self._client.rest_client
         self._sdk_session = rest.pool_manager
         rest.pool_manager = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.max_connections), trust_env=False
         )
         self._timeout = config.timeout_seconds
+        self.timeout = config.timeout_seconds
         self._slots = asyncio.Semaphore(config.max_connections)
         self.max_concurrency = config.max_connections
         self.requests_per_second: int | None = config.push_per_second
@@ -89,7 +91,7 @@ class LinePushChannel:
         self.quota = LineQuota(self._client, config.quota_cache_seconds)
         self._check_quota = config.check_quota
 
-    def _wire_messages(self, message: Outbound) -> list[Any]:
+    def wire_messages(self, message: Outbound) -> list[Any]:
         """LINE's JSON for a content's messages, built once per content and reused."""
         cached = self._messages.get(message.content_id)
         if cached is None:
@@ -104,7 +106,7 @@ class LinePushChannel:
 
     async def _push(self, message: Outbound) -> Outcome:
         try:
-            messages = self._wire_messages(message)
+            messages = self.wire_messages(message)
         except ValueError as exc:
             return Failed(f"LINE messages could not be built: {exc}", fallback=True)
         if self._check_quota:

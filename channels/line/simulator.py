@@ -36,7 +36,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import aiohttp
 import msgspec
@@ -112,9 +112,9 @@ QUOTA_PATH: Final = "/v2/bot/message/quota"
 CONSUMPTION_PATH: Final = "/v2/bot/message/quota/consumption"
 REPLY_PATH: Final = "/v2/bot/message/reply"
 FOLLOWERS_PATH: Final = "/v2/bot/followers/ids"
-LINK_TOKEN_PATH: Final = "/v2/bot/user/{userId}/linkToken"
+LINK_TOKEN_PATH: Final = "/v2/bot/user/{userId}/linkToken"  # noqa: S105
 PNP_PATH: Final = "/bot/pnp/push"
-VERIFY_ID_TOKEN_PATH: Final = "/oauth2/v2.1/verify"
+VERIFY_ID_TOKEN_PATH: Final = "/oauth2/v2.1/verify"  # noqa: S105
 # Stands in for https://access.line.me/dialog/bot/accountLink.
 ACCOUNT_LINK_DIALOG_PATH: Final = "/dialog/bot/accountLink"
 CONTROL_PREFIX: Final = "/__simulator"
@@ -140,7 +140,7 @@ DEFAULT_WEBHOOK_TIMEOUT: Final = 10.0
 LINK_TOKEN_TTL_SECONDS: Final = 10 * 60  # "valid for 10 minutes and can only be used once"
 REPLY_TOKEN_TTL_SECONDS: Final = 60  # "must be used within one minute" of the webhook
 ID_TOKEN_TTL_SECONDS: Final = 60 * 60
-ID_TOKEN_ISSUER: Final = "https://access.line.me"
+ID_TOKEN_ISSUER: Final = "https://access.line.me"  # noqa: S105
 DEFAULT_FOLLOWERS_LIMIT: Final = 300
 MAX_FOLLOWERS_LIMIT: Final = 1000
 MAX_FOLLOWER_CURSORS: Final = 10_000
@@ -309,6 +309,164 @@ class MulticastRequest(msgspec.Struct):
     customAggregationUnits: list[str] | None = None
 
 
+class ReplyMessageRequest(msgspec.Struct):
+    """``ReplyMessageRequest``; message sizes are checked after decoding."""
+
+    replyToken: str
+    messages: list[Message]
+    notificationDisabled: bool = False
+
+
+class ReplyMessageResponse(msgspec.Struct):
+    """``ReplyMessageResponse``."""
+
+    sentMessages: list[SentMessage]
+
+
+class PnpMessagesRequest(msgspec.Struct):
+    """``PnpMessagesRequest``: ``to`` is the SHA-256 hex of an E.164 phone number."""
+
+    to: str
+    messages: list[Message]
+    notificationDisabled: bool = False
+
+
+class IssueLinkTokenResponse(msgspec.Struct):
+    """``IssueLinkTokenResponse``."""
+
+    linkToken: str
+
+
+class GetFollowersResponse(msgspec.Struct):
+    """``GetFollowersResponse``: ``next`` only while user IDs remain."""
+
+    userIds: list[str]
+    next: str | UnsetType = UNSET
+
+
+# --- Webhook shapes (components/schemas in webhook.yml) -------------------------
+
+
+class DeliveryContext(msgspec.Struct):
+    """``DeliveryContext``."""
+
+    isRedelivery: bool
+
+
+class UserSource(msgspec.Struct, tag_field="type", tag="user"):
+    """``UserSource``: one-on-one chats are the only source the router deals with."""
+
+    userId: str
+
+
+class FollowDetail(msgspec.Struct):
+    """``FollowDetail``."""
+
+    isUnblocked: bool
+
+
+class LinkContent(msgspec.Struct):
+    """``LinkContent``."""
+
+    result: Literal["ok", "failed"]
+    nonce: str
+
+
+class PnpDelivery(msgspec.Struct):
+    """``PnpDelivery``: the delivery tag, or the hashed phone number without one."""
+
+    data: str
+
+
+class TextMessageContent(msgspec.Struct, tag_field="type", tag="text"):
+    """``TextMessageContent`` (the only message content the simulator sends)."""
+
+    id: str
+    text: str
+    quoteToken: str
+
+
+class _EventBase(msgspec.Struct, tag_field="type", kw_only=True):
+    """``Event``: the common properties; ``source`` is absent where LINE omits it."""
+
+    source: UserSource | UnsetType = UNSET
+    timestamp: int
+    mode: Literal["active", "standby"] = "active"
+    webhookEventId: str
+    deliveryContext: DeliveryContext
+
+
+class FollowEvent(_EventBase, tag="follow"):
+    """``FollowEvent``."""
+
+    replyToken: str
+    follow: FollowDetail
+
+
+class UnfollowEvent(_EventBase, tag="unfollow"):
+    """``UnfollowEvent``."""
+
+
+class MessageEvent(_EventBase, tag="message"):
+    """``MessageEvent`` carrying a text message."""
+
+    replyToken: str
+    message: TextMessageContent
+
+
+class AccountLinkEvent(_EventBase, tag="accountLink"):
+    """``AccountLinkEvent``: no ``replyToken`` when linking failed, as webhook.yml says."""
+
+    link: LinkContent
+    replyToken: str | UnsetType = UNSET
+
+
+class DeliveryEvent(_EventBase, tag="delivery"):
+    """``PnpDeliveryCompletionEvent``."""
+
+    delivery: PnpDelivery
+
+
+WebhookEvent = FollowEvent | UnfollowEvent | MessageEvent | AccountLinkEvent | DeliveryEvent
+
+
+class CallbackRequest(msgspec.Struct):
+    """``CallbackRequest``: the body of every webhook request."""
+
+    destination: str
+    events: list[WebhookEvent]
+
+
+# --- LINE Login shapes ----------------------------------------------------------
+
+
+class IdTokenClaims(msgspec.Struct):
+    """ID token payload, which the verify endpoint answers with; optional claims omitted."""
+
+    iss: str
+    sub: str
+    aud: str
+    exp: int
+    iat: int
+    nonce: str | UnsetType = UNSET
+    amr: list[str] | UnsetType = UNSET
+    name: str | UnsetType = UNSET
+    picture: str | UnsetType = UNSET
+    email: str | UnsetType = UNSET
+
+
+class LoginErrorResponse(msgspec.Struct):
+    """LINE Login's error body."""
+
+    error: str
+    error_description: str
+
+
+class _JwtHeader(msgspec.Struct):
+    alg: str
+    typ: str
+
+
 # --- Inspection and control shapes --------------------------------------------
 
 
@@ -323,6 +481,30 @@ class ReceivedRequest(msgspec.Struct, frozen=True):
     request_id: str
     status: int
     received_at: float
+    recipient: str | None = None
+
+
+class SentWebhook(msgspec.Struct, frozen=True):
+    """One webhook request the simulator sent and how the receiver answered.
+
+    ``body`` is exactly the text that was signed; ``status`` is 0 when no HTTP
+    answer came (connection refused, timeout), with the reason in ``error``.
+    """
+
+    url: str
+    body: str
+    payload: Any
+    signature: str
+    status: int
+    sent_at: float
+    forged: bool = False
+    redelivery: bool = False
+    error: str | None = None
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = self.payload["events"]
+        return events
 
 
 class SimulatorStats(msgspec.Struct):
@@ -347,6 +529,24 @@ class SimulatorStats(msgspec.Struct):
     retry_keys: int
     recorded: int
     clock_offset_seconds: float
+    accepted_replies: int
+    reply_messages: int
+    invalid_reply_tokens: int
+    accepted_pnp: int
+    pnp_messages: int
+    pnp_undeliverable: int
+    reply_rate_per_second: int
+    pnp_rate_per_second: int
+    quota_counted_paths: list[str]
+    followers: int
+    registered_phones: int
+    link_tokens: int
+    reply_tokens: int
+    webhooks_sent: int
+    webhooks_failed: int
+    pending_webhooks: int
+    pnp_delivery_delay_seconds: float
+    pnp_deliveries_to_suppress: int
 
 
 NonNegativeInt = Annotated[int, Meta(ge=0)]
@@ -383,6 +583,21 @@ class RateLimits(msgspec.Struct, forbid_unknown_fields=True):
 
     push: NonNegativeInt | None = None
     multicast: NonNegativeInt | None = None
+    reply: NonNegativeInt | None = None
+    pnp: NonNegativeInt | None = None
+
+
+class PnpDeliveryFault(msgspec.Struct, forbid_unknown_fields=True):
+    """How delivery completion events follow accepted LINE notification messages.
+
+    ``delay_seconds`` holds every later event back (LINE sends it once the user
+    has the message, which may be much later); ``suppress_next`` drops the next
+    events outright, as when the user never consents or verifies by SMS.
+    An omitted part keeps its current value.
+    """
+
+    delay_seconds: NonNegativeFloat | None = None
+    suppress_next: NonNegativeInt | None = None
 
 
 class FaultsRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -396,14 +611,119 @@ class FaultsRequest(msgspec.Struct, forbid_unknown_fields=True):
     rate_limits: RateLimits | None = None
     monthly_quota: NonNegativeInt | UnsetType | None = UNSET
     advance_clock: NonNegativeFloat | None = None
+    pnp_delivery: PnpDeliveryFault | None = None
+
+
+UserId = Annotated[str, Meta(pattern=r"^U[0-9a-f]{32}$")]
+
+
+class WebhookConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``POST /__simulator/webhook``; ``null`` turns sending off / forgets the secret."""
+
+    url: str | None
+    channel_secret: str | None = None
+
+
+class WebhookState(msgspec.Struct):
+    """Answer of ``POST /__simulator/webhook``: where events go and as which bot."""
+
+    url: str | None
+    destination: str
+    signed: bool
+
+
+class _UserEventRequest(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: UserId
+    forge_signature: bool = False
+
+
+class _FollowRequest(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: UserId
+    is_unblocked: bool = False
+    forge_signature: bool = False
+
+
+class _MessageRequest(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: UserId
+    text: Annotated[str, Meta(min_length=1)]
+    forge_signature: bool = False
+
+
+class _AccountLinkRequest(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: UserId
+    nonce: Annotated[str, Meta(min_length=1)]
+    ok: bool = True
+    forge_signature: bool = False
+
+
+class _DeliveryRequest(msgspec.Struct, forbid_unknown_fields=True):
+    data: Annotated[str, Meta(min_length=1)]
+    forge_signature: bool = False
+
+
+class _RedeliverRequest(msgspec.Struct, forbid_unknown_fields=True):
+    webhook_event_id: str
+    forge_signature: bool = False
+
+
+class FollowersState(msgspec.Struct):
+    """Answer of ``POST /__simulator/followers``."""
+
+    followers: list[str]
+
+
+class PhonesState(msgspec.Struct):
+    """Answer of ``POST /__simulator/phones``: each number's hash, as ``to`` wants it."""
+
+    hashes: dict[str, str]
+
+
+class IdTokenState(msgspec.Struct):
+    """Answer of ``POST /__simulator/id-tokens``."""
+
+    id_token: str
+
+
+class EventSent(msgspec.Struct):
+    """Answer of ``POST /__simulator/events/...``: the receiver's status and what was sent."""
+
+    status: int
+    webhook: SentWebhook
+
+
+class _FollowersRequest(msgspec.Struct, forbid_unknown_fields=True):
+    user_ids: list[UserId]
+
+
+class _PhoneEntry(msgspec.Struct, forbid_unknown_fields=True):
+    phone: Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{1,14}$")]
+    user_id: UserId
+
+
+class _PhonesRequest(msgspec.Struct, forbid_unknown_fields=True):
+    phones: list[_PhoneEntry]
+
+
+class _IdTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: UserId
+    client_id: Annotated[str, Meta(min_length=1)]
+    nonce: str | None = None
+    name: str | None = "LINE User"
+    picture: str | None = None
+    email: str | None = None
+    expires_in: int = ID_TOKEN_TTL_SECONDS
+    amr: list[str] = msgspec.field(default_factory=lambda: ["linesso"])
 
 
 # --- Pre-encoded bodies -------------------------------------------------------
 
+_T = TypeVar("_T")
 _encode = msgspec.json.Encoder().encode
 _PUSH_DECODER: Final = msgspec.json.Decoder(PushMessageRequest)
 _MULTICAST_DECODER: Final = msgspec.json.Decoder(MulticastRequest)
 _FAULTS_DECODER: Final = msgspec.json.Decoder(FaultsRequest)
+_REPLY_DECODER: Final = msgspec.json.Decoder(ReplyMessageRequest)
+_PNP_DECODER: Final = msgspec.json.Decoder(PnpMessagesRequest)
 
 _UNAUTHORIZED: Final = _encode(
     ErrorResponse(
@@ -431,6 +751,21 @@ _RETRY_KEY_NOT_SUPPORTED: Final = _encode(
     ErrorResponse(
         message="The retry key is not supported by this API",
         details=[ErrorDetail(message="Must not be specified", property=RETRY_KEY_HEADER)],
+    )
+)
+_INVALID_REPLY_TOKEN: Final = _encode(ErrorResponse(message="Invalid reply token"))
+# LINE's error message for a message that could not be sent; a phone number with no
+# LINE user behind it is answered 422 with it.
+_PNP_UNDELIVERABLE: Final = _encode(ErrorResponse(message="Failed to send messages"))
+_BAD_DELIVERY_TAG: Final = _encode(
+    ErrorResponse(
+        message="The delivery tag is invalid",
+        details=[
+            ErrorDetail(
+                message=f"Length must be between {MIN_DELIVERY_TAG} and {MAX_DELIVERY_TAG}",
+                property=DELIVERY_TAG_HEADER,
+            )
+        ],
     )
 )
 _MULTICAST_OK: Final = b"{}"
@@ -537,6 +872,62 @@ def _check_multicast(request: MulticastRequest) -> list[ErrorDetail]:
     return details
 
 
+def _check_pnp(request: PnpMessagesRequest) -> list[ErrorDetail]:
+    details: list[ErrorDetail] = []
+    if _PHONE_HASH.fullmatch(request.to) is None:
+        details.append(
+            ErrorDetail(
+                message="Must be a SHA-256 hash of an E.164 phone number in lower-case hex",
+                property="to",
+            )
+        )
+    _check_messages(request.messages, details)
+    return details
+
+
+def hash_phone_number(phone: str) -> str:
+    """What LINE expects in ``to``: the lower-case SHA-256 hex of the E.164 number."""
+    if _E164.fullmatch(phone) is None:
+        raise ValueError(f"not an E.164 phone number: {phone!r}")
+    return hashlib.sha256(phone.encode()).hexdigest()
+
+
+def _signature(secret: str, body: bytes) -> str:
+    """``X-Line-Signature``: base64 of the HMAC-SHA256 of the body under the channel secret."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _ulid(now: float) -> str:
+    """A ULID, as LINE's webhookEventId is: 48-bit milliseconds, 80 random bits."""
+    value = (int(now * 1000) & (2**48 - 1)) << 80 | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def _random_token(length: int) -> str:
+    return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(length))
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _html_page(title: str, text: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{title}</title></head>"
+        f"<body><h1>{title}</h1><p>{text}</p></body></html>\n"
+    )
+
+
 def _failure_message(status: int) -> str:
     if status == 429:
         return "Too many requests"
@@ -567,6 +958,7 @@ class _Entry(msgspec.Struct, gc=False):
     received_at: float
     raw_body: bytes | None = None
     status: int = 0
+    recipient: str | None = None
 
     def public(self) -> ReceivedRequest:
         body: Any = None
@@ -588,6 +980,7 @@ class _Entry(msgspec.Struct, gc=False):
             request_id=self.request_id,
             status=self.status,
             received_at=self.received_at,
+            recipient=self.recipient,
         )
 
 
@@ -603,15 +996,24 @@ class _Accepted(msgspec.Struct, gc=False):
     sent: list[SentMessage] | None
 
 
+class _ExpiringToken(msgspec.Struct, gc=False):
+    """A link or reply token: whose it is, until when, and whether it was spent."""
+
+    user_id: str
+    expires_at: float
+    used: bool = False
+
+
 class _SendEndpoint:
     """Per-endpoint fixed one-second rate window."""
 
-    __slots__ = ("count", "limit", "multicast", "path", "window")
+    __slots__ = ("count", "limit", "multicast", "path", "pnp", "window")
 
-    def __init__(self, path: str, limit: int, multicast: bool) -> None:
+    def __init__(self, path: str, limit: int, multicast: bool, pnp: bool = False) -> None:
         self.path = path
         self.limit = limit
         self.multicast = multicast
+        self.pnp = pnp
         self.window = -1
         self.count = 0
 
@@ -634,6 +1036,8 @@ class LineSimulator:
 
     ``received`` and :meth:`accepted_pushes` show what arrived; the fault
     methods mirror ``POST /__simulator/faults`` for callers in another process.
+    Webhook events go to ``webhook_url`` signed with ``channel_secret``; both
+    are wiring rather than state, so :meth:`reset` keeps them.
     """
 
     def __init__(
@@ -645,22 +1049,56 @@ class LineSimulator:
         monthly_quota: int | None = None,
         max_recorded: int = DEFAULT_MAX_RECORDED,
         max_retry_keys: int = DEFAULT_MAX_RETRY_KEYS,
+        reply_rate_per_second: int = DEFAULT_REPLY_RATE,
+        pnp_rate_per_second: int = DEFAULT_PNP_RATE,
+        channel_secret: str | None = None,
+        webhook_url: str | None = None,
+        bot_user_id: str | None = None,
+        id_token_secret: str | None = None,
+        webhook_timeout: float = DEFAULT_WEBHOOK_TIMEOUT,
+        max_webhooks: int = DEFAULT_MAX_WEBHOOKS,
     ) -> None:
         if isinstance(access_tokens, str):
             raise TypeError("access_tokens must be a collection of tokens, not one string")
         tokens = frozenset(access_tokens)
         if not tokens or not all(tokens):
             raise ValueError("at least one non-empty access token is required")
-        if push_rate_per_second < 0 or multicast_rate_per_second < 0:
+        rates = (
+            push_rate_per_second,
+            multicast_rate_per_second,
+            reply_rate_per_second,
+            pnp_rate_per_second,
+        )
+        if any(rate < 0 for rate in rates):
             raise ValueError("rate limits must be >= 0")
         if monthly_quota is not None and monthly_quota < 0:
             raise ValueError("monthly_quota must be >= 0 or None")
-        if max_recorded < 1 or max_retry_keys < 1:
-            raise ValueError("max_recorded and max_retry_keys must be >= 1")
+        if max_recorded < 1 or max_retry_keys < 1 or max_webhooks < 1:
+            raise ValueError("max_recorded, max_retry_keys and max_webhooks must be >= 1")
+        if bot_user_id is not None and _USER_ID.fullmatch(bot_user_id) is None:
+            raise ValueError("bot_user_id must look like U followed by 32 hex digits")
+        if webhook_timeout <= 0:
+            raise ValueError("webhook_timeout must be > 0")
         self._tokens = tokens
         self._initial_push_rate = push_rate_per_second
         self._initial_multicast_rate = multicast_rate_per_second
+        self._initial_reply_rate = reply_rate_per_second
+        self._initial_pnp_rate = pnp_rate_per_second
         self._initial_quota = monthly_quota
+        self._webhook_url = webhook_url
+        self._channel_secret = channel_secret
+        self._bot_user_id = bot_user_id or "U" + secrets.token_hex(16)
+        self._id_token_secret = (id_token_secret or secrets.token_hex(32)).encode()
+        self._webhook_timeout = webhook_timeout
+        self._http: aiohttp.ClientSession | None = None
+        self._sent_webhooks: deque[SentWebhook] = deque(maxlen=max_webhooks)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._followers: dict[str, None] = {}  # insertion-ordered set
+        self._follower_cursors: OrderedDict[str, tuple[tuple[str, ...], int]] = OrderedDict()
+        self._phones: dict[str, str] = {}  # phone hash -> user ID
+        self._link_tokens: dict[str, _ExpiringToken] = {}
+        self._reply_tokens: dict[str, _ExpiringToken] = {}
+        self._reply_order: deque[tuple[str, float]] = deque()
         self._max_retry_keys = max_retry_keys
         self._recorded: deque[_Entry] = deque(maxlen=max_recorded)
         # Request ids look like UUIDs; a counter after a random prefix keeps them unique.
@@ -674,6 +1112,8 @@ class LineSimulator:
         self._base_url: str | None = None
         self._push = _SendEndpoint(PUSH_PATH, push_rate_per_second, multicast=False)
         self._multicast = _SendEndpoint(MULTICAST_PATH, multicast_rate_per_second, multicast=True)
+        self._reply = _SendEndpoint(REPLY_PATH, reply_rate_per_second, multicast=False)
+        self._pnp = _SendEndpoint(PNP_PATH, pnp_rate_per_second, multicast=False, pnp=True)
         self._retry_keys: dict[tuple[str, str, str], _Accepted] = {}
         self._retry_order: deque[_Accepted] = deque()
         self._init_state()
@@ -686,7 +1126,9 @@ class LineSimulator:
         self._clock_offset = 0.0
         self._push.limit = self._initial_push_rate
         self._multicast.limit = self._initial_multicast_rate
-        self._push.window = self._multicast.window = -1
+        self._reply.limit = self._initial_reply_rate
+        self._pnp.limit = self._initial_pnp_rate
+        self._push.window = self._multicast.window = self._reply.window = self._pnp.window = -1
         self._monthly_quota = self._initial_quota
         self._usage = 0
         self._failures_left = 0
@@ -704,6 +1146,26 @@ class LineSimulator:
         self._quota_exceeded = 0
         self._injected_failures = 0
         self._by_status: dict[int, int] = {}
+        self._accepted_replies = 0
+        self._reply_messages = 0
+        self._invalid_reply_tokens = 0
+        self._accepted_pnp = 0
+        self._pnp_messages = 0
+        self._pnp_undeliverable = 0
+        self._webhooks_sent = 0
+        self._webhooks_failed = 0
+        self._pnp_delivery_delay = 0.0
+        self._pnp_suppress_left = 0
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        self._sent_webhooks.clear()
+        self._followers.clear()
+        self._follower_cursors.clear()
+        self._phones.clear()
+        self._link_tokens.clear()
+        self._reply_tokens.clear()
+        self._reply_order.clear()
 
     # --- lifecycle ---
 
@@ -713,10 +1175,23 @@ class LineSimulator:
         app.router.add_post(MULTICAST_PATH, self._handle_multicast)
         app.router.add_get(QUOTA_PATH, self._handle_quota)
         app.router.add_get(CONSUMPTION_PATH, self._handle_consumption)
+        app.router.add_post(REPLY_PATH, self._handle_reply)
+        app.router.add_post(PNP_PATH, self._handle_pnp)
+        app.router.add_get(FOLLOWERS_PATH, self._handle_followers)
+        app.router.add_post(LINK_TOKEN_PATH, self._handle_link_token)
+        app.router.add_post(VERIFY_ID_TOKEN_PATH, self._handle_verify_id_token)
+        app.router.add_get(ACCOUNT_LINK_DIALOG_PATH, self._handle_account_link_dialog)
         app.router.add_get(f"{CONTROL_PREFIX}/requests", self._control_requests)
         app.router.add_get(f"{CONTROL_PREFIX}/stats", self._control_stats)
         app.router.add_post(f"{CONTROL_PREFIX}/reset", self._control_reset)
         app.router.add_post(f"{CONTROL_PREFIX}/faults", self._control_faults)
+        app.router.add_post(f"{CONTROL_PREFIX}/webhook", self._control_webhook)
+        app.router.add_get(f"{CONTROL_PREFIX}/webhooks", self._control_webhooks)
+        app.router.add_post(f"{CONTROL_PREFIX}/webhooks/drain", self._control_drain)
+        app.router.add_post(f"{CONTROL_PREFIX}/events/{{kind}}", self._control_event)
+        app.router.add_post(f"{CONTROL_PREFIX}/followers", self._control_followers)
+        app.router.add_post(f"{CONTROL_PREFIX}/phones", self._control_phones)
+        app.router.add_post(f"{CONTROL_PREFIX}/id-tokens", self._control_id_tokens)
         app.on_response_prepare.append(self._ensure_request_id)
         return app
 
@@ -741,10 +1216,19 @@ class LineSimulator:
         return self._base_url
 
     async def stop(self) -> None:
-        """Close the listener and open connections; in-flight requests get a second."""
+        """Close the listener and open connections; in-flight requests get a second.
+
+        Webhook events still waiting to be sent are dropped.
+        """
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
 
     async def __aenter__(self) -> LineSimulator:
         await self.start()
@@ -770,12 +1254,37 @@ class LineSimulator:
         """Push and multicast requests answered 200 (a 409 repeat is not a delivery)."""
         return [entry.public() for entry in self._accepted_entries()]
 
-    def _accepted_entries(self) -> Iterable[_Entry]:
-        return (
-            entry
-            for entry in self._recorded
-            if entry.status == 200 and entry.path in (PUSH_PATH, MULTICAST_PATH)
-        )
+    def accepted_replies(self) -> list[ReceivedRequest]:
+        """Reply requests answered 200; ``recipient`` is the user the reply token was for."""
+        return [entry.public() for entry in self._accepted_entries((REPLY_PATH,))]
+
+    def accepted_pnp(self) -> list[ReceivedRequest]:
+        """LINE notification messages answered 200; ``recipient`` is the phone's user."""
+        return [entry.public() for entry in self._accepted_entries((PNP_PATH,))]
+
+    def _accepted_entries(
+        self, paths: Collection[str] = (PUSH_PATH, MULTICAST_PATH)
+    ) -> Iterable[_Entry]:
+        return (entry for entry in self._recorded if entry.status == 200 and entry.path in paths)
+
+    @property
+    def sent_webhooks(self) -> list[SentWebhook]:
+        """Webhook requests sent, oldest first, with the receiver's answers."""
+        return list(self._sent_webhooks)
+
+    @property
+    def followers(self) -> list[str]:
+        """User IDs ``GET /v2/bot/followers/ids`` lists, in the order they followed."""
+        return list(self._followers)
+
+    @property
+    def bot_user_id(self) -> str:
+        """The ``destination`` of every webhook body."""
+        return self._bot_user_id
+
+    @property
+    def webhook_url(self) -> str | None:
+        return self._webhook_url
 
     @property
     def total_usage(self) -> int:
@@ -807,12 +1316,34 @@ class LineSimulator:
             retry_keys=len(self._retry_keys),
             recorded=len(self._recorded),
             clock_offset_seconds=self._clock_offset,
+            accepted_replies=self._accepted_replies,
+            reply_messages=self._reply_messages,
+            invalid_reply_tokens=self._invalid_reply_tokens,
+            accepted_pnp=self._accepted_pnp,
+            pnp_messages=self._pnp_messages,
+            pnp_undeliverable=self._pnp_undeliverable,
+            reply_rate_per_second=self._reply.limit,
+            pnp_rate_per_second=self._pnp.limit,
+            quota_counted_paths=list(QUOTA_COUNTED_PATHS),
+            followers=len(self._followers),
+            registered_phones=len(self._phones),
+            link_tokens=len(self._link_tokens),
+            reply_tokens=len(self._reply_tokens),
+            webhooks_sent=self._webhooks_sent,
+            webhooks_failed=self._webhooks_failed,
+            pending_webhooks=len(self._tasks),
+            pnp_delivery_delay_seconds=self._pnp_delivery_delay,
+            pnp_deliveries_to_suppress=self._pnp_suppress_left,
         )
 
     # --- faults and settings ---
 
     def fail_next(self, count: int, status: int = 500, message: str | None = None) -> None:
-        """Answer the next ``count`` push/multicast requests with ``status``, unexecuted."""
+        """Answer the next ``count`` push/multicast/PNP requests with ``status``, unexecuted.
+
+        Replies are left alone: a bot replying to a follow event would otherwise use
+        up a failure meant for the push a test is about.
+        """
         _check_count(count)
         if not 100 <= status <= 599:
             raise ValueError("status must be an HTTP status code")
@@ -821,7 +1352,7 @@ class LineSimulator:
         self._failure_body = _encode(ErrorResponse(message=message or _failure_message(status)))
 
     def delay_next(self, count: int, seconds: float, *, before_processing: bool = False) -> None:
-        """Answer the next ``count`` push/multicast requests ``seconds`` late (see DelayNext)."""
+        """Answer the next ``count`` push/multicast/PNP requests ``seconds`` late (see DelayNext)."""
         _check_count(count)
         if seconds < 0:
             raise ValueError("seconds must be >= 0")
@@ -835,32 +1366,96 @@ class LineSimulator:
             raise ValueError("limit must be >= 0 or None")
         self._monthly_quota = limit
 
-    def set_rate_limits(self, *, push: int | None = None, multicast: int | None = None) -> None:
+    def set_rate_limits(
+        self,
+        *,
+        push: int | None = None,
+        multicast: int | None = None,
+        reply: int | None = None,
+        pnp: int | None = None,
+    ) -> None:
         """Set requests per second per endpoint; None leaves an endpoint unchanged."""
-        for value in (push, multicast):
+        pairs = (
+            (self._push, push),
+            (self._multicast, multicast),
+            (self._reply, reply),
+            (self._pnp, pnp),
+        )
+        for _, value in pairs:
             if value is not None and value < 0:
                 raise ValueError("rate limits must be >= 0")
-        if push is not None:
-            self._push.limit = push
-        if multicast is not None:
-            self._multicast.limit = multicast
+        for endpoint, value in pairs:
+            if value is not None:
+                endpoint.limit = value
+
+    def set_pnp_delivery(
+        self, *, delay_seconds: float | None = None, suppress_next: int | None = None
+    ) -> None:
+        """Delay every later delivery completion event, or drop the next few (see PnpDeliveryFault)."""
+        if delay_seconds is not None:
+            if delay_seconds < 0:
+                raise ValueError("delay_seconds must be >= 0")
+            self._pnp_delivery_delay = delay_seconds
+        if suppress_next is not None:
+            _check_count(suppress_next)
+            self._pnp_suppress_left = suppress_next
+
+    def set_webhook(self, url: str | None, channel_secret: str | None = None) -> None:
+        """Where events go (None: nowhere) and the secret that signs them.
+
+        A secret of None keeps the current one, so the URL can move on its own.
+        """
+        self._webhook_url = url
+        if channel_secret is not None:
+            self._channel_secret = channel_secret
+
+    def set_followers(self, user_ids: Iterable[str]) -> None:
+        """Replace the follower set that ``GET /v2/bot/followers/ids`` pages over."""
+        followers = dict.fromkeys(user_ids)
+        for user_id in followers:
+            if _USER_ID.fullmatch(user_id) is None:
+                raise ValueError(f"not a LINE user ID: {user_id!r}")
+        self._followers = followers
+
+    def register_phone(self, phone: str, user_id: str) -> str:
+        """Make ``phone`` (E.164) reach ``user_id`` by PNP; returns the hash LINE expects."""
+        if _USER_ID.fullmatch(user_id) is None:
+            raise ValueError(f"not a LINE user ID: {user_id!r}")
+        phone_hash = hash_phone_number(phone)
+        self._phones[phone_hash] = user_id
+        return phone_hash
+
+    def forget_phone(self, phone: str) -> None:
+        """Make ``phone`` unknown again, so PNP to it is answered 422."""
+        self._phones.pop(hash_phone_number(phone), None)
 
     def advance_clock(self, seconds: float) -> None:
-        """Move the clock forward, e.g. past the 24 h life of retry keys."""
+        """Move the clock forward, e.g. past the life of retry, link or reply tokens."""
         if seconds < 0:
             raise ValueError("the clock only moves forward")
         self._clock_offset += seconds
 
     def reset(self) -> None:
-        """Forget requests, retry keys, usage, counters and faults; restore initial limits."""
+        """Forget requests, retry keys, usage, counters, faults, followers, phones, tokens
+        and sent webhooks; restore initial limits.
+
+        The webhook URL, channel secret and bot user ID stay: they are wiring that a
+        test session sets up once.  Webhook events still pending are dropped.
+        """
         self._init_state()
 
     def _apply_faults(self, faults: FaultsRequest) -> None:
         if faults.advance_clock is not None:
             self.advance_clock(faults.advance_clock)
         if faults.rate_limits is not None:
+            limits = faults.rate_limits
             self.set_rate_limits(
-                push=faults.rate_limits.push, multicast=faults.rate_limits.multicast
+                push=limits.push, multicast=limits.multicast, reply=limits.reply, pnp=limits.pnp
+            )
+        if faults.pnp_delivery is not None:
+            self.set_pnp_delivery(
+                delay_seconds=faults.pnp_delivery.delay_seconds,
+                suppress_next=faults.pnp_delivery.suppress_next,
             )
         if not isinstance(faults.monthly_quota, UnsetType):
             self.set_monthly_quota(faults.monthly_quota)
@@ -870,6 +1465,329 @@ class LineSimulator:
         if faults.delay_next is not None:
             delay = faults.delay_next
             self.delay_next(delay.count, delay.seconds, before_processing=delay.before_processing)
+
+    # --- webhook events ---
+
+    def _event_base(self, user_id: str | None) -> tuple[UserSource | UnsetType, int, str, float]:
+        if user_id is not None and _USER_ID.fullmatch(user_id) is None:
+            raise ValueError(f"not a LINE user ID: {user_id!r}")
+        now = self.now()
+        source: UserSource | UnsetType = UNSET if user_id is None else UserSource(userId=user_id)
+        return source, int(now * 1000), _ulid(now), now
+
+    def _mint_reply_token(self, user_id: str, now: float) -> str:
+        order = self._reply_order
+        while order and order[0][1] <= now:
+            self._reply_tokens.pop(order.popleft()[0], None)
+        token = secrets.token_hex(16)
+        expires_at = now + REPLY_TOKEN_TTL_SECONDS
+        self._reply_tokens[token] = _ExpiringToken(user_id, expires_at)
+        order.append((token, expires_at))
+        return token
+
+    def follow_event(self, user_id: str, *, is_unblocked: bool = False) -> FollowEvent:
+        """A follow event with a fresh reply token; sending it is up to the caller."""
+        source, timestamp, event_id, now = self._event_base(user_id)
+        return FollowEvent(
+            source=source,
+            timestamp=timestamp,
+            webhookEventId=event_id,
+            deliveryContext=DeliveryContext(isRedelivery=False),
+            replyToken=self._mint_reply_token(user_id, now),
+            follow=FollowDetail(isUnblocked=is_unblocked),
+        )
+
+    def unfollow_event(self, user_id: str) -> UnfollowEvent:
+        source, timestamp, event_id, _ = self._event_base(user_id)
+        return UnfollowEvent(
+            source=source,
+            timestamp=timestamp,
+            webhookEventId=event_id,
+            deliveryContext=DeliveryContext(isRedelivery=False),
+        )
+
+    def message_event(self, user_id: str, text: str) -> MessageEvent:
+        """A text message from ``user_id``, with a fresh reply token."""
+        source, timestamp, event_id, now = self._event_base(user_id)
+        self._message_seq += 1
+        content = TextMessageContent(
+            id=str(self._message_id_base + self._message_seq),
+            text=text,
+            quoteToken=f"{self._quote_prefix}{self._message_seq:x}",
+        )
+        return MessageEvent(
+            source=source,
+            timestamp=timestamp,
+            webhookEventId=event_id,
+            deliveryContext=DeliveryContext(isRedelivery=False),
+            replyToken=self._mint_reply_token(user_id, now),
+            message=content,
+        )
+
+    def account_link_event(
+        self, user_id: str | None, nonce: str, *, ok: bool = True
+    ) -> AccountLinkEvent:
+        """An accountLink event; only a successful one carries a reply token."""
+        source, timestamp, event_id, now = self._event_base(user_id)
+        reply_token: str | UnsetType = UNSET
+        if ok and user_id is not None:
+            reply_token = self._mint_reply_token(user_id, now)
+        return AccountLinkEvent(
+            source=source,
+            timestamp=timestamp,
+            webhookEventId=event_id,
+            deliveryContext=DeliveryContext(isRedelivery=False),
+            link=LinkContent(result="ok" if ok else "failed", nonce=nonce),
+            replyToken=reply_token,
+        )
+
+    def delivery_event(self, data: str) -> DeliveryEvent:
+        """A delivery completion event.
+
+        LINE's event table for it lists no ``source``: the phone number's owner
+        stays unknown to the bot, so none is sent.
+        """
+        _, timestamp, event_id, _ = self._event_base(None)
+        return DeliveryEvent(
+            timestamp=timestamp,
+            webhookEventId=event_id,
+            deliveryContext=DeliveryContext(isRedelivery=False),
+            delivery=PnpDelivery(data=data),
+        )
+
+    async def send_events(
+        self, events: Sequence[WebhookEvent], *, forge_signature: bool = False
+    ) -> int:
+        """POST ``events`` in one signed body; returns the receiver's status (0: no answer).
+
+        ``forge_signature`` signs with a wrong secret, as a forger would.
+        """
+        return (await self._send(list(events), forged=forge_signature)).status
+
+    async def follow(
+        self, user_id: str, *, is_unblocked: bool = False, forge_signature: bool = False
+    ) -> int:
+        """``user_id`` adds the bot as a friend (or unblocks it): follower set and event."""
+        self._webhook_target()
+        event = self.follow_event(user_id, is_unblocked=is_unblocked)
+        self._followers[user_id] = None
+        return await self.send_events([event], forge_signature=forge_signature)
+
+    async def unfollow(self, user_id: str, *, forge_signature: bool = False) -> int:
+        """``user_id`` blocks the bot: leaves the follower set, and the bot is told."""
+        self._webhook_target()
+        event = self.unfollow_event(user_id)
+        self._followers.pop(user_id, None)
+        return await self.send_events([event], forge_signature=forge_signature)
+
+    async def message(self, user_id: str, text: str, *, forge_signature: bool = False) -> int:
+        """``user_id`` sends the bot a text message."""
+        self._webhook_target()
+        return await self.send_events(
+            [self.message_event(user_id, text)], forge_signature=forge_signature
+        )
+
+    async def account_link(
+        self, user_id: str, nonce: str, *, ok: bool = True, forge_signature: bool = False
+    ) -> int:
+        """An accountLink event without going through a link token and the dialog."""
+        self._webhook_target()
+        event = self.account_link_event(user_id, nonce, ok=ok)
+        return await self.send_events([event], forge_signature=forge_signature)
+
+    async def delivery(self, tag: str, *, forge_signature: bool = False) -> int:
+        """A delivery completion event whose ``delivery.data`` is ``tag``."""
+        self._webhook_target()
+        return await self.send_events([self.delivery_event(tag)], forge_signature=forge_signature)
+
+    async def redeliver(
+        self,
+        event_body: SentWebhook | Mapping[str, Any] | str,
+        *,
+        forge_signature: bool = False,
+    ) -> int:
+        """Send earlier events again, as LINE's webhook redelivery does.
+
+        ``event_body`` is a sent webhook (all its events), a webhook body or one
+        event as a mapping, or a webhookEventId seen in :attr:`sent_webhooks`.
+        Event IDs, timestamps and reply tokens stay; ``isRedelivery`` becomes true.
+        """
+        payload: Mapping[str, Any]
+        if isinstance(event_body, str):
+            payload = self._find_event(event_body)
+        elif isinstance(event_body, SentWebhook):
+            payload = event_body.payload
+        elif "events" in event_body:
+            payload = event_body
+        else:
+            payload = {"destination": self._bot_user_id, "events": [event_body]}
+        original = msgspec.convert(payload, CallbackRequest)
+        redelivered = DeliveryContext(isRedelivery=True)
+        events: list[WebhookEvent] = [
+            msgspec.structs.replace(event, deliveryContext=redelivered) for event in original.events
+        ]
+        sent = await self._send(
+            events, forged=forge_signature, redelivery=True, destination=original.destination
+        )
+        return sent.status
+
+    def _find_event(self, webhook_event_id: str) -> dict[str, Any]:
+        for sent in reversed(self._sent_webhooks):
+            for event in sent.events:
+                if event.get("webhookEventId") == webhook_event_id:
+                    return {"destination": sent.payload["destination"], "events": [event]}
+        raise KeyError(f"no sent event has webhookEventId {webhook_event_id!r}")
+
+    async def drain_webhooks(self) -> None:
+        """Wait until the scheduled delivery completion events have been sent."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _webhook_target(self) -> tuple[str, str]:
+        if self._webhook_url is None:
+            raise RuntimeError("no webhook URL is set (set_webhook or webhook_url=)")
+        if self._channel_secret is None:
+            raise RuntimeError("no channel secret is set to sign webhooks with")
+        return self._webhook_url, self._channel_secret
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def _send(
+        self,
+        events: list[WebhookEvent],
+        *,
+        forged: bool,
+        redelivery: bool = False,
+        destination: str | None = None,
+    ) -> SentWebhook:
+        url, secret = self._webhook_target()
+        body = _encode(CallbackRequest(destination=destination or self._bot_user_id, events=events))
+        # Any other key gives a signature the receiver's check must refuse.
+        signature = _signature(secret + "\x00forged" if forged else secret, body)
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: signature,
+            "User-Agent": "LineBotWebhook/2.0",
+        }
+        status, error = 0, None
+        timeout = aiohttp.ClientTimeout(total=self._webhook_timeout)
+        try:
+            async with self._client().post(
+                url, data=body, headers=headers, timeout=timeout
+            ) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self._webhooks_sent += 1
+        if not 200 <= status < 300:
+            self._webhooks_failed += 1
+        sent = SentWebhook(
+            url=url,
+            body=body.decode(),
+            payload=msgspec.json.decode(body),
+            signature=signature,
+            status=status,
+            sent_at=self.now(),
+            forged=forged,
+            redelivery=redelivery,
+            error=error,
+        )
+        self._sent_webhooks.append(sent)
+        return sent
+
+    def _schedule_delivery(self, data: str) -> None:
+        """After an accepted PNP, tell the bot it arrived, unless told to stay quiet."""
+        if self._webhook_url is None or self._channel_secret is None:
+            return
+        if self._pnp_suppress_left:
+            self._pnp_suppress_left -= 1
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._deliver_later(data, self._pnp_delivery_delay)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_later(self, data: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._webhook_url is not None and self._channel_secret is not None:
+            await self._send([self.delivery_event(data)], forged=False)
+
+    # --- LINE Login ID tokens ---
+
+    def mint_id_token(
+        self,
+        user_id: str,
+        *,
+        client_id: str,
+        nonce: str | None = None,
+        name: str | None = "LINE User",
+        picture: str | None = None,
+        email: str | None = None,
+        expires_in: int = ID_TOKEN_TTL_SECONDS,
+        amr: Sequence[str] = ("linesso",),
+        issuer: str = ID_TOKEN_ISSUER,
+    ) -> str:
+        """An ID token as LINE Login issues to web apps: a JWT signed HS256.
+
+        The key is the simulator's own, so only ``POST /oauth2/v2.1/verify`` can
+        tell a good token from a bad one, which is how the router must treat them.
+        ``issuer`` exists to mint tokens that verification rejects.
+        """
+        if _USER_ID.fullmatch(user_id) is None:
+            raise ValueError(f"not a LINE user ID: {user_id!r}")
+        issued = int(self.now())
+        claims = IdTokenClaims(
+            iss=issuer,
+            sub=user_id,
+            aud=client_id,
+            exp=issued + expires_in,
+            iat=issued,
+            nonce=UNSET if nonce is None else nonce,
+            amr=list(amr) if amr else UNSET,
+            name=UNSET if name is None else name,
+            picture=UNSET if picture is None else picture,
+            email=UNSET if email is None else email,
+        )
+        header = _b64url(_encode(_JwtHeader(alg="HS256", typ="JWT")))
+        signing_input = f"{header}.{_b64url(_encode(claims))}"
+        return f"{signing_input}.{self._jwt_signature(signing_input)}"
+
+    def _jwt_signature(self, signing_input: str) -> str:
+        digest = hmac.new(self._id_token_secret, signing_input.encode(), hashlib.sha256).digest()
+        return _b64url(digest)
+
+    def _verify_id_token(
+        self, id_token: str, *, client_id: str, nonce: str | None, user_id: str | None
+    ) -> IdTokenClaims | str:
+        """The claims, or LINE's error_description for why the token is refused."""
+        parts = id_token.split(".")
+        if len(parts) != 3 or not hmac.compare_digest(
+            self._jwt_signature(f"{parts[0]}.{parts[1]}").encode(), parts[2].encode()
+        ):
+            return "Invalid IdToken."
+        try:
+            header = msgspec.json.decode(_b64url_decode(parts[0]), type=_JwtHeader)
+            claims = msgspec.json.decode(_b64url_decode(parts[1]), type=IdTokenClaims)
+        except (msgspec.DecodeError, ValueError):
+            return "Invalid IdToken."
+        if header.alg != "HS256":
+            return "Invalid IdToken."
+        if claims.iss != ID_TOKEN_ISSUER:
+            return "Invalid IdToken Issuer."
+        if claims.exp <= self.now():
+            return "IdToken expired."
+        if claims.aud != client_id:
+            return "Invalid IdToken Audience."
+        if nonce is not None and claims.nonce != nonce:
+            return "Invalid IdToken Nonce."
+        if user_id is not None and claims.sub != user_id:
+            return "Invalid IdToken Subject Identifier."
+        return claims
 
     # --- request path ---
 
@@ -914,6 +1832,9 @@ class LineSimulator:
     async def _handle_multicast(self, request: web.Request) -> web.Response:
         return await self._handle_send(request, self._multicast)
 
+    async def _handle_pnp(self, request: web.Request) -> web.Response:
+        return await self._handle_send(request, self._pnp)
+
     async def _handle_send(self, request: web.Request, endpoint: _SendEndpoint) -> web.Response:
         entry = self._begin(request, endpoint.path)
         length = request.content_length
@@ -931,7 +1852,10 @@ class LineSimulator:
             if self._delay_before:
                 await asyncio.sleep(delay)
                 delay = 0.0
-        response = self._process_send(entry, request, raw, endpoint)
+        if endpoint.pnp:
+            response = self._process_pnp(entry, request, raw)
+        else:
+            response = self._process_send(entry, request, raw, endpoint)
         if delay:
             await asyncio.sleep(delay)
         return response
@@ -998,11 +1922,12 @@ class LineSimulator:
         if details:
             return self._answer(entry, 400, _bad_request(details))
 
+        # LINE counts a request's message objects (up to five) as one message per recipient.
         delivered = len(parsed.messages) * recipients
-        if self._monthly_quota is not None and self._usage + delivered > self._monthly_quota:
+        if self._monthly_quota is not None and self._usage + recipients > self._monthly_quota:
             self._quota_exceeded += 1
             return self._answer(entry, 429, _MONTHLY_LIMIT)
-        self._usage += delivered
+        self._usage += recipients
         self._accepted_messages += delivered
 
         sent: list[SentMessage] | None = None
@@ -1073,6 +1998,226 @@ class LineSimulator:
             return self._answer(entry, 400, _RETRY_KEY_NOT_SUPPORTED)
         return None
 
+    # --- reply, LINE notification messages, followers, link tokens ---
+
+    async def _read_body(self, request: web.Request, entry: _Entry) -> bytes | web.Response:
+        """The body, or a 413 answer when it is over LINE's 2 MB."""
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            return self._answer(entry, 413, _TOO_LARGE)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._answer(entry, 413, _TOO_LARGE)
+        entry.raw_body = raw
+        return raw
+
+    @staticmethod
+    def _content_type_error(request: web.Request) -> bytes | None:
+        content_type = request.headers.get("Content-Type", "")
+        if content_type.partition(";")[0].strip().lower() == "application/json":
+            return None
+        return _encode(
+            ErrorResponse(message=f"The content type, {content_type!r}, is not supported")
+        )
+
+    async def _handle_reply(self, request: web.Request) -> web.Response:
+        entry = self._begin(request, REPLY_PATH)
+        raw = await self._read_body(request, entry)
+        if isinstance(raw, web.Response):
+            return raw
+        if self._authorized_token(request) is None:
+            return self._answer(entry, 401, _UNAUTHORIZED)
+        now = self.now()
+        if self._reply.over_limit(now):
+            self._rate_limited += 1
+            return self._answer(entry, 429, _TOO_MANY_REQUESTS)
+        if entry.retry_key is not None:
+            return self._answer(entry, 400, _RETRY_KEY_NOT_SUPPORTED)
+        unsupported = self._content_type_error(request)
+        if unsupported is not None:
+            return self._answer(entry, 400, unsupported)
+        try:
+            parsed = _REPLY_DECODER.decode(raw)
+        except msgspec.ValidationError as error:
+            return self._answer(entry, 400, _bad_request([_validation_detail(error)]))
+        except msgspec.DecodeError as error:
+            return self._answer(entry, 400, _parse_error(raw, error))
+        details: list[ErrorDetail] = []
+        _check_messages(parsed.messages, details)
+        if details:
+            return self._answer(entry, 400, _bad_request(details))
+        token = self._reply_tokens.get(parsed.replyToken)
+        if token is None or token.used or token.expires_at <= now:
+            self._invalid_reply_tokens += 1
+            return self._answer(entry, 400, _INVALID_REPLY_TOKEN)
+        token.used = True
+        entry.recipient = token.user_id
+        self._accepted_replies += 1
+        self._reply_messages += len(parsed.messages)
+        sent = [self._sent_message(message) for message in parsed.messages]
+        return self._answer(entry, 200, _encode(ReplyMessageResponse(sentMessages=sent)))
+
+    def _process_pnp(self, entry: _Entry, request: web.Request, raw: bytes) -> web.Response:
+        """LINE notification message: like a push, but to a phone hash and without retry keys."""
+        if self._failures_left:
+            self._failures_left -= 1
+            self._injected_failures += 1
+            return self._answer(entry, self._failure_status, self._failure_body)
+        if self._authorized_token(request) is None:
+            return self._answer(entry, 401, _UNAUTHORIZED)
+        if self._pnp.over_limit(self.now()):
+            self._rate_limited += 1
+            return self._answer(entry, 429, _TOO_MANY_REQUESTS)
+        if entry.retry_key is not None:
+            return self._answer(entry, 400, _RETRY_KEY_NOT_SUPPORTED)
+        tag = request.headers.get(DELIVERY_TAG_HEADER)
+        if tag is not None and not MIN_DELIVERY_TAG <= len(tag) <= MAX_DELIVERY_TAG:
+            return self._answer(entry, 400, _BAD_DELIVERY_TAG)
+        unsupported = self._content_type_error(request)
+        if unsupported is not None:
+            return self._answer(entry, 400, unsupported)
+        try:
+            parsed = _PNP_DECODER.decode(raw)
+        except msgspec.ValidationError as error:
+            return self._answer(entry, 400, _bad_request([_validation_detail(error)]))
+        except msgspec.DecodeError as error:
+            return self._answer(entry, 400, _parse_error(raw, error))
+        details = _check_pnp(parsed)
+        if details:
+            return self._answer(entry, 400, _bad_request(details))
+        user_id = self._phones.get(parsed.to)
+        if user_id is None:
+            self._pnp_undeliverable += 1
+            return self._answer(entry, 422, _PNP_UNDELIVERABLE)
+        entry.recipient = user_id
+        self._accepted_pnp += 1
+        self._pnp_messages += len(parsed.messages)
+        self._schedule_delivery(parsed.to if tag is None else tag)
+        return self._answer(entry, 200, _MULTICAST_OK)
+
+    async def _handle_followers(self, request: web.Request) -> web.Response:
+        entry = self._begin(request, FOLLOWERS_PATH)
+        refused = self._refuse_read(request, entry)
+        if refused is not None:
+            return refused
+        query = request.query
+        try:
+            limit = int(query.get("limit", DEFAULT_FOLLOWERS_LIMIT))
+        except ValueError:
+            limit = -1
+        if not 1 <= limit <= MAX_FOLLOWERS_LIMIT:
+            detail = ErrorDetail(
+                message=f"Must be between 1 and {MAX_FOLLOWERS_LIMIT}", property="limit"
+            )
+            body = _encode(ErrorResponse(message="The request has 1 error(s)", details=[detail]))
+            return self._answer(entry, 400, body)
+        start = query.get("start")
+        if start is None:
+            # A page sequence walks one snapshot, so follows and unfollows during the
+            # walk neither repeat nor skip anyone.
+            user_ids, offset = tuple(self._followers), 0
+        else:
+            cursor = self._follower_cursors.get(start)
+            if cursor is None:
+                body = _encode(ErrorResponse(message="The continuation token is invalid"))
+                return self._answer(entry, 400, body)
+            user_ids, offset = cursor
+        end = min(offset + limit, len(user_ids))
+        page = GetFollowersResponse(userIds=list(user_ids[offset:end]))
+        if end < len(user_ids):
+            token = secrets.token_urlsafe(24)
+            self._follower_cursors[token] = (user_ids, end)
+            while len(self._follower_cursors) > MAX_FOLLOWER_CURSORS:
+                self._follower_cursors.popitem(last=False)
+            page.next = token
+        return self._answer(entry, 200, _encode(page))
+
+    async def _handle_link_token(self, request: web.Request) -> web.Response:
+        entry = self._begin(request, request.path)
+        refused = self._refuse_read(request, entry)
+        if refused is not None:
+            return refused
+        user_id = request.match_info["userId"]
+        if _USER_ID.fullmatch(user_id) is None:
+            body = _encode(ErrorResponse(message="The value for the 'userId' parameter is invalid"))
+            return self._answer(entry, 400, body)
+        now = self.now()
+        if len(self._link_tokens) > 1000:
+            self._link_tokens = {
+                key: token for key, token in self._link_tokens.items() if token.expires_at > now
+            }
+        link_token = _random_token(32)
+        self._link_tokens[link_token] = _ExpiringToken(user_id, now + LINK_TOKEN_TTL_SECONDS)
+        entry.recipient = user_id
+        return self._answer(entry, 200, _encode(IssueLinkTokenResponse(linkToken=link_token)))
+
+    async def _handle_account_link_dialog(self, request: web.Request) -> web.Response:
+        """What LINE does once the user confirms on the account-link page.
+
+        The event is sent before the page is answered, so a test that opened the
+        page knows the bot has already been told.
+        """
+        entry = self._begin(request, ACCOUNT_LINK_DIALOG_PATH)
+        link_token = request.query.get("linkToken", "")
+        nonce = request.query.get("nonce", "")
+        if not link_token or not nonce:
+            page = _html_page("Bad request", "linkToken and nonce are required.")
+            return self._answer_html(entry, 400, page)
+        record = self._link_tokens.get(link_token)
+        now = self.now()
+        ok = record is not None and not record.used and record.expires_at > now
+        user_id: str | None = None
+        if record is not None:
+            record.used = True
+            user_id = record.user_id
+        else:
+            # An unknown token says nothing of who opened the page; a test may say.
+            named = request.query.get("userId")
+            if named is not None and _USER_ID.fullmatch(named) is not None:
+                user_id = named
+        entry.recipient = user_id
+        if self._webhook_url is not None and self._channel_secret is not None:
+            await self._send([self.account_link_event(user_id, nonce, ok=ok)], forged=False)
+        if ok:
+            page = _html_page("Account linked", "Your LINE account has been linked.")
+        else:
+            page = _html_page("Account linking failed", "The link is invalid, used or expired.")
+        return self._answer_html(entry, 200, page)
+
+    async def _handle_verify_id_token(self, request: web.Request) -> web.Response:
+        """LINE Login's ``POST /oauth2/v2.1/verify``: form-encoded, no bearer token."""
+        entry = self._begin(request, VERIFY_ID_TOKEN_PATH)
+        form = await request.post()
+        values = {
+            name: value
+            for name in ("id_token", "client_id", "nonce", "user_id")
+            if isinstance(value := form.get(name), str) and value
+        }
+        if "id_token" not in values or "client_id" not in values:
+            missing = "id_token" if "id_token" not in values else "client_id"
+            error = LoginErrorResponse(
+                error="invalid_request", error_description=f"{missing} is required."
+            )
+            return self._answer(entry, 400, _encode(error))
+        claims = self._verify_id_token(
+            values["id_token"],
+            client_id=values["client_id"],
+            nonce=values.get("nonce"),
+            user_id=values.get("user_id"),
+        )
+        if isinstance(claims, str):
+            error = LoginErrorResponse(error="invalid_request", error_description=claims)
+            return self._answer(entry, 400, _encode(error))
+        entry.recipient = claims.sub
+        return self._answer(entry, 200, _encode(claims))
+
+    def _answer_html(self, entry: _Entry, status: int, page: str) -> web.Response:
+        entry.status = status
+        self._by_status[status] = self._by_status.get(status, 0) + 1
+        headers = {"Content-Type": "text/html; charset=utf-8", REQUEST_ID_HEADER: entry.request_id}
+        return web.Response(status=status, body=page.encode(), headers=headers)
+
     async def _ensure_request_id(self, request: web.Request, response: web.StreamResponse) -> None:
         """Every response carries a request id, including 404s and control answers."""
         if REQUEST_ID_HEADER not in response.headers:
@@ -1119,6 +2264,109 @@ class LineSimulator:
             return self._control_json(ErrorResponse(message=str(error)), 400)
         self._apply_faults(faults)
         return self._control_json(self.stats())
+
+    async def _control_body(self, request: web.Request, kind: type[_T]) -> _T | web.Response:
+        try:
+            return msgspec.json.decode(await request.read(), type=kind)
+        except msgspec.DecodeError as error:
+            return self._control_json(ErrorResponse(message=str(error)), 400)
+
+    async def _control_webhook(self, request: web.Request) -> web.Response:
+        config = await self._control_body(request, WebhookConfig)
+        if isinstance(config, web.Response):
+            return config
+        self.set_webhook(config.url, config.channel_secret)
+        state = WebhookState(
+            url=self._webhook_url,
+            destination=self._bot_user_id,
+            signed=self._channel_secret is not None,
+        )
+        return self._control_json(state)
+
+    async def _control_webhooks(self, request: web.Request) -> web.Response:
+        return self._control_json(self.sent_webhooks)
+
+    async def _control_drain(self, request: web.Request) -> web.Response:
+        await self.drain_webhooks()
+        return self._control_json(self.sent_webhooks)
+
+    async def _control_event(self, request: web.Request) -> web.Response:
+        """``POST /__simulator/events/{follow,unfollow,message,accountLink,delivery,redeliver}``."""
+        kind = request.match_info["kind"]
+        parsed: Any
+        if kind == "follow":
+            parsed = await self._control_body(request, _FollowRequest)
+        elif kind == "unfollow":
+            parsed = await self._control_body(request, _UserEventRequest)
+        elif kind == "message":
+            parsed = await self._control_body(request, _MessageRequest)
+        elif kind == "accountLink":
+            parsed = await self._control_body(request, _AccountLinkRequest)
+        elif kind == "delivery":
+            parsed = await self._control_body(request, _DeliveryRequest)
+        elif kind == "redeliver":
+            parsed = await self._control_body(request, _RedeliverRequest)
+        else:
+            return self._control_json(ErrorResponse(message=f"unknown event kind {kind!r}"), 404)
+        if isinstance(parsed, web.Response):
+            return parsed
+        try:
+            self._webhook_target()
+        except RuntimeError as error:
+            return self._control_json(ErrorResponse(message=str(error)), 409)
+        forge = parsed.forge_signature
+        if isinstance(parsed, _FollowRequest):
+            status = await self.follow(
+                parsed.user_id, is_unblocked=parsed.is_unblocked, forge_signature=forge
+            )
+        elif isinstance(parsed, _UserEventRequest):
+            status = await self.unfollow(parsed.user_id, forge_signature=forge)
+        elif isinstance(parsed, _MessageRequest):
+            status = await self.message(parsed.user_id, parsed.text, forge_signature=forge)
+        elif isinstance(parsed, _AccountLinkRequest):
+            status = await self.account_link(
+                parsed.user_id, parsed.nonce, ok=parsed.ok, forge_signature=forge
+            )
+        elif isinstance(parsed, _DeliveryRequest):
+            status = await self.delivery(parsed.data, forge_signature=forge)
+        else:
+            try:
+                status = await self.redeliver(parsed.webhook_event_id, forge_signature=forge)
+            except KeyError as error:
+                return self._control_json(ErrorResponse(message=str(error.args[0])), 404)
+        return self._control_json(EventSent(status=status, webhook=self._sent_webhooks[-1]))
+
+    async def _control_followers(self, request: web.Request) -> web.Response:
+        parsed = await self._control_body(request, _FollowersRequest)
+        if isinstance(parsed, web.Response):
+            return parsed
+        self.set_followers(parsed.user_ids)
+        return self._control_json(FollowersState(followers=self.followers))
+
+    async def _control_phones(self, request: web.Request) -> web.Response:
+        parsed = await self._control_body(request, _PhonesRequest)
+        if isinstance(parsed, web.Response):
+            return parsed
+        hashes = {
+            entry.phone: self.register_phone(entry.phone, entry.user_id) for entry in parsed.phones
+        }
+        return self._control_json(PhonesState(hashes=hashes))
+
+    async def _control_id_tokens(self, request: web.Request) -> web.Response:
+        parsed = await self._control_body(request, _IdTokenRequest)
+        if isinstance(parsed, web.Response):
+            return parsed
+        id_token = self.mint_id_token(
+            parsed.user_id,
+            client_id=parsed.client_id,
+            nonce=parsed.nonce,
+            name=parsed.name,
+            picture=parsed.picture,
+            email=parsed.email,
+            expires_in=parsed.expires_in,
+            amr=parsed.amr,
+        )
+        return self._control_json(IdTokenState(id_token=id_token))
 
 
 # --- Foreground server ------------------------------------------------------------
@@ -1174,11 +2422,14 @@ def run(
     push_rate_per_second: int = DEFAULT_PUSH_RATE,
     multicast_rate_per_second: int = DEFAULT_MULTICAST_RATE,
     monthly_quota: int | None = None,
+    channel_secret: str | None = None,
+    webhook_url: str | None = None,
 ) -> None:
     """Serve on ``listen`` (``HOST:PORT``) until SIGINT or SIGTERM.
 
     Prints one line with the base URL once listening, so a parent process
-    started with port 0 can learn the port.
+    started with port 0 can learn the port.  Webhooks can also be wired up
+    later through ``POST /__simulator/webhook``.
     """
     host, port = parse_listen(listen)
     simulator = LineSimulator(
@@ -1186,6 +2437,8 @@ def run(
         push_rate_per_second=push_rate_per_second,
         multicast_rate_per_second=multicast_rate_per_second,
         monthly_quota=monthly_quota,
+        channel_secret=channel_secret,
+        webhook_url=webhook_url,
     )
     with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
         runner.run(_serve_until_signalled(simulator, host, port))

@@ -46,3 +46,8 @@ CREATE TABLE webhook_forwards (
     outcome          text
 );
 CREATE INDEX webhook_forwards_pending ON webhook_forwards (url, id) WHERE finished_at IS NULL;
+
+-- LINE notification messages are confirmed by a `delivery` webhook event naming the delivery.
+ALTER TABLE deliveries ADD COLUMN confirmed_at timestamptz;
+CREATE INDEX deliveries_unconfirmed ON deliveries (sent_at)
+    WHERE channel = 'line_notification' AND status = 'sent' AND confirmed_at IS NULL;

@@ -1,0 +1,85 @@
+"""LINE notification messages: `POST /bot/pnp/push` to a phone number, no friendship needed.
+
+The endpoint has no retry key, so a request that may have reached LINE is never repeated:
+only a connection that was refused, or LINE saying it did not process the request (429), is
+retried. Each request carries `X-Line-Delivery-Tag` = the delivery id; LINE confirms a
+delivery with a `delivery` webhook event carrying that tag (router.line_events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+
+import aiohttp
+from linebot.v3.messaging import ApiException
+
+from channels.base import Failed, Outbound, Outcome, Retry, Sent
+from channels.line.push import LinePushChannel, classify, describe_error
+
+PNP_PATH = "/bot/pnp/push"
+
+
+class LineNotificationChannel:
+    """The `line_notification` channel; shares the push channel's client and quota."""
+
+    name = "line_notification"
+    replay_window: timedelta | None = None  # no retry key: never resend blindly
+    requests_per_second: int | None = None
+
+    def __init__(self, push: LinePushChannel) -> None:
+        self._push = push
+        self.max_concurrency = push.max_concurrency
+
+    async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._send(m) for m in batch)))
+
+    async def _send(self, message: Outbound) -> Outcome:
+        try:
+            messages = self._push.wire_messages(message)
+        except ValueError as exc:
+            return Failed(f"LINE messages could not be built: {exc}")
+        try:
+            response = await self._push.client.call_api(
+                PNP_PATH,
+                "POST",
+                header_params={
+                    "X-Line-Delivery-Tag": str(message.delivery_id),
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                },
+                body={"to": message.address, "messages": messages},
+                response_types_map={},
+                auth_settings=["Bearer"],
+                _request_timeout=self._push.timeout,
+            )
+        except ApiException as exc:
+            return _classify(exc)
+        except aiohttp.ClientConnectorError as exc:
+            return Retry(f"LINE could not be reached ({exc}); the request was not sent")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return Failed(
+                f"LINE did not answer ({type(exc).__name__}); it may have sent the notification, "
+                "so it is not repeated"
+            )
+        self._push.quota.count_sent()
+        request_id = response.headers.get("x-line-request-id") if response.headers else None
+        return Sent(provider_ref=str(request_id or ""), note="awaiting LINE's delivery event")
+
+    async def aclose(self) -> None:
+        """The shared client belongs to the push channel."""
+
+
+def _classify(exc: ApiException) -> Outcome:
+    status = int(exc.status or 0)
+    if status == 422:
+        error = describe_error(exc.body)
+        return Failed(f"LINE 422: no LINE user has this phone number ({error.message})")
+    if status == 429:
+        return classify(status, exc.headers or {}, exc.body)  # not processed: retry is safe
+    if status >= 500:
+        return Failed(
+            f"LINE {status}: it may or may not have sent the notification, so it is not repeated"
+        )
+    return classify(status, exc.headers or {}, exc.body)
