@@ -69,6 +69,7 @@ class PreparedMember(msgspec.Struct, kw_only=True):
     phone_sha256: bytes | None = None
     line_user_id: str | None = None
     line_friend: bool = False
+    friend_from_line: bool = False  # line_friend was not given: take what LINE told us, if anything
     attributes: dict[str, Any] | None = None
     email_opt_out: bool = False
     line_opt_out: bool = False
@@ -132,8 +133,10 @@ def prepare(
     if isinstance(fields.line_friend, bool):
         out.line_friend = fields.line_friend
     elif isinstance(fields.line_user_id, str):
-        # A LINE user ID comes from a follow or a link: the user is a friend unless told otherwise.
+        # A LINE user ID comes from a follow or a link: the user is a friend unless LINE's
+        # webhooks said otherwise (upsert checks) or the caller does.
         out.line_friend = True
+        out.friend_from_line = True
         given = given | {"line_friend"}
     elif "line_user_id" in given:
         given = given | {"line_friend"}  # clearing the ID clears friendship
@@ -217,6 +220,7 @@ async def upsert(
                     setattr(m, name, row[name])
         merged.append(m)
 
+    await _friendship_from_line(conn, merged)
     taken = await _line_ids_taken(conn, merged)
     results: list[UpsertResult | FieldError] = []
     to_write: list[PreparedMember] = []
@@ -243,6 +247,23 @@ async def upsert(
             [m.line_opt_out for m in to_write],
         )
     return results
+
+
+async def _friendship_from_line(conn: Connection, members: Sequence[PreparedMember]) -> None:
+    """Where the caller gave a LINE user ID but no friend flag, use what webhooks told us."""
+    ids = [m.line_user_id for m in members if m.friend_from_line and m.line_user_id]
+    if not ids:
+        return
+    known = {
+        r["line_user_id"]: r["friend"]
+        for r in await conn.fetch(
+            "SELECT line_user_id, friend FROM line_users WHERE line_user_id = ANY($1::text[])",
+            ids,
+        )
+    }
+    for m in members:
+        if m.friend_from_line and m.line_user_id in known:
+            m.line_friend = known[m.line_user_id]
 
 
 async def _line_ids_taken(conn: Connection, members: Sequence[PreparedMember]) -> dict[str, str]:

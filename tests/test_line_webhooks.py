@@ -131,6 +131,19 @@ async def test_unknown_follower_is_remembered_for_a_later_link(dsn: str, line_si
         assert resp.json()["line_friend"] is True
 
 
+async def test_member_linked_later_gets_the_friend_status_line_reported(
+    dsn: str, line_sim: Any
+) -> None:
+    async with line_router(dsn, line_sim, None) as r:
+        body = body_of(event("unfollow"))
+        await post_webhook(r, body, signed(body))
+        await wait_processed(dsn, 1)
+        resp = await r.client.put("/v1/members/m", json={"line_user_id": USER})
+        assert resp.json()["line_friend"] is False  # LINE said this user blocked the account
+        resp = await r.client.put("/v1/members/n", json={"line_user_id": "U" + "8" * 32})
+        assert resp.json()["line_friend"] is True  # nothing known: a given ID implies a friend
+
+
 async def test_redelivered_event_is_processed_once(dsn: str, line_sim: Any) -> None:
     async with line_router(dsn, line_sim, None) as r:
         first = event("follow", event_id="01HREDELIVERED")

@@ -505,3 +505,60 @@ def test_valid_line_user_id_is_returned_unchanged() -> None:
 def test_invalid_line_user_ids(given: str) -> None:
     with pytest.raises(InvalidIdentifier, match="32 lower-case hex digits"):
         check_line_user_id(given)
+
+
+def _reach(**overrides: object) -> Reach:
+    values: dict[str, object] = {
+        "member_id": "m",
+        "line_user_id": None,
+        "line_friend": False,
+        "line_opt_out": False,
+        "email": "m@example.jp",
+        "email_opt_out": False,
+        "phone": "+818012345678",
+    }
+    values.update(overrides)
+    return Reach(**values)  # type: ignore[arg-type]
+
+
+ALL = frozenset({"line", "email", "line_notification"})
+
+
+def test_notification_first_needs_a_transactional_intent() -> None:
+    decision = plan(
+        "notification_first", _reach(), has_line_content=True, has_email_content=True,
+        configured=ALL, kind="promotional",
+    )  # fmt: skip
+    assert isinstance(decision, Unroutable) and "transactional" in decision.reason
+
+
+def test_notification_first_uses_the_phone_then_email() -> None:
+    decision = plan(
+        "notification_first", _reach(), has_line_content=True, has_email_content=True,
+        configured=ALL, kind="transactional",
+    )  # fmt: skip
+    assert decision == Plan(("line_notification",), "email")
+    no_phone = plan(
+        "notification_first", _reach(phone=None), has_line_content=True,
+        has_email_content=True, configured=ALL, kind="transactional",
+    )  # fmt: skip
+    assert no_phone == Plan(("email",))
+
+
+def test_notification_first_refused_when_not_enabled() -> None:
+    decision = plan(
+        "notification_first", _reach(email=None), has_line_content=True,
+        has_email_content=True, configured=frozenset({"line", "email"}), kind="transactional",
+    )  # fmt: skip
+    assert isinstance(decision, Unroutable)
+    assert "notification messages are not enabled" in decision.reason
+
+
+def test_both_reaches_a_non_friend_by_phone_only_when_transactional() -> None:
+    args = {"has_line_content": True, "has_email_content": True, "configured": ALL}
+    assert plan("both", _reach(), kind="transactional", **args) == Plan(  # type: ignore[arg-type]
+        ("line_notification", "email")
+    )
+    assert plan("both", _reach(), kind="promotional", **args) == Plan(("email",))  # type: ignore[arg-type]
+    friend = _reach(line_user_id="U" + "a" * 32, line_friend=True)
+    assert plan("both", friend, kind="transactional", **args) == Plan(("line", "email"))  # type: ignore[arg-type]
