@@ -265,3 +265,20 @@ async def test_unconfirmed_notification_falls_back_after_the_deadline(
     notification = next(d for d in body["deliveries"] if d["channel"] == "line_notification")
     assert notification["status"] == "failed" and "no delivery event" in notification["last_error"]
     assert len(line_sim.accepted_pnp()) == 1  # never repeated
+
+
+async def test_link_token_from_the_api_completes_a_link(dsn: str, line_sim: Any) -> None:
+    async with linked_router(dsn, line_sim, None) as r:
+        await r.client.put("/v1/members/jiro", json={"email": "jiro@example.jp"})
+        resp = await r.client.post("/v1/line/link-token", json={"line_user_id": USER})
+        assert resp.status_code == 200, resp.text
+        token = resp.json()["link_token"]
+        bad = await r.client.post("/v1/line/link-token", json={"line_user_id": "Uxyz"})
+        assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "line_user_id"
+        resp = await r.client.post(
+            "/v1/line/link-nonce", json={"member_id": "jiro", "link_token": token}
+        )
+        async with httpx.AsyncClient() as browser:
+            assert (await browser.get(resp.json()["redirect_url"])).status_code == 200
+        assert await outcomes(dsn, 1) == ["linked to member jiro"]
+        assert (await r.client.get("/v1/members/jiro")).json()["line_user_id"] == USER
