@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -24,6 +24,7 @@ from router.problems import FieldError
 from router.routing import ChannelName, Kind, Route
 
 NOTIFY_CHANNEL = "router_deliveries"
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
 MAX_BATCH = 10_000
 
 
@@ -43,6 +44,7 @@ class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         msgspec.Meta(max_length=50),
     ] = msgspec.field(default_factory=list)
     metadata: dict[str, Any] | None = None
+    send_at: datetime | None = None
 
 
 class IntentResult(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -115,6 +117,13 @@ def _prepare(index: int, req: IntentRequest, prefix: str) -> _Pending | IntentRe
             address = normalize_email(req.email_address)
         except InvalidIdentifier as exc:
             errors.append(FieldError(f"{prefix}email_address", str(exc)))
+    if req.send_at is not None:
+        if req.send_at.tzinfo is None:
+            errors.append(
+                FieldError(f"{prefix}send_at", "give a time zone, like 2026-12-01T09:00:00+09:00")
+            )
+        elif req.send_at - datetime.now(UTC) > MAX_SCHEDULE_AHEAD:
+            errors.append(FieldError(f"{prefix}send_at", "at most 30 days ahead"))
     if req.email is None and req.line is None:
         errors.append(FieldError(f"{prefix}email", "give email content, LINE messages, or both"))
     content = Content(email=req.email, line=req.line)
@@ -220,6 +229,7 @@ async def accept(
                     list(contents.keys()),
                     list(contents.values()),
                     rows.notification_addresses(),
+                    [p.request.send_at for _, p, _, _ in rows.plans],
                 )
             }
             woken = {c for (i, _, _, d) in rows.plans if i in inserted for c in d.primary}
@@ -271,16 +281,18 @@ WITH new_contents AS (
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 ), planned AS (
-    SELECT p.* FROM unnest($1::uuid[], $12::text[], $13::text[], $16::text[])
-                    AS p(intent_id, line, email, notification)
+    SELECT p.intent_id, p.line, p.email, p.notification,
+           greatest(coalesce(p.send_at, now()), now()) AS due
+    FROM unnest($1::uuid[], $12::text[], $13::text[], $16::text[], $17::timestamptz[])
+         AS p(intent_id, line, email, notification, send_at)
     WHERE p.intent_id IN (SELECT id FROM added)
 ), new_deliveries AS (
-    INSERT INTO deliveries (intent_id, channel, address, status)
-    SELECT intent_id, 'line', line, 'pending' FROM planned WHERE line IS NOT NULL
+    INSERT INTO deliveries (intent_id, channel, address, status, next_attempt_at)
+    SELECT intent_id, 'line', line, 'pending', due FROM planned WHERE line IS NOT NULL
     UNION ALL
-    SELECT intent_id, 'email', email, 'pending' FROM planned WHERE email IS NOT NULL
+    SELECT intent_id, 'email', email, 'pending', due FROM planned WHERE email IS NOT NULL
     UNION ALL
-    SELECT intent_id, 'line_notification', notification, 'pending' FROM planned
+    SELECT intent_id, 'line_notification', notification, 'pending', due FROM planned
     WHERE notification IS NOT NULL
 )
 SELECT id FROM added

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.harness import RouterUnderTest, SmtpSink
@@ -58,3 +60,24 @@ async def test_member_without_line_gets_email(
     assert mail.message["Subject"] == "Autumn sale"
     assert mail.message["Message-ID"] == email["provider_ref"]
     assert line_sim.accepted_pushes() == []
+
+
+async def test_send_at_holds_delivery_until_then(router: RouterUnderTest, smtp: SmtpSink) -> None:
+    await put_member(router, "later", email="later@example.jp")
+    when = datetime.now(UTC) + timedelta(seconds=1.5)
+    resp = await router.client.post(
+        "/v1/intents",
+        json={"member_id": "later", "email": NEWSLETTER, "send_at": when.isoformat()},
+    )
+    assert resp.status_code == 202, resp.text
+    (delivery,) = (await router.intent(resp.json()["id"]))["deliveries"]
+    assert delivery["next_attempt_at"] is not None
+    await asyncio.sleep(0.5)
+    assert smtp.mails == []
+    await router.wait_for(resp.json()["id"])
+    assert datetime.now(UTC) >= when and len(smtp.mails) == 1
+    naive = await router.client.post(
+        "/v1/intents",
+        json={"member_id": "later", "email": NEWSLETTER, "send_at": "2030-01-01T09:00:00"},
+    )
+    assert naive.status_code == 400 and naive.json()["errors"][0]["field"] == "send_at"
