@@ -26,6 +26,7 @@ class Outbound(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     content_id: bytes
     content: Content
+    relayed_message: bytes | None = None  # the original bytes, for relayed email
 
 
 class Sent(msgspec.Struct, frozen=True, tag=True):
@@ -43,10 +44,14 @@ class Retry(msgspec.Struct, frozen=True, tag=True):
 
 
 class Failed(msgspec.Struct, frozen=True, tag=True):
-    """Permanent failure. `fallback` says whether another channel may carry the message."""
+    """Permanent failure. `fallback` says whether another channel may carry the message.
+
+    `dropped`: the message was not sent for a reason of the sender's (quota used up, content
+    that cannot be built), not refused for the recipient; reported as dropped, not bounced."""
 
     error: str
     fallback: bool = True
+    dropped: bool = False
 
 
 Outcome = Sent | Retry | Failed

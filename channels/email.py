@@ -80,13 +80,22 @@ class SmtpChannel:
 
     async def _send(self, message: Outbound) -> Outcome:
         email = message.content.email
+        relayed = message.content.relayed
         if email is None:
             return Failed("the intent has no email content", fallback=False)
-        msg = build_message(message, email, self._config.from_address)
+        if relayed is not None and message.relayed_message is None:
+            return Failed("the relayed message's bytes are missing", fallback=False)
         client = await self._idle.get()
         try:
             if not client.is_connected:
                 await client.connect()
+            if relayed is not None and message.relayed_message is not None:
+                # Byte for byte, so DKIM signatures and tracking links stay intact.
+                await client.sendmail(
+                    relayed.envelope_from, [message.address], message.relayed_message
+                )
+                return Sent(provider_ref=relayed.message_id or relayed.message_sha256)
+            msg = build_message(message, email, self._config.from_address)
             await client.send_message(
                 msg, sender=self._config.from_address, recipients=[message.address]
             )

@@ -28,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
         "sync-followers", help="correct friend flags from LINE's follower list"
     )
     sync.add_argument("--config")
+    hasher = sub.add_parser(
+        "hash-password", help="hash a password for [smtp_ingress] users (reads it from stdin)"
+    )
+    hasher.add_argument("--password", help="the password (default: read a line from stdin)")
     sim = sub.add_parser("line-simulator", help="run the local LINE Messaging API simulator")
     sim.add_argument("--listen", default="127.0.0.1:9100")
     sim.add_argument("--token", action="append", required=True, help="accepted access token")
@@ -42,6 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("linebot").setLevel(logging.WARNING)  # its debug log holds response bodies
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # initdb and pg_ctl transcripts
     try:
+        if args.command == "hash-password":
+            from router.passwords import hash_password
+
+            password = args.password or sys.stdin.readline().rstrip("\n")
+            if not password:
+                print("router: give a password", file=sys.stderr)
+                return 2
+            print(hash_password(password))
+            return 0
         if args.command == "line-simulator":
             from channels.line.simulator import run
 
@@ -120,7 +133,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
     import uvicorn
 
     from router.api.app import create_app
-    from router.service import start_runtime
+    from router.service import ListenError, start_runtime
 
     host, port = split_listen(config.http.listen)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -131,7 +144,11 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
     except OSError as exc:
         print(f"router: cannot listen on {config.http.listen}: {exc.strerror}", file=sys.stderr)
         return 1
-    runtime = await start_runtime(config)
+    try:
+        runtime = await start_runtime(config)
+    except ListenError as exc:
+        print(f"router: {exc}", file=sys.stderr)
+        return 1
     try:
         for line in describe(runtime, sock.getsockname()[1]):
             print(line, flush=True)
@@ -187,6 +204,13 @@ def describe(runtime: object, port: int) -> list[str]:
             "channel email: not configured ([email] host, from_address) - email_only intents "
             "are refused and LINE failures have no fallback"
         )
+    ingress = config.smtp_ingress
+    if runtime.smtp_server is not None:
+        lines.append(
+            f"smtp ingress: listening on {ingress.listen} for {len(ingress.users)} sender(s)"
+        )
+    elif ingress.listen:
+        lines.append("smtp ingress: off until [smtp_ingress] users are set")
     if not config.workers.enabled:
         lines.append("workers: off in this process ([workers] enabled = false); API only")
     if runtime.generated_api_key:

@@ -78,8 +78,26 @@ class WorkersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lease_seconds: float = 120.0
 
 
+class SmtpIngressConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    listen: str = "127.0.0.1:2525"
+    users: dict[str, str] = msgspec.field(default_factory=dict)
+    max_message_bytes: int = 10_000_000
+    tls_cert: str = ""
+    tls_key: str = ""
+    hostname: str = ""
+
+
 class MembersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_region: str = "JP"
+
+
+class EventsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    webhook_url: str = ""
+    signing_secret: str = ""
+    batch_size: int = 500
+    timeout_seconds: float = 10.0
+    backoff_base_seconds: float = 2.0
+    backoff_max_seconds: float = 600.0
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -90,6 +108,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     email: EmailConfig = msgspec.field(default_factory=EmailConfig)
     workers: WorkersConfig = msgspec.field(default_factory=WorkersConfig)
     members: MembersConfig = msgspec.field(default_factory=MembersConfig)
+    smtp_ingress: SmtpIngressConfig = msgspec.field(default_factory=SmtpIngressConfig)
+    events: EventsConfig = msgspec.field(default_factory=EventsConfig)
 
     @property
     def line_configured(self) -> bool:
@@ -98,6 +118,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def email_configured(self) -> bool:
         return bool(self.email.host and self.email.from_address)
+
+    @property
+    def events_configured(self) -> bool:
+        """Delivery events are recorded (and posted) only when someone receives them."""
+        return bool(self.events.webhook_url)
 
 
 def _section_fields() -> dict[str, dict[str, type]]:
@@ -108,20 +133,32 @@ def _section_fields() -> dict[str, dict[str, type]]:
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Map `ROUTER_LINE_API_BASE=...` to `{"line": {"api_base": "..."}}`."""
+    """Map `ROUTER_LINE_API_BASE=...` to `{"line": {"api_base": "..."}}`.
+
+    Section names may contain underscores (`ROUTER_SMTP_INGRESS_LISTEN`): the longest
+    section name that prefixes the variable wins. Lists are comma-separated; tables are
+    comma-separated `name:value` pairs."""
     sections = _section_fields()
+    by_length = sorted(sections, key=len, reverse=True)
     out: dict[str, dict[str, Any]] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
         rest = name[len(ENV_PREFIX) :].lower()
-        section, _, key = rest.partition("_")
-        if section not in sections:
+        section = next((s for s in by_length if rest.startswith(s + "_")), None)
+        if section is None:
             continue
+        key = rest[len(section) + 1 :]
         if key not in sections[section]:
             raise ConfigError(f"{name}: [{section}] has no key {key!r}")
-        if sections[section][key] == list[str]:
+        kind = sections[section][key]
+        if kind == list[str]:
             out.setdefault(section, {})[key] = [v.strip() for v in value.split(",") if v.strip()]
+        elif kind == dict[str, str]:
+            pairs = [item.partition(":") for item in value.split(",") if item.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ConfigError(f"{name}: give name:value pairs separated by commas")
+            out.setdefault(section, {})[key] = {k.strip(): v for k, _, v in pairs}
         else:
             out.setdefault(section, {})[key] = value
     return out
@@ -162,6 +199,17 @@ def _check_values(config: Config) -> None:
             f"[members] default_region {region!r} is not an ISO 3166 region code like 'JP'"
         )
     split_listen(config.http.listen)
+    if config.smtp_ingress.listen:
+        split_listen(config.smtp_ingress.listen)
+    if bool(config.smtp_ingress.tls_cert) != bool(config.smtp_ingress.tls_key):
+        raise ConfigError("[smtp_ingress] tls_cert and tls_key go together")
+    if config.events.webhook_url:
+        if not config.events.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError("[events] webhook_url must be an http:// or https:// URL")
+        if not config.events.signing_secret:
+            raise ConfigError("[events] signing_secret is required when webhook_url is set")
+    if config.events.batch_size < 1:
+        raise ConfigError("[events] batch_size must be at least 1")
 
 
 def split_listen(listen: str) -> tuple[str, int]:

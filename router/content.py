@@ -48,9 +48,18 @@ class LineContent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     messages: Annotated[list[LineMessage], msgspec.Meta(min_length=1, max_length=5)]
 
 
+class Relayed(msgspec.Struct, kw_only=True, frozen=True):
+    """An email received by the SMTP relay: sent on unchanged, from its original sender."""
+
+    message_sha256: str  # hex; the bytes are in relayed_messages
+    envelope_from: str
+    message_id: str | None = None
+
+
 class Content(msgspec.Struct, kw_only=True, omit_defaults=True):
     email: EmailContent | None = None
     line: LineContent | None = None
+    relayed: Relayed | None = None
 
     def encode(self) -> bytes:
         return msgspec.json.encode(self)

@@ -16,7 +16,14 @@ from uuid import UUID
 import msgspec
 
 from router import members, routing
-from router.content import Content, EmailContent, LineContent, check_content, content_id
+from router.content import (
+    Content,
+    EmailContent,
+    LineContent,
+    Relayed,
+    check_content,
+    content_id,
+)
 from router.database import Connection
 from router.identifiers import InvalidIdentifier, email_sha256, normalize_email, phone_sha256_hex
 from router.ids import uuid7
@@ -105,7 +112,9 @@ class _Pending(msgspec.Struct):
     email_address: str | None = None
 
 
-def _prepare(index: int, req: IntentRequest, prefix: str) -> _Pending | IntentResult:
+def _prepare(
+    index: int, req: IntentRequest, prefix: str, relayed: Relayed | None = None
+) -> _Pending | IntentResult:
     errors: list[FieldError] = []
     if (req.member_id is None) == (req.email_address is None):
         errors.append(
@@ -126,7 +135,7 @@ def _prepare(index: int, req: IntentRequest, prefix: str) -> _Pending | IntentRe
             errors.append(FieldError(f"{prefix}send_at", "at most 30 days ahead"))
     if req.email is None and req.line is None:
         errors.append(FieldError(f"{prefix}email", "give email content, LINE messages, or both"))
-    content = Content(email=req.email, line=req.line)
+    content = Content(email=req.email, line=req.line, relayed=relayed)
     errors.extend(check_content(content, prefix))
     if errors:
         return rejected(f"{errors[0].field}: {errors[0].message}", errors)
@@ -147,17 +156,21 @@ async def accept(
     requests: Sequence[IntentRequest | IntentResult],
     configured: frozenset[str],
     prefix: str = "",
+    relayed: Relayed | None = None,
+    *,
+    events: bool = False,
 ) -> list[IntentResult]:
     """Accept a batch; `requests` may already hold per-item decoding failures (kept as-is).
 
-    Returns one result per input, in order. One bad item never affects the others."""
+    Returns one result per input, in order. One bad item never affects the others. With
+    `events`, each new delivery gets a `processed` delivery event in the same statement."""
     results: list[IntentResult | None] = [None] * len(requests)
     pending: list[_Pending] = []
     for i, item in enumerate(requests):
         if isinstance(item, IntentResult):
             results[i] = item
             continue
-        prepared = _prepare(i, item, prefix.format(i=i))
+        prepared = _prepare(i, item, prefix.format(i=i), relayed)
         if isinstance(prepared, IntentResult):
             results[i] = prepared
         else:
@@ -230,6 +243,7 @@ async def accept(
                     list(contents.values()),
                     rows.notification_addresses(),
                     [p.request.send_at for _, p, _, _ in rows.plans],
+                    events,
                 )
             }
             woken = {c for (i, _, _, d) in rows.plans if i in inserted for c in d.primary}
@@ -279,7 +293,7 @@ WITH new_contents AS (
          AS i(id, member_id, email_address, content_id, route, fallback, campaign, tags,
               metadata, idempotency_key, request_sha256)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id
+    RETURNING id, member_id, email_address
 ), planned AS (
     SELECT p.intent_id, p.line, p.email, p.notification,
            greatest(coalesce(p.send_at, now()), now()) AS due
@@ -294,6 +308,15 @@ WITH new_contents AS (
     UNION ALL
     SELECT intent_id, 'line_notification', notification, 'pending', due FROM planned
     WHERE notification IS NOT NULL
+    RETURNING id, intent_id, channel, address
+), processed AS (
+    INSERT INTO delivery_events (event, intent_id, delivery_id, channel, email)
+    SELECT 'processed', d.intent_id, d.id, d.channel,
+           CASE WHEN d.channel = 'email' THEN d.address
+                ELSE coalesce(a.email_address, m.email) END
+    FROM new_deliveries d JOIN added a ON a.id = d.intent_id
+    LEFT JOIN members m ON m.member_id = a.member_id
+    WHERE $18::boolean
 )
 SELECT id FROM added
 """

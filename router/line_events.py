@@ -51,7 +51,10 @@ class Event(msgspec.Struct, kw_only=True, rename="camel"):
 class LineEventProcessor:
     """Handles stored events in the order they happened; woken by `kick` or every few seconds."""
 
-    def __init__(self, pool: Pool, account: LineAccount | None, config: LineConfig) -> None:
+    def __init__(
+        self, pool: Pool, account: LineAccount | None, config: LineConfig, *, events: bool = False
+    ) -> None:
+        self._events = events  # a confirmed notification is a `delivered` delivery event
         self._pool = pool
         self._account = account
         self._config = config
@@ -106,7 +109,7 @@ class LineEventProcessor:
         if event.type == "accountLink" and user and event.link is not None:
             return await self._account_link(conn, user, event.link, at)
         if event.type == "delivery" and event.delivery is not None:
-            return await _confirm(conn, event.delivery.data)
+            return await _confirm(conn, event.delivery.data, self._events)
         return "ignored"
 
     async def _invite(self, user: str, reply_token: str | None) -> str:
@@ -137,12 +140,12 @@ class LineEventProcessor:
         return f"linked to member {member_id}"
 
 
-async def _confirm(conn: Connection, tag: str) -> str:
+async def _confirm(conn: Connection, tag: str, events: bool) -> str:
     try:
         delivery_id = UUID(tag)
     except ValueError:
         return "delivery tag is not one of the router's"
-    if await outbox.confirm(conn, delivery_id):
+    if await outbox.confirm(conn, delivery_id, events=events):
         return f"confirmed LINE notification {delivery_id}"
     return f"no unconfirmed LINE notification {delivery_id}"
 

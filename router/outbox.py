@@ -15,6 +15,7 @@ from uuid import UUID
 
 import msgspec
 
+from router import delivery_events
 from router.content import Content
 from router.database import Connection
 from router.intents import NOTIFY_CHANNEL
@@ -38,6 +39,9 @@ class Result(msgspec.Struct, frozen=True):
     error: str | None = None
     retry_in_seconds: float | None = None
     fallback: bool = False
+    # How a 'failed' delivery is reported: 'bounce' (the provider refused it), 'blocked'
+    # (retries ran out) or 'dropped' (never sent: quota, retry window, unusable content).
+    failure: str = "bounce"
 
 
 _CLAIM = """
@@ -93,23 +97,40 @@ SET status = r.status,
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[])
      AS r(id, status, ref, err, delay)
 WHERE d.id = r.id AND d.claim_token = $6
-RETURNING d.id, d.intent_id
+RETURNING d.id, d.intent_id, d.channel
 """
 
 # The fallback is addressed from the member as they are now: an address removed or opted out
 # since the intent was accepted is not used.
 _ACTIVATE_FALLBACK = """
-INSERT INTO deliveries (intent_id, channel, address, status, is_fallback)
-SELECT i.id, i.fallback, m.email, 'pending', true
-FROM intents i JOIN members m ON m.member_id = i.member_id
-WHERE i.id = ANY($1::uuid[]) AND i.fallback = 'email'
-  AND m.email IS NOT NULL AND NOT m.email_opt_out
-ON CONFLICT (intent_id, channel) DO NOTHING
-RETURNING channel
+-- With events ($2), a created fallback is `processed` and one that could not be is `dropped`.
+WITH added AS (
+    INSERT INTO deliveries (intent_id, channel, address, status, is_fallback)
+    SELECT i.id, i.fallback, m.email, 'pending', true
+    FROM intents i JOIN members m ON m.member_id = i.member_id
+    WHERE i.id = ANY($1::uuid[]) AND i.fallback = 'email'
+      AND m.email IS NOT NULL AND NOT m.email_opt_out
+    ON CONFLICT (intent_id, channel) DO NOTHING
+    RETURNING id, intent_id, channel, address
+), processed AS (
+    INSERT INTO delivery_events (event, intent_id, delivery_id, channel, email)
+    SELECT 'processed', intent_id, id, channel, address FROM added WHERE $2::boolean
+), dropped AS (
+    INSERT INTO delivery_events (event, intent_id, channel, email, reason)
+    SELECT 'dropped', i.id, i.fallback, m.email,
+           CASE WHEN m.email IS NULL THEN 'no email fallback: the member has no email address'
+                ELSE 'no email fallback: the member opted out of email' END
+    FROM intents i JOIN members m ON m.member_id = i.member_id
+    WHERE $2::boolean AND i.id = ANY($1::uuid[]) AND i.fallback = 'email'
+      AND (m.email IS NULL OR m.email_opt_out)
+)
+SELECT channel FROM added
 """
 
 
-async def record(conn: Connection, token: UUID, results: Sequence[Result]) -> int:
+async def record(
+    conn: Connection, token: UUID, results: Sequence[Result], *, events: bool = False
+) -> int:
     """Store outcomes of one claim, activating fallbacks of permanent failures, atomically.
 
     Returns how many rows were still ours to record (a lease may have been taken over)."""
@@ -131,14 +152,40 @@ async def record(conn: Connection, token: UUID, results: Sequence[Result]) -> in
             for row in rows
             if by_id[row["id"]].status == "failed" and by_id[row["id"]].fallback
         ]
+        if events:
+            channels = {row["id"]: row["channel"] for row in rows}
+            await delivery_events.record(
+                conn, [e for r in results if (e := _event(r, channels.get(r.delivery_id)))]
+            )
         if failed_over:
-            await activate_fallbacks(conn, failed_over)
+            await activate_fallbacks(conn, failed_over, events=events)
     return len(rows)
 
 
-async def activate_fallbacks(conn: Connection, intent_ids: Sequence[UUID]) -> set[str]:
+def _event(result: Result, channel: str | None) -> delivery_events.Recorded | None:
+    """The event a recorded outcome means. A LINE notification is `delivered` only when
+    LINE confirms it (see `confirm`), not when LINE accepts the request."""
+    if channel is None:
+        return None  # no longer ours: the new holder reports it
+    Recorded = delivery_events.Recorded
+    if result.status == "sent":
+        if channel == "line_notification":
+            return None
+        return Recorded(result.delivery_id, "delivered", response=result.provider_ref)
+    if result.status == "pending":
+        return Recorded(result.delivery_id, "deferred", reason=result.error, response=result.error)
+    if result.failure == "dropped":
+        return Recorded(result.delivery_id, "dropped", reason=result.error)
+    return Recorded(result.delivery_id, "bounce", reason=result.error, bounce_type=result.failure)
+
+
+async def activate_fallbacks(
+    conn: Connection, intent_ids: Sequence[UUID], *, events: bool = False
+) -> set[str]:
     """Create the fallback deliveries of these intents (in the caller's transaction)."""
-    channels = {r["channel"] for r in await conn.fetch(_ACTIVATE_FALLBACK, list(intent_ids))}
+    channels = {
+        r["channel"] for r in await conn.fetch(_ACTIVATE_FALLBACK, list(intent_ids), events)
+    }
     for channel in sorted(channels):
         await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
     return channels
@@ -150,27 +197,48 @@ UPDATE deliveries SET status = 'failed', updated_at = now(),
                     || ' s: counted as not delivered'
 WHERE channel = 'line_notification' AND status = 'sent' AND confirmed_at IS NULL
   AND sent_at < now() - make_interval(secs => $1)
-RETURNING intent_id
+RETURNING id, intent_id, last_error
 """
 
 
-async def expire_unconfirmed(conn: Connection, seconds: float) -> int:
+async def expire_unconfirmed(conn: Connection, seconds: float, *, events: bool = False) -> int:
     """LINE notifications never confirmed in time count as not delivered: fall back."""
     async with conn.transaction():
         rows = await conn.fetch(_EXPIRE_UNCONFIRMED, seconds)
+        if events:
+            # 'blocked', not 'bounce': nothing says the phone number is bad.
+            await delivery_events.record(
+                conn,
+                [
+                    delivery_events.Recorded(
+                        r["id"], "bounce", reason=r["last_error"], bounce_type="blocked"
+                    )
+                    for r in rows
+                ],
+            )
         if rows:
-            await activate_fallbacks(conn, [r["intent_id"] for r in rows])
+            await activate_fallbacks(conn, [r["intent_id"] for r in rows], events=events)
     return len(rows)
 
 
-async def confirm(conn: Connection, delivery_id: UUID) -> bool:
+async def confirm(conn: Connection, delivery_id: UUID, *, events: bool = False) -> bool:
     """LINE's `delivery` event names a notification it delivered."""
-    done = await conn.fetchval(
-        "UPDATE deliveries SET confirmed_at = now(), updated_at = now()"
-        " WHERE id = $1 AND channel = 'line_notification' AND confirmed_at IS NULL"
-        " RETURNING true",
-        delivery_id,
-    )
+    async with conn.transaction():
+        done = await conn.fetchval(
+            "UPDATE deliveries SET confirmed_at = now(), updated_at = now()"
+            " WHERE id = $1 AND channel = 'line_notification' AND confirmed_at IS NULL"
+            " RETURNING true",
+            delivery_id,
+        )
+        if done and events:
+            await delivery_events.record(
+                conn,
+                [
+                    delivery_events.Recorded(
+                        delivery_id, "delivered", response="confirmed by LINE's delivery event"
+                    )
+                ],
+            )
     return bool(done)
 
 
@@ -179,7 +247,7 @@ UPDATE deliveries SET status = 'pending', claim_token = NULL, lease_expires_at =
        next_attempt_at = now(), updated_at = now(),
        last_error = 'the worker holding this delivery stopped; requeued'
 WHERE status = 'claimed' AND lease_expires_at < now()
-RETURNING channel
+RETURNING id, channel, last_error
 """
 
 _RECOVER_SENDING = """
@@ -190,10 +258,24 @@ WHERE status = 'sending' AND lease_expires_at < now()
 """
 
 
-async def recover_expired(conn: Connection) -> set[str]:
-    """Release leases whose worker is gone. Returns channels that have work again."""
+async def recover_expired(conn: Connection, *, events: bool = False) -> set[str]:
+    """Release leases whose worker is gone. Returns channels that have work again.
+
+    A requeued delivery is `deferred`; one left 'uncertain' gets no event, since none of
+    SendGrid's says "may or may not have been sent"."""
     async with conn.transaction():
-        channels = {r["channel"] for r in await conn.fetch(_RECOVER_CLAIMED)}
+        requeued = await conn.fetch(_RECOVER_CLAIMED)
+        channels = {r["channel"] for r in requeued}
+        if events:
+            await delivery_events.record(
+                conn,
+                [
+                    delivery_events.Recorded(
+                        r["id"], "deferred", reason=r["last_error"], response=r["last_error"]
+                    )
+                    for r in requeued
+                ],
+            )
         await conn.execute(_RECOVER_SENDING)
         for channel in sorted(channels):
             await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
@@ -214,3 +296,10 @@ async def load_contents(conn: Connection, ids: Sequence[bytes]) -> dict[bytes, C
         "SELECT id, body::text AS body FROM contents WHERE id = ANY($1::bytea[])", list(ids)
     )
     return {r["id"]: msgspec.json.decode(r["body"], type=Content) for r in rows}
+
+
+async def load_relayed(conn: Connection, sha256_hex: str) -> bytes | None:
+    data: bytes | None = await conn.fetchval(
+        "SELECT data FROM relayed_messages WHERE id = $1", bytes.fromhex(sha256_hex)
+    )
+    return data

@@ -9,13 +9,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from channels.base import Channel, LineAccount
 from channels.registry import build_adapters
+from router import intents
 from router.config import Config
-from router.database import DatabaseTarget, Pool, create_pool, embedded_target, migrate, url_target
+from router.content import Relayed
+from router.database import (
+    Connection,
+    DatabaseTarget,
+    Pool,
+    create_pool,
+    embedded_target,
+    migrate,
+    url_target,
+)
+from router.delivery_events import DeliveryEventSender
+from router.intents import IntentRequest, IntentResult
 from router.line_events import LineEventProcessor
+from router.smtp_ingress import start_smtp_ingress
 from router.webhook_forwarding import WebhookForwarder
 from router.worker import OutboxWorkers
 
@@ -36,12 +50,33 @@ class Runtime:
     line_account: LineAccount | None = None
     line_events: LineEventProcessor | None = None
     forwarder: WebhookForwarder | None = None
+    delivery_events: DeliveryEventSender | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    smtp_server: asyncio.Server | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def configured_channels(self) -> frozenset[str]:
         return frozenset(self.channels)
+
+    async def accept_intents(
+        self,
+        conn: Connection,
+        requests: Sequence[IntentRequest | IntentResult],
+        *,
+        prefix: str = "",
+        relayed: Relayed | None = None,
+    ) -> list[IntentResult]:
+        """The one way every front door (JSON API, SMTP relay, compatibility APIs) accepts
+        intents: with this router's channels, recording events when they are configured."""
+        return await intents.accept(
+            conn,
+            requests,
+            self.configured_channels,
+            prefix,
+            relayed,
+            events=self.config.events_configured,
+        )
 
     def after_webhook(self) -> None:
         """New webhook events and forwards are stored: have them handled now, not at the sweep."""
@@ -52,6 +87,9 @@ class Runtime:
 
     async def aclose(self) -> None:
         self.stopping.set()
+        if self.smtp_server is not None:
+            self.smtp_server.close()
+            await self.smtp_server.wait_closed()
         self.after_webhook()  # wakes the background loops, which then see `stopping`
         if self.background:
             await asyncio.wait(self.background, timeout=10)
@@ -85,7 +123,14 @@ async def start_runtime(config: Config) -> Runtime:
         confirm_after = (
             config.line.notification_confirm_seconds if "line_notification" in channels else None
         )
-        workers = OutboxWorkers(pool, target.dsn, channels, config.workers, confirm_after)
+        workers = OutboxWorkers(
+            pool,
+            target.dsn,
+            channels,
+            config.workers,
+            confirm_after,
+            events=config.events_configured,
+        )
         await workers.start()
     runtime = Runtime(
         config=config,
@@ -98,13 +143,33 @@ async def start_runtime(config: Config) -> Runtime:
         line_account=line_account,
     )
     if config.line_configured and config.workers.enabled:
-        runtime.line_events = LineEventProcessor(pool, runtime.line_account, config.line)
+        runtime.line_events = LineEventProcessor(
+            pool, runtime.line_account, config.line, events=config.events_configured
+        )
         runtime.forwarder = WebhookForwarder(pool, config.line.timeout_seconds)
         runtime.background = [
             asyncio.create_task(runtime.line_events.run(runtime.stopping), name="line-events"),
             asyncio.create_task(runtime.forwarder.run(runtime.stopping), name="line-forwards"),
         ]
+    if config.events_configured and config.workers.enabled:
+        runtime.delivery_events = DeliveryEventSender(pool, config.events)
+        runtime.background.append(
+            asyncio.create_task(
+                runtime.delivery_events.run(runtime.stopping), name="delivery-events"
+            )
+        )
+    try:
+        runtime.smtp_server = await start_smtp_ingress(runtime)
+    except OSError as exc:
+        await runtime.aclose()
+        raise ListenError(
+            f"cannot listen for SMTP on {config.smtp_ingress.listen}: {exc.strerror}"
+        ) from exc
     return runtime
+
+
+class ListenError(Exception):
+    """A configured listener could not be opened."""
 
 
 async def _api_keys(pool: Pool, config: Config) -> tuple[frozenset[bytes], str | None]:

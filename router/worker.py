@@ -50,6 +50,31 @@ class ContentCache:
         return {i: self._items[i] for i in ids if i in self._items}
 
 
+class RelayedCache:
+    """Relayed messages' bytes by hash, up to a memory budget: a campaign is read once."""
+
+    def __init__(self, budget_bytes: int = 64_000_000) -> None:
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._budget = budget_bytes
+        self._size = 0
+
+    async def get(self, pool: Pool, sha256_hex: str) -> bytes | None:
+        data = self._items.get(sha256_hex)
+        if data is not None:
+            self._items.move_to_end(sha256_hex)
+            return data
+        async with pool.acquire() as conn:
+            data = await outbox.load_relayed(conn, sha256_hex)
+        if data is None:
+            return None
+        self._items[sha256_hex] = data
+        self._size += len(data)
+        while self._size > self._budget and len(self._items) > 1:
+            _, dropped = self._items.popitem(last=False)
+            self._size -= len(dropped)
+        return data
+
+
 class OutboxWorkers:
     """All dispatch loops of one process, plus the listener and the lease sweeper."""
 
@@ -60,8 +85,11 @@ class OutboxWorkers:
         channels: Mapping[str, Channel],
         config: WorkersConfig,
         unconfirmed_after: float | None = None,
+        *,
+        events: bool = False,
     ) -> None:
         self._unconfirmed_after = unconfirmed_after
+        self._events = events  # record delivery events with each outcome
         self._pool = pool
         self._dsn = dsn
         self._channels = dict(channels)
@@ -70,12 +98,13 @@ class OutboxWorkers:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._contents = ContentCache()
+        self._relayed = RelayedCache()
         # Per channel, not per loop: at most this many deliveries are 'sending' at once.
         self._slots = {name: asyncio.Semaphore(c.max_concurrency) for name, c in channels.items()}
 
     async def start(self) -> None:
         async with self._pool.acquire() as conn:
-            await outbox.recover_expired(conn)
+            await outbox.recover_expired(conn, events=self._events)
         for event in self._wake.values():
             event.set()
         self._tasks.append(asyncio.create_task(self._listen(), name="outbox-listen"))
@@ -131,10 +160,12 @@ class OutboxWorkers:
                 return
             try:
                 async with self._pool.acquire() as conn:
-                    for channel in await outbox.recover_expired(conn):
+                    for channel in await outbox.recover_expired(conn, events=self._events):
                         self.wake(channel)
                     if self._unconfirmed_after is not None:
-                        await outbox.expire_unconfirmed(conn, self._unconfirmed_after)
+                        await outbox.expire_unconfirmed(
+                            conn, self._unconfirmed_after, events=self._events
+                        )
                     await ratelimit.prune(conn)
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("lease sweep failed: %s", exc)
@@ -142,7 +173,7 @@ class OutboxWorkers:
     async def _dispatch(self, name: str) -> None:
         channel = self._channels[name]
         wake = self._wake[name]
-        batch_size = self._config.batch_size
+        batch_size = min(self._config.batch_size, channel.requests_per_second or 1 << 30)
         while not self._stopping.is_set():
             wake.clear()
             try:
@@ -179,8 +210,6 @@ class OutboxWorkers:
         """Claim, send and record one batch; return how many deliveries it held."""
         token = uuid.uuid4()
         limit = channel.requests_per_second
-        if limit is not None:
-            batch_size = min(batch_size, limit)
         async with self._pool.acquire() as conn:
             claimed = await outbox.claim(
                 conn, channel.name, batch_size, token, self._config.lease_seconds
@@ -202,7 +231,11 @@ class OutboxWorkers:
         for c in claimed:
             content = contents.get(c.content_id)
             if content is None:
-                results.append(outbox.Result(c.delivery_id, "failed", error="content missing"))
+                results.append(
+                    outbox.Result(
+                        c.delivery_id, "failed", error="content missing", failure="dropped"
+                    )
+                )
             elif (
                 window is not None
                 and c.attempts > 1
@@ -217,9 +250,13 @@ class OutboxWorkers:
                             f"{window} after the first attempt, and that attempt may have been "
                             "delivered"
                         ),
+                        failure="dropped",
                     )
                 )
             else:
+                raw = None
+                if content.relayed is not None and channel.name == "email":
+                    raw = await self._relayed.get(self._pool, content.relayed.message_sha256)
                 sendable.append(
                     Outbound(
                         delivery_id=c.delivery_id,
@@ -228,6 +265,7 @@ class OutboxWorkers:
                         attempt=c.attempts,
                         content_id=c.content_id,
                         content=content,
+                        relayed_message=raw,
                     )
                 )
         if sendable:
@@ -243,7 +281,7 @@ class OutboxWorkers:
                         self._result(message.delivery_id, outcome, by_attempt[message.delivery_id])
                     )
         async with self._pool.acquire() as conn:
-            await outbox.record(conn, token, results)
+            await outbox.record(conn, token, results, events=self._events)
         return len(claimed)
 
     async def _send_one_by_one(
@@ -267,7 +305,11 @@ class OutboxWorkers:
             return outbox.Result(delivery_id, "sent", provider_ref=outcome.provider_ref)
         if isinstance(outcome, Failed):
             return outbox.Result(
-                delivery_id, "failed", error=outcome.error, fallback=outcome.fallback
+                delivery_id,
+                "failed",
+                error=outcome.error,
+                fallback=outcome.fallback,
+                failure="dropped" if outcome.dropped else "bounce",
             )
         assert isinstance(outcome, Retry)
         if attempts >= self._config.max_attempts:
@@ -276,6 +318,7 @@ class OutboxWorkers:
                 "failed",
                 error=f"gave up after {attempts} attempts: {outcome.error}",
                 fallback=True,
+                failure="blocked",
             )
         return outbox.Result(
             delivery_id,

@@ -127,6 +127,7 @@ def router_config(dsn: str, line_base: str | None, smtp: SmtpSink | None, **env:
         "ROUTER_WORKERS_BACKOFF_MAX_SECONDS": "0.2",
         "ROUTER_WORKERS_CONCURRENCY": "2",
         "ROUTER_DATABASE_POOL_SIZE": "6",
+        "ROUTER_SMTP_INGRESS_LISTEN": "",
     }
     if line_base is not None:
         values |= {

@@ -39,7 +39,7 @@ class LineNotificationChannel:
         try:
             messages = self._push.wire_messages(message)
         except ValueError as exc:
-            return Failed(f"LINE messages could not be built: {exc}")
+            return Failed(f"LINE messages could not be built: {exc}", dropped=True)
         try:
             response = await self._push.client.call_api(
                 PNP_PATH,

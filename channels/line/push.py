@@ -108,7 +108,7 @@ class LinePushChannel:
         try:
             messages = self.wire_messages(message)
         except ValueError as exc:
-            return Failed(f"LINE messages could not be built: {exc}", fallback=True)
+            return Failed(f"LINE messages could not be built: {exc}", fallback=True, dropped=True)
         if self._check_quota:
             refused = await self._quota_refusal()
             if refused is not None:
@@ -148,6 +148,7 @@ class LinePushChannel:
             f"not sent: LINE's monthly message quota is used up ({figures.used_per_line:,} "
             f"+ {figures.sent_since_read:,} of {figures.limit:,})",
             fallback=True,
+            dropped=True,
         )
 
     async def aclose(self) -> None:
@@ -189,7 +190,8 @@ def classify(status: int, headers: Any, body: str | bytes | None) -> Outcome:
         return Failed(text, fallback=False)
     if status == 429:
         if error.message == MONTHLY_LIMIT_MESSAGE:
-            return Failed(text, fallback=True)
+            # Refused for the account's quota, not for the recipient.
+            return Failed(text, fallback=True, dropped=True)
         return Retry(text, after_seconds=_retry_after(headers))
     if status >= 500:
         return Retry(text, after_seconds=_retry_after(headers))

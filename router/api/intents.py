@@ -52,7 +52,7 @@ class IntentController(Controller):
         self, data: JSONBody[IntentRequest], runtime: NamedDependency[Runtime]
     ) -> Response[IntentResult | IntentView]:
         async with runtime.pool.acquire() as conn:
-            (result,) = await intents.accept(conn, [data], runtime.configured_channels)
+            (result,) = await runtime.accept_intents(conn, [data])
             if result.status == "accepted":
                 return Response(result, status_code=202)
             if result.status == "duplicate":
@@ -78,11 +78,8 @@ class IntentController(Controller):
     ) -> IntentBatchResponse:
         decoded = decode_batch(await request.body(), "intents", IntentRequest, MAX_BATCH)
         async with runtime.pool.acquire() as conn:
-            results = await intents.accept(
-                conn,
-                [_as_result(item) for item in decoded],
-                runtime.configured_channels,
-                prefix="intents[{i}].",
+            results = await runtime.accept_intents(
+                conn, [_as_result(item) for item in decoded], prefix="intents[{i}]."
             )
         return IntentBatchResponse(results)
 

@@ -1,0 +1,200 @@
+"""SMTP relay ingress: email systems send here, and each recipient becomes an intent.
+
+An authenticated sender's message is read (router.mime), stored once byte for byte, and
+turned into one intent per RCPT in the same transaction; only then does the sender get 250.
+If PostgreSQL cannot take it, the answer is 451 so the sender keeps the message and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import logging
+import ssl
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from router import intents, members, routing
+from router.config import SmtpIngressConfig, split_listen
+from router.content import EmailContent, Relayed
+from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
+from router.intents import IntentRequest
+from router.mime import MalformedMessage, read
+from router.passwords import verify_password
+
+if TYPE_CHECKING:
+    from router.service import Runtime
+
+log = logging.getLogger(__name__)
+# AUTH without TLS is allowed only on loopback, and that choice is made below on purpose.
+warnings.filterwarnings(
+    "ignore", message="Requiring AUTH while not requiring TLS", category=UserWarning
+)
+
+ROUTES = frozenset({"prefer_line", "both", "line_only", "email_only"})
+TEMPORARY_FAILURE = "451 4.3.0 the router cannot store messages right now; try again later"
+STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+class Authenticator:
+    """Checks AUTH PLAIN/LOGIN against `[smtp_ingress] users`; remembers good logins so a
+    sender reconnecting does not pay for scrypt each time."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self._users = users
+        self._verified: set[bytes] = set()
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = data.login.decode("utf-8", "replace")
+        password = data.password.decode("utf-8", "replace")
+        stored = self._users.get(user)
+        if stored is None:
+            return AuthResult(success=False, handled=False)
+        key = hashlib.sha256(f"{user}\0{password}\0{stored}".encode()).digest()
+        if key in self._verified or verify_password(password, stored):
+            self._verified.add(key)
+            return AuthResult(success=True, auth_data=user)
+        return AuthResult(success=False, handled=False)
+
+
+class IngressHandler:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        try:
+            normalized = normalize_email(address)
+        except InvalidIdentifier as exc:
+            return f"553 5.1.3 {exc}"
+        try:
+            reach = await self._reach(normalized)
+        except STORE_ERRORS:
+            return TEMPORARY_FAILURE
+        decision = routing.plan(
+            "prefer_line",
+            reach,
+            has_line_content=True,
+            has_email_content=True,
+            configured=self._runtime.configured_channels,
+        )
+        if isinstance(decision, routing.Unroutable):
+            return f"550 5.7.1 {decision.reason}"
+        envelope.rcpt_tos.append(normalized)
+        return "250 2.1.5 OK"
+
+    async def _reach(self, address: str) -> members.Reach:
+        async with self._runtime.pool.acquire(timeout=5) as conn:
+            _, by_email = await members.resolve(conn, [], [email_sha256(address)])
+        return by_email.get(email_sha256(address)) or members.Reach(
+            member_id=None,
+            line_user_id=None,
+            line_friend=False,
+            line_opt_out=False,
+            email=address,
+            email_opt_out=False,
+        )
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content or b""
+        try:
+            message = read(data)
+        except MalformedMessage as exc:
+            return f"554 5.6.0 {exc}"
+        route = message.route or "prefer_line"
+        if route not in ROUTES:
+            return f"554 5.6.0 X-Router-Route must be one of {', '.join(sorted(ROUTES))}"
+        key_base = message.idempotency_key or message.message_id
+        requests: list[IntentRequest | intents.IntentResult] = [
+            IntentRequest(
+                email_address=rcpt,
+                route=route,  # type: ignore[arg-type]
+                email=EmailContent(subject=message.subject[:998], text=message.line_text),
+                campaign=message.campaign[:255] if message.campaign else None,
+                idempotency_key=_idempotency_key(key_base, rcpt),
+            )
+            for rcpt in envelope.rcpt_tos
+        ]
+        digest = hashlib.sha256(data).digest()
+        relayed = Relayed(
+            message_sha256=digest.hex(),
+            envelope_from=str(envelope.mail_from or ""),
+            message_id=message.message_id,
+        )
+        try:
+            async with self._runtime.pool.acquire(timeout=5) as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO relayed_messages (id, data) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING",
+                    digest,
+                    data,
+                )
+                results = await self._runtime.accept_intents(conn, requests, relayed=relayed)
+        except STORE_ERRORS as exc:
+            log.warning("SMTP ingress could not store a message: %s", type(exc).__name__)
+            return TEMPORARY_FAILURE
+        taken = [r for r in results if r.status != "rejected"]
+        if not taken:
+            return f"554 5.7.1 no recipient can be reached: {results[0].reason}"
+        if len(taken) < len(results):
+            log.warning(
+                "SMTP ingress: %d of %d recipients refused", len(results) - len(taken), len(results)
+            )
+        return f"250 2.0.0 OK: {len(taken)} recipient(s) queued as {taken[0].id}"
+
+
+def _idempotency_key(base: str | None, rcpt: str) -> str | None:
+    """Message-ID (or the sender's key) plus recipient: a resent message is not delivered
+    twice. Long values are hashed to fit the 255-character limit."""
+    if not base:
+        return None
+    key = f"smtp:{base}:{rcpt}"
+    return key if len(key) <= 255 else "smtp:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def start_smtp_ingress(runtime: Runtime) -> asyncio.Server | None:
+    """Listen if `[smtp_ingress] listen` and `users` are set; None when off."""
+    config: SmtpIngressConfig = runtime.config.smtp_ingress
+    if not config.listen or not config.users:
+        return None
+    host, port = split_listen(config.listen)
+    tls: ssl.SSLContext | None = None
+    if config.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(config.tls_cert, config.tls_key)
+    handler = IngressHandler(runtime)
+    authenticator = Authenticator(dict(config.users))
+
+    def protocol() -> SMTP:
+        return SMTP(
+            handler,
+            hostname=config.hostname or None,
+            data_size_limit=config.max_message_bytes,
+            authenticator=authenticator,
+            auth_required=True,
+            auth_require_tls=tls is not None or not _is_loopback(host),
+            tls_context=tls,
+            decode_data=False,
+            ident="delivery-router",
+        )
+
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(protocol, host=host, port=port)
