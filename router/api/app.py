@@ -10,6 +10,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from router.api.auth import auth_middleware_factory
+from router.api.compat_listmonk import listmonk_postback
+from router.api.compat_sendgrid import SendGridController
 from router.api.errors import EXCEPTION_HANDLERS
 from router.api.intents import IntentController
 from router.api.line import LineController, line_webhook
@@ -39,7 +41,15 @@ def create_app(runtime: NamedDependency[Runtime]) -> Litestar:
         return runtime_
 
     return Litestar(
-        route_handlers=[healthz, MemberController, IntentController, LineController, line_webhook],
+        route_handlers=[
+            healthz,
+            MemberController,
+            IntentController,
+            LineController,
+            line_webhook,
+            SendGridController,
+            listmonk_postback,
+        ],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
         state=State({"runtime": runtime}),
         middleware=[auth_middleware_factory(runtime.api_key_hashes)],

@@ -1,6 +1,14 @@
-"""Bearer-token authentication for `/v1`, checked before a request body is read."""
+"""API-key authentication for `/v1` and `/v3`, checked before a request body is read.
+
+The key comes as `Authorization: Bearer <key>`. listmonk's messenger settings offer only
+HTTP basic auth, so its postback path also takes the key as the basic-auth password. `/v3`
+is SendGrid's API, whose clients expect SendGrid's error body on a 401.
+"""
 
 from __future__ import annotations
+
+import base64
+import binascii
 
 import msgspec
 from litestar.enums import ScopeType
@@ -14,20 +22,36 @@ from litestar.types import (
     Send,
 )
 
+from router.compat import sendgrid
 from router.problems import PROBLEM_MEDIA_TYPE, Problem
 from router.service import key_hash
 
 PROTECTED_PREFIX = "/v1/"
+SENDGRID_PREFIX = "/v3/"
+BASIC_AUTH_PATHS = frozenset({"/v1/compat/listmonk"})
+"""Paths whose callers can only send basic auth: the password is checked as an API key."""
 
 
-def bearer_token(scope: Scope) -> str | None:
+def bearer_token(scope: Scope, *, basic: bool = False) -> str | None:
+    """The API key of a request; with `basic`, a basic-auth password counts as one."""
     for name, value in scope.get("headers", []):
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
+            if basic and scheme.lower() == "basic":
+                return _basic_password(token.strip())
             return None
     return None
+
+
+def _basic_password(credentials: str) -> str | None:
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _, colon, password = decoded.partition(":")
+    return password if colon and password else None
 
 
 def auth_middleware_factory(key_hashes: frozenset[bytes]) -> Middleware:
@@ -38,10 +62,17 @@ def auth_middleware_factory(key_hashes: frozenset[bytes]) -> Middleware:
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == ScopeType.HTTP and scope["path"].startswith(PROTECTED_PREFIX):
-                token = bearer_token(scope)
+            if scope["type"] == ScopeType.HTTP and scope["path"].startswith(
+                (PROTECTED_PREFIX, SENDGRID_PREFIX)
+            ):
+                path: str = scope["path"]
+                basic = path.rstrip("/") in BASIC_AUTH_PATHS
+                token = bearer_token(scope, basic=basic)
                 if token is None or key_hash(token) not in key_hashes:
-                    await _unauthorized(send, missing=token is None)
+                    if path.startswith(SENDGRID_PREFIX):
+                        await _unauthorized_sendgrid(send, missing=token is None)
+                    else:
+                        await _unauthorized(send, missing=token is None, basic=basic)
                     return
             await app(scope, receive, send)
 
@@ -50,20 +81,36 @@ def auth_middleware_factory(key_hashes: frozenset[bytes]) -> Middleware:
     return middleware
 
 
-async def _unauthorized(send: Send, *, missing: bool) -> None:
-    detail = (
-        "send the API key as 'Authorization: Bearer <key>'"
-        if missing
-        else "the API key is not valid"
-    )
+async def _unauthorized(send: Send, *, missing: bool, basic: bool = False) -> None:
+    if not missing:
+        detail = "the API key is not valid"
+    elif basic:
+        detail = "send the API key as the basic-auth password, or as 'Authorization: Bearer <key>'"
+    else:
+        detail = "send the API key as 'Authorization: Bearer <key>'"
     body = msgspec.json.encode(Problem(title="Unauthorized", status=401, detail=detail))
+    challenges = [(b"www-authenticate", b'Bearer realm="delivery-router"')]
+    if basic:
+        challenges.append((b"www-authenticate", b'Basic realm="delivery-router"'))
+    await _respond(send, body, PROBLEM_MEDIA_TYPE, challenges)
+
+
+async def _unauthorized_sendgrid(send: Send, *, missing: bool) -> None:
+    message = sendgrid.AUTHORIZATION_REQUIRED if missing else sendgrid.UNAUTHORIZED
+    body = sendgrid.error_body([sendgrid.SendGridError(message=message)])
+    await _respond(send, body, "application/json", [])
+
+
+async def _respond(
+    send: Send, body: bytes, media_type: str, extra: list[tuple[bytes, bytes]]
+) -> None:
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": 401,
         "headers": [
-            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+            (b"content-type", media_type.encode()),
             (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="delivery-router"'),
+            *extra,
         ],
     }
     end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}

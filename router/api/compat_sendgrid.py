@@ -1,0 +1,79 @@
+"""`POST /v3/mail/send`: SendGrid's Mail Send, so a SendGrid client only changes its host.
+
+Errors on this path use SendGrid's body (`{"errors": [{"message", "field", "help"}]}`), not
+RFC 9457, because SendGrid clients parse that shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
+
+from router.compat import sendgrid
+from router.compat.sendgrid import SendGridError
+from router.service import Runtime
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/json"
+
+
+def sendgrid_error(status: int, errors: list[SendGridError]) -> Response[bytes]:
+    return Response(sendgrid.error_body(errors), status_code=status, media_type=MEDIA_TYPE)
+
+
+def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if exc.status_code == 413:
+        message = "The JSON payload you have included in your request is too large."
+    else:
+        message = exc.detail
+    return sendgrid_error(exc.status_code, [SendGridError(message=message)])
+
+
+def _from_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    log.debug("traceback", exc_info=exc)
+    return sendgrid_error(500, [SendGridError(message="The router failed; see its log.")])
+
+
+class SendGridController(Controller):
+    path = "/v3/mail"
+    tags = ["compatibility"]  # noqa: RUF012
+    exception_handlers = {HTTPException: _from_http, Exception: _from_unexpected}  # noqa: RUF012
+
+    @post(
+        "/send",
+        status_code=202,
+        summary="SendGrid v3 Mail Send, delivered as one intent per recipient",
+        description="SendGrid's request body and error shape. Each `to` recipient becomes an "
+        "intent routed `prefer_line`; cc and bcc recipients get the email only. 202 with an "
+        "empty body and `X-Message-Id`; an identical request within the hour is answered the "
+        "same way without sending again.",
+    )
+    async def send(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+    ) -> Response[bytes]:
+        body = await request.body()
+        try:
+            async with runtime.pool.acquire() as conn:
+                submitted = await sendgrid.submit(conn, body, runtime)
+        except sendgrid.Invalid as exc:
+            return sendgrid_error(exc.status, exc.errors)
+        headers = {"X-Message-Id": submitted.message_id}
+        if submitted.sandbox:
+            return Response(b"", status_code=200, headers=headers, media_type=MEDIA_TYPE)
+        rejected = submitted.rejected
+        if rejected:
+            log.info(
+                "sendgrid mail send %s: %d of %d recipients rejected",
+                submitted.message_id,
+                len(rejected),
+                len(submitted.results),
+            )
+        if not submitted.taken:
+            return sendgrid_error(400, rejected)
+        return Response(b"", status_code=202, headers=headers, media_type=MEDIA_TYPE)

@@ -1,0 +1,173 @@
+"""listmonk's HTTP postback messenger payload as router intents.
+
+listmonk renders each campaign message per subscriber and POSTs it (one recipient per
+request in practice) to the messenger's URL; anything but 200 counts as a send error, and
+after `max_send_errors` of them listmonk pauses the campaign. It never resends a message on
+its own, but a paused campaign that is resumed, or a proxy in between, can post the same
+message again, so each intent carries an idempotency key of campaign, subscriber and body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from router.content import EmailContent
+from router.database import Connection
+from router.intents import IntentRequest, IntentResult
+from router.problems import FieldError
+
+if TYPE_CHECKING:
+    from router.service import Runtime
+
+# Content types listmonk always sends as HTML. "markdown" arrives rendered to HTML inside the
+# campaign template, and "plain" often does too, so those two are judged by their body.
+HTML_TYPES = frozenset({"html", "richtext", "visual", "grapes_mjml"})
+_HTML_TAG = re.compile(
+    r"<(?:!doctype|html|head|body|p|div|br|table|span|a|h[1-6]|ul|ol|li|img|strong|em)\b",
+    re.IGNORECASE,
+)
+
+
+class Recipient(msgspec.Struct, kw_only=True):
+    uuid: str
+    email: str
+    name: str = ""
+    attribs: dict[str, Any] | None = None
+    status: str = ""
+
+
+class Campaign(msgspec.Struct, kw_only=True):
+    uuid: str
+    name: str = ""
+    from_email: str = ""
+    headers: list[dict[str, str]] | None = None
+    tags: list[str] | None = None
+
+
+class Attachment(msgspec.Struct, kw_only=True):
+    name: str
+    header: dict[str, list[str]] | None = None
+    content: str | None = None  # base64, as Go encodes []byte
+
+
+class Postback(msgspec.Struct, kw_only=True):
+    subject: str = ""
+    body: str
+    content_type: str = "plain"
+    recipients: list[Recipient]
+    campaign: Campaign | None = None
+    attachments: list[Attachment] | None = None
+
+
+def is_html(content_type: str, body: str) -> bool:
+    return content_type in HTML_TYPES or _HTML_TAG.search(body) is not None
+
+
+def idempotency_key(campaign_uuid: str, subscriber_uuid: str, body_sha256: str) -> str:
+    token = f"{campaign_uuid}\n{subscriber_uuid}\n{body_sha256}"
+    return "listmonk:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+class Refused(Exception):
+    """The message as a whole cannot be taken; nothing was accepted."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__(f"{errors[0].field}: {errors[0].message}")
+        self.errors = errors
+
+
+# Where an IntentRequest limit comes from in listmonk's payload.
+_FIELDS = {"tags": "campaign.tags", "campaign": "campaign.name", "email.subject": "subject"}
+_AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+
+
+def _refused(exc: msgspec.ValidationError) -> Refused:
+    message = str(exc)
+    match = _AT_PATH.search(message)
+    path = match.group("path") if match else ""
+    if match:
+        message = message[: match.start()]
+    field = next((v for k, v in _FIELDS.items() if path.startswith(k)), path or "body")
+    return Refused([FieldError(field, message)])
+
+
+def check(message: Postback) -> list[FieldError]:
+    """What the router cannot carry out is refused, not half done."""
+    errors: list[FieldError] = []
+    if not message.recipients:
+        errors.append(FieldError("recipients", "give at least one recipient"))
+    if not message.body.strip():
+        errors.append(FieldError("body", "the message body is empty"))
+    if message.attachments:
+        errors.append(
+            FieldError("attachments", "delivery-router does not send attachments; link to them")
+        )
+    return errors
+
+
+def to_intents(message: Postback) -> list[IntentRequest]:
+    """One intent per recipient, matched to a member by email address."""
+    campaign = message.campaign
+    html = is_html(message.content_type, message.body)
+    headers: dict[str, str] = {}
+    if campaign is not None:
+        for entry in campaign.headers or []:
+            headers.update(entry)
+    # listmonk allows a campaign without a subject for non-email messengers; email needs one.
+    subject = message.subject.strip() or (campaign.name if campaign else "") or "(no subject)"
+    email = EmailContent(
+        subject=subject,
+        text=None if html else message.body,
+        html=message.body if html else None,
+        from_address=(campaign.from_email or None) if campaign else None,
+        headers=headers,
+    )
+    body_sha256 = hashlib.sha256(
+        f"{message.content_type}\n{subject}\n{message.body}".encode()
+    ).hexdigest()
+    tags = [t for t in (campaign.tags or []) if t] if campaign else []
+    out: list[IntentRequest] = []
+    for r in message.recipients:
+        metadata: dict[str, Any] = {"listmonk_subscriber_uuid": r.uuid}
+        key: str | None = None
+        if campaign is not None:
+            metadata["listmonk_campaign_uuid"] = campaign.uuid
+            key = idempotency_key(campaign.uuid, r.uuid, body_sha256)
+        fields = {
+            "email_address": r.email,
+            "route": "prefer_line",
+            "email": msgspec.to_builtins(email),
+            "idempotency_key": key,
+            "campaign": (campaign.name or None) if campaign else None,
+            "tags": tags,
+            "metadata": metadata,
+        }
+        try:
+            # convert() applies IntentRequest's limits (tag and campaign lengths, subject
+            # length), exactly as decoding a /v1/intents body would.
+            out.append(msgspec.convert(fields, IntentRequest))
+        except msgspec.ValidationError as exc:
+            raise _refused(exc) from None
+    return out
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    results: list[IntentResult]
+
+    @property
+    def taken(self) -> int:
+        return sum(r.status != "rejected" for r in self.results)
+
+
+async def submit(conn: Connection, message: Postback, runtime: Runtime) -> Outcome:
+    """Accept the message for every recipient; raises `Refused` before accepting anything."""
+    errors = check(message)
+    if errors:
+        raise Refused(errors)
+    return Outcome(
+        results=await runtime.accept_intents(conn, to_intents(message), prefix="recipients[{i}].")
+    )

@@ -1,0 +1,539 @@
+"""SendGrid v3 Mail Send bodies as router intents.
+
+A SendGrid client changes its host and nothing else, so the rules a client relies on are
+SendGrid's: the request is validated as a whole (1,000 personalizations, 1,000 recipients,
+a subject and content) and either everything is taken or nothing is. Each recipient then
+becomes one intent, so a member who is a linked LINE friend gets a LINE push instead of the
+email.
+
+What SendGrid does and the router cannot is refused with a clear error (templates,
+attachments, non-text content parts); what only changes how SendGrid itself tracks mail is
+accepted and ignored (asm, tracking_settings, mail_settings other than sandbox mode,
+batch_id, ip_pool_name).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import formataddr
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from router.content import Content, EmailContent, check_content
+from router.database import Connection
+from router.identifiers import InvalidIdentifier, normalize_email
+from router.intents import IntentRequest, IntentResult
+
+if TYPE_CHECKING:
+    from router.service import Runtime
+
+MAX_PERSONALIZATIONS = 1000
+MAX_RECIPIENTS = 1000
+MAX_CATEGORIES = 10
+MAX_CATEGORY_LENGTH = 100
+"""SendGrid allows 255; categories become the intent's tags, which are at most 100."""
+MAX_CUSTOM_ARGS_BYTES = 10_000
+MAX_SEND_AHEAD = timedelta(hours=72)
+MAX_SUBJECT_LENGTH = 998
+RETRY_WINDOW_SECONDS = 3600
+"""Identical requests this close together are one send (see `retry_bucket`)."""
+
+DOCS = "https://www.twilio.com/docs/sendgrid/api-reference/mail-send/errors"
+UNAUTHORIZED = "The provided authorization grant is invalid, expired, or revoked"
+AUTHORIZATION_REQUIRED = "authorization required"
+
+RecipientKind = Literal["to", "cc", "bcc"]
+
+
+# --- the wire: SendGrid's request and error bodies -------------------------------------------
+
+
+class Address(msgspec.Struct, kw_only=True):
+    email: str
+    name: str | None = None
+
+
+class Personalization(msgspec.Struct, kw_only=True):
+    to: list[Address] = msgspec.field(default_factory=list)
+    cc: list[Address] = msgspec.field(default_factory=list)
+    bcc: list[Address] = msgspec.field(default_factory=list)
+    from_: Address | None = msgspec.field(default=None, name="from")
+    subject: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    substitutions: dict[str, str] = msgspec.field(default_factory=dict)
+    dynamic_template_data: dict[str, Any] | None = None
+    custom_args: dict[str, str] = msgspec.field(default_factory=dict)
+    send_at: int | None = None
+
+
+class ContentPart(msgspec.Struct, kw_only=True):
+    type: str
+    value: str
+
+
+class Attachment(msgspec.Struct, kw_only=True):
+    content: str
+    filename: str
+    type: str | None = None
+    disposition: str | None = None
+    content_id: str | None = None
+
+
+class Toggle(msgspec.Struct, kw_only=True):
+    enable: bool = False
+
+
+class MailSettings(msgspec.Struct, kw_only=True):
+    """Only sandbox mode changes what the router does; the other settings are SendGrid's own."""
+
+    sandbox_mode: Toggle | None = None
+
+
+class Asm(msgspec.Struct, kw_only=True):
+    """SendGrid's unsubscribe groups; the router keeps its own opt-outs per member."""
+
+    group_id: int
+    groups_to_display: list[int] = msgspec.field(default_factory=list)
+
+
+class MailSend(msgspec.Struct, kw_only=True):
+    personalizations: list[Personalization]
+    from_: Address | None = msgspec.field(default=None, name="from")
+    reply_to: Address | None = None
+    reply_to_list: list[Address] = msgspec.field(default_factory=list)
+    subject: str | None = None
+    content: list[ContentPart] = msgspec.field(default_factory=list)
+    attachments: list[Attachment] = msgspec.field(default_factory=list)
+    template_id: str | None = None
+    sections: dict[str, str] = msgspec.field(default_factory=dict)
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    categories: list[str] = msgspec.field(default_factory=list)
+    custom_args: dict[str, str] = msgspec.field(default_factory=dict)
+    send_at: int | None = None
+    batch_id: str | None = None
+    asm: Asm | None = None
+    ip_pool_name: str | None = None
+    mail_settings: MailSettings | None = None
+    tracking_settings: dict[str, Any] | None = None
+
+
+class SendGridError(msgspec.Struct, kw_only=True):
+    """One entry of SendGrid's error body; `field` and `help` are null rather than absent."""
+
+    message: str
+    field: str | None = None
+    help: str | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    errors: list[SendGridError]
+
+
+class Invalid(Exception):
+    """The request is refused as a whole, with SendGrid's status and error entries."""
+
+    def __init__(self, errors: list[SendGridError], status: int = 400) -> None:
+        super().__init__(errors[0].message)
+        self.errors = errors
+        self.status = status
+
+
+def error_body(errors: list[SendGridError]) -> bytes:
+    return msgspec.json.encode(ErrorBody(errors))
+
+
+def _error(message: str, field: str | None = None) -> SendGridError:
+    return SendGridError(message=message, field=field, help=DOCS if field else None)
+
+
+# --- decoding and validation -----------------------------------------------------------------
+
+
+_AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+
+
+def decode(body: bytes) -> MailSend:
+    try:
+        return msgspec.json.decode(body, type=MailSend)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _AT_PATH.search(message)
+        field = _dotted(match.group("path")) if match else None
+        if match:
+            message = message[: match.start()]
+        raise Invalid([_error(message, field or None)]) from None
+    except msgspec.DecodeError as exc:
+        raise Invalid([_error(f"The request body is not valid JSON ({exc})")]) from None
+
+
+def _dotted(path: str) -> str:
+    """msgspec's `personalizations[0].to[1]` in SendGrid's spelling, `personalizations.0.to.1`."""
+    return re.sub(r"\[(\d+)\]", r".\1", path)
+
+
+class _Recipient(msgspec.Struct, kw_only=True):
+    index: int
+    kind: RecipientKind
+    position: int
+    address: str
+
+    @property
+    def field(self) -> str:
+        return f"personalizations.{self.index}.{self.kind}.{self.position}.email"
+
+
+def _recipients(mail: MailSend, errors: list[SendGridError]) -> list[_Recipient]:
+    out: list[_Recipient] = []
+    for i, p in enumerate(mail.personalizations):
+        if not p.to:
+            errors.append(
+                _error(
+                    "The to array is required for all personalization objects, and must have "
+                    "at least one email object with a valid email address.",
+                    f"personalizations.{i}.to",
+                )
+            )
+        seen: set[str] = set()
+        groups: tuple[tuple[RecipientKind, list[Address]], ...] = (
+            ("to", p.to),
+            ("cc", p.cc),
+            ("bcc", p.bcc),
+        )
+        for kind, addresses in groups:
+            for j, a in enumerate(addresses):
+                field = f"personalizations.{i}.{kind}.{j}.email"
+                try:
+                    address = normalize_email(a.email)
+                except InvalidIdentifier as exc:
+                    errors.append(_error(f"Does not contain a valid address: {exc}.", field))
+                    continue
+                if address.lower() in seen:
+                    errors.append(
+                        _error(
+                            "Each email address in the personalization block should be unique "
+                            f"between to, cc, and bcc. {a.email} appears more than once.",
+                            f"personalizations.{i}",
+                        )
+                    )
+                    continue
+                seen.add(address.lower())
+                out.append(_Recipient(index=i, kind=kind, position=j, address=address))
+    return out
+
+
+def _check_request(mail: MailSend, now: datetime) -> list[SendGridError]:
+    errors: list[SendGridError] = []
+    n = len(mail.personalizations)
+    if n == 0:
+        errors.append(_error("You must have at least one personalization.", "personalizations"))
+    elif n > MAX_PERSONALIZATIONS:
+        errors.append(
+            _error(
+                f"The personalization block is limited to {MAX_PERSONALIZATIONS} "
+                f"personalizations per API request. You have provided {n} personalizations. "
+                "Please consider splitting this into multiple requests and resending your "
+                "request.",
+                "personalizations",
+            )
+        )
+    total = sum(len(p.to) + len(p.cc) + len(p.bcc) for p in mail.personalizations)
+    if total > MAX_RECIPIENTS:
+        errors.append(
+            _error(
+                f"There is a limit of {MAX_RECIPIENTS} total recipients (to + cc + bcc) per "
+                f"request; this one has {total}.",
+                "personalizations",
+            )
+        )
+    if mail.template_id is not None:
+        errors.append(
+            _error(
+                "delivery-router has no templates: send the message itself in content[] "
+                "(text/plain and/or text/html) instead of a template_id.",
+                "template_id",
+            )
+        )
+    elif not mail.content:
+        errors.append(
+            _error(
+                "Unless a valid template_id is provided, the content parameter is required. "
+                "There must be at least one defined content block.",
+                "content",
+            )
+        )
+    for k, part in enumerate(mail.content):
+        if part.type not in ("text/plain", "text/html"):
+            errors.append(
+                _error(
+                    "delivery-router sends text/plain and text/html content only; "
+                    f"{part.type} cannot be delivered.",
+                    f"content.{k}.type",
+                )
+            )
+        elif not part.value:
+            errors.append(
+                _error(
+                    "The content value must be a string at least one character in length.",
+                    f"content.{k}.value",
+                )
+            )
+    if mail.attachments:
+        errors.append(
+            _error(
+                "delivery-router does not send attachments; link to the file instead.",
+                "attachments",
+            )
+        )
+    if len(mail.reply_to_list) > 1:
+        errors.append(
+            _error("delivery-router sends one Reply-To address; give reply_to.", "reply_to_list")
+        )
+    if mail.from_ is None:
+        errors.append(
+            _error(
+                "The from object must be provided for every email send. It is an object that "
+                "requires the email parameter, but may also contain a name parameter.",
+                "from",
+            )
+        )
+    if not (mail.subject or all(p.subject for p in mail.personalizations)):
+        errors.append(
+            _error(
+                "The subject is required. You can get around this requirement if you use a "
+                "template with a subject defined or if every personalization has a subject "
+                "defined.",
+                "subject",
+            )
+        )
+    if len(mail.categories) > MAX_CATEGORIES:
+        errors.append(_error(f"Too many categories: at most {MAX_CATEGORIES}.", "categories"))
+    for k, category in enumerate(mail.categories):
+        if not category or len(category) > MAX_CATEGORY_LENGTH:
+            errors.append(
+                _error(
+                    f"A category must be 1 to {MAX_CATEGORY_LENGTH} characters "
+                    "(delivery-router keeps categories as intent tags).",
+                    f"categories.{k}",
+                )
+            )
+    for where, send_at in _send_times(mail):
+        moment = datetime.fromtimestamp(send_at, UTC) if send_at >= 0 else None
+        if moment is None or moment - now > MAX_SEND_AHEAD:
+            errors.append(
+                _error(
+                    "send_at is a unix timestamp at most 72 hours ahead.",
+                    f"{where}send_at",
+                )
+            )
+    for i, p in enumerate(mail.personalizations):
+        merged = {**mail.custom_args, **p.custom_args}
+        if len(msgspec.json.encode(merged)) > MAX_CUSTOM_ARGS_BYTES:
+            errors.append(
+                _error(
+                    f"custom_args may total at most {MAX_CUSTOM_ARGS_BYTES:,} bytes.",
+                    f"personalizations.{i}.custom_args",
+                )
+            )
+        subject = p.subject or mail.subject or ""
+        if len(subject) > MAX_SUBJECT_LENGTH:
+            field = f"personalizations.{i}.subject" if p.subject else "subject"
+            errors.append(_error(f"The subject is at most {MAX_SUBJECT_LENGTH} characters.", field))
+    return errors
+
+
+def _send_times(mail: MailSend) -> Iterator[tuple[str, int]]:
+    if mail.send_at is not None:
+        yield "", mail.send_at
+    for i, p in enumerate(mail.personalizations):
+        if p.send_at is not None:
+            yield f"personalizations.{i}.", p.send_at
+
+
+# --- conversion ------------------------------------------------------------------------------
+
+
+def substitute(text: str | None, values: dict[str, str]) -> str | None:
+    """SendGrid's legacy substitutions: plain replacement of each key, in one pass.
+
+    One pass over the longest keys first, so a replacement value is never substituted again
+    and `-name-` does not clobber `-name-full-`."""
+    keys = sorted((k for k in values if k), key=len, reverse=True)
+    if text is None or not keys:
+        return text
+    pattern = re.compile("|".join(re.escape(k) for k in keys))
+    return pattern.sub(lambda m: values[m.group(0)], text)
+
+
+def _mailbox(address: Address) -> str:
+    return formataddr((address.name or "", address.email))
+
+
+def _email_content(mail: MailSend, p: Personalization) -> EmailContent:
+    text = next((c.value for c in mail.content if c.type == "text/plain"), None)
+    html = next((c.value for c in mail.content if c.type == "text/html"), None)
+    subject = p.subject or mail.subject or ""
+
+    def fill(value: str | None) -> str | None:
+        return substitute(substitute(value, p.substitutions), mail.sections)
+
+    sender = p.from_ or mail.from_
+    reply_to = mail.reply_to or (mail.reply_to_list[0] if mail.reply_to_list else None)
+    return EmailContent(
+        subject=fill(subject) or subject,
+        text=fill(text),
+        html=fill(html),
+        from_address=_mailbox(sender) if sender is not None else None,
+        reply_to=_mailbox(reply_to) if reply_to is not None else None,
+        headers={**mail.headers, **p.headers},
+    )
+
+
+def _content_errors(content: EmailContent, i: int, p: Personalization) -> list[SendGridError]:
+    """The router's own content rules (header safety, addresses), named as SendGrid names them."""
+    mapped: list[SendGridError] = []
+    for problem in check_content(Content(email=content)):
+        name = problem.field.removeprefix("email").lstrip(".")
+        if name.startswith("headers"):
+            field = f"personalizations.{i}.headers" if p.headers else "headers"
+        elif name == "from":
+            field = f"personalizations.{i}.from.email" if p.from_ else "from.email"
+        elif name == "reply_to":
+            field = "reply_to.email"
+        elif name == "subject":
+            field = f"personalizations.{i}.subject" if p.subject else "subject"
+        else:
+            field = "content"
+        mapped.append(_error(problem.message, field))
+    return mapped
+
+
+def canonical_digest(body: bytes) -> str:
+    """SHA-256 of the body with keys sorted, so a retry that reorders keys is still a retry."""
+    return hashlib.sha256(
+        msgspec.json.encode(msgspec.json.decode(body), order="sorted")
+    ).hexdigest()
+
+
+def retry_bucket(now: datetime) -> int:
+    return int(now.timestamp()) // RETRY_WINDOW_SECONDS
+
+
+def message_id(digest: str, bucket: int) -> str:
+    """A SendGrid-like 22-character id: equal for a retry, different for any other request."""
+    raw = hashlib.sha256(f"{digest}:{bucket}".encode()).digest()[:16]
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def idempotency_key(digest: str, bucket: int, recipient: _Recipient) -> str:
+    token = f"{digest}:{bucket}:{recipient.index}:{recipient.address.lower()}"
+    return "sendgrid:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+class Conversion(msgspec.Struct, kw_only=True):
+    """Intents ready for `accept`, with the SendGrid field each one answers for."""
+
+    message_id: str
+    requests: list[IntentRequest]
+    fields: list[str]
+
+
+def convert(mail: MailSend, digest: str, bucket: int, now: datetime) -> Conversion:
+    """Validate the whole request, then build one intent per recipient; raises `Invalid`."""
+    errors = _check_request(mail, now)
+    recipients = _recipients(mail, errors)
+    contents: list[EmailContent] = []
+    for i, p in enumerate(mail.personalizations):
+        content = _email_content(mail, p)
+        if mail.content and mail.from_ is not None:
+            errors.extend(_content_errors(content, i, p))
+        contents.append(content)
+    if errors:
+        raise Invalid(errors)
+
+    sg_message_id = message_id(digest, bucket)
+    categories = list(dict.fromkeys(mail.categories))
+    requests: list[IntentRequest] = []
+    for r in recipients:
+        p = mail.personalizations[r.index]
+        metadata: dict[str, Any] = {**mail.custom_args, **p.custom_args}
+        metadata["sg_message_id"] = sg_message_id
+        if r.kind != "to":
+            metadata["sg_recipient_type"] = r.kind
+        send_at = p.send_at if p.send_at is not None else mail.send_at
+        requests.append(
+            IntentRequest(
+                email_address=r.address,
+                # A copy is a copy of the email: only the addressee is worth a LINE push.
+                route="prefer_line" if r.kind == "to" else "email_only",
+                email=contents[r.index],
+                idempotency_key=idempotency_key(digest, bucket, r),
+                campaign=categories[0] if categories else None,
+                tags=categories,
+                metadata=metadata,
+                send_at=datetime.fromtimestamp(send_at, UTC) if send_at is not None else None,
+            )
+        )
+    return Conversion(
+        message_id=sg_message_id, requests=requests, fields=[r.field for r in recipients]
+    )
+
+
+class Submitted(msgspec.Struct, kw_only=True):
+    message_id: str
+    sandbox: bool
+    results: list[IntentResult]
+    fields: list[str]
+
+    @property
+    def rejected(self) -> list[SendGridError]:
+        return [
+            _error(r.reason or "rejected", field)
+            for r, field in zip(self.results, self.fields, strict=True)
+            if r.status == "rejected"
+        ]
+
+    @property
+    def taken(self) -> int:
+        """Recipients with an intent: accepted now or by an earlier identical request."""
+        return sum(r.status != "rejected" for r in self.results)
+
+
+async def submit(
+    conn: Connection, body: bytes, runtime: Runtime, now: datetime | None = None
+) -> Submitted:
+    """Validate a Mail Send body and accept one intent per recipient.
+
+    An identical body within `RETRY_WINDOW_SECONDS` is a retry: it gets the same message id
+    and creates no intent. The window is anchored to the clock hour, so a retry in the hour
+    after the original is found by also looking up the previous hour's keys."""
+    now = now or datetime.now(UTC)
+    mail = decode(body)
+    digest = canonical_digest(body)
+    bucket = retry_bucket(now)
+    conversion = convert(mail, digest, bucket, now)
+    if (
+        mail.mail_settings
+        and mail.mail_settings.sandbox_mode
+        and mail.mail_settings.sandbox_mode.enable
+    ):
+        return Submitted(
+            message_id=conversion.message_id, sandbox=True, results=[], fields=conversion.fields
+        )
+    earlier = convert(mail, digest, bucket - 1, now)
+    keys = [r.idempotency_key for r in earlier.requests]
+    if await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM intents WHERE idempotency_key = ANY($1::text[]))", keys
+    ):
+        conversion = earlier
+    results = await runtime.accept_intents(conn, conversion.requests)
+    return Submitted(
+        message_id=conversion.message_id,
+        sandbox=False,
+        results=results,
+        fields=conversion.fields,
+    )
