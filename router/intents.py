@@ -237,13 +237,12 @@ async def accept(
             inserted = {
                 r["id"]
                 for r in await conn.fetch(
-                    _INSERT,
+                    _INSERT_WITH_EVENTS if events else _INSERT,
                     *rows.columns(),
                     list(contents.keys()),
                     list(contents.values()),
                     rows.notification_addresses(),
                     [p.request.send_at for _, p, _, _ in rows.plans],
-                    events,
                 )
             }
             woken = {c for (i, _, _, d) in rows.plans if i in inserted for c in d.primary}
@@ -309,17 +308,24 @@ WITH new_contents AS (
     SELECT intent_id, 'line_notification', notification, 'pending', due FROM planned
     WHERE notification IS NOT NULL
     RETURNING id, intent_id, channel, address
-), processed AS (
+)
+SELECT id FROM added
+"""
+# With delivery events, each new delivery also gets its `processed` event in the statement;
+# without them the new deliveries need not come back from the INSERT at all.
+_INSERT_WITH_EVENTS = _INSERT.replace(
+    ")\nSELECT id FROM added",
+    """), processed AS (
     INSERT INTO delivery_events (event, intent_id, delivery_id, channel, email)
     SELECT 'processed', d.intent_id, d.id, d.channel,
            CASE WHEN d.channel = 'email' THEN d.address
                 ELSE coalesce(a.email_address, m.email) END
     FROM new_deliveries d JOIN added a ON a.id = d.intent_id
     LEFT JOIN members m ON m.member_id = a.member_id
-    WHERE $18::boolean
 )
-SELECT id FROM added
-"""
+SELECT id FROM added""",
+)
+_INSERT = _INSERT.replace("    RETURNING id, intent_id, channel, address\n", "")
 
 
 class _IntentRows:
