@@ -26,6 +26,7 @@ import aiohttp
 import asyncpg
 import msgspec
 
+from router import http_post
 from router.config import EventsConfig
 from router.database import Connection, Pool
 
@@ -205,11 +206,4 @@ class DeliveryEventSender:
             "Content-Type": "application/json",
             SIGNATURE_HEADER: signature(self._config.signing_secret, body),
         }
-        try:
-            async with session.post(self._config.webhook_url, data=body, headers=headers) as resp:
-                await resp.read()
-                if 200 <= resp.status < 300:
-                    return None
-                return f"HTTP {resp.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}".strip()
+        return await http_post.post(session, self._config.webhook_url, body, headers)

@@ -200,14 +200,7 @@ async def accept(
                     continue
             else:
                 assert p.email_hash is not None
-                reach = by_email.get(p.email_hash) or members.Reach(
-                    member_id=None,
-                    line_user_id=None,
-                    line_friend=False,
-                    line_opt_out=False,
-                    email=p.email_address,
-                    email_opt_out=False,
-                )
+                reach = by_email.get(p.email_hash) or members.Reach.address_only(p.email_address)
             decision = routing.plan(
                 req.route,
                 reach,

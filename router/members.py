@@ -86,6 +86,18 @@ class Reach(msgspec.Struct, frozen=True):
     email_opt_out: bool
     phone: str | None = None
 
+    @classmethod
+    def address_only(cls, email: str | None) -> Reach:
+        """A recipient known only by an email address: no member record."""
+        return cls(
+            member_id=None,
+            line_user_id=None,
+            line_friend=False,
+            line_opt_out=False,
+            email=email,
+            email_opt_out=False,
+        )
+
     @property
     def line_reachable(self) -> bool:
         return self.line_user_id is not None and self.line_friend and not self.line_opt_out

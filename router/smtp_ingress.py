@@ -95,14 +95,7 @@ class IngressHandler:
     async def _reach(self, address: str) -> members.Reach:
         async with self._runtime.pool.acquire(timeout=5) as conn:
             _, by_email = await members.resolve(conn, [], [email_sha256(address)])
-        return by_email.get(email_sha256(address)) or members.Reach(
-            member_id=None,
-            line_user_id=None,
-            line_friend=False,
-            line_opt_out=False,
-            email=address,
-            email_opt_out=False,
-        )
+        return by_email.get(email_sha256(address)) or members.Reach.address_only(address)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""

@@ -17,6 +17,7 @@ import random
 import aiohttp
 import asyncpg
 
+from router import http_post
 from router.database import Pool
 
 log = logging.getLogger(__name__)
@@ -110,11 +111,4 @@ class WebhookForwarder:
         self, session: aiohttp.ClientSession, url: str, body: bytes, signature: str
     ) -> str | None:
         headers = {"Content-Type": "application/json", "X-Line-Signature": signature}
-        try:
-            async with session.post(url, data=body, headers=headers) as resp:
-                await resp.read()
-                if 200 <= resp.status < 300:
-                    return None
-                return f"HTTP {resp.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}".strip()
+        return await http_post.post(session, url, body, headers)
