@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 from router.config import Config, ConfigError, load_config, split_listen
+
+if TYPE_CHECKING:
+    from router.audiences import AudienceType
 
 log = logging.getLogger("router")
 
@@ -32,6 +37,15 @@ def _parser() -> argparse.ArgumentParser:
         "hash-password", help="hash a password for [smtp_ingress] users (reads it from stdin)"
     )
     hasher.add_argument("--password", help="the password (default: read a line from stdin)")
+    audiences = sub.add_parser("audiences", help="audience uploads")
+    audiences_sub = audiences.add_subparsers(dest="audiences_command", required=True)
+    upload = audiences_sub.add_parser(
+        "upload", help="create an audience from a file of emails, phone numbers or LINE user IDs"
+    )
+    upload.add_argument("file", help="CSV or TXT, one value per line, no header")
+    upload.add_argument("--type", required=True, choices=["email", "phone", "line_user_id"])
+    upload.add_argument("--name", required=True)
+    upload.add_argument("--config")
     sim = sub.add_parser("line-simulator", help="run the local LINE Messaging API simulator")
     sim.add_argument("--listen", default="127.0.0.1:9100")
     sim.add_argument("--token", action="append", required=True, help="accepted access token")
@@ -63,12 +77,76 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if args.command == "migrate":
             return asyncio.run(_migrate(config))
+        if args.command == "audiences":
+            return _audiences_upload(config, args.file, args.type, args.name)
         if args.command == "line":
             return asyncio.run(_sync_followers(config))
         return _serve(config)
     except ConfigError as exc:
         print(f"router: {exc}", file=sys.stderr)
         return 2
+
+
+def _audiences_upload(config: Config, path: str, kind: str, name: str) -> int:
+    from router import audiences
+    from router.problems import FieldError
+
+    checked = audiences.check_type(kind)
+    error = audiences.check_name(name)
+    if isinstance(checked, FieldError) or error is not None:
+        print(f"router: {error.message if error else 'unknown type'}", file=sys.stderr)
+        return 2
+    try:
+        file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        print(f"router: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with file:
+        total = os.fstat(file.fileno()).st_size
+        return asyncio.run(_upload_audience(config, file, total, checked, name))
+
+
+async def _upload_audience(
+    config: Config, file: BinaryIO, total: int, kind: AudienceType, name: str
+) -> int:
+    """Same checks and report as POST /v1/audiences, straight against the database."""
+    from collections.abc import AsyncIterator
+
+    import msgspec
+
+    from router import audiences
+    from router.database import create_pool, migrate
+    from router.problems import ProblemError
+    from router.service import database_target
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while chunk := file.read(1 << 16):
+            yield chunk
+
+    def progress(done: int) -> None:
+        filled = 30 * done // max(total, 1)
+        bar = "#" * filled + "-" * (30 - filled)
+        print(f"\r[{bar}] {done / 1e6:,.1f}/{total / 1e6:,.1f} MB", end="", file=sys.stderr)
+
+    target = database_target(config)
+    await migrate(target.dsn)
+    pool = await create_pool(target.dsn, 1)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            audience_id = await audiences.create(conn, name.strip(), kind)
+            counts = await audiences.ingest(
+                conn, audience_id, kind, config.members.default_region, chunks(), progress
+            )
+            await audiences.record(conn, audience_id, counts)
+            report = await audiences.report(conn, audience_id)
+    except ProblemError as exc:
+        print(f"\nrouter: {exc.problem.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    print(file=sys.stderr)
+    print(msgspec.json.format(msgspec.json.encode(report)).decode())
+    return 0
 
 
 async def _migrate(config: Config) -> int:

@@ -44,7 +44,8 @@ async def dsn(migrated: str) -> str:
     try:
         await conn.execute(
             "TRUNCATE members, contents, intents, deliveries, api_keys, rate_buckets, line_users,"
-            " line_webhook_events, line_link_nonces, webhook_forwards CASCADE"
+            " line_webhook_events, line_link_nonces, webhook_forwards, audiences, audience_entries"
+            " CASCADE"
         )
     finally:
         await conn.close()

@@ -9,6 +9,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from router.api.audiences import AudienceController
 from router.api.auth import auth_middleware_factory
 from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import SendGridController
@@ -45,6 +46,7 @@ def create_app(runtime: NamedDependency[Runtime]) -> Litestar:
             healthz,
             MemberController,
             IntentController,
+            AudienceController,
             LineController,
             line_webhook,
             SendGridController,

@@ -1,0 +1,240 @@
+"""HTTP routes for audiences: a streamed multipart upload, reports, deletion, LINE ID export.
+
+The upload body is read with `multipart`'s push parser (already a Litestar dependency) straight
+from the request stream, so a 20 MB file passes through in 64 KiB pieces and is never held.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency
+from litestar.openapi.spec import Operation
+from litestar.params import PathParameter
+from litestar.response import Stream
+from multipart import (  # type: ignore[import-untyped]
+    MultipartSegment,
+    ParserError,
+    PushMultipartParser,
+)
+
+from router import audiences
+from router.api.openapi import problems
+from router.audiences import MAX_FILE_BYTES, AudienceReport, AudienceType
+from router.problems import FieldError, ProblemError, invalid
+from router.service import Runtime
+
+# Room for the form envelope around the file: boundaries, part headers, name and type.
+ENVELOPE_BYTES = 64 * 1024
+MAX_BODY_BYTES = MAX_FILE_BYTES + ENVELOPE_BYTES
+MAX_FIELD_BYTES = 1_024
+
+AudienceIdParam = Annotated[uuid.UUID, PathParameter(description="The audience's id")]
+
+
+def _not_found(audience_id: uuid.UUID) -> ProblemError:
+    return ProblemError(404, "Not found", f"no audience with id {audience_id}")
+
+
+def _boundary(request: Request[Any, Any, Any]) -> str:
+    media_type, options = request.content_type
+    if media_type != "multipart/form-data" or not options.get("boundary"):
+        raise ProblemError(
+            415, "Unsupported media type", "send the file as multipart/form-data with a boundary"
+        )
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        detail = f"the file is larger than {MAX_FILE_BYTES:,} bytes (20 MB)"
+        raise ProblemError(413, "Request body too large", detail, [FieldError("file", detail)])
+    return options["boundary"]
+
+
+async def _events(
+    request: Request[Any, Any, Any], boundary: str
+) -> AsyncIterator[MultipartSegment | bytes | None]:
+    """Parser events as the body arrives: a segment, its body pieces, None at its end."""
+    try:
+        parser = PushMultipartParser(boundary, max_segment_count=16)
+        async for chunk in request.stream():
+            for event in parser.parse(chunk):
+                yield event
+        parser.close()
+    except ParserError as exc:
+        raise ProblemError(
+            400, "Invalid request", f"the body is not valid multipart/form-data ({exc})"
+        ) from None
+
+
+async def _file(events: AsyncIterator[MultipartSegment | bytes | None]) -> AsyncIterator[bytes]:
+    async for event in events:
+        if event is None:
+            return
+        assert isinstance(event, bytes)
+        yield event
+
+
+async def _fields_before_file(
+    events: AsyncIterator[MultipartSegment | bytes | None],
+) -> dict[str, str]:
+    """Read the text fields up to the `file` part (they must come first: the file is
+    processed as it arrives, which needs its type)."""
+    fields: dict[str, str] = {}
+    name: str | None = None
+    value = b""
+    async for event in events:
+        if isinstance(event, MultipartSegment):
+            if event.name == "file":
+                return fields
+            name, value = event.name, b""
+        elif isinstance(event, bytes):
+            value += event
+            if len(value) > MAX_FIELD_BYTES:
+                raise invalid([FieldError(str(name), f"at most {MAX_FIELD_BYTES} bytes")])
+        elif name is not None:
+            try:
+                fields[name] = value.decode()
+            except UnicodeDecodeError:
+                raise invalid([FieldError(name, "not UTF-8 text")]) from None
+    raise invalid([FieldError("file", "missing: send the file as the part named file")])
+
+
+async def _upload(
+    request: Request[Any, Any, Any], runtime: Runtime, audience_id: uuid.UUID | None
+) -> AudienceReport:
+    events = _events(request, _boundary(request))
+    fields = await _fields_before_file(events)
+    errors: list[FieldError] = []
+    kind: AudienceType | FieldError | None = None
+    if audience_id is None:
+        if name_error := audiences.check_name(fields.get("name")):
+            errors.append(name_error)
+        kind = audiences.check_type(fields.get("type"))
+        if isinstance(kind, FieldError):
+            errors.append(kind)
+    if errors:
+        raise invalid(errors)
+    region = runtime.config.members.default_region
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        if audience_id is None:
+            assert kind is not None and not isinstance(kind, FieldError)
+            audience_id = await audiences.create(conn, fields["name"].strip(), kind)
+        else:
+            kind = await audiences.lock(conn, audience_id)
+            if kind is None:
+                raise _not_found(audience_id)
+            given = fields.get("type")
+            if given is not None and given != kind:
+                raise invalid([FieldError("type", f"this audience's type is {kind}")])
+        counts = await audiences.ingest(conn, audience_id, kind, region, _file(events))
+        async for _ in events:  # anything after the file (checks the body is complete)
+            pass
+        await audiences.record(conn, audience_id, counts)
+        report = await audiences.report(conn, audience_id)
+    assert report is not None
+    return report
+
+
+@dataclass
+class _UploadOperation(Operation):
+    """The request body Litestar cannot infer: the route reads the form as a stream."""
+
+    def to_schema(self) -> dict[str, Any]:
+        schema = super().to_schema()
+        schema["requestBody"] = {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "name": {"type": "string", "maxLength": audiences.MAX_NAME},
+                            "type": {"type": "string", "enum": list(audiences.AUDIENCE_TYPES)},
+                            "file": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "CSV or TXT, one value per line, no header; "
+                                "at most 20 MB and 1,500,000 lines; after name and type",
+                            },
+                        },
+                    }
+                }
+            },
+        }
+        return schema
+
+
+class AudienceController(Controller):
+    path = "/v1/audiences"
+    tags = ["audiences"]  # noqa: RUF012
+
+    @post(
+        "/",
+        status_code=201,
+        summary="Create an audience from a file of emails, phone numbers or LINE user IDs",
+        description="Fields name and type come before file. Only SHA-256 values are kept.",
+        responses=problems(400),
+        request_max_body_size=MAX_BODY_BYTES,
+        operation_class=_UploadOperation,
+    )
+    async def create(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+    ) -> AudienceReport:
+        return await _upload(request, runtime, None)
+
+    @post(
+        "/{audience_id:uuid}/uploads",
+        status_code=200,
+        summary="Add a file to an audience",
+        responses=problems(400, 404),
+        request_max_body_size=MAX_BODY_BYTES,
+        operation_class=_UploadOperation,
+    )
+    async def add(
+        self,
+        audience_id: AudienceIdParam,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+    ) -> AudienceReport:
+        return await _upload(request, runtime, audience_id)
+
+    @get("/{audience_id:uuid}", summary="An audience and who it reaches", responses=problems(404))
+    async def read(
+        self, audience_id: AudienceIdParam, runtime: NamedDependency[Runtime]
+    ) -> AudienceReport:
+        async with runtime.pool.acquire() as conn:
+            report = await audiences.report(conn, audience_id)
+        if report is None:
+            raise _not_found(audience_id)
+        return report
+
+    @delete("/{audience_id:uuid}", summary="Delete an audience", responses=problems(404))
+    async def remove(self, audience_id: AudienceIdParam, runtime: NamedDependency[Runtime]) -> None:
+        async with runtime.pool.acquire() as conn:
+            if not await audiences.delete(conn, audience_id):
+                raise _not_found(audience_id)
+
+    @get(
+        "/{audience_id:uuid}/line-user-ids.csv",
+        summary="LINE user IDs of the matched members who are friends, one per line",
+        media_type="text/csv",
+        responses=problems(404),
+    )
+    async def export(
+        self, audience_id: AudienceIdParam, runtime: NamedDependency[Runtime]
+    ) -> Stream:
+        async with runtime.pool.acquire() as conn:
+            exists = await conn.fetchval("SELECT true FROM audiences WHERE id = $1", audience_id)
+        if not exists:
+            raise _not_found(audience_id)
+
+        async def lines() -> AsyncIterator[bytes]:
+            async with runtime.pool.acquire() as conn, conn.transaction():
+                async for batch in audiences.line_user_ids(conn, audience_id):
+                    yield ("\n".join(batch) + "\n").encode()
+
+        return Stream(lines(), media_type="text/csv")

@@ -1,0 +1,356 @@
+"""Audiences: uploaded files of email addresses, phone numbers or LINE user IDs, kept as hashes.
+
+A file is read as a stream of chunks, split into lines, each line validated, normalised and
+hashed (SHA-256), and the hashes inserted 10,000 at a time, so memory stays flat whatever the
+file size. Raw values exist only in the chunk being processed: they are never stored, logged
+or quoted in an error reason. Matching against members is a join on their hash columns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+import phonenumbers
+
+from router.database import Connection
+from router.identifiers import LINE_USER_ID
+from router.ids import uuid7
+from router.problems import FieldError, ProblemError
+
+AudienceType = Literal["email", "phone", "line_user_id"]
+AUDIENCE_TYPES: tuple[AudienceType, ...] = ("email", "phone", "line_user_id")
+
+MAX_FILE_BYTES = 20 * 1024 * 1024
+MAX_LINES = 1_500_000
+MAX_ERRORS = 1_000
+MAX_NAME = 255
+INSERT_CHUNK = 10_000
+MAX_EMAIL = 120
+# Longer lines cannot be valid of any type; they are not buffered beyond this.
+MAX_LINE_BYTES = 1_024
+
+_BOM = b"\xef\xbb\xbf"
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_EMAIL_CHARS = re.compile(r"[A-Za-z0-9_.@-]+")
+_PHONE_CHARS = re.compile(r"[0-9() -]+")
+
+# How a member's key for each audience type is written in SQL. LINE user IDs are hashed on
+# the fly: members.line_user_id is stored raw, the audience keeps only its hash.
+_MEMBER_KEY: dict[str, str] = {
+    "email": "m.email_sha256",
+    "phone": "m.phone_sha256",
+    "line_user_id": "sha256(convert_to(m.line_user_id, 'UTF8'))",
+}
+_LINE_REACHABLE = "m.line_user_id IS NOT NULL AND m.line_friend AND NOT m.line_opt_out"
+_EMAIL_REACHABLE = "m.email IS NOT NULL AND NOT m.email_opt_out"
+
+
+class LineError(msgspec.Struct, frozen=True):
+    """An invalid line of the file: its number (from 1) and why; never its content."""
+
+    line: int
+    reason: str
+
+
+class AudienceReport(msgspec.Struct, kw_only=True):
+    """An audience as the API reports it: upload totals and who it reaches today."""
+
+    id: uuid.UUID
+    name: str
+    type: AudienceType
+    lines: int
+    valid: int
+    invalid: int
+    duplicates: int
+    matched: int
+    reachable_line: int
+    reachable_email: int
+    errors: list[LineError]
+    created_at: datetime
+    updated_at: datetime
+
+
+def check_name(name: str | None) -> FieldError | None:
+    if name is None or not name.strip():
+        return FieldError("name", "give the audience a name")
+    if len(name) > MAX_NAME or not name.isprintable():
+        return FieldError("name", f"a name is at most {MAX_NAME} printable characters")
+    return None
+
+
+def check_type(value: str | None) -> AudienceType | FieldError:
+    for kind in AUDIENCE_TYPES:
+        if value == kind:
+            return kind
+    return FieldError("type", "one of email, phone, line_user_id")
+
+
+def _too_large(detail: str) -> ProblemError:
+    return ProblemError(413, "Request body too large", detail, [FieldError("file", detail)])
+
+
+class LineClassifier:
+    """Turns one line of a file into the SHA-256 to store, or the reason it is invalid."""
+
+    def __init__(self, kind: AudienceType, region: str) -> None:
+        self.kind = kind
+        self.region = region
+
+    def __call__(self, raw: bytes) -> bytes | str:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "not UTF-8 text"
+        value = text.strip()
+        if _SHA256_HEX.fullmatch(value):
+            return bytes.fromhex(value)  # pre-hashed by the company
+        if self.kind == "email":
+            return self._email(value)
+        if self.kind == "phone":
+            return self._phone(value)
+        if not LINE_USER_ID.fullmatch(value):
+            return "a LINE user ID is 'U' followed by 32 lower-case hex digits"
+        return hashlib.sha256(value.encode()).digest()
+
+    def _email(self, value: str) -> bytes | str:
+        if len(value) > MAX_EMAIL:
+            return f"an email address is at most {MAX_EMAIL} characters"
+        if not _EMAIL_CHARS.fullmatch(value):
+            return "an email address has only ASCII letters, digits and _ - . @"
+        local, at, domain = value.partition("@")
+        if not at or not local or not domain or "@" in domain:
+            return "not an email address (name@domain)"
+        return hashlib.sha256(value.lower().encode()).digest()
+
+    def _phone(self, value: str) -> bytes | str:
+        if not _PHONE_CHARS.fullmatch(value) or len(value) > 30:
+            return (
+                "a phone number has only digits, hyphens, spaces and parentheses, no country code"
+            )
+        try:
+            parsed = phonenumbers.parse(value, self.region)
+        except phonenumbers.NumberParseException:
+            return "not a phone number"
+        if (
+            not phonenumbers.is_valid_number(parsed)
+            or phonenumbers.region_code_for_number(parsed) != self.region
+        ):
+            return f"not a valid phone number of region {self.region}"
+        e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        return hashlib.sha256(str(e164).encode()).digest()
+
+
+class UploadCounts(msgspec.Struct, kw_only=True):
+    lines: int = 0
+    valid: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    errors: list[LineError] = msgspec.field(default_factory=list)
+
+
+class _LineReader:
+    """Splits a byte stream into numbered lines: LF or CRLF, a leading UTF-8 BOM dropped, blank
+    lines skipped (but numbered), an over-long line reported without being buffered whole."""
+
+    def __init__(self, classify: LineClassifier, counts: UploadCounts) -> None:
+        self._classify = classify
+        self._counts = counts
+        self._rest = b""
+        self._overlong = False
+        self._start = True
+        self.number = 0  # lines seen, blank ones included
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Classify the complete lines in `chunk`; return the hashes of the valid ones."""
+        data = self._rest + chunk
+        if self._start:
+            if len(data) < len(_BOM) and _BOM.startswith(data):
+                self._rest = data
+                return []
+            self._start = False
+            if data.startswith(_BOM):
+                data = data[len(_BOM) :]
+        lines = data.split(b"\n")
+        self._rest = lines.pop()
+        hashes = [h for line in lines if (h := self._line(line)) is not None]
+        if len(self._rest) > MAX_LINE_BYTES:
+            self._overlong = True
+            self._rest = b""
+        return hashes
+
+    def end(self) -> list[bytes]:
+        if self._start and self._rest:
+            self._start = False
+            self._rest = self._rest.removeprefix(_BOM)
+        if not self._rest and not self._overlong:
+            return []
+        last, self._rest = self._rest, b""
+        h = self._line(last)
+        return [] if h is None else [h]
+
+    def _line(self, line: bytes) -> bytes | None:
+        self.number += 1
+        if self.number > MAX_LINES:
+            raise _too_large(f"the file has more than {MAX_LINES:,} lines")
+        counts = self._counts
+        counts.lines += 1
+        if self._overlong:
+            self._overlong = False
+            result: bytes | str = f"longer than {MAX_LINE_BYTES} bytes"
+        else:
+            line = line.removesuffix(b"\r")
+            if not line.strip():
+                return None
+            result = self._classify(line)
+        if isinstance(result, str):
+            counts.invalid += 1
+            if len(counts.errors) < MAX_ERRORS:
+                counts.errors.append(LineError(self.number, result))
+            return None
+        counts.valid += 1
+        return result
+
+
+async def ingest(
+    conn: Connection,
+    audience_id: uuid.UUID,
+    kind: AudienceType,
+    region: str,
+    chunks: AsyncIterable[bytes],
+    progress: Callable[[int], None] | None = None,
+) -> UploadCounts:
+    """Read a file from `chunks` into the audience's entries; runs in the caller's transaction.
+
+    `lines` counts every line of the file; blank ones are skipped, neither valid nor invalid.
+    Raises a 413 problem once the file passes 20 MB or 1,500,000 lines."""
+    counts = UploadCounts()
+    reader = _LineReader(LineClassifier(kind, region), counts)
+    pending: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_FILE_BYTES:
+            raise _too_large(f"the file is larger than {MAX_FILE_BYTES:,} bytes (20 MB)")
+        # Validation (phone numbers especially) is CPU work: keep the event loop answering.
+        pending += await asyncio.to_thread(reader.feed, chunk)
+        if len(pending) >= INSERT_CHUNK:
+            counts.duplicates += await _insert(conn, audience_id, pending)
+            pending = []
+        if progress is not None:
+            progress(size)
+    pending += reader.end()
+    if pending:
+        counts.duplicates += await _insert(conn, audience_id, pending)
+    return counts
+
+
+async def _insert(conn: Connection, audience_id: uuid.UUID, hashes: list[bytes]) -> int:
+    """Insert hashes; return how many were already in the audience (duplicates)."""
+    status = await conn.execute(
+        "INSERT INTO audience_entries (audience_id, value_sha256)"
+        " SELECT $1, unnest($2::bytea[]) ON CONFLICT DO NOTHING",
+        audience_id,
+        hashes,
+    )
+    return len(hashes) - int(status.rsplit(" ", 1)[1])
+
+
+async def create(conn: Connection, name: str, kind: AudienceType) -> uuid.UUID:
+    audience_id = uuid7()
+    await conn.execute(
+        "INSERT INTO audiences (id, name, type) VALUES ($1, $2, $3)", audience_id, name, kind
+    )
+    return audience_id
+
+
+async def lock(conn: Connection, audience_id: uuid.UUID) -> AudienceType | None:
+    """The audience's type, locking its row until the transaction ends (one upload at a time)."""
+    kind = await conn.fetchval("SELECT type FROM audiences WHERE id = $1 FOR UPDATE", audience_id)
+    checked = check_type(kind)
+    return None if isinstance(checked, FieldError) else checked
+
+
+async def record(conn: Connection, audience_id: uuid.UUID, counts: UploadCounts) -> None:
+    """Add an upload's counts to the audience's totals; its errors replace the previous ones."""
+    await conn.execute(
+        "UPDATE audiences SET lines = lines + $2, valid = valid + $3, invalid = invalid + $4,"
+        " duplicates = duplicates + $5, errors = $6::text::jsonb, updated_at = now()"
+        " WHERE id = $1",
+        audience_id,
+        counts.lines,
+        counts.valid,
+        counts.invalid,
+        counts.duplicates,
+        msgspec.json.encode(counts.errors).decode(),
+    )
+
+
+def _members_in(kind: str) -> str:
+    return (
+        "FROM members m WHERE EXISTS (SELECT 1 FROM audience_entries e"  # noqa: S608 - constants
+        f" WHERE e.audience_id = $1 AND e.value_sha256 = {_MEMBER_KEY[kind]})"
+    )
+
+
+async def report(conn: Connection, audience_id: uuid.UUID) -> AudienceReport | None:
+    """The audience with its match counts as of now (members change after an upload)."""
+    row = await conn.fetchrow(
+        "SELECT id, name, type, lines, valid, invalid, duplicates, errors::text AS errors,"
+        " created_at, updated_at FROM audiences WHERE id = $1",
+        audience_id,
+    )
+    if row is None:
+        return None
+    counts = await conn.fetchrow(
+        "SELECT count(*) AS matched,"
+        f" count(*) FILTER (WHERE {_LINE_REACHABLE}) AS reachable_line,"
+        f" count(*) FILTER (WHERE {_EMAIL_REACHABLE}) AS reachable_email "
+        + _members_in(row["type"]),
+        audience_id,
+    )
+    assert counts is not None
+    return AudienceReport(
+        id=row["id"],
+        name=row["name"],
+        type=row["type"],
+        lines=row["lines"],
+        valid=row["valid"],
+        invalid=row["invalid"],
+        duplicates=row["duplicates"],
+        matched=counts["matched"],
+        reachable_line=counts["reachable_line"],
+        reachable_email=counts["reachable_email"],
+        errors=msgspec.json.decode(row["errors"], type=list[LineError]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def delete(conn: Connection, audience_id: uuid.UUID) -> bool:
+    return bool(
+        await conn.fetchval("DELETE FROM audiences WHERE id = $1 RETURNING true", audience_id)
+    )
+
+
+async def line_user_ids(
+    conn: Connection, audience_id: uuid.UUID, batch: int = 5_000
+) -> AsyncIterator[list[str]]:
+    """LINE user IDs of matched members who are friends and have not opted out, in batches.
+
+    Needs a transaction (a server-side cursor), so a large export is never held whole."""
+    kind = await conn.fetchval("SELECT type FROM audiences WHERE id = $1", audience_id)
+    if kind is None:
+        return
+    cursor = await conn.cursor(
+        f"SELECT m.line_user_id {_members_in(kind)} AND {_LINE_REACHABLE} ORDER BY m.line_user_id",
+        audience_id,
+    )
+    while rows := await cursor.fetch(batch):
+        yield [r["line_user_id"] for r in rows]
