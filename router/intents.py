@@ -159,6 +159,7 @@ async def accept(
     relayed: Relayed | None = None,
     *,
     events: bool = False,
+    campaign_id: UUID | None = None,
 ) -> list[IntentResult]:
     """Accept a batch; `requests` may already hold per-item decoding failures (kept as-is).
 
@@ -236,6 +237,7 @@ async def accept(
                     list(contents.values()),
                     rows.notification_addresses(),
                     [p.request.send_at for _, p, _, _ in rows.plans],
+                    campaign_id,
                 )
             }
             woken = {c for (i, _, _, d) in rows.plans if i in inserted for c in d.primary}
@@ -277,9 +279,9 @@ WITH new_contents AS (
     ON CONFLICT DO NOTHING
 ), added AS (
     INSERT INTO intents (id, member_id, email_address, content_id, route, fallback, campaign,
-                         tags, metadata, idempotency_key, request_sha256)
+                         tags, metadata, idempotency_key, request_sha256, campaign_id)
     SELECT id, member_id, email_address, content_id, route, fallback, campaign, tags::jsonb,
-           metadata::jsonb, idempotency_key, request_sha256
+           metadata::jsonb, idempotency_key, request_sha256, $18::uuid
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
                 $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[])
          AS i(id, member_id, email_address, content_id, route, fallback, campaign, tags,

@@ -11,10 +11,12 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from uuid import UUID
 
 from channels.base import Channel, LineAccount
 from channels.registry import build_adapters
 from router import intents
+from router.campaigns import CampaignFanOut
 from router.config import Config
 from router.content import Relayed
 from router.database import (
@@ -53,6 +55,7 @@ class Runtime:
     delivery_events: DeliveryEventSender | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     smtp_server: asyncio.Server | None = None
+    campaign_fan_out: CampaignFanOut | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -66,6 +69,7 @@ class Runtime:
         *,
         prefix: str = "",
         relayed: Relayed | None = None,
+        campaign_id: UUID | None = None,
     ) -> list[IntentResult]:
         """The one way every front door (JSON API, SMTP relay, compatibility APIs) accepts
         intents: with this router's channels, recording events when they are configured."""
@@ -76,6 +80,7 @@ class Runtime:
             prefix,
             relayed,
             events=self.config.events_configured,
+            campaign_id=campaign_id,
         )
 
     def after_webhook(self) -> None:
@@ -91,6 +96,8 @@ class Runtime:
             self.smtp_server.close()
             await self.smtp_server.wait_closed()
         self.after_webhook()  # wakes the background loops, which then see `stopping`
+        if self.campaign_fan_out is not None:
+            self.campaign_fan_out.kick()
         if self.background:
             await asyncio.wait(self.background, timeout=10)
             for task in self.background:
@@ -157,6 +164,11 @@ async def start_runtime(config: Config) -> Runtime:
             asyncio.create_task(
                 runtime.delivery_events.run(runtime.stopping), name="delivery-events"
             )
+        )
+    if config.workers.enabled:
+        runtime.campaign_fan_out = CampaignFanOut(runtime)
+        runtime.background.append(
+            asyncio.create_task(runtime.campaign_fan_out.run(runtime.stopping), name="campaigns")
         )
     try:
         runtime.smtp_server = await start_smtp_ingress(runtime)

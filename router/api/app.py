@@ -11,6 +11,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from router.api.audiences import AudienceController
 from router.api.auth import auth_middleware_factory
+from router.api.campaigns import CampaignController
 from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import SendGridController
 from router.api.errors import EXCEPTION_HANDLERS
@@ -43,6 +44,7 @@ def create_app(runtime: NamedDependency[Runtime]) -> Litestar:
 
     return Litestar(
         route_handlers=[
+            CampaignController,
             healthz,
             MemberController,
             IntentController,

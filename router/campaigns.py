@@ -1,0 +1,267 @@
+"""Campaigns: one intent per member of (union of audiences) minus (union of exclusions).
+
+The request is answered at once; the fan-out runs afterwards in chunks of members in id order,
+each chunk one transaction through the ordinary accept path (so routing, the outbox and
+delivery events are the same as for any intent). Each intent's idempotency key names the
+campaign and the member, so redoing a chunk after a crash adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from router.content import Content, EmailContent, LineContent, check_content
+from router.database import Connection
+from router.ids import uuid7
+from router.intents import IntentRequest
+from router.problems import FieldError
+from router.routing import Kind, Route
+
+if TYPE_CHECKING:
+    from router.service import Runtime
+
+log = logging.getLogger(__name__)
+
+CHUNK = 5_000
+SWEEP_SECONDS = 5.0
+
+
+class CampaignRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    audience_ids: Annotated[list[UUID], msgspec.Meta(min_length=1, max_length=100)]
+    exclude_audience_ids: Annotated[list[UUID], msgspec.Meta(max_length=100)] = msgspec.field(
+        default_factory=list
+    )
+    route: Route = "prefer_line"
+    kind: Kind = "promotional"
+    email: EmailContent | None = None
+    line: LineContent | None = None
+    tags: Annotated[list[str], msgspec.Meta(max_length=50)] = msgspec.field(default_factory=list)
+    send_at: datetime | None = None
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+
+
+class ChannelCount(msgspec.Struct):
+    channel: str
+    status: str
+    deliveries: int
+
+
+class CampaignView(msgspec.Struct, kw_only=True):
+    id: UUID
+    name: str | None
+    status: Literal["fanning_out", "sending", "cancelled"]
+    targeted: int
+    accepted: int
+    rejected: int
+    deliveries: list[ChannelCount]
+    created_at: datetime
+    updated_at: datetime
+
+
+def check(request: CampaignRequest) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if request.email is None and request.line is None:
+        errors.append(FieldError("email", "give email content, LINE messages, or both"))
+    errors.extend(check_content(Content(email=request.email, line=request.line)))
+    if set(request.audience_ids) & set(request.exclude_audience_ids):
+        errors.append(FieldError("exclude_audience_ids", "an audience cannot be both in and out"))
+    return errors
+
+
+async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool]:
+    """Store the campaign (or find the one with this idempotency key); True if new.
+
+    Raises KeyError naming an audience that does not exist, ValueError on a key reused with
+    another request."""
+    fingerprint = hashlib.sha256(msgspec.json.encode(request)).digest()
+    if request.idempotency_key is not None:
+        row = await conn.fetchrow(
+            "SELECT id, request_sha256 FROM campaigns WHERE idempotency_key = $1",
+            request.idempotency_key,
+        )
+        if row is not None:
+            if row["request_sha256"] != fingerprint:
+                raise ValueError("this idempotency_key was used with a different campaign")
+            return row["id"], False
+    wanted = set(request.audience_ids) | set(request.exclude_audience_ids)
+    found = {
+        r["id"]
+        for r in await conn.fetch("SELECT id FROM audiences WHERE id = ANY($1::uuid[])", wanted)
+    }
+    for audience in sorted(wanted - found):
+        raise KeyError(str(audience))
+    campaign_id = uuid7()
+    await conn.execute(
+        "INSERT INTO campaigns (id, name, audience_ids, exclude_audience_ids, template,"
+        " idempotency_key, request_sha256, status)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, 'fanning_out')",
+        campaign_id,
+        request.name,
+        request.audience_ids,
+        request.exclude_audience_ids,
+        msgspec.json.encode(request).decode(),
+        request.idempotency_key,
+        fingerprint,
+    )
+    return campaign_id, True
+
+
+# Members in any of $1's audiences and in none of $2's, after $3, in id order. Each audience
+# keeps hashes of one kind of key; a member's key of that kind is compared with them.
+_TARGETS = """
+SELECT m.member_id FROM members m
+WHERE ($3::text IS NULL OR m.member_id > $3)
+  AND EXISTS (
+      SELECT 1 FROM audiences a JOIN audience_entries e ON e.audience_id = a.id
+      WHERE a.id = ANY($1::uuid[])
+        AND e.value_sha256 = CASE a.type WHEN 'email' THEN m.email_sha256
+                                         WHEN 'phone' THEN m.phone_sha256
+                                         ELSE sha256(convert_to(m.line_user_id, 'UTF8')) END)
+  AND NOT EXISTS (
+      SELECT 1 FROM audiences a JOIN audience_entries e ON e.audience_id = a.id
+      WHERE a.id = ANY($2::uuid[])
+        AND e.value_sha256 = CASE a.type WHEN 'email' THEN m.email_sha256
+                                         WHEN 'phone' THEN m.phone_sha256
+                                         ELSE sha256(convert_to(m.line_user_id, 'UTF8')) END)
+ORDER BY m.member_id
+LIMIT $4
+"""
+
+
+async def fan_out_chunk(runtime: Runtime, campaign_id: UUID) -> bool:
+    """Create the intents of the next chunk of members; False once there is nothing left."""
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT audience_ids, exclude_audience_ids, template::text AS template,"
+            " cursor_member_id FROM campaigns WHERE id = $1 AND status = 'fanning_out'"
+            " FOR UPDATE SKIP LOCKED",
+            campaign_id,
+        )
+        if row is None:
+            return False  # finished, cancelled, or another process has it right now
+        template = msgspec.json.decode(row["template"], type=CampaignRequest)
+        members = [
+            r["member_id"]
+            for r in await conn.fetch(
+                _TARGETS,
+                row["audience_ids"],
+                row["exclude_audience_ids"],
+                row["cursor_member_id"],
+                CHUNK,
+            )
+        ]
+        if not members:
+            await conn.execute(
+                "UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1",
+                campaign_id,
+            )
+            return False
+        requests: list[Any] = [
+            IntentRequest(
+                member_id=member_id,
+                route=template.route,
+                kind=template.kind,
+                email=template.email,
+                line=template.line,
+                campaign=template.name or str(campaign_id),
+                tags=template.tags,
+                send_at=template.send_at,
+                idempotency_key=f"campaign:{campaign_id}:{member_id}"[:255],
+            )
+            for member_id in members
+        ]
+        results = await runtime.accept_intents(conn, requests, campaign_id=campaign_id)
+        accepted = sum(r.status == "accepted" for r in results)
+        rejected = sum(r.status == "rejected" for r in results)
+        await conn.execute(
+            "UPDATE campaigns SET cursor_member_id = $2, targeted = targeted + $3,"
+            " accepted = accepted + $4, rejected = rejected + $5, updated_at = now()"
+            " WHERE id = $1",
+            campaign_id,
+            members[-1],
+            len(members),
+            accepted,
+            rejected,
+        )
+        return True
+
+
+async def cancel(conn: Connection, campaign_id: UUID) -> bool:
+    """Stop the fan-out and every delivery not yet handed to a provider."""
+    async with conn.transaction():
+        found = await conn.fetchval(
+            "UPDATE campaigns SET status = 'cancelled', updated_at = now() WHERE id = $1"
+            " RETURNING true",
+            campaign_id,
+        )
+        if not found:
+            return False
+        await conn.execute(
+            "UPDATE deliveries d SET status = 'cancelled', updated_at = now(),"
+            " last_error = 'campaign cancelled' FROM intents i"
+            " WHERE i.campaign_id = $1 AND d.intent_id = i.id AND d.status = 'pending'",
+            campaign_id,
+        )
+    return True
+
+
+async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
+    row = await conn.fetchrow(
+        "SELECT id, name, status, targeted, accepted, rejected, created_at, updated_at"
+        " FROM campaigns WHERE id = $1",
+        campaign_id,
+    )
+    if row is None:
+        return None
+    counts = [
+        ChannelCount(r["channel"], r["status"], r["n"])
+        for r in await conn.fetch(
+            "SELECT d.channel, d.status, count(*) AS n FROM intents i"
+            " JOIN deliveries d ON d.intent_id = i.id WHERE i.campaign_id = $1"
+            " GROUP BY d.channel, d.status ORDER BY d.channel, d.status",
+            campaign_id,
+        )
+    ]
+    return CampaignView(deliveries=counts, **dict(row))
+
+
+class CampaignFanOut:
+    """Runs fan-outs: a campaign's own as soon as it is created, and any left unfinished by a
+    stopped process, found by a sweep every few seconds."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            self._wake.clear()
+            try:
+                async with self._runtime.pool.acquire() as conn:
+                    ids = [
+                        r["id"]
+                        for r in await conn.fetch(
+                            "SELECT id FROM campaigns WHERE status = 'fanning_out'"
+                            " ORDER BY created_at"
+                        )
+                    ]
+                for campaign_id in ids:
+                    while not stopping.is_set() and await fan_out_chunk(self._runtime, campaign_id):
+                        pass
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("campaign fan-out failed (%s); retrying", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=SWEEP_SECONDS)

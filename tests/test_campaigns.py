@@ -1,0 +1,148 @@
+"""Campaigns over real HTTP: audience arithmetic, fan-out through the outbox, cancel, replays."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from router import campaigns
+from tests.harness import RouterUnderTest, SmtpSink, running_router
+
+MAIL = {"subject": "Coupon", "text": "10% off for registered members"}
+
+
+async def audience(r: RouterUnderTest, name: str, lines: list[str], kind: str = "email") -> str:
+    body = "\n".join(lines).encode()
+    resp = await r.client.post(
+        "/v1/audiences",
+        data={"name": name, "type": kind},
+        files={"file": ("list.csv", body, "text/csv")},
+    )
+    assert resp.status_code in (200, 201), resp.text
+    audience_id: str = resp.json()["id"]
+    return audience_id
+
+
+async def members(r: RouterUnderTest, count: int) -> None:
+    people = [
+        {"member_id": f"m{i:03}", "email": f"m{i}@example.jp"}
+        | ({"line_user_id": f"U{i:032x}"} if i % 2 == 0 else {})
+        for i in range(count)
+    ]
+    resp = await r.client.post("/v1/members/batch", json={"members": people})
+    assert resp.status_code == 200
+
+
+async def wait_status(r: RouterUnderTest, campaign_id: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while True:
+        body: dict[str, Any] = (await r.client.get(f"/v1/campaigns/{campaign_id}")).json()
+        if body["status"] == status:
+            return body
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.05)
+
+
+async def test_union_minus_exclusions_each_member_once(
+    router: RouterUnderTest, line_sim: Any, smtp: SmtpSink
+) -> None:
+    await members(router, 10)
+    registered = await audience(router, "registered", [f"m{i}@example.jp" for i in range(0, 8)])
+    newsletter = await audience(router, "newsletter", [f"m{i}@example.jp" for i in range(5, 10)])
+    bought = await audience(
+        router, "bought", ["+81 90 0000 0000", *(f"U{i:032x}" for i in (2, 4))], "line_user_id"
+    )
+    resp = await router.client.post(
+        "/v1/campaigns",
+        json={
+            "name": "coupon",
+            "audience_ids": [registered, newsletter],
+            "exclude_audience_ids": [bought],
+            "email": MAIL,
+        },
+    )
+    assert resp.status_code == 202, resp.text
+    body = await wait_status(router, resp.json()["id"], "sending")
+    assert (body["targeted"], body["accepted"], body["rejected"]) == (8, 8, 0)
+    deadline = time.monotonic() + 15
+    while len(smtp.mails) + len(line_sim.accepted_pushes()) < 8:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    pushed = Counter(p.body["to"] for p in line_sim.accepted_pushes())
+    mailed = Counter(m.rcpt_to[0] for m in smtp.mails)
+    # m0..m9 minus m2 and m4 (excluded by LINE user ID); even members are LINE friends
+    assert set(pushed) == {f"U{i:032x}" for i in (0, 6, 8)} and max(pushed.values()) == 1
+    assert set(mailed) == {f"m{i}@example.jp" for i in (1, 3, 5, 7, 9)}
+    expected = {("email", "sent"): 5, ("line", "sent"): 3}
+    while True:
+        view = (await router.client.get(f"/v1/campaigns/{resp.json()['id']}")).json()
+        counts = {(d["channel"], d["status"]): d["deliveries"] for d in view["deliveries"]}
+        if counts == expected:
+            break
+        assert time.monotonic() < deadline, counts
+        await asyncio.sleep(0.05)
+
+
+async def test_replay_conflict_and_unknown_audience(router: RouterUnderTest) -> None:
+    await members(router, 2)
+    target = await audience(router, "a", ["m0@example.jp"])
+    request = {"audience_ids": [target], "email": MAIL, "idempotency_key": "coupon-1"}
+    first = await router.client.post("/v1/campaigns", json=request)
+    again = await router.client.post("/v1/campaigns", json=request)
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    other = await router.client.post("/v1/campaigns", json={**request, "tags": ["x"]})
+    assert other.status_code == 409
+    missing = await router.client.post(
+        "/v1/campaigns",
+        json={"audience_ids": ["00000000-0000-7000-8000-000000000000"], "email": MAIL},
+    )
+    assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "audience_ids"
+    both = await router.client.post(
+        "/v1/campaigns",
+        json={"audience_ids": [target], "exclude_audience_ids": [target], "email": MAIL},
+    )
+    assert both.status_code == 400
+
+
+async def test_cancel_stops_what_has_not_been_sent(router: RouterUnderTest, smtp: SmtpSink) -> None:
+    await members(router, 6)
+    target = await audience(router, "a", [f"m{i}@example.jp" for i in range(6)])
+    later = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    resp = await router.client.post(
+        "/v1/campaigns",
+        json={"audience_ids": [target], "email": MAIL, "route": "email_only", "send_at": later},
+    )
+    campaign_id = resp.json()["id"]
+    await wait_status(router, campaign_id, "sending")
+    cancelled = (await router.client.post(f"/v1/campaigns/{campaign_id}/cancel")).json()
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["deliveries"] == [{"channel": "email", "status": "cancelled", "deliveries": 6}]
+    assert smtp.mails == []
+
+
+async def test_two_routers_fanning_out_one_campaign_create_each_intent_once(
+    dsn: str, line_sim: Any, smtp: SmtpSink, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(campaigns, "CHUNK", 3)  # many chunks, so the two processes interleave
+    async with (
+        running_router(dsn, line_sim.base_url, smtp) as a,
+        running_router(dsn, line_sim.base_url, smtp) as b,
+    ):
+        await members(a, 40)
+        target = await audience(a, "all", [f"m{i}@example.jp" for i in range(40)])
+        resp = await a.client.post("/v1/campaigns", json={"audience_ids": [target], "email": MAIL})
+        b.runtime.campaign_fan_out.kick()  # type: ignore[union-attr]
+        body = await wait_status(b, resp.json()["id"], "sending")
+        assert (body["targeted"], body["accepted"]) == (40, 40)
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(DISTINCT member_id) FROM intents") == 40
+        assert await conn.fetchval("SELECT count(*) FROM intents") == 40
+    finally:
+        await conn.close()
