@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     upload.add_argument("--type", required=True, choices=["email", "phone", "line_user_id"])
     upload.add_argument("--name", required=True)
     upload.add_argument("--config")
+    campaigns = sub.add_parser("campaigns", help="campaign progress")
+    campaigns_sub = campaigns.add_subparsers(dest="campaigns_command", required=True)
+    status = campaigns_sub.add_parser("status", help="progress and delivery counts of a campaign")
+    status.add_argument("campaign_id")
+    status.add_argument("--config")
     sim = sub.add_parser("line-simulator", help="run the local LINE Messaging API simulator")
     sim.add_argument("--listen", default="127.0.0.1:9100")
     sim.add_argument("--token", action="append", required=True, help="accepted access token")
@@ -81,10 +86,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _audiences_upload(config, args.file, args.type, args.name)
         if args.command == "line":
             return asyncio.run(_sync_followers(config))
+        if args.command == "campaigns":
+            return asyncio.run(_campaign_status(config, args.campaign_id))
         return _serve(config)
     except ConfigError as exc:
         print(f"router: {exc}", file=sys.stderr)
         return 2
+
+
+async def _campaign_status(config: Config, campaign_id: str) -> int:
+    import uuid
+
+    from router import campaigns
+    from router.database import create_pool, migrate
+    from router.service import database_target
+
+    try:
+        wanted = uuid.UUID(campaign_id)
+    except ValueError:
+        print(f"router: {campaign_id!r} is not a campaign id (a UUID)", file=sys.stderr)
+        return 2
+    target = database_target(config)
+    await migrate(target.dsn)
+    pool = await create_pool(target.dsn, 1)
+    try:
+        async with pool.acquire() as conn:
+            found = await campaigns.view(conn, wanted)
+    finally:
+        await pool.close()
+    if found is None:
+        print(f"router: no campaign with id {wanted}", file=sys.stderr)
+        return 1
+    print(
+        f"{found.status}: {found.targeted:,} members targeted, {found.accepted:,} intents,"
+        f" {found.rejected:,} not reachable"
+    )
+    for count in found.deliveries:
+        print(f"  {count.channel:<18} {count.status:<10} {count.deliveries:>10,}")
+    return 0
 
 
 def _audiences_upload(config: Config, path: str, kind: str, name: str) -> int:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -124,6 +127,17 @@ async def test_cancel_stops_what_has_not_been_sent(router: RouterUnderTest, smtp
     assert cancelled["status"] == "cancelled"
     assert cancelled["deliveries"] == [{"channel": "email", "status": "cancelled", "deliveries": 6}]
     assert smtp.mails == []
+
+    env = os.environ | {"ROUTER_DATABASE_URL": router.runtime.config.database.url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", "campaigns", "status", campaign_id,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[0] == "cancelled: 6 members targeted, 6 intents, 0 not reachable"
+    assert lines[1].split() == ["email", "cancelled", "6"]
 
 
 async def test_two_routers_fanning_out_one_campaign_create_each_intent_once(
