@@ -9,16 +9,15 @@ campaign and the member, so redoing a chunk after a crash adds nothing twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
-import asyncpg
 import msgspec
 
+from router.background import Wakeable
 from router.content import Content, EmailContent, LineContent, check_content
 from router.database import Connection
 from router.ids import uuid7
@@ -235,33 +234,27 @@ async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
     return CampaignView(deliveries=counts, **dict(row))
 
 
-class CampaignFanOut:
+class CampaignFanOut(Wakeable):
     """Runs fan-outs: a campaign's own as soon as it is created, and any left unfinished by a
     stopped process, found by a sweep every few seconds."""
 
     def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
         self._runtime = runtime
-        self._wake = asyncio.Event()
-
-    def kick(self) -> None:
-        self._wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            self._wake.clear()
-            try:
-                async with self._runtime.pool.acquire() as conn:
-                    ids = [
-                        r["id"]
-                        for r in await conn.fetch(
-                            "SELECT id FROM campaigns WHERE status = 'fanning_out'"
-                            " ORDER BY created_at"
-                        )
-                    ]
-                for campaign_id in ids:
-                    while not stopping.is_set() and await fan_out_chunk(self._runtime, campaign_id):
-                        pass
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("campaign fan-out failed (%s); retrying", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=SWEEP_SECONDS)
+        await self.loop(stopping, self.fan_out_some, SWEEP_SECONDS, "campaign fan-out")
+
+    async def fan_out_some(self) -> int:
+        """One chunk of every campaign still fanning out; how many chunks were done."""
+        async with self._runtime.pool.acquire() as conn:
+            ids = [
+                r["id"]
+                for r in await conn.fetch(
+                    "SELECT id FROM campaigns WHERE status = 'fanning_out' ORDER BY created_at"
+                )
+            ]
+        done = 0
+        for campaign_id in ids:
+            done += int(await fan_out_chunk(self._runtime, campaign_id))
+        return done

@@ -12,7 +12,6 @@ at least once and a receiver drops an `sg_event_id` it has already seen.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -27,6 +26,7 @@ import asyncpg
 import msgspec
 
 from router import http_post
+from router.background import Wakeable
 from router.config import EventsConfig
 from router.database import Connection, Pool
 
@@ -141,7 +141,7 @@ def signature(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-class DeliveryEventSender:
+class DeliveryEventSender(Wakeable):
     """Posts stored events to `[events] webhook_url`, oldest first, one batch at a time.
 
     Only one batch is in flight across all router processes (a transaction-scoped advisory
@@ -149,6 +149,7 @@ class DeliveryEventSender:
     in the order they were recorded."""
 
     def __init__(self, pool: Pool, config: EventsConfig) -> None:
+        super().__init__()
         self._pool = pool
         self._config = config
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
@@ -156,14 +157,9 @@ class DeliveryEventSender:
 
     async def run(self, stopping: asyncio.Event) -> None:
         async with aiohttp.ClientSession(timeout=self._timeout, trust_env=False) as session:
-            while not stopping.is_set():
-                try:
-                    if await self.send_due(session):
-                        continue  # there may be more
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("delivery events could not be sent (%s); retrying", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=self.poll_seconds)
+            await self.loop(
+                stopping, lambda: self.send_due(session), self.poll_seconds, "delivery events"
+            )
 
     async def send_due(self, session: aiohttp.ClientSession) -> int:
         """Post the oldest unsent events if due; return how many the receiver accepted."""

@@ -8,16 +8,15 @@ written next to it, so a refused link is on record with the reason.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 from uuid import UUID
 
-import asyncpg
 import msgspec
 
 from channels.base import LineAccount, ProviderError
 from router import line_identity, outbox
+from router.background import Wakeable
 from router.config import LineConfig
 from router.database import Connection, Pool
 
@@ -48,7 +47,7 @@ class Event(msgspec.Struct, kw_only=True, rename="camel"):
     delivery: Delivery | None = None
 
 
-class LineEventProcessor:
+class LineEventProcessor(Wakeable):
     """Handles stored events in the order they happened; woken by `kick` or every few seconds."""
 
     def __init__(
@@ -58,21 +57,10 @@ class LineEventProcessor:
         self._pool = pool
         self._account = account
         self._config = config
-        self._wake = asyncio.Event()
-
-    def kick(self) -> None:
-        self._wake.set()
+        super().__init__()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            self._wake.clear()
-            try:
-                while await self.process_batch():
-                    pass
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("LINE event processing failed (%s); retrying", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=SWEEP_SECONDS)
+        await self.loop(stopping, self.process_batch, SWEEP_SECONDS, "LINE event processing")
 
     async def process_batch(self, limit: int = 100) -> int:
         async with self._pool.acquire() as conn, conn.transaction():

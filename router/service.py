@@ -96,8 +96,9 @@ class Runtime:
             self.smtp_server.close()
             await self.smtp_server.wait_closed()
         self.after_webhook()  # wakes the background loops, which then see `stopping`
-        if self.campaign_fan_out is not None:
-            self.campaign_fan_out.kick()
+        for loop in (self.campaign_fan_out, self.delivery_events):
+            if loop is not None:
+                loop.kick()
         if self.background:
             await asyncio.wait(self.background, timeout=10)
             for task in self.background:

@@ -10,14 +10,13 @@ processes never overtake each other.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 
 import aiohttp
-import asyncpg
 
 from router import http_post
+from router.background import Wakeable
 from router.database import Pool
 
 log = logging.getLogger(__name__)
@@ -28,27 +27,18 @@ BACKOFF_MAX_SECONDS = 3600.0
 IDLE_SECONDS = 5.0
 
 
-class WebhookForwarder:
+class WebhookForwarder(Wakeable):
     def __init__(self, pool: Pool, timeout_seconds: float = 10.0) -> None:
         self._pool = pool
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._wake = asyncio.Event()
         self.backoff_base = BACKOFF_BASE_SECONDS
-
-    def kick(self) -> None:
-        self._wake.set()
+        super().__init__()
 
     async def run(self, stopping: asyncio.Event) -> None:
         async with aiohttp.ClientSession(timeout=self._timeout, trust_env=False) as session:
-            while not stopping.is_set():
-                self._wake.clear()
-                try:
-                    while await self.forward_due(session):
-                        pass
-                except (OSError, asyncpg.PostgresError) as exc:
-                    log.warning("webhook forwarding failed (%s); retrying", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=IDLE_SECONDS)
+            await self.loop(
+                stopping, lambda: self.forward_due(session), IDLE_SECONDS, "webhook forwarding"
+            )
 
     async def forward_due(self, session: aiohttp.ClientSession) -> int:
         """Try the head of every URL's queue that is due; return how many were finished."""
