@@ -33,7 +33,6 @@ class Sent(msgspec.Struct, frozen=True, tag=True):
     """The provider accepted the message; `provider_ref` is its id for it."""
 
     provider_ref: str
-    note: str | None = None
 
 
 class Retry(msgspec.Struct, frozen=True, tag=True):

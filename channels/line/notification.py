@@ -65,7 +65,8 @@ class LineNotificationChannel:
             )
         self._push.quota.count_sent()
         request_id = response.headers.get("x-line-request-id") if response.headers else None
-        return Sent(provider_ref=str(request_id or ""), note="awaiting LINE's delivery event")
+        # Accepted; LINE's `delivery` webhook event later sets the delivery's confirmed_at.
+        return Sent(provider_ref=str(request_id or ""))
 
     async def aclose(self) -> None:
         """The shared client belongs to the push channel."""

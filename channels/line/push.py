@@ -186,7 +186,7 @@ def classify(status: int, headers: Any, body: str | bytes | None) -> Outcome:
     if status == 409:
         accepted = _header(headers, "x-line-accepted-request-id")
         if accepted:
-            return Sent(provider_ref=accepted, note="LINE had already accepted this retry key")
+            return Sent(provider_ref=accepted)  # LINE had already accepted this retry key
         return Failed(text, fallback=False)
     if status == 429:
         if error.message == MONTHLY_LIMIT_MESSAGE:
