@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -86,3 +88,28 @@ def smtp(smtp_server: SmtpSink) -> SmtpSink:
 async def router(dsn: str, line_sim: object, smtp: SmtpSink) -> AsyncIterator[object]:
     async with running_router(dsn, line_sim.base_url, smtp) as r:  # type: ignore[attr-defined]
         yield r
+
+
+# For the simulator's own tests: each of those modules defines the `simulator` these use and
+# the access `TOKEN` it accepts.
+@pytest.fixture(scope="module")
+async def api_client(simulator: Any, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    from linebot.v3.messaging import AsyncApiClient, Configuration
+
+    token = request.module.TOKEN
+    client = AsyncApiClient(Configuration(host=simulator.base_url, access_token=token))
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def api(api_client: Any) -> Any:
+    from linebot.v3.messaging import AsyncMessagingApi
+
+    return AsyncMessagingApi(api_client)
+
+
+@pytest.fixture(scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -91,24 +91,6 @@ def fresh_state(simulator: LineSimulator) -> None:
     simulator.reset()
 
 
-@pytest.fixture(scope="module")
-async def api_client(simulator: LineSimulator) -> AsyncIterator[AsyncApiClient]:
-    client = AsyncApiClient(Configuration(host=simulator.base_url, access_token=TOKEN))
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-def api(api_client: AsyncApiClient) -> AsyncMessagingApi:
-    return AsyncMessagingApi(api_client)
-
-
-@pytest.fixture(scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def post_json(
     http: aiohttp.ClientSession,
     url: str,

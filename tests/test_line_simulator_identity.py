@@ -26,9 +26,7 @@ from linebot.v3 import WebhookParser
 from linebot.v3.exceptions import InvalidSignatureError
 from linebot.v3.messaging import (
     ApiException,
-    AsyncApiClient,
     AsyncMessagingApi,
-    Configuration,
     PnpMessagesRequest,
     PushMessageRequest,
     ReplyMessageRequest,
@@ -164,24 +162,6 @@ def fresh_state(simulator: LineSimulator, receiver: Receiver) -> None:
     simulator.set_webhook(receiver.url, SECRET)
     receiver.deliveries.clear()
     receiver.answer_status = 200
-
-
-@pytest.fixture(scope="module")
-async def api_client(simulator: LineSimulator) -> AsyncIterator[AsyncApiClient]:
-    client = AsyncApiClient(Configuration(host=simulator.base_url, access_token=TOKEN))
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-def api(api_client: AsyncApiClient) -> AsyncMessagingApi:
-    return AsyncMessagingApi(api_client)
-
-
-@pytest.fixture(scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def auth(**extra: str) -> dict[str, str]:
