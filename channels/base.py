@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 import msgspec
@@ -54,6 +54,30 @@ class Failed(msgspec.Struct, frozen=True, tag=True):
 
 
 Outcome = Sent | Retry | Failed
+
+
+class OutboundGroup(msgspec.Struct, frozen=True, kw_only=True):
+    """One content to many recipients in one provider request (LINE multicast).
+
+    `batch_id` names the group as stored; the provider's retry key is derived from it, so a
+    group is only ever resent whole, with the same recipients."""
+
+    batch_id: UUID
+    addresses: list[str]
+    attempt: int
+    content_id: bytes
+    content: Content
+
+
+class Split(msgspec.Struct, frozen=True, tag=True):
+    """The provider refused the whole request because of some of its recipients, so nothing
+    was sent. `bad` holds their positions; empty when the provider did not say which."""
+
+    error: str
+    bad: list[int] = msgspec.field(default_factory=list)
+
+
+GroupOutcome = Sent | Retry | Failed | Split
 
 
 class QuotaFigures(msgspec.Struct, kw_only=True):
@@ -109,6 +133,25 @@ class Channel(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class GroupChannel(Channel, Protocol):
+    """A channel that can also send one content to many recipients in one request."""
+
+    @property
+    def max_group_size(self) -> int:
+        """Most recipients one request may name (LINE multicast: 500); 1 turns groups off."""
+        ...
+
+    @property
+    def groups_per_second(self) -> int | None:
+        """The provider's limit on group requests, shared by every router process."""
+        ...
+
+    async def send_group(self, group: OutboundGroup) -> GroupOutcome:
+        """One request for the whole group; never raises for a provider error."""
+        ...
 
 
 class LineAccount(Protocol):

@@ -17,6 +17,7 @@ from uuid import UUID
 
 import msgspec
 
+from router import send_batches
 from router.background import Wakeable
 from router.content import Content, EmailContent, LineContent, check_content
 from router.database import Connection
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHUNK = 5_000
 SWEEP_SECONDS = 5.0
 
 
@@ -156,7 +156,7 @@ async def fan_out_chunk(runtime: Runtime, campaign_id: UUID) -> bool:
                 row["audience_ids"],
                 row["exclude_audience_ids"],
                 row["cursor_member_id"],
-                CHUNK,
+                runtime.config.campaigns.fan_out_chunk,
             )
         ]
         if not members:
@@ -205,6 +205,7 @@ async def cancel(conn: Connection, campaign_id: UUID) -> bool:
         )
         if not found:
             return False
+        await send_batches.cancel_pending(conn, campaign_id)
         await conn.execute(
             "UPDATE deliveries d SET status = 'cancelled', updated_at = now(),"
             " last_error = 'campaign cancelled' FROM intents i"

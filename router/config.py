@@ -42,6 +42,8 @@ class LineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     channel_secret: str = ""
     api_base: str = "https://api.line.me"
     push_per_second: int = 2000
+    multicast: bool = True
+    multicast_per_second: int = 200
     max_connections: int = 64
     timeout_seconds: float = 10.0
     forward_webhooks_to: list[str] = msgspec.field(default_factory=list)
@@ -91,6 +93,10 @@ class MembersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_region: str = "JP"
 
 
+class CampaignsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    fan_out_chunk: int = 5_000
+
+
 class EventsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_url: str = ""
     signing_secret: str = ""
@@ -110,6 +116,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     members: MembersConfig = msgspec.field(default_factory=MembersConfig)
     smtp_ingress: SmtpIngressConfig = msgspec.field(default_factory=SmtpIngressConfig)
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
+    campaigns: CampaignsConfig = msgspec.field(default_factory=CampaignsConfig)
 
     @property
     def line_configured(self) -> bool:

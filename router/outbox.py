@@ -55,7 +55,8 @@ SET status = 'claimed',
 FROM intents i
 WHERE d.id IN (
         SELECT id FROM deliveries
-        WHERE channel = $1 AND status = 'pending' AND next_attempt_at <= now()
+        WHERE channel = $1 AND status = 'pending' AND send_batch_id IS NULL
+          AND next_attempt_at <= now()
         ORDER BY next_attempt_at
         LIMIT $2
         FOR UPDATE SKIP LOCKED)
@@ -283,9 +284,10 @@ async def recover_expired(conn: Connection, *, events: bool = False) -> set[str]
 
 
 async def next_due(conn: Connection, channel: str) -> datetime | None:
-    """When the earliest pending delivery of a channel becomes due."""
+    """When the earliest pending delivery of a channel, sent on its own, becomes due."""
     value: datetime | None = await conn.fetchval(
-        "SELECT min(next_attempt_at) FROM deliveries WHERE channel = $1 AND status = 'pending'",
+        "SELECT min(next_attempt_at) FROM deliveries"
+        " WHERE channel = $1 AND status = 'pending' AND send_batch_id IS NULL",
         channel,
     )
     return value

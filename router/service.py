@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from channels.base import Channel, LineAccount
+from channels.base import Channel, GroupChannel, LineAccount
 from channels.registry import build_adapters
-from router import intents
+from router import intents, send_batches
 from router.campaigns import CampaignFanOut
 from router.config import Config
 from router.content import Relayed
@@ -72,8 +72,12 @@ class Runtime:
         campaign_id: UUID | None = None,
     ) -> list[IntentResult]:
         """The one way every front door (JSON API, SMTP relay, compatibility APIs) accepts
-        intents: with this router's channels, recording events when they are configured."""
-        return await intents.accept(
+        intents: with this router's channels, recording events when they are configured.
+
+        A campaign's deliveries on a channel that can send groups (LINE multicast) are put
+        into send batches in the caller's transaction (the fan-out chunk's), so no worker can
+        see them before they are batched."""
+        results = await intents.accept(
             conn,
             requests,
             self.configured_channels,
@@ -82,6 +86,13 @@ class Runtime:
             events=self.config.events_configured,
             campaign_id=campaign_id,
         )
+        if campaign_id is not None:
+            assert conn.is_in_transaction(), "a campaign's intents are batched before commit"
+            new = [r.id for r in results if r.status == "accepted" and r.id is not None]
+            for channel in self.channels.values():
+                if isinstance(channel, GroupChannel) and channel.max_group_size > 1:
+                    await send_batches.form(conn, new, channel.name, channel.max_group_size)
+        return results
 
     def after_webhook(self) -> None:
         """New webhook events and forwards are stored: have them handled now, not at the sweep."""

@@ -19,8 +19,18 @@ from typing import Any
 
 import asyncpg
 
-from channels.base import Channel, Failed, Outbound, Outcome, Retry, Sent
-from router import outbox, ratelimit
+from channels.base import (
+    Channel,
+    Failed,
+    GroupChannel,
+    Outbound,
+    OutboundGroup,
+    Outcome,
+    Retry,
+    Sent,
+    Split,
+)
+from router import outbox, ratelimit, send_batches
 from router.config import WorkersConfig
 from router.content import Content
 from router.database import Pool
@@ -31,6 +41,8 @@ log = logging.getLogger(__name__)
 # Do not resend within this margin of the provider's de-duplication window closing.
 REPLAY_MARGIN = timedelta(hours=1)
 IDLE_RECHECK_SECONDS = 30.0
+# Send batches one group loop claims at a time (each is one multicast of up to 500).
+GROUPS_PER_CLAIM = 8
 
 
 class ContentCache:
@@ -95,6 +107,12 @@ class OutboxWorkers:
         self._channels = dict(channels)
         self._config = config
         self._wake = {name: asyncio.Event() for name in self._channels}
+        self._groups = {
+            n: c
+            for n, c in self._channels.items()
+            if isinstance(c, GroupChannel) and c.max_group_size > 1
+        }
+        self._group_wake = {name: asyncio.Event() for name in self._groups}
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._contents = ContentCache()
@@ -104,9 +122,10 @@ class OutboxWorkers:
 
     async def start(self) -> None:
         async with self._pool.acquire() as conn:
+            await send_batches.recover_expired(conn)
             await outbox.recover_expired(conn, events=self._events)
-        for event in self._wake.values():
-            event.set()
+        for name in self._wake:
+            self.wake(name)
         self._tasks.append(asyncio.create_task(self._listen(), name="outbox-listen"))
         self._tasks.append(asyncio.create_task(self._sweep(), name="outbox-sweep"))
         for name in self._channels:
@@ -114,12 +133,19 @@ class OutboxWorkers:
                 self._tasks.append(
                     asyncio.create_task(self._dispatch(name), name=f"outbox-{name}-{n}")
                 )
+        for name in self._groups:
+            for n in range(self._config.concurrency):
+                self._tasks.append(
+                    asyncio.create_task(
+                        self._dispatch_groups(name), name=f"outbox-{name}-groups-{n}"
+                    )
+                )
 
     async def stop(self, grace_seconds: float = 15.0) -> None:
         """Stop claiming; let batches in flight finish and be recorded."""
         self._stopping.set()
-        for event in self._wake.values():
-            event.set()
+        for name in self._wake:
+            self.wake(name)
         _, still = await asyncio.wait(self._tasks, timeout=grace_seconds)
         for task in still:
             task.cancel()
@@ -129,6 +155,8 @@ class OutboxWorkers:
     def wake(self, channel: str) -> None:
         if channel in self._wake:
             self._wake[channel].set()
+        if channel in self._group_wake:
+            self._group_wake[channel].set()
 
     async def _listen(self) -> None:
         while not self._stopping.is_set():
@@ -136,8 +164,8 @@ class OutboxWorkers:
             try:
                 conn = await asyncpg.connect(self._dsn)
                 await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                for event in self._wake.values():  # anything sent while we were away
-                    event.set()
+                for name in self._wake:  # anything sent while we were away
+                    self.wake(name)
                 while not self._stopping.is_set() and not conn.is_closed():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), timeout=5.0)
@@ -160,6 +188,8 @@ class OutboxWorkers:
                 return
             try:
                 async with self._pool.acquire() as conn:
+                    for channel in await send_batches.recover_expired(conn):
+                        self.wake(channel)
                     for channel in await outbox.recover_expired(conn, events=self._events):
                         self.wake(channel)
                     if self._unconfirmed_after is not None:
@@ -194,11 +224,34 @@ class OutboxWorkers:
                 continue
             await self._idle(name, wake)
 
-    async def _idle(self, name: str, wake: asyncio.Event) -> None:
+    async def _dispatch_groups(self, name: str) -> None:
+        channel = self._groups[name]
+        wake = self._group_wake[name]
+        limit = min(GROUPS_PER_CLAIM, channel.groups_per_second or GROUPS_PER_CLAIM)
+        while not self._stopping.is_set():
+            wake.clear()
+            try:
+                worked = await self._run_groups(channel, limit)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("%s multicast dispatch failed (%s); backing off", name, exc)
+                await asyncio.sleep(1.0)
+                continue
+            except Exception:
+                log.exception("%s multicast dispatch loop error; continuing", name)
+                await asyncio.sleep(1.0)
+                continue
+            if worked:
+                if worked == limit:
+                    wake.set()
+                continue
+            await self._idle(name, wake, groups=True)
+
+    async def _idle(self, name: str, wake: asyncio.Event, *, groups: bool = False) -> None:
         timeout = IDLE_RECHECK_SECONDS
+        next_due = send_batches.next_due if groups else outbox.next_due
         try:
             async with self._pool.acquire() as conn:
-                due = await outbox.next_due(conn, name)
+                due = await next_due(conn, name)
         except (OSError, asyncpg.PostgresError):
             due = None
         if due is not None:
@@ -242,16 +295,7 @@ class OutboxWorkers:
                 and now - c.first_attempt_at > window - REPLAY_MARGIN
             ):
                 results.append(
-                    outbox.Result(
-                        c.delivery_id,
-                        "failed",
-                        error=(
-                            "not retried: the provider's retry key expires "
-                            f"{window} after the first attempt, and that attempt may have been "
-                            "delivered"
-                        ),
-                        failure="dropped",
-                    )
+                    self._result(c.delivery_id, self._replay_window_passed(window), c.attempts)
                 )
             else:
                 raw = None
@@ -283,6 +327,115 @@ class OutboxWorkers:
         async with self._pool.acquire() as conn:
             await outbox.record(conn, token, results, events=self._events)
         return len(claimed)
+
+    async def _run_groups(self, channel: GroupChannel, limit: int) -> int:
+        """Claim, send and record send batches; return how many were claimed."""
+        token = uuid.uuid4()
+        async with self._pool.acquire() as conn:
+            claimed = await send_batches.claim(
+                conn, channel.name, limit, token, self._config.lease_seconds
+            )
+            if not claimed:
+                return 0
+            per_second = channel.groups_per_second
+            if per_second is not None:
+                while not await ratelimit.reserve(  # noqa: ASYNC110
+                    conn, f"{channel.name}:groups", len(claimed), per_second
+                ):
+                    await asyncio.sleep(ratelimit.seconds_to_next_window())
+        contents = await self._contents.get_many(self._pool, [b.content_id for b in claimed])
+        results = await asyncio.gather(
+            *(self._send_batch(channel, b, contents.get(b.content_id)) for b in claimed)
+        )
+        async with self._pool.acquire() as conn:
+            await send_batches.record(conn, token, results, events=self._events)
+        return len(claimed)
+
+    async def _send_batch(
+        self, channel: GroupChannel, batch: send_batches.ClaimedBatch, content: Content | None
+    ) -> send_batches.BatchResult:
+        """Send one batch and say what becomes of it and of each of its deliveries."""
+        ids = batch.delivery_ids
+
+        def every(outcome: Outcome) -> list[outbox.Result]:
+            return [self._result(i, outcome, batch.attempts) for i in ids]
+
+        def done(outcome: Outcome, ref: str | None = None) -> send_batches.BatchResult:
+            error = None if isinstance(outcome, Sent) else outcome.error
+            return send_batches.BatchResult(
+                batch.batch_id, "done", every(outcome), provider_ref=ref, error=error
+            )
+
+        if not ids:
+            return send_batches.BatchResult(
+                batch.batch_id, "done", [], error="no delivery left to send"
+            )
+        if content is None:
+            return done(Failed("content missing", fallback=False, dropped=True))
+        window = channel.replay_window
+        if (
+            window is not None
+            and batch.attempts > 1
+            and datetime.now(UTC) - batch.first_attempt_at > window - REPLAY_MARGIN
+        ):
+            return done(self._replay_window_passed(window))
+        outcome = await channel.send_group(
+            OutboundGroup(
+                batch_id=batch.batch_id,
+                addresses=batch.addresses,
+                attempt=batch.attempts,
+                content_id=batch.content_id,
+                content=content,
+            )
+        )
+        if isinstance(outcome, Sent):
+            return done(outcome, outcome.provider_ref)
+        if isinstance(outcome, Failed):
+            return done(outcome)
+        if isinstance(outcome, Retry):
+            if batch.attempts >= self._config.max_attempts:
+                return done(outcome)  # _result turns it into 'failed' for every delivery
+            delay = self.backoff(batch.attempts, outcome)
+            return send_batches.BatchResult(
+                batch.batch_id,
+                "pending",
+                [
+                    outbox.Result(i, "pending", error=outcome.error, retry_in_seconds=delay)
+                    for i in ids
+                ],
+                error=outcome.error,
+                retry_in_seconds=delay,
+            )
+        assert isinstance(outcome, Split)
+        return self._split(batch, outcome)
+
+    def _split(self, batch: send_batches.ClaimedBatch, split: Split) -> send_batches.BatchResult:
+        """A 400 sent nothing: fail the recipients LINE named and send the rest in a new
+        batch; when LINE named none, halve the batch until the bad ones stand alone."""
+        ids = batch.delivery_ids
+        bad = {i for i in split.bad if 0 <= i < len(ids)}
+        refused = Failed(split.error, fallback=True)
+        if not bad and len(ids) == 1:
+            bad = {0}
+        failed = [self._result(ids[i], refused, batch.attempts) for i in sorted(bad)]
+        rest = [d for i, d in enumerate(ids) if i not in bad]
+        return send_batches.BatchResult(
+            batch.batch_id,
+            "split",
+            failed,
+            error=split.error,
+            split_off=rest,
+            halve=not bad,
+        )
+
+    @staticmethod
+    def _replay_window_passed(window: timedelta) -> Failed:
+        return Failed(
+            "not retried: the provider's retry key expires "
+            f"{window} after the first attempt, and that attempt may have been delivered",
+            fallback=False,
+            dropped=True,
+        )
 
     async def _send_one_by_one(
         self, channel: Channel, batch: Sequence[Outbound], token: uuid.UUID

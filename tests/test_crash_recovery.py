@@ -20,20 +20,26 @@ FRIENDS = 1200
 MAIL_ONLY = 300
 
 
-def start_router(dsn: str, line_base: str, smtp: SmtpSink, port: int) -> subprocess.Popen[bytes]:
-    env = os.environ | {
-        "ROUTER_HTTP_LISTEN": f"127.0.0.1:{port}",
-        "ROUTER_DATABASE_URL": dsn,
-        "ROUTER_API_KEYS": API_KEY,
-        "ROUTER_LINE_CHANNEL_ACCESS_TOKEN": LINE_TOKEN,
-        "ROUTER_LINE_API_BASE": line_base,
-        "ROUTER_EMAIL_HOST": "127.0.0.1",
-        "ROUTER_EMAIL_PORT": str(smtp.port),
-        "ROUTER_EMAIL_FROM_ADDRESS": "news@shop.example.jp",
-        "ROUTER_WORKERS_LEASE_SECONDS": "2",
-        "ROUTER_WORKERS_BACKOFF_BASE_SECONDS": "0.1",
-        "ROUTER_WORKERS_BATCH_SIZE": "50",
-    }
+def start_router(
+    dsn: str, line_base: str, smtp: SmtpSink, port: int, **extra: str
+) -> subprocess.Popen[bytes]:
+    env = (
+        os.environ
+        | extra
+        | {
+            "ROUTER_HTTP_LISTEN": f"127.0.0.1:{port}",
+            "ROUTER_DATABASE_URL": dsn,
+            "ROUTER_API_KEYS": API_KEY,
+            "ROUTER_LINE_CHANNEL_ACCESS_TOKEN": LINE_TOKEN,
+            "ROUTER_LINE_API_BASE": line_base,
+            "ROUTER_EMAIL_HOST": "127.0.0.1",
+            "ROUTER_EMAIL_PORT": str(smtp.port),
+            "ROUTER_EMAIL_FROM_ADDRESS": "news@shop.example.jp",
+            "ROUTER_WORKERS_LEASE_SECONDS": "2",
+            "ROUTER_WORKERS_BACKOFF_BASE_SECONDS": "0.1",
+            "ROUTER_WORKERS_BATCH_SIZE": "50",
+        }
+    )
     return subprocess.Popen(
         [sys.executable, "-m", "router", "serve"],
         env=env,
@@ -127,3 +133,96 @@ async def test_kill_mid_delivery_then_two_routers_finish_exactly_once(
     assert max(mailed.values()) == 1
     assert final.get("sent", 0) == FRIENDS + MAIL_ONLY - len(uncertain)
     assert set(mailed) | uncertain == {f"e{i}@example.jp" for i in range(MAIL_ONLY)}
+
+
+CAMPAIGN_FRIENDS = 1500
+CAMPAIGN_MAIL_ONLY = 100
+
+
+async def test_kill_mid_fan_out_and_mid_multicast_then_restart_exactly_once(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    """Small fan-out chunks (so the kill lands between them) and multicasts that LINE accepts
+    but answers late (so the kill lands while batches are with LINE, unrecorded)."""
+    chunk = {"ROUTER_CAMPAIGNS_FAN_OUT_CHUNK": "40"}
+    port = _free_port()
+    first = start_router(dsn, line_sim.base_url, smtp, port, **chunk)
+    base = f"http://127.0.0.1:{port}"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await wait_healthy(base)
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+        ) as client:
+            people = [
+                {"member_id": f"f{i:05}", "email": f"f{i}@example.jp", "line_user_id": f"U{i:032x}"}
+                for i in range(CAMPAIGN_FRIENDS)
+            ] + [
+                {"member_id": f"e{i:05}", "email": f"e{i}@example.jp"}
+                for i in range(CAMPAIGN_MAIL_ONLY)
+            ]
+            resp = await client.post("/v1/members/batch", json={"members": people})
+            assert resp.status_code == 200
+            resp = await client.post(
+                "/v1/audiences",
+                data={"name": "all", "type": "email"},
+                files={"file": ("all.csv", "\n".join(p["email"] for p in people).encode())},
+            )
+            assert resp.status_code == 201, resp.text
+            line_sim.delay_next(1000, 5.0)  # accepted at once, answered after the kill
+            resp = await client.post(
+                "/v1/campaigns",
+                json={"audience_ids": [resp.json()["id"]], "email": {"subject": "S", "text": "T"}},
+            )
+            assert resp.status_code == 202
+        deadline = time.monotonic() + 30
+        while len(line_sim.accepted_pushes()) < 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.005)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        line_sim.delay_next(0, 0.0)
+        row = await conn.fetchrow("SELECT status, targeted FROM campaigns")
+        assert row["status"] == "fanning_out" and 0 < row["targeted"] < len(people), dict(row)
+        in_flight = await conn.fetchval(
+            "SELECT count(*) FROM send_batches WHERE status = 'claimed'"
+        )
+        assert in_flight >= 3
+
+        ports = [_free_port(), _free_port()]
+        others = [start_router(dsn, line_sim.base_url, smtp, p, **chunk) for p in ports]
+        try:
+            deadline = time.monotonic() + 90
+            while await conn.fetchval(
+                "SELECT count(*) FROM campaigns WHERE status = 'fanning_out'"
+            ) or await conn.fetchval(
+                "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'claimed', 'sending')"
+            ):
+                assert time.monotonic() < deadline, "the campaign did not finish"
+                await asyncio.sleep(0.2)
+        finally:
+            for p in others:
+                p.send_signal(signal.SIGTERM)
+            for p in others:
+                assert p.wait(timeout=30) == 0
+        assert await conn.fetchval("SELECT count(*) FROM intents") == len(people)
+        assert await conn.fetchval("SELECT count(DISTINCT member_id) FROM intents") == len(people)
+        line_status = dict(
+            await conn.fetch(
+                "SELECT status, count(*) FROM deliveries WHERE channel = 'line' GROUP BY 1"
+            )
+        )
+        assert line_status == {"sent": CAMPAIGN_FRIENDS}
+    finally:
+        if first.poll() is None:
+            first.kill()
+        await conn.close()
+
+    # Every friend got the message exactly once: batches resent after the crash were answered
+    # 409 under their own retry key, and none was split or re-formed.
+    received = Counter(to for r in line_sim.accepted_pushes() for to in r.body["to"])
+    assert len(received) == CAMPAIGN_FRIENDS and max(received.values()) == 1
+    replays = [r for r in line_sim.received if r.status == 409]
+    assert len(replays) >= 3
+    mailed = Counter(rcpt for m in smtp.mails for rcpt in m.rcpt_to)
+    assert max(mailed.values()) == 1

@@ -1,4 +1,7 @@
-"""LINE push: one delivery, one `POST /v2/bot/message/push`, through line-bot-sdk's async client.
+"""LINE push and multicast, through line-bot-sdk's async client.
+
+One delivery is one `POST /v2/bot/message/push`; a send batch (deliveries of one campaign with
+the same content) is one `POST /v2/bot/message/multicast` to up to 500 user IDs.
 
 Requests go through the SDK's `AsyncApiClient` (its connection pool, bearer auth and
 `ApiException` error model) with the JSON body built once per content. The SDK's typed
@@ -6,8 +9,8 @@ Requests go through the SDK's `AsyncApiClient` (its connection pool, bearer auth
 more than the HTTP request itself; the router already validated them when the intent was
 accepted (router.line_messages), so that per-call work buys nothing here.
 
-Every request carries `X-Line-Retry-Key`, a UUID derived from the delivery id. LINE keeps a
-key for 24 hours and answers a repeat with 409 plus the original request id, so a resend
+Every request carries `X-Line-Retry-Key`, a UUID derived from the delivery id (the batch id
+for a multicast). LINE keeps a key for 24 hours and answers a repeat with 409 plus the original request id, so a resend
 after a crash or a timeout can never reach the user twice; the worker refuses to resend
 once that window has passed.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import urllib.parse
 import urllib.request
 import uuid
@@ -28,9 +32,20 @@ import aiohttp
 import msgspec
 from linebot.v3.messaging import ApiException, AsyncApiClient, Configuration
 
-from channels.base import Failed, Outbound, Outcome, ProviderError, Retry, Sent
+from channels.base import (
+    Failed,
+    GroupOutcome,
+    Outbound,
+    OutboundGroup,
+    Outcome,
+    ProviderError,
+    Retry,
+    Sent,
+    Split,
+)
 from channels.line.quota import LineQuota
 from router.config import LineConfig
+from router.content import Content
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +53,19 @@ RETRY_KEY_NAMESPACE = uuid.UUID("5d3c0c52-8a8e-4a59-9a64-0c9f3b1f6d21")
 RETRY_KEY_LIFETIME = timedelta(hours=24)
 MONTHLY_LIMIT_MESSAGE = "You have reached your monthly limit."
 PUSH_PATH = "/v2/bot/message/push"
+MULTICAST_PATH = "/v2/bot/message/multicast"
+MAX_MULTICAST_RECIPIENTS = 500
+_RECIPIENT_PROPERTY = re.compile(r"to\[(\d+)\]")
 
 
 def retry_key(delivery_id: uuid.UUID) -> uuid.UUID:
     """The same delivery always gets the same key; different deliveries never share one."""
     return uuid.uuid5(RETRY_KEY_NAMESPACE, f"push:{delivery_id}")
+
+
+def multicast_retry_key(batch_id: uuid.UUID) -> uuid.UUID:
+    """A send batch's key: never equal to any delivery's push key."""
+    return uuid.uuid5(RETRY_KEY_NAMESPACE, f"multicast:{batch_id}")
 
 
 class LineError(msgspec.Struct):
@@ -87,16 +110,22 @@ class LinePushChannel:
         self._slots = asyncio.Semaphore(config.max_connections)
         self.max_concurrency = config.max_connections
         self.requests_per_second: int | None = config.push_per_second
+        # 1 when multicast is turned off: every delivery then goes out as its own push.
+        self.max_group_size = MAX_MULTICAST_RECIPIENTS if config.multicast else 1
+        self.groups_per_second: int | None = config.multicast_per_second
         self._messages: OrderedDict[bytes, list[Any]] = OrderedDict()
         self.quota = LineQuota(self._client, config.quota_cache_seconds)
         self._check_quota = config.check_quota
 
     def wire_messages(self, message: Outbound) -> list[Any]:
         """LINE's JSON for a content's messages, built once per content and reused."""
-        cached = self._messages.get(message.content_id)
+        return self._wire(message.content_id, message.content)
+
+    def _wire(self, content_id: bytes, content: Content) -> list[Any]:
+        cached = self._messages.get(content_id)
         if cached is None:
-            cached = [msgspec.to_builtins(m) for m in message.content.line_messages()]
-            self._messages[message.content_id] = cached
+            cached = [msgspec.to_builtins(m) for m in content.line_messages()]
+            self._messages[content_id] = cached
             if len(self._messages) > 1024:
                 self._messages.popitem(last=False)
         return cached
@@ -109,36 +138,66 @@ class LinePushChannel:
             messages = self.wire_messages(message)
         except ValueError as exc:
             return Failed(f"LINE messages could not be built: {exc}", fallback=True, dropped=True)
+        body = {"to": message.address, "messages": messages}
+        outcome = await self._post(PUSH_PATH, retry_key(message.delivery_id), body, 1)
+        assert not isinstance(outcome, _Refused)  # only a multicast's 400 is kept apart
+        return outcome
+
+    async def send_group(self, group: OutboundGroup) -> GroupOutcome:
+        """One multicast for the whole group. A 400 naming recipients (`to[i]`) becomes
+        `Split` so they can be set apart; one naming the messages fails the whole group, since
+        splitting could not help."""
+        if not 1 <= len(group.addresses) <= MAX_MULTICAST_RECIPIENTS:
+            raise ValueError(f"a multicast names 1 to {MAX_MULTICAST_RECIPIENTS} user IDs")
+        try:
+            messages = self._wire(group.content_id, group.content)
+        except ValueError as exc:
+            return Failed(f"LINE messages could not be built: {exc}", fallback=True, dropped=True)
+        body = {"to": group.addresses, "messages": messages}
+        outcome = await self._post(
+            MULTICAST_PATH, multicast_retry_key(group.batch_id), body, len(group.addresses)
+        )
+        if isinstance(outcome, _Refused):
+            return _split_or_fail(outcome)
+        return outcome
+
+    async def _post(
+        self, path: str, key: uuid.UUID, body: dict[str, Any], recipients: int
+    ) -> Outcome | _Refused:
         if self._check_quota:
-            refused = await self._quota_refusal()
+            refused = await self._quota_refusal(recipients)
             if refused is not None:
                 return refused
         async with self._slots:
             try:
                 response = await self._client.call_api(
-                    PUSH_PATH,
+                    path,
                     "POST",
                     header_params={
-                        "X-Line-Retry-Key": str(retry_key(message.delivery_id)),
+                        "X-Line-Retry-Key": str(key),
                         "Content-Type": "application/json",
                         "Accept": "application/json",
                     },
-                    body={"to": message.address, "messages": messages},
+                    body=body,
                     response_types_map={},
                     auth_settings=["Bearer"],
                     _request_timeout=self._timeout,
                 )
             except ApiException as exc:
-                return classify(exc.status, exc.headers or {}, exc.body)
+                outcome = classify(exc.status, exc.headers or {}, exc.body)
+                if exc.status == 400 and path == MULTICAST_PATH:
+                    return _Refused(outcome, describe_error(exc.body))
+                return outcome
             except (TimeoutError, aiohttp.ClientError) as exc:
                 return Retry(f"LINE request failed: {type(exc).__name__} {exc}".strip())
-        self.quota.count_sent()
+        self.quota.count_sent(recipients)
         return Sent(provider_ref=_header(response.headers, "x-line-request-id"))
 
-    async def _quota_refusal(self) -> Outcome | None:
-        """A permanent failure (so prefer_line falls back) when the month's quota is used up."""
+    async def _quota_refusal(self, recipients: int) -> Outcome | None:
+        """A permanent failure (so prefer_line falls back) when the month's quota cannot
+        cover these recipients."""
         try:
-            ok, figures = await self.quota.can_send()
+            ok, figures = await self.quota.can_send(recipients)
         except (ProviderError, aiohttp.ClientError, TimeoutError, msgspec.DecodeError) as exc:
             log.warning("LINE quota could not be read (%s); sending anyway", type(exc).__name__)
             return None
@@ -154,6 +213,24 @@ class LinePushChannel:
     async def aclose(self) -> None:
         await self._client.close()
         await self._sdk_session.close()
+
+
+class _Refused(msgspec.Struct, frozen=True):
+    """A multicast answered 400: nothing was sent, and the details may name recipients."""
+
+    outcome: Outcome
+    error: LineError
+
+
+def _split_or_fail(refused: _Refused) -> GroupOutcome:
+    text = refused.outcome.error if isinstance(refused.outcome, (Retry, Failed)) else ""
+    properties = [d.get("property", "") for d in refused.error.details]
+    bad = sorted({int(m.group(1)) for p in properties if (m := _RECIPIENT_PROPERTY.fullmatch(p))})
+    if bad:
+        return Split(text, bad)
+    if any(p.startswith("messages") for p in properties):
+        return refused.outcome  # the content itself: every recipient would be refused
+    return Split(text)
 
 
 def proxy_for(url: str) -> str | None:

@@ -1,0 +1,220 @@
+"""Send batches: a campaign's LINE deliveries with the same content, sent as one multicast.
+
+Batches are formed when the campaign's intents are accepted, in the same transaction, so no
+worker ever sees those deliveries unbatched. From then on the batch is the unit of work: it
+is claimed whole (`FOR UPDATE SKIP LOCKED` on `send_batches`), sent under a retry key derived
+from its id, and its outcome is recorded for every delivery in it at once. A batch is never
+resent with different recipients under the same key: LINE would answer 409 for people who
+never got the message. Only a 400 (nothing sent) lets recipients move to a new batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+from router import outbox
+from router.database import Connection
+from router.intents import NOTIFY_CHANNEL
+
+# Deliveries of the same content and due time among these intents are dealt into as few
+# batches as fit, of near-equal size (1,001 recipients: 334 + 334 + 333, not 500 + 500 + 1).
+_FORM = """
+WITH candidates AS (
+    SELECT d.id, i.content_id, d.next_attempt_at,
+           row_number() OVER w - 1 AS n,
+           count(*) OVER (PARTITION BY i.content_id, d.next_attempt_at) AS total
+    FROM deliveries d JOIN intents i ON i.id = d.intent_id
+    WHERE d.intent_id = ANY($1::uuid[]) AND d.channel = $2 AND d.status = 'pending'
+      AND d.send_batch_id IS NULL AND NOT d.is_fallback
+    WINDOW w AS (PARTITION BY i.content_id, d.next_attempt_at ORDER BY d.id)
+), dealt AS (
+    SELECT id, content_id, next_attempt_at,
+           n % ((total + $3::int - 1) / $3::int) AS slot
+    FROM candidates WHERE total >= $4::int
+), batches AS MATERIALIZED (
+    SELECT content_id, next_attempt_at, slot, gen_random_uuid() AS batch_id
+    FROM dealt GROUP BY content_id, next_attempt_at, slot
+), created AS (
+    INSERT INTO send_batches (id, channel, content_id, status, next_attempt_at)
+    SELECT batch_id, $2, content_id, 'pending', next_attempt_at FROM batches
+)
+UPDATE deliveries d SET send_batch_id = b.batch_id
+FROM dealt x JOIN batches b USING (content_id, next_attempt_at, slot)
+WHERE d.id = x.id
+"""
+
+
+async def form(
+    conn: Connection,
+    intent_ids: Sequence[UUID],
+    channel: str,
+    max_size: int,
+    min_size: int = 2,
+) -> None:
+    """Batch the new `channel` deliveries of these intents (in the caller's transaction)."""
+    if intent_ids:
+        await conn.execute(_FORM, list(intent_ids), channel, max_size, min_size)
+
+
+class ClaimedBatch(msgspec.Struct, frozen=True):
+    batch_id: UUID
+    content_id: bytes
+    attempts: int
+    first_attempt_at: datetime
+    delivery_ids: list[UUID]
+    addresses: list[str]
+
+
+# The batch rows are locked first, then their deliveries: the same order `cancel_pending`
+# takes, so the two never deadlock. A batch with no pending delivery left (all cancelled,
+# or their members erased) comes back empty and is closed by the caller.
+_CLAIM = """
+WITH b AS (
+    UPDATE send_batches s
+    SET status = 'claimed', attempts = s.attempts + 1, claim_token = $3,
+        lease_expires_at = now() + make_interval(secs => $4),
+        first_attempt_at = coalesce(s.first_attempt_at, now()), updated_at = now()
+    WHERE s.id IN (
+        SELECT id FROM send_batches
+        WHERE channel = $1 AND status = 'pending' AND next_attempt_at <= now()
+        ORDER BY next_attempt_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED)
+    RETURNING s.id, s.content_id, s.attempts, s.first_attempt_at
+), d AS (
+    UPDATE deliveries d
+    SET status = 'claimed', attempts = d.attempts + 1, claim_token = $3,
+        lease_expires_at = now() + make_interval(secs => $4),
+        first_attempt_at = coalesce(d.first_attempt_at, now()), updated_at = now()
+    FROM b
+    WHERE d.send_batch_id = b.id AND d.status = 'pending'
+    RETURNING d.id, d.address, d.send_batch_id
+)
+SELECT b.id, b.content_id, b.attempts, b.first_attempt_at,
+       coalesce(array_agg(d.id ORDER BY d.id) FILTER (WHERE d.id IS NOT NULL), '{}') AS ids,
+       coalesce(array_agg(d.address ORDER BY d.id) FILTER (WHERE d.id IS NOT NULL), '{}')
+           AS addresses
+FROM b LEFT JOIN d ON d.send_batch_id = b.id
+GROUP BY b.id, b.content_id, b.attempts, b.first_attempt_at
+"""
+
+
+async def claim(
+    conn: Connection, channel: str, limit: int, token: UUID, lease_seconds: float
+) -> list[ClaimedBatch]:
+    rows = await conn.fetch(_CLAIM, channel, limit, token, lease_seconds)
+    return [ClaimedBatch(*r) for r in rows]
+
+
+class BatchResult(msgspec.Struct, frozen=True):
+    """What to record for one claimed batch: its own state and each delivery's result.
+
+    `split_off`: deliveries that go on, unsent, in a new batch (after a 400 that named
+    other recipients). `halve`: split them into two new batches instead of one."""
+
+    batch_id: UUID
+    status: str  # 'done' | 'pending' | 'split'
+    deliveries: list[outbox.Result]
+    provider_ref: str | None = None
+    error: str | None = None
+    retry_in_seconds: float = 0.0
+    split_off: list[UUID] = msgspec.field(default_factory=list)
+    halve: bool = False
+
+
+_RECORD_BATCH = """
+UPDATE send_batches
+SET status = $3, provider_ref = coalesce($4, provider_ref), last_error = coalesce($5, last_error),
+    next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $6)
+                           ELSE next_attempt_at END,
+    claim_token = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE id = $1 AND claim_token = $2
+RETURNING channel
+"""
+
+_SPLIT_OFF = """
+WITH parts AS MATERIALIZED (
+    SELECT part, gen_random_uuid() AS batch_id FROM unnest($4::int[]) AS p(part) GROUP BY part
+), created AS (
+    INSERT INTO send_batches (id, channel, content_id, status, split_from)
+    SELECT p.batch_id, s.channel, s.content_id, 'pending', s.id
+    FROM parts p, send_batches s WHERE s.id = $1
+)
+UPDATE deliveries d
+SET status = 'pending', send_batch_id = p.batch_id, claim_token = NULL,
+    lease_expires_at = NULL, next_attempt_at = now(), updated_at = now()
+FROM unnest($3::uuid[], $4::int[]) AS x(id, part) JOIN parts p USING (part)
+WHERE d.id = x.id AND d.claim_token = $2
+"""
+
+
+async def record(
+    conn: Connection, token: UUID, results: Sequence[BatchResult], *, events: bool = False
+) -> int:
+    """Store the outcomes of claimed batches; returns how many were still ours."""
+    ours = 0
+    async with conn.transaction():
+        deliveries: list[outbox.Result] = []
+        woken: set[str] = set()
+        for r in results:
+            channel = await conn.fetchval(
+                _RECORD_BATCH,
+                r.batch_id,
+                token,
+                r.status,
+                r.provider_ref,
+                r.error,
+                r.retry_in_seconds,
+            )
+            if channel is None:
+                continue  # the lease was lost; the batch's new holder records it
+            ours += 1
+            deliveries.extend(r.deliveries)
+            if r.split_off:
+                half = (len(r.split_off) + 1) // 2 if r.halve else len(r.split_off)
+                parts = [int(i >= half) for i in range(len(r.split_off))]
+                await conn.execute(_SPLIT_OFF, r.batch_id, token, r.split_off, parts)
+                woken.add(channel)
+        await outbox.record(conn, token, deliveries, events=events)
+        for channel in sorted(woken):
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
+    return ours
+
+
+_RECOVER = """
+UPDATE send_batches SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
+       next_attempt_at = now(), updated_at = now(),
+       last_error = 'the worker holding this batch stopped; requeued'
+WHERE status = 'claimed' AND lease_expires_at < now()
+RETURNING channel
+"""
+
+
+async def recover_expired(conn: Connection) -> set[str]:
+    """Requeue batches whose worker is gone (their deliveries are requeued by the outbox).
+    Resending is safe: the retry key is the batch's, and so are the recipients."""
+    return {r["channel"] for r in await conn.fetch(_RECOVER)}
+
+
+async def next_due(conn: Connection, channel: str) -> datetime | None:
+    value: datetime | None = await conn.fetchval(
+        "SELECT min(next_attempt_at) FROM send_batches WHERE channel = $1 AND status = 'pending'",
+        channel,
+    )
+    return value
+
+
+async def cancel_pending(conn: Connection, campaign_id: UUID) -> None:
+    """Cancel the campaign's batches still waiting (in the caller's transaction, before its
+    deliveries are cancelled: batch rows are always locked before delivery rows)."""
+    await conn.execute(
+        "UPDATE send_batches s SET status = 'cancelled', updated_at = now()"
+        " WHERE s.status = 'pending' AND s.id IN ("
+        "   SELECT d.send_batch_id FROM deliveries d JOIN intents i ON i.id = d.intent_id"
+        "   WHERE i.campaign_id = $1 AND d.send_batch_id IS NOT NULL AND d.status = 'pending')",
+        campaign_id,
+    )

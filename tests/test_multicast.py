@@ -1,0 +1,266 @@
+"""A campaign's LINE part as multicast, against the LINE simulator: batching, retry keys,
+400s that name recipients, unexplained 400s, timeouts after acceptance, and cancel mid-way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import asyncpg
+
+from channels.base import Failed, OutboundGroup, Sent, Split
+from channels.line.push import LinePushChannel
+from router.config import LineConfig
+from router.content import Content, LineContent
+from router.line_messages import text_message
+from tests.harness import LINE_TOKEN, RouterUnderTest, SmtpSink, running_router
+
+MAIL = {"subject": "Coupon", "text": "10% off for registered members"}
+MULTICAST = "/v2/bot/message/multicast"
+
+
+def friend_id(i: int) -> str:
+    return f"U{i:032x}"
+
+
+async def add_members(r: RouterUnderTest, friends: int, mail_only: int = 0) -> None:
+    people = [
+        {"member_id": f"f{i:05}", "email": f"f{i}@example.jp", "line_user_id": friend_id(i)}
+        for i in range(friends)
+    ] + [{"member_id": f"e{i:05}", "email": f"e{i}@example.jp"} for i in range(mail_only)]
+    for start in range(0, len(people), 500):
+        resp = await r.client.post(
+            "/v1/members/batch", json={"members": people[start : start + 500]}
+        )
+        assert resp.status_code == 200, resp.text
+
+
+async def campaign(r: RouterUnderTest, friends: int, mail_only: int = 0) -> str:
+    lines = [f"f{i}@example.jp" for i in range(friends)] + [
+        f"e{i}@example.jp" for i in range(mail_only)
+    ]
+    resp = await r.client.post(
+        "/v1/audiences",
+        data={"name": "everyone", "type": "email"},
+        files={"file": ("list.csv", "\n".join(lines).encode(), "text/csv")},
+    )
+    assert resp.status_code == 201, resp.text
+    resp = await r.client.post(
+        "/v1/campaigns", json={"audience_ids": [resp.json()["id"]], "email": MAIL}
+    )
+    assert resp.status_code == 202, resp.text
+    campaign_id: str = resp.json()["id"]
+    return campaign_id
+
+
+async def settled(
+    r: RouterUnderTest, campaign_id: str, expected: dict[tuple[str, str], int]
+) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        view = (await r.client.get(f"/v1/campaigns/{campaign_id}")).json()
+        counts = {(d["channel"], d["status"]): d["deliveries"] for d in view["deliveries"]}
+        if view["status"] != "fanning_out" and counts == expected:
+            return
+        assert time.monotonic() < deadline, (view["status"], counts)
+        await asyncio.sleep(0.05)
+
+
+def multicasts(sim: Any, status: int | None = 200) -> list[Any]:
+    return [
+        q for q in sim.received if q.path == MULTICAST and (status is None or q.status == status)
+    ]
+
+
+async def test_campaign_friends_get_one_multicast_per_500_and_exact_records(
+    router: RouterUnderTest, line_sim: Any, smtp: SmtpSink, dsn: str
+) -> None:
+    await add_members(router, 1001, mail_only=40)
+    campaign_id = await campaign(router, 1001, mail_only=40)
+    await settled(router, campaign_id, {("email", "sent"): 40, ("line", "sent"): 1001})
+
+    sent = multicasts(line_sim)
+    # 1,001 recipients dealt into three near-equal batches, not 500 + 500 + 1.
+    assert sorted(len(q.body["to"]) for q in sent) == [333, 334, 334]
+    assert not [q for q in line_sim.received if q.path == "/v2/bot/message/push"]
+    received = Counter(to for q in sent for to in q.body["to"])
+    assert set(received) == {friend_id(i) for i in range(1001)} and max(received.values()) == 1
+    assert len({q.retry_key for q in sent}) == 3 and None not in {q.retry_key for q in sent}
+    assert len(smtp.mails) == 40
+    conn = await asyncpg.connect(dsn)
+    try:
+        # Each delivery records the request that carried it.
+        refs = await conn.fetch(
+            "SELECT provider_ref, array_agg(address) AS addresses FROM deliveries"
+            " WHERE channel = 'line' GROUP BY provider_ref"
+        )
+        by_request = {q.request_id: set(q.body["to"]) for q in sent}
+        assert {r["provider_ref"]: set(r["addresses"]) for r in refs} == by_request
+        assert await conn.fetchval("SELECT count(*) FROM send_batches WHERE status = 'done'") == 3
+    finally:
+        await conn.close()
+
+
+async def test_recipients_named_by_a_400_fail_alone_and_the_rest_go_in_a_new_batch(
+    router: RouterUnderTest, line_sim: Any, smtp: SmtpSink, dsn: str
+) -> None:
+    await add_members(router, 20)
+    conn = await asyncpg.connect(dsn)
+    try:
+        # IDs LINE refuses (the router checks the format on the way in, so write them direct).
+        await conn.execute(
+            "UPDATE members SET line_user_id = 'U-not-valid-' || member_id, line_friend = true"
+            " WHERE member_id IN ('f00003', 'f00011')"
+        )
+        campaign_id = await campaign(router, 20)
+        await settled(
+            router,
+            campaign_id,
+            {("email", "sent"): 2, ("line", "failed"): 2, ("line", "sent"): 18},
+        )
+        refused, accepted = multicasts(line_sim, 400), multicasts(line_sim)
+        assert len(refused) == 1 and len(refused[0].body["to"]) == 20
+        assert len(accepted) == 1 and len(accepted[0].body["to"]) == 18
+        assert "U-not-valid-f00003" not in accepted[0].body["to"]
+        assert refused[0].retry_key != accepted[0].retry_key  # nothing sent: a new key is safe
+        assert sorted(rcpt for m in smtp.mails for rcpt in m.rcpt_to) == [
+            "f11@example.jp",
+            "f3@example.jp",
+        ]
+        errors = await conn.fetch(
+            "SELECT last_error FROM deliveries WHERE channel = 'line' AND status = 'failed'"
+        )
+        assert all("to[" in e["last_error"] for e in errors), errors
+        batches = dict(await conn.fetch("SELECT status, count(*) FROM send_batches GROUP BY 1"))
+        assert batches == {"split": 1, "done": 1}
+    finally:
+        await conn.close()
+
+
+async def test_a_400_naming_no_recipient_halves_the_batch(
+    router: RouterUnderTest, line_sim: Any, dsn: str
+) -> None:
+    await add_members(router, 20)
+    line_sim.fail_next(1, status=400, message="The request body has 1 error(s)")
+    campaign_id = await campaign(router, 20)
+    await settled(router, campaign_id, {("line", "sent"): 20})
+    assert [len(q.body["to"]) for q in multicasts(line_sim, 400)] == [20]
+    assert sorted(len(q.body["to"]) for q in multicasts(line_sim)) == [10, 10]
+    conn = await asyncpg.connect(dsn)
+    try:
+        halves = await conn.fetch("SELECT split_from FROM send_batches WHERE status = 'done'")
+        parent = await conn.fetchval("SELECT id FROM send_batches WHERE status = 'split'")
+        assert [h["split_from"] for h in halves] == [parent, parent]
+    finally:
+        await conn.close()
+
+
+async def test_channel_splits_on_named_recipients_and_fails_on_refused_messages(
+    line_sim: Any,
+) -> None:
+    """The LINE adapter alone: what a multicast's 400 means depends on what LINE named."""
+    config = LineConfig(channel_access_token=LINE_TOKEN, api_base=line_sim.base_url)
+    channel = LinePushChannel(config)
+    ids = [friend_id(i) for i in range(4)]
+
+    def group(content: Content, addresses: list[str]) -> OutboundGroup:
+        return OutboundGroup(
+            batch_id=uuid.uuid4(),
+            addresses=addresses,
+            attempt=1,
+            content_id=uuid.uuid4().bytes,
+            content=content,
+        )
+
+    try:
+        hello = Content(line=LineContent(messages=[text_message("hello")]))
+        named = await channel.send_group(group(hello, [ids[0], "Ubad", ids[1], "U00"]))
+        assert isinstance(named, Split) and named.bad == [1, 3]
+        # Longer than LINE's 5,000: refused for every recipient, so splitting could not help.
+        too_long = Content(line=LineContent(messages=[text_message("x" * 5001)]))
+        refused = await channel.send_group(group(too_long, ids))
+        assert (
+            isinstance(refused, Failed) and refused.fallback and "messages[0].text" in refused.error
+        )
+        ok = await channel.send_group(group(hello, ids))
+        assert isinstance(ok, Sent) and ok.provider_ref == multicasts(line_sim)[-1].request_id
+    finally:
+        await channel.aclose()
+
+
+async def test_timeout_after_line_accepted_is_resent_whole_under_the_same_key(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    env = {"ROUTER_LINE_TIMEOUT_SECONDS": "0.3", "ROUTER_WORKERS_BACKOFF_BASE_SECONDS": "0.05"}
+    async with running_router(dsn, line_sim.base_url, smtp, **env) as r:
+        await add_members(r, 30)
+        line_sim.delay_next(1, 1.0)  # accepted at once, answered after the router gave up
+        campaign_id = await campaign(r, 30)
+        await settled(r, campaign_id, {("line", "sent"): 30})
+    first, *again = multicasts(line_sim, None)
+    assert first.status == 200 and again and {q.status for q in again} == {409}
+    assert {q.retry_key for q in again} == {first.retry_key}
+    assert all(q.body["to"] == first.body["to"] for q in again)
+    conn = await asyncpg.connect(dsn)
+    try:
+        refs = {r["provider_ref"] for r in await conn.fetch("SELECT provider_ref FROM deliveries")}
+        assert refs == {first.request_id}  # LINE's id for the request it accepted
+    finally:
+        await conn.close()
+
+
+async def test_server_errors_retry_the_same_recipients_then_fall_back(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    env = {"ROUTER_WORKERS_BACKOFF_BASE_SECONDS": "0.02", "ROUTER_WORKERS_MAX_ATTEMPTS": "3"}
+    async with running_router(dsn, line_sim.base_url, smtp, **env) as r:
+        await add_members(r, 8)
+        line_sim.fail_next(3, status=500)
+        campaign_id = await campaign(r, 8)
+        await settled(r, campaign_id, {("line", "failed"): 8, ("email", "sent"): 8})
+    tries = multicasts(line_sim, None)
+    assert [q.status for q in tries] == [500, 500, 500]
+    assert len({q.retry_key for q in tries}) == 1 and all(q.body == tries[0].body for q in tries)
+
+
+async def test_cancel_mid_campaign_stops_batches_not_yet_sent(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    env = {"ROUTER_LINE_MULTICAST_PER_SECOND": "1", "ROUTER_WORKERS_CONCURRENCY": "1"}
+    async with running_router(dsn, line_sim.base_url, smtp, **env) as r:
+        r.runtime.channels["line"].max_group_size = 5  # type: ignore[misc]
+        await add_members(r, 15)
+        line_sim.delay_next(1, 1.5, before_processing=True)
+        campaign_id = await campaign(r, 15)
+        deadline = time.monotonic() + 20
+        while not multicasts(line_sim, None):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        # The first batch is with LINE now; the other two are waiting.
+        resp = await r.client.post(f"/v1/campaigns/{campaign_id}/cancel")
+        assert resp.status_code == 200, resp.text
+        await settled(r, campaign_id, {("line", "sent"): 5, ("line", "cancelled"): 10})
+        await asyncio.sleep(2.5)  # a batch that escaped cancellation would be sent by now
+        assert len(multicasts(line_sim)) == 1
+        view = (await r.client.get(f"/v1/campaigns/{campaign_id}")).json()
+        assert view["status"] == "cancelled"
+    conn = await asyncpg.connect(dsn)
+    try:
+        batches = dict(await conn.fetch("SELECT status, count(*) FROM send_batches GROUP BY 1"))
+        assert batches == {"done": 1, "cancelled": 2}
+    finally:
+        await conn.close()
+
+
+async def test_multicast_off_sends_one_push_per_friend(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    async with running_router(dsn, line_sim.base_url, smtp, ROUTER_LINE_MULTICAST="false") as r:
+        await add_members(r, 7)
+        campaign_id = await campaign(r, 7)
+        await settled(r, campaign_id, {("line", "sent"): 7})
+    assert not multicasts(line_sim, None)
+    assert len(line_sim.accepted_pushes()) == 7
