@@ -107,6 +107,12 @@ class Reach(msgspec.Struct, frozen=True):
         return self.email is not None and not self.email_opt_out
 
 
+# The same two rules for SQL over `members m`, so every query that counts or re-checks
+# reachability (audience reports, fallbacks, the outbox at send time) says it the same way.
+LINE_REACHABLE_SQL = "(m.line_user_id IS NOT NULL AND m.line_friend AND NOT m.line_opt_out)"
+EMAIL_REACHABLE_SQL = "(m.email IS NOT NULL AND NOT m.email_opt_out)"
+
+
 def check_member_id(member_id: str) -> str | None:
     """The reason a member ID is unusable, or None."""
     if not member_id or len(member_id) > MAX_MEMBER_ID:

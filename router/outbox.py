@@ -15,7 +15,7 @@ from uuid import UUID
 
 import msgspec
 
-from router import delivery_events
+from router import delivery_events, members
 from router.content import Content
 from router.database import Connection
 from router.intents import NOTIFY_CHANNEL
@@ -28,6 +28,9 @@ class Claimed(msgspec.Struct, frozen=True):
     attempts: int
     first_attempt_at: datetime
     content_id: bytes
+    # False: on its first attempt, the member can no longer be reached at this address on
+    # this channel (opted out, unfollowed, unlinked since the intent was accepted).
+    reachable: bool = True
 
 
 class Result(msgspec.Struct, frozen=True):
@@ -44,7 +47,32 @@ class Result(msgspec.Struct, frozen=True):
     failure: str = "bounce"
 
 
-_CLAIM = """
+# Whether a delivery may still go out, checked as it is first sent, against the member as
+# they are now: a campaign scheduled for tomorrow must not reach someone who opts out
+# tonight. A delivery already attempted is left to finish what it started (its retry key
+# makes the resend safe; withholding it could not recall a message LINE already took).
+REACHABLE_NOW = f"""
+    CASE WHEN d.attempts > 1 OR m.member_id IS NULL THEN true
+         WHEN d.channel = 'line'
+              THEN coalesce({members.LINE_REACHABLE_SQL} AND m.line_user_id = d.address, false)
+         WHEN d.channel = 'email' THEN coalesce({members.EMAIL_REACHABLE_SQL}, false)
+         ELSE true END"""
+
+
+def not_reachable_now(channel: str) -> tuple[str, bool]:
+    """Why a delivery found unreachable at send time is not sent, and whether the intent's
+    fallback may carry it instead (a LINE friend who left may still read email; someone who
+    opted out of email has said no)."""
+    if channel == "line":
+        return (
+            "not sent: since the intent was accepted the member unfollowed, was unlinked or "
+            "opted out of LINE",
+            True,
+        )
+    return "not sent: since the intent was accepted the member opted out of this channel", False
+
+
+_CLAIM = f"""
 UPDATE deliveries d
 SET status = 'claimed',
     attempts = d.attempts + 1,
@@ -52,7 +80,7 @@ SET status = 'claimed',
     lease_expires_at = now() + make_interval(secs => $4),
     first_attempt_at = coalesce(d.first_attempt_at, now()),
     updated_at = now()
-FROM intents i
+FROM intents i LEFT JOIN members m ON m.member_id = i.member_id
 WHERE d.id IN (
         SELECT id FROM deliveries
         WHERE channel = $1 AND status = 'pending' AND send_batch_id IS NULL
@@ -61,8 +89,9 @@ WHERE d.id IN (
         LIMIT $2
         FOR UPDATE SKIP LOCKED)
   AND i.id = d.intent_id
-RETURNING d.id, d.intent_id, d.address, d.attempts, d.first_attempt_at, i.content_id
-"""
+RETURNING d.id, d.intent_id, d.address, d.attempts, d.first_attempt_at, i.content_id,
+          {REACHABLE_NOW} AS reachable
+"""  # noqa: S608 - only constants are interpolated
 
 
 async def claim(
@@ -103,14 +132,13 @@ RETURNING d.id, d.intent_id, d.channel
 
 # The fallback is addressed from the member as they are now: an address removed or opted out
 # since the intent was accepted is not used.
-_ACTIVATE_FALLBACK = """
+_ACTIVATE_FALLBACK = f"""
 -- With events ($2), a created fallback is `processed` and one that could not be is `dropped`.
 WITH added AS (
     INSERT INTO deliveries (intent_id, channel, address, status, is_fallback)
     SELECT i.id, i.fallback, m.email, 'pending', true
     FROM intents i JOIN members m ON m.member_id = i.member_id
-    WHERE i.id = ANY($1::uuid[]) AND i.fallback = 'email'
-      AND m.email IS NOT NULL AND NOT m.email_opt_out
+    WHERE i.id = ANY($1::uuid[]) AND i.fallback = 'email' AND {members.EMAIL_REACHABLE_SQL}
     ON CONFLICT (intent_id, channel) DO NOTHING
     RETURNING id, intent_id, channel, address
 ), processed AS (
@@ -123,10 +151,10 @@ WITH added AS (
                 ELSE 'no email fallback: the member opted out of email' END
     FROM intents i JOIN members m ON m.member_id = i.member_id
     WHERE $2::boolean AND i.id = ANY($1::uuid[]) AND i.fallback = 'email'
-      AND (m.email IS NULL OR m.email_opt_out)
+      AND NOT {members.EMAIL_REACHABLE_SQL}
 )
 SELECT channel FROM added
-"""
+"""  # noqa: S608 - only constants are interpolated
 
 
 async def record(

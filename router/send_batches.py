@@ -65,14 +65,17 @@ class ClaimedBatch(msgspec.Struct, frozen=True):
     content_id: bytes
     attempts: int
     first_attempt_at: datetime
-    delivery_ids: list[UUID]
+    delivery_ids: list[UUID]  # to send, in the order of `addresses`
     addresses: list[str]
+    unreachable: list[UUID]  # not to send: see outbox.REACHABLE_NOW
 
 
 # The batch rows are locked first, then their deliveries: the same order `cancel_pending`
 # takes, so the two never deadlock. A batch with no pending delivery left (all cancelled,
-# or their members erased) comes back empty and is closed by the caller.
-_CLAIM = """
+# or their members erased) comes back empty and is closed by the caller. Recipients found
+# unreachable on a first attempt are left out; sending fewer under a key never sent before
+# is safe, and they are failed, so the key is never used for them later.
+_CLAIM = f"""
 WITH b AS (
     UPDATE send_batches s
     SET status = 'claimed', attempts = s.attempts + 1, claim_token = $3,
@@ -90,17 +93,18 @@ WITH b AS (
     SET status = 'claimed', attempts = d.attempts + 1, claim_token = $3,
         lease_expires_at = now() + make_interval(secs => $4),
         first_attempt_at = coalesce(d.first_attempt_at, now()), updated_at = now()
-    FROM b
-    WHERE d.send_batch_id = b.id AND d.status = 'pending'
-    RETURNING d.id, d.address, d.send_batch_id
+    FROM b, intents i LEFT JOIN members m ON m.member_id = i.member_id
+    WHERE d.send_batch_id = b.id AND d.status = 'pending' AND i.id = d.intent_id
+    RETURNING d.id, d.address, d.send_batch_id, {outbox.REACHABLE_NOW} AS reachable
 )
 SELECT b.id, b.content_id, b.attempts, b.first_attempt_at,
-       coalesce(array_agg(d.id ORDER BY d.id) FILTER (WHERE d.id IS NOT NULL), '{}') AS ids,
-       coalesce(array_agg(d.address ORDER BY d.id) FILTER (WHERE d.id IS NOT NULL), '{}')
-           AS addresses
+       coalesce(array_agg(d.id ORDER BY d.id) FILTER (WHERE d.reachable), '{{}}') AS ids,
+       coalesce(array_agg(d.address ORDER BY d.id) FILTER (WHERE d.reachable), '{{}}')
+           AS addresses,
+       coalesce(array_agg(d.id) FILTER (WHERE NOT d.reachable), '{{}}') AS unreachable
 FROM b LEFT JOIN d ON d.send_batch_id = b.id
 GROUP BY b.id, b.content_id, b.attempts, b.first_attempt_at
-"""
+"""  # noqa: S608 - only constants are interpolated
 
 
 async def claim(

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from channels.base import (
     Channel,
@@ -283,7 +284,14 @@ class OutboxWorkers:
         now = datetime.now(UTC)
         for c in claimed:
             content = contents.get(c.content_id)
-            if content is None:
+            if not c.reachable:
+                error, fallback = outbox.not_reachable_now(channel.name)
+                results.append(
+                    self._result(
+                        c.delivery_id, Failed(error, fallback=fallback, dropped=True), c.attempts
+                    )
+                )
+            elif content is None:
                 results.append(
                     outbox.Result(
                         c.delivery_id, "failed", error="content missing", failure="dropped"
@@ -355,6 +363,20 @@ class OutboxWorkers:
         self, channel: GroupChannel, batch: send_batches.ClaimedBatch, content: Content | None
     ) -> send_batches.BatchResult:
         """Send one batch and say what becomes of it and of each of its deliveries."""
+        result = await self._send_reachable(channel, batch, content)
+        if not batch.unreachable:
+            return result
+        error, fallback = outbox.not_reachable_now(channel.name)
+        left_out = Failed(error, fallback=fallback, dropped=True)
+        return msgspec.structs.replace(
+            result,
+            deliveries=[self._result(i, left_out, batch.attempts) for i in batch.unreachable]
+            + result.deliveries,
+        )
+
+    async def _send_reachable(
+        self, channel: GroupChannel, batch: send_batches.ClaimedBatch, content: Content | None
+    ) -> send_batches.BatchResult:
         ids = batch.delivery_ids
 
         def every(outcome: Outcome) -> list[outbox.Result]:
