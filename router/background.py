@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from router.log_safety import describe
+
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +38,6 @@ class Wakeable:
                 while not stopping.is_set() and await step():
                     pass
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("%s failed (%s); retrying", what, exc)
+                log.warning("%s failed (%s); retrying", what, describe(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,7 @@ from router.config import WorkersConfig
 from router.content import Content
 from router.database import Pool
 from router.intents import NOTIFY_CHANNEL
+from router.log_safety import describe, frames
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +131,18 @@ class OutboxWorkers:
             self.wake(name)
         self._tasks.append(asyncio.create_task(self._listen(), name="outbox-listen"))
         self._tasks.append(asyncio.create_task(self._sweep(), name="outbox-sweep"))
-        for name in self._channels:
+        for name, channel in self._channels.items():
+            size = min(self._config.batch_size, channel.requests_per_second or 1 << 30)
+            run = functools.partial(self._run_batch, channel, size)
             for n in range(self._config.concurrency):
-                self._tasks.append(
-                    asyncio.create_task(self._dispatch(name), name=f"outbox-{name}-{n}")
-                )
-        for name in self._groups:
+                task = self._dispatch(name, self._wake[name], run, size)
+                self._tasks.append(asyncio.create_task(task, name=f"outbox-{name}-{n}"))
+        for name, group_channel in self._groups.items():
+            limit = min(GROUPS_PER_CLAIM, group_channel.groups_per_second or GROUPS_PER_CLAIM)
+            run = functools.partial(self._run_groups, group_channel, limit)
             for n in range(self._config.concurrency):
-                self._tasks.append(
-                    asyncio.create_task(
-                        self._dispatch_groups(name), name=f"outbox-{name}-groups-{n}"
-                    )
-                )
+                task = self._dispatch(name, self._group_wake[name], run, limit, groups=True)
+                self._tasks.append(asyncio.create_task(task, name=f"outbox-{name}-groups-{n}"))
 
     async def stop(self, grace_seconds: float = 15.0) -> None:
         """Stop claiming; let batches in flight finish and be recorded."""
@@ -171,7 +173,7 @@ class OutboxWorkers:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), timeout=5.0)
             except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("outbox listener lost its connection (%s); reconnecting", exc)
+                log.warning("outbox listener lost its connection (%s); reconnecting", describe(exc))
                 await asyncio.sleep(1.0)
             finally:
                 if conn is not None and not conn.is_closed():
@@ -199,53 +201,41 @@ class OutboxWorkers:
                         )
                     await ratelimit.prune(conn)
             except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("lease sweep failed: %s", exc)
+                log.warning("lease sweep failed: %s", describe(exc))
 
-    async def _dispatch(self, name: str) -> None:
-        channel = self._channels[name]
-        wake = self._wake[name]
-        batch_size = min(self._config.batch_size, channel.requests_per_second or 1 << 30)
+    async def _dispatch(
+        self,
+        name: str,
+        wake: asyncio.Event,
+        run: Callable[[], Awaitable[int]],
+        full: int,
+        *,
+        groups: bool = False,
+    ) -> None:
+        """Run `run` (one claim, send and record) while it finds work, then sleep until woken
+        or until the next retry is due. `full`: a claim this large suggests there is more."""
+        what = f"{name} multicast" if groups else name
         while not self._stopping.is_set():
             wake.clear()
             try:
-                worked = await self._run_batch(channel, batch_size)
+                worked = await run()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("%s dispatch failed (%s); backing off", name, exc)
+                log.warning("%s dispatch failed (%s); backing off", what, describe(exc))
                 await asyncio.sleep(1.0)
                 continue
-            except Exception:
-                # A bug must not stop delivery: the batch's leases expire and it is retried.
-                log.exception("%s dispatch loop error; continuing", name)
+            except Exception as exc:
+                # A bug must not stop delivery: the claim's leases expire and it is retried.
+                log.error(
+                    "%s dispatch loop error (%s); continuing\n%s", what, describe(exc), frames(exc)
+                )
                 await asyncio.sleep(1.0)
                 continue
-            if worked == batch_size:
+            if worked >= full:
                 wake.set()  # there may be more: let a sibling loop look too
                 continue
             if worked:
                 continue
-            await self._idle(name, wake)
-
-    async def _dispatch_groups(self, name: str) -> None:
-        channel = self._groups[name]
-        wake = self._group_wake[name]
-        limit = min(GROUPS_PER_CLAIM, channel.groups_per_second or GROUPS_PER_CLAIM)
-        while not self._stopping.is_set():
-            wake.clear()
-            try:
-                worked = await self._run_groups(channel, limit)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("%s multicast dispatch failed (%s); backing off", name, exc)
-                await asyncio.sleep(1.0)
-                continue
-            except Exception:
-                log.exception("%s multicast dispatch loop error; continuing", name)
-                await asyncio.sleep(1.0)
-                continue
-            if worked:
-                if worked == limit:
-                    wake.set()
-                continue
-            await self._idle(name, wake, groups=True)
+            await self._idle(name, wake, groups=groups)
 
     async def _idle(self, name: str, wake: asyncio.Event, *, groups: bool = False) -> None:
         timeout = IDLE_RECHECK_SECONDS
