@@ -56,6 +56,12 @@ def normalize_phone(value: str, default_region: str) -> str:
         parsed = phonenumbers.parse(value, default_region)
     except phonenumbers.NumberParseException as exc:
         raise InvalidIdentifier(f"not a phone number: {exc}") from None
+    if parsed.extension:
+        # E.164 has no extensions: dropping it would quietly make this another line's number.
+        raise InvalidIdentifier(
+            "a phone number with an extension cannot be used; give a number that reaches one "
+            "phone (a mobile number, for LINE notification messages)"
+        )
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidIdentifier(
             f"not a valid phone number (national numbers are read as region {default_region})"

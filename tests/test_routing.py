@@ -473,6 +473,14 @@ def test_text_that_is_no_phone_number(given: str) -> None:
         normalize_phone(given, "JP")
 
 
+@pytest.mark.parametrize(
+    "given", ["03-1234-5678 ext. 12", "090-1234-5678#12", "+81 3 1234 5678 x9"]
+)
+def test_phone_numbers_with_extensions_are_refused_not_truncated(given: str) -> None:
+    with pytest.raises(InvalidIdentifier, match="extension"):
+        normalize_phone(given, "JP")
+
+
 def test_phone_hash_is_of_the_e164_form() -> None:
     assert phone_sha256("+819012345678") == hashlib.sha256(b"+819012345678").digest()
 
