@@ -93,6 +93,10 @@ class MembersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_region: str = "JP"
 
 
+class RetentionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    days: int = 30
+
+
 class CampaignsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fan_out_chunk: int = 5_000
 
@@ -117,6 +121,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     smtp_ingress: SmtpIngressConfig = msgspec.field(default_factory=SmtpIngressConfig)
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     campaigns: CampaignsConfig = msgspec.field(default_factory=CampaignsConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
 
     @property
     def line_configured(self) -> bool:

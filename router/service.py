@@ -31,6 +31,7 @@ from router.database import (
 from router.delivery_events import DeliveryEventSender
 from router.intents import IntentRequest, IntentResult
 from router.line_events import LineEventProcessor
+from router.retention import Retention
 from router.smtp_ingress import start_smtp_ingress
 from router.webhook_forwarding import WebhookForwarder
 from router.worker import OutboxWorkers
@@ -56,6 +57,7 @@ class Runtime:
     background: list[asyncio.Task[None]] = field(default_factory=list)
     smtp_server: asyncio.Server | None = None
     campaign_fan_out: CampaignFanOut | None = None
+    retention: Retention | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -107,7 +109,7 @@ class Runtime:
             self.smtp_server.close()
             await self.smtp_server.wait_closed()
         self.after_webhook()  # wakes the background loops, which then see `stopping`
-        for loop in (self.campaign_fan_out, self.delivery_events):
+        for loop in (self.campaign_fan_out, self.delivery_events, self.retention):
             if loop is not None:
                 loop.kick()
         if self.background:
@@ -176,6 +178,11 @@ async def start_runtime(config: Config) -> Runtime:
             asyncio.create_task(
                 runtime.delivery_events.run(runtime.stopping), name="delivery-events"
             )
+        )
+    if config.workers.enabled and config.retention.days > 0:
+        runtime.retention = Retention(pool, config.retention.days)
+        runtime.background.append(
+            asyncio.create_task(runtime.retention.run(runtime.stopping), name="retention")
         )
     if config.workers.enabled:
         runtime.campaign_fan_out = CampaignFanOut(runtime)

@@ -1,0 +1,60 @@
+"""How long finished work is kept. Forwarded webhook bodies hold what users wrote to the
+account, delivery events hold addresses, webhook events hold both: once they have done their
+job they are deleted after `[retention] days`, in small batches so no sweep holds long locks.
+Members, intents and deliveries are the record of what was sent; they are not pruned here
+(erasing a member removes theirs)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from router.background import Wakeable
+from router.database import Pool
+
+SWEEP_SECONDS = 600.0
+BATCH = 5_000
+
+# One statement per table: at most $2 rows finished more than $1 days ago.
+_PRUNE = {
+    "webhook_forwards": """
+        DELETE FROM webhook_forwards WHERE id IN (
+            SELECT id FROM webhook_forwards
+            WHERE finished_at < now() - make_interval(days => $1) LIMIT $2)""",
+    "delivery_events": """
+        DELETE FROM delivery_events WHERE id IN (
+            SELECT id FROM delivery_events
+            WHERE sent_at < now() - make_interval(days => $1) LIMIT $2)""",
+    "line_webhook_events": """
+        DELETE FROM line_webhook_events WHERE webhook_event_id IN (
+            SELECT webhook_event_id FROM line_webhook_events
+            WHERE processed_at < now() - make_interval(days => $1) LIMIT $2)""",
+    "line_link_nonces": """
+        DELETE FROM line_link_nonces WHERE nonce IN (
+            SELECT nonce FROM line_link_nonces
+            WHERE expires_at < now() - make_interval(days => $1) LIMIT $2)""",
+}
+
+
+async def prune(pool: Pool, days: int, batch: int = BATCH) -> dict[str, int]:
+    """Delete one batch of expired rows from each table; how many went from each."""
+    deleted: dict[str, int] = {}
+    async with pool.acquire() as conn:
+        for table, statement in _PRUNE.items():
+            status = await conn.execute(statement, days, batch)
+            deleted[table] = int(status.rsplit(" ", 1)[-1])
+    return deleted
+
+
+class Retention(Wakeable):
+    """Prunes every few minutes, batch after batch until nothing expired is left."""
+
+    def __init__(self, pool: Pool, days: int) -> None:
+        super().__init__()
+        self._pool = pool
+        self._days = days
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        await self.loop(stopping, self.prune_some, SWEEP_SECONDS, "retention sweep")
+
+    async def prune_some(self) -> int:
+        return sum((await prune(self._pool, self._days)).values())
