@@ -167,6 +167,24 @@ class LineAccount(Protocol):
 
     async def quota(self) -> QuotaFigures: ...
 
+    async def create_audience(
+        self, description: str, upload_description: str, user_ids: Sequence[str]
+    ) -> int:
+        """Create a LINE audience of these user IDs (at most 10,000); its audienceGroupId.
+
+        Raises ProviderError; status 0 when LINE did not answer (it may have created one)."""
+        ...
+
+    async def add_to_audience(
+        self, audience_group_id: int, upload_description: str, user_ids: Sequence[str]
+    ) -> None:
+        """Add user IDs (at most 10,000) to a LINE audience; IDs already in it are harmless."""
+        ...
+
+    async def audience_status(self, audience_group_id: int) -> str | None:
+        """The audience's status at LINE (READY, EXPIRED, ...); None if LINE has no such one."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

@@ -42,11 +42,13 @@ _EMAIL_CHARS = re.compile(r"[A-Za-z0-9_.@-]+")
 _PHONE_CHARS = re.compile(r"[0-9() -]+")
 
 # How a member's key for each audience type is written in SQL. LINE user IDs are hashed on
-# the fly: members.line_user_id is stored raw, the audience keeps only its hash.
+# the fly: members.line_user_id is stored raw, the audience keeps only its hash. The LINE
+# expression is the one members_line_user_id_sha256 indexes (migration 0008): an ID is ASCII,
+# so its bytea cast is its UTF-8 bytes.
 _MEMBER_KEY: dict[str, str] = {
     "email": "m.email_sha256",
     "phone": "m.phone_sha256",
-    "line_user_id": "sha256(convert_to(m.line_user_id, 'UTF8'))",
+    "line_user_id": "sha256(m.line_user_id::bytea)",
 }
 _LINE_REACHABLE = "m.line_user_id IS NOT NULL AND m.line_friend AND NOT m.line_opt_out"
 _EMAIL_REACHABLE = "m.email IS NOT NULL AND NOT m.email_opt_out"

@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     upload.add_argument("--type", required=True, choices=["email", "phone", "line_user_id"])
     upload.add_argument("--name", required=True)
     upload.add_argument("--config")
+    line_sync = audiences_sub.add_parser(
+        "line-sync", help="create or update the LINE audience of an audience's LINE friends"
+    )
+    line_sync.add_argument("audience_id")
+    line_sync.add_argument("--config")
     campaigns = sub.add_parser("campaigns", help="campaign progress")
     campaigns_sub = campaigns.add_subparsers(dest="campaigns_command", required=True)
     status = campaigns_sub.add_parser("status", help="progress and delivery counts of a campaign")
@@ -82,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if args.command == "migrate":
             return asyncio.run(_migrate(config))
+        if args.command == "audiences" and args.audiences_command == "line-sync":
+            return asyncio.run(_audiences_line_sync(config, args.audience_id))
         if args.command == "audiences":
             return _audiences_upload(config, args.file, args.type, args.name)
         if args.command == "line":
@@ -185,6 +192,49 @@ async def _upload_audience(
         await pool.close()
     print(file=sys.stderr)
     print(msgspec.json.format(msgspec.json.encode(report)).decode())
+    return 0
+
+
+async def _audiences_line_sync(config: Config, audience_id: str) -> int:
+    """Same as POST /v1/audiences/{id}/line-sync, with a count of IDs sent as it goes."""
+    import uuid
+
+    import msgspec
+
+    from channels.registry import build_adapters
+    from router import line_audience_sync
+    from router.database import create_pool, migrate
+    from router.problems import ProblemError
+    from router.service import database_target
+
+    try:
+        wanted = uuid.UUID(audience_id)
+    except ValueError:
+        print(f"router: {audience_id!r} is not an audience id (a UUID)", file=sys.stderr)
+        return 2
+    channels, account = build_adapters(config)
+    if account is None:
+        print("router: [line] channel_access_token is not set", file=sys.stderr)
+        return 2
+    target = database_target(config)
+    await migrate(target.dsn)
+    pool = await create_pool(target.dsn, 2)  # the sync's snapshot, and its turns at LINE
+
+    def progress(count: int) -> None:
+        print(f"\rLINE user IDs uploaded: {count:,}", end="", file=sys.stderr, flush=True)
+
+    try:
+        result = await line_audience_sync.sync(pool, account, wanted, progress)
+    except ProblemError as exc:
+        print(f"\nrouter: {exc.problem.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await account.aclose()
+        for channel in channels.values():
+            await channel.aclose()
+        await pool.close()
+    print(file=sys.stderr)
+    print(msgspec.json.format(msgspec.json.encode(result)).decode())
     return 0
 
 

@@ -1,16 +1,22 @@
-"""LINE account operations other than sending: link tokens, replies, followers, ID tokens.
+"""LINE account operations other than sending: link tokens, replies, followers, ID tokens,
+audiences.
 
 These use line-bot-sdk's typed API (they are rare, so its per-call validation costs nothing
 that matters), except ID token verification, which belongs to LINE Login and is a plain
-form POST to `/oauth2/v2.1/verify` on the same base URL.
+form POST to `/oauth2/v2.1/verify` on the same base URL, and the Audience API. An audience
+upload carries up to 10,000 user IDs, and the SDK's models spend about half a second of event
+loop per request building and serialising them; the audience calls go through the SDK's
+`AsyncApiClient` (bearer auth, `ApiException`) with plain JSON bodies and msgspec answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import aiohttp
 import msgspec
+from linebot.v3 import audience as line_audience
 from linebot.v3.messaging import (
     ApiException,
     AsyncApiClient,
@@ -26,6 +32,9 @@ from channels.line.quota import LineQuota
 from router.config import LineConfig
 
 FOLLOWERS_PAGE = 1000
+AUDIENCE_UPLOAD_PATH = "/v2/bot/audienceGroup/upload"
+AUDIENCE_GROUP_PATH = "/v2/bot/audienceGroup/{audienceGroupId}"
+AUDIENCE_NOT_FOUND = "AUDIENCE_GROUP_NOT_FOUND"
 
 
 class IdTokenClaims(msgspec.Struct, kw_only=True):
@@ -39,6 +48,24 @@ class IdTokenClaims(msgspec.Struct, kw_only=True):
 class IdTokenError(msgspec.Struct):
     error: str = ""
     error_description: str = ""
+
+
+class CreatedAudienceGroup(msgspec.Struct):
+    """What the router reads of `CreateAudienceGroupResponse` (manage-audience.yml)."""
+
+    audienceGroupId: int
+
+
+class AudienceGroupStatus(msgspec.Struct):
+    """`AudienceGroup`, only its status."""
+
+    status: str = ""
+
+
+class AudienceData(msgspec.Struct):
+    """`GetAudienceDataResponse`, only what the router reads."""
+
+    audienceGroup: AudienceGroupStatus
 
 
 class LineAccountApi:
@@ -55,6 +82,8 @@ class LineAccountApi:
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
         self._quota = quota
+        self._config = config
+        self._audience_client: line_audience.AsyncApiClient | None = None
 
     async def quota(self) -> QuotaFigures:
         return await self._quota.figures()
@@ -105,8 +134,86 @@ class LineAccountApi:
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise ProviderError(502, f"unexpected answer from LINE: {exc}") from None
 
+    async def create_audience(
+        self, description: str, upload_description: str, user_ids: Sequence[str]
+    ) -> int:
+        body = {
+            "description": description,
+            "isIfaAudience": False,
+            "uploadDescription": upload_description,
+            "audiences": [{"id": user_id} for user_id in user_ids],
+        }
+        raw = await self._audience_call("POST", AUDIENCE_UPLOAD_PATH, body=body)
+        try:
+            return msgspec.json.decode(raw, type=CreatedAudienceGroup).audienceGroupId
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProviderError(502, f"unexpected answer from LINE: {exc}") from None
+
+    async def add_to_audience(
+        self, audience_group_id: int, upload_description: str, user_ids: Sequence[str]
+    ) -> None:
+        body = {
+            "audienceGroupId": audience_group_id,
+            "uploadDescription": upload_description,
+            "audiences": [{"id": user_id} for user_id in user_ids],
+        }
+        await self._audience_call("PUT", AUDIENCE_UPLOAD_PATH, body=body)
+
+    async def audience_status(self, audience_group_id: int) -> str | None:
+        try:
+            raw = await self._audience_call(
+                "GET", AUDIENCE_GROUP_PATH, path_params={"audienceGroupId": audience_group_id}
+            )
+        except ProviderError as exc:
+            # LINE answers an unknown audienceGroupId with 400 and this detail.
+            if exc.status == 404 or (exc.status == 400 and AUDIENCE_NOT_FOUND in exc.message):
+                return None
+            raise
+        try:
+            return msgspec.json.decode(raw, type=AudienceData).audienceGroup.status
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProviderError(502, f"unexpected answer from LINE: {exc}") from None
+
+    async def _audience_call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        path_params: dict[str, Any] | None = None,
+    ) -> bytes:
+        """One Audience API request; the raw answer, or ProviderError (status 0: no answer)."""
+        if self._audience_client is None:
+            configuration = line_audience.Configuration(
+                host=self._config.api_base, access_token=self._config.channel_access_token
+            )
+            configuration.proxy = proxy_for(self._config.api_base)
+            self._audience_client = line_audience.AsyncApiClient(configuration)
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            response = await self._audience_client.call_api(
+                path,
+                method,
+                path_params=path_params,
+                header_params=headers,
+                body=body,
+                response_types_map={},
+                auth_settings=["Bearer"],
+                _request_timeout=self._config.timeout_seconds,
+            )
+        except line_audience.ApiException as exc:
+            raise _audience_error(exc) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise ProviderError(0, f"no answer from LINE ({type(exc).__name__})") from None
+        raw: bytes = response.raw_data or b""
+        return raw
+
     async def aclose(self) -> None:
         await self._client.close()
+        if self._audience_client is not None:
+            await self._audience_client.close()
         if self._session is not None:
             await self._session.close()
 
@@ -114,3 +221,17 @@ class LineAccountApi:
 def _provider_error(exc: ApiException) -> ProviderError:
     error = describe_error(exc.body)
     return ProviderError(int(exc.status or 0), error.message or str(exc.reason or "LINE error"))
+
+
+def _audience_error(exc: line_audience.ApiException) -> ProviderError:
+    """LINE's message with the first few of its details (which name the bad properties)."""
+    error = describe_error(exc.body)
+    message = error.message or str(exc.reason or "LINE error")
+    details = [
+        f"{d['property']}: {d.get('message', '')}" if d.get("property") else d.get("message", "")
+        for d in error.details
+    ]
+    if details:
+        more = f" and {len(details) - 3} more" if len(details) > 3 else ""
+        message = f"{message} ({'; '.join(details[:3])}{more})"
+    return ProviderError(int(exc.status or 0), message)

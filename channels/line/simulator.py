@@ -2,12 +2,13 @@
 
 LINE offers no sandbox, so tests and benchmarks run the real ``line-bot-sdk``
 against this HTTP server instead.  It implements the parts of the Messaging
-API the router uses (push, multicast, reply, quota, follower IDs, link tokens
-and LINE notification messages by phone number) with the documented behaviour
-that matters for durable delivery: bearer authentication, request validation,
-``X-Line-Retry-Key`` de-duplication, rate limits, the monthly message quota,
-the 2 MB body limit and an ``X-Line-Request-Id`` on every response.  Shapes
-follow LINE's OpenAPI files ``messaging-api.yml`` and ``webhook.yml``.
+API the router uses (push, multicast, reply, quota, follower IDs, link tokens,
+LINE notification messages by phone number, audiences of uploaded user IDs) with
+the documented behaviour that matters for durable delivery: bearer
+authentication, request validation, ``X-Line-Retry-Key`` de-duplication, rate
+limits, the monthly message quota, the 2 MB body limit and an
+``X-Line-Request-Id`` on every response.  Shapes follow LINE's OpenAPI files
+``messaging-api.yml``, ``manage-audience.yml`` and ``webhook.yml``.
 
 LINE also calls the bot: the simulator sends signed webhook events (follow,
 unfollow, message, accountLink, delivery) to a configured URL, stands in for
@@ -45,6 +46,9 @@ from msgspec import UNSET, Meta, UnsetType
 
 __all__ = [
     "ACCOUNT_LINK_DIALOG_PATH",
+    "AUDIENCE_GROUP_PATH",
+    "AUDIENCE_LIFETIME_SECONDS",
+    "AUDIENCE_UPLOAD_PATH",
     "CONSUMPTION_PATH",
     "CONTROL_PREFIX",
     "DELIVERY_TAG_HEADER",
@@ -52,6 +56,8 @@ __all__ = [
     "ID_TOKEN_ISSUER",
     "ID_TOKEN_TTL_SECONDS",
     "LINK_TOKEN_TTL_SECONDS",
+    "MAX_AUDIENCE_DESCRIPTION",
+    "MAX_AUDIENCE_IDS",
     "MAX_BODY_BYTES",
     "MULTICAST_PATH",
     "PNP_PATH",
@@ -64,7 +70,15 @@ __all__ = [
     "SIGNATURE_HEADER",
     "VERIFY_ID_TOKEN_PATH",
     "AccountLinkEvent",
+    "AddAudienceToAudienceGroupRequest",
+    "Audience",
+    "AudienceGroup",
+    "AudienceGroupJob",
+    "AudienceGroupState",
+    "AudienceLimit",
     "CallbackRequest",
+    "CreateAudienceGroupRequest",
+    "CreateAudienceGroupResponse",
     "DelayNext",
     "DeliveryContext",
     "DeliveryEvent",
@@ -74,6 +88,7 @@ __all__ = [
     "FaultsRequest",
     "FollowDetail",
     "FollowEvent",
+    "GetAudienceDataResponse",
     "GetFollowersResponse",
     "IdTokenClaims",
     "IssueLinkTokenResponse",
@@ -115,6 +130,8 @@ FOLLOWERS_PATH: Final = "/v2/bot/followers/ids"
 LINK_TOKEN_PATH: Final = "/v2/bot/user/{userId}/linkToken"  # noqa: S105
 PNP_PATH: Final = "/bot/pnp/push"
 VERIFY_ID_TOKEN_PATH: Final = "/oauth2/v2.1/verify"  # noqa: S105
+AUDIENCE_UPLOAD_PATH: Final = "/v2/bot/audienceGroup/upload"  # POST creates, PUT adds
+AUDIENCE_GROUP_PATH: Final = "/v2/bot/audienceGroup/{audienceGroupId}"
 # Stands in for https://access.line.me/dialog/bot/accountLink.
 ACCOUNT_LINK_DIALOG_PATH: Final = "/dialog/bot/accountLink"
 CONTROL_PREFIX: Final = "/__simulator"
@@ -144,6 +161,13 @@ ID_TOKEN_ISSUER: Final = "https://access.line.me"  # noqa: S105
 DEFAULT_FOLLOWERS_LIMIT: Final = 300
 MAX_FOLLOWERS_LIMIT: Final = 1000
 MAX_FOLLOWER_CURSORS: Final = 10_000
+MAX_AUDIENCE_IDS: Final = 10_000  # user IDs per upload request
+MAX_AUDIENCE_DESCRIPTION: Final = 120
+# LINE allows 60 requests a minute on each audience upload endpoint (POST and PUT apart).
+DEFAULT_AUDIENCE_RATE: Final = 60
+DEFAULT_AUDIENCE_WINDOW: Final = 60.0
+AUDIENCE_LIFETIME_SECONDS: Final = 180 * 24 * 60 * 60  # created + 180 days, as LINE's example
+MAX_AUDIENCE_JOBS: Final = 50  # jobs a GET lists at most
 MIN_DELIVERY_TAG: Final = 16
 MAX_DELIVERY_TAG: Final = 100
 
@@ -342,6 +366,79 @@ class GetFollowersResponse(msgspec.Struct):
 
     userIds: list[str]
     next: str | UnsetType = UNSET
+
+
+# --- Audience shapes (components/schemas in manage-audience.yml) -----------------
+
+
+class Audience(msgspec.Struct):
+    """``Audience``: one user ID of an upload."""
+
+    id: str | UnsetType = UNSET
+
+
+class CreateAudienceGroupRequest(msgspec.Struct):
+    """``CreateAudienceGroupRequest``; sizes and id formats are checked after decoding."""
+
+    description: str | UnsetType = UNSET
+    isIfaAudience: bool = False
+    uploadDescription: str | UnsetType = UNSET
+    audiences: list[Audience] | UnsetType = UNSET
+
+
+class AddAudienceToAudienceGroupRequest(msgspec.Struct):
+    """``AddAudienceToAudienceGroupRequest``; checked after decoding."""
+
+    audienceGroupId: int | UnsetType = UNSET
+    uploadDescription: str | UnsetType = UNSET
+    audiences: list[Audience] | UnsetType = UNSET
+
+
+class CreateAudienceGroupResponse(msgspec.Struct):
+    """``CreateAudienceGroupResponse``."""
+
+    audienceGroupId: int
+    createRoute: Literal["MESSAGING_API"]
+    type: Literal["UPLOAD"]
+    description: str
+    created: int
+    permission: Literal["READ", "READ_WRITE"]
+    expireTimestamp: int
+    isIfaAudience: bool
+
+
+class AudienceGroup(msgspec.Struct):
+    """``AudienceGroup`` of an upload audience, plus the ``expireTimestamp`` LINE's example has."""
+
+    audienceGroupId: int
+    type: Literal["UPLOAD"]
+    description: str
+    status: Literal["IN_PROGRESS", "READY", "FAILED", "EXPIRED", "INACTIVE", "ACTIVATING"]
+    audienceCount: int
+    created: int
+    isIfaAudience: bool
+    permission: Literal["READ", "READ_WRITE"]
+    createRoute: Literal["MESSAGING_API"]
+    expireTimestamp: int
+
+
+class AudienceGroupJob(msgspec.Struct, omit_defaults=True):
+    """``AudienceGroupJob``: one upload of user IDs into the audience."""
+
+    audienceGroupJobId: int
+    audienceGroupId: int
+    type: Literal["DIFF_ADD"]
+    jobStatus: Literal["QUEUED", "WORKING", "FINISHED", "FAILED"]
+    audienceCount: int
+    created: int
+    description: str | UnsetType = UNSET
+
+
+class GetAudienceDataResponse(msgspec.Struct):
+    """``GetAudienceDataResponse`` (no ``adaccount``: uploads have none)."""
+
+    audienceGroup: AudienceGroup
+    jobs: list[AudienceGroupJob]
 
 
 # --- Webhook shapes (components/schemas in webhook.yml) -------------------------
@@ -547,6 +644,10 @@ class SimulatorStats(msgspec.Struct):
     pending_webhooks: int
     pnp_delivery_delay_seconds: float
     pnp_deliveries_to_suppress: int
+    audience_groups: int
+    accepted_audience_uploads: int
+    audience_requests_per_window: int
+    audience_window_seconds: float
 
 
 NonNegativeInt = Annotated[int, Meta(ge=0)]
@@ -600,6 +701,17 @@ class PnpDeliveryFault(msgspec.Struct, forbid_unknown_fields=True):
     suppress_next: NonNegativeInt | None = None
 
 
+class AudienceLimit(msgspec.Struct, forbid_unknown_fields=True):
+    """Requests each audience upload endpoint accepts in any ``window_seconds``.
+
+    LINE allows 60 a minute; a test shortens the window rather than wait a minute.
+    An omitted part keeps its current value.
+    """
+
+    requests: NonNegativeInt | None = None
+    window_seconds: Annotated[float, Meta(gt=0)] | None = None
+
+
 class FaultsRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Body of ``POST /__simulator/faults``; every part is optional.
 
@@ -612,6 +724,21 @@ class FaultsRequest(msgspec.Struct, forbid_unknown_fields=True):
     monthly_quota: NonNegativeInt | UnsetType | None = UNSET
     advance_clock: NonNegativeFloat | None = None
     pnp_delivery: PnpDeliveryFault | None = None
+    audience_limit: AudienceLimit | None = None
+
+
+class AudienceGroupState(msgspec.Struct, frozen=True):
+    """An uploaded audience as the simulator holds it (``GET /__simulator/audience-groups``).
+
+    ``user_ids`` are distinct, in the order they were first uploaded; ``uploads`` counts
+    the requests that brought user IDs in.
+    """
+
+    audience_group_id: int
+    description: str
+    created: int
+    user_ids: list[str]
+    uploads: int
 
 
 UserId = Annotated[str, Meta(pattern=r"^U[0-9a-f]{32}$")]
@@ -724,6 +851,8 @@ _MULTICAST_DECODER: Final = msgspec.json.Decoder(MulticastRequest)
 _FAULTS_DECODER: Final = msgspec.json.Decoder(FaultsRequest)
 _REPLY_DECODER: Final = msgspec.json.Decoder(ReplyMessageRequest)
 _PNP_DECODER: Final = msgspec.json.Decoder(PnpMessagesRequest)
+_CREATE_AUDIENCE_DECODER: Final = msgspec.json.Decoder(CreateAudienceGroupRequest)
+_ADD_AUDIENCE_DECODER: Final = msgspec.json.Decoder(AddAudienceToAudienceGroupRequest)
 
 _UNAUTHORIZED: Final = _encode(
     ErrorResponse(
@@ -769,6 +898,19 @@ _BAD_DELIVERY_TAG: Final = _encode(
     )
 )
 _MULTICAST_OK: Final = b"{}"
+_AUDIENCE_RATE_LIMITED: Final = _encode(
+    ErrorResponse(message="The API rate limit has been exceeded. Try again later.")
+)
+# LINE's answer for an audienceGroupId it does not know (manage-audience.yml's example).
+_AUDIENCE_NOT_FOUND: Final = _encode(
+    ErrorResponse(
+        message="audience group not found",
+        details=[ErrorDetail(message="AUDIENCE_GROUP_NOT_FOUND")],
+    )
+)
+_BAD_AUDIENCE_GROUP_ID: Final = _encode(
+    ErrorResponse(message="The value for the 'audienceGroupId' parameter is invalid")
+)
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
 
 
@@ -882,6 +1024,56 @@ def _check_pnp(request: PnpMessagesRequest) -> list[ErrorDetail]:
             )
         )
     _check_messages(request.messages, details)
+    return details
+
+
+def _check_audience_ids(
+    audiences: list[Audience] | UnsetType, minimum: int, details: list[ErrorDetail]
+) -> None:
+    if isinstance(audiences, UnsetType):
+        if minimum:
+            details.append(ErrorDetail(message="Must be specified", property="audiences"))
+        return
+    if not minimum <= len(audiences) <= MAX_AUDIENCE_IDS:
+        details.append(
+            ErrorDetail(
+                message=f"Size must be between {minimum} and {MAX_AUDIENCE_IDS}",
+                property="audiences",
+            )
+        )
+    for index, entry in enumerate(audiences):
+        if isinstance(entry.id, UnsetType) or _USER_ID.fullmatch(entry.id) is None:
+            details.append(
+                ErrorDetail(message="Must be a valid user ID", property=f"audiences[{index}].id")
+            )
+
+
+def _check_create_audience(request: CreateAudienceGroupRequest) -> list[ErrorDetail]:
+    """LINE's reference requires ``description``; an empty ``audiences`` is allowed at
+    creation ("You can specify an empty array"). This channel is not approved for IFAs."""
+    details: list[ErrorDetail] = []
+    if isinstance(request.description, UnsetType):
+        details.append(ErrorDetail(message="Must be specified", property="description"))
+    elif not 1 <= utf16_length(request.description) <= MAX_AUDIENCE_DESCRIPTION:
+        details.append(
+            ErrorDetail(
+                message=f"Length must be between 1 and {MAX_AUDIENCE_DESCRIPTION}",
+                property="description",
+            )
+        )
+    if request.isIfaAudience:
+        details.append(
+            ErrorDetail(message="IFA audiences are not available", property="isIfaAudience")
+        )
+    _check_audience_ids(request.audiences, 0, details)
+    return details
+
+
+def _check_add_audience(request: AddAudienceToAudienceGroupRequest) -> list[ErrorDetail]:
+    details: list[ErrorDetail] = []
+    if isinstance(request.audienceGroupId, UnsetType):
+        details.append(ErrorDetail(message="Must be specified", property="audienceGroupId"))
+    _check_audience_ids(request.audiences, 1, details)
     return details
 
 
@@ -1026,6 +1218,42 @@ class _SendEndpoint:
         return self.count > self.limit
 
 
+class _WindowLimit:
+    """At most ``limit`` requests in any ``window`` seconds (a sliding log).
+
+    A refused request is not counted, so a client that waits is served again.
+    """
+
+    __slots__ = ("limit", "times", "window")
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.times: deque[float] = deque()
+
+    def over_limit(self, now: float) -> bool:
+        times = self.times
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if len(times) >= self.limit:
+            return True
+        times.append(now)
+        return False
+
+
+class _AudienceGroupRecord:
+    """An audience group: its user IDs as an insertion-ordered set, and its upload jobs."""
+
+    __slots__ = ("created", "description", "group_id", "jobs", "user_ids")
+
+    def __init__(self, group_id: int, description: str, created: int) -> None:
+        self.group_id = group_id
+        self.description = description
+        self.created = created
+        self.user_ids: dict[str, None] = {}
+        self.jobs: list[AudienceGroupJob] = []
+
+
 def _check_count(count: int) -> None:
     if count < 0:
         raise ValueError("count must be >= 0")
@@ -1057,6 +1285,8 @@ class LineSimulator:
         id_token_secret: str | None = None,
         webhook_timeout: float = DEFAULT_WEBHOOK_TIMEOUT,
         max_webhooks: int = DEFAULT_MAX_WEBHOOKS,
+        audience_rate: int = DEFAULT_AUDIENCE_RATE,
+        audience_window_seconds: float = DEFAULT_AUDIENCE_WINDOW,
     ) -> None:
         if isinstance(access_tokens, str):
             raise TypeError("access_tokens must be a collection of tokens, not one string")
@@ -1079,6 +1309,8 @@ class LineSimulator:
             raise ValueError("bot_user_id must look like U followed by 32 hex digits")
         if webhook_timeout <= 0:
             raise ValueError("webhook_timeout must be > 0")
+        if audience_rate < 0 or audience_window_seconds <= 0:
+            raise ValueError("audience_rate must be >= 0 and audience_window_seconds > 0")
         self._tokens = tokens
         self._initial_push_rate = push_rate_per_second
         self._initial_multicast_rate = multicast_rate_per_second
@@ -1116,6 +1348,13 @@ class LineSimulator:
         self._pnp = _SendEndpoint(PNP_PATH, pnp_rate_per_second, multicast=False, pnp=True)
         self._retry_keys: dict[tuple[str, str, str], _Accepted] = {}
         self._retry_order: deque[_Accepted] = deque()
+        self._initial_audience_limit = (audience_rate, audience_window_seconds)
+        self._audience_create = _WindowLimit(audience_rate, audience_window_seconds)
+        self._audience_add = _WindowLimit(audience_rate, audience_window_seconds)
+        self._audience_groups: dict[int, _AudienceGroupRecord] = {}
+        # Not reset, so an ID is never handed out twice in one run.
+        self._audience_group_seq = 1_000_000_000_000 + secrets.randbelow(10**12)
+        self._audience_job_seq = 10_000_000 + secrets.randbelow(10**6)
         self._init_state()
         self.app = self._make_app()
 
@@ -1166,6 +1405,11 @@ class LineSimulator:
         self._link_tokens.clear()
         self._reply_tokens.clear()
         self._reply_order.clear()
+        self._audience_groups.clear()
+        self._accepted_audience_uploads = 0
+        for limiter in (self._audience_create, self._audience_add):
+            limiter.limit, limiter.window = self._initial_audience_limit
+            limiter.times.clear()
 
     # --- lifecycle ---
 
@@ -1181,6 +1425,9 @@ class LineSimulator:
         app.router.add_post(LINK_TOKEN_PATH, self._handle_link_token)
         app.router.add_post(VERIFY_ID_TOKEN_PATH, self._handle_verify_id_token)
         app.router.add_get(ACCOUNT_LINK_DIALOG_PATH, self._handle_account_link_dialog)
+        app.router.add_post(AUDIENCE_UPLOAD_PATH, self._handle_audience_upload)
+        app.router.add_put(AUDIENCE_UPLOAD_PATH, self._handle_audience_upload)
+        app.router.add_get(AUDIENCE_GROUP_PATH, self._handle_audience_group)
         app.router.add_get(f"{CONTROL_PREFIX}/requests", self._control_requests)
         app.router.add_get(f"{CONTROL_PREFIX}/stats", self._control_stats)
         app.router.add_post(f"{CONTROL_PREFIX}/reset", self._control_reset)
@@ -1192,6 +1439,7 @@ class LineSimulator:
         app.router.add_post(f"{CONTROL_PREFIX}/followers", self._control_followers)
         app.router.add_post(f"{CONTROL_PREFIX}/phones", self._control_phones)
         app.router.add_post(f"{CONTROL_PREFIX}/id-tokens", self._control_id_tokens)
+        app.router.add_get(f"{CONTROL_PREFIX}/audience-groups", self._control_audience_groups)
         app.on_response_prepare.append(self._ensure_request_id)
         return app
 
@@ -1261,6 +1509,25 @@ class LineSimulator:
     def accepted_pnp(self) -> list[ReceivedRequest]:
         """LINE notification messages answered 200; ``recipient`` is the phone's user."""
         return [entry.public() for entry in self._accepted_entries((PNP_PATH,))]
+
+    @property
+    def audience_groups(self) -> list[AudienceGroupState]:
+        """Audiences created through ``POST /v2/bot/audienceGroup/upload``, oldest first."""
+        return [self._audience_state(group) for group in self._audience_groups.values()]
+
+    def audience_group(self, audience_group_id: int) -> AudienceGroupState | None:
+        group = self._audience_groups.get(audience_group_id)
+        return None if group is None else self._audience_state(group)
+
+    @staticmethod
+    def _audience_state(group: _AudienceGroupRecord) -> AudienceGroupState:
+        return AudienceGroupState(
+            audience_group_id=group.group_id,
+            description=group.description,
+            created=group.created,
+            user_ids=list(group.user_ids),
+            uploads=len(group.jobs),
+        )
 
     def _accepted_entries(
         self, paths: Collection[str] = (PUSH_PATH, MULTICAST_PATH)
@@ -1334,6 +1601,10 @@ class LineSimulator:
             pending_webhooks=len(self._tasks),
             pnp_delivery_delay_seconds=self._pnp_delivery_delay,
             pnp_deliveries_to_suppress=self._pnp_suppress_left,
+            audience_groups=len(self._audience_groups),
+            accepted_audience_uploads=self._accepted_audience_uploads,
+            audience_requests_per_window=self._audience_create.limit,
+            audience_window_seconds=self._audience_create.window,
         )
 
     # --- faults and settings ---
@@ -1400,6 +1671,21 @@ class LineSimulator:
             _check_count(suppress_next)
             self._pnp_suppress_left = suppress_next
 
+    def set_audience_limit(
+        self, requests: int | None = None, window_seconds: float | None = None
+    ) -> None:
+        """Requests each audience upload endpoint accepts in any ``window_seconds``
+        (LINE: 60 a minute); None leaves a part unchanged."""
+        if requests is not None and requests < 0:
+            raise ValueError("requests must be >= 0")
+        if window_seconds is not None and window_seconds <= 0:
+            raise ValueError("window_seconds must be > 0")
+        for limiter in (self._audience_create, self._audience_add):
+            if requests is not None:
+                limiter.limit = requests
+            if window_seconds is not None:
+                limiter.window = window_seconds
+
     def set_webhook(self, url: str | None, channel_secret: str | None = None) -> None:
         """Where events go (None: nowhere) and the secret that signs them.
 
@@ -1436,8 +1722,8 @@ class LineSimulator:
         self._clock_offset += seconds
 
     def reset(self) -> None:
-        """Forget requests, retry keys, usage, counters, faults, followers, phones, tokens
-        and sent webhooks; restore initial limits.
+        """Forget requests, retry keys, usage, counters, faults, followers, phones, tokens,
+        sent webhooks and audiences; restore initial limits.
 
         The webhook URL, channel secret and bot user ID stay: they are wiring that a
         test session sets up once.  Webhook events still pending are dropped.
@@ -1451,6 +1737,10 @@ class LineSimulator:
             limits = faults.rate_limits
             self.set_rate_limits(
                 push=limits.push, multicast=limits.multicast, reply=limits.reply, pnp=limits.pnp
+            )
+        if faults.audience_limit is not None:
+            self.set_audience_limit(
+                faults.audience_limit.requests, faults.audience_limit.window_seconds
             )
         if faults.pnp_delivery is not None:
             self.set_pnp_delivery(
@@ -2096,6 +2386,125 @@ class LineSimulator:
         self._schedule_delivery(parsed.to if tag is None else tag)
         return self._answer(entry, 200, _MULTICAST_OK)
 
+    # --- audiences (manage-audience.yml) ---
+
+    async def _handle_audience_upload(self, request: web.Request) -> web.Response:
+        """``POST`` creates an audience of uploaded user IDs, ``PUT`` adds to one; both 202.
+
+        Each method has its own rate window, as LINE limits each endpoint apart.
+        """
+        entry = self._begin(request, AUDIENCE_UPLOAD_PATH)
+        raw = await self._read_body(request, entry)
+        if isinstance(raw, web.Response):
+            return raw
+        if self._authorized_token(request) is None:
+            return self._answer(entry, 401, _UNAUTHORIZED)
+        creating = request.method == "POST"
+        limiter = self._audience_create if creating else self._audience_add
+        if limiter.over_limit(self.now()):
+            self._rate_limited += 1
+            return self._answer(entry, 429, _AUDIENCE_RATE_LIMITED)
+        if entry.retry_key is not None:
+            return self._answer(entry, 400, _RETRY_KEY_NOT_SUPPORTED)
+        unsupported = self._content_type_error(request)
+        if unsupported is not None:
+            return self._answer(entry, 400, unsupported)
+        parsed: CreateAudienceGroupRequest | AddAudienceToAudienceGroupRequest
+        try:
+            if creating:
+                parsed = _CREATE_AUDIENCE_DECODER.decode(raw)
+            else:
+                parsed = _ADD_AUDIENCE_DECODER.decode(raw)
+        except msgspec.ValidationError as error:
+            return self._answer(entry, 400, _bad_request([_validation_detail(error)]))
+        except msgspec.DecodeError as error:
+            return self._answer(entry, 400, _parse_error(raw, error))
+        if isinstance(parsed, CreateAudienceGroupRequest):
+            details = _check_create_audience(parsed)
+            if details:
+                return self._answer(entry, 400, _bad_request(details))
+            assert isinstance(parsed.description, str)
+            created = int(self.now())
+            self._audience_group_seq += 1
+            group = _AudienceGroupRecord(self._audience_group_seq, parsed.description, created)
+            self._audience_groups[group.group_id] = group
+            self._add_audience(group, parsed.audiences, parsed.uploadDescription)
+            body = CreateAudienceGroupResponse(
+                audienceGroupId=group.group_id,
+                createRoute="MESSAGING_API",
+                type="UPLOAD",
+                description=group.description,
+                created=created,
+                permission="READ_WRITE",
+                expireTimestamp=created + AUDIENCE_LIFETIME_SECONDS,
+                isIfaAudience=False,
+            )
+            return self._answer(entry, 202, _encode(body))
+        details = _check_add_audience(parsed)
+        if details:
+            return self._answer(entry, 400, _bad_request(details))
+        assert isinstance(parsed.audienceGroupId, int)
+        found = self._audience_groups.get(parsed.audienceGroupId)
+        if found is None:
+            return self._answer(entry, 400, _AUDIENCE_NOT_FOUND)
+        self._add_audience(found, parsed.audiences, parsed.uploadDescription)
+        return self._answer(entry, 202, _MULTICAST_OK)
+
+    def _add_audience(
+        self,
+        group: _AudienceGroupRecord,
+        audiences: list[Audience] | UnsetType,
+        description: str | UnsetType,
+    ) -> None:
+        """Store an upload's user IDs (validated) as one finished job."""
+        self._accepted_audience_uploads += 1
+        if isinstance(audiences, UnsetType) or not audiences:
+            return
+        before = len(group.user_ids)
+        group.user_ids.update(dict.fromkeys(str(entry.id) for entry in audiences))
+        self._audience_job_seq += 1
+        group.jobs.append(
+            AudienceGroupJob(
+                audienceGroupJobId=self._audience_job_seq,
+                audienceGroupId=group.group_id,
+                type="DIFF_ADD",
+                jobStatus="FINISHED",
+                audienceCount=len(group.user_ids) - before,
+                created=int(self.now()),
+                description=description,
+            )
+        )
+
+    async def _handle_audience_group(self, request: web.Request) -> web.Response:
+        """``GET /v2/bot/audienceGroup/{audienceGroupId}``: the group and its latest jobs."""
+        entry = self._begin(request, request.path)
+        refused = self._refuse_read(request, entry)
+        if refused is not None:
+            return refused
+        raw_id = request.match_info["audienceGroupId"]
+        if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 19:
+            return self._answer(entry, 400, _BAD_AUDIENCE_GROUP_ID)
+        group = self._audience_groups.get(int(raw_id))
+        if group is None:
+            return self._answer(entry, 400, _AUDIENCE_NOT_FOUND)
+        expires = group.created + AUDIENCE_LIFETIME_SECONDS
+        data = GetAudienceDataResponse(
+            audienceGroup=AudienceGroup(
+                audienceGroupId=group.group_id,
+                type="UPLOAD",
+                description=group.description,
+                status="EXPIRED" if self.now() >= expires else "READY",
+                audienceCount=len(group.user_ids),
+                created=group.created,
+                isIfaAudience=False,
+                permission="READ_WRITE",
+                createRoute="MESSAGING_API",
+                expireTimestamp=expires,
+            ),
+            jobs=group.jobs[-MAX_AUDIENCE_JOBS:],
+        )
+        return self._answer(entry, 200, _encode(data))
+
     async def _handle_followers(self, request: web.Request) -> web.Response:
         entry = self._begin(request, FOLLOWERS_PATH)
         refused = self._refuse_read(request, entry)
@@ -2351,6 +2760,9 @@ class LineSimulator:
             entry.phone: self.register_phone(entry.phone, entry.user_id) for entry in parsed.phones
         }
         return self._control_json(PhonesState(hashes=hashes))
+
+    async def _control_audience_groups(self, request: web.Request) -> web.Response:
+        return self._control_json(self.audience_groups)
 
     async def _control_id_tokens(self, request: web.Request) -> web.Response:
         parsed = await self._control_body(request, _IdTokenRequest)

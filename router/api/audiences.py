@@ -1,4 +1,5 @@
-"""HTTP routes for audiences: a streamed multipart upload, reports, deletion, LINE ID export.
+"""HTTP routes for audiences: a streamed multipart upload, reports, deletion, LINE ID export,
+and the sync of an audience's LINE friends to a LINE audience.
 
 The upload body is read with `multipart`'s push parser (already a Litestar dependency) straight
 from the request stream, so a 20 MB file passes through in 64 KiB pieces and is never held.
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Operation
 from litestar.params import PathParameter
 from litestar.response import Stream
@@ -22,10 +24,11 @@ from multipart import (  # type: ignore[import-untyped]
     PushMultipartParser,
 )
 
-from router import audiences
+from router import audiences, line_audience_sync
 from router.api.openapi import problems
 from router.audiences import MAX_FILE_BYTES, AudienceReport, AudienceType
-from router.problems import FieldError, ProblemError, invalid
+from router.line_audience_sync import LineAudienceSync
+from router.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemError, invalid
 from router.service import Runtime
 
 # Room for the form envelope around the file: boundaries, part headers, name and type.
@@ -34,6 +37,33 @@ MAX_BODY_BYTES = MAX_FILE_BYTES + ENVELOPE_BYTES
 MAX_FIELD_BYTES = 1_024
 
 AudienceIdParam = Annotated[uuid.UUID, PathParameter(description="The audience's id")]
+
+_LINE_SYNC_DESCRIPTION = (
+    "Uploads the LINE user IDs of the audience's members who are linked LINE friends and have"
+    " not opted out (those of `line-user-ids.csv`) to LINE's Audience API, for narrowcasts."
+    " The first sync creates the LINE audience and records its `line_audience_group_id`;"
+    " later ones add to it (a new one is created if LINE no longer has it). LINE cannot"
+    " remove IDs from an uploaded audience: members who left since an earlier sync stay in"
+    " it until it is deleted at LINE and synced afresh. LINE takes 10,000 IDs a request and"
+    " 60 requests a minute, so a large audience takes about a second per 10,000 IDs; the"
+    " answer comes when all are uploaded."
+)
+
+
+def _problem(description: str) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type=PROBLEM_MEDIA_TYPE,
+        generate_examples=False,
+    )
+
+
+_LINE_SYNC_RESPONSES = problems(404) | {
+    409: _problem("LINE is not configured, or a sync of this audience is running"),
+    422: _problem("No member of the audience is a linked LINE friend who has not opted out"),
+    502: _problem("LINE refused or did not answer; `detail` has LINE's status and message"),
+}
 
 
 def _not_found(audience_id: uuid.UUID) -> ProblemError:
@@ -238,3 +268,17 @@ class AudienceController(Controller):
                     yield ("\n".join(batch) + "\n").encode()
 
         return Stream(lines(), media_type="text/csv")
+
+    @post(
+        "/{audience_id:uuid}/line-sync",
+        status_code=200,
+        summary="Create or update the LINE audience of this audience's reachable LINE friends",
+        description=_LINE_SYNC_DESCRIPTION,
+        responses=_LINE_SYNC_RESPONSES,
+    )
+    async def line_sync(
+        self, audience_id: AudienceIdParam, runtime: NamedDependency[Runtime]
+    ) -> LineAudienceSync:
+        if runtime.line_account is None:
+            raise ProblemError(409, "Conflict", "LINE is not configured on this router")
+        return await line_audience_sync.sync(runtime.pool, runtime.line_account, audience_id)
