@@ -22,6 +22,7 @@ import phonenumbers
 from router.database import Connection
 from router.identifiers import LINE_USER_ID
 from router.ids import uuid7
+from router.members import EMAIL_REACHABLE_SQL, LINE_REACHABLE_SQL
 from router.problems import FieldError, ProblemError
 
 AudienceType = Literal["email", "phone", "line_user_id"]
@@ -50,8 +51,13 @@ _MEMBER_KEY: dict[str, str] = {
     "phone": "m.phone_sha256",
     "line_user_id": "sha256(m.line_user_id::bytea)",
 }
-_LINE_REACHABLE = "m.line_user_id IS NOT NULL AND m.line_friend AND NOT m.line_opt_out"
-_EMAIL_REACHABLE = "m.email IS NOT NULL AND NOT m.email_opt_out"
+
+
+def member_key_case(audience_type: str) -> str:
+    """SQL for a member's key of the type in column `audience_type`, for queries that match
+    members against audiences of several types at once (campaigns)."""
+    whens = " ".join(f"WHEN '{kind}' THEN {key}" for kind, key in _MEMBER_KEY.items())
+    return f"CASE {audience_type} {whens} END"
 
 
 class LineError(msgspec.Struct, frozen=True):
@@ -312,8 +318,8 @@ async def report(conn: Connection, audience_id: uuid.UUID) -> AudienceReport | N
         return None
     counts = await conn.fetchrow(
         "SELECT count(*) AS matched,"
-        f" count(*) FILTER (WHERE {_LINE_REACHABLE}) AS reachable_line,"
-        f" count(*) FILTER (WHERE {_EMAIL_REACHABLE}) AS reachable_email "
+        f" count(*) FILTER (WHERE {LINE_REACHABLE_SQL}) AS reachable_line,"
+        f" count(*) FILTER (WHERE {EMAIL_REACHABLE_SQL}) AS reachable_email "
         + _members_in(row["type"]),
         audience_id,
     )
@@ -351,7 +357,7 @@ async def line_user_ids(
     if kind is None:
         return
     cursor = await conn.cursor(
-        f"SELECT m.line_user_id {_members_in(kind)} AND {_LINE_REACHABLE} ORDER BY m.line_user_id",
+        f"SELECT m.line_user_id {_members_in(kind)} AND {LINE_REACHABLE_SQL} ORDER BY m.line_user_id",
         audience_id,
     )
     while rows := await cursor.fetch(batch):

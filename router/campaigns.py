@@ -17,7 +17,7 @@ from uuid import UUID
 
 import msgspec
 
-from router import send_batches
+from router import audiences, send_batches
 from router.background import Wakeable
 from router.content import Content, EmailContent, LineContent, check_content
 from router.database import Connection
@@ -117,24 +117,18 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
 
 # Members in any of $1's audiences and in none of $2's, after $3, in id order. Each audience
 # keeps hashes of one kind of key; a member's key of that kind is compared with them.
-_TARGETS = """
+_TARGETS = f"""
 SELECT m.member_id FROM members m
 WHERE ($3::text IS NULL OR m.member_id > $3)
   AND EXISTS (
       SELECT 1 FROM audiences a JOIN audience_entries e ON e.audience_id = a.id
-      WHERE a.id = ANY($1::uuid[])
-        AND e.value_sha256 = CASE a.type WHEN 'email' THEN m.email_sha256
-                                         WHEN 'phone' THEN m.phone_sha256
-                                         ELSE sha256(convert_to(m.line_user_id, 'UTF8')) END)
+      WHERE a.id = ANY($1::uuid[]) AND e.value_sha256 = {audiences.member_key_case("a.type")})
   AND NOT EXISTS (
       SELECT 1 FROM audiences a JOIN audience_entries e ON e.audience_id = a.id
-      WHERE a.id = ANY($2::uuid[])
-        AND e.value_sha256 = CASE a.type WHEN 'email' THEN m.email_sha256
-                                         WHEN 'phone' THEN m.phone_sha256
-                                         ELSE sha256(convert_to(m.line_user_id, 'UTF8')) END)
+      WHERE a.id = ANY($2::uuid[]) AND e.value_sha256 = {audiences.member_key_case("a.type")})
 ORDER BY m.member_id
 LIMIT $4
-"""
+"""  # noqa: S608 - only constants are interpolated
 
 
 async def fan_out_chunk(runtime: Runtime, campaign_id: UUID) -> bool:

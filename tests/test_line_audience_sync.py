@@ -26,6 +26,7 @@ from channels.line.simulator import (
     ReceivedRequest,
 )
 from router import audiences, line_audience_sync
+from router.members import LINE_REACHABLE_SQL
 from tests.harness import LINE_TOKEN, RouterUnderTest, SmtpSink, running_router
 from tests.test_audiences import put_member, upload
 from tests.test_cli import router_env, run_router
@@ -383,8 +384,7 @@ async def test_cli_line_sync(router: RouterUnderTest, line_sim: LineSimulator) -
 async def test_matching_line_user_ids_can_use_the_index(router: RouterUnderTest) -> None:
     audience_id, _ = await bulk_friends(router, 2_000)
     query = (
-        f"SELECT m.line_user_id {audiences._members_in('line_user_id')}"
-        f" AND {audiences._LINE_REACHABLE}"
+        f"SELECT m.line_user_id {audiences._members_in('line_user_id')} AND {LINE_REACHABLE_SQL}"
     )
     conn = await asyncpg.connect(router.runtime.target.dsn)
     try:
