@@ -11,11 +11,19 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 ENV_PREFIX = "ROUTER_"
+
+# Numbers that are only meaningful in a range: a rate or a pool of 0 would stall the router
+# without a word, so it is refused when the configuration is read.
+Count = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+NonNegativeSeconds = Annotated[float, msgspec.Meta(ge=0)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 
 class ConfigError(Exception):
@@ -24,13 +32,13 @@ class ConfigError(Exception):
 
 class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:8080"
-    max_body_bytes: int = 10_000_000
+    max_body_bytes: Count = 10_000_000
 
 
 class DatabaseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str = ""
     data_dir: str = "data/postgres"
-    pool_size: int = 10
+    pool_size: Count = 10
 
 
 class ApiConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -41,49 +49,49 @@ class LineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     channel_access_token: str = ""
     channel_secret: str = ""
     api_base: str = "https://api.line.me"
-    push_per_second: int = 2000
+    push_per_second: Count = 2000
     multicast: bool = True
-    multicast_per_second: int = 200
-    max_connections: int = 64
-    timeout_seconds: float = 10.0
+    multicast_per_second: Count = 200
+    max_connections: Count = 64
+    timeout_seconds: Seconds = 10.0
     forward_webhooks_to: list[str] = msgspec.field(default_factory=list)
     link_invite_text: str = ""
     link_url_template: str = ""
     account_link_base: str = "https://access.line.me"
-    link_nonce_ttl_seconds: int = 600
+    link_nonce_ttl_seconds: Count = 600
     login_channel_id: str = ""
     check_quota: bool = True
     notification_messages: bool = False
-    notification_confirm_seconds: float = 86400.0
-    quota_cache_seconds: float = 60.0
+    notification_confirm_seconds: Seconds = 86400.0
+    quota_cache_seconds: NonNegativeSeconds = 60.0
 
 
 class EmailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = ""
-    port: int = 25
+    port: Port = 25
     username: str = ""
     password: str = ""
     starttls: bool = False
     use_tls: bool = False
     from_address: str = ""
-    connections: int = 4
-    timeout_seconds: float = 30.0
+    connections: Count = 4
+    timeout_seconds: Seconds = 30.0
 
 
 class WorkersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
-    concurrency: int = 4
-    batch_size: int = 100
-    max_attempts: int = 8
-    backoff_base_seconds: float = 2.0
-    backoff_max_seconds: float = 600.0
-    lease_seconds: float = 120.0
+    concurrency: Count = 4
+    batch_size: Count = 100
+    max_attempts: Count = 8
+    backoff_base_seconds: Seconds = 2.0
+    backoff_max_seconds: Seconds = 600.0
+    lease_seconds: Seconds = 120.0
 
 
 class SmtpIngressConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:2525"
     users: dict[str, str] = msgspec.field(default_factory=dict)
-    max_message_bytes: int = 10_000_000
+    max_message_bytes: Count = 10_000_000
     tls_cert: str = ""
     tls_key: str = ""
     hostname: str = ""
@@ -94,20 +102,20 @@ class MembersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class RetentionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    days: int = 30
+    days: NonNegative = 30
 
 
 class CampaignsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    fan_out_chunk: int = 5_000
+    fan_out_chunk: Count = 5_000
 
 
 class EventsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_url: str = ""
     signing_secret: str = ""
-    batch_size: int = 500
-    timeout_seconds: float = 10.0
-    backoff_base_seconds: float = 2.0
-    backoff_max_seconds: float = 600.0
+    batch_size: Count = 500
+    timeout_seconds: Seconds = 10.0
+    backoff_base_seconds: Seconds = 2.0
+    backoff_max_seconds: Seconds = 600.0
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -188,7 +196,15 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
-    for section, values in _env_overrides(os.environ if environ is None else environ).items():
+    overrides = _env_overrides(os.environ if environ is None else environ)
+    try:
+        # The file is typed (TOML has numbers and booleans), so what it sets is checked
+        # strictly: `port = "587"` is a mistake worth naming. Keys the environment overrides
+        # are left to that value; environment values are text, converted below.
+        msgspec.convert(_without(data, overrides), Config, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    for section, values in overrides.items():
         table = data.setdefault(section, {})
         if not isinstance(table, dict):
             raise ConfigError(f"[{section}] must be a table of keys, not {table!r}")
@@ -199,6 +215,16 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         raise ConfigError(f"invalid configuration: {exc}") from exc
     _check_values(config)
     return config
+
+
+def _without(data: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The file's tables less the keys the environment replaces."""
+    return {
+        section: {k: v for k, v in table.items() if k not in overrides.get(section, {})}
+        if isinstance(table, dict)
+        else table
+        for section, table in data.items()
+    }
 
 
 def _check_values(config: Config) -> None:
@@ -220,8 +246,6 @@ def _check_values(config: Config) -> None:
             raise ConfigError("[events] webhook_url must be an http:// or https:// URL")
         if not config.events.signing_secret:
             raise ConfigError("[events] signing_secret is required when webhook_url is set")
-    if config.events.batch_size < 1:
-        raise ConfigError("[events] batch_size must be at least 1")
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -370,3 +370,32 @@ def test_default_region_must_be_a_known_region_code(region: str) -> None:
     with pytest.raises(ConfigError, match="default_region"):
         load_config(None, {"ROUTER_MEMBERS_DEFAULT_REGION": region})
     assert load_config(None, {"ROUTER_MEMBERS_DEFAULT_REGION": "US"}).members.default_region == "US"
+
+
+def test_a_number_written_as_text_in_the_file_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, '[email]\nport = "587"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert "$.email.port" in str(info.value) and "Expected `int`" in str(info.value)
+    # The environment is text, so there the same value is read as a number.
+    assert load_config(None, {"ROUTER_EMAIL_PORT": "587"}).email.port == 587
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "where"),
+    [
+        ("ROUTER_WORKERS_CONCURRENCY", "0", "$.workers.concurrency"),
+        ("ROUTER_LINE_MULTICAST_PER_SECOND", "0", "$.line.multicast_per_second"),
+        ("ROUTER_LINE_PUSH_PER_SECOND", "-5", "$.line.push_per_second"),
+        ("ROUTER_EMAIL_PORT", "70000", "$.email.port"),
+        ("ROUTER_WORKERS_LEASE_SECONDS", "0", "$.workers.lease_seconds"),
+        ("ROUTER_CAMPAIGNS_FAN_OUT_CHUNK", "0", "$.campaigns.fan_out_chunk"),
+        ("ROUTER_RETENTION_DAYS", "-1", "$.retention.days"),
+    ],
+)
+def test_values_that_would_stall_the_router_are_refused(
+    variable: str, value: str, where: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {variable: value})
+    assert where in str(info.value)
