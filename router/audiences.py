@@ -81,6 +81,10 @@ class AudienceReport(msgspec.Struct, kw_only=True):
     reachable_line: int
     reachable_email: int
     errors: list[LineError]
+    # The LINE audience `POST /v1/audiences/{id}/line-sync` fills, once it has run.
+    line_audience_group_id: int | None = None
+    line_synced_at: datetime | None = None
+    line_synced_ids: int | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -311,7 +315,8 @@ async def report(conn: Connection, audience_id: uuid.UUID) -> AudienceReport | N
     """The audience with its match counts as of now (members change after an upload)."""
     row = await conn.fetchrow(
         "SELECT id, name, type, lines, valid, invalid, duplicates, errors::text AS errors,"
-        " created_at, updated_at FROM audiences WHERE id = $1",
+        " line_audience_group_id, line_synced_at, line_synced_ids, created_at, updated_at"
+        " FROM audiences WHERE id = $1",
         audience_id,
     )
     if row is None:
@@ -336,6 +341,9 @@ async def report(conn: Connection, audience_id: uuid.UUID) -> AudienceReport | N
         reachable_line=counts["reachable_line"],
         reachable_email=counts["reachable_email"],
         errors=msgspec.json.decode(row["errors"], type=list[LineError]),
+        line_audience_group_id=row["line_audience_group_id"],
+        line_synced_at=row["line_synced_at"],
+        line_synced_ids=row["line_synced_ids"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )

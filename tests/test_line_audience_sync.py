@@ -152,6 +152,9 @@ async def test_first_sync_creates_a_line_audience_of_exactly_the_reachable_frien
     stored = await stored_sync(router, audience_id)
     assert (stored["line_audience_group_id"], stored["line_synced_ids"]) == (group_id, 2)
     assert stored["line_synced_at"].isoformat() == body["synced_at"].replace("Z", "+00:00")
+    report = (await router.client.get(f"/v1/audiences/{audience_id}")).json()
+    assert (report["line_audience_group_id"], report["line_synced_ids"]) == (group_id, 2)
+    assert report["line_synced_at"] == body["synced_at"]
 
 
 async def test_a_later_sync_adds_to_the_same_audience_and_keeps_who_left(
