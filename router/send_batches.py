@@ -16,7 +16,7 @@ from uuid import UUID
 
 import msgspec
 
-from router import outbox
+from router import delivery_events, outbox
 from router.database import Connection
 from router.intents import NOTIFY_CHANNEL
 
@@ -189,19 +189,44 @@ async def record(
     return ours
 
 
+# A batch and its deliveries are requeued in one statement: a batch pending again while its
+# deliveries were still 'claimed' would be claimed empty, closed, and leave them stranded.
 _RECOVER = """
-UPDATE send_batches SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
-       next_attempt_at = now(), updated_at = now(),
-       last_error = 'the worker holding this batch stopped; requeued'
-WHERE status = 'claimed' AND lease_expires_at < now()
-RETURNING channel
+WITH b AS (
+    UPDATE send_batches SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
+           next_attempt_at = now(), updated_at = now(),
+           last_error = 'the worker holding this batch stopped; requeued'
+    WHERE status = 'claimed' AND lease_expires_at < now()
+    RETURNING id, channel
+), d AS (
+    UPDATE deliveries d SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
+           updated_at = now(), last_error = 'the worker holding this batch stopped; requeued'
+    FROM b WHERE d.send_batch_id = b.id AND d.status = 'claimed'
+    RETURNING d.id, d.last_error
+)
+SELECT 'batch' AS kind, channel AS value, NULL::uuid AS id FROM b
+UNION ALL
+SELECT 'delivery', last_error, id FROM d
 """
 
 
-async def recover_expired(conn: Connection) -> set[str]:
-    """Requeue batches whose worker is gone (their deliveries are requeued by the outbox).
-    Resending is safe: the retry key is the batch's, and so are the recipients."""
-    return {r["channel"] for r in await conn.fetch(_RECOVER)}
+async def recover_expired(conn: Connection, *, events: bool = False) -> set[str]:
+    """Requeue batches whose worker is gone, with their deliveries; the channels that have
+    work again. Resending is safe: the retry key is the batch's, and so are the recipients."""
+    async with conn.transaction():
+        rows = await conn.fetch(_RECOVER)
+        if events:
+            await delivery_events.record(
+                conn,
+                [
+                    delivery_events.Recorded(
+                        r["id"], "deferred", reason=r["value"], response=r["value"]
+                    )
+                    for r in rows
+                    if r["kind"] == "delivery"
+                ],
+            )
+    return {r["value"] for r in rows if r["kind"] == "batch"}
 
 
 async def next_due(conn: Connection, channel: str) -> datetime | None:

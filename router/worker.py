@@ -125,7 +125,7 @@ class OutboxWorkers:
 
     async def start(self) -> None:
         async with self._pool.acquire() as conn:
-            await send_batches.recover_expired(conn)
+            await send_batches.recover_expired(conn, events=self._events)
             await outbox.recover_expired(conn, events=self._events)
         for name in self._wake:
             self.wake(name)
@@ -191,7 +191,7 @@ class OutboxWorkers:
                 return
             try:
                 async with self._pool.acquire() as conn:
-                    for channel in await send_batches.recover_expired(conn):
+                    for channel in await send_batches.recover_expired(conn, events=self._events):
                         self.wake(channel)
                     for channel in await outbox.recover_expired(conn, events=self._events):
                         self.wake(channel)

@@ -13,6 +13,7 @@ import asyncpg
 
 from channels.base import Failed, OutboundGroup, Sent, Split
 from channels.line.push import LinePushChannel
+from router import send_batches
 from router.config import LineConfig
 from router.content import Content, LineContent
 from router.line_messages import text_message
@@ -264,3 +265,36 @@ async def test_multicast_off_sends_one_push_per_friend(
         await settled(r, campaign_id, {("line", "sent"): 7})
     assert not multicasts(line_sim, None)
     assert len(line_sim.accepted_pushes()) == 7
+
+
+async def test_a_dead_workers_batch_is_requeued_with_its_deliveries(dsn: str) -> None:
+    """Recovery puts a batch and its deliveries back together: a batch requeued alone would
+    be claimed empty and closed, stranding its deliveries."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO contents (id, body) VALUES ('\\x01', '{}');"
+            "INSERT INTO members (member_id, line_user_id, line_friend)"
+            " SELECT 'm' || n, 'U' || lpad(to_hex(n), 32, '0'), true FROM generate_series(1, 3) n;"
+            "INSERT INTO intents (id, member_id, content_id, route)"
+            " SELECT gen_random_uuid(), 'm' || n, '\\x01', 'line_only' FROM generate_series(1, 3) n;"
+            "INSERT INTO deliveries (intent_id, channel, address, status)"
+            " SELECT i.id, 'line', m.line_user_id, 'pending' FROM intents i"
+            " JOIN members m USING (member_id)"
+        )
+        intent_ids = [r["id"] for r in await conn.fetch("SELECT id FROM intents")]
+        async with conn.transaction():
+            await send_batches.form(conn, intent_ids, "line", 500)
+        dead = uuid.uuid4()
+        [claimed] = await send_batches.claim(conn, "line", 5, dead, lease_seconds=0.01)
+        assert len(claimed.delivery_ids) == 3
+        await asyncio.sleep(0.05)  # the dead worker's lease runs out
+
+        assert await send_batches.recover_expired(conn) == {"line"}
+        statuses = await conn.fetch("SELECT DISTINCT status, claim_token FROM deliveries")
+        assert [tuple(r) for r in statuses] == [("pending", None)]
+        [again] = await send_batches.claim(conn, "line", 5, uuid.uuid4(), lease_seconds=60)
+        assert again.batch_id == claimed.batch_id and again.attempts == 2
+        assert again.delivery_ids == claimed.delivery_ids and again.addresses == claimed.addresses
+    finally:
+        await conn.close()
