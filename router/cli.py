@@ -4,20 +4,63 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 from router.config import Config, ConfigError, load_config, split_listen
 
 if TYPE_CHECKING:
+    from channels.base import LineAccount
     from router.audiences import AudienceType
+    from router.database import Pool
 
 log = logging.getLogger("router")
+
+
+def _parse_id(value: str, what: str) -> uuid.UUID | None:
+    """The id, or None after saying on stderr why it is not one."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        print(f"router: {value!r} is not {what} id (a UUID)", file=sys.stderr)
+        return None
+
+
+@contextlib.asynccontextmanager
+async def _database(config: Config, connections: int) -> AsyncIterator[Pool]:
+    """The configured database, migrated, as a small pool for one command."""
+    from router.database import create_pool, migrate
+    from router.service import database_target
+
+    target = database_target(config)
+    await migrate(target.dsn)
+    pool = await create_pool(target.dsn, connections)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def _line_account(config: Config) -> AsyncIterator[LineAccount | None]:
+    """The LINE account of the configured channel (None: LINE is not configured)."""
+    from channels.registry import build_adapters
+
+    channels, account = build_adapters(config)
+    try:
+        yield account
+    finally:
+        if account is not None:
+            await account.aclose()
+        for channel in channels.values():
+            await channel.aclose()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,25 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _campaign_status(config: Config, campaign_id: str) -> int:
-    import uuid
-
     from router import campaigns
-    from router.database import create_pool, migrate
-    from router.service import database_target
 
-    try:
-        wanted = uuid.UUID(campaign_id)
-    except ValueError:
-        print(f"router: {campaign_id!r} is not a campaign id (a UUID)", file=sys.stderr)
+    wanted = _parse_id(campaign_id, "a campaign")
+    if wanted is None:
         return 2
-    target = database_target(config)
-    await migrate(target.dsn)
-    pool = await create_pool(target.dsn, 1)
-    try:
-        async with pool.acquire() as conn:
-            found = await campaigns.view(conn, wanted)
-    finally:
-        await pool.close()
+    async with _database(config, 1) as pool, pool.acquire() as conn:
+        found = await campaigns.view(conn, wanted)
     if found is None:
         print(f"router: no campaign with id {wanted}", file=sys.stderr)
         return 1
@@ -156,14 +187,11 @@ async def _upload_audience(
     config: Config, file: BinaryIO, total: int, kind: AudienceType, name: str
 ) -> int:
     """Same checks and report as POST /v1/audiences, straight against the database."""
-    from collections.abc import AsyncIterator
 
     import msgspec
 
     from router import audiences
-    from router.database import create_pool, migrate
     from router.problems import ProblemError
-    from router.service import database_target
 
     async def chunks() -> AsyncIterator[bytes]:
         while chunk := file.read(1 << 16):
@@ -174,11 +202,8 @@ async def _upload_audience(
         bar = "#" * filled + "-" * (30 - filled)
         print(f"\r[{bar}] {done / 1e6:,.1f}/{total / 1e6:,.1f} MB", end="", file=sys.stderr)
 
-    target = database_target(config)
-    await migrate(target.dsn)
-    pool = await create_pool(target.dsn, 1)
     try:
-        async with pool.acquire() as conn, conn.transaction():
+        async with _database(config, 1) as pool, pool.acquire() as conn, conn.transaction():
             audience_id = await audiences.create(conn, name.strip(), kind)
             counts = await audiences.ingest(
                 conn, audience_id, kind, config.members.default_region, chunks(), progress
@@ -188,8 +213,6 @@ async def _upload_audience(
     except ProblemError as exc:
         print(f"\nrouter: {exc.problem.detail}", file=sys.stderr)
         return 1
-    finally:
-        await pool.close()
     print(file=sys.stderr)
     print(msgspec.json.format(msgspec.json.encode(report)).decode())
     return 0
@@ -197,42 +220,29 @@ async def _upload_audience(
 
 async def _audiences_line_sync(config: Config, audience_id: str) -> int:
     """Same as POST /v1/audiences/{id}/line-sync, with a count of IDs sent as it goes."""
-    import uuid
-
     import msgspec
 
-    from channels.registry import build_adapters
     from router import line_audience_sync
-    from router.database import create_pool, migrate
     from router.problems import ProblemError
-    from router.service import database_target
 
-    try:
-        wanted = uuid.UUID(audience_id)
-    except ValueError:
-        print(f"router: {audience_id!r} is not an audience id (a UUID)", file=sys.stderr)
+    wanted = _parse_id(audience_id, "an audience")
+    if wanted is None:
         return 2
-    channels, account = build_adapters(config)
-    if account is None:
-        print("router: [line] channel_access_token is not set", file=sys.stderr)
-        return 2
-    target = database_target(config)
-    await migrate(target.dsn)
-    pool = await create_pool(target.dsn, 2)  # the sync's snapshot, and its turns at LINE
 
     def progress(count: int) -> None:
         print(f"\rLINE user IDs uploaded: {count:,}", end="", file=sys.stderr, flush=True)
 
-    try:
-        result = await line_audience_sync.sync(pool, account, wanted, progress)
-    except ProblemError as exc:
-        print(f"\nrouter: {exc.problem.detail}", file=sys.stderr)
-        return 1
-    finally:
-        await account.aclose()
-        for channel in channels.values():
-            await channel.aclose()
-        await pool.close()
+    async with _line_account(config) as account:
+        if account is None:
+            print("router: [line] channel_access_token is not set", file=sys.stderr)
+            return 2
+        try:
+            # Two connections: the sync's snapshot, and its turns at LINE.
+            async with _database(config, 2) as pool:
+                result = await line_audience_sync.sync(pool, account, wanted, progress)
+        except ProblemError as exc:
+            print(f"\nrouter: {exc.problem.detail}", file=sys.stderr)
+            return 1
     print(file=sys.stderr)
     print(msgspec.json.format(msgspec.json.encode(result)).decode())
     return 0
@@ -252,33 +262,21 @@ async def _migrate(config: Config) -> int:
 
 async def _sync_followers(config: Config) -> int:
     from channels.base import ProviderError
-    from channels.registry import build_adapters
-    from router.database import create_pool, migrate
     from router.line_sync import sync_followers
-    from router.service import database_target
-
-    channels, account = build_adapters(config)
-    if account is None:
-        print("router: [line] channel_access_token is not set", file=sys.stderr)
-        return 2
-    target = database_target(config)
-    await migrate(target.dsn)
-    pool = await create_pool(target.dsn, 2)
 
     def progress(count: int) -> None:
         print(f"\rfollowers read: {count:,}", end="", file=sys.stderr, flush=True)
 
-    try:
-        async with pool.acquire() as conn:
-            report = await sync_followers(conn, account, progress)
-    except ProviderError as exc:
-        print(f"\nrouter: LINE refused the follower list: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await account.aclose()
-        for channel in channels.values():
-            await channel.aclose()
-        await pool.close()
+    async with _line_account(config) as account:
+        if account is None:
+            print("router: [line] channel_access_token is not set", file=sys.stderr)
+            return 2
+        try:
+            async with _database(config, 2) as pool, pool.acquire() as conn:
+                report = await sync_followers(conn, account, progress)
+        except ProviderError as exc:
+            print(f"\nrouter: LINE refused the follower list: {exc}", file=sys.stderr)
+            return 1
     print(
         f"\n{report.followers:,} followers; friend flag corrected on "
         f"{report.members_changed:,} member(s)"

@@ -48,6 +48,32 @@ def start_router(
     )
 
 
+UNFINISHED = "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'claimed', 'sending')"
+
+
+async def finish_with_two_routers(
+    conn: asyncpg.Connection,
+    dsn: str,
+    line_base: str,
+    smtp: SmtpSink,
+    unfinished: str,
+    seconds: float,
+    **extra: str,
+) -> None:
+    """Start two routers on the database and stop them once `unfinished` counts nothing."""
+    others = [start_router(dsn, line_base, smtp, _free_port(), **extra) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + seconds
+        while await conn.fetchval(unfinished):
+            assert time.monotonic() < deadline, "the routers did not finish the work"
+            await asyncio.sleep(0.2)
+    finally:
+        for p in others:
+            p.send_signal(signal.SIGTERM)
+        for p in others:
+            assert p.wait(timeout=30) == 0
+
+
 async def wait_healthy(base: str) -> None:
     deadline = time.monotonic() + 30
     async with httpx.AsyncClient(base_url=base) as client:
@@ -103,20 +129,7 @@ async def test_kill_mid_delivery_then_two_routers_finish_exactly_once(
         assert sum(by_status.values()) == FRIENDS + MAIL_ONLY
         assert by_status.get("pending", 0) + by_status.get("claimed", 0) > 0, by_status
 
-        ports = [_free_port(), _free_port()]
-        others = [start_router(dsn, line_sim.base_url, smtp, p) for p in ports]
-        try:
-            deadline = time.monotonic() + 60
-            while await conn.fetchval(
-                "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'claimed', 'sending')"
-            ):
-                assert time.monotonic() < deadline, "deliveries did not finish"
-                await asyncio.sleep(0.2)
-        finally:
-            for p in others:
-                p.send_signal(signal.SIGTERM)
-            for p in others:
-                assert p.wait(timeout=30) == 0
+        await finish_with_two_routers(conn, dsn, line_sim.base_url, smtp, UNFINISHED, 60)
         final = dict(await conn.fetch("SELECT status, count(*) FROM deliveries GROUP BY status"))
         uncertain = {
             r["address"]
@@ -189,22 +202,10 @@ async def test_kill_mid_fan_out_and_mid_multicast_then_restart_exactly_once(
         )
         assert in_flight >= 3
 
-        ports = [_free_port(), _free_port()]
-        others = [start_router(dsn, line_sim.base_url, smtp, p, **chunk) for p in ports]
-        try:
-            deadline = time.monotonic() + 90
-            while await conn.fetchval(
-                "SELECT count(*) FROM campaigns WHERE status = 'fanning_out'"
-            ) or await conn.fetchval(
-                "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'claimed', 'sending')"
-            ):
-                assert time.monotonic() < deadline, "the campaign did not finish"
-                await asyncio.sleep(0.2)
-        finally:
-            for p in others:
-                p.send_signal(signal.SIGTERM)
-            for p in others:
-                assert p.wait(timeout=30) == 0
+        unfinished = (
+            f"SELECT ({UNFINISHED}) + (SELECT count(*) FROM campaigns WHERE status = 'fanning_out')"
+        )
+        await finish_with_two_routers(conn, dsn, line_sim.base_url, smtp, unfinished, 90, **chunk)
         assert await conn.fetchval("SELECT count(*) FROM intents") == len(people)
         assert await conn.fetchval("SELECT count(DISTINCT member_id) FROM intents") == len(people)
         line_status = dict(
