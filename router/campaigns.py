@@ -53,6 +53,8 @@ class ChannelCount(msgspec.Struct):
     channel: str
     status: str
     deliveries: int
+    # LINE multicast requests these deliveries went out in (0: each on its own).
+    multicasts: int = 0
 
 
 class CampaignView(msgspec.Struct, kw_only=True):
@@ -218,9 +220,10 @@ async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
     if row is None:
         return None
     counts = [
-        ChannelCount(r["channel"], r["status"], r["n"])
+        ChannelCount(r["channel"], r["status"], r["n"], r["batches"])
         for r in await conn.fetch(
-            "SELECT d.channel, d.status, count(*) AS n FROM intents i"
+            "SELECT d.channel, d.status, count(*) AS n,"
+            " count(DISTINCT d.send_batch_id) AS batches FROM intents i"
             " JOIN deliveries d ON d.intent_id = i.id WHERE i.campaign_id = $1"
             " GROUP BY d.channel, d.status ORDER BY d.channel, d.status",
             campaign_id,

@@ -160,7 +160,8 @@ async def _campaign_status(config: Config, campaign_id: str) -> int:
         f" {found.rejected:,} not reachable"
     )
     for count in found.deliveries:
-        print(f"  {count.channel:<18} {count.status:<10} {count.deliveries:>10,}")
+        batched = f"  in {count.multicasts:,} multicasts" if count.multicasts else ""
+        print(f"  {count.channel:<18} {count.status:<10} {count.deliveries:>10,}{batched}")
     return 0
 
 

@@ -130,7 +130,9 @@ async def test_cancel_stops_what_has_not_been_sent(router: RouterUnderTest, smtp
     await wait_status(router, campaign_id, "sending")
     cancelled = (await router.client.post(f"/v1/campaigns/{campaign_id}/cancel")).json()
     assert cancelled["status"] == "cancelled"
-    assert cancelled["deliveries"] == [{"channel": "email", "status": "cancelled", "deliveries": 6}]
+    assert cancelled["deliveries"] == [
+        {"channel": "email", "status": "cancelled", "deliveries": 6, "multicasts": 0}
+    ]
     assert smtp.mails == []
 
     env = os.environ | {"ROUTER_DATABASE_URL": router.runtime.config.database.url}

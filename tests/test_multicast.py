@@ -91,6 +91,11 @@ async def test_campaign_friends_get_one_multicast_per_500_and_exact_records(
     assert set(received) == {friend_id(i) for i in range(1001)} and max(received.values()) == 1
     assert len({q.retry_key for q in sent}) == 3 and None not in {q.retry_key for q in sent}
     assert len(smtp.mails) == 40
+    view = (await router.client.get(f"/v1/campaigns/{campaign_id}")).json()
+    assert {(d["channel"], d["multicasts"]) for d in view["deliveries"]} == {
+        ("email", 0),
+        ("line", 3),
+    }
     conn = await asyncpg.connect(dsn)
     try:
         # Each delivery records the request that carried it.
