@@ -33,6 +33,7 @@ MAX_LINES = 1_500_000
 MAX_ERRORS = 1_000
 MAX_NAME = 255
 INSERT_CHUNK = 10_000
+ANALYZE_AFTER = 10_000  # valid lines in one upload that make the router refresh statistics
 MAX_EMAIL = 120
 # Longer lines cannot be valid of any type; they are not buffered beyond this.
 MAX_LINE_BYTES = 1_024
@@ -46,18 +47,11 @@ _PHONE_CHARS = re.compile(r"[0-9() -]+")
 # the fly: members.line_user_id is stored raw, the audience keeps only its hash. The LINE
 # expression is the one members_line_user_id_sha256 indexes (migration 0008): an ID is ASCII,
 # so its bytea cast is its UTF-8 bytes.
-_MEMBER_KEY: dict[str, str] = {
+MEMBER_KEY: dict[str, str] = {
     "email": "m.email_sha256",
     "phone": "m.phone_sha256",
     "line_user_id": "sha256(m.line_user_id::bytea)",
 }
-
-
-def member_key_case(audience_type: str) -> str:
-    """SQL for a member's key of the type in column `audience_type`, for queries that match
-    members against audiences of several types at once (campaigns)."""
-    whens = " ".join(f"WHEN '{kind}' THEN {key}" for kind, key in _MEMBER_KEY.items())
-    return f"CASE {audience_type} {whens} END"
 
 
 class LineError(msgspec.Struct, frozen=True):
@@ -302,12 +296,18 @@ async def record(conn: Connection, audience_id: uuid.UUID, counts: UploadCounts)
         counts.duplicates,
         msgspec.json.encode(counts.errors).decode(),
     )
+    if counts.valid >= ANALYZE_AFTER:
+        # Statistics now rather than at autovacuum's next pass: the report's match and the
+        # campaign fan-out are planned by them, and a plan made without them for a large new
+        # audience can read the whole audience once per member. ANALYZE samples a fixed
+        # number of rows, so this costs about the same for any audience size.
+        await conn.execute("ANALYZE audiences, audience_entries")
 
 
 def _members_in(kind: str) -> str:
     return (
         "FROM members m WHERE EXISTS (SELECT 1 FROM audience_entries e"  # noqa: S608 - constants
-        f" WHERE e.audience_id = $1 AND e.value_sha256 = {_MEMBER_KEY[kind]})"
+        f" WHERE e.audience_id = $1 AND e.value_sha256 = {MEMBER_KEY[kind]})"
     )
 
 

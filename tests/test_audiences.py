@@ -323,3 +323,34 @@ async def test_cli_upload_prints_the_report(router: RouterUnderTest, tmp_path: P
     }
     r = await router.client.get(f"/v1/audiences/{report['id']}")
     assert r.json()["name"] == "from the cli"
+
+
+async def test_a_large_upload_refreshes_statistics_and_a_small_one_does_not(
+    router: RouterUnderTest, dsn: str
+) -> None:
+    """A plan made without statistics on a new large audience can read it once per member;
+    the router analyzes after a large upload instead of waiting for autovacuum."""
+
+    async def analyzed() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            count: int = await conn.fetchval(
+                "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'audience_entries'"
+            )
+            return count
+        finally:
+            await conn.close()
+
+    before = await analyzed()
+    small = "\n".join(f"s{i}@example.jp" for i in range(50)).encode()
+    resp = await upload(router, small, name="small")
+    assert resp.status_code == 201, resp.text
+    assert await analyzed() == before
+    large = "\n".join(f"u{i}@example.jp" for i in range(10_000)).encode()
+    resp = await upload(router, large, name="large")
+    assert resp.status_code == 201 and resp.json()["valid"] == 10_000, resp.text
+    deadline = asyncio.get_running_loop().time() + 5
+    while await analyzed() == before:  # the statistics collector reports a moment later
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    assert await analyzed() == before + 1
