@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
 
@@ -160,11 +160,14 @@ async def accept(
     *,
     events: bool = False,
     campaign_id: UUID | None = None,
+    line_group_size: int = 1,
 ) -> list[IntentResult]:
     """Accept a batch; `requests` may already hold per-item decoding failures (kept as-is).
 
     Returns one result per input, in order. One bad item never affects the others. With
-    `events`, each new delivery gets a `processed` delivery event in the same statement."""
+    `events`, each new delivery gets a `processed` delivery event in the same statement.
+    With `line_group_size` > 1, LINE deliveries that share content and send time are put in
+    send batches of at most that many (LINE multicast) by the same statement."""
     results: list[IntentResult | None] = [None] * len(requests)
     pending: list[_Pending] = []
     for i, item in enumerate(requests):
@@ -228,6 +231,7 @@ async def accept(
             )
 
         if accepted:
+            batches = _SendBatches.deal(rows.plans, line_group_size)
             inserted = {
                 r["id"]
                 for r in await conn.fetch(
@@ -238,6 +242,10 @@ async def accept(
                     rows.notification_addresses(),
                     [p.request.send_at for _, p, _, _ in rows.plans],
                     campaign_id,
+                    batches.of_intent,
+                    batches.ids,
+                    batches.content_ids,
+                    batches.send_at,
                 )
             }
             woken = {c for (i, _, _, d) in rows.plans if i in inserted for c in d.primary}
@@ -289,18 +297,23 @@ WITH new_contents AS (
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, member_id, email_address
 ), planned AS (
-    SELECT p.intent_id, p.line, p.email, p.notification,
+    SELECT p.intent_id, p.line, p.email, p.notification, p.batch,
            greatest(coalesce(p.send_at, now()), now()) AS due
-    FROM unnest($1::uuid[], $12::text[], $13::text[], $16::text[], $17::timestamptz[])
-         AS p(intent_id, line, email, notification, send_at)
+    FROM unnest($1::uuid[], $12::text[], $13::text[], $16::text[], $17::timestamptz[],
+                $19::uuid[])
+         AS p(intent_id, line, email, notification, send_at, batch)
     WHERE p.intent_id IN (SELECT id FROM added)
+), new_batches AS (
+    INSERT INTO send_batches (id, channel, content_id, status, next_attempt_at)
+    SELECT id, 'line', content_id, 'pending', greatest(coalesce(send_at, now()), now())
+    FROM unnest($20::uuid[], $21::bytea[], $22::timestamptz[]) AS b(id, content_id, send_at)
 ), new_deliveries AS (
-    INSERT INTO deliveries (intent_id, channel, address, status, next_attempt_at)
-    SELECT intent_id, 'line', line, 'pending', due FROM planned WHERE line IS NOT NULL
+    INSERT INTO deliveries (intent_id, channel, address, status, next_attempt_at, send_batch_id)
+    SELECT intent_id, 'line', line, 'pending', due, batch FROM planned WHERE line IS NOT NULL
     UNION ALL
-    SELECT intent_id, 'email', email, 'pending', due FROM planned WHERE email IS NOT NULL
+    SELECT intent_id, 'email', email, 'pending', due, NULL FROM planned WHERE email IS NOT NULL
     UNION ALL
-    SELECT intent_id, 'line_notification', notification, 'pending', due FROM planned
+    SELECT intent_id, 'line_notification', notification, 'pending', due, NULL FROM planned
     WHERE notification IS NOT NULL
     RETURNING id, intent_id, channel, address
 )
@@ -366,6 +379,42 @@ class _IntentRows:
 
 
 _EMPTY_TAGS = "[]"
+
+
+class _SendBatches(msgspec.Struct):
+    """Send batches for a campaign chunk's LINE deliveries, as the INSERT takes them.
+
+    Deliveries that share content and send time are dealt round-robin into as few batches
+    as fit, of near-equal size (1,001 recipients: 334 + 334 + 333, not 500 + 500 + 1). A
+    content only one intent has is sent as a push. Formed here, the batch exists before any
+    worker can see its deliveries, so they are never claimed one by one."""
+
+    of_intent: list[UUID | None]  # each intent's LINE delivery's batch, in plan order
+    ids: list[UUID]
+    content_ids: list[bytes]
+    send_at: list[datetime | None]
+
+    @classmethod
+    def deal(
+        cls, plans: list[tuple[UUID, _Pending, members.Reach, routing.Plan]], size: int
+    ) -> _SendBatches:
+        dealt = cls([None] * len(plans), [], [], [])
+        if size < 2:
+            return dealt
+        groups: dict[tuple[bytes, datetime | None], list[int]] = {}
+        for n, (_, p, _, plan) in enumerate(plans):
+            if routing.LINE in plan.primary:
+                groups.setdefault((p.content_id, p.request.send_at), []).append(n)
+        for (content, send_at), members_of in groups.items():
+            if len(members_of) < 2:
+                continue
+            slots = [uuid4() for _ in range(-(-len(members_of) // size))]
+            for i, n in enumerate(members_of):
+                dealt.of_intent[n] = slots[i % len(slots)]
+            dealt.ids.extend(slots)
+            dealt.content_ids.extend([content] * len(slots))
+            dealt.send_at.extend([send_at] * len(slots))
+        return dealt
 
 
 async def _drop_replays(

@@ -1,7 +1,7 @@
 """Send batches: a campaign's LINE deliveries with the same content, sent as one multicast.
 
-Batches are formed when the campaign's intents are accepted, in the same transaction, so no
-worker ever sees those deliveries unbatched. From then on the batch is the unit of work: it
+Batches are formed by the statement that accepts a campaign's intents (router/intents.py), so
+no worker ever sees those deliveries unbatched. From then on the batch is the unit of work: it
 is claimed whole (`FOR UPDATE SKIP LOCKED` on `send_batches`), sent under a retry key derived
 from its id, and its outcome is recorded for every delivery in it at once. A batch is never
 resent with different recipients under the same key: LINE would answer 409 for people who
@@ -19,45 +19,6 @@ import msgspec
 from router import delivery_events, outbox
 from router.database import Connection
 from router.intents import NOTIFY_CHANNEL
-
-# Deliveries of the same content and due time among these intents are dealt into as few
-# batches as fit, of near-equal size (1,001 recipients: 334 + 334 + 333, not 500 + 500 + 1).
-_FORM = """
-WITH candidates AS (
-    SELECT d.id, i.content_id, d.next_attempt_at,
-           row_number() OVER w - 1 AS n,
-           count(*) OVER (PARTITION BY i.content_id, d.next_attempt_at) AS total
-    FROM deliveries d JOIN intents i ON i.id = d.intent_id
-    WHERE d.intent_id = ANY($1::uuid[]) AND d.channel = $2 AND d.status = 'pending'
-      AND d.send_batch_id IS NULL AND NOT d.is_fallback
-    WINDOW w AS (PARTITION BY i.content_id, d.next_attempt_at ORDER BY d.id)
-), dealt AS (
-    SELECT id, content_id, next_attempt_at,
-           n % ((total + $3::int - 1) / $3::int) AS slot
-    FROM candidates WHERE total >= $4::int
-), batches AS MATERIALIZED (
-    SELECT content_id, next_attempt_at, slot, gen_random_uuid() AS batch_id
-    FROM dealt GROUP BY content_id, next_attempt_at, slot
-), created AS (
-    INSERT INTO send_batches (id, channel, content_id, status, next_attempt_at)
-    SELECT batch_id, $2, content_id, 'pending', next_attempt_at FROM batches
-)
-UPDATE deliveries d SET send_batch_id = b.batch_id
-FROM dealt x JOIN batches b USING (content_id, next_attempt_at, slot)
-WHERE d.id = x.id
-"""
-
-
-async def form(
-    conn: Connection,
-    intent_ids: Sequence[UUID],
-    channel: str,
-    max_size: int,
-    min_size: int = 2,
-) -> None:
-    """Batch the new `channel` deliveries of these intents (in the caller's transaction)."""
-    if intent_ids:
-        await conn.execute(_FORM, list(intent_ids), channel, max_size, min_size)
 
 
 class ClaimedBatch(msgspec.Struct, frozen=True):

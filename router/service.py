@@ -15,7 +15,7 @@ from uuid import UUID
 
 from channels.base import Channel, GroupChannel, LineAccount
 from channels.registry import build_adapters
-from router import intents, send_batches
+from router import intents
 from router.campaigns import CampaignFanOut
 from router.config import Config
 from router.content import Relayed
@@ -76,10 +76,11 @@ class Runtime:
         """The one way every front door (JSON API, SMTP relay, compatibility APIs) accepts
         intents: with this router's channels, recording events when they are configured.
 
-        A campaign's deliveries on a channel that can send groups (LINE multicast) are put
-        into send batches in the caller's transaction (the fan-out chunk's), so no worker can
-        see them before they are batched."""
-        results = await intents.accept(
+        A campaign's LINE deliveries are put in send batches (LINE multicast) by the same
+        statement that creates them, so no worker can see them before they are batched."""
+        line = self.channels.get("line")
+        grouped = isinstance(line, GroupChannel) and campaign_id is not None
+        return await intents.accept(
             conn,
             requests,
             self.configured_channels,
@@ -87,14 +88,10 @@ class Runtime:
             relayed,
             events=self.config.events_configured,
             campaign_id=campaign_id,
+            line_group_size=line.max_group_size
+            if isinstance(line, GroupChannel) and grouped
+            else 1,
         )
-        if campaign_id is not None:
-            assert conn.is_in_transaction(), "a campaign's intents are batched before commit"
-            new = [r.id for r in results if r.status == "accepted" and r.id is not None]
-            for channel in self.channels.values():
-                if isinstance(channel, GroupChannel) and channel.max_group_size > 1:
-                    await send_batches.form(conn, new, channel.name, channel.max_group_size)
-        return results
 
     def after_webhook(self) -> None:
         """New webhook events and forwards are stored: have them handled now, not at the sweep."""

@@ -287,9 +287,11 @@ async def test_a_dead_workers_batch_is_requeued_with_its_deliveries(dsn: str) ->
             " SELECT i.id, 'line', m.line_user_id, 'pending' FROM intents i"
             " JOIN members m USING (member_id)"
         )
-        intent_ids = [r["id"] for r in await conn.fetch("SELECT id FROM intents")]
-        async with conn.transaction():
-            await send_batches.form(conn, intent_ids, "line", 500)
+        await conn.execute(
+            "INSERT INTO send_batches (id, channel, content_id, status)"
+            " VALUES ('00000000-0000-4000-8000-000000000001', 'line', '\\x01', 'pending');"
+            "UPDATE deliveries SET send_batch_id = '00000000-0000-4000-8000-000000000001'"
+        )
         dead = uuid.uuid4()
         [claimed] = await send_batches.claim(conn, "line", 5, dead, lease_seconds=0.01)
         assert len(claimed.delivery_ids) == 3
