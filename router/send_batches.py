@@ -123,7 +123,6 @@ async def record(
     """Store the outcomes of claimed batches; returns how many were still ours."""
     ours = 0
     async with conn.transaction():
-        deliveries: list[outbox.Result] = []
         woken: set[str] = set()
         for r in results:
             channel = await conn.fetchval(
@@ -138,13 +137,15 @@ async def record(
             if channel is None:
                 continue  # the lease was lost; the batch's new holder records it
             ours += 1
-            deliveries.extend(r.deliveries)
+            # One batch's deliveries (at most 500) per statement: the outbox's UPDATE joins
+            # its list of ids to deliveries, and with a misleading estimate PostgreSQL reads
+            # the list once per row; 4,000 at once (eight batches) took 6 s that way.
+            await outbox.record(conn, token, r.deliveries, events=events)
             if r.split_off:
                 half = (len(r.split_off) + 1) // 2 if r.halve else len(r.split_off)
                 parts = [int(i >= half) for i in range(len(r.split_off))]
                 await conn.execute(_SPLIT_OFF, r.batch_id, token, r.split_off, parts)
                 woken.add(channel)
-        await outbox.record(conn, token, deliveries, events=events)
         for channel in sorted(woken):
             await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
     return ours
