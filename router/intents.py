@@ -387,7 +387,8 @@ class _SendBatches(msgspec.Struct):
     Deliveries that share content and send time are dealt round-robin into as few batches
     as fit, of near-equal size (1,001 recipients: 334 + 334 + 333, not 500 + 500 + 1). A
     content only one intent has is sent as a push. Formed here, the batch exists before any
-    worker can see its deliveries, so they are never claimed one by one."""
+    worker can see its deliveries, so they are never claimed one by one. An intent that loses
+    an idempotency-key race leaves its batch one short (or empty, closed when claimed)."""
 
     of_intent: list[UUID | None]  # each intent's LINE delivery's batch, in plan order
     ids: list[UUID]

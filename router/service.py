@@ -79,7 +79,9 @@ class Runtime:
         A campaign's LINE deliveries are put in send batches (LINE multicast) by the same
         statement that creates them, so no worker can see them before they are batched."""
         line = self.channels.get("line")
-        grouped = isinstance(line, GroupChannel) and campaign_id is not None
+        group_size = 1
+        if campaign_id is not None and isinstance(line, GroupChannel):
+            group_size = line.max_group_size
         return await intents.accept(
             conn,
             requests,
@@ -88,9 +90,7 @@ class Runtime:
             relayed,
             events=self.config.events_configured,
             campaign_id=campaign_id,
-            line_group_size=line.max_group_size
-            if isinstance(line, GroupChannel) and grouped
-            else 1,
+            line_group_size=group_size,
         )
 
     def after_webhook(self) -> None:
