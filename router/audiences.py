@@ -21,9 +21,9 @@ import phonenumbers
 
 from router.database import Connection
 from router.identifiers import LINE_USER_ID
-from router.ids import uuid7
 from router.members import EMAIL_REACHABLE_SQL, LINE_REACHABLE_SQL
 from router.problems import FieldError, ProblemError
+from router.store.row_ids import uuid7
 
 AudienceType = Literal["email", "phone", "line_user_id"]
 AUDIENCE_TYPES: tuple[AudienceType, ...] = ("email", "phone", "line_user_id")

@@ -21,10 +21,10 @@ from router import audiences, send_batches
 from router.background import Wakeable
 from router.content import Content, EmailContent, LineContent, check_content
 from router.database import Connection
-from router.ids import uuid7
 from router.intents import IntentRequest
 from router.problems import FieldError
 from router.routing import Kind, Route
+from router.store.row_ids import uuid7
 
 if TYPE_CHECKING:
     from router.service import Runtime

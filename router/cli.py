@@ -223,7 +223,7 @@ async def _audiences_line_sync(config: Config, audience_id: str) -> int:
     """Same as POST /v1/audiences/{id}/line-sync, with a count of IDs sent as it goes."""
     import msgspec
 
-    from router import line_audience_sync
+    from router.line import audience_sync as line_audience_sync
     from router.problems import ProblemError
 
     wanted = _parse_id(audience_id, "an audience")
@@ -263,7 +263,7 @@ async def _migrate(config: Config) -> int:
 
 async def _sync_followers(config: Config) -> int:
     from channels.base import ProviderError
-    from router.line_sync import sync_followers
+    from router.line.follower_sync import sync_followers
 
     def progress(count: int) -> None:
         print(f"\rfollowers read: {count:,}", end="", file=sys.stderr, flush=True)

@@ -13,9 +13,9 @@ from typing import Annotated
 import msgspec
 
 from router.identifiers import InvalidIdentifier, normalize_email
-from router.line_messages import LineMessage, check_messages, text_message
+from router.line.derived_text import derive_line_text
+from router.line.messages import LineMessage, check_messages, text_message
 from router.problems import FieldError
-from router.text import derive_line_text
 
 # Header names the router writes itself; a caller may not set them.
 RESERVED_HEADERS = frozenset(

@@ -26,9 +26,9 @@ from router.content import (
 )
 from router.database import Connection
 from router.identifiers import InvalidIdentifier, email_sha256, normalize_email, phone_sha256_hex
-from router.ids import uuid7
 from router.problems import FieldError
 from router.routing import ChannelName, Kind, Route
+from router.store.row_ids import uuid7
 
 NOTIFY_CHANNEL = "router_deliveries"
 MAX_SCHEDULE_AHEAD = timedelta(days=30)

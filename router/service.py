@@ -29,11 +29,11 @@ from router.database import (
     url_target,
 )
 from router.delivery_events import DeliveryEventSender
+from router.ingress.smtp_relay import start_smtp_ingress
 from router.intents import IntentRequest, IntentResult
-from router.line_events import LineEventProcessor
+from router.line.events import LineEventProcessor
+from router.line.webhook_forwarding import WebhookForwarder
 from router.retention import Retention
-from router.smtp_ingress import start_smtp_ingress
-from router.webhook_forwarding import WebhookForwarder
 from router.worker import OutboxWorkers
 
 

@@ -30,7 +30,7 @@ from sendgrid.helpers.mail import (
     To,
 )
 
-from router.compat import sendgrid as compat
+from router.ingress import sendgrid as compat
 from tests.harness import API_KEY, RouterUnderTest, SmtpSink, running_router
 
 FRIEND = "U" + "f" * 32

@@ -25,7 +25,8 @@ from channels.line.simulator import (
     LineSimulator,
     ReceivedRequest,
 )
-from router import audiences, line_audience_sync
+from router import audiences
+from router.line import audience_sync as line_audience_sync
 from router.members import LINE_REACHABLE_SQL
 from tests.harness import LINE_TOKEN, RouterUnderTest, SmtpSink, running_router
 from tests.test_audiences import put_member, upload

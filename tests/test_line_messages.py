@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from router.line_messages import (
+from router.line.messages import (
     LINE_MESSAGES_PER_REQUEST,
     AudioMessage,
     Emoji,

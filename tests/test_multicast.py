@@ -16,7 +16,7 @@ from channels.line.push import LinePushChannel
 from router import send_batches
 from router.config import LineConfig
 from router.content import Content, LineContent
-from router.line_messages import text_message
+from router.line.messages import text_message
 from tests.harness import LINE_TOKEN, RouterUnderTest, SmtpSink, running_router
 
 MAIL = {"subject": "Coupon", "text": "10% off for registered members"}

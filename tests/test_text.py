@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from router.text import derive_line_text, html_to_text, truncate_utf16, utf16_len
+from router.line.derived_text import derive_line_text, html_to_text, truncate_utf16, utf16_len
 
 # utf16_len
 

@@ -3,7 +3,7 @@
 The endpoint has no retry key, so a request that may have reached LINE is never repeated:
 only a connection that was refused, or LINE saying it did not process the request (429), is
 retried. Each request carries `X-Line-Delivery-Tag` = the delivery id; LINE confirms a
-delivery with a `delivery` webhook event carrying that tag (router.line_events).
+delivery with a `delivery` webhook event carrying that tag (router.line.events).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Requests go through the SDK's `AsyncApiClient` (its connection pool, bearer auth
 `ApiException` error model) with the JSON body built once per content. The SDK's typed
 `push_message` would validate the same messages again with pydantic on every call, which costs
 more than the HTTP request itself; the router already validated them when the intent was
-accepted (router.line_messages), so that per-call work buys nothing here.
+accepted (router.line.messages), so that per-call work buys nothing here.
 
 Every request carries `X-Line-Retry-Key`, a UUID derived from the delivery id (the batch id
 for a multicast). LINE keeps a key for 24 hours and answers a repeat with 409 plus the original request id, so a resend

@@ -24,10 +24,11 @@ from multipart import (  # type: ignore[import-untyped]
     PushMultipartParser,
 )
 
-from router import audiences, line_audience_sync
+from router import audiences
 from router.api.openapi import problems
 from router.audiences import MAX_FILE_BYTES, AudienceReport, AudienceType
-from router.line_audience_sync import LineAudienceSync
+from router.line import audience_sync as line_audience_sync
+from router.line.audience_sync import LineAudienceSync
 from router.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemError, invalid
 from router.service import Runtime
 

@@ -22,7 +22,7 @@ from litestar.types import (
     Send,
 )
 
-from router.compat import sendgrid
+from router.ingress import sendgrid
 from router.problems import PROBLEM_MEDIA_TYPE, Problem
 from router.service import key_hash
 

@@ -16,7 +16,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from router.api.openapi import problems
-from router.compat import listmonk
+from router.ingress import listmonk
 from router.intents import IntentResult
 from router.problems import ProblemError, invalid
 from router.service import Runtime

@@ -13,8 +13,8 @@ from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 
-from router.compat import sendgrid
-from router.compat.sendgrid import SendGridError
+from router.ingress import sendgrid
+from router.ingress.sendgrid import SendGridError
 from router.service import Runtime
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,12 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from channels.base import ProviderError, QuotaFigures
-from router import line_events, line_identity, line_webhooks, members
+from router import members
 from router.api.openapi import problems
 from router.identifiers import LINE_USER_ID
+from router.line import events as line_events
+from router.line import identity as line_identity
+from router.line import webhooks as line_webhooks
 from router.members import Member
 from router.problems import FieldError, ProblemError
 from router.service import Runtime

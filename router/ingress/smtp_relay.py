@@ -1,6 +1,6 @@
 """SMTP relay ingress: email systems send here, and each recipient becomes an intent.
 
-An authenticated sender's message is read (router.mime), stored once byte for byte, and
+An authenticated sender's message is read (router.ingress.mime), stored once byte for byte, and
 turned into one intent per RCPT in the same transaction; only then does the sender get 250.
 If PostgreSQL cannot take it, the answer is 451 so the sender keeps the message and retries.
 """
@@ -22,8 +22,8 @@ from router import intents, members, routing
 from router.config import SmtpIngressConfig, split_listen
 from router.content import EmailContent, Relayed
 from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
+from router.ingress.mime import MalformedMessage, read
 from router.intents import IntentRequest
-from router.mime import MalformedMessage, read
 from router.passwords import verify_password
 
 if TYPE_CHECKING:

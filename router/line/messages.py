@@ -21,7 +21,7 @@ from typing import Annotated, Any, TypeAlias
 
 import msgspec
 
-from router.text import utf16_len
+from router.line.derived_text import utf16_len
 
 LINE_MESSAGES_PER_REQUEST = 5
 """A push, reply or multicast request carries 1 to 5 message objects."""

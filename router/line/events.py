@@ -15,10 +15,11 @@ from uuid import UUID
 import msgspec
 
 from channels.base import LineAccount, ProviderError
-from router import line_identity, outbox
+from router import outbox
 from router.background import Wakeable
 from router.config import LineConfig
 from router.database import Connection, Pool
+from router.line import identity as line_identity
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Receiving LINE webhooks: verify the signature, store events and forwards, nothing more.
 
 The HTTP answer to LINE waits only for this module's one transaction, so it comes well
-inside LINE's two seconds; what the events mean is worked out afterwards (router.line_events).
+inside LINE's two seconds; what the events mean is worked out afterwards (router.line.events).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from email.message import EmailMessage
 
 import msgspec
 
-from router.text import html_to_text
+from router.line.derived_text import html_to_text
 
 # Structural defects that mean the message cannot be read as its sender meant it.
 _FATAL_DEFECTS = (
