@@ -242,7 +242,7 @@ async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
         ChannelCount(r["channel"], r["status"], r["n"], r["batches"])
         for r in await conn.fetch(
             "SELECT d.channel, d.status, count(*) AS n,"
-            " count(DISTINCT d.send_batch_id) AS batches FROM intents i"
+            " count(DISTINCT d.send_group_id) AS batches FROM intents i"
             " JOIN deliveries d ON d.intent_id = i.id WHERE i.campaign_id = $1"
             " GROUP BY d.channel, d.status ORDER BY d.channel, d.status",
             campaign_id,

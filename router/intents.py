@@ -304,11 +304,11 @@ WITH new_contents AS (
          AS p(intent_id, line, email, notification, send_at, batch)
     WHERE p.intent_id IN (SELECT id FROM added)
 ), new_batches AS (
-    INSERT INTO send_batches (id, channel, content_id, status, next_attempt_at)
+    INSERT INTO send_groups (id, channel, content_id, status, next_attempt_at)
     SELECT id, 'line', content_id, 'pending', greatest(coalesce(send_at, now()), now())
     FROM unnest($20::uuid[], $21::bytea[], $22::timestamptz[]) AS b(id, content_id, send_at)
 ), new_deliveries AS (
-    INSERT INTO deliveries (intent_id, channel, address, status, next_attempt_at, send_batch_id)
+    INSERT INTO deliveries (intent_id, channel, address, status, next_attempt_at, send_group_id)
     SELECT intent_id, 'line', line, 'pending', due, batch FROM planned WHERE line IS NOT NULL
     UNION ALL
     SELECT intent_id, 'email', email, 'pending', due, NULL FROM planned WHERE email IS NOT NULL

@@ -83,7 +83,7 @@ SET status = 'claimed',
 FROM intents i LEFT JOIN members m ON m.member_id = i.member_id
 WHERE d.id IN (
         SELECT id FROM deliveries
-        WHERE channel = $1 AND status = 'pending' AND send_batch_id IS NULL
+        WHERE channel = $1 AND status = 'pending' AND send_group_id IS NULL
           AND next_attempt_at <= now()
         ORDER BY next_attempt_at
         LIMIT $2
@@ -315,7 +315,7 @@ async def next_due(conn: Connection, channel: str) -> datetime | None:
     """When the earliest pending delivery of a channel, sent on its own, becomes due."""
     value: datetime | None = await conn.fetchval(
         "SELECT min(next_attempt_at) FROM deliveries"
-        " WHERE channel = $1 AND status = 'pending' AND send_batch_id IS NULL",
+        " WHERE channel = $1 AND status = 'pending' AND send_group_id IS NULL",
         channel,
     )
     return value

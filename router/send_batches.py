@@ -2,7 +2,7 @@
 
 Batches are formed by the statement that accepts a campaign's intents (router/intents.py), so
 no worker ever sees those deliveries unbatched. From then on the batch is the unit of work: it
-is claimed whole (`FOR UPDATE SKIP LOCKED` on `send_batches`), sent under a retry key derived
+is claimed whole (`FOR UPDATE SKIP LOCKED` on `send_groups`), sent under a retry key derived
 from its id, and its outcome is recorded for every delivery in it at once. A batch is never
 resent with different recipients under the same key: LINE would answer 409 for people who
 never got the message. Only a 400 (nothing sent) lets recipients move to a new batch.
@@ -38,12 +38,12 @@ class ClaimedBatch(msgspec.Struct, frozen=True):
 # is safe, and they are failed, so the key is never used for them later.
 _CLAIM = f"""
 WITH b AS (
-    UPDATE send_batches s
+    UPDATE send_groups s
     SET status = 'claimed', attempts = s.attempts + 1, claim_token = $3,
         lease_expires_at = now() + make_interval(secs => $4),
         first_attempt_at = coalesce(s.first_attempt_at, now()), updated_at = now()
     WHERE s.id IN (
-        SELECT id FROM send_batches
+        SELECT id FROM send_groups
         WHERE channel = $1 AND status = 'pending' AND next_attempt_at <= now()
         ORDER BY next_attempt_at
         LIMIT $2
@@ -55,15 +55,15 @@ WITH b AS (
         lease_expires_at = now() + make_interval(secs => $4),
         first_attempt_at = coalesce(d.first_attempt_at, now()), updated_at = now()
     FROM b, intents i LEFT JOIN members m ON m.member_id = i.member_id
-    WHERE d.send_batch_id = b.id AND d.status = 'pending' AND i.id = d.intent_id
-    RETURNING d.id, d.address, d.send_batch_id, {outbox.REACHABLE_NOW} AS reachable
+    WHERE d.send_group_id = b.id AND d.status = 'pending' AND i.id = d.intent_id
+    RETURNING d.id, d.address, d.send_group_id, {outbox.REACHABLE_NOW} AS reachable
 )
 SELECT b.id, b.content_id, b.attempts, b.first_attempt_at,
        coalesce(array_agg(d.id ORDER BY d.id) FILTER (WHERE d.reachable), '{{}}') AS ids,
        coalesce(array_agg(d.address ORDER BY d.id) FILTER (WHERE d.reachable), '{{}}')
            AS addresses,
        coalesce(array_agg(d.id) FILTER (WHERE NOT d.reachable), '{{}}') AS unreachable
-FROM b LEFT JOIN d ON d.send_batch_id = b.id
+FROM b LEFT JOIN d ON d.send_group_id = b.id
 GROUP BY b.id, b.content_id, b.attempts, b.first_attempt_at
 """  # noqa: S608 - only constants are interpolated
 
@@ -92,7 +92,7 @@ class BatchResult(msgspec.Struct, frozen=True):
 
 
 _RECORD_BATCH = """
-UPDATE send_batches
+UPDATE send_groups
 SET status = $3, provider_ref = coalesce($4, provider_ref), last_error = coalesce($5, last_error),
     next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $6)
                            ELSE next_attempt_at END,
@@ -105,12 +105,12 @@ _SPLIT_OFF = """
 WITH parts AS MATERIALIZED (
     SELECT part, gen_random_uuid() AS batch_id FROM unnest($4::int[]) AS p(part) GROUP BY part
 ), created AS (
-    INSERT INTO send_batches (id, channel, content_id, status, split_from)
+    INSERT INTO send_groups (id, channel, content_id, status, split_from)
     SELECT p.batch_id, s.channel, s.content_id, 'pending', s.id
-    FROM parts p, send_batches s WHERE s.id = $1
+    FROM parts p, send_groups s WHERE s.id = $1
 )
 UPDATE deliveries d
-SET status = 'pending', send_batch_id = p.batch_id, claim_token = NULL,
+SET status = 'pending', send_group_id = p.batch_id, claim_token = NULL,
     lease_expires_at = NULL, next_attempt_at = now(), updated_at = now()
 FROM unnest($3::uuid[], $4::int[]) AS x(id, part) JOIN parts p USING (part)
 WHERE d.id = x.id AND d.claim_token = $2
@@ -155,7 +155,7 @@ async def record(
 # deliveries were still 'claimed' would be claimed empty, closed, and leave them stranded.
 _RECOVER = """
 WITH b AS (
-    UPDATE send_batches SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
+    UPDATE send_groups SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
            next_attempt_at = now(), updated_at = now(),
            last_error = 'the worker holding this batch stopped; requeued'
     WHERE status = 'claimed' AND lease_expires_at < now()
@@ -163,7 +163,7 @@ WITH b AS (
 ), d AS (
     UPDATE deliveries d SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
            updated_at = now(), last_error = 'the worker holding this batch stopped; requeued'
-    FROM b WHERE d.send_batch_id = b.id AND d.status = 'claimed'
+    FROM b WHERE d.send_group_id = b.id AND d.status = 'claimed'
     RETURNING d.id, d.last_error
 )
 SELECT 'batch' AS kind, channel AS value, NULL::uuid AS id FROM b
@@ -193,7 +193,7 @@ async def recover_expired(conn: Connection, *, events: bool = False) -> set[str]
 
 async def next_due(conn: Connection, channel: str) -> datetime | None:
     value: datetime | None = await conn.fetchval(
-        "SELECT min(next_attempt_at) FROM send_batches WHERE channel = $1 AND status = 'pending'",
+        "SELECT min(next_attempt_at) FROM send_groups WHERE channel = $1 AND status = 'pending'",
         channel,
     )
     return value
@@ -203,9 +203,9 @@ async def cancel_pending(conn: Connection, campaign_id: UUID) -> None:
     """Cancel the campaign's batches still waiting (in the caller's transaction, before its
     deliveries are cancelled: batch rows are always locked before delivery rows)."""
     await conn.execute(
-        "UPDATE send_batches s SET status = 'cancelled', updated_at = now()"
+        "UPDATE send_groups s SET status = 'cancelled', updated_at = now()"
         " WHERE s.status = 'pending' AND s.id IN ("
-        "   SELECT d.send_batch_id FROM deliveries d JOIN intents i ON i.id = d.intent_id"
-        "   WHERE i.campaign_id = $1 AND d.send_batch_id IS NOT NULL AND d.status = 'pending')",
+        "   SELECT d.send_group_id FROM deliveries d JOIN intents i ON i.id = d.intent_id"
+        "   WHERE i.campaign_id = $1 AND d.send_group_id IS NOT NULL AND d.status = 'pending')",
         campaign_id,
     )

@@ -47,7 +47,7 @@ async def dsn(migrated: str) -> str:
         await conn.execute(
             "TRUNCATE members, contents, intents, deliveries, api_keys, rate_buckets, line_users,"
             " line_webhook_events, line_link_nonces, webhook_forwards, audiences, audience_entries, campaigns,"
-            " send_batches"
+            " send_groups"
             " CASCADE"
         )
     finally:

@@ -198,7 +198,7 @@ async def test_kill_mid_fan_out_and_mid_multicast_then_restart_exactly_once(
         row = await conn.fetchrow("SELECT status, targeted FROM campaigns")
         assert row["status"] == "fanning_out" and 0 < row["targeted"] < len(people), dict(row)
         in_flight = await conn.fetchval(
-            "SELECT count(*) FROM send_batches WHERE status = 'claimed'"
+            "SELECT count(*) FROM send_groups WHERE status = 'claimed'"
         )
         assert in_flight >= 3
 

@@ -105,7 +105,7 @@ async def test_campaign_friends_get_one_multicast_per_500_and_exact_records(
         )
         by_request = {q.request_id: set(q.body["to"]) for q in sent}
         assert {r["provider_ref"]: set(r["addresses"]) for r in refs} == by_request
-        assert await conn.fetchval("SELECT count(*) FROM send_batches WHERE status = 'done'") == 3
+        assert await conn.fetchval("SELECT count(*) FROM send_groups WHERE status = 'done'") == 3
     finally:
         await conn.close()
 
@@ -140,7 +140,7 @@ async def test_recipients_named_by_a_400_fail_alone_and_the_rest_go_in_a_new_bat
             "SELECT last_error FROM deliveries WHERE channel = 'line' AND status = 'failed'"
         )
         assert all("to[" in e["last_error"] for e in errors), errors
-        batches = dict(await conn.fetch("SELECT status, count(*) FROM send_batches GROUP BY 1"))
+        batches = dict(await conn.fetch("SELECT status, count(*) FROM send_groups GROUP BY 1"))
         assert batches == {"split": 1, "done": 1}
     finally:
         await conn.close()
@@ -157,8 +157,8 @@ async def test_a_400_naming_no_recipient_halves_the_batch(
     assert sorted(len(q.body["to"]) for q in multicasts(line_sim)) == [10, 10]
     conn = await asyncpg.connect(dsn)
     try:
-        halves = await conn.fetch("SELECT split_from FROM send_batches WHERE status = 'done'")
-        parent = await conn.fetchval("SELECT id FROM send_batches WHERE status = 'split'")
+        halves = await conn.fetch("SELECT split_from FROM send_groups WHERE status = 'done'")
+        parent = await conn.fetchval("SELECT id FROM send_groups WHERE status = 'split'")
         assert [h["split_from"] for h in halves] == [parent, parent]
     finally:
         await conn.close()
@@ -255,7 +255,7 @@ async def test_cancel_mid_campaign_stops_batches_not_yet_sent(
         assert view["status"] == "cancelled"
     conn = await asyncpg.connect(dsn)
     try:
-        batches = dict(await conn.fetch("SELECT status, count(*) FROM send_batches GROUP BY 1"))
+        batches = dict(await conn.fetch("SELECT status, count(*) FROM send_groups GROUP BY 1"))
         assert batches == {"done": 1, "cancelled": 2}
     finally:
         await conn.close()
@@ -288,9 +288,9 @@ async def test_a_dead_workers_batch_is_requeued_with_its_deliveries(dsn: str) ->
             " JOIN members m USING (member_id)"
         )
         await conn.execute(
-            "INSERT INTO send_batches (id, channel, content_id, status)"
+            "INSERT INTO send_groups (id, channel, content_id, status)"
             " VALUES ('00000000-0000-4000-8000-000000000001', 'line', '\\x01', 'pending');"
-            "UPDATE deliveries SET send_batch_id = '00000000-0000-4000-8000-000000000001'"
+            "UPDATE deliveries SET send_group_id = '00000000-0000-4000-8000-000000000001'"
         )
         dead = uuid.uuid4()
         [claimed] = await send_batches.claim(conn, "line", 5, dead, lease_seconds=0.01)
