@@ -1,20 +1,96 @@
 """The one interface every delivery channel implements, and the values that cross it.
 
-The outbox worker hands a channel a batch of due deliveries and gets one outcome per
-delivery back. It never imports an adapter: adapters are built from configuration by
-`channels.registry` and looked up by name.
+A channel is two things. Its *descriptor* (`ChannelDescriptor`) says what the core needs to
+know to plan, re-check and report deliveries on it: its name, who it reaches (as a rule over a
+recipient and as the same rule in SQL), the address it sends to, what content it can carry,
+where it stands in each route and whether it can send to many at once. Its *adapter* (`Channel`)
+sends: a dispatcher hands it claimed deliveries and gets one outcome per delivery back.
+
+The core never names a channel: it iterates over the descriptors `channels.registry` holds and
+looks adapters up by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 import msgspec
 
+from router.config import Config
 from router.content import Content
+from router.members import Reach
+
+ALL_KINDS = frozenset({"promotional", "transactional"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelDescriptor:
+    """One registration per channel: everything the core knows about it, in one place.
+
+    SQL fragments are spelled over `members m` (the recipient as they are now) and, for
+    `still_reachable_sql`, `deliveries d`; they are interpolated into the core's statements, so
+    they are constants written here, never values from a request."""
+
+    name: str
+    """The value stored in `deliveries.channel`, `intents.fallback` and the API's answers."""
+    routes: Mapping[str, int]
+    """The routes this channel takes part in, each with its rank: a route tries its channels
+    in rank order ("prefer_line": LINE 0, email 1), and the next one that reaches the
+    recipient after the chosen one is the fallback."""
+    not_configured: str
+    """Why a route cannot use the channel when this router has no adapter for it."""
+    unreachable: Callable[[Reach], str | None]
+    """Why this recipient cannot be reached on the channel, or None if they can."""
+    reachable_sql: str
+    """The same rule in SQL, for fallbacks created later and for reports."""
+    address: Callable[[Reach], str | None]
+    """The address a delivery on this channel is sent to (a LINE user ID, an email address)."""
+    address_sql: str
+    """The same address in SQL, for fallbacks created after acceptance."""
+    address_noun: str
+    """What the address is, in words: "email address", "phone number"."""
+    carries: Callable[[Content], bool]
+    """Whether the channel can carry this content (LINE derives text from email; email cannot
+    derive an email from LINE messages)."""
+    no_content: str
+    """Why not, when it cannot."""
+    still_reachable_sql: str | None = None
+    """Checked when a delivery is first sent, over `members m` and `deliveries d`: someone who
+    opted out or left since acceptance is not sent to. None: `reachable_sql`; "true": never
+    re-checked."""
+    left_since: str = "not sent: since the intent was accepted the member opted out of this channel"
+    """Why a delivery found unreachable at send time is not sent."""
+    fallback_when_left: bool = False
+    """Whether the intent's fallback may carry a delivery found unreachable at send time (a
+    LINE friend who left may still read email; someone who opted out of email has said no)."""
+    kinds: frozenset[str] = ALL_KINDS
+    """The intent kinds the channel carries."""
+    kind_refusal: str = ""
+    """Why a route led by this channel refuses an intent of another kind."""
+    stands_in_for: str | None = None
+    """In a route that sends on every channel, this one is used only when the named channel
+    cannot reach the recipient (a LINE notification by phone for a non-friend)."""
+    address_is_email: bool = False
+    """Delivery events name the delivery's own address (otherwise the recipient's email)."""
+    sends_relayed: bool = False
+    """Relayed messages go out on this channel as the exact bytes received."""
+    confirmed_by_provider: bool = False
+    """'sent' means only that the provider took the request; the message counts as delivered
+    when the provider confirms it, and as not delivered if it does not in time."""
+    group_sending: bool = False
+    """The adapter can send one content to many recipients in one request (`GroupChannel`)."""
+    describe: Callable[[Config], str] | None = None
+    """What `router serve` says of the channel when it is configured (None: nothing)."""
+    describe_unconfigured: str | None = None
+    """What `router serve` says when it is not: how to configure it and what follows."""
+
+    @property
+    def recheck_sql(self) -> str:
+        return self.still_reachable_sql or self.reachable_sql
 
 
 class Outbound(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,7 +181,7 @@ class Channel(Protocol):
 
     @property
     def name(self) -> str:
-        """`line` or `email`: the value stored in `deliveries.channel`."""
+        """Its descriptor's name: the value stored in `deliveries.channel`."""
         ...
 
     @property

@@ -18,11 +18,45 @@ from email.utils import formatdate
 
 import aiosmtplib
 
-from channels.base import Failed, Outbound, Outcome, Retry, Sent
-from router.config import EmailConfig
+from channels.base import ChannelDescriptor, Failed, Outbound, Outcome, Retry, Sent
+from router.config import Config, EmailConfig
 from router.content import EmailContent
+from router.members import EMAIL_REACHABLE_SQL, Reach
 
 log = logging.getLogger(__name__)
+
+
+def _unreachable(reach: Reach) -> str | None:
+    if reach.email is None:
+        return "no email address for this recipient"
+    if reach.email_opt_out:
+        return "the member opted out of email"
+    return None
+
+
+EMAIL = ChannelDescriptor(
+    name="email",
+    routes={"prefer_line": 1, "both": 1, "email_only": 0, "notification_first": 1},
+    not_configured="email is not configured on this router",
+    unreachable=_unreachable,
+    reachable_sql=EMAIL_REACHABLE_SQL,
+    address=lambda reach: reach.email,
+    address_sql="m.email",
+    address_noun="email address",
+    carries=lambda content: content.email is not None,
+    no_content="the intent has no email content",
+    address_is_email=True,
+    sends_relayed=True,
+    describe=lambda config: f"SMTP {config.email.host}:{config.email.port}",
+    describe_unconfigured=(
+        "not configured ([email] host, from_address) - email_only intents are refused and "
+        "LINE failures have no fallback"
+    ),
+)
+
+
+def build(config: Config, built: object) -> SmtpChannel | None:
+    return SmtpChannel(config.email) if config.email_configured else None
 
 
 def message_id(delivery_id: object, from_address: str) -> str:
@@ -85,7 +119,7 @@ class RenderedContents:
 class SmtpChannel:
     """The `email` channel: deliver to an upstream SMTP server (relay, ESP or MTA)."""
 
-    name = "email"
+    name = EMAIL.name
     replay_window: timedelta | None = None
     requests_per_second: int | None = None
 

@@ -1,28 +1,62 @@
-"""Builds the channels and LINE account this router is configured for. The one place adapters
-are named."""
+"""The registered channels: the one place adapters are named.
+
+Each channel registers its descriptor and a builder that makes its adapter from the router's
+configuration (or returns None when it is not configured). Routing, intake, dispatch,
+delivery events and the CLI iterate over `descriptors()`; none of them names a channel. A new
+channel is one module under `channels/` and one `register` call below (or, for a channel that
+lives outside this package, a `register` call before the router starts).
+"""
 
 from __future__ import annotations
 
-from channels.base import Channel, LineAccount
+from collections.abc import Callable, Mapping
+
+from channels import email
+from channels.base import Channel, ChannelDescriptor, LineAccount
+from channels.line import notification, push
 from router.config import Config
+
+Builder = Callable[[Config, Mapping[str, Channel]], Channel | None]
+"""Makes a channel's adapter from configuration and the adapters built before it."""
+
+_registered: dict[str, tuple[ChannelDescriptor, Builder]] = {}
+
+
+def register(descriptor: ChannelDescriptor, build: Builder) -> None:
+    """Add a channel; adapters are built in registration order."""
+    if descriptor.name in _registered:
+        raise ValueError(f"a channel named {descriptor.name!r} is already registered")
+    _registered[descriptor.name] = (descriptor, build)
+
+
+def unregister(name: str) -> None:
+    _registered.pop(name, None)
+
+
+def descriptors() -> tuple[ChannelDescriptor, ...]:
+    return tuple(d for d, _ in _registered.values())
+
+
+def descriptor(name: str) -> ChannelDescriptor:
+    return _registered[name][0]
 
 
 def build_adapters(config: Config) -> tuple[dict[str, Channel], LineAccount | None]:
+    """The adapters this configuration enables, by channel name, and the LINE account."""
     channels: dict[str, Channel] = {}
+    for name, (_, build) in _registered.items():
+        adapter = build(config, channels)
+        if adapter is not None:
+            channels[name] = adapter
     account: LineAccount | None = None
-    if config.line_configured:
+    line = channels.get(push.LINE.name)
+    if isinstance(line, push.LinePushChannel):
         from channels.line.account import LineAccountApi
-        from channels.line.push import LinePushChannel
 
-        push = LinePushChannel(config.line)
-        channels["line"] = push
-        account = LineAccountApi(config.line, push.quota)
-        if config.line.notification_messages:
-            from channels.line.notification import LineNotificationChannel
-
-            channels["line_notification"] = LineNotificationChannel(push)
-    if config.email_configured:
-        from channels.email import SmtpChannel
-
-        channels["email"] = SmtpChannel(config.email)
+        account = LineAccountApi(config.line, line.quota)
     return channels, account
+
+
+register(push.LINE, push.build)
+register(email.EMAIL, email.build)
+register(notification.LINE_NOTIFICATION, notification.build)

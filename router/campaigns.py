@@ -21,9 +21,8 @@ from router import audiences, send_batches
 from router.background import Wakeable
 from router.content import Content, EmailContent, LineContent, check_content
 from router.database import Connection
-from router.intents import IntentRequest
+from router.intents import IntentRequest, Kind, Route
 from router.problems import FieldError
-from router.routing import Kind, Route
 from router.store.row_ids import uuid7
 
 if TYPE_CHECKING:

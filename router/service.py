@@ -7,15 +7,16 @@ This is the composition root: the only module that turns configuration into adap
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from channels import registry
 from channels.base import Channel, GroupChannel, LineAccount
-from channels.registry import build_adapters
-from router import intents
+from router import intake
 from router.campaigns import CampaignFanOut
 from router.config import Config
 from router.content import Relayed
@@ -30,6 +31,7 @@ from router.database import (
 )
 from router.delivery_events import DeliveryEventSender
 from router.ingress.smtp_relay import start_smtp_ingress
+from router.intake import IntakeChannels
 from router.intents import IntentRequest, IntentResult
 from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
@@ -64,6 +66,20 @@ class Runtime:
     def configured_channels(self) -> frozenset[str]:
         return frozenset(self.channels)
 
+    @functools.cached_property
+    def intake_channels(self) -> IntakeChannels:
+        """The registered channels as intake plans over them: descriptors, which ones this
+        router has adapters for, and the group size of those that send to many at once."""
+        return IntakeChannels(
+            descriptors=registry.descriptors(),
+            configured=self.configured_channels,
+            group_sizes={
+                name: adapter.max_group_size
+                for name, adapter in self.channels.items()
+                if isinstance(adapter, GroupChannel) and adapter.max_group_size > 1
+            },
+        )
+
     async def accept_intents(
         self,
         conn: Connection,
@@ -74,23 +90,15 @@ class Runtime:
         campaign_id: UUID | None = None,
     ) -> list[IntentResult]:
         """The one way every front door (JSON API, SMTP relay, compatibility APIs) accepts
-        intents: with this router's channels, recording events when they are configured.
-
-        A campaign's LINE deliveries are put in send batches (LINE multicast) by the same
-        statement that creates them, so no worker can see them before they are batched."""
-        line = self.channels.get("line")
-        group_size = 1
-        if campaign_id is not None and isinstance(line, GroupChannel):
-            group_size = line.max_group_size
-        return await intents.accept(
+        intents: with this router's channels, recording events when they are configured."""
+        return await intake.accept(
             conn,
             requests,
-            self.configured_channels,
+            self.intake_channels,
             prefix,
             relayed,
             events=self.config.events_configured,
             campaign_id=campaign_id,
-            line_group_size=group_size,
         )
 
     def after_webhook(self) -> None:
@@ -135,7 +143,7 @@ async def start_runtime(config: Config) -> Runtime:
     await migrate(target.dsn)
     pool = await create_pool(target.dsn, config.database.pool_size)
     hashes, generated = await _api_keys(pool, config)
-    channels, line_account = build_adapters(config)
+    channels, line_account = registry.build_adapters(config)
     workers = None
     if config.workers.enabled and channels:
         confirm_after = (

@@ -7,6 +7,8 @@ import itertools
 
 import pytest
 
+from channels.registry import descriptors
+from router.content import Content, EmailContent, LineContent
 from router.identifiers import (
     InvalidIdentifier,
     check_line_user_id,
@@ -15,8 +17,30 @@ from router.identifiers import (
     normalize_phone,
     phone_sha256,
 )
+from router.intake import routing
+from router.intake.routing import Plan, Unroutable
+from router.intents import Kind, Route
+from router.line.messages import text_message
 from router.members import Reach
-from router.routing import Plan, Route, Unroutable, plan
+
+
+def plan(
+    route: Route,
+    reach: Reach,
+    *,
+    has_line_content: bool,
+    has_email_content: bool,
+    configured: frozenset[str],
+    kind: Kind = "promotional",
+) -> Plan | Unroutable:
+    """Plan over the registered channels for an intent with LINE messages and/or email content
+    (without LINE messages, LINE carries text derived from the email)."""
+    content = Content(
+        line=LineContent(messages=[text_message("hello")]) if has_line_content else None,
+        email=EmailContent(subject="Hello", text="hello") if has_email_content else None,
+    )
+    return routing.plan(route, reach, content, descriptors(), configured, kind)
+
 
 LINE_ID = "U0123456789abcdef0123456789abcdef"
 ALL = frozenset({"line", "email"})
@@ -173,7 +197,8 @@ def test_both_by_reachability(line: str, email: str, expected: Plan | Unroutable
         (ONLY_EMAIL, True, True, Plan(("email",))),
         (NONE, True, True, nowhere(WHY_LINE_UNCONFIGURED, WHY_EMAIL_UNCONFIGURED)),
         (ALL, True, False, Plan(("line",))),
-        (ALL, False, True, Plan(("email",))),
+        # Without LINE messages, LINE carries text derived from the email.
+        (ALL, False, True, Plan(("line", "email"))),
         (ALL, False, False, nowhere(WHY_NO_LINE_CONTENT, WHY_NO_EMAIL_CONTENT)),
     ],
 )
@@ -211,7 +236,15 @@ def test_line_only(
     line_content: bool,
     expected: Plan | Unroutable,
 ) -> None:
-    result = decide("line_only", line, email, line_content=line_content, configured=configured)
+    # No LINE content means neither LINE messages nor an email to derive them from.
+    result = decide(
+        "line_only",
+        line,
+        email,
+        line_content=line_content,
+        email_content=line_content,
+        configured=configured,
+    )
     assert result == expected
 
 
@@ -278,7 +311,7 @@ def test_every_combination_plans_only_usable_channels(route: Route) -> None:
     for line, email, line_content, email_content, configured in combos:
         r = reach(line, email)
         usable = {
-            "line": "line" in configured and r.line_reachable and line_content,
+            "line": "line" in configured and r.line_reachable and (line_content or email_content),
             "email": "email" in configured and r.email_reachable and email_content,
         }
         allowed = {

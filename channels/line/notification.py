@@ -9,22 +9,68 @@ delivery with a `delivery` webhook event carrying that tag (router.line.events).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 import aiohttp
 from linebot.v3.messaging import ApiException
 
-from channels.base import Failed, Outbound, Outcome, Retry, Sent
-from channels.line.push import LinePushChannel, classify, describe_error
+from channels.base import Channel, ChannelDescriptor, Failed, Outbound, Outcome, Retry, Sent
+from channels.line.push import LINE, LinePushChannel, classify, describe_error
+from router.config import Config
+from router.identifiers import phone_sha256_hex
+from router.members import Reach
 
 PNP_PATH = "/bot/pnp/push"
+
+
+def _unreachable(reach: Reach) -> str | None:
+    if reach.phone is None:
+        return "no phone number for this recipient"
+    if reach.line_opt_out:
+        return "the member opted out of LINE"
+    return None
+
+
+LINE_NOTIFICATION = ChannelDescriptor(
+    name="line_notification",
+    # Leads its own route; under "both" it reaches a non-friend by phone in LINE's place.
+    routes={"notification_first": 0, "both": 0},
+    stands_in_for=LINE.name,
+    kinds=frozenset({"transactional"}),
+    kind_refusal=(
+        "LINE notification messages carry transactional messages only: "
+        'send this intent with "kind": "transactional", or use another route'
+    ),
+    not_configured=(
+        "LINE notification messages are not enabled on this router "
+        "([line] notification_messages; LINE must have approved the account)"
+    ),
+    unreachable=_unreachable,
+    reachable_sql="(m.phone IS NOT NULL AND NOT m.line_opt_out)",
+    still_reachable_sql="true",  # transactional: what was accepted is sent
+    # LINE addresses a notification by the SHA-256 of the E.164 number, never the number.
+    address=lambda reach: None if reach.phone is None else phone_sha256_hex(reach.phone),
+    address_sql="encode(m.phone_sha256, 'hex')",
+    address_noun="phone number",
+    carries=LINE.carries,
+    no_content=LINE.no_content,
+    confirmed_by_provider=True,
+    describe=lambda config: f"LINE notification messages via {config.line.api_base}",
+)
+
+
+def build(config: Config, built: Mapping[str, Channel]) -> LineNotificationChannel | None:
+    push = built.get(LINE.name)
+    if not isinstance(push, LinePushChannel) or not config.line.notification_messages:
+        return None
+    return LineNotificationChannel(push)
 
 
 class LineNotificationChannel:
     """The `line_notification` channel; shares the push channel's client and quota."""
 
-    name = "line_notification"
+    name = LINE_NOTIFICATION.name
     replay_window: timedelta | None = None  # no retry key: never resend blindly
     requests_per_second: int | None = None
 

@@ -33,6 +33,7 @@ import msgspec
 from linebot.v3.messaging import ApiException, AsyncApiClient, Configuration
 
 from channels.base import (
+    ChannelDescriptor,
     Failed,
     GroupOutcome,
     Outbound,
@@ -44,8 +45,9 @@ from channels.base import (
     Split,
 )
 from channels.line.quota import LineQuota
-from router.config import LineConfig
+from router.config import Config, LineConfig
 from router.content import Content
+from router.members import LINE_REACHABLE_SQL, Reach
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +84,51 @@ def describe_error(body: str | bytes | None) -> LineError:
         return LineError(message=str(body)[:200] if body else "")
 
 
-class LinePushChannel:
-    """The `line` channel: push messages to linked friends."""
+def _unreachable(reach: Reach) -> str | None:
+    if reach.line_user_id is None:
+        return "no LINE user ID is linked to this recipient"
+    if not reach.line_friend:
+        return "the LINE user is not a friend of the official account"
+    if reach.line_opt_out:
+        return "the member opted out of LINE"
+    return None
 
-    name = "line"
+
+LINE = ChannelDescriptor(
+    name="line",
+    routes={"prefer_line": 0, "both": 0, "line_only": 0},
+    not_configured="LINE is not configured on this router",
+    unreachable=_unreachable,
+    reachable_sql=LINE_REACHABLE_SQL,
+    # The member must still hold the user ID the delivery was addressed to.
+    still_reachable_sql=f"({LINE_REACHABLE_SQL} AND m.line_user_id = d.address)",
+    address=lambda reach: reach.line_user_id,
+    address_sql="m.line_user_id",
+    address_noun="LINE user ID",
+    carries=lambda content: content.line is not None or content.email is not None,
+    no_content="the intent has neither LINE messages nor email content to derive them from",
+    left_since=(
+        "not sent: since the intent was accepted the member unfollowed, was unlinked or "
+        "opted out of LINE"
+    ),
+    fallback_when_left=True,
+    group_sending=True,
+    describe=lambda config: f"push via {config.line.api_base}",
+    describe_unconfigured=(
+        "not configured ([line] channel_access_token) - prefer_line intents go to email, "
+        "line_only intents are refused"
+    ),
+)
+
+
+def build(config: Config, built: object) -> LinePushChannel | None:
+    return LinePushChannel(config.line) if config.line_configured else None
+
+
+class LinePushChannel:
+    """The `line` channel: push messages to linked friends, multicast to send groups."""
+
+    name = LINE.name
     replay_window: timedelta | None = RETRY_KEY_LIFETIME
 
     def __init__(self, config: LineConfig) -> None:

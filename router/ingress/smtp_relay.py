@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from router import intents, members, routing
+from router import intents, members
 from router.config import SmtpIngressConfig, split_listen
-from router.content import EmailContent, Relayed
+from router.content import Content, EmailContent, Relayed
 from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
 from router.ingress.mime import MalformedMessage, read
+from router.intake.routing import Unroutable, plan
 from router.intents import IntentRequest
 from router.passwords import verify_password
 
@@ -36,6 +37,9 @@ warnings.filterwarnings(
 )
 
 ROUTES = frozenset({"prefer_line", "both", "line_only", "email_only"})
+# What any relayed message carries, as routing sees it at RCPT time: an email (from which
+# LINE text can be derived).
+ANY_MESSAGE = Content(email=EmailContent(subject="relayed", text=""))
 TEMPORARY_FAILURE = "451 4.3.0 the router cannot store messages right now; try again later"
 STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
@@ -80,14 +84,11 @@ class IngressHandler:
             reach = await self._reach(normalized)
         except STORE_ERRORS:
             return TEMPORARY_FAILURE
-        decision = routing.plan(
-            "prefer_line",
-            reach,
-            has_line_content=True,
-            has_email_content=True,
-            configured=self._runtime.configured_channels,
+        channels = self._runtime.intake_channels
+        decision = plan(
+            "prefer_line", reach, ANY_MESSAGE, channels.descriptors, channels.configured
         )
-        if isinstance(decision, routing.Unroutable):
+        if isinstance(decision, Unroutable):
             return f"550 5.7.1 {decision.reason}"
         envelope.rcpt_tos.append(normalized)
         return "250 2.1.5 OK"

@@ -1,0 +1,149 @@
+"""Intake: the one path by which every front door accepts intents.
+
+`accept` reads top to bottom as the four steps it takes:
+validate (each intent on its own) -> resolve (idempotency keys, then recipients) ->
+plan (routing over the registered channels) -> persist (one statement, then a wake-up).
+All of it runs in one transaction that commits before anyone is told "accepted".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from channels.base import ChannelDescriptor
+from router import delivery_events
+from router.content import Relayed
+from router.database import Connection
+from router.intake import persist, resolve
+from router.intake.persist import Planned
+from router.intake.routing import Unroutable, plan
+from router.intake.validate import Validated, validate
+from router.intents import NOTIFY_CHANNEL, IntentRequest, IntentResult, rejected
+from router.members import Reach
+from router.store.row_ids import uuid7
+
+
+@dataclass(frozen=True)
+class IntakeChannels:
+    """The channels intake plans over: every registered descriptor, which of them this
+    router has adapters for, and how many recipients one request may name on those that send
+    to many at once (used for campaigns)."""
+
+    descriptors: Sequence[ChannelDescriptor]
+    configured: frozenset[str]
+    group_sizes: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def by_name(self) -> dict[str, ChannelDescriptor]:
+        return {d.name: d for d in self.descriptors}
+
+
+async def accept(
+    conn: Connection,
+    requests: Sequence[IntentRequest | IntentResult],
+    channels: IntakeChannels,
+    prefix: str = "",
+    relayed: Relayed | None = None,
+    *,
+    events: bool = False,
+    campaign_id: UUID | None = None,
+) -> list[IntentResult]:
+    """Accept a batch; `requests` may already hold per-item decoding failures (kept as-is).
+
+    Returns one result per input, in order. One bad item never affects the others. With
+    `events`, each new delivery gets a `processed` delivery event in the same transaction.
+    A campaign's deliveries on channels that send to many at once go into send groups."""
+    results: list[IntentResult | None] = [None] * len(requests)
+    valid: list[Validated] = []
+    for i, item in enumerate(requests):
+        checked = (
+            item
+            if isinstance(item, IntentResult)
+            else validate(i, item, prefix.format(i=i), relayed)
+        )
+        if isinstance(checked, IntentResult):
+            results[i] = checked
+        else:
+            valid.append(checked)
+
+    planned: list[Planned] = []
+    async with conn.transaction():
+        fresh = await resolve.drop_replays(conn, valid, results)
+        for intent, reach in await resolve.recipients(conn, fresh, prefix, results):
+            decision = _plan(intent, reach, channels)
+            if isinstance(decision, IntentResult):
+                results[intent.index] = decision
+            else:
+                planned.append(decision)
+        if planned:
+            stored = await persist.persist(
+                conn,
+                planned,
+                channels.by_name,
+                campaign_id=campaign_id,
+                group_sizes=channels.group_sizes if campaign_id is not None else {},
+                returning_deliveries=events,
+            )
+            if events:
+                await delivery_events.record(
+                    conn, [delivery_events.Recorded(d, "processed") for d in stored.deliveries]
+                )
+            for channel in sorted(stored.channels):
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
+            lost = []
+            for p in planned:
+                if p.id in stored.intents:
+                    results[p.intent.index] = _accepted(p)
+                else:
+                    lost.append(p.intent)  # a concurrent request took the idempotency key first
+            if lost:
+                await resolve.drop_replays(conn, lost, results)
+    return _settle_replays_within(results, planned)
+
+
+def _plan(intent: Validated, reach: Reach, channels: IntakeChannels) -> Planned | IntentResult:
+    req = intent.request
+    decision = plan(
+        req.route, reach, intent.content, channels.descriptors, channels.configured, req.kind
+    )
+    if isinstance(decision, Unroutable):
+        return rejected(decision.reason, code=422)
+    return Planned(id=uuid7(), intent=intent, reach=reach, plan=decision)
+
+
+def _accepted(p: Planned) -> IntentResult:
+    return IntentResult(
+        status="accepted",
+        code=202,
+        id=p.id,
+        channels=list(p.plan.primary),
+        fallback=p.plan.fallback,
+    )
+
+
+def _settle_replays_within(
+    results: list[IntentResult | None], planned: Sequence[Planned]
+) -> list[IntentResult]:
+    """An intent repeated within one batch is answered with the id its first copy got (or
+    refused, when the first copy was)."""
+    by_key = {
+        p.intent.request.idempotency_key: p.id
+        for p in planned
+        if p.intent.request.idempotency_key is not None
+        and results[p.intent.index] is not None
+        and results[p.intent.index].status == "accepted"  # type: ignore[union-attr]
+    }
+    out: list[IntentResult] = []
+    for r in results:
+        assert r is not None
+        if r.status == "duplicate" and r.id is None and r.reason:
+            original = by_key.get(r.reason)
+            r = (
+                IntentResult(status="duplicate", code=200, id=original)
+                if original is not None
+                else rejected("the earlier intent with this idempotency_key was rejected", code=409)
+            )
+        out.append(r)
+    return out

@@ -1,0 +1,101 @@
+"""Intake, step 4: accepted intents become rows, written by one statement.
+
+Rows are built by column name (router.store.rows); each planned channel's delivery is
+addressed by its descriptor. Deliveries a campaign sends to many at once on a channel that can
+(LINE multicast) are dealt into send groups here, by the statement that creates them, so no
+worker ever sees one of them ungrouped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from uuid import UUID
+
+import msgspec
+
+from channels.base import ChannelDescriptor
+from router.database import Connection
+from router.intake.routing import Plan
+from router.intake.validate import Validated
+from router.members import Reach
+from router.store import intents as intent_store
+from router.store.intents import ContentRow, DeliveryRow, IntentRow, SendGroupRow
+from router.store.send_groups import deal
+
+_EMPTY_TAGS = "[]"
+
+
+class Planned(msgspec.Struct, frozen=True):
+    """An intent with its id, recipient and channels, ready to be written."""
+
+    id: UUID
+    intent: Validated
+    reach: Reach
+    plan: Plan
+
+
+class Persisted(msgspec.Struct, frozen=True):
+    intents: set[UUID]  # the planned intents that were inserted
+    deliveries: list[UUID]  # their deliveries, when asked for
+    channels: set[str]  # channels that have new deliveries
+
+
+async def persist(
+    conn: Connection,
+    planned: Sequence[Planned],
+    channels: Mapping[str, ChannelDescriptor],
+    *,
+    campaign_id: UUID | None,
+    group_sizes: Mapping[str, int],
+    returning_deliveries: bool,
+) -> Persisted:
+    contents = {p.intent.content_id: p.intent.content_json for p in planned}
+    deliveries = [
+        DeliveryRow(
+            intent_id=p.id,
+            channel=name,
+            address=_address(channels[name], p.reach),
+            send_at=p.intent.request.send_at,
+            send_group_id=None,
+        )
+        for p in planned
+        for name in p.plan.primary
+    ]
+    content_of = {p.id: p.intent.content_id for p in planned}
+    groups: list[SendGroupRow] = []
+    if campaign_id is not None:
+        deliveries, groups = deal(deliveries, content_of, group_sizes)
+    inserted = await intent_store.insert(
+        conn,
+        [ContentRow(id=i, body=body) for i, body in contents.items()],
+        [_intent_row(p) for p in planned],
+        groups,
+        deliveries,
+        campaign_id,
+        returning_deliveries=returning_deliveries,
+    )
+    woken = {d.channel for d in deliveries if d.intent_id in inserted.intents}
+    return Persisted(inserted.intents, inserted.deliveries, woken)
+
+
+def _address(channel: ChannelDescriptor, reach: Reach) -> str:
+    address = channel.address(reach)
+    assert address is not None, "routing plans only channels that reach the recipient"
+    return address
+
+
+def _intent_row(p: Planned) -> IntentRow:
+    req = p.intent.request
+    return IntentRow(
+        id=p.id,
+        member_id=p.reach.member_id,
+        email_address=p.intent.email_address if p.reach.member_id is None else None,
+        content_id=p.intent.content_id,
+        route=req.route,
+        fallback=p.plan.fallback,
+        campaign=req.campaign,
+        tags=_EMPTY_TAGS if not req.tags else msgspec.json.encode(req.tags).decode(),
+        metadata=None if req.metadata is None else msgspec.json.encode(req.metadata).decode(),
+        idempotency_key=req.idempotency_key,
+        request_sha256=p.intent.fingerprint,
+    )

@@ -1,0 +1,88 @@
+"""Routing: which channels an intent uses, decided once, when the intent is accepted.
+
+The decision is a pure function of the route the caller asked for, how the member can be
+reached, what content the intent carries and which channels this router has configured. Each
+channel's descriptor says which routes it takes part in and at what rank; a route either sends
+on the first channel that reaches the recipient (the next one that does is the fallback) or on
+every one. The result is stored as deliveries, so what `POST /v1/intents` answers is what happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from channels.base import ChannelDescriptor
+from router.content import Content
+from router.intents import Kind, Route
+from router.members import Reach
+
+# A route sends on the first channel (in rank order) that reaches the recipient, or on all.
+EVERY_CHANNEL: frozenset[Route] = frozenset({"both"})
+
+
+class Plan(msgspec.Struct, frozen=True):
+    """Channels to send on now, and the channel to activate if the primary fails for good."""
+
+    primary: tuple[str, ...]
+    fallback: str | None = None
+
+
+class Unroutable(msgspec.Struct, frozen=True):
+    reason: str
+
+
+def plan(
+    route: Route,
+    reach: Reach,
+    content: Content,
+    channels: Sequence[ChannelDescriptor],
+    configured: frozenset[str],
+    kind: Kind = "promotional",
+) -> Plan | Unroutable:
+    """Plan one intent over the registered `channels`, of which `configured` have adapters."""
+    ranked = sorted((c for c in channels if route in c.routes), key=lambda c: c.routes[route])
+    why = {c.name: _why_not(c, reach, content, configured, kind) for c in ranked}
+    ok = [c for c in ranked if why[c.name] is None]
+    if route in EVERY_CHANNEL:
+        on = [
+            c
+            for c in ok
+            if c.stands_in_for is None or why.get(c.stands_in_for, "absent") is not None
+        ]
+        if on:
+            return Plan(tuple(c.name for c in on))
+        return _unroutable([c for c in ranked if c.stands_in_for is None], why)
+    if ranked and kind not in ranked[0].kinds:
+        return Unroutable(ranked[0].kind_refusal)
+    if not ok:
+        return _unroutable(ranked, why)
+    after = ok[1:]
+    return Plan((ok[0].name,), after[0].name if after else None)
+
+
+def _why_not(
+    channel: ChannelDescriptor,
+    reach: Reach,
+    content: Content,
+    configured: frozenset[str],
+    kind: str,
+) -> str | None:
+    """Why the channel cannot carry this intent to this recipient, or None if it can."""
+    if channel.name not in configured:
+        return channel.not_configured
+    if kind not in channel.kinds:
+        return channel.kind_refusal
+    if reason := channel.unreachable(reach):
+        return reason
+    if not channel.carries(content):
+        return channel.no_content
+    return None
+
+
+def _unroutable(ranked: Sequence[ChannelDescriptor], why: dict[str, str | None]) -> Unroutable:
+    reasons = [why[c.name] or "" for c in ranked]
+    if len(reasons) == 1:
+        return Unroutable(reasons[0])
+    return Unroutable("no channel reaches this recipient: " + "; ".join(reasons))

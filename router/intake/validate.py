@@ -1,0 +1,71 @@
+"""Intake, step 1: each intent checked on its own, before anything is read from the database.
+
+One bad item never affects the others: a failure becomes that item's `rejected` result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from router.content import Content, Relayed, check_content, content_id
+from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
+from router.intents import IntentRequest, IntentResult, rejected
+from router.problems import FieldError
+
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
+
+
+class Validated(msgspec.Struct):
+    """An intent that passed validation, on its way to the database."""
+
+    index: int  # its position in the request
+    request: IntentRequest
+    fingerprint: bytes  # SHA-256 of the request: an idempotency key reused with another body
+    content: Content
+    content_id: bytes
+    content_json: str
+    email_hash: bytes | None = None  # recipients given by address are matched by hash
+    email_address: str | None = None
+
+
+def validate(
+    index: int, req: IntentRequest, prefix: str, relayed: Relayed | None = None
+) -> Validated | IntentResult:
+    errors: list[FieldError] = []
+    if (req.member_id is None) == (req.email_address is None):
+        errors.append(
+            FieldError(f"{prefix}member_id", "give exactly one of member_id and email_address")
+        )
+    address: str | None = None
+    if req.email_address is not None:
+        try:
+            address = normalize_email(req.email_address)
+        except InvalidIdentifier as exc:
+            errors.append(FieldError(f"{prefix}email_address", str(exc)))
+    if req.send_at is not None:
+        if req.send_at.tzinfo is None:
+            errors.append(
+                FieldError(f"{prefix}send_at", "give a time zone, like 2026-12-01T09:00:00+09:00")
+            )
+        elif req.send_at - datetime.now(UTC) > MAX_SCHEDULE_AHEAD:
+            errors.append(FieldError(f"{prefix}send_at", "at most 30 days ahead"))
+    if req.email is None and req.line is None:
+        errors.append(FieldError(f"{prefix}email", "give email content, LINE messages, or both"))
+    content = Content(email=req.email, line=req.line, relayed=relayed)
+    errors.extend(check_content(content, prefix))
+    if errors:
+        return rejected(f"{errors[0].field}: {errors[0].message}", errors)
+    encoded = content.encode()
+    return Validated(
+        index=index,
+        request=req,
+        fingerprint=hashlib.sha256(msgspec.json.encode(req)).digest(),
+        content=content,
+        content_id=content_id(encoded),
+        content_json=encoded.decode(),
+        email_hash=email_sha256(address) if address else None,
+        email_address=address,
+    )

@@ -1,0 +1,171 @@
+"""The SQL of intents and what acceptance creates with them: contents, first deliveries and
+send groups, written by one statement so that an intent is never seen half-made.
+
+The only writer of `intents` and `contents` (member erasure deletes through the foreign keys
+and prunes contents no one uses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from router.database import Connection
+from router.store.rows import columns, unnest, width
+
+
+class ContentRow(msgspec.Struct, frozen=True):
+    id: bytes  # SHA-256 of the canonical JSON
+    body: str
+
+
+class IntentRow(msgspec.Struct, frozen=True):
+    id: UUID
+    member_id: str | None
+    email_address: str | None  # only for a recipient without a member record
+    content_id: bytes
+    route: str
+    fallback: str | None
+    campaign: str | None
+    tags: str  # JSON array
+    metadata: str | None  # JSON object
+    idempotency_key: str | None
+    request_sha256: bytes
+
+
+class DeliveryRow(msgspec.Struct):
+    intent_id: UUID
+    channel: str
+    address: str
+    send_at: datetime | None
+    send_group_id: UUID | None
+
+
+class SendGroupRow(msgspec.Struct, frozen=True):
+    id: UUID
+    channel: str
+    content_id: bytes
+    send_at: datetime | None
+
+
+_CONTENT_TYPES = {"id": "bytea", "body": "text"}
+_INTENT_TYPES = {
+    "id": "uuid",
+    "member_id": "text",
+    "email_address": "text",
+    "content_id": "bytea",
+    "route": "text",
+    "fallback": "text",
+    "campaign": "text",
+    "tags": "text",
+    "metadata": "text",
+    "idempotency_key": "text",
+    "request_sha256": "bytea",
+}
+_DELIVERY_TYPES = {
+    "intent_id": "uuid",
+    "channel": "text",
+    "address": "text",
+    "send_at": "timestamptz",
+    "send_group_id": "uuid",
+}
+_SEND_GROUP_TYPES = {
+    "id": "uuid",
+    "channel": "text",
+    "content_id": "bytea",
+    "send_at": "timestamptz",
+}
+
+
+def _insert_statement(*, returning_deliveries: bool) -> str:
+    """Contents, intents, send groups and first deliveries in one statement. Deliveries are
+    created only for intents that were inserted (not for those that lost an idempotency-key
+    race); a send group that loses members that way is one short, or empty and closed when
+    claimed. The statement answers with the new intents' ids (kind 'intent') and, when asked,
+    the new deliveries' (kind 'delivery')."""
+    p_contents = 1
+    p_intents = p_contents + width(ContentRow)
+    p_groups = p_intents + width(IntentRow)
+    p_deliveries = p_groups + width(SendGroupRow)
+    p_campaign = p_deliveries + width(DeliveryRow)
+    answer = "SELECT 'intent' AS kind, id FROM added"
+    if returning_deliveries:
+        answer += " UNION ALL SELECT 'delivery', id FROM new_deliveries"
+    return f"""
+WITH new_contents AS (
+    INSERT INTO contents (id, body)
+    SELECT id, body::jsonb FROM {unnest(ContentRow, _CONTENT_TYPES, p_contents, "c")}
+    ON CONFLICT DO NOTHING
+), added AS (
+    INSERT INTO intents (id, member_id, email_address, content_id, route, fallback, campaign,
+                         tags, metadata, idempotency_key, request_sha256, campaign_id)
+    SELECT id, member_id, email_address, content_id, route, fallback, campaign, tags::jsonb,
+           metadata::jsonb, idempotency_key, request_sha256, ${p_campaign}::uuid
+    FROM {unnest(IntentRow, _INTENT_TYPES, p_intents, "i")}
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id
+), new_groups AS (
+    INSERT INTO send_groups (id, channel, content_id, status, next_attempt_at)
+    SELECT id, channel, content_id, 'pending', greatest(coalesce(send_at, now()), now())
+    FROM {unnest(SendGroupRow, _SEND_GROUP_TYPES, p_groups, "g")}
+), new_deliveries AS (
+    INSERT INTO deliveries (intent_id, channel, address, status, next_attempt_at, send_group_id)
+    SELECT intent_id, channel, address, 'pending', greatest(coalesce(send_at, now()), now()),
+           send_group_id
+    FROM {unnest(DeliveryRow, _DELIVERY_TYPES, p_deliveries, "d")}
+    WHERE intent_id IN (SELECT id FROM added)
+    RETURNING id
+)
+{answer}
+"""  # noqa: S608 - built from constants only
+
+
+_INSERT = _insert_statement(returning_deliveries=False)
+_INSERT_RETURNING_DELIVERIES = _insert_statement(returning_deliveries=True)
+
+
+class Inserted(msgspec.Struct, frozen=True):
+    intents: set[UUID]
+    deliveries: list[UUID]  # only when asked for
+
+
+async def insert(
+    conn: Connection,
+    contents: Sequence[ContentRow],
+    intents: Sequence[IntentRow],
+    groups: Sequence[SendGroupRow],
+    deliveries: Sequence[DeliveryRow],
+    campaign_id: UUID | None,
+    *,
+    returning_deliveries: bool = False,
+) -> Inserted:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        _INSERT_RETURNING_DELIVERIES if returning_deliveries else _INSERT,
+        *columns(ContentRow, contents),
+        *columns(IntentRow, intents),
+        *columns(SendGroupRow, groups),
+        *columns(DeliveryRow, deliveries),
+        campaign_id,
+    )
+    return Inserted(
+        intents={r["id"] for r in rows if r["kind"] == "intent"},
+        deliveries=[r["id"] for r in rows if r["kind"] == "delivery"],
+    )
+
+
+async def idempotency_keys(
+    conn: Connection, keys: Sequence[str]
+) -> list[tuple[str, tuple[UUID, bytes]]]:
+    """Stored intents holding these keys: key -> (intent id, request fingerprint)."""
+    return [
+        (r["idempotency_key"], (r["id"], r["request_sha256"]))
+        for r in await conn.fetch(
+            "SELECT idempotency_key, id, request_sha256 FROM intents"
+            " WHERE idempotency_key = ANY($1::text[])",
+            list(keys),
+        )
+    ]
