@@ -7,8 +7,6 @@ This is the composition root: the only module that turns configuration into adap
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -16,6 +14,7 @@ from uuid import UUID
 from channels.base import Channel, GroupChannel, LineAccount
 from channels.registry import build_adapters
 from router import intents
+from router.api_keys import bootstrap as bootstrap_api_keys
 from router.campaigns import CampaignFanOut
 from router.config import Config
 from router.content import Relayed
@@ -35,10 +34,6 @@ from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
 from router.retention import Retention
 from router.worker import OutboxWorkers
-
-
-def key_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
 
 
 @dataclass
@@ -134,7 +129,7 @@ async def start_runtime(config: Config) -> Runtime:
     target = database_target(config)
     await migrate(target.dsn)
     pool = await create_pool(target.dsn, config.database.pool_size)
-    hashes, generated = await _api_keys(pool, config)
+    hashes, generated = await bootstrap_api_keys(pool, config)
     channels, line_account = build_adapters(config)
     workers = None
     if config.workers.enabled and channels:
@@ -198,19 +193,3 @@ async def start_runtime(config: Config) -> Runtime:
 
 class ListenError(Exception):
     """A configured listener could not be opened."""
-
-
-async def _api_keys(pool: Pool, config: Config) -> tuple[frozenset[bytes], str | None]:
-    """Configured keys, else stored key hashes, else a new key stored by hash only."""
-    if config.api.keys:
-        return frozenset(key_hash(k) for k in config.api.keys), None
-    async with pool.acquire() as conn:
-        stored = {r["key_sha256"] for r in await conn.fetch("SELECT key_sha256 FROM api_keys")}
-        if stored:
-            return frozenset(stored), None
-        token = "dr_" + secrets.token_urlsafe(32)
-        await conn.execute(
-            "INSERT INTO api_keys (key_sha256, label) VALUES ($1, 'generated at first start')",
-            key_hash(token),
-        )
-        return frozenset({key_hash(token)}), token
