@@ -68,8 +68,8 @@ class Runtime:
         relayed: Relayed | None = None,
         campaign_id: UUID | None = None,
     ) -> list[IntentResult]:
-        """The one way every front door (JSON API, SMTP relay, compatibility APIs) accepts
-        intents: with this router's channels, recording events when they are configured.
+        """The `AcceptIntents` every front door (JSON API, SMTP relay, compatibility APIs) is
+        given: with this router's channels, recording events when they are configured.
 
         A campaign's LINE deliveries are put in send batches (LINE multicast) by the same
         statement that creates them, so no worker can see them before they are batched."""
@@ -182,7 +182,9 @@ async def start_runtime(config: Config) -> Runtime:
             asyncio.create_task(runtime.campaign_fan_out.run(runtime.stopping), name="campaigns")
         )
     try:
-        runtime.smtp_server = await start_smtp_ingress(runtime)
+        runtime.smtp_server = await start_smtp_ingress(
+            config.smtp_ingress, pool, runtime.accept_intents, runtime.configured_channels
+        )
     except OSError as exc:
         await runtime.aclose()
         raise ListenError(

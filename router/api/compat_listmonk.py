@@ -43,7 +43,7 @@ async def listmonk_postback(
 ) -> PostbackResponse:
     try:
         async with runtime.pool.acquire() as conn:
-            outcome = await listmonk.submit(conn, data, runtime)
+            outcome = await listmonk.submit(conn, data, runtime.accept_intents)
     except listmonk.Refused as exc:
         raise invalid(exc.errors) from None
     rejected = [r for r in outcome.results if r.status == "rejected"]

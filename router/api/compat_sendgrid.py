@@ -60,7 +60,7 @@ class SendGridController(Controller):
         body = await request.body()
         try:
             async with runtime.pool.acquire() as conn:
-                submitted = await sendgrid.submit(conn, body, runtime)
+                submitted = await sendgrid.submit(conn, body, runtime.accept_intents)
         except sendgrid.Invalid as exc:
             return sendgrid_error(exc.status, exc.errors)
         headers = {"X-Message-Id": submitted.message_id}
