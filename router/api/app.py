@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Litestar, get
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
@@ -13,7 +12,7 @@ from router.api.auth import auth_middleware_factory
 from router.api.campaigns import CampaignController
 from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import SendGridController
-from router.api.dependencies import Injected
+from router.api.dependencies import ApiDependencies, Injected
 from router.api.errors import EXCEPTION_HANDLERS
 from router.api.intents import IntentController
 from router.api.line import LineController, line_webhook
@@ -38,31 +37,22 @@ async def healthz(pool: Injected[Pool]) -> Health:
     return Health(status="ok", database="ok")
 
 
-def _value(value: object) -> Provide:
-    """A dependency that is the same object for every request."""
-
-    def provide() -> object:
-        return value
-
-    return Provide(provide, use_cache=True, sync_to_thread=False)
-
-
-def dependencies(runtime: Runtime) -> dict[str, Provide]:
-    """What handlers may ask for by name (see `router.api.dependencies`), from the runtime."""
+def dependencies(runtime: Runtime) -> ApiDependencies:
+    """What handlers may ask for, taken once from the running router."""
 
     def campaign_started() -> None:
         if runtime.campaign_fan_out is not None:
             runtime.campaign_fan_out.kick()
 
-    return {
-        "pool": _value(runtime.pool),
-        "accept_intents": _value(runtime.accept_intents),
-        "members_config": _value(runtime.config.members),
-        "line_config": _value(runtime.config.line),
-        "line_account": _value(runtime.line_account),
-        "webhook_stored": _value(runtime.after_webhook),
-        "campaign_started": _value(campaign_started),
-    }
+    return ApiDependencies(
+        pool=runtime.pool,
+        accept_intents=runtime.accept_intents,
+        members_config=runtime.config.members,
+        line_config=runtime.config.line,
+        line_account=runtime.line_account,
+        webhook_stored=runtime.after_webhook,
+        campaign_started=campaign_started,
+    )
 
 
 def create_app(runtime: Runtime) -> Litestar:
@@ -78,7 +68,7 @@ def create_app(runtime: Runtime) -> Litestar:
             SendGridController,
             listmonk_postback,
         ],
-        dependencies=dependencies(runtime),
+        dependencies=dependencies(runtime).providers(),
         middleware=[auth_middleware_factory(runtime.api_key_hashes)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=runtime.config.http.max_body_bytes,

@@ -1,26 +1,25 @@
 """What route handlers are given, by parameter name, instead of the running router.
 
-`create_app` provides each of these once, from the running router; a handler declares only
-the ones it uses. They are the server's own objects, not request data, so Litestar passes
-them on unvalidated, and they never appear in the OpenAPI document:
-
-- `pool: Pool`: the database pool.
-- `accept_intents: AcceptIntents`: the accept seam (`router.intake_port`).
-- `members_config: MembersConfig`, `line_config: LineConfig`: those config sections.
-- `line_account: LineAccount | None`: the LINE Official Account; None when LINE is not set up.
-- `webhook_stored: Signal`: LINE webhook events or forwards were just stored.
-- `campaign_started: Signal`: a campaign was stored and is to fan out.
+A handler declares only the dependencies it uses, as `name: Injected[Type]` with a name and
+type from `ApiDependencies`; `create_app` provides each once for the whole application. They
+are the server's own objects, not request data, so Litestar passes them on unvalidated, and
+they never appear in the OpenAPI document. A handler asking for a name nobody provides
+stops the application from being built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TypeAlias, TypeVar
 
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
 
 from channels.base import LineAccount
+from router.config import LineConfig, MembersConfig
+from router.database import Pool
+from router.intake_port import AcceptIntents
 from router.problems import ProblemError
 
 T = TypeVar("T")
@@ -30,6 +29,35 @@ Injected: TypeAlias = NamedDependency[SkipValidation[T]]
 
 Signal: TypeAlias = Callable[[], None]
 """Tells a background loop there is new work now, so it need not wait for its next sweep."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ApiDependencies:
+    """Everything a handler may ask for; each field's name is the parameter name."""
+
+    pool: Pool
+    accept_intents: AcceptIntents
+    members_config: MembersConfig
+    line_config: LineConfig
+    line_account: LineAccount | None
+    """None when this router has no LINE channel (see `require_line_account`)."""
+    webhook_stored: Signal
+    """LINE webhook events or forwards were just stored."""
+    campaign_started: Signal
+    """A campaign was stored and is to fan out."""
+
+    def providers(self) -> dict[str, Provide]:
+        return {
+            field.name: _same_for_every_request(getattr(self, field.name))
+            for field in dataclasses.fields(self)
+        }
+
+
+def _same_for_every_request(value: object) -> Provide:
+    def provide() -> object:
+        return value
+
+    return Provide(provide, use_cache=True, sync_to_thread=False)
 
 
 def require_line_account(line_account: LineAccount | None) -> LineAccount:
