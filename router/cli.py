@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 from router.config import Config, ConfigError, load_config, split_listen
@@ -316,7 +316,15 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
         print(f"router: {exc}", file=sys.stderr)
         return 1
     try:
-        for line in describe(runtime, sock.getsockname()[1]):
+        summary = describe(
+            config,
+            sock.getsockname()[1],
+            database=runtime.target.description,
+            channels=runtime.configured_channels,
+            smtp_listening=runtime.smtp_server is not None,
+            generated_api_key=runtime.generated_api_key,
+        )
+        for line in summary:
             print(line, flush=True)
         server = uvicorn.Server(
             uvicorn.Config(
@@ -345,25 +353,32 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
     return 0
 
 
-def describe(runtime: object, port: int) -> list[str]:
-    """The few lines `router serve` prints: where, which database, which channels."""
-    from router.service import Runtime
+def describe(
+    config: Config,
+    port: int,
+    *,
+    database: str,
+    channels: Collection[str],
+    smtp_listening: bool,
+    generated_api_key: str | None,
+) -> list[str]:
+    """The few lines `router serve` prints: where, which database, which channels.
 
-    assert isinstance(runtime, Runtime)
-    config = runtime.config
+    `database` is the target's printable description (no password), `channels` the names of
+    the configured channels, `generated_api_key` a key made at this start (shown once)."""
     host, _ = split_listen(config.http.listen)
     lines = [
         f"delivery-router listening on http://{host}:{port} (OpenAPI at /schema)",
-        f"database: {runtime.target.description}",
+        f"database: {database}",
     ]
-    if "line" in runtime.channels:
+    if "line" in channels:
         lines.append(f"channel line: push via {config.line.api_base}")
     else:
         lines.append(
             "channel line: not configured ([line] channel_access_token) - prefer_line intents "
             "go to email, line_only intents are refused"
         )
-    if "email" in runtime.channels:
+    if "email" in channels:
         lines.append(f"channel email: SMTP {config.email.host}:{config.email.port}")
     else:
         lines.append(
@@ -371,7 +386,7 @@ def describe(runtime: object, port: int) -> list[str]:
             "are refused and LINE failures have no fallback"
         )
     ingress = config.smtp_ingress
-    if runtime.smtp_server is not None:
+    if smtp_listening:
         lines.append(
             f"smtp ingress: listening on {ingress.listen} for {len(ingress.users)} sender(s)"
         )
@@ -379,8 +394,8 @@ def describe(runtime: object, port: int) -> list[str]:
         lines.append("smtp ingress: off until [smtp_ingress] users are set")
     if not config.workers.enabled:
         lines.append("workers: off in this process ([workers] enabled = false); API only")
-    if runtime.generated_api_key:
-        lines.append(f"API key (shown once, stored only as a hash): {runtime.generated_api_key}")
+    if generated_api_key:
+        lines.append(f"API key (shown once, stored only as a hash): {generated_api_key}")
     elif not config.api.keys:
         lines.append("API keys: the ones generated earlier (stored as hashes)")
     return lines

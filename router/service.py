@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -17,6 +15,7 @@ from uuid import UUID
 from channels import registry
 from channels.base import Channel, GroupChannel, LineAccount
 from router import intake
+from router.api_keys import bootstrap as bootstrap_api_keys
 from router.campaigns import CampaignFanOut
 from router.config import Config
 from router.content import Relayed
@@ -37,10 +36,6 @@ from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
 from router.retention import Retention
 from router.worker import OutboxWorkers
-
-
-def key_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
 
 
 @dataclass
@@ -89,8 +84,8 @@ class Runtime:
         relayed: Relayed | None = None,
         campaign_id: UUID | None = None,
     ) -> list[IntentResult]:
-        """The one way every front door (JSON API, SMTP relay, compatibility APIs) accepts
-        intents: with this router's channels, recording events when they are configured."""
+        """The `AcceptIntents` every front door (JSON API, SMTP relay, compatibility APIs) is
+        given: with this router's channels, recording events when they are configured."""
         return await intake.accept(
             conn,
             requests,
@@ -142,7 +137,7 @@ async def start_runtime(config: Config) -> Runtime:
     target = database_target(config)
     await migrate(target.dsn)
     pool = await create_pool(target.dsn, config.database.pool_size)
-    hashes, generated = await _api_keys(pool, config)
+    hashes, generated = await bootstrap_api_keys(pool, config)
     channels, line_account = registry.build_adapters(config)
     workers = None
     if config.workers.enabled and channels:
@@ -195,7 +190,9 @@ async def start_runtime(config: Config) -> Runtime:
             asyncio.create_task(runtime.campaign_fan_out.run(runtime.stopping), name="campaigns")
         )
     try:
-        runtime.smtp_server = await start_smtp_ingress(runtime)
+        runtime.smtp_server = await start_smtp_ingress(
+            config.smtp_ingress, pool, runtime.accept_intents, runtime.intake_channels
+        )
     except OSError as exc:
         await runtime.aclose()
         raise ListenError(
@@ -206,19 +203,3 @@ async def start_runtime(config: Config) -> Runtime:
 
 class ListenError(Exception):
     """A configured listener could not be opened."""
-
-
-async def _api_keys(pool: Pool, config: Config) -> tuple[frozenset[bytes], str | None]:
-    """Configured keys, else stored key hashes, else a new key stored by hash only."""
-    if config.api.keys:
-        return frozenset(key_hash(k) for k in config.api.keys), None
-    async with pool.acquire() as conn:
-        stored = {r["key_sha256"] for r in await conn.fetch("SELECT key_sha256 FROM api_keys")}
-        if stored:
-            return frozenset(stored), None
-        token = "dr_" + secrets.token_urlsafe(32)
-        await conn.execute(
-            "INSERT INTO api_keys (key_sha256, label) VALUES ($1, 'generated at first start')",
-            key_hash(token),
-        )
-        return frozenset({key_hash(token)}), token

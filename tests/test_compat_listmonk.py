@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
+from uuid import UUID
 
 import asyncpg
 import httpx
+import msgspec
 
+from router.content import Relayed
+from router.database import Connection
+from router.ingress import listmonk
+from router.intake_port import AcceptIntents
+from router.intents import IntentRequest, IntentResult
 from tests.harness import API_KEY, RouterUnderTest, SmtpSink
 from tests.test_api_members import problem
 
@@ -221,3 +229,33 @@ async def test_partial_and_total_rejection(router: RouterUnderTest, dsn: str) ->
         assert body["errors"][0]["field"] == "campaign.tags"
         problem(await lm.post(PATH, json={"subject": "no body"}), 400)
     assert len(await stored_intents(dsn)) == 1
+
+
+async def test_the_front_door_alone_hands_one_intent_per_recipient_to_the_accept_seam() -> None:
+    """No router behind it: only a callable with the accept seam's signature."""
+    handed: list[tuple[list[IntentRequest | IntentResult], str]] = []
+
+    async def accept(
+        conn: Connection,
+        requests: Sequence[IntentRequest | IntentResult],
+        *,
+        prefix: str = "",
+        relayed: Relayed | None = None,
+        campaign_id: UUID | None = None,
+    ) -> list[IntentResult]:
+        handed.append((list(requests), prefix))
+        return [IntentResult(status="accepted", code=202) for _ in requests]
+
+    seam: AcceptIntents = accept
+    message = msgspec.convert(
+        postback(HTML, "richtext", recipient("s-1", "a@example.jp"), recipient("s-2", "b@x.jp")),
+        listmonk.Postback,
+    )
+    outcome = await listmonk.submit(cast(Connection, None), message, seam)
+    assert outcome.taken == 2
+    ((requests, prefix),) = handed
+    assert prefix == "recipients[{i}]."
+    assert [r.email_address for r in requests if isinstance(r, IntentRequest)] == [
+        "a@example.jp",
+        "b@x.jp",
+    ]

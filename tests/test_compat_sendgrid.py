@@ -324,10 +324,11 @@ async def test_a_retry_in_the_next_hour_is_still_a_retry(router: RouterUnderTest
     body = json.dumps(newsletter("a@example.org").get()).encode()
     late = datetime(2030, 1, 1, 9, 59, 50, tzinfo=UTC)
     runtime = router.runtime
+    accept = runtime.accept_intents
     async with runtime.pool.acquire() as conn:
-        first = await compat.submit(conn, body, runtime, now=late)
-        retry = await compat.submit(conn, body, runtime, now=late + timedelta(seconds=20))
-        later = await compat.submit(conn, body, runtime, now=late + timedelta(hours=2))
+        first = await compat.submit(conn, body, accept, now=late)
+        retry = await compat.submit(conn, body, accept, now=late + timedelta(seconds=20))
+        later = await compat.submit(conn, body, accept, now=late + timedelta(hours=2))
     assert [r.status for r in first.results] == ["accepted"]
     assert [r.status for r in retry.results] == ["duplicate"]
     assert retry.results[0].id == first.results[0].id

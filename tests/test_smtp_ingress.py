@@ -14,7 +14,9 @@ import aiosmtplib
 import asyncpg
 import pytest
 
+from router.ingress.smtp_relay import start_smtp_ingress
 from router.passwords import hash_password, verify_password
+from router.service import Runtime
 from tests.harness import RouterUnderTest, SmtpSink, _free_port, running_router
 
 FRIEND = "U" + "e5" * 16
@@ -159,16 +161,27 @@ async def test_database_down_answers_451_and_a_retry_succeeds(
     dsn: str, line_sim: Any, smtp: SmtpSink
 ) -> None:
     async with ingress(dsn, line_sim, smtp) as (r, port):
-        healthy = r.runtime.pool
-        r.runtime.pool = await asyncpg.create_pool(dsn, min_size=0, max_size=1)
-        await r.runtime.pool.close()  # every acquire now fails, as with PostgreSQL stopped
+        runtime = r.runtime
+        down = await asyncpg.create_pool(dsn, min_size=0, max_size=1)
+        await down.close()  # every acquire now fails, as with PostgreSQL stopped
+        await _listen_again(runtime, down)
         with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
             await asyncio.to_thread(_send_with, port, USER, PASSWORD)
         ((code, _),) = refused.value.recipients.values()
         assert code == 451
-        r.runtime.pool = healthy
+        await _listen_again(runtime, runtime.pool)
         await asyncio.to_thread(_send_with, port, USER, PASSWORD)
         await wait_until(lambda: len(smtp.mails) == 1)
+
+
+async def _listen_again(runtime: Runtime, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    """Replace the router's SMTP listener (same port) by one that stores through `pool`."""
+    assert runtime.smtp_server is not None
+    runtime.smtp_server.close()
+    await runtime.smtp_server.wait_closed()
+    runtime.smtp_server = await start_smtp_ingress(
+        runtime.config.smtp_ingress, pool, runtime.accept_intents, runtime.intake_channels
+    )
 
 
 async def test_resent_message_is_not_delivered_twice(

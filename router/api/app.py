@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Litestar, get
-from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
@@ -14,10 +12,12 @@ from router.api.auth import auth_middleware_factory
 from router.api.campaigns import CampaignController
 from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import SendGridController
+from router.api.dependencies import ApiDependencies, Injected
 from router.api.errors import EXCEPTION_HANDLERS
 from router.api.intents import IntentController
 from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
+from router.database import Pool
 from router.problems import ProblemError
 from router.service import Runtime
 
@@ -28,20 +28,34 @@ class Health(msgspec.Struct):
 
 
 @get("/healthz", summary="200 when the database answers", tags=["health"])
-async def healthz(runtime: NamedDependency[Runtime]) -> Health:
+async def healthz(pool: Injected[Pool]) -> Health:
     try:
-        async with runtime.pool.acquire(timeout=2.0) as conn:
+        async with pool.acquire(timeout=2.0) as conn:
             await conn.fetchval("SELECT 1")
     except Exception as exc:
         raise ProblemError(503, "Service unavailable", "the database does not answer") from exc
     return Health(status="ok", database="ok")
 
 
-def create_app(runtime: NamedDependency[Runtime]) -> Litestar:
-    def provide_runtime(state: State) -> Runtime:
-        runtime_: Runtime = state.runtime
-        return runtime_
+def dependencies(runtime: Runtime) -> ApiDependencies:
+    """What handlers may ask for, taken once from the running router."""
 
+    def campaign_started() -> None:
+        if runtime.campaign_fan_out is not None:
+            runtime.campaign_fan_out.kick()
+
+    return ApiDependencies(
+        pool=runtime.pool,
+        accept_intents=runtime.accept_intents,
+        members_config=runtime.config.members,
+        line_config=runtime.config.line,
+        line_account=runtime.line_account,
+        webhook_stored=runtime.after_webhook,
+        campaign_started=campaign_started,
+    )
+
+
+def create_app(runtime: Runtime) -> Litestar:
     return Litestar(
         route_handlers=[
             CampaignController,
@@ -54,8 +68,7 @@ def create_app(runtime: NamedDependency[Runtime]) -> Litestar:
             SendGridController,
             listmonk_postback,
         ],
-        dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
-        state=State({"runtime": runtime}),
+        dependencies=dependencies(runtime).providers(),
         middleware=[auth_middleware_factory(runtime.api_key_hashes)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=runtime.config.http.max_body_bytes,

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
-from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Operation
 from litestar.params import PathParameter
@@ -24,13 +23,17 @@ from multipart import (  # type: ignore[import-untyped]
     PushMultipartParser,
 )
 
+from channels.base import LineAccount
 from router import audiences
+from router.api.dependencies import Injected, require_line_account
+from router.api.errors import found, not_found
 from router.api.openapi import problems
 from router.audiences import MAX_FILE_BYTES, AudienceReport, AudienceType
+from router.config import MembersConfig
+from router.database import Pool
 from router.line import audience_sync as line_audience_sync
 from router.line.audience_sync import LineAudienceSync
 from router.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemError, invalid
-from router.service import Runtime
 
 # Room for the form envelope around the file: boundaries, part headers, name and type.
 ENVELOPE_BYTES = 64 * 1024
@@ -67,8 +70,8 @@ _LINE_SYNC_RESPONSES = problems(404) | {
 }
 
 
-def _not_found(audience_id: uuid.UUID) -> ProblemError:
-    return ProblemError(404, "Not found", f"no audience with id {audience_id}")
+def _no_audience(audience_id: uuid.UUID) -> str:
+    return f"no audience with id {audience_id}"
 
 
 def _boundary(request: Request[Any, Any, Any]) -> str:
@@ -134,7 +137,7 @@ async def _fields_before_file(
 
 
 async def _upload(
-    request: Request[Any, Any, Any], runtime: Runtime, audience_id: uuid.UUID | None
+    request: Request[Any, Any, Any], pool: Pool, region: str, audience_id: uuid.UUID | None
 ) -> AudienceReport:
     events = _events(request, _boundary(request))
     fields = await _fields_before_file(events)
@@ -148,15 +151,14 @@ async def _upload(
             errors.append(kind)
     if errors:
         raise invalid(errors)
-    region = runtime.config.members.default_region
-    async with runtime.pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         if audience_id is None:
             assert kind is not None and not isinstance(kind, FieldError)
             audience_id = await audiences.create(conn, fields["name"].strip(), kind)
         else:
             kind = await audiences.lock(conn, audience_id)
             if kind is None:
-                raise _not_found(audience_id)
+                raise not_found(_no_audience(audience_id))
             given = fields.get("type")
             if given is not None and given != kind:
                 raise invalid([FieldError("type", f"this audience's type is {kind}")])
@@ -213,9 +215,12 @@ class AudienceController(Controller):
         operation_class=_UploadOperation,
     )
     async def create(
-        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+        self,
+        request: Request[Any, Any, Any],
+        pool: Injected[Pool],
+        members_config: Injected[MembersConfig],
     ) -> AudienceReport:
-        return await _upload(request, runtime, None)
+        return await _upload(request, pool, members_config.default_region, None)
 
     @post(
         "/{audience_id:uuid}/uploads",
@@ -229,25 +234,22 @@ class AudienceController(Controller):
         self,
         audience_id: AudienceIdParam,
         request: Request[Any, Any, Any],
-        runtime: NamedDependency[Runtime],
+        pool: Injected[Pool],
+        members_config: Injected[MembersConfig],
     ) -> AudienceReport:
-        return await _upload(request, runtime, audience_id)
+        return await _upload(request, pool, members_config.default_region, audience_id)
 
     @get("/{audience_id:uuid}", summary="An audience and who it reaches", responses=problems(404))
-    async def read(
-        self, audience_id: AudienceIdParam, runtime: NamedDependency[Runtime]
-    ) -> AudienceReport:
-        async with runtime.pool.acquire() as conn:
+    async def read(self, audience_id: AudienceIdParam, pool: Injected[Pool]) -> AudienceReport:
+        async with pool.acquire() as conn:
             report = await audiences.report(conn, audience_id)
-        if report is None:
-            raise _not_found(audience_id)
-        return report
+        return found(report, _no_audience(audience_id))
 
     @delete("/{audience_id:uuid}", summary="Delete an audience", responses=problems(404))
-    async def remove(self, audience_id: AudienceIdParam, runtime: NamedDependency[Runtime]) -> None:
-        async with runtime.pool.acquire() as conn:
+    async def remove(self, audience_id: AudienceIdParam, pool: Injected[Pool]) -> None:
+        async with pool.acquire() as conn:
             if not await audiences.delete(conn, audience_id):
-                raise _not_found(audience_id)
+                raise not_found(_no_audience(audience_id))
 
     @get(
         "/{audience_id:uuid}/line-user-ids.csv",
@@ -255,16 +257,14 @@ class AudienceController(Controller):
         media_type="text/csv",
         responses=problems(404),
     )
-    async def export(
-        self, audience_id: AudienceIdParam, runtime: NamedDependency[Runtime]
-    ) -> Stream:
-        async with runtime.pool.acquire() as conn:
+    async def export(self, audience_id: AudienceIdParam, pool: Injected[Pool]) -> Stream:
+        async with pool.acquire() as conn:
             exists = await conn.fetchval("SELECT true FROM audiences WHERE id = $1", audience_id)
         if not exists:
-            raise _not_found(audience_id)
+            raise not_found(_no_audience(audience_id))
 
         async def lines() -> AsyncIterator[bytes]:
-            async with runtime.pool.acquire() as conn, conn.transaction():
+            async with pool.acquire() as conn, conn.transaction():
                 async for batch in audiences.line_user_ids(conn, audience_id):
                     yield ("\n".join(batch) + "\n").encode()
 
@@ -278,8 +278,10 @@ class AudienceController(Controller):
         responses=_LINE_SYNC_RESPONSES,
     )
     async def line_sync(
-        self, audience_id: AudienceIdParam, runtime: NamedDependency[Runtime]
+        self,
+        audience_id: AudienceIdParam,
+        pool: Injected[Pool],
+        line_account: Injected[LineAccount | None],
     ) -> LineAudienceSync:
-        if runtime.line_account is None:
-            raise ProblemError(409, "Conflict", "LINE is not configured on this router")
-        return await line_audience_sync.sync(runtime.pool, runtime.line_account, audience_id)
+        account = require_line_account(line_account)
+        return await line_audience_sync.sync(pool, account, audience_id)

@@ -22,9 +22,9 @@ from litestar.types import (
     Send,
 )
 
+from router.api_keys import key_hash
 from router.ingress import sendgrid
 from router.problems import PROBLEM_MEDIA_TYPE, Problem
-from router.service import key_hash
 
 PROTECTED_PREFIX = "/v1/"
 SENDGRID_PREFIX = "/v3/"

@@ -6,15 +6,16 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
 from router import campaigns
+from router.api.dependencies import Injected, Signal
+from router.api.errors import found
 from router.api.openapi import problems
 from router.campaigns import CampaignRequest, CampaignView
+from router.database import Pool
 from router.problems import FieldError, ProblemError, invalid
-from router.service import Runtime
 
 
 class CampaignAccepted(msgspec.Struct):
@@ -33,12 +34,15 @@ class CampaignController(Controller):
         responses=problems(400, 409, 422),
     )
     async def create(
-        self, data: JSONBody[CampaignRequest], runtime: NamedDependency[Runtime]
+        self,
+        data: JSONBody[CampaignRequest],
+        pool: Injected[Pool],
+        campaign_started: Injected[Signal],
     ) -> Response[CampaignAccepted]:
         errors = campaigns.check(data)
         if errors:
             raise invalid(errors)
-        async with runtime.pool.acquire() as conn, conn.transaction():
+        async with pool.acquire() as conn, conn.transaction():
             try:
                 campaign_id, new = await campaigns.create(conn, data)
             except KeyError as exc:
@@ -50,8 +54,7 @@ class CampaignController(Controller):
                 ) from None
             except ValueError as exc:
                 raise ProblemError(409, "Conflict", str(exc)) from None
-        if runtime.campaign_fan_out is not None:
-            runtime.campaign_fan_out.kick()
+        campaign_started()
         return Response(
             CampaignAccepted(campaign_id, "fanning_out" if new else "existing"),
             status_code=202 if new else 200,
@@ -62,14 +65,10 @@ class CampaignController(Controller):
         summary="Progress and counts per channel and status",
         responses=problems(404),
     )
-    async def read(
-        self, campaign_id: FromPath[UUID], runtime: NamedDependency[Runtime]
-    ) -> CampaignView:
-        async with runtime.pool.acquire() as conn:
-            found = await campaigns.view(conn, campaign_id)
-        if found is None:
-            raise ProblemError(404, "Not found", f"no campaign with id {campaign_id}")
-        return found
+    async def read(self, campaign_id: FromPath[UUID], pool: Injected[Pool]) -> CampaignView:
+        async with pool.acquire() as conn:
+            view = await campaigns.view(conn, campaign_id)
+        return found(view, f"no campaign with id {campaign_id}")
 
     @post(
         "/{campaign_id:uuid}/cancel",
@@ -77,12 +76,8 @@ class CampaignController(Controller):
         summary="Stop the fan-out and every delivery not yet sent",
         responses=problems(404),
     )
-    async def cancel(
-        self, campaign_id: FromPath[UUID], runtime: NamedDependency[Runtime]
-    ) -> CampaignView:
-        async with runtime.pool.acquire() as conn:
-            if not await campaigns.cancel(conn, campaign_id):
-                raise ProblemError(404, "Not found", f"no campaign with id {campaign_id}")
-            found = await campaigns.view(conn, campaign_id)
-        assert found is not None
-        return found
+    async def cancel(self, campaign_id: FromPath[UUID], pool: Injected[Pool]) -> CampaignView:
+        async with pool.acquire() as conn:
+            cancelled = await campaigns.cancel(conn, campaign_id)
+            view = await campaigns.view(conn, campaign_id) if cancelled else None
+        return found(view, f"no campaign with id {campaign_id}")

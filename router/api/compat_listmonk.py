@@ -12,14 +12,16 @@ import logging
 
 import msgspec
 from litestar import post
-from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from router.api.dependencies import Injected
+from router.api.errors import refusal
 from router.api.openapi import problems
+from router.database import Pool
 from router.ingress import listmonk
+from router.intake_port import AcceptIntents
 from router.intents import IntentResult
-from router.problems import ProblemError, invalid
-from router.service import Runtime
+from router.problems import invalid
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,13 @@ class PostbackResponse(msgspec.Struct):
     "auth). 200 when any recipient was accepted (or already was); otherwise the rejection.",
 )
 async def listmonk_postback(
-    data: JSONBody[listmonk.Postback], runtime: NamedDependency[Runtime]
+    data: JSONBody[listmonk.Postback],
+    pool: Injected[Pool],
+    accept_intents: Injected[AcceptIntents],
 ) -> PostbackResponse:
     try:
-        async with runtime.pool.acquire() as conn:
-            outcome = await listmonk.submit(conn, data, runtime)
+        async with pool.acquire() as conn:
+            outcome = await listmonk.submit(conn, data, accept_intents)
     except listmonk.Refused as exc:
         raise invalid(exc.errors) from None
     rejected = [r for r in outcome.results if r.status == "rejected"]
@@ -52,7 +56,5 @@ async def listmonk_postback(
             "listmonk postback: %d of %d recipients rejected", len(rejected), len(outcome.results)
         )
     if not outcome.taken:
-        first = rejected[0]
-        title = {409: "Conflict", 422: "Unprocessable request"}.get(first.code, "Invalid request")
-        raise ProblemError(first.code, title, first.reason, first.errors)
+        raise refusal(rejected[0])
     return PostbackResponse(outcome.results)

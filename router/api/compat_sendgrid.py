@@ -10,12 +10,13 @@ import logging
 from typing import Any
 
 from litestar import Controller, Request, Response, post
-from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 
+from router.api.dependencies import Injected
+from router.database import Pool
 from router.ingress import sendgrid
 from router.ingress.sendgrid import SendGridError
-from router.service import Runtime
+from router.intake_port import AcceptIntents
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,15 @@ class SendGridController(Controller):
         "same way without sending again.",
     )
     async def send(
-        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+        self,
+        request: Request[Any, Any, Any],
+        pool: Injected[Pool],
+        accept_intents: Injected[AcceptIntents],
     ) -> Response[bytes]:
         body = await request.body()
         try:
-            async with runtime.pool.acquire() as conn:
-                submitted = await sendgrid.submit(conn, body, runtime)
+            async with pool.acquire() as conn:
+                submitted = await sendgrid.submit(conn, body, accept_intents)
         except sendgrid.Invalid as exc:
             return sendgrid_error(exc.status, exc.errors)
         headers = {"X-Message-Id": submitted.message_id}

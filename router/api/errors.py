@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from router.intents import IntentResult
 from router.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _TITLES = {
     400: "Invalid request",
@@ -35,6 +38,24 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
     )
+
+
+def not_found(detail: str) -> ProblemError:
+    return ProblemError(404, "Not found", detail)
+
+
+def found(value: T | None, detail: str) -> T:
+    """`value`, or a 404 problem saying what was not found."""
+    if value is None:
+        raise not_found(detail)
+    return value
+
+
+def refusal(result: IntentResult) -> ProblemError:
+    """A rejected intent as the problem a single-intent request answers with: its own status
+    (400 invalid, 409 idempotency conflict, 422 unreachable) and its field errors."""
+    title = {409: "Conflict", 422: "Unprocessable request"}.get(result.code, "Invalid request")
+    return ProblemError(result.code, title, result.reason, result.errors)
 
 
 def _from_problem_error(_: Request[Any, Any, Any], exc: ProblemError) -> Response[bytes]:

@@ -7,17 +7,19 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
 from router import intents
 from router.api.batch import decode_batch
+from router.api.dependencies import Injected
+from router.api.errors import found, refusal
 from router.api.openapi import batch_operation, problems, ref
+from router.database import Pool
+from router.intake_port import AcceptIntents
 from router.intents import MAX_BATCH, IntentRequest, IntentResult, IntentView
-from router.problems import FieldError, ProblemError
-from router.service import Runtime
+from router.problems import FieldError
 
 
 class IntentBatchResponse(msgspec.Struct):
@@ -49,10 +51,13 @@ class IntentController(Controller):
         "idempotency_key was seen with the same body; 409 when it was seen with another body.",
     )
     async def create(
-        self, data: JSONBody[IntentRequest], runtime: NamedDependency[Runtime]
+        self,
+        data: JSONBody[IntentRequest],
+        pool: Injected[Pool],
+        accept_intents: Injected[AcceptIntents],
     ) -> Response[IntentResult | IntentView]:
-        async with runtime.pool.acquire() as conn:
-            (result,) = await runtime.accept_intents(conn, [data])
+        async with pool.acquire() as conn:
+            (result,) = await accept_intents(conn, [data])
             if result.status == "accepted":
                 return Response(result, status_code=202)
             if result.status == "duplicate":
@@ -60,8 +65,7 @@ class IntentController(Controller):
                 view = await intents.view(conn, result.id)
                 assert view is not None
                 return Response(view, status_code=200)
-        title = {409: "Conflict", 422: "Unprocessable request"}.get(result.code, "Invalid request")
-        raise ProblemError(result.code, title, result.reason, result.errors)
+        raise refusal(result)
 
     @post(
         "/batch",
@@ -74,11 +78,14 @@ class IntentController(Controller):
         "one bad item never rejects the others.",
     )
     async def batch(
-        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+        self,
+        request: Request[Any, Any, Any],
+        pool: Injected[Pool],
+        accept_intents: Injected[AcceptIntents],
     ) -> IntentBatchResponse:
         decoded = decode_batch(await request.body(), "intents", IntentRequest, MAX_BATCH)
-        async with runtime.pool.acquire() as conn:
-            results = await runtime.accept_intents(
+        async with pool.acquire() as conn:
+            results = await accept_intents(
                 conn, [_as_result(item) for item in decoded], prefix="intents[{i}]."
             )
         return IntentBatchResponse(results)
@@ -88,11 +95,7 @@ class IntentController(Controller):
         summary="Status of an intent and its deliveries",
         responses=problems(404),
     )
-    async def read(
-        self, intent_id: FromPath[UUID], runtime: NamedDependency[Runtime]
-    ) -> IntentView:
-        async with runtime.pool.acquire() as conn:
+    async def read(self, intent_id: FromPath[UUID], pool: Injected[Pool]) -> IntentView:
+        async with pool.acquire() as conn:
             view = await intents.view(conn, intent_id)
-        if view is None:
-            raise ProblemError(404, "Not found", f"no intent with id {intent_id}")
-        return view
+        return found(view, f"no intent with id {intent_id}")

@@ -6,19 +6,21 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from channels.base import ProviderError, QuotaFigures
+from channels.base import LineAccount, ProviderError, QuotaFigures
 from router import members
+from router.api.dependencies import Injected, Signal, require_line_account
+from router.api.errors import found
 from router.api.openapi import problems
+from router.config import LineConfig
+from router.database import Pool
 from router.identifiers import LINE_USER_ID
 from router.line import events as line_events
 from router.line import identity as line_identity
 from router.line import webhooks as line_webhooks
 from router.members import Member
 from router.problems import FieldError, ProblemError
-from router.service import Runtime
 
 
 class WebhookAccepted(msgspec.Struct):
@@ -49,12 +51,6 @@ class LoginLinkRequest(msgspec.Struct, forbid_unknown_fields=True):
     id_token: Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
 
 
-def _account(runtime: Runtime) -> Any:
-    if runtime.line_account is None:
-        raise ProblemError(409, "Conflict", "LINE is not configured on this router")
-    return runtime.line_account
-
-
 def _provider_problem(exc: ProviderError) -> ProblemError:
     status = 422 if 400 <= exc.status < 500 else 502
     return ProblemError(status, "LINE refused the request", f"LINE {exc.status}: {exc.message}")
@@ -69,10 +65,13 @@ def _provider_problem(exc: ProviderError) -> ProblemError:
     responses=problems(400),
 )
 async def line_webhook(
-    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+    request: Request[Any, Any, Any],
+    pool: Injected[Pool],
+    line_config: Injected[LineConfig],
+    webhook_stored: Injected[Signal],
 ) -> WebhookAccepted:
     """Verify, store, answer; events are handled and forwarded after LINE has its 200."""
-    secret = runtime.config.line.channel_secret
+    secret = line_config.channel_secret
     if not secret:
         raise ProblemError(
             503,
@@ -85,13 +84,13 @@ async def line_webhook(
         raise ProblemError(401, "Unauthorized", "missing or wrong X-Line-Signature")
     assert signature is not None
     try:
-        async with runtime.pool.acquire() as conn:
+        async with pool.acquire() as conn:
             stored = await line_webhooks.store(
-                conn, body, signature, runtime.config.line.forward_webhooks_to
+                conn, body, signature, line_config.forward_webhooks_to
             )
     except line_webhooks.BadWebhook as exc:
         raise ProblemError(400, "Invalid request", f"not a LINE webhook body: {exc}") from None
-    runtime.after_webhook()
+    webhook_stored()
     return WebhookAccepted(stored=stored.events, duplicates=stored.duplicates)
 
 
@@ -104,9 +103,9 @@ class LineController(Controller):
         summary="The month's LINE message quota: LINE's figures and what was sent since",
         responses=problems(409),
     )
-    async def quota(self, runtime: NamedDependency[Runtime]) -> QuotaFigures:
+    async def quota(self, line_account: Injected[LineAccount | None]) -> QuotaFigures:
         try:
-            figures: QuotaFigures = await _account(runtime).quota()
+            figures = await require_line_account(line_account).quota()
         except ProviderError as exc:
             raise _provider_problem(exc) from None
         return figures
@@ -118,7 +117,7 @@ class LineController(Controller):
         responses=problems(400, 409, 422),
     )
     async def link_token(
-        self, data: JSONBody[LinkTokenRequest], runtime: NamedDependency[Runtime]
+        self, data: JSONBody[LinkTokenRequest], line_account: Injected[LineAccount | None]
     ) -> LinkTokenResponse:
         if not LINE_USER_ID.fullmatch(data.line_user_id):
             raise ProblemError(
@@ -128,7 +127,7 @@ class LineController(Controller):
                 [FieldError("line_user_id", "not a LINE user ID")],
             )
         try:
-            token = await _account(runtime).issue_link_token(data.line_user_id)
+            token = await require_line_account(line_account).issue_link_token(data.line_user_id)
         except ProviderError as exc:
             raise _provider_problem(exc) from None
         return LinkTokenResponse(link_token=token)
@@ -140,15 +139,16 @@ class LineController(Controller):
         responses=problems(400, 404),
     )
     async def link_nonce(
-        self, data: JSONBody[LinkNonceRequest], runtime: NamedDependency[Runtime]
+        self,
+        data: JSONBody[LinkNonceRequest],
+        pool: Injected[Pool],
+        line_config: Injected[LineConfig],
     ) -> LinkNonceResponse:
-        config = runtime.config.line
-        ttl = line_events.nonce_ttl(config)
-        async with runtime.pool.acquire() as conn:
+        ttl = line_events.nonce_ttl(line_config)
+        async with pool.acquire() as conn:
             nonce = await line_identity.new_nonce(conn, data.member_id, data.link_token, ttl)
-        if nonce is None:
-            raise ProblemError(404, "Not found", f"no member with id {data.member_id!r}")
-        url = line_identity.account_link_url(config.account_link_base, data.link_token, nonce)
+        nonce = found(nonce, f"no member with id {data.member_id!r}")
+        url = line_identity.account_link_url(line_config.account_link_base, data.link_token, nonce)
         return LinkNonceResponse(redirect_url=url, nonce_expires_in=int(ttl.total_seconds()))
 
     @post(
@@ -158,13 +158,19 @@ class LineController(Controller):
         responses=problems(400, 404, 409, 422),
     )
     async def login_link(
-        self, data: JSONBody[LoginLinkRequest], runtime: NamedDependency[Runtime]
+        self,
+        data: JSONBody[LoginLinkRequest],
+        pool: Injected[Pool],
+        line_config: Injected[LineConfig],
+        line_account: Injected[LineAccount | None],
     ) -> Member:
-        client_id = runtime.config.line.login_channel_id
+        client_id = line_config.login_channel_id
         if not client_id:
             raise ProblemError(409, "Conflict", "[line] login_channel_id is not set")
         try:
-            claims = await _account(runtime).verify_id_token(data.id_token, client_id)
+            claims = await require_line_account(line_account).verify_id_token(
+                data.id_token, client_id
+            )
         except ProviderError as exc:
             raise ProblemError(
                 422,
@@ -172,7 +178,7 @@ class LineController(Controller):
                 f"LINE says: {exc.message}",
                 [FieldError("id_token", exc.message)],
             ) from None
-        async with runtime.pool.acquire() as conn, conn.transaction():
+        async with pool.acquire() as conn, conn.transaction():
             try:
                 await line_identity.link(conn, data.member_id, claims.sub)
             except line_identity.LinkRefused as exc:

@@ -6,16 +6,18 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
-from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 from litestar.response import Response
 
 from router import members
 from router.api.batch import decode_batch
+from router.api.dependencies import Injected
+from router.api.errors import found, not_found
 from router.api.openapi import batch_operation, problems, ref
+from router.config import MembersConfig
+from router.database import Pool
 from router.members import Member, MemberBatchItem, MemberFields
 from router.problems import FieldError, ProblemError, invalid
-from router.service import Runtime
 
 MAX_MEMBERS_PER_BATCH = 10_000
 
@@ -46,12 +48,13 @@ class MemberController(Controller):
         self,
         member_id: MemberIdParam,
         data: JSONBody[MemberFields],
-        runtime: NamedDependency[Runtime],
+        pool: Injected[Pool],
+        members_config: Injected[MembersConfig],
     ) -> Response[Member]:
-        prepared = members.prepare(member_id, data, runtime.config.members.default_region)
+        prepared = members.prepare(member_id, data, members_config.default_region)
         if isinstance(prepared, list):
             raise invalid(prepared)
-        async with runtime.pool.acquire() as conn, conn.transaction():
+        async with pool.acquire() as conn, conn.transaction():
             (result,) = await members.upsert(conn, [prepared])
             if isinstance(result, FieldError):
                 raise ProblemError(409, "Conflict", result.message, [result])
@@ -60,22 +63,20 @@ class MemberController(Controller):
         return Response(member, status_code=201 if result.created else 200)
 
     @get("/{member_id:str}", summary="Read a member", responses=problems(404))
-    async def read(self, member_id: MemberIdParam, runtime: NamedDependency[Runtime]) -> Member:
-        async with runtime.pool.acquire() as conn:
+    async def read(self, member_id: MemberIdParam, pool: Injected[Pool]) -> Member:
+        async with pool.acquire() as conn:
             member = await members.get(conn, member_id)
-        if member is None:
-            raise ProblemError(404, "Not found", f"no member with id {member_id!r}")
-        return member
+        return found(member, f"no member with id {member_id!r}")
 
     @delete(
         "/{member_id:str}",
         summary="Erase a member, their intents and personal data",
         responses=problems(404),
     )
-    async def erase(self, member_id: MemberIdParam, runtime: NamedDependency[Runtime]) -> None:
-        async with runtime.pool.acquire() as conn:
+    async def erase(self, member_id: MemberIdParam, pool: Injected[Pool]) -> None:
+        async with pool.acquire() as conn:
             if not await members.erase(conn, member_id):
-                raise ProblemError(404, "Not found", f"no member with id {member_id!r}")
+                raise not_found(f"no member with id {member_id!r}")
 
     @post(
         "/batch",
@@ -99,12 +100,15 @@ class MemberController(Controller):
         description="Each item is a member with its member_id; results come back in order.",
     )
     async def batch(
-        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+        self,
+        request: Request[Any, Any, Any],
+        pool: Injected[Pool],
+        members_config: Injected[MembersConfig],
     ) -> MemberBatchResponse:
         decoded = decode_batch(
             await request.body(), "members", MemberBatchItem, MAX_MEMBERS_PER_BATCH
         )
-        region = runtime.config.members.default_region
+        region = members_config.default_region
         results: list[MemberResult | None] = [None] * len(decoded)
         prepared: list[tuple[int, members.PreparedMember]] = []
         seen: set[str] = set()
@@ -124,7 +128,7 @@ class MemberController(Controller):
             else:
                 seen.add(p.member_id)
                 prepared.append((i, p))
-        async with runtime.pool.acquire() as conn, conn.transaction():
+        async with pool.acquire() as conn, conn.transaction():
             outcomes = await members.upsert(conn, [p for _, p in prepared])
         for (i, p), outcome in zip(prepared, outcomes, strict=True):
             if isinstance(outcome, FieldError):

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from router.content import EmailContent
 from router.database import Connection
+from router.intake_port import AcceptIntents
 from router.intents import IntentRequest, IntentResult
 from router.problems import FieldError
-
-if TYPE_CHECKING:
-    from router.service import Runtime
 
 # Content types listmonk always sends as HTML. "markdown" arrives rendered to HTML inside the
 # campaign template, and "plain" often does too, so those two are judged by their body.
@@ -163,11 +161,11 @@ class Outcome(msgspec.Struct, kw_only=True):
         return sum(r.status != "rejected" for r in self.results)
 
 
-async def submit(conn: Connection, message: Postback, runtime: Runtime) -> Outcome:
+async def submit(conn: Connection, message: Postback, accept_intents: AcceptIntents) -> Outcome:
     """Accept the message for every recipient; raises `Refused` before accepting anything."""
     errors = check(message)
     if errors:
         raise Refused(errors)
     return Outcome(
-        results=await runtime.accept_intents(conn, to_intents(message), prefix="recipients[{i}].")
+        results=await accept_intents(conn, to_intents(message), prefix="recipients[{i}].")
     )

@@ -20,17 +20,15 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import formataddr
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
 from router.content import Content, EmailContent, check_content
 from router.database import Connection
 from router.identifiers import InvalidIdentifier, normalize_email
+from router.intake_port import AcceptIntents
 from router.intents import IntentRequest, IntentResult
-
-if TYPE_CHECKING:
-    from router.service import Runtime
 
 MAX_PERSONALIZATIONS = 1000
 MAX_RECIPIENTS = 1000
@@ -504,7 +502,7 @@ class Submitted(msgspec.Struct, kw_only=True):
 
 
 async def submit(
-    conn: Connection, body: bytes, runtime: Runtime, now: datetime | None = None
+    conn: Connection, body: bytes, accept_intents: AcceptIntents, now: datetime | None = None
 ) -> Submitted:
     """Validate a Mail Send body and accept one intent per recipient.
 
@@ -530,7 +528,7 @@ async def submit(
         "SELECT EXISTS (SELECT 1 FROM intents WHERE idempotency_key = ANY($1::text[]))", keys
     ):
         conversion = earlier
-    results = await runtime.accept_intents(conn, conversion.requests)
+    results = await accept_intents(conn, conversion.requests)
     return Submitted(
         message_id=conversion.message_id,
         sandbox=False,

@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import ssl
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -21,14 +21,14 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from router import intents, members
 from router.config import SmtpIngressConfig, split_listen
 from router.content import Content, EmailContent, Relayed
+from router.database import Pool
 from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
 from router.ingress.mime import MalformedMessage, read
+from router.intake import IntakeChannels
 from router.intake.routing import Unroutable, plan
+from router.intake_port import AcceptIntents
 from router.intents import IntentRequest
 from router.passwords import verify_password
-
-if TYPE_CHECKING:
-    from router.service import Runtime
 
 log = logging.getLogger(__name__)
 # AUTH without TLS is allowed only on loopback, and that choice is made below on purpose.
@@ -70,8 +70,12 @@ class Authenticator:
 
 
 class IngressHandler:
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    """aiosmtpd's handler: RCPT is checked against who can be reached, DATA is accepted."""
+
+    def __init__(self, pool: Pool, accept_intents: AcceptIntents, channels: IntakeChannels) -> None:
+        self._pool = pool
+        self._accept_intents = accept_intents
+        self._channels = channels
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -84,7 +88,7 @@ class IngressHandler:
             reach = await self._reach(normalized)
         except STORE_ERRORS:
             return TEMPORARY_FAILURE
-        channels = self._runtime.intake_channels
+        channels = self._channels
         decision = plan(
             "prefer_line", reach, ANY_MESSAGE, channels.descriptors, channels.configured
         )
@@ -94,7 +98,7 @@ class IngressHandler:
         return "250 2.1.5 OK"
 
     async def _reach(self, address: str) -> members.Reach:
-        async with self._runtime.pool.acquire(timeout=5) as conn:
+        async with self._pool.acquire(timeout=5) as conn:
             _, by_email = await members.resolve(conn, [], [email_sha256(address)])
         return by_email.get(email_sha256(address)) or members.Reach.address_only(address)
 
@@ -125,14 +129,14 @@ class IngressHandler:
             message_id=message.message_id,
         )
         try:
-            async with self._runtime.pool.acquire(timeout=5) as conn, conn.transaction():
+            async with self._pool.acquire(timeout=5) as conn, conn.transaction():
                 await conn.execute(
                     "INSERT INTO relayed_messages (id, data) VALUES ($1, $2)"
                     " ON CONFLICT DO NOTHING",
                     digest,
                     data,
                 )
-                results = await self._runtime.accept_intents(conn, requests, relayed=relayed)
+                results = await self._accept_intents(conn, requests, relayed=relayed)
         except STORE_ERRORS as exc:
             log.warning("SMTP ingress could not store a message: %s", type(exc).__name__)
             return TEMPORARY_FAILURE
@@ -164,9 +168,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def start_smtp_ingress(runtime: Runtime) -> asyncio.Server | None:
-    """Listen if `[smtp_ingress] listen` and `users` are set; None when off."""
-    config: SmtpIngressConfig = runtime.config.smtp_ingress
+async def start_smtp_ingress(
+    config: SmtpIngressConfig,
+    pool: Pool,
+    accept_intents: AcceptIntents,
+    channels: IntakeChannels,
+) -> asyncio.Server | None:
+    """Listen if `[smtp_ingress] listen` and `users` are set; None when off.
+
+    `channels` decides at RCPT which recipients can be reached at all, so a
+    sender learns of one that cannot before sending the message."""
     if not config.listen or not config.users:
         return None
     host, port = split_listen(config.listen)
@@ -174,7 +185,7 @@ async def start_smtp_ingress(runtime: Runtime) -> asyncio.Server | None:
     if config.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(config.tls_cert, config.tls_key)
-    handler = IngressHandler(runtime)
+    handler = IngressHandler(pool, accept_intents, channels)
     authenticator = Authenticator(dict(config.users))
 
     def protocol() -> SMTP:

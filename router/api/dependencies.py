@@ -1,0 +1,67 @@
+"""What route handlers are given, by parameter name, instead of the running router.
+
+A handler declares only the dependencies it uses, as `name: Injected[Type]` with a name and
+type from `ApiDependencies`; `create_app` provides each once for the whole application. They
+are the server's own objects, not request data, so Litestar passes them on unvalidated, and
+they never appear in the OpenAPI document. A handler asking for a name nobody provides
+stops the application from being built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TypeAlias, TypeVar
+
+from litestar.di import NamedDependency, Provide
+from litestar.params import SkipValidation
+
+from channels.base import LineAccount
+from router.config import LineConfig, MembersConfig
+from router.database import Pool
+from router.intake_port import AcceptIntents
+from router.problems import ProblemError
+
+T = TypeVar("T")
+
+Injected: TypeAlias = NamedDependency[SkipValidation[T]]
+"""A handler parameter that `create_app` provides under the parameter's name."""
+
+Signal: TypeAlias = Callable[[], None]
+"""Tells a background loop there is new work now, so it need not wait for its next sweep."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ApiDependencies:
+    """Everything a handler may ask for; each field's name is the parameter name."""
+
+    pool: Pool
+    accept_intents: AcceptIntents
+    members_config: MembersConfig
+    line_config: LineConfig
+    line_account: LineAccount | None
+    """None when this router has no LINE channel (see `require_line_account`)."""
+    webhook_stored: Signal
+    """LINE webhook events or forwards were just stored."""
+    campaign_started: Signal
+    """A campaign was stored and is to fan out."""
+
+    def providers(self) -> dict[str, Provide]:
+        return {
+            field.name: _same_for_every_request(getattr(self, field.name))
+            for field in dataclasses.fields(self)
+        }
+
+
+def _same_for_every_request(value: object) -> Provide:
+    def provide() -> object:
+        return value
+
+    return Provide(provide, use_cache=True, sync_to_thread=False)
+
+
+def require_line_account(line_account: LineAccount | None) -> LineAccount:
+    """The LINE account, or 409 when this router has no LINE channel."""
+    if line_account is None:
+        raise ProblemError(409, "Conflict", "LINE is not configured on this router")
+    return line_account
