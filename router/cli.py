@@ -371,20 +371,13 @@ def describe(
         f"delivery-router listening on http://{host}:{port} (OpenAPI at /schema)",
         f"database: {database}",
     ]
-    if "line" in channels:
-        lines.append(f"channel line: push via {config.line.api_base}")
-    else:
-        lines.append(
-            "channel line: not configured ([line] channel_access_token) - prefer_line intents "
-            "go to email, line_only intents are refused"
-        )
-    if "email" in channels:
-        lines.append(f"channel email: SMTP {config.email.host}:{config.email.port}")
-    else:
-        lines.append(
-            "channel email: not configured ([email] host, from_address) - email_only intents "
-            "are refused and LINE failures have no fallback"
-        )
+    from channels.registry import descriptors
+
+    for channel in descriptors():
+        if channel.name in channels and channel.describe is not None:
+            lines.append(f"channel {channel.name}: {channel.describe(config)}")
+        elif channel.name not in channels and channel.describe_unconfigured is not None:
+            lines.append(f"channel {channel.name}: {channel.describe_unconfigured}")
     ingress = config.smtp_ingress
     if smtp_listening:
         lines.append(
