@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(hash_password(password))
             return 0
         if args.command == "line-simulator":
-            from channels.line.simulator import run
+            from linesim import run
 
             run(args.listen, list(args.token))
             return 0

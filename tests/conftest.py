@@ -57,7 +57,7 @@ async def dsn(migrated: str) -> str:
 
 @pytest.fixture(scope="session")
 async def line_simulator() -> AsyncIterator[object]:
-    from channels.line.simulator import LineSimulator
+    from linesim import LineSimulator
 
     sim = LineSimulator(access_tokens=[LINE_TOKEN])
     await sim.start()

@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from linebot.v3 import audience as sdk
 
-from channels.line.simulator import (
+from linesim import (
     AUDIENCE_LIFETIME_SECONDS,
     AUDIENCE_UPLOAD_PATH,
     LineSimulator,

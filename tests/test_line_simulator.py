@@ -35,7 +35,7 @@ from linebot.v3.messaging import (
     TextMessage,
 )
 
-from channels.line.simulator import (
+from linesim import (
     MAX_BODY_BYTES,
     MULTICAST_PATH,
     PUSH_PATH,
@@ -640,7 +640,7 @@ async def test_every_response_has_a_request_id(
 
 
 async def test_run_serves_until_sigterm(http: aiohttp.ClientSession) -> None:
-    code = "from channels.line.simulator import run; run('127.0.0.1:0', ['cli-token'])"
+    code = "from linesim import run; run('127.0.0.1:0', ['cli-token'])"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",

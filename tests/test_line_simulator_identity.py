@@ -42,7 +42,7 @@ from linebot.v3.webhooks import (
     UnfollowEvent,
 )
 
-from channels.line.simulator import (
+from linesim import (
     LINK_TOKEN_TTL_SECONDS,
     PNP_PATH,
     REPLY_PATH,

@@ -28,13 +28,39 @@ def test_mypy_strict_passes() -> None:
 
 
 def test_ruff_lint_passes() -> None:
-    result = run("ruff", "check", "router", "channels", "tests", "bench")
+    result = run("ruff", "check", "router", "channels", "linesim", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format_is_applied() -> None:
-    result = run("ruff", "format", "--check", "router", "channels", "tests", "bench")
+    result = run("ruff", "format", "--check", "router", "channels", "linesim", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_linesim_imports_nothing_from_router_or_channels() -> None:
+    """The LINE simulator is written from LINE's documentation, not from the code it tests:
+    sharing a shape or a constant with router/ or channels/ would let a mistake in one
+    agree with itself.  No import statement may name them, not even a lazy one."""
+    found = []
+    for path in sorted((ROOT / "linesim").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            found += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {name}"
+                for name in names
+                if name.split(".")[0] in ("router", "channels")
+            ]
+    assert not found, found
+    code = "import sys, linesim; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "'router'" not in loaded and "'channels'" not in loaded, loaded
 
 
 def test_default_config_file_documents_every_key_with_its_default() -> None:

@@ -1,0 +1,338 @@
+"""The simulator's own control API under ``/__simulator/``: inspect, steer, trigger.
+
+LINE has no such thing; it exists so that a test or benchmark in another process (the
+router's quick start, ``bench/``) can do over HTTP what an in-process test does with the
+methods of ``LineSimulator``: list recorded requests, read counters, reset, inject faults,
+wire up the webhook, make users follow, write or link, register phone numbers, mint ID
+tokens and look at audiences.  Each handler decodes its body and calls the same method.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Final, TypeVar
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta, UnsetType
+
+from linesim.exchange import Entry, Exchange, Handler
+from linesim.faults import FaultsRequest
+from linesim.limits import ID_TOKEN_TTL_SECONDS
+from linesim.paths import CONTROL_PREFIX, PUSH_PATHS
+from linesim.schemas import ErrorResponse, encode
+from linesim.webhooks import SentWebhook, Webhooks
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from linesim.app import LineSimulator
+
+UserId = Annotated[str, Meta(pattern=r"^U[0-9a-f]{32}$")]
+_JSON_HEADERS: Final = {"Content-Type": "application/json"}
+_T = TypeVar("_T")
+
+
+class WebhookConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``POST /__simulator/webhook``; ``null`` turns sending off / forgets the secret."""
+
+    url: str | None
+    channel_secret: str | None = None
+
+
+class WebhookState(msgspec.Struct):
+    """Answer of ``POST /__simulator/webhook``: where events go and as which bot."""
+
+    url: str | None
+    destination: str
+    signed: bool
+
+
+class _UserEventRequest(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: UserId
+    forge_signature: bool = False
+
+
+class _FollowRequest(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: UserId
+    is_unblocked: bool = False
+    forge_signature: bool = False
+
+
+class _MessageRequest(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: UserId
+    text: Annotated[str, Meta(min_length=1)]
+    forge_signature: bool = False
+
+
+class _AccountLinkRequest(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: UserId
+    nonce: Annotated[str, Meta(min_length=1)]
+    ok: bool = True
+    forge_signature: bool = False
+
+
+class _DeliveryRequest(msgspec.Struct, forbid_unknown_fields=True):
+    data: Annotated[str, Meta(min_length=1)]
+    forge_signature: bool = False
+
+
+class _RedeliverRequest(msgspec.Struct, forbid_unknown_fields=True):
+    webhook_event_id: str
+    forge_signature: bool = False
+
+
+class FollowersState(msgspec.Struct):
+    """Answer of ``POST /__simulator/followers``."""
+
+    followers: list[str]
+
+
+class PhonesState(msgspec.Struct):
+    """Answer of ``POST /__simulator/phones``: each number's hash, as ``to`` wants it."""
+
+    hashes: dict[str, str]
+
+
+class IdTokenState(msgspec.Struct):
+    """Answer of ``POST /__simulator/id-tokens``."""
+
+    id_token: str
+
+
+class EventSent(msgspec.Struct):
+    """Answer of ``POST /__simulator/events/...``: the receiver's status and what was sent."""
+
+    status: int
+    webhook: SentWebhook
+
+
+class _FollowersRequest(msgspec.Struct, forbid_unknown_fields=True):
+    user_ids: list[UserId]
+
+
+class _PhoneEntry(msgspec.Struct, forbid_unknown_fields=True):
+    phone: Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{1,14}$")]
+    user_id: UserId
+
+
+class _PhonesRequest(msgspec.Struct, forbid_unknown_fields=True):
+    phones: list[_PhoneEntry]
+
+
+class _IdTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: UserId
+    client_id: Annotated[str, Meta(min_length=1)]
+    nonce: str | None = None
+    name: str | None = "LINE User"
+    picture: str | None = None
+    email: str | None = None
+    expires_in: int = ID_TOKEN_TTL_SECONDS
+    amr: list[str] = msgspec.field(default_factory=lambda: ["linesso"])
+
+
+_EVENT_REQUESTS: Final[dict[str, type[msgspec.Struct]]] = {
+    "follow": _FollowRequest,
+    "unfollow": _UserEventRequest,
+    "message": _MessageRequest,
+    "accountLink": _AccountLinkRequest,
+    "delivery": _DeliveryRequest,
+    "redeliver": _RedeliverRequest,
+}
+
+
+class _Refused(Exception):
+    """A control request answered with ``ErrorResponse(message)`` and ``status``."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _json(payload: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=encode(payload), headers=_JSON_HEADERS)
+
+
+def _answering(handler: Handler) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except _Refused as refused:
+            return _json(ErrorResponse(message=refused.message), refused.status)
+
+    return handle
+
+
+async def _body(request: web.Request, kind: type[_T]) -> _T:
+    """The body as ``kind``; a body that does not fit is answered 400 with msgspec's reason."""
+    try:
+        return msgspec.json.decode(await request.read(), type=kind)
+    except msgspec.DecodeError as error:
+        raise _Refused(str(error), 400) from None
+
+
+def apply_faults(sim: LineSimulator, faults: FaultsRequest) -> None:
+    """Everything ``POST /__simulator/faults`` asked for, through the simulator's setters."""
+    if faults.advance_clock is not None:
+        sim.advance_clock(faults.advance_clock)
+    if faults.rate_limits is not None:
+        limits = faults.rate_limits
+        sim.set_rate_limits(
+            push=limits.push, multicast=limits.multicast, reply=limits.reply, pnp=limits.pnp
+        )
+    if faults.audience_limit is not None:
+        sim.set_audience_limit(faults.audience_limit.requests, faults.audience_limit.window_seconds)
+    if faults.pnp_delivery is not None:
+        sim.set_pnp_delivery(
+            delay_seconds=faults.pnp_delivery.delay_seconds,
+            suppress_next=faults.pnp_delivery.suppress_next,
+        )
+    if not isinstance(faults.monthly_quota, UnsetType):
+        sim.set_monthly_quota(faults.monthly_quota)
+    if faults.fail_next is not None:
+        spec = faults.fail_next
+        sim.fail_next(spec.count, spec.status, spec.message)
+    if faults.delay_next is not None:
+        delay = faults.delay_next
+        sim.delay_next(delay.count, delay.seconds, before_processing=delay.before_processing)
+
+
+class Control:
+    """The ``/__simulator/`` handlers of one simulator."""
+
+    def __init__(self, sim: LineSimulator, exchange: Exchange, webhooks: Webhooks) -> None:
+        self._sim = sim
+        self._exchange = exchange
+        self._webhooks = webhooks
+
+    def routes(self) -> list[web.RouteDef]:
+        routes = [
+            (web.get, "requests", self._requests),
+            (web.get, "stats", self._stats),
+            (web.post, "reset", self._reset),
+            (web.post, "faults", self._faults),
+            (web.post, "webhook", self._webhook),
+            (web.get, "webhooks", self._webhooks_sent),
+            (web.post, "webhooks/drain", self._drain),
+            (web.post, "events/{kind}", self._event),
+            (web.post, "followers", self._followers),
+            (web.post, "phones", self._phones),
+            (web.post, "id-tokens", self._id_tokens),
+            (web.get, "audience-groups", self._audience_groups),
+        ]
+        return [
+            route(f"{CONTROL_PREFIX}/{name}", _answering(handler))
+            for route, name, handler in routes
+        ]
+
+    async def _requests(self, request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            limit = int(query["limit"]) if "limit" in query else None
+            status = int(query["status"]) if "status" in query else None
+        except ValueError:
+            raise _Refused("limit and status are integers", 400) from None
+        path = query.get("path")
+        accepted_only = query.get("accepted", "").lower() in ("1", "true", "yes")
+        entries: Iterable[Entry] = (
+            self._exchange.accepted(PUSH_PATHS) if accepted_only else self._exchange.recorded
+        )
+        selected = [
+            entry
+            for entry in entries
+            if (path is None or entry.path == path) and (status is None or entry.status == status)
+        ]
+        if limit is not None:
+            selected = selected[-limit:] if limit > 0 else []
+        return _json([entry.public() for entry in selected])
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return _json(self._sim.stats())
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self._sim.reset()
+        return _json(self._sim.stats())
+
+    async def _faults(self, request: web.Request) -> web.Response:
+        apply_faults(self._sim, await _body(request, FaultsRequest))
+        return _json(self._sim.stats())
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        config = await _body(request, WebhookConfig)
+        webhooks = self._webhooks
+        webhooks.configure(config.url, config.channel_secret)
+        state = WebhookState(
+            url=webhooks.url,
+            destination=webhooks.bot_user_id,
+            signed=webhooks.channel_secret is not None,
+        )
+        return _json(state)
+
+    async def _webhooks_sent(self, request: web.Request) -> web.Response:
+        return _json(self._sim.sent_webhooks)
+
+    async def _drain(self, request: web.Request) -> web.Response:
+        await self._sim.drain_webhooks()
+        return _json(self._sim.sent_webhooks)
+
+    async def _event(self, request: web.Request) -> web.Response:
+        """``POST /__simulator/events/{follow,unfollow,message,accountLink,delivery,redeliver}``."""
+        kind = request.match_info["kind"]
+        body_type = _EVENT_REQUESTS.get(kind)
+        if body_type is None:
+            raise _Refused(f"unknown event kind {kind!r}", 404)
+        parsed = await _body(request, body_type)
+        sim = self._sim
+        try:
+            self._webhooks.target()
+        except RuntimeError as error:
+            raise _Refused(str(error), 409) from None
+        match parsed:
+            case _FollowRequest(user_id=user_id, is_unblocked=unblocked, forge_signature=forge):
+                status = await sim.follow(user_id, is_unblocked=unblocked, forge_signature=forge)
+            case _UserEventRequest(user_id=user_id, forge_signature=forge):
+                status = await sim.unfollow(user_id, forge_signature=forge)
+            case _MessageRequest(user_id=user_id, text=text, forge_signature=forge):
+                status = await sim.message(user_id, text, forge_signature=forge)
+            case _AccountLinkRequest(user_id=user_id, nonce=nonce, ok=ok, forge_signature=forge):
+                status = await sim.account_link(user_id, nonce, ok=ok, forge_signature=forge)
+            case _DeliveryRequest(data=data, forge_signature=forge):
+                status = await sim.delivery(data, forge_signature=forge)
+            case _RedeliverRequest(webhook_event_id=event_id, forge_signature=forge):
+                try:
+                    status = await sim.redeliver(event_id, forge_signature=forge)
+                except KeyError as error:
+                    raise _Refused(str(error.args[0]), 404) from None
+            case _:
+                raise AssertionError(f"no event for {parsed!r}")
+        return _json(EventSent(status=status, webhook=sim.sent_webhooks[-1]))
+
+    async def _followers(self, request: web.Request) -> web.Response:
+        parsed = await _body(request, _FollowersRequest)
+        self._sim.set_followers(parsed.user_ids)
+        return _json(FollowersState(followers=self._sim.followers))
+
+    async def _phones(self, request: web.Request) -> web.Response:
+        parsed = await _body(request, _PhonesRequest)
+        hashes = {
+            entry.phone: self._sim.register_phone(entry.phone, entry.user_id)
+            for entry in parsed.phones
+        }
+        return _json(PhonesState(hashes=hashes))
+
+    async def _audience_groups(self, request: web.Request) -> web.Response:
+        return _json(self._sim.audience_groups)
+
+    async def _id_tokens(self, request: web.Request) -> web.Response:
+        parsed = await _body(request, _IdTokenRequest)
+        id_token = self._sim.mint_id_token(
+            parsed.user_id,
+            client_id=parsed.client_id,
+            nonce=parsed.nonce,
+            name=parsed.name,
+            picture=parsed.picture,
+            email=parsed.email,
+            expires_in=parsed.expires_in,
+            amr=parsed.amr,
+        )
+        return _json(IdTokenState(id_token=id_token))
