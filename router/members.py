@@ -24,6 +24,12 @@ from router.identifiers import (
 )
 from router.problems import FieldError
 
+# Reach is defined in router.reach; resolve() returns it, and modules that still name it
+# (and the SQL rules) through this module keep working until they import router.reach.
+from router.reach import EMAIL_REACHABLE_SQL as EMAIL_REACHABLE_SQL
+from router.reach import LINE_REACHABLE_SQL as LINE_REACHABLE_SQL
+from router.reach import Reach as Reach
+
 MemberId = str
 MAX_MEMBER_ID = 255
 
@@ -73,44 +79,6 @@ class PreparedMember(msgspec.Struct, kw_only=True):
     attributes: dict[str, Any] | None = None
     email_opt_out: bool = False
     line_opt_out: bool = False
-
-
-class Reach(msgspec.Struct, frozen=True):
-    """How one recipient can be reached, as routing needs to know it."""
-
-    member_id: str | None
-    line_user_id: str | None
-    line_friend: bool
-    line_opt_out: bool
-    email: str | None
-    email_opt_out: bool
-    phone: str | None = None
-
-    @classmethod
-    def address_only(cls, email: str | None) -> Reach:
-        """A recipient known only by an email address: no member record."""
-        return cls(
-            member_id=None,
-            line_user_id=None,
-            line_friend=False,
-            line_opt_out=False,
-            email=email,
-            email_opt_out=False,
-        )
-
-    @property
-    def line_reachable(self) -> bool:
-        return self.line_user_id is not None and self.line_friend and not self.line_opt_out
-
-    @property
-    def email_reachable(self) -> bool:
-        return self.email is not None and not self.email_opt_out
-
-
-# The same two rules for SQL over `members m`, so every query that counts or re-checks
-# reachability (audience reports, fallbacks, the outbox at send time) says it the same way.
-LINE_REACHABLE_SQL = "(m.line_user_id IS NOT NULL AND m.line_friend AND NOT m.line_opt_out)"
-EMAIL_REACHABLE_SQL = "(m.email IS NOT NULL AND NOT m.email_opt_out)"
 
 
 def check_member_id(member_id: str) -> str | None:

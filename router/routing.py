@@ -11,7 +11,7 @@ from typing import Literal
 
 import msgspec
 
-from router.members import Reach
+from router.reach import Reach
 
 Route = Literal["prefer_line", "both", "line_only", "email_only", "notification_first"]
 Kind = Literal["promotional", "transactional"]

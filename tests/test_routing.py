@@ -15,7 +15,7 @@ from router.identifiers import (
     normalize_phone,
     phone_sha256,
 )
-from router.members import Reach
+from router.reach import Reach
 from router.routing import Plan, Route, Unroutable, plan
 
 LINE_ID = "U0123456789abcdef0123456789abcdef"
