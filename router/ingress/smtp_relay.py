@@ -25,6 +25,7 @@ from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
 from router.ingress.mime import MalformedMessage, read
 from router.intents import IntentRequest
 from router.passwords import verify_password
+from router.store import relayed_messages
 
 if TYPE_CHECKING:
     from router.service import Runtime
@@ -125,12 +126,7 @@ class IngressHandler:
         )
         try:
             async with self._runtime.pool.acquire(timeout=5) as conn, conn.transaction():
-                await conn.execute(
-                    "INSERT INTO relayed_messages (id, data) VALUES ($1, $2)"
-                    " ON CONFLICT DO NOTHING",
-                    digest,
-                    data,
-                )
+                await relayed_messages.store(conn, digest, data)
                 results = await self._runtime.accept_intents(conn, requests, relayed=relayed)
         except STORE_ERRORS as exc:
             log.warning("SMTP ingress could not store a message: %s", type(exc).__name__)

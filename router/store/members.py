@@ -18,6 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from router.database import Connection
+from router.store import relayed_messages
 
 
 class MemberRow(msgspec.Struct, kw_only=True):
@@ -99,8 +100,8 @@ async def erase(conn: Connection, member_id: str) -> bool:
     """Delete a member and everything of theirs; False if there was no such member.
 
     Their intents, deliveries and link nonces go by cascade; then the contents no other
-    intent uses. Run it in a transaction: the contents are chosen before the member's
-    intents are gone."""
+    intent uses, and the relayed messages no remaining content names. Run it in a
+    transaction: the contents are chosen before the member's intents are gone."""
     content_ids = [
         r["content_id"]
         for r in await conn.fetch(
@@ -111,10 +112,14 @@ async def erase(conn: Connection, member_id: str) -> bool:
         "DELETE FROM members WHERE member_id = $1 RETURNING true", member_id
     )
     if content_ids:
-        await conn.execute(
+        unused = await conn.fetch(
             "DELETE FROM contents c WHERE c.id = ANY($1::bytea[])"
-            " AND NOT EXISTS (SELECT 1 FROM intents i WHERE i.content_id = c.id)",
+            " AND NOT EXISTS (SELECT 1 FROM intents i WHERE i.content_id = c.id)"
+            " RETURNING c.relayed_message_id",
             content_ids,
+        )
+        await relayed_messages.delete_unnamed(
+            conn, [r["relayed_message_id"] for r in unused if r["relayed_message_id"]]
         )
     return bool(deleted)
 
