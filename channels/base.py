@@ -22,7 +22,7 @@ import msgspec
 
 from router.config import Config
 from router.content import Content
-from router.members import Reach
+from router.reach import Reach
 
 ALL_KINDS = frozenset({"promotional", "transactional"})
 

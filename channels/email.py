@@ -21,7 +21,7 @@ import aiosmtplib
 from channels.base import ChannelDescriptor, Failed, Outbound, Outcome, Retry, Sent
 from router.config import Config, EmailConfig
 from router.content import EmailContent
-from router.members import EMAIL_REACHABLE_SQL, Reach
+from router.reach import EMAIL_REACHABLE_SQL, Reach
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import phonenumbers
 
 from router.database import Connection
 from router.identifiers import LINE_USER_ID
-from router.members import EMAIL_REACHABLE_SQL, LINE_REACHABLE_SQL
 from router.problems import FieldError, ProblemError
+from router.reach import EMAIL_REACHABLE_SQL, LINE_REACHABLE_SQL
 from router.store.row_ids import uuid7
 
 AudienceType = Literal["email", "phone", "line_user_id"]

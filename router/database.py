@@ -21,6 +21,7 @@ import msgspec
 log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_ID = 0x64725F6D6967  # "dr_mig": any constant shared by all router processes
+MIGRATIONS_TABLE = "schema_migrations"  # which migrations ran; not part of the schema they make
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -116,19 +117,22 @@ async def migrate(dsn: str) -> list[str]:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
         try:
             await conn.execute(
-                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                f"""CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
                        version integer PRIMARY KEY,
                        name text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            done = {
+                r["version"]
+                for r in await conn.fetch(f"SELECT version FROM {MIGRATIONS_TABLE}")  # noqa: S608
+            }
             for version, name, sql in migration_files():
                 if version in done:
                     continue
                 async with conn.transaction():
                     await conn.execute(sql)
                     await conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        f"INSERT INTO {MIGRATIONS_TABLE} (version, name) VALUES ($1, $2)",  # noqa: S608
                         version,
                         name,
                     )

@@ -1,4 +1,4 @@
-"""Members: who can be reached, and how. Validation, upserts, look-ups, erasure.
+"""Members: validation and normalisation, upserts merged with what is stored, look-ups.
 
 `resolve` is where an intent's recipient becomes something routable: the member's LINE
 user ID and friend status, their email address, and their opt-outs.
@@ -23,6 +23,9 @@ from router.identifiers import (
     phone_sha256,
 )
 from router.problems import FieldError
+from router.reach import Reach
+from router.store import members as member_store
+from router.store.members import MemberRow
 
 MemberId = str
 MAX_MEMBER_ID = 255
@@ -73,44 +76,6 @@ class PreparedMember(msgspec.Struct, kw_only=True):
     attributes: dict[str, Any] | None = None
     email_opt_out: bool = False
     line_opt_out: bool = False
-
-
-class Reach(msgspec.Struct, frozen=True):
-    """How one recipient can be reached, as routing needs to know it."""
-
-    member_id: str | None
-    line_user_id: str | None
-    line_friend: bool
-    line_opt_out: bool
-    email: str | None
-    email_opt_out: bool
-    phone: str | None = None
-
-    @classmethod
-    def address_only(cls, email: str | None) -> Reach:
-        """A recipient known only by an email address: no member record."""
-        return cls(
-            member_id=None,
-            line_user_id=None,
-            line_friend=False,
-            line_opt_out=False,
-            email=email,
-            email_opt_out=False,
-        )
-
-    @property
-    def line_reachable(self) -> bool:
-        return self.line_user_id is not None and self.line_friend and not self.line_opt_out
-
-    @property
-    def email_reachable(self) -> bool:
-        return self.email is not None and not self.email_opt_out
-
-
-# The same two rules for SQL over `members m`, so every query that counts or re-checks
-# reachability (audience reports, fallbacks, the outbox at send time) says it the same way.
-LINE_REACHABLE_SQL = "(m.line_user_id IS NOT NULL AND m.line_friend AND NOT m.line_opt_out)"
-EMAIL_REACHABLE_SQL = "(m.email IS NOT NULL AND NOT m.email_opt_out)"
 
 
 def check_member_id(member_id: str) -> str | None:
@@ -173,24 +138,7 @@ _COLUMNS = (
     "line_opt_out, created_at, updated_at"
 )
 
-_UPSERT = """
-INSERT INTO members AS m (
-    member_id, email, email_sha256, phone, phone_sha256, line_user_id, line_friend,
-    attributes, email_opt_out, line_opt_out)
-SELECT u.member_id, u.email, u.email_sha256, u.phone, u.phone_sha256, u.line_user_id,
-       u.line_friend, u.attributes::jsonb, u.email_opt_out, u.line_opt_out
-FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::text[],
-            $7::bool[], $8::text[], $9::bool[], $10::bool[])
-     AS u(member_id, email, email_sha256, phone, phone_sha256, line_user_id, line_friend,
-          attributes, email_opt_out, line_opt_out)
-ON CONFLICT (member_id) DO UPDATE SET
-    email = excluded.email, email_sha256 = excluded.email_sha256,
-    phone = excluded.phone, phone_sha256 = excluded.phone_sha256,
-    line_user_id = excluded.line_user_id, line_friend = excluded.line_friend,
-    attributes = excluded.attributes, email_opt_out = excluded.email_opt_out,
-    line_opt_out = excluded.line_opt_out, updated_at = now()
-"""
-
+# Field groups a client sets together: an email address and its hash, a phone and its hash.
 _MERGED_FIELDS = (
     ("email", "email_sha256"),
     ("phone", "phone_sha256"),
@@ -214,57 +162,43 @@ async def upsert(
 
     Runs in the caller's transaction. Returns, per input, the outcome or the reason the
     member was not written (a LINE user ID already linked to another member)."""
-    ids = [m.member_id for m in members]
-    existing = {
-        r["member_id"]: r
-        for r in await conn.fetch(
-            "SELECT member_id, email, email_sha256, phone, phone_sha256, line_user_id,"
-            " line_friend, attributes, email_opt_out, line_opt_out"
-            " FROM members WHERE member_id = ANY($1::text[]) FOR UPDATE",
-            ids,
-        )
-    }
-    merged: list[PreparedMember] = []
+    existing = await member_store.lock(conn, [m.member_id for m in members])
     for m in members:
-        row = existing.get(m.member_id)
-        if row is None:
-            if m.attributes is None:
-                m.attributes = {}
-            merged.append(m)
-            continue
-        for group in _MERGED_FIELDS:
-            if group[0] not in m.given:
-                for name in group:
-                    setattr(m, name, row[name])
-        merged.append(m)
+        if (row := existing.get(m.member_id)) is not None:
+            for group in _MERGED_FIELDS:
+                if group[0] not in m.given:
+                    for name in group:
+                        setattr(m, name, getattr(row, name))
 
-    await _friendship_from_line(conn, merged)
-    taken = await _line_ids_taken(conn, merged)
+    await _friendship_from_line(conn, members)
+    taken = await _line_ids_taken(conn, members)
     results: list[UpsertResult | FieldError] = []
-    to_write: list[PreparedMember] = []
-    for m in merged:
+    to_write: list[MemberRow] = []
+    for m in members:
         if m.line_user_id is not None and taken[m.line_user_id] != m.member_id:
             results.append(
                 FieldError("line_user_id", "this LINE user ID belongs to another member")
             )
             continue
         results.append(UpsertResult(m.member_id, created=m.member_id not in existing))
-        to_write.append(m)
-    if to_write:
-        await conn.execute(
-            _UPSERT,
-            [m.member_id for m in to_write],
-            [m.email for m in to_write],
-            [m.email_sha256 for m in to_write],
-            [m.phone for m in to_write],
-            [m.phone_sha256 for m in to_write],
-            [m.line_user_id for m in to_write],
-            [m.line_friend for m in to_write],
-            [msgspec.json.encode(m.attributes).decode() for m in to_write],
-            [m.email_opt_out for m in to_write],
-            [m.line_opt_out for m in to_write],
-        )
+        to_write.append(_row(m))
+    await member_store.write(conn, to_write)
     return results
+
+
+def _row(m: PreparedMember) -> MemberRow:
+    return MemberRow(
+        member_id=m.member_id,
+        email=m.email,
+        email_sha256=m.email_sha256,
+        phone=m.phone,
+        phone_sha256=m.phone_sha256,
+        line_user_id=m.line_user_id,
+        line_friend=m.line_friend,
+        attributes=m.attributes if m.attributes is not None else {},
+        email_opt_out=m.email_opt_out,
+        line_opt_out=m.line_opt_out,
+    )
 
 
 async def _friendship_from_line(conn: Connection, members: Sequence[PreparedMember]) -> None:
@@ -312,21 +246,9 @@ async def get(conn: Connection, member_id: str) -> Member | None:
 
 
 async def erase(conn: Connection, member_id: str) -> bool:
-    """Delete a member, their intents and deliveries, and message contents no one else uses."""
+    """Delete a member and everything of theirs (see `router.store.members.erase`)."""
     async with conn.transaction():
-        contents = await conn.fetch(
-            "SELECT DISTINCT content_id FROM intents WHERE member_id = $1", member_id
-        )
-        deleted = await conn.fetchval(
-            "DELETE FROM members WHERE member_id = $1 RETURNING true", member_id
-        )
-        if contents:
-            await conn.execute(
-                "DELETE FROM contents c WHERE c.id = ANY($1::bytea[])"
-                " AND NOT EXISTS (SELECT 1 FROM intents i WHERE i.content_id = c.id)",
-                [r["content_id"] for r in contents],
-            )
-    return bool(deleted)
+        return await member_store.erase(conn, member_id)
 
 
 async def resolve(

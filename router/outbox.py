@@ -15,7 +15,7 @@ from uuid import UUID
 
 import msgspec
 
-from router import delivery_events, members
+from router import delivery_events, reach
 from router.content import Content
 from router.database import Connection
 from router.intents import NOTIFY_CHANNEL
@@ -54,8 +54,8 @@ class Result(msgspec.Struct, frozen=True):
 REACHABLE_NOW = f"""
     CASE WHEN d.attempts > 1 OR m.member_id IS NULL THEN true
          WHEN d.channel = 'line'
-              THEN coalesce({members.LINE_REACHABLE_SQL} AND m.line_user_id = d.address, false)
-         WHEN d.channel = 'email' THEN coalesce({members.EMAIL_REACHABLE_SQL}, false)
+              THEN coalesce({reach.LINE_REACHABLE_SQL} AND m.line_user_id = d.address, false)
+         WHEN d.channel = 'email' THEN coalesce({reach.EMAIL_REACHABLE_SQL}, false)
          ELSE true END"""
 
 
@@ -138,7 +138,7 @@ WITH added AS (
     INSERT INTO deliveries (intent_id, channel, address, status, is_fallback)
     SELECT i.id, i.fallback, m.email, 'pending', true
     FROM intents i JOIN members m ON m.member_id = i.member_id
-    WHERE i.id = ANY($1::uuid[]) AND i.fallback = 'email' AND {members.EMAIL_REACHABLE_SQL}
+    WHERE i.id = ANY($1::uuid[]) AND i.fallback = 'email' AND {reach.EMAIL_REACHABLE_SQL}
     ON CONFLICT (intent_id, channel) DO NOTHING
     RETURNING id, intent_id, channel, address
 ), processed AS (
@@ -151,7 +151,7 @@ WITH added AS (
                 ELSE 'no email fallback: the member opted out of email' END
     FROM intents i JOIN members m ON m.member_id = i.member_id
     WHERE $2::boolean AND i.id = ANY($1::uuid[]) AND i.fallback = 'email'
-      AND NOT {members.EMAIL_REACHABLE_SQL}
+      AND NOT {reach.EMAIL_REACHABLE_SQL}
 )
 SELECT channel FROM added
 """  # noqa: S608 - only constants are interpolated

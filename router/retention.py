@@ -2,7 +2,9 @@
 account, delivery events hold addresses, webhook events hold both: once they have done their
 job they are deleted after `[retention] days`, in small batches so no sweep holds long locks.
 Members, intents and deliveries are the record of what was sent; they are not pruned here
-(erasing a member removes theirs)."""
+(erasing a member removes theirs, with the contents and relayed messages no one else uses).
+A relayed message lives as long as a content names it; one no content ever named (the relay
+refused every recipient) is finished from the start and goes after the same window."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import asyncio
 
 from router.background import Wakeable
 from router.database import Pool
+from router.store import relayed_messages
 
 SWEEP_SECONDS = 600.0
 BATCH = 5_000
@@ -32,6 +35,7 @@ _PRUNE = {
         DELETE FROM line_link_nonces WHERE nonce IN (
             SELECT nonce FROM line_link_nonces
             WHERE expires_at < now() - make_interval(days => $1) LIMIT $2)""",
+    "relayed_messages": relayed_messages.PRUNE_UNNAMED,
 }
 
 

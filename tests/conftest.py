@@ -15,7 +15,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from router.database import migrate
+from router.database import MIGRATIONS_TABLE, migrate
 from tests.harness import LINE_TOKEN, SmtpSink, running_router
 
 
@@ -39,17 +39,27 @@ async def migrated(database_dsn: str) -> str:
     return database_dsn
 
 
+@pytest.fixture(scope="session")
+async def tables(migrated: str) -> list[str]:
+    """Every table the migrations made, read from the catalog once per run."""
+    conn = await asyncpg.connect(migrated)
+    try:
+        rows = await conn.fetch(
+            "SELECT quote_ident(tablename) AS name FROM pg_tables"
+            " WHERE schemaname = 'public' AND tablename <> $1 ORDER BY tablename",
+            MIGRATIONS_TABLE,
+        )
+    finally:
+        await conn.close()
+    return [r["name"] for r in rows]
+
+
 @pytest.fixture
-async def dsn(migrated: str) -> str:
+async def dsn(migrated: str, tables: list[str]) -> str:
     """A migrated database with no rows left by earlier tests."""
     conn = await asyncpg.connect(migrated)
     try:
-        await conn.execute(
-            "TRUNCATE members, contents, intents, deliveries, api_keys, rate_buckets, line_users,"
-            " line_webhook_events, line_link_nonces, webhook_forwards, audiences, audience_entries, campaigns,"
-            " send_groups"
-            " CASCADE"
-        )
+        await conn.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
     finally:
         await conn.close()
     return migrated

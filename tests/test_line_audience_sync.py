@@ -27,7 +27,7 @@ from linesim import (
 )
 from router import audiences
 from router.line import audience_sync as line_audience_sync
-from router.members import LINE_REACHABLE_SQL
+from router.reach import LINE_REACHABLE_SQL
 from tests.harness import LINE_TOKEN, RouterUnderTest, SmtpSink, running_router
 from tests.test_audiences import put_member, upload
 from tests.test_cli import router_env, run_router

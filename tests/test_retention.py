@@ -4,6 +4,7 @@ use, and recent ones, are kept."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import Any
 
@@ -46,6 +47,19 @@ async def seed(conn: asyncpg.Connection) -> None:
             f" VALUES ($1, 'm1', 't', {expires})",
             f"nonce-{age}",
         )
+        # A relayed message no content names is finished when received; one a content
+        # names is in use however old it is.
+        message_id = hashlib.sha256(f"relayed-{age}".encode()).hexdigest()
+        await conn.execute(
+            "INSERT INTO relayed_messages (id, data, created_at)"
+            f" VALUES (decode($1, 'hex'), 'x', now() - interval '{age or OLD}')",
+            message_id,
+        )
+        if age is None:
+            await conn.execute(
+                "INSERT INTO contents (id, body) VALUES ('\\x01', $1::jsonb)",
+                f'{{"relayed": {{"message_sha256": "{message_id}", "envelope_from": ""}}}}',
+            )
 
 
 async def counts(conn: asyncpg.Connection) -> dict[str, int]:

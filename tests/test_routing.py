@@ -21,7 +21,7 @@ from router.intake import routing
 from router.intake.routing import Plan, Unroutable
 from router.intents import Kind, Route
 from router.line.messages import text_message
-from router.members import Reach
+from router.reach import Reach
 
 
 def plan(

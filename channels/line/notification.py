@@ -19,7 +19,7 @@ from channels.base import Channel, ChannelDescriptor, Failed, Outbound, Outcome,
 from channels.line.push import LINE, LinePushChannel, classify, describe_error
 from router.config import Config
 from router.identifiers import phone_sha256_hex
-from router.members import Reach
+from router.reach import Reach
 
 PNP_PATH = "/bot/pnp/push"
 

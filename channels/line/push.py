@@ -47,7 +47,7 @@ from channels.base import (
 from channels.line.quota import LineQuota
 from router.config import Config, LineConfig
 from router.content import Content
-from router.members import LINE_REACHABLE_SQL, Reach
+from router.reach import LINE_REACHABLE_SQL, Reach
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,8 @@ from router.intake.routing import Unroutable, plan
 from router.intake_port import AcceptIntents
 from router.intents import IntentRequest
 from router.passwords import verify_password
+from router.reach import Reach
+from router.store import relayed_messages
 
 log = logging.getLogger(__name__)
 # AUTH without TLS is allowed only on loopback, and that choice is made below on purpose.
@@ -97,10 +99,10 @@ class IngressHandler:
         envelope.rcpt_tos.append(normalized)
         return "250 2.1.5 OK"
 
-    async def _reach(self, address: str) -> members.Reach:
+    async def _reach(self, address: str) -> Reach:
         async with self._pool.acquire(timeout=5) as conn:
             _, by_email = await members.resolve(conn, [], [email_sha256(address)])
-        return by_email.get(email_sha256(address)) or members.Reach.address_only(address)
+        return by_email.get(email_sha256(address)) or Reach.address_only(address)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
@@ -130,12 +132,7 @@ class IngressHandler:
         )
         try:
             async with self._pool.acquire(timeout=5) as conn, conn.transaction():
-                await conn.execute(
-                    "INSERT INTO relayed_messages (id, data) VALUES ($1, $2)"
-                    " ON CONFLICT DO NOTHING",
-                    digest,
-                    data,
-                )
+                await relayed_messages.store(conn, digest, data)
                 results = await self._accept_intents(conn, requests, relayed=relayed)
         except STORE_ERRORS as exc:
             log.warning("SMTP ingress could not store a message: %s", type(exc).__name__)

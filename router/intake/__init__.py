@@ -21,7 +21,7 @@ from router.intake.persist import Planned
 from router.intake.routing import Unroutable, plan
 from router.intake.validate import Validated, validate
 from router.intents import NOTIFY_CHANNEL, IntentRequest, IntentResult, rejected
-from router.members import Reach
+from router.reach import Reach
 from router.store.row_ids import uuid7
 
 

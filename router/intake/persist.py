@@ -17,7 +17,7 @@ from channels.base import ChannelDescriptor
 from router.database import Connection
 from router.intake.routing import Plan
 from router.intake.validate import Validated
-from router.members import Reach
+from router.reach import Reach
 from router.store import intents as intent_store
 from router.store.intents import ContentRow, DeliveryRow, IntentRow, SendGroupRow
 from router.store.send_groups import deal

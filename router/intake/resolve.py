@@ -15,8 +15,8 @@ from router import members
 from router.database import Connection
 from router.intake.validate import Validated
 from router.intents import IntentResult, rejected
-from router.members import Reach
 from router.problems import FieldError
+from router.reach import Reach
 from router.store import intents as intent_store
 
 

@@ -16,7 +16,7 @@ import msgspec
 from channels.base import ChannelDescriptor
 from router.content import Content
 from router.intents import Kind, Route
-from router.members import Reach
+from router.reach import Reach
 
 # A route sends on the first channel (in rank order) that reaches the recipient, or on all.
 EVERY_CHANNEL: frozenset[Route] = frozenset({"both"})

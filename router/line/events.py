@@ -20,6 +20,7 @@ from router.background import Wakeable
 from router.config import LineConfig
 from router.database import Connection, Pool
 from router.line import identity as line_identity
+from router.store import members as member_store
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class LineEventProcessor(Wakeable):
     async def _handle(self, conn: Connection, event: Event, at: datetime) -> str:
         user = event.source.user_id if event.source else None
         if event.type in ("follow", "unfollow") and user:
-            members = await line_identity.set_friend(conn, user, event.type == "follow", at)
+            members = await member_store.record_friendship(conn, user, event.type == "follow", at)
             if event.type == "unfollow":
                 return f"not a friend; members updated: {len(members)}"
             if members:

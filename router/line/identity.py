@@ -1,9 +1,5 @@
-"""What the router knows about LINE users: friendship and the link to a member.
-
-Friendship is kept per LINE user ID (`line_users`), so a follow from someone not yet linked
-is remembered, and copied to the member who holds that ID. Each change carries the time of
-the event that caused it; an older event never overwrites a newer one.
-"""
+"""Linking a LINE user to a member: single-use nonces for LINE's account-link flow, and the
+link itself. Friendship (follows and unfollows) is recorded by `router.store.members`."""
 
 from __future__ import annotations
 
@@ -12,28 +8,9 @@ import urllib.parse
 from datetime import datetime, timedelta
 
 from router.database import Connection
+from router.store import members as member_store
 
 NONCE_BYTES = 24  # 192 bits; LINE asks for at least 128
-
-
-async def set_friend(conn: Connection, line_user_id: str, friend: bool, at: datetime) -> list[str]:
-    """Record a follow or unfollow; return the member IDs whose flag now follows it."""
-    await conn.execute(
-        "INSERT INTO line_users AS u (line_user_id, friend, status_at) VALUES ($1, $2, $3)"
-        " ON CONFLICT (line_user_id) DO UPDATE SET friend = excluded.friend,"
-        "   status_at = excluded.status_at, updated_at = now()"
-        " WHERE u.status_at <= excluded.status_at",
-        line_user_id,
-        friend,
-        at,
-    )
-    rows = await conn.fetch(
-        "UPDATE members m SET line_friend = u.friend, updated_at = now()"
-        " FROM line_users u WHERE u.line_user_id = $1 AND m.line_user_id = $1"
-        " RETURNING m.member_id",
-        line_user_id,
-    )
-    return [r["member_id"] for r in rows]
 
 
 class LinkRefused(Exception):
@@ -42,20 +19,10 @@ class LinkRefused(Exception):
 
 async def link(conn: Connection, member_id: str, line_user_id: str) -> None:
     """Give a member a LINE user ID. An ID belongs to at most one member."""
-    owner = await conn.fetchval(
-        "SELECT member_id FROM members WHERE line_user_id = $1 FOR UPDATE", line_user_id
-    )
-    if owner is not None and owner != member_id:
+    outcome = await member_store.link_line_user(conn, member_id, line_user_id)
+    if outcome == "held_by_another":
         raise LinkRefused("this LINE user is already linked to another member")
-    updated = await conn.fetchval(
-        "UPDATE members SET line_user_id = $2,"
-        "   line_friend = coalesce((SELECT friend FROM line_users WHERE line_user_id = $2), true),"
-        "   updated_at = now()"
-        " WHERE member_id = $1 RETURNING true",
-        member_id,
-        line_user_id,
-    )
-    if not updated:
+    if outcome == "no_member":
         raise LinkRefused("no member with this member_id")
 
 

@@ -1,0 +1,224 @@
+"""The only writer of `members` and `line_users`: a member's record and LINE identity.
+
+Friendship is kept per LINE user ID in `line_users`, so a follow from someone not yet linked
+is remembered; the member holding that ID carries a copy in `members.line_friend`. Each
+change carries the time of the event that caused it, and an older event never overwrites a
+newer one. Both tables are written here, so the copy is made by the same statements that
+change the original.
+
+Every function runs in the caller's transaction; none opens its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from router.database import Connection
+from router.store import relayed_messages
+
+
+class MemberRow(msgspec.Struct, kw_only=True):
+    """A member as stored: what `write` inserts, or overwrites whole."""
+
+    member_id: str
+    email: str | None
+    email_sha256: bytes | None
+    phone: str | None
+    phone_sha256: bytes | None
+    line_user_id: str | None
+    line_friend: bool
+    attributes: dict[str, Any]
+    email_opt_out: bool
+    line_opt_out: bool
+
+
+_ROW_COLUMNS = (
+    "member_id, email, email_sha256, phone, phone_sha256, line_user_id, line_friend,"
+    " attributes::text AS attributes, email_opt_out, line_opt_out"
+)
+
+
+async def lock(conn: Connection, member_ids: Sequence[str]) -> dict[str, MemberRow]:
+    """The stored rows of these members, locked until the transaction ends, so an update
+    merged from them cannot overwrite a concurrent one."""
+    rows = await conn.fetch(
+        f"SELECT {_ROW_COLUMNS} FROM members"  # noqa: S608 - constant columns
+        " WHERE member_id = ANY($1::text[]) FOR UPDATE",
+        list(member_ids),
+    )
+    return {
+        r["member_id"]: MemberRow(
+            **{**dict(r), "attributes": msgspec.json.decode(r["attributes"])},
+        )
+        for r in rows
+    }
+
+
+_WRITE = """
+INSERT INTO members AS m (
+    member_id, email, email_sha256, phone, phone_sha256, line_user_id, line_friend,
+    attributes, email_opt_out, line_opt_out)
+SELECT u.member_id, u.email, u.email_sha256, u.phone, u.phone_sha256, u.line_user_id,
+       u.line_friend, u.attributes::jsonb, u.email_opt_out, u.line_opt_out
+FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::text[],
+            $7::bool[], $8::text[], $9::bool[], $10::bool[])
+     AS u(member_id, email, email_sha256, phone, phone_sha256, line_user_id, line_friend,
+          attributes, email_opt_out, line_opt_out)
+ON CONFLICT (member_id) DO UPDATE SET
+    email = excluded.email, email_sha256 = excluded.email_sha256,
+    phone = excluded.phone, phone_sha256 = excluded.phone_sha256,
+    line_user_id = excluded.line_user_id, line_friend = excluded.line_friend,
+    attributes = excluded.attributes, email_opt_out = excluded.email_opt_out,
+    line_opt_out = excluded.line_opt_out, updated_at = now()
+"""
+
+
+async def write(conn: Connection, rows: Sequence[MemberRow]) -> None:
+    """Insert these members, or overwrite every field of those that exist, in one statement."""
+    if not rows:
+        return
+    await conn.execute(
+        _WRITE,
+        [m.member_id for m in rows],
+        [m.email for m in rows],
+        [m.email_sha256 for m in rows],
+        [m.phone for m in rows],
+        [m.phone_sha256 for m in rows],
+        [m.line_user_id for m in rows],
+        [m.line_friend for m in rows],
+        [msgspec.json.encode(m.attributes).decode() for m in rows],
+        [m.email_opt_out for m in rows],
+        [m.line_opt_out for m in rows],
+    )
+
+
+async def erase(conn: Connection, member_id: str) -> bool:
+    """Delete a member and everything of theirs; False if there was no such member.
+
+    Their intents, deliveries and link nonces go by cascade; then the contents no other
+    intent uses, and the relayed messages no remaining content names. Run it in a
+    transaction: the contents are chosen before the member's intents are gone."""
+    content_ids = [
+        r["content_id"]
+        for r in await conn.fetch(
+            "SELECT DISTINCT content_id FROM intents WHERE member_id = $1", member_id
+        )
+    ]
+    deleted = await conn.fetchval(
+        "DELETE FROM members WHERE member_id = $1 RETURNING true", member_id
+    )
+    if content_ids:
+        unused = await conn.fetch(
+            "DELETE FROM contents c WHERE c.id = ANY($1::bytea[])"
+            " AND NOT EXISTS (SELECT 1 FROM intents i WHERE i.content_id = c.id)"
+            " RETURNING c.relayed_message_id",
+            content_ids,
+        )
+        await relayed_messages.delete_unnamed(
+            conn, [r["relayed_message_id"] for r in unused if r["relayed_message_id"]]
+        )
+    return bool(deleted)
+
+
+# LINE identity
+
+
+async def record_friendship(
+    conn: Connection, line_user_id: str, friend: bool, at: datetime
+) -> list[str]:
+    """A follow or unfollow that happened `at`; an older event never overwrites a newer one.
+    Returns the members whose flag now follows it (at most one: IDs are unique)."""
+    await conn.execute(
+        "INSERT INTO line_users AS u (line_user_id, friend, status_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT (line_user_id) DO UPDATE SET friend = excluded.friend,"
+        "   status_at = excluded.status_at, updated_at = now()"
+        " WHERE u.status_at <= excluded.status_at",
+        line_user_id,
+        friend,
+        at,
+    )
+    rows = await conn.fetch(
+        "UPDATE members m SET line_friend = u.friend, updated_at = now()"
+        " FROM line_users u WHERE u.line_user_id = $1 AND m.line_user_id = $1"
+        " RETURNING m.member_id",
+        line_user_id,
+    )
+    return [r["member_id"] for r in rows]
+
+
+LinkOutcome = Literal["linked", "held_by_another", "no_member"]
+
+
+async def link_line_user(conn: Connection, member_id: str, line_user_id: str) -> LinkOutcome:
+    """Give a member a LINE user ID, with the friend flag LINE last reported for it (a friend
+    if LINE never said: links start from a follow). An ID belongs to at most one member."""
+    owner = await conn.fetchval(
+        "SELECT member_id FROM members WHERE line_user_id = $1 FOR UPDATE", line_user_id
+    )
+    if owner is not None and owner != member_id:
+        return "held_by_another"
+    updated = await conn.fetchval(
+        "UPDATE members SET line_user_id = $2,"
+        "   line_friend = coalesce((SELECT friend FROM line_users WHERE line_user_id = $2), true),"
+        "   updated_at = now()"
+        " WHERE member_id = $1 RETURNING true",
+        member_id,
+        line_user_id,
+    )
+    return "linked" if updated else "no_member"
+
+
+# Reconciling with LINE's follower list. The list is collected in a temporary table that
+# lives until the end of the transaction: start it, add each page, then apply.
+
+
+async def start_follower_list(conn: Connection) -> None:
+    await conn.execute(
+        "CREATE TEMP TABLE followers_now (line_user_id text PRIMARY KEY) ON COMMIT DROP"
+    )
+
+
+async def add_followers(conn: Connection, line_user_ids: Sequence[str]) -> None:
+    await conn.execute(
+        "INSERT INTO followers_now SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        list(line_user_ids),
+    )
+
+
+async def apply_follower_list(conn: Connection, started: datetime) -> int:
+    """Everyone listed is a friend and everyone else is not, as of `started`; webhook events
+    newer than that keep precedence. Returns how many members' flags changed."""
+    await conn.execute(
+        "INSERT INTO line_users AS u (line_user_id, friend, status_at)"
+        " SELECT line_user_id, true, $1 FROM followers_now"
+        " ON CONFLICT (line_user_id) DO UPDATE SET friend = true, status_at = $1,"
+        "   updated_at = now() WHERE u.status_at <= $1",
+        started,
+    )
+    await conn.execute(
+        "INSERT INTO line_users AS u (line_user_id, friend, status_at)"
+        " SELECT m.line_user_id, false, $1 FROM members m"
+        " WHERE m.line_user_id IS NOT NULL"
+        "   AND NOT EXISTS (SELECT 1 FROM followers_now f"
+        "     WHERE f.line_user_id = m.line_user_id)"
+        " ON CONFLICT (line_user_id) DO UPDATE SET friend = false, status_at = $1,"
+        "   updated_at = now() WHERE u.status_at <= $1",
+        started,
+    )
+    await conn.execute(
+        "UPDATE line_users u SET friend = false, status_at = $1, updated_at = now()"
+        " WHERE u.friend AND u.status_at <= $1"
+        "   AND NOT EXISTS (SELECT 1 FROM followers_now f"
+        "     WHERE f.line_user_id = u.line_user_id)",
+        started,
+    )
+    changed = await conn.fetch(
+        "UPDATE members m SET line_friend = u.friend, updated_at = now()"
+        " FROM line_users u WHERE u.line_user_id = m.line_user_id"
+        "   AND m.line_friend <> u.friend RETURNING 1"
+    )
+    return len(changed)
