@@ -197,9 +197,7 @@ async def test_kill_mid_fan_out_and_mid_multicast_then_restart_exactly_once(
         line_sim.delay_next(0, 0.0)
         row = await conn.fetchrow("SELECT status, targeted FROM campaigns")
         assert row["status"] == "fanning_out" and 0 < row["targeted"] < len(people), dict(row)
-        in_flight = await conn.fetchval(
-            "SELECT count(*) FROM send_groups WHERE status = 'claimed'"
-        )
+        in_flight = await conn.fetchval("SELECT count(*) FROM send_groups WHERE status = 'claimed'")
         assert in_flight >= 3
 
         unfinished = (
