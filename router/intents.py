@@ -27,10 +27,13 @@ from router.content import (
 from router.database import Connection
 from router.identifiers import InvalidIdentifier, email_sha256, normalize_email, phone_sha256_hex
 from router.problems import FieldError
+from router.queue.wakeups import Notices
 from router.routing import ChannelName, Kind, Route
+from router.store.deliveries import QUEUE as DELIVERIES
+from router.store.delivery_events import QUEUE as EVENTS
 from router.store.row_ids import uuid7
+from router.store.send_groups import QUEUE as SEND_GROUPS
 
-NOTIFY_CHANNEL = "router_deliveries"
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
 MAX_BATCH = 10_000
 
@@ -248,9 +251,16 @@ async def accept(
                     batches.send_at,
                 )
             }
-            woken = {c for (i, _, _, d) in rows.plans if i in inserted for c in d.primary}
-            for channel in sorted(woken):
-                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
+            notices = Notices()  # rows due later only set the queues' timers
+            for (intent_id, p, _, d), group in zip(rows.plans, batches.of_intent, strict=True):
+                if intent_id not in inserted:
+                    continue
+                for c in d.primary:
+                    queue = SEND_GROUPS if group is not None and c == routing.LINE else DELIVERIES
+                    notices.add(queue.queue_name(c), p.request.send_at)
+            if events and inserted:
+                notices.add(EVENTS.queue_name)
+            await notices.send(conn)
             lost = []
             for intent_id, (p, result) in accepted.items():
                 if intent_id in inserted:

@@ -6,10 +6,8 @@ Members, intents and deliveries are the record of what was sent; they are not pr
 
 from __future__ import annotations
 
-import asyncio
-
-from router.background import Wakeable
 from router.database import Pool
+from router.queue.loops import QueueWorker
 
 SWEEP_SECONDS = 600.0
 BATCH = 5_000
@@ -45,16 +43,13 @@ async def prune(pool: Pool, days: int, batch: int = BATCH) -> dict[str, int]:
     return deleted
 
 
-class Retention(Wakeable):
+class Retention(QueueWorker):
     """Prunes every few minutes, batch after batch until nothing expired is left."""
 
     def __init__(self, pool: Pool, days: int) -> None:
-        super().__init__()
+        super().__init__("retention", recheck_seconds=SWEEP_SECONDS)
         self._pool = pool
         self._days = days
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        await self.loop(stopping, self.prune_some, SWEEP_SECONDS, "retention sweep")
-
-    async def prune_some(self) -> int:
+    async def step(self) -> int:
         return sum((await prune(self._pool, self._days)).values())

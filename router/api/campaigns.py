@@ -50,8 +50,6 @@ class CampaignController(Controller):
                 ) from None
             except ValueError as exc:
                 raise ProblemError(409, "Conflict", str(exc)) from None
-        if runtime.campaign_fan_out is not None:
-            runtime.campaign_fan_out.kick()
         return Response(
             CampaignAccepted(campaign_id, "fanning_out" if new else "existing"),
             status_code=202 if new else 200,

@@ -91,7 +91,6 @@ async def line_webhook(
             )
     except line_webhooks.BadWebhook as exc:
         raise ProblemError(400, "Invalid request", f"not a LINE webhook body: {exc}") from None
-    runtime.after_webhook()
     return WebhookAccepted(stored=stored.events, duplicates=stored.duplicates)
 
 
