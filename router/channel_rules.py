@@ -48,8 +48,13 @@ FALLBACK_REFUSED_SQL = """
          ELSE 'no email fallback: the member opted out of email' END"""
 
 # LINE notification messages have no retry key and count as delivered only when LINE's
-# `delivery` webhook confirms them.
+# `delivery` webhook confirms them: the response of their `delivered` event, and the error
+# of those not confirmed within $1 seconds (SQL).
 CONFIRMED_BY_WEBHOOK = "line_notification"
+CONFIRMED_RESPONSE = "confirmed by LINE's delivery event"
+UNCONFIRMED_ERROR_SQL = (
+    "'LINE sent no delivery event within ' || $1::text || ' s: counted as not delivered'"
+)
 
 # The address a delivery event reports (over `deliveries d`, `intents i`, `members m`): the
 # delivery's own for email, otherwise the intent's recipient address, otherwise the member's.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from router.channel_rules import CONFIRMED_BY_WEBHOOK
+from router.channel_rules import CONFIRMED_BY_WEBHOOK, CONFIRMED_RESPONSE
 from router.database import Connection
 from router.store import deliveries, delivery_events
 from router.store.deliveries import Result
@@ -84,6 +84,6 @@ async def confirm(conn: Connection, delivery_id: UUID, *, events: bool = False) 
         if done and events:
             await delivery_events.record(
                 conn,
-                [Recorded(delivery_id, "delivered", response="confirmed by LINE's delivery event")],
+                [Recorded(delivery_id, "delivered", response=CONFIRMED_RESPONSE)],
             )
     return done

@@ -23,6 +23,7 @@ from router.channel_rules import (
     FALLBACK_REACHABLE_SQL,
     FALLBACK_REFUSED_SQL,
     REACHABLE_NOW,
+    UNCONFIRMED_ERROR_SQL,
 )
 from router.database import Connection
 from router.queue import claims
@@ -169,9 +170,7 @@ async def add_fallbacks(
 
 
 _EXPIRE_UNCONFIRMED = f"""
-UPDATE deliveries SET status = 'failed', updated_at = now(),
-       last_error = 'LINE sent no delivery event within ' || $1::text
-                    || ' s: counted as not delivered'
+UPDATE deliveries SET status = 'failed', updated_at = now(), last_error = {UNCONFIRMED_ERROR_SQL}
 WHERE channel = '{CONFIRMED_BY_WEBHOOK}' AND status = 'sent' AND confirmed_at IS NULL
   AND sent_at < now() - make_interval(secs => $1)
 RETURNING id, intent_id, last_error
