@@ -78,7 +78,7 @@ class QueueWorker(ABC):
                     continue
                 except Exception as exc:
                     log.error(
-                        "%s: unexpected error (%s); continuing\n%s",
+                        "%s dispatch loop error (%s); continuing\n%s",
                         self.name,
                         describe(exc),
                         frames(exc),
