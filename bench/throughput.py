@@ -43,10 +43,14 @@ def free_port() -> int:
 
 @contextmanager
 def process(
-    args: list[str], env: dict[str, str] | None = None
+    args: list[str], env: dict[str, str] | None = None, cwd: str | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        args, env=os.environ | (env or {}), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        args,
+        env=os.environ | (env or {}),
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         yield proc

@@ -81,6 +81,8 @@ class ChannelDescriptor:
     confirmed_by_provider: bool = False
     """'sent' means only that the provider took the request; the message counts as delivered
     when the provider confirms it, and as not delivered if it does not in time."""
+    provider: str = ""
+    """Who sends for the channel, in words ("LINE"), for the texts of confirmations."""
     group_sending: bool = False
     """The adapter can send one content to many recipients in one request (`GroupChannel`)."""
     describe: Callable[[Config], str] | None = None

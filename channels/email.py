@@ -197,4 +197,4 @@ def _by_code(code: int, text: str) -> Outcome:
     error = f"SMTP {code}: {text}"
     if 400 <= code < 500:
         return Retry(error)
-    return Failed(error, fallback=False)
+    return Failed(error)  # the mailbox refused it: another channel may still reach them

@@ -9,6 +9,7 @@ lives outside this package, a `register` call before the router starts).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 
 from channels import email
@@ -20,10 +21,14 @@ Builder = Callable[[Config, Mapping[str, Channel]], Channel | None]
 """Makes a channel's adapter from configuration and the adapters built before it."""
 
 _registered: dict[str, tuple[ChannelDescriptor, Builder]] = {}
+# A channel's name is written into SQL the core composes (as a quoted constant): keep it plain.
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 def register(descriptor: ChannelDescriptor, build: Builder) -> None:
     """Add a channel; adapters are built in registration order."""
+    if not _NAME.fullmatch(descriptor.name):
+        raise ValueError(f"a channel name is lower-case letters, digits and _: {descriptor.name!r}")
     if descriptor.name in _registered:
         raise ValueError(f"a channel named {descriptor.name!r} is already registered")
     _registered[descriptor.name] = (descriptor, build)

@@ -8,29 +8,36 @@ campaign and the member, so redoing a chunk after a crash adds nothing twice.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
 
 import msgspec
 
-from router import audiences, send_batches
-from router.background import Wakeable
+from router import audiences
 from router.content import Content, EmailContent, LineContent, check_content
-from router.database import Connection
-from router.intents import IntentRequest, Kind, Route
+from router.database import Connection, Pool
+from router.intents import IntentRequest, IntentResult, Kind, Route
 from router.problems import FieldError
+from router.queue import claims
+from router.queue.loops import QueueWorker
+from router.queue.wakeups import notify
+from router.store import deliveries, send_groups
 from router.store.row_ids import uuid7
-
-if TYPE_CHECKING:
-    from router.service import Runtime
 
 log = logging.getLogger(__name__)
 
-SWEEP_SECONDS = 5.0
+# A campaign still fanning out is claimed inside the transaction that creates its next chunk;
+# the one advanced longest ago goes first, so campaigns fanning out at once take turns.
+FANNING_OUT = claims.Locked(
+    table="campaigns",
+    columns="id, audience_ids, exclude_audience_ids, template::text AS template, cursor_member_id",
+    pending="status = 'fanning_out'",
+    order="updated_at",
+)
 
 
 class CampaignRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -113,6 +120,7 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
         request.idempotency_key,
         fingerprint,
     )
+    await notify(conn, FANNING_OUT.queue_name)
     return campaign_id, True
 
 
@@ -151,64 +159,6 @@ async def _ids_by_type(conn: Connection, ids: list[UUID]) -> list[list[UUID]]:
     return list(found.values())
 
 
-async def fan_out_chunk(runtime: Runtime, campaign_id: UUID) -> bool:
-    """Create the intents of the next chunk of members; False once there is nothing left."""
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "SELECT audience_ids, exclude_audience_ids, template::text AS template,"
-            " cursor_member_id FROM campaigns WHERE id = $1 AND status = 'fanning_out'"
-            " FOR UPDATE SKIP LOCKED",
-            campaign_id,
-        )
-        if row is None:
-            return False  # finished, cancelled, or another process has it right now
-        template = msgspec.json.decode(row["template"], type=CampaignRequest)
-        members = [
-            r["member_id"]
-            for r in await conn.fetch(
-                _TARGETS,
-                row["cursor_member_id"],
-                *await _ids_by_type(conn, row["audience_ids"]),
-                *await _ids_by_type(conn, row["exclude_audience_ids"]),
-                runtime.config.campaigns.fan_out_chunk,
-            )
-        ]
-        if not members:
-            await conn.execute(
-                "UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1",
-                campaign_id,
-            )
-            return False
-        requests: list[Any] = [
-            IntentRequest(
-                member_id=member_id,
-                route=template.route,
-                kind=template.kind,
-                email=template.email,
-                line=template.line,
-                campaign=template.name or str(campaign_id),
-                tags=template.tags,
-                send_at=template.send_at,
-                idempotency_key=f"campaign:{campaign_id}:{member_id}"[:255],
-            )
-            for member_id in members
-        ]
-        results = await runtime.accept_intents(conn, requests, campaign_id=campaign_id)
-        accepted = sum(r.status == "accepted" for r in results)
-        rejected = sum(r.status == "rejected" for r in results)
-        await conn.execute(
-            "UPDATE campaigns SET cursor_member_id = $2, targeted = targeted + $3,"
-            " accepted = accepted + $4, rejected = rejected + $5, updated_at = now()"
-            " WHERE id = $1",
-            campaign_id,
-            members[-1],
-            len(members),
-            accepted,
-            rejected,
-        )
-        return True
-
-
 async def cancel(conn: Connection, campaign_id: UUID) -> bool:
     """Stop the fan-out and every delivery not yet handed to a provider."""
     async with conn.transaction():
@@ -219,13 +169,8 @@ async def cancel(conn: Connection, campaign_id: UUID) -> bool:
         )
         if not found:
             return False
-        await send_batches.cancel_pending(conn, campaign_id)
-        await conn.execute(
-            "UPDATE deliveries d SET status = 'cancelled', updated_at = now(),"
-            " last_error = 'campaign cancelled' FROM intents i"
-            " WHERE i.campaign_id = $1 AND d.intent_id = i.id AND d.status = 'pending'",
-            campaign_id,
-        )
+        await send_groups.cancel_pending(conn, campaign_id)
+        await deliveries.cancel_campaign(conn, campaign_id)
     return True
 
 
@@ -250,27 +195,78 @@ async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
     return CampaignView(deliveries=counts, **dict(row))
 
 
-class CampaignFanOut(Wakeable):
-    """Runs fan-outs: a campaign's own as soon as it is created, and any left unfinished by a
-    stopped process, found by a sweep every few seconds."""
+class AcceptIntents(Protocol):
+    """The router's one way to accept intents (`Runtime.accept_intents`)."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        super().__init__()
-        self._runtime = runtime
+    async def __call__(
+        self,
+        conn: Connection,
+        requests: Sequence[IntentRequest | IntentResult],
+        *,
+        campaign_id: UUID | None = None,
+    ) -> list[IntentResult]: ...
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        await self.loop(stopping, self.fan_out_some, SWEEP_SECONDS, "campaign fan-out")
 
-    async def fan_out_some(self) -> int:
-        """One chunk of every campaign still fanning out; how many chunks were done."""
-        async with self._runtime.pool.acquire() as conn:
-            ids = [
-                r["id"]
+class CampaignFanOut(QueueWorker):
+    """Runs fan-outs, one chunk of members per step: a campaign's own as soon as it is
+    created, and any left unfinished by a stopped process."""
+
+    def __init__(self, pool: Pool, accept: AcceptIntents, chunk: int) -> None:
+        super().__init__(FANNING_OUT.queue_name)
+        self._pool = pool
+        self._accept = accept
+        self._chunk = chunk
+
+    async def step(self) -> int:
+        """Create the intents of one campaign's next chunk; 0 once no campaign is left."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            found = await claims.claim_locked(conn, FANNING_OUT, 1)
+            if not found:
+                return 0  # finished, or every one is being fanned out by another process
+            row = found[0]
+            campaign_id = row["id"]
+            template = msgspec.json.decode(row["template"], type=CampaignRequest)
+            members = [
+                r["member_id"]
                 for r in await conn.fetch(
-                    "SELECT id FROM campaigns WHERE status = 'fanning_out' ORDER BY created_at"
+                    _TARGETS,
+                    row["cursor_member_id"],
+                    *await _ids_by_type(conn, row["audience_ids"]),
+                    *await _ids_by_type(conn, row["exclude_audience_ids"]),
+                    self._chunk,
                 )
             ]
-        done = 0
-        for campaign_id in ids:
-            done += int(await fan_out_chunk(self._runtime, campaign_id))
-        return done
+            if not members:
+                await conn.execute(
+                    "UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1",
+                    campaign_id,
+                )
+                return 1
+            requests: list[Any] = [
+                IntentRequest(
+                    member_id=member_id,
+                    route=template.route,
+                    kind=template.kind,
+                    email=template.email,
+                    line=template.line,
+                    campaign=template.name or str(campaign_id),
+                    tags=template.tags,
+                    send_at=template.send_at,
+                    idempotency_key=f"campaign:{campaign_id}:{member_id}"[:255],
+                )
+                for member_id in members
+            ]
+            results = await self._accept(conn, requests, campaign_id=campaign_id)
+            accepted = sum(r.status == "accepted" for r in results)
+            rejected = sum(r.status == "rejected" for r in results)
+            await conn.execute(
+                "UPDATE campaigns SET cursor_member_id = $2, targeted = targeted + $3,"
+                " accepted = accepted + $4, rejected = rejected + $5, updated_at = now()"
+                " WHERE id = $1",
+                campaign_id,
+                members[-1],
+                len(members),
+                accepted,
+                rejected,
+            )
+            return 1

@@ -85,9 +85,23 @@ async def _init_connection(conn: Connection) -> None:
     )
 
 
+async def _keep_session(conn: Connection) -> None:
+    """Returning a connection to the pool costs no round trip. asyncpg's default reset
+    (UNLISTEN, advisory unlock, CLOSE ALL, RESET ALL) undoes session state the router never
+    leaves on a pool connection: the queues' one LISTEN connection is its own, advisory locks
+    are transaction-scoped (migrations lock on a connection of their own), no session setting
+    is changed, and cursors close with their transaction. asyncpg still rolls back a
+    transaction left open before it calls this."""
+
+
 async def create_pool(dsn: str, size: int) -> Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=size, init=_init_connection, command_timeout=60
+        dsn,
+        min_size=1,
+        max_size=size,
+        init=_init_connection,
+        reset=_keep_session,
+        command_timeout=60,
     )
     assert pool is not None
     return pool

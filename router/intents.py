@@ -17,7 +17,6 @@ from router.content import EmailContent, LineContent
 from router.database import Connection
 from router.problems import FieldError
 
-NOTIFY_CHANNEL = "router_deliveries"
 MAX_BATCH = 10_000
 
 Route = Literal["prefer_line", "both", "line_only", "email_only", "notification_first"]

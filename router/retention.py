@@ -8,10 +8,8 @@ refused every recipient) is finished from the start and goes after the same wind
 
 from __future__ import annotations
 
-import asyncio
-
-from router.background import Wakeable
 from router.database import Pool
+from router.queue.loops import QueueWorker
 from router.store import relayed_messages
 
 SWEEP_SECONDS = 600.0
@@ -49,16 +47,13 @@ async def prune(pool: Pool, days: int, batch: int = BATCH) -> dict[str, int]:
     return deleted
 
 
-class Retention(Wakeable):
+class Retention(QueueWorker):
     """Prunes every few minutes, batch after batch until nothing expired is left."""
 
     def __init__(self, pool: Pool, days: int) -> None:
-        super().__init__()
+        super().__init__("retention", recheck_seconds=SWEEP_SECONDS)
         self._pool = pool
         self._days = days
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        await self.loop(stopping, self.prune_some, SWEEP_SECONDS, "retention sweep")
-
-    async def prune_some(self) -> int:
+    async def step(self) -> int:
         return sum((await prune(self._pool, self._days)).values())

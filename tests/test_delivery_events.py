@@ -94,7 +94,7 @@ async def router_with_events(
     } | env
     async with running_router(dsn, line_sim.base_url, smtp, **settings) as r:
         assert r.runtime.delivery_events is not None
-        r.runtime.delivery_events.poll_seconds = 0.05
+        r.runtime.delivery_events.recheck_seconds = 0.05
         yield r
 
 

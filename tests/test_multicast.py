@@ -13,10 +13,11 @@ import asyncpg
 
 from channels.base import Failed, OutboundGroup, Sent, Split
 from channels.line.push import LinePushChannel
-from router import send_batches
 from router.config import LineConfig
 from router.content import Content, LineContent
 from router.line.messages import text_message
+from router.queue import claims
+from router.store import send_groups
 from tests.harness import LINE_TOKEN, RouterUnderTest, SmtpSink, running_router
 
 MAIL = {"subject": "Coupon", "text": "10% off for registered members"}
@@ -293,15 +294,15 @@ async def test_a_dead_workers_batch_is_requeued_with_its_deliveries(dsn: str) ->
             "UPDATE deliveries SET send_group_id = '00000000-0000-4000-8000-000000000001'"
         )
         dead = uuid.uuid4()
-        [claimed] = await send_batches.claim(conn, "line", 5, dead, lease_seconds=0.01)
+        [claimed] = await send_groups.claim(conn, "line", 5, dead, lease_seconds=0.01)
         assert len(claimed.delivery_ids) == 3
         await asyncio.sleep(0.05)  # the dead worker's lease runs out
 
-        assert await send_batches.recover_expired(conn) == {"line"}
+        assert (await claims.sweep(conn, send_groups.QUEUE)).lanes == {"line"}
         statuses = await conn.fetch("SELECT DISTINCT status, claim_token FROM deliveries")
         assert [tuple(r) for r in statuses] == [("pending", None)]
-        [again] = await send_batches.claim(conn, "line", 5, uuid.uuid4(), lease_seconds=60)
-        assert again.batch_id == claimed.batch_id and again.attempts == 2
+        [again] = await send_groups.claim(conn, "line", 5, uuid.uuid4(), lease_seconds=60)
+        assert again.group_id == claimed.group_id and again.attempts == 2
         assert again.delivery_ids == claimed.delivery_ids and again.addresses == claimed.addresses
     finally:
         await conn.close()

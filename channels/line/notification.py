@@ -56,6 +56,7 @@ LINE_NOTIFICATION = ChannelDescriptor(
     carries=LINE.carries,
     no_content=LINE.no_content,
     confirmed_by_provider=True,
+    provider="LINE",
     describe=lambda config: f"LINE notification messages via {config.line.api_base}",
 )
 

@@ -40,18 +40,12 @@ async def healthz(pool: Injected[Pool]) -> Health:
 def dependencies(runtime: Runtime) -> ApiDependencies:
     """What handlers may ask for, taken once from the running router."""
 
-    def campaign_started() -> None:
-        if runtime.campaign_fan_out is not None:
-            runtime.campaign_fan_out.kick()
-
     return ApiDependencies(
         pool=runtime.pool,
         accept_intents=runtime.accept_intents,
         members_config=runtime.config.members,
         line_config=runtime.config.line,
         line_account=runtime.line_account,
-        webhook_stored=runtime.after_webhook,
-        campaign_started=campaign_started,
     )
 
 

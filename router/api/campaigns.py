@@ -10,7 +10,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
 from router import campaigns
-from router.api.dependencies import Injected, Signal
+from router.api.dependencies import Injected
 from router.api.errors import found
 from router.api.openapi import problems
 from router.campaigns import CampaignRequest, CampaignView
@@ -37,7 +37,6 @@ class CampaignController(Controller):
         self,
         data: JSONBody[CampaignRequest],
         pool: Injected[Pool],
-        campaign_started: Injected[Signal],
     ) -> Response[CampaignAccepted]:
         errors = campaigns.check(data)
         if errors:
@@ -54,7 +53,6 @@ class CampaignController(Controller):
                 ) from None
             except ValueError as exc:
                 raise ProblemError(409, "Conflict", str(exc)) from None
-        campaign_started()
         return Response(
             CampaignAccepted(campaign_id, "fanning_out" if new else "existing"),
             status_code=202 if new else 200,

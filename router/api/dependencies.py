@@ -10,7 +10,6 @@ stops the application from being built.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import TypeAlias, TypeVar
 
 from litestar.di import NamedDependency, Provide
@@ -27,9 +26,6 @@ T = TypeVar("T")
 Injected: TypeAlias = NamedDependency[SkipValidation[T]]
 """A handler parameter that `create_app` provides under the parameter's name."""
 
-Signal: TypeAlias = Callable[[], None]
-"""Tells a background loop there is new work now, so it need not wait for its next sweep."""
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ApiDependencies:
@@ -41,10 +37,6 @@ class ApiDependencies:
     line_config: LineConfig
     line_account: LineAccount | None
     """None when this router has no LINE channel (see `require_line_account`)."""
-    webhook_stored: Signal
-    """LINE webhook events or forwards were just stored."""
-    campaign_started: Signal
-    """A campaign was stored and is to fan out."""
 
     def providers(self) -> dict[str, Provide]:
         return {

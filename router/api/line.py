@@ -10,7 +10,7 @@ from litestar.params import JSONBody
 
 from channels.base import LineAccount, ProviderError, QuotaFigures
 from router import members
-from router.api.dependencies import Injected, Signal, require_line_account
+from router.api.dependencies import Injected, require_line_account
 from router.api.errors import found
 from router.api.openapi import problems
 from router.config import LineConfig
@@ -68,7 +68,6 @@ async def line_webhook(
     request: Request[Any, Any, Any],
     pool: Injected[Pool],
     line_config: Injected[LineConfig],
-    webhook_stored: Injected[Signal],
 ) -> WebhookAccepted:
     """Verify, store, answer; events are handled and forwarded after LINE has its 200."""
     secret = line_config.channel_secret
@@ -90,7 +89,6 @@ async def line_webhook(
             )
     except line_webhooks.BadWebhook as exc:
         raise ProblemError(400, "Invalid request", f"not a LINE webhook body: {exc}") from None
-    webhook_stored()
     return WebhookAccepted(stored=stored.events, duplicates=stored.duplicates)
 
 

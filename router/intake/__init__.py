@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from channels.base import ChannelDescriptor
-from router import delivery_events
 from router.content import Relayed
 from router.database import Connection
 from router.intake import persist, resolve
 from router.intake.persist import Planned
 from router.intake.routing import Unroutable, plan
 from router.intake.validate import Validated, validate
-from router.intents import NOTIFY_CHANNEL, IntentRequest, IntentResult, rejected
+from router.intents import IntentRequest, IntentResult, rejected
 from router.reach import Reach
+from router.store import delivery_events
 from router.store.row_ids import uuid7
 
 
@@ -90,8 +90,7 @@ async def accept(
                 await delivery_events.record(
                     conn, [delivery_events.Recorded(d, "processed") for d in stored.deliveries]
                 )
-            for channel in sorted(stored.channels):
-                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, channel)
+            await stored.notices.send(conn)
             lost = []
             for p in planned:
                 if p.id in stored.intents:

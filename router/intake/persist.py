@@ -17,9 +17,12 @@ from channels.base import ChannelDescriptor
 from router.database import Connection
 from router.intake.routing import Plan
 from router.intake.validate import Validated
+from router.queue.wakeups import Notices
 from router.reach import Reach
 from router.store import intents as intent_store
+from router.store.deliveries import QUEUE as DELIVERIES
 from router.store.intents import ContentRow, DeliveryRow, IntentRow, SendGroupRow
+from router.store.send_groups import QUEUE as SEND_GROUPS
 from router.store.send_groups import deal
 
 _EMPTY_TAGS = "[]"
@@ -37,7 +40,7 @@ class Planned(msgspec.Struct, frozen=True):
 class Persisted(msgspec.Struct, frozen=True):
     intents: set[UUID]  # the planned intents that were inserted
     deliveries: list[UUID]  # their deliveries, when asked for
-    channels: set[str]  # channels that have new deliveries
+    notices: Notices  # the queues their deliveries wait in, and when the first falls due
 
 
 async def persist(
@@ -74,8 +77,12 @@ async def persist(
         campaign_id,
         returning_deliveries=returning_deliveries,
     )
-    woken = {d.channel for d in deliveries if d.intent_id in inserted.intents}
-    return Persisted(inserted.intents, inserted.deliveries, woken)
+    notices = Notices()  # deliveries due later only set the queues' timers
+    for d in deliveries:
+        if d.intent_id in inserted.intents:
+            queue = DELIVERIES if d.send_group_id is None else SEND_GROUPS
+            notices.add(queue.queue_name(d.channel), d.send_at)
+    return Persisted(inserted.intents, inserted.deliveries, notices)
 
 
 def _address(channel: ChannelDescriptor, reach: Reach) -> str:

@@ -1,13 +1,12 @@
 """Working out stored LINE webhook events: follows, unfollows and account links.
 
-Runs after LINE has had its 200. Each event is handled once (rows are claimed with
-`FOR UPDATE SKIP LOCKED` and marked processed in the same transaction) and its outcome is
-written next to it, so a refused link is on record with the reason.
+Runs after LINE has had its 200. Each event is handled once (rows are claimed inside the
+transaction that applies them and marks them processed) and its outcome is written next to it,
+so a refused link is on record with the reason.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -15,16 +14,17 @@ from uuid import UUID
 import msgspec
 
 from channels.base import LineAccount, ProviderError
-from router import outbox
-from router.background import Wakeable
 from router.config import LineConfig
 from router.database import Connection, Pool
+from router.delivery import outcomes
 from router.line import identity as line_identity
+from router.queue.loops import QueueWorker
+from router.store import line_webhook_events
 from router.store import members as member_store
 
 log = logging.getLogger(__name__)
 
-SWEEP_SECONDS = 5.0
+CLAIM = 100
 
 
 class Source(msgspec.Struct, rename="camel"):
@@ -49,29 +49,21 @@ class Event(msgspec.Struct, kw_only=True, rename="camel"):
     delivery: Delivery | None = None
 
 
-class LineEventProcessor(Wakeable):
-    """Handles stored events in the order they happened; woken by `kick` or every few seconds."""
+class LineEventProcessor(QueueWorker):
+    """Handles stored events in the order they happened, as soon as they are stored."""
 
     def __init__(
         self, pool: Pool, account: LineAccount | None, config: LineConfig, *, events: bool = False
     ) -> None:
+        super().__init__(line_webhook_events.QUEUE.queue_name, full=CLAIM)
         self._events = events  # a confirmed notification is a `delivered` delivery event
         self._pool = pool
         self._account = account
         self._config = config
-        super().__init__()
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        await self.loop(stopping, self.process_batch, SWEEP_SECONDS, "LINE event processing")
-
-    async def process_batch(self, limit: int = 100) -> int:
+    async def step(self) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT webhook_event_id, occurred_at, body::text AS body"
-                " FROM line_webhook_events WHERE processed_at IS NULL"
-                " ORDER BY occurred_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-                limit,
-            )
+            rows = await line_webhook_events.claim(conn, CLAIM)
             for row in rows:
                 try:
                     async with conn.transaction():
@@ -79,12 +71,7 @@ class LineEventProcessor(Wakeable):
                         outcome = await self._handle(conn, event, row["occurred_at"])
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                     outcome = f"not understood: {exc}"
-                await conn.execute(
-                    "UPDATE line_webhook_events SET processed_at = now(), outcome = $2"
-                    " WHERE webhook_event_id = $1",
-                    row["webhook_event_id"],
-                    outcome,
-                )
+                await line_webhook_events.mark_processed(conn, row["webhook_event_id"], outcome)
         return len(rows)
 
     async def _handle(self, conn: Connection, event: Event, at: datetime) -> str:
@@ -135,7 +122,7 @@ async def _confirm(conn: Connection, tag: str, events: bool) -> str:
         delivery_id = UUID(tag)
     except ValueError:
         return "delivery tag is not one of the router's"
-    if await outbox.confirm(conn, delivery_id, events=events):
+    if await outcomes.confirm(conn, delivery_id, events=events):
         return f"confirmed LINE notification {delivery_id}"
     return f"no unconfirmed LINE notification {delivery_id}"
 

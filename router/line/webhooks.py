@@ -1,7 +1,8 @@
 """Receiving LINE webhooks: verify the signature, store events and forwards, nothing more.
 
 The HTTP answer to LINE waits only for this module's one transaction, so it comes well
-inside LINE's two seconds; what the events mean is worked out afterwards (router.line.events).
+inside LINE's two seconds; what the events mean is worked out afterwards (router.line.events),
+woken by the commit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from router.database import Connection
+from router.store import line_webhook_events, webhook_forwards
 
 SIGNATURE_HEADER = "x-line-signature"
 
@@ -74,27 +76,19 @@ async def store(conn: Connection, body: bytes, signature: str, forward_to: Seque
     async with conn.transaction():
         inserted = 0
         if events:
-            inserted = len(
-                await conn.fetch(
-                    "INSERT INTO line_webhook_events"
-                    " (webhook_event_id, event_type, line_user_id, occurred_at, body)"
-                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-                    "   $4::timestamptz[], $5::text[]::jsonb[])"
-                    " ON CONFLICT (webhook_event_id) DO NOTHING RETURNING 1",
-                    [e.webhook_event_id for e, _ in events],
-                    [e.type for e, _ in events],
-                    [e.source.user_id if e.source else None for e, _ in events],
-                    [datetime.fromtimestamp(e.timestamp / 1000, UTC) for e, _ in events],
-                    [text for _, text in events],
-                )
+            inserted = await line_webhook_events.add(
+                conn,
+                [
+                    line_webhook_events.NewEvent(
+                        webhook_event_id=e.webhook_event_id,
+                        event_type=e.type,
+                        line_user_id=e.source.user_id if e.source else None,
+                        occurred_at=datetime.fromtimestamp(e.timestamp / 1000, UTC),
+                        body=text,
+                    )
+                    for e, text in events
+                ],
             )
         if forward_to:
-            await conn.execute(
-                "INSERT INTO webhook_forwards (url, body, signature)"
-                " SELECT url, $2, $3 FROM unnest($1::text[]) WITH ORDINALITY AS u(url, n)"
-                " ORDER BY n",
-                list(forward_to),
-                body,
-                signature,
-            )
+            await webhook_forwards.add(conn, forward_to, body, signature)
     return Stored(events=inserted, duplicates=len(events) - inserted)

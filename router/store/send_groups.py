@@ -1,6 +1,11 @@
-"""Send groups: deliveries of one content sent to many recipients in one provider request
-(LINE multicast). This module forms them at acceptance; claiming, sending and splitting
-them is the dispatcher's.
+"""Send groups: a campaign's LINE deliveries with the same content, sent as one multicast.
+
+Groups are dealt here (`deal`) and written by the statement that accepts a campaign's
+intents, so no worker ever sees those deliveries ungrouped. From then on the group is the unit
+of work: it is claimed whole with its pending deliveries, sent under a retry key derived from its id, and its outcome is
+recorded for every delivery in it at once. A group is never resent with other recipients
+under the same key: LINE would answer 409 for people who never got the message. Only a 400
+(nothing sent) lets recipients move to a new group.
 """
 
 from __future__ import annotations
@@ -9,7 +14,132 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from uuid import UUID, uuid4
 
+import msgspec
+
+from router import channel_rules
+from router.database import Connection
+from router.queue import claims
+from router.queue.wakeups import notify
 from router.store.intents import DeliveryRow, SendGroupRow
+
+
+class ClaimedGroup(msgspec.Struct, frozen=True):
+    group_id: UUID
+    content_id: bytes
+    attempts: int
+    first_attempt_at: datetime
+    delivery_ids: list[UUID]  # to send, in the order of `addresses`
+    addresses: list[str]
+    unreachable: list[UUID]  # not to send: see channel_rules.still_reachable
+
+
+# The group rows are locked first, then their deliveries: the same order `cancel_pending`
+# takes, so the two never deadlock. A group with no pending delivery left (all cancelled, or
+# their members erased) comes back empty and is closed by the caller. Recipients found
+# unreachable on a first attempt are left out; sending fewer under a key never sent before is
+# safe, and they are failed, so the key is never used for them later.
+QUEUE = claims.Leased(
+    table="send_groups",
+    alias="s",
+    lane="channel",
+    returning=lambda channel: "s.id, s.content_id, s.attempts, s.first_attempt_at",
+    parts=claims.Parts(
+        table="deliveries",
+        alias="d",
+        parent="send_group_id",
+        joins="intents i LEFT JOIN members m ON m.member_id = i.member_id",
+        join_on="i.id = d.intent_id",
+        returning=lambda channel: (
+            f"d.id, d.address, {channel_rules.still_reachable(channel)} AS reachable"
+        ),
+        collect="""coalesce(array_agg(id ORDER BY id) FILTER (WHERE reachable), '{}') AS ids,
+           coalesce(array_agg(address ORDER BY id) FILTER (WHERE reachable), '{}') AS addresses,
+           coalesce(array_agg(id) FILTER (WHERE NOT reachable), '{}') AS unreachable""",
+    ),
+    requeued_error="the worker holding this batch stopped; requeued",
+)
+
+
+async def claim(
+    conn: Connection, channel: str, limit: int, token: UUID, lease_seconds: float
+) -> list[ClaimedGroup]:
+    rows = await claims.claim(conn, QUEUE, channel, limit, token, lease_seconds)
+    return [ClaimedGroup(*r) for r in rows]
+
+
+async def next_due(conn: Connection, channel: str) -> float | None:
+    return await claims.next_due(conn, QUEUE, channel)
+
+
+_RECORD = """
+UPDATE send_groups
+SET status = $3, provider_ref = coalesce($4, provider_ref), last_error = coalesce($5, last_error),
+    next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $6)
+                           ELSE next_attempt_at END,
+    claim_token = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE id = $1 AND claim_token = $2
+RETURNING channel
+"""
+
+
+async def record(
+    conn: Connection,
+    group_id: UUID,
+    token: UUID,
+    status: str,
+    provider_ref: str | None,
+    error: str | None,
+    retry_in_seconds: float,
+) -> str | None:
+    """Store a claimed group's own outcome; its channel, or None if the lease was lost."""
+    channel: str | None = await conn.fetchval(
+        _RECORD, group_id, token, status, provider_ref, error, retry_in_seconds
+    )
+    return channel
+
+
+_SPLIT_OFF = """
+WITH parts AS MATERIALIZED (
+    SELECT part, gen_random_uuid() AS group_id FROM unnest($4::int[]) AS p(part) GROUP BY part
+), created AS (
+    INSERT INTO send_groups (id, channel, content_id, status, split_from)
+    SELECT p.group_id, s.channel, s.content_id, 'pending', s.id
+    FROM parts p, send_groups s WHERE s.id = $1
+)
+UPDATE deliveries d
+SET status = 'pending', send_group_id = p.group_id, claim_token = NULL,
+    lease_expires_at = NULL, next_attempt_at = now(), updated_at = now()
+FROM unnest($3::uuid[], $4::int[]) AS x(id, part) JOIN parts p USING (part)
+WHERE d.id = x.id AND d.claim_token = $2
+"""
+
+
+async def split_off(
+    conn: Connection,
+    group_id: UUID,
+    channel: str,
+    token: UUID,
+    delivery_ids: Sequence[UUID],
+    halve: bool,
+) -> None:
+    """Move unsent deliveries of a group into one new group (two halves with `halve`), each
+    with its own id and so its own retry key, and wake the channel's group queue."""
+    half = (len(delivery_ids) + 1) // 2 if halve else len(delivery_ids)
+    parts = [int(i >= half) for i in range(len(delivery_ids))]
+    await conn.execute(_SPLIT_OFF, group_id, token, list(delivery_ids), parts)
+    await notify(conn, QUEUE.queue_name(channel))
+
+
+async def cancel_pending(conn: Connection, campaign_id: UUID) -> None:
+    """Cancel the campaign's groups still waiting (in the caller's transaction, before its
+    deliveries are cancelled: group rows are always locked before delivery rows)."""
+    await conn.execute(
+        "UPDATE send_groups s SET status = 'cancelled', updated_at = now()"
+        " WHERE s.status = 'pending' AND s.id IN ("
+        "   SELECT d.send_group_id FROM deliveries d JOIN intents i ON i.id = d.intent_id"
+        "   WHERE i.campaign_id = $1 AND d.send_group_id IS NOT NULL AND d.status = 'pending')",
+        campaign_id,
+    )
 
 
 def deal(

@@ -1,0 +1,201 @@
+"""Dispatch: deliveries of one channel, sent on their own. Claim, send, record.
+
+Each configured channel gets `[workers] concurrency` loops of this queue in every router
+process. A claim reserves its requests in the provider's shared per-second budget before
+anything is sent; a channel without provider de-duplication marks each delivery 'sending'
+right before it goes out, so a crash leaves 'uncertain' rather than a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from channels.base import Channel, Failed, Outbound, Outcome, Retry, Sent
+from router import ratelimit
+from router.channel_rules import not_reachable_now, sends_relayed_bytes
+from router.config import WorkersConfig
+from router.database import Pool
+from router.delivery import outcomes
+from router.delivery.caches import ContentCache, RelayedCache
+from router.queue.backoff import retry_delay
+from router.queue.loops import QueueWorker
+from router.store import deliveries
+from router.store.deliveries import Result
+
+# Do not resend within this margin of the provider's de-duplication window closing.
+REPLAY_MARGIN = timedelta(hours=1)
+
+
+def result_of(
+    delivery_id: uuid.UUID, outcome: Outcome, attempts: int, config: WorkersConfig
+) -> Result:
+    """What to record for a channel's outcome; a retry past `max_attempts` fails for good."""
+    if isinstance(outcome, Sent):
+        return Result(delivery_id, "sent", provider_ref=outcome.provider_ref)
+    if isinstance(outcome, Failed):
+        return Result(
+            delivery_id,
+            "failed",
+            error=outcome.error,
+            fallback=outcome.fallback,
+            failure="dropped" if outcome.dropped else "bounce",
+        )
+    assert isinstance(outcome, Retry)
+    if attempts >= config.max_attempts:
+        return Result(
+            delivery_id,
+            "failed",
+            error=f"gave up after {attempts} attempts: {outcome.error}",
+            fallback=True,
+            failure="blocked",
+        )
+    return Result(
+        delivery_id,
+        "pending",
+        error=outcome.error,
+        retry_in_seconds=retry_backoff(attempts, outcome, config),
+    )
+
+
+def retry_backoff(attempts: int, outcome: Retry, config: WorkersConfig) -> float:
+    return retry_delay(
+        attempts, config.backoff_base_seconds, config.backoff_max_seconds, outcome.after_seconds
+    )
+
+
+def past_replay_window(window: timedelta | None, attempts: int, first_attempt_at: datetime) -> bool:
+    """Whether a retry would come too close to the end of the provider's de-duplication."""
+    return (
+        window is not None
+        and attempts > 1
+        and datetime.now(UTC) - first_attempt_at > window - REPLAY_MARGIN
+    )
+
+
+def replay_window_passed(window: timedelta | None) -> Failed:
+    return Failed(
+        "not retried: the provider's retry key expires "
+        f"{window} after the first attempt, and that attempt may have been delivered",
+        fallback=False,
+        dropped=True,
+    )
+
+
+def earliest_retry(results: Sequence[Result]) -> float | None:
+    return min((r.retry_in_seconds or 0.0 for r in results if r.status == "pending"), default=None)
+
+
+class DeliveryDispatch(QueueWorker):
+    """The loops of one channel's deliveries sent on their own."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        channel: Channel,
+        config: WorkersConfig,
+        contents: ContentCache,
+        relayed: RelayedCache,
+        *,
+        events: bool = False,
+    ) -> None:
+        size = min(config.batch_size, channel.requests_per_second or config.batch_size)
+        super().__init__(
+            deliveries.QUEUE.queue_name(channel.name), concurrency=config.concurrency, full=size
+        )
+        self._pool = pool
+        self._channel = channel
+        self._config = config
+        self._contents = contents
+        self._relayed = relayed
+        self._events = events  # record delivery events with each outcome
+        # Per channel, not per loop: at most this many deliveries are 'sending' at once.
+        self._slots = asyncio.Semaphore(channel.max_concurrency)
+
+    async def next_due(self) -> float | None:
+        async with self._pool.acquire() as conn:
+            return await deliveries.next_due(conn, self._channel.name)
+
+    async def step(self) -> int:
+        """Claim, send and record one claim; how many deliveries it held."""
+        channel = self._channel
+        token = uuid.uuid4()
+        async with self._pool.acquire() as conn:
+            claimed = await deliveries.claim(
+                conn, channel.name, self.full, token, self._config.lease_seconds
+            )
+            if not claimed:
+                return 0
+            limit = channel.requests_per_second
+            if limit is not None:
+                # Reserve what was claimed in the provider's shared per-second budget; the
+                # window is a wall-clock second in PostgreSQL, so waiting for it is the point.
+                while not await ratelimit.reserve(  # noqa: ASYNC110
+                    conn, channel.name, len(claimed), limit
+                ):
+                    await asyncio.sleep(ratelimit.seconds_to_next_window())
+        contents = await self._contents.get_many(self._pool, [c.content_id for c in claimed])
+        results: list[Result] = []
+        sendable: list[Outbound] = []
+        for c in claimed:
+            content = contents.get(c.content_id)
+            if not c.reachable:
+                error, fallback = not_reachable_now(channel.name)
+                left_out = Failed(error, fallback=fallback, dropped=True)
+                results.append(result_of(c.delivery_id, left_out, c.attempts, self._config))
+            elif content is None:
+                results.append(
+                    Result(c.delivery_id, "failed", error="content missing", failure="dropped")
+                )
+            elif past_replay_window(channel.replay_window, c.attempts, c.first_attempt_at):
+                too_late = replay_window_passed(channel.replay_window)
+                results.append(result_of(c.delivery_id, too_late, c.attempts, self._config))
+            else:
+                raw = None
+                if content.relayed is not None and sends_relayed_bytes(channel.name):
+                    raw = await self._relayed.get(self._pool, content.relayed.message_sha256)
+                sendable.append(
+                    Outbound(
+                        delivery_id=c.delivery_id,
+                        intent_id=c.intent_id,
+                        address=c.address,
+                        attempt=c.attempts,
+                        content_id=c.content_id,
+                        content=content,
+                        relayed_message=raw,
+                    )
+                )
+        if sendable:
+            sent: list[Outcome | None]
+            if channel.replay_window is None:
+                sent = await self._send_one_by_one(sendable, token)
+            else:
+                sent = list(await channel.send(sendable))
+            for message, outcome in zip(sendable, sent, strict=True):
+                if outcome is not None:
+                    results.append(
+                        result_of(message.delivery_id, outcome, message.attempt, self._config)
+                    )
+        async with self._pool.acquire() as conn:
+            await outcomes.record(conn, token, results, events=self._events)
+        retry = earliest_retry(results)
+        if retry is not None:
+            self.due_in(retry)
+        return len(claimed)
+
+    async def _send_one_by_one(
+        self, batch: Sequence[Outbound], token: uuid.UUID
+    ) -> list[Outcome | None]:
+        """For channels without de-duplication: mark each delivery 'sending' just before it
+        goes out, so a crash leaves 'uncertain' rather than a duplicate."""
+
+        async def one(message: Outbound) -> Outcome | None:
+            async with self._slots:
+                async with self._pool.acquire() as conn:
+                    if not await deliveries.mark_sending(conn, message.delivery_id, token):
+                        return None  # lease lost: someone else owns it now
+                return (await self._channel.send([message]))[0]
+
+        return list(await asyncio.gather(*(one(m) for m in batch)))

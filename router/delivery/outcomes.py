@@ -1,0 +1,89 @@
+"""Recording what happened to claimed deliveries, with the events and fallbacks that follow.
+
+A permanent failure whose intent has a fallback creates the fallback delivery in the same
+transaction that records it; with events configured, each outcome's event is written there
+too, so none is lost and none reports a change that was rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from router.channel_rules import confirmed_by_provider, confirmed_response
+from router.database import Connection
+from router.store import deliveries, delivery_events
+from router.store.deliveries import Result
+from router.store.delivery_events import Recorded
+
+
+async def record(
+    conn: Connection, token: UUID, results: Sequence[Result], *, events: bool = False
+) -> int:
+    """Store outcomes of one claim, activating fallbacks of permanent failures, atomically.
+
+    Returns how many rows were still ours to record (a lease may have been taken over)."""
+    if not results:
+        return 0
+    async with conn.transaction():
+        rows = await deliveries.record(conn, token, results)
+        by_id = {r.delivery_id: r for r in results}
+        failed_over = [
+            row["intent_id"]
+            for row in rows
+            if by_id[row["id"]].status == "failed" and by_id[row["id"]].fallback
+        ]
+        if events:
+            channels = {row["id"]: row["channel"] for row in rows}
+            await delivery_events.record(
+                conn, [e for r in results if (e := event_of(r, channels.get(r.delivery_id)))]
+            )
+        if failed_over:
+            await deliveries.add_fallbacks(conn, failed_over, events=events)
+    return len(rows)
+
+
+def event_of(result: Result, channel: str | None) -> Recorded | None:
+    """The event a recorded outcome means. A delivery that needs confirming is `delivered`
+    only when the confirmation comes (see `confirm`), not when the provider takes it."""
+    if channel is None:
+        return None  # no longer ours: the new holder reports it
+    if result.status == "sent":
+        if channel in confirmed_by_provider():
+            return None
+        return Recorded(result.delivery_id, "delivered", response=result.provider_ref)
+    if result.status == "pending":
+        return Recorded(result.delivery_id, "deferred", reason=result.error, response=result.error)
+    if result.failure == "dropped":
+        return Recorded(result.delivery_id, "dropped", reason=result.error)
+    return Recorded(result.delivery_id, "bounce", reason=result.error, bounce_type=result.failure)
+
+
+async def expire_unconfirmed(conn: Connection, seconds: float, *, events: bool = False) -> int:
+    """Deliveries never confirmed in time count as not delivered: fall back."""
+    async with conn.transaction():
+        rows = await deliveries.expire_unconfirmed(conn, seconds)
+        if events:
+            # 'blocked', not 'bounce': nothing says the address is bad.
+            await delivery_events.record(
+                conn,
+                [
+                    Recorded(r["id"], "bounce", reason=r["last_error"], bounce_type="blocked")
+                    for r in rows
+                ],
+            )
+        if rows:
+            await deliveries.add_fallbacks(conn, [r["intent_id"] for r in rows], events=events)
+    return len(rows)
+
+
+async def confirm(conn: Connection, delivery_id: UUID, *, events: bool = False) -> bool:
+    """A webhook names a delivery the provider delivered."""
+    async with conn.transaction():
+        channel = await deliveries.confirm(conn, delivery_id)
+        if channel is not None and events:
+            await delivery_events.record(
+                conn,
+                [Recorded(delivery_id, "delivered", response=confirmed_response(channel))],
+            )
+    return channel is not None

@@ -1,0 +1,315 @@
+"""Claiming work: the one module whose SQL takes rows with `FOR UPDATE SKIP LOCKED`.
+
+Any number of loops in any number of processes claim from the same tables; skipping locked
+rows hands each row to exactly one of them without waiting. A queue is described once, by the
+store module that owns its table, and its statements are generated here:
+
+- `Leased`: rows go pending -> claimed under a lease (a claim token and an expiry) in a
+  statement that commits at once; the work happens outside any transaction, and `sweep` puts
+  the rows of a claimer that stopped back to pending. Rows may carry `Parts`, rows of another
+  table claimed and swept with them (a send group's deliveries).
+- `Locked`: rows are claimed inside the transaction that does the work and are released by
+  its commit or rollback, so a claimer that stops frees them at once.
+- `Ordered`: rows go out in order, one transaction at a time per key (or for the whole table):
+  a transaction-scoped advisory lock gives one transaction the key's turn, and it takes the
+  head of the key's queue.
+"""
+
+# ruff: noqa: S608 - statements are built from the constant queue descriptions only; every
+# value travels as a parameter.
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from router.database import Connection
+from router.queue.wakeups import notify
+
+# The lease columns a leased table (and its parts) has: status ('pending', 'claimed', ...),
+# attempts, claim_token, lease_expires_at, first_attempt_at, next_attempt_at, last_error and
+# updated_at. The claim statement's parameters: $1 lane, $2 limit, $3 token, $4 lease seconds.
+
+
+def _lease(alias: str) -> str:
+    return (
+        f"status = 'claimed', attempts = {alias}.attempts + 1, claim_token = $3,"
+        " lease_expires_at = now() + make_interval(secs => $4),"
+        f" first_attempt_at = coalesce({alias}.first_attempt_at, now()), updated_at = now()"
+    )
+
+
+def _from(*items: str) -> str:
+    present = [i for i in items if i]
+    return f"FROM {', '.join(present)}" if present else ""
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Rows of another table that belong to a claimed row and go with it: claimed when it is
+    (if still pending), requeued when it is. Locked after the row they belong to."""
+
+    table: str
+    alias: str
+    parent: str  # the column naming the claimed row
+    returning: Callable[[str], str]  # per part, over `alias` and `joins`, for a lane
+    collect: str  # the select list aggregating one claimed row's parts, over `returning`'s names
+    joins: str = ""
+    join_on: str = "true"
+
+
+@dataclass(frozen=True)
+class InDoubt:
+    """Claimed rows whose worker had begun something that must not be repeated: when their
+    lease expires they go to `to`, not back to pending."""
+
+    status: str
+    to: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Leased:
+    """A table of leased work. `lane` is the column that splits it into queues, one per value;
+    `only` (over unqualified columns) keeps rows that another queue claims out of this one."""
+
+    table: str
+    alias: str
+    lane: str
+    returning: Callable[[str], str]  # over `alias` and `joins`, for a lane
+    requeued_error: str  # the last error of a row whose claimer stopped
+    only: str = "true"
+    joins: str = ""
+    join_on: str = "true"
+    parts: Parts | None = None
+    in_doubt: InDoubt | None = None
+    _claims: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def queue_name(self, lane: str) -> str:
+        return f"{self.table}:{lane}"
+
+    def claim_sql(self, lane: str) -> str:
+        """The claim statement of one lane (its returned columns may differ by lane: a
+        channel's own send-time checks), written once per lane."""
+        sql = self._claims.get(lane)
+        if sql is None:
+            sql = self._claims[lane] = self._claim_sql(lane)
+        return sql
+
+    def _claim_sql(self, lane: str) -> str:
+        a = self.alias
+        claim = f"""
+UPDATE {self.table} {a} SET {_lease(a)}
+{_from(self.joins)}
+WHERE {a}.id IN (
+        SELECT id FROM {self.table}
+        WHERE {self.lane} = $1 AND status = 'pending' AND next_attempt_at <= now()
+          AND {self.only}
+        ORDER BY next_attempt_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED)
+  AND {self.join_on}
+RETURNING {self.returning(lane)}"""
+        p = self.parts
+        if p is None:
+            return claim
+        return f"""
+WITH claimed AS ({claim}
+), claimed_parts AS (
+    UPDATE {p.table} {p.alias} SET {_lease(p.alias)}
+    {_from("claimed", p.joins)}
+    WHERE {p.alias}.{p.parent} = claimed.id AND {p.alias}.status = 'pending' AND {p.join_on}
+    RETURNING {p.alias}.{p.parent} AS claimed_id, {p.returning(lane)}
+)
+SELECT claimed.*, collected.*
+FROM claimed CROSS JOIN LATERAL (
+    SELECT {p.collect} FROM claimed_parts WHERE claimed_parts.claimed_id = claimed.id
+) collected"""
+
+    @cached_property
+    def sweep_sql(self) -> str:
+        expired = f"lease_expires_at < now() AND {self.only}"
+        steps = [
+            f"""requeued AS (
+    UPDATE {self.table} SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
+           next_attempt_at = now(), updated_at = now(), last_error = $1
+    WHERE status = 'claimed' AND {expired}
+    RETURNING id, {self.lane} AS lane)"""
+        ]
+        parts = "NULL"
+        if self.parts is not None:
+            p = self.parts
+            steps.append(f"""requeued_parts AS (
+    UPDATE {p.table} {p.alias} SET status = 'pending', claim_token = NULL,
+           lease_expires_at = NULL, updated_at = now(), last_error = $1
+    FROM requeued WHERE {p.alias}.{p.parent} = requeued.id AND {p.alias}.status = 'claimed'
+    RETURNING {p.alias}.id)""")
+            parts = "(SELECT array_agg(id) FROM requeued_parts)"
+        if self.in_doubt is not None:
+            d = self.in_doubt
+            steps.append(f"""in_doubt AS (
+    UPDATE {self.table} SET status = '{d.to}', lease_expires_at = NULL, updated_at = now(),
+           last_error = $2
+    WHERE status = '{d.status}' AND {expired})""")
+        return f"""
+WITH {", ".join(steps)}
+SELECT (SELECT array_agg(DISTINCT lane) FROM requeued) AS lanes,
+       (SELECT array_agg(id) FROM requeued) AS ids,
+       {parts} AS part_ids"""
+
+    @cached_property
+    def next_due_sql(self) -> str:
+        return f"""
+SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 FROM {self.table}
+WHERE {self.lane} = $1 AND status = 'pending' AND {self.only}"""
+
+
+async def claim(
+    conn: Connection, table: Leased, lane: str, limit: int, token: UUID, lease_seconds: float
+) -> list[asyncpg.Record]:
+    """Claim up to `limit` due rows of the lane, oldest due first, under `token`'s lease."""
+    return await conn.fetch(table.claim_sql(lane), lane, limit, token, lease_seconds)
+
+
+class Swept(msgspec.Struct, frozen=True):
+    """What a sweep put back: the lanes that have work again, the rows, and their parts."""
+
+    lanes: set[str]
+    ids: list[Any]
+    part_ids: list[Any]
+
+
+async def sweep(conn: Connection, table: Leased) -> Swept:
+    """Requeue rows whose lease expired (with their parts, in the same statement, so a row is
+    never pending while its parts are still claimed); rows in doubt go to their own status.
+    Wakes the lanes that have work again when the caller's transaction commits."""
+    args: list[str] = [table.requeued_error]
+    if table.in_doubt is not None:
+        args.append(table.in_doubt.error)
+    row = await conn.fetchrow(table.sweep_sql, *args)
+    assert row is not None
+    swept = Swept(set(row["lanes"] or ()), list(row["ids"] or ()), list(row["part_ids"] or ()))
+    for lane in sorted(swept.lanes):
+        await notify(conn, table.queue_name(lane))
+    return swept
+
+
+async def next_due(conn: Connection, table: Leased, lane: str) -> float | None:
+    """Seconds until the lane's earliest pending row falls due (<= 0: due now)."""
+    seconds: float | None = await conn.fetchval(table.next_due_sql, lane)
+    return seconds
+
+
+@dataclass(frozen=True)
+class Locked:
+    """A table whose rows are claimed inside the transaction that works on them. `pending`
+    selects the rows still to do; `order` is the order they are taken in."""
+
+    table: str
+    columns: str
+    pending: str
+    order: str
+
+    @property
+    def queue_name(self) -> str:
+        return self.table
+
+    @cached_property
+    def claim_sql(self) -> str:
+        return f"""
+SELECT {self.columns} FROM {self.table}
+WHERE {self.pending}
+ORDER BY {self.order}
+LIMIT $1
+FOR UPDATE SKIP LOCKED"""
+
+
+async def claim_locked(conn: Connection, table: Locked, limit: int) -> list[asyncpg.Record]:
+    """Lock up to `limit` rows to do that no other transaction holds; they stay this
+    transaction's until it ends."""
+    if not conn.is_in_transaction():
+        raise RuntimeError(f"claiming {table.table} needs the transaction that does the work")
+    return await conn.fetch(table.claim_sql, limit)
+
+
+@dataclass(frozen=True)
+class Ordered:
+    """A table whose unfinished rows go out in `order`, one transaction at a time per value of
+    `key` (None: the whole table is one queue). `columns` and `joins` are over `alias`; the
+    head query adds `due`, whether its first row may go now (`next_attempt_at`)."""
+
+    table: str
+    alias: str
+    key: str | None
+    unfinished: str
+    columns: str
+    joins: str = ""
+    order: str = "id"
+
+    @property
+    def queue_name(self) -> str:
+        return self.table
+
+    @cached_property
+    def head_sql(self) -> str:
+        a = self.alias
+        of_key = "" if self.key is None else f" AND {a}.{self.key} = $2"
+        return f"""
+SELECT {self.columns}, {a}.next_attempt_at <= now() AS due
+FROM {self.table} {a} {self.joins}
+WHERE {self.unfinished}{of_key}
+ORDER BY {a}.{self.order}
+LIMIT $1
+FOR UPDATE OF {a} SKIP LOCKED"""
+
+    @cached_property
+    def next_due_sql(self) -> str:
+        a = self.alias
+        if self.key is None:
+            return f"""
+SELECT extract(epoch FROM {a}.next_attempt_at - now())::float8 FROM {self.table} {a}
+WHERE {self.unfinished} ORDER BY {a}.{self.order} LIMIT 1"""
+        return f"""
+SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 FROM (
+    SELECT DISTINCT ON ({a}.{self.key}) {a}.next_attempt_at FROM {self.table} {a}
+    WHERE {self.unfinished} ORDER BY {a}.{self.key}, {a}.{self.order}) heads"""
+
+
+async def take_head(
+    conn: Connection, table: Ordered, limit: int, key: str | None = None
+) -> list[asyncpg.Record]:
+    """In the caller's transaction: the first `limit` unfinished rows of `key`'s queue, if this
+    transaction gets the key's turn and the first row is due; [] otherwise. The turn is held
+    until the transaction ends, so no other process works on the key meanwhile, and a failed
+    head is retried before anything behind it."""
+    if not conn.is_in_transaction():
+        raise RuntimeError(f"taking the head of {table.table} needs a transaction")
+    turn = table.table if key is None else f"{table.table}:{key}"
+    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", turn):
+        return []
+    args: list[object] = [limit] if key is None else [limit, key]
+    rows = await conn.fetch(table.head_sql, *args)
+    return rows if rows and rows[0]["due"] else []
+
+
+async def keys(conn: Connection, table: Ordered) -> list[str]:
+    """The keys with unfinished rows."""
+    assert table.key is not None
+    return [
+        r[0]
+        for r in await conn.fetch(
+            f"SELECT DISTINCT {table.alias}.{table.key} FROM {table.table} {table.alias}"
+            f" WHERE {table.unfinished}"
+        )
+    ]
+
+
+async def next_due_ordered(conn: Connection, table: Ordered) -> float | None:
+    """Seconds until the earliest head of a key's queue may go (<= 0: now)."""
+    seconds: float | None = await conn.fetchval(table.next_due_sql)
+    return seconds

@@ -1,0 +1,105 @@
+"""Delivery events: rows written in the transaction of the change they report, and posted from
+here in order (router/delivery/event_posting.py).
+
+Every statement that inserts events wakes the events queue, so the poster runs as soon as
+they are committed; the intake statement, which inserts `processed` events itself, does too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from router import channel_rules
+from router.database import Connection
+from router.queue import claims
+from router.queue.wakeups import notify
+
+EventName = Literal["processed", "delivered", "deferred", "bounce", "dropped"]
+
+
+class Recorded(msgspec.Struct, frozen=True):
+    """One event about a delivery, to be stored with the state change that caused it."""
+
+    delivery_id: UUID
+    event: EventName
+    reason: str | None = None
+    response: str | None = None
+    bounce_type: str | None = None  # 'bounce' (refused) | 'blocked' (gave up retrying)
+
+
+# One queue for the whole table: events reach the receiver in the order they were recorded.
+QUEUE = claims.Ordered(
+    table="delivery_events",
+    alias="e",
+    key=None,
+    unfinished="e.sent_at IS NULL",
+    columns=f"""e.id, e.event_id, e.event, e.intent_id, e.delivery_id, e.channel, e.email,
+       e.reason, e.response, e.bounce_type, e.attempt, e.occurred_at, e.post_attempts,
+       i.member_id, i.tags::text AS tags,
+       coalesce(i.metadata ->> 'sg_message_id', i.id::text) AS sg_message_id,
+       {channel_rules.smtp_id_sql()} AS smtp_id""",
+    joins="JOIN intents i ON i.id = e.intent_id LEFT JOIN deliveries d ON d.id = e.delivery_id",
+)
+
+
+def _record_sql() -> str:
+    return f"""
+INSERT INTO delivery_events (event, intent_id, delivery_id, channel, email, reason, response,
+                             bounce_type, attempt)
+SELECT e.event, d.intent_id, d.id, d.channel, {channel_rules.event_email_sql()},
+       e.reason, e.response, e.bounce_type, d.attempts
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY
+     AS e(delivery_id, event, reason, response, bounce_type, n)
+JOIN deliveries d ON d.id = e.delivery_id
+JOIN intents i ON i.id = d.intent_id
+LEFT JOIN members m ON m.member_id = i.member_id
+ORDER BY e.n
+"""  # noqa: S608 - built from the channels' constant fragments only
+
+
+async def record(conn: Connection, events: Sequence[Recorded]) -> None:
+    """Store events in the caller's transaction, in the order given."""
+    if not events:
+        return
+    await conn.execute(
+        _record_sql(),
+        [e.delivery_id for e in events],
+        [e.event for e in events],
+        [e.reason for e in events],
+        [e.response for e in events],
+        [e.bounce_type for e in events],
+    )
+    await notify(conn, QUEUE.queue_name)
+
+
+async def head(conn: Connection, limit: int) -> list[asyncpg.Record]:
+    """The oldest unsent events, if they are due and this transaction has the turn."""
+    return await claims.take_head(conn, QUEUE, limit)
+
+
+async def mark_sent(conn: Connection, ids: Sequence[int]) -> None:
+    await conn.execute(
+        "UPDATE delivery_events SET sent_at = now(), post_attempts = post_attempts + 1"
+        " WHERE id = ANY($1::bigint[])",
+        list(ids),
+    )
+
+
+async def retry_later(conn: Connection, ids: Sequence[int], error: str, delay: float) -> None:
+    await conn.execute(
+        "UPDATE delivery_events SET post_attempts = post_attempts + 1, last_error = $2,"
+        " next_attempt_at = now() + make_interval(secs => $3)"
+        " WHERE id = ANY($1::bigint[])",
+        list(ids),
+        error,
+        delay,
+    )
+
+
+async def next_due(conn: Connection) -> float | None:
+    return await claims.next_due_ordered(conn, QUEUE)
