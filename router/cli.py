@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 from router.config import Config, ConfigError, load_config, split_listen
@@ -118,8 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             password = args.password or sys.stdin.readline().rstrip("\n")
             if not password:
-                print("router: give a password", file=sys.stderr)
-                return 2
+                return _fail("give a password", 2)
             print(hash_password(password))
             return 0
         if args.command == "line-simulator":
@@ -140,8 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_campaign_status(config, args.campaign_id))
         return _serve(config)
     except ConfigError as exc:
-        print(f"router: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
 
 
 async def _campaign_status(config: Config, campaign_id: str) -> int:
@@ -153,8 +151,7 @@ async def _campaign_status(config: Config, campaign_id: str) -> int:
     async with _database(config, 1) as pool, pool.acquire() as conn:
         found = await campaigns.view(conn, wanted)
     if found is None:
-        print(f"router: no campaign with id {wanted}", file=sys.stderr)
-        return 1
+        return _fail(f"no campaign with id {wanted}", 1)
     print(
         f"{found.status}: {found.targeted:,} members targeted, {found.accepted:,} intents,"
         f" {found.rejected:,} not reachable"
@@ -172,13 +169,11 @@ def _audiences_upload(config: Config, path: str, kind: str, name: str) -> int:
     checked = audiences.check_type(kind)
     error = audiences.check_name(name)
     if isinstance(checked, FieldError) or error is not None:
-        print(f"router: {error.message if error else 'unknown type'}", file=sys.stderr)
-        return 2
+        return _fail(f"{error.message if error else 'unknown type'}", 2)
     try:
         file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
-        print(f"router: cannot read {path}: {exc.strerror}", file=sys.stderr)
-        return 2
+        return _fail(f"cannot read {path}: {exc.strerror}", 2)
     with file:
         total = os.fstat(file.fileno()).st_size
         return asyncio.run(_upload_audience(config, file, total, checked, name))
@@ -212,8 +207,7 @@ async def _upload_audience(
             await audiences.record(conn, audience_id, counts)
             report = await audiences.report(conn, audience_id)
     except ProblemError as exc:
-        print(f"\nrouter: {exc.problem.detail}", file=sys.stderr)
-        return 1
+        return _fail(f"\n{exc.problem.detail}", 1)
     print(file=sys.stderr)
     print(msgspec.json.format(msgspec.json.encode(report)).decode())
     return 0
@@ -230,23 +224,35 @@ async def _audiences_line_sync(config: Config, audience_id: str) -> int:
     if wanted is None:
         return 2
 
-    def progress(count: int) -> None:
-        print(f"\rLINE user IDs uploaded: {count:,}", end="", file=sys.stderr, flush=True)
-
+    progress = _counter("LINE user IDs uploaded")
     async with _line_account(config) as account:
         if account is None:
-            print("router: [line] channel_access_token is not set", file=sys.stderr)
-            return 2
+            return _fail("[line] channel_access_token is not set", 2)
         try:
             # Two connections: the sync's snapshot, and its turns at LINE.
             async with _database(config, 2) as pool:
                 result = await line_audience_sync.sync(pool, account, wanted, progress)
         except ProblemError as exc:
-            print(f"\nrouter: {exc.problem.detail}", file=sys.stderr)
-            return 1
+            return _fail(f"\n{exc.problem.detail}", 1)
     print(file=sys.stderr)
     print(msgspec.json.format(msgspec.json.encode(result)).decode())
     return 0
+
+
+def _fail(message: str, code: int) -> int:
+    """Say why on stderr, as "router: why", and give the exit code."""
+    leading = "\n" if message.startswith("\n") else ""
+    print(f"{leading}router: {message.lstrip()}", file=sys.stderr)
+    return code
+
+
+def _counter(what: str) -> Callable[[int], None]:
+    """A running count on stderr, rewritten in place as work goes on."""
+
+    def show(count: int) -> None:
+        print(f"\r{what}: {count:,}", end="", file=sys.stderr, flush=True)
+
+    return show
 
 
 async def _migrate(config: Config) -> int:
@@ -265,19 +271,15 @@ async def _sync_followers(config: Config) -> int:
     from channels.base import ProviderError
     from router.line.follower_sync import sync_followers
 
-    def progress(count: int) -> None:
-        print(f"\rfollowers read: {count:,}", end="", file=sys.stderr, flush=True)
-
+    progress = _counter("followers read")
     async with _line_account(config) as account:
         if account is None:
-            print("router: [line] channel_access_token is not set", file=sys.stderr)
-            return 2
+            return _fail("[line] channel_access_token is not set", 2)
         try:
             async with _database(config, 2) as pool, pool.acquire() as conn:
                 report = await sync_followers(conn, account, progress)
         except ProviderError as exc:
-            print(f"\nrouter: LINE refused the follower list: {exc}", file=sys.stderr)
-            return 1
+            return _fail(f"\nLINE refused the follower list: {exc}", 1)
     print(
         f"\n{report.followers:,} followers; friend flag corrected on "
         f"{report.members_changed:,} member(s)"
@@ -308,13 +310,11 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
         sock.bind((host, port))
         sock.listen(2048)  # connections wait in the backlog until the server accepts them
     except OSError as exc:
-        print(f"router: cannot listen on {config.http.listen}: {exc.strerror}", file=sys.stderr)
-        return 1
+        return _fail(f"cannot listen on {config.http.listen}: {exc.strerror}", 1)
     try:
         runtime = await start_runtime(config)
     except ListenError as exc:
-        print(f"router: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), 1)
     try:
         summary = describe(
             config,

@@ -1,11 +1,12 @@
 """Provider request limits shared by every router process, counted in PostgreSQL.
 
-Each wall-clock second has a row per bucket; a worker reserves the requests of a whole
-batch before claiming it, so the sum over all processes never exceeds the limit.
+Each wall-clock second has a row per bucket; a worker reserves the requests of a claim right
+after making it, before sending, so the sum over all processes never exceeds the limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from router.database import Connection
@@ -25,6 +26,13 @@ async def reserve(conn: Connection, bucket: str, requests: int, per_second: int)
         raise ValueError(f"a batch of {requests} can never fit a limit of {per_second}/s")
     granted = await conn.fetchval(_RESERVE, bucket, requests, per_second)
     return granted is not None
+
+
+async def wait_for_room(conn: Connection, bucket: str, requests: int, per_second: int) -> None:
+    """Reserve `requests`, waiting for the next second while this one is full. The window is
+    a wall-clock second in PostgreSQL, so waiting for it is the point."""
+    while not await reserve(conn, bucket, requests, per_second):  # noqa: ASYNC110
+        await asyncio.sleep(seconds_to_next_window())
 
 
 def seconds_to_next_window() -> float:

@@ -15,24 +15,21 @@ from router.store import relayed_messages
 SWEEP_SECONDS = 600.0
 BATCH = 5_000
 
-# One statement per table: at most $2 rows finished more than $1 days ago.
+
+def _finished(table: str, key: str, finished: str) -> str:
+    """At most $2 rows of `table` whose `finished` time is more than $1 days ago."""
+    return f"""
+        DELETE FROM {table} WHERE {key} IN (
+            SELECT {key} FROM {table}
+            WHERE {finished} < now() - make_interval(days => $1) LIMIT $2)"""  # noqa: S608
+
+
+# One statement per table, from constants only.
 _PRUNE = {
-    "webhook_forwards": """
-        DELETE FROM webhook_forwards WHERE id IN (
-            SELECT id FROM webhook_forwards
-            WHERE finished_at < now() - make_interval(days => $1) LIMIT $2)""",
-    "delivery_events": """
-        DELETE FROM delivery_events WHERE id IN (
-            SELECT id FROM delivery_events
-            WHERE sent_at < now() - make_interval(days => $1) LIMIT $2)""",
-    "line_webhook_events": """
-        DELETE FROM line_webhook_events WHERE webhook_event_id IN (
-            SELECT webhook_event_id FROM line_webhook_events
-            WHERE processed_at < now() - make_interval(days => $1) LIMIT $2)""",
-    "line_link_nonces": """
-        DELETE FROM line_link_nonces WHERE nonce IN (
-            SELECT nonce FROM line_link_nonces
-            WHERE expires_at < now() - make_interval(days => $1) LIMIT $2)""",
+    "webhook_forwards": _finished("webhook_forwards", "id", "finished_at"),
+    "delivery_events": _finished("delivery_events", "id", "sent_at"),
+    "line_webhook_events": _finished("line_webhook_events", "webhook_event_id", "processed_at"),
+    "line_link_nonces": _finished("line_link_nonces", "nonce", "expires_at"),
     "relayed_messages": relayed_messages.PRUNE_UNNAMED,
 }
 

@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
+
 from channels.base import Channel, Failed, Outbound, Outcome, Retry, Sent
 from router import ratelimit
 from router.channel_rules import not_reachable_now, sends_relayed_bytes
@@ -20,10 +22,11 @@ from router.config import WorkersConfig
 from router.database import Pool
 from router.delivery import outcomes
 from router.delivery.caches import ContentCache, RelayedCache
+from router.queue import claims
 from router.queue.backoff import retry_delay
 from router.queue.loops import QueueWorker
 from router.store import deliveries
-from router.store.deliveries import Result
+from router.store.deliveries import Claimed, Result
 
 # Do not resend within this margin of the provider's de-duplication window closing.
 REPLAY_MARGIN = timedelta(hours=1)
@@ -88,7 +91,48 @@ def earliest_retry(results: Sequence[Result]) -> float | None:
     return min((r.retry_in_seconds or 0.0 for r in results if r.status == "pending"), default=None)
 
 
-class DeliveryDispatch(QueueWorker):
+class ChannelLane(QueueWorker):
+    """The loops of one channel's lane of a leased queue (its deliveries, or its send groups),
+    and the lane's next due time for the queue's timer."""
+
+    def __init__(
+        self,
+        queue: claims.Leased,
+        pool: Pool,
+        channel: Channel,
+        config: WorkersConfig,
+        contents: ContentCache,
+        *,
+        full: int,
+        events: bool,
+    ) -> None:
+        super().__init__(queue.queue_name(channel.name), concurrency=config.concurrency, full=full)
+        self._queue = queue
+        self._queue_lane = channel.name
+        self._pool = pool
+        self._config = config
+        self._contents = contents
+        self._events = events  # record delivery events with each outcome
+
+    async def next_due(self) -> float | None:
+        async with self._pool.acquire() as conn:
+            return await claims.next_due(conn, self._queue, self._queue_lane)
+
+    async def _claim(
+        self, token: uuid.UUID, bucket: str, per_second: int | None
+    ) -> list[asyncpg.Record]:
+        """Claim up to `full` due rows of the lane, then take them out of the provider's
+        per-second budget (`bucket`), shared by every process."""
+        async with self._pool.acquire() as conn:
+            rows = await claims.claim(
+                conn, self._queue, self._queue_lane, self.full, token, self._config.lease_seconds
+            )
+            if rows and per_second is not None:
+                await ratelimit.wait_for_room(conn, bucket, len(rows), per_second)
+        return rows
+
+
+class DeliveryDispatch(ChannelLane):
     """The loops of one channel's deliveries sent on their own."""
 
     def __init__(
@@ -103,39 +147,21 @@ class DeliveryDispatch(QueueWorker):
     ) -> None:
         size = min(config.batch_size, channel.requests_per_second or config.batch_size)
         super().__init__(
-            deliveries.QUEUE.queue_name(channel.name), concurrency=config.concurrency, full=size
+            deliveries.QUEUE, pool, channel, config, contents, full=size, events=events
         )
-        self._pool = pool
         self._channel = channel
-        self._config = config
-        self._contents = contents
         self._relayed = relayed
-        self._events = events  # record delivery events with each outcome
         # Per channel, not per loop: at most this many deliveries are 'sending' at once.
         self._slots = asyncio.Semaphore(channel.max_concurrency)
-
-    async def next_due(self) -> float | None:
-        async with self._pool.acquire() as conn:
-            return await deliveries.next_due(conn, self._channel.name)
 
     async def step(self) -> int:
         """Claim, send and record one claim; how many deliveries it held."""
         channel = self._channel
         token = uuid.uuid4()
-        async with self._pool.acquire() as conn:
-            claimed = await deliveries.claim(
-                conn, channel.name, self.full, token, self._config.lease_seconds
-            )
-            if not claimed:
-                return 0
-            limit = channel.requests_per_second
-            if limit is not None:
-                # Reserve what was claimed in the provider's shared per-second budget; the
-                # window is a wall-clock second in PostgreSQL, so waiting for it is the point.
-                while not await ratelimit.reserve(  # noqa: ASYNC110
-                    conn, channel.name, len(claimed), limit
-                ):
-                    await asyncio.sleep(ratelimit.seconds_to_next_window())
+        rows = await self._claim(token, channel.name, channel.requests_per_second)
+        if not rows:
+            return 0
+        claimed = [Claimed(*r) for r in rows]
         contents = await self._contents.get_many(self._pool, [c.content_id for c in claimed])
         results: list[Result] = []
         sendable: list[Outbound] = []

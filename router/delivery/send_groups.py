@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import msgspec
 
 from channels.base import Failed, GroupChannel, OutboundGroup, Outcome, Retry, Sent, Split
-from router import ratelimit
 from router.channel_rules import not_reachable_now
 from router.config import WorkersConfig
 from router.content import Content
@@ -19,12 +18,12 @@ from router.database import Connection, Pool
 from router.delivery import outcomes
 from router.delivery.caches import ContentCache
 from router.delivery.dispatch import (
+    ChannelLane,
     past_replay_window,
     replay_window_passed,
     result_of,
     retry_backoff,
 )
-from router.queue.loops import QueueWorker
 from router.store import send_groups
 from router.store.deliveries import Result
 from router.store.send_groups import ClaimedGroup
@@ -71,7 +70,7 @@ async def record(
     return ours
 
 
-class SendGroupDispatch(QueueWorker):
+class SendGroupDispatch(ChannelLane):
     """The loops of one channel's send groups."""
 
     def __init__(
@@ -85,34 +84,18 @@ class SendGroupDispatch(QueueWorker):
     ) -> None:
         limit = min(GROUPS_PER_CLAIM, channel.groups_per_second or GROUPS_PER_CLAIM)
         super().__init__(
-            send_groups.QUEUE.queue_name(channel.name), concurrency=config.concurrency, full=limit
+            send_groups.QUEUE, pool, channel, config, contents, full=limit, events=events
         )
-        self._pool = pool
         self._channel = channel
-        self._config = config
-        self._contents = contents
-        self._events = events
-
-    async def next_due(self) -> float | None:
-        async with self._pool.acquire() as conn:
-            return await send_groups.next_due(conn, self._channel.name)
 
     async def step(self) -> int:
         """Claim, send and record send groups; how many were claimed."""
         channel = self._channel
         token = uuid.uuid4()
-        async with self._pool.acquire() as conn:
-            claimed = await send_groups.claim(
-                conn, channel.name, self.full, token, self._config.lease_seconds
-            )
-            if not claimed:
-                return 0
-            per_second = channel.groups_per_second
-            if per_second is not None:
-                while not await ratelimit.reserve(  # noqa: ASYNC110
-                    conn, f"{channel.name}:groups", len(claimed), per_second
-                ):
-                    await asyncio.sleep(ratelimit.seconds_to_next_window())
+        rows = await self._claim(token, f"{channel.name}:groups", channel.groups_per_second)
+        if not rows:
+            return 0
+        claimed = [ClaimedGroup(*r) for r in rows]
         contents = await self._contents.get_many(self._pool, [g.content_id for g in claimed])
         results = await asyncio.gather(
             *(self._send(g, contents.get(g.content_id)) for g in claimed)

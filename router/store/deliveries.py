@@ -72,17 +72,6 @@ QUEUE = claims.Leased(
 )
 
 
-async def claim(
-    conn: Connection, channel: str, limit: int, token: UUID, lease_seconds: float
-) -> list[Claimed]:
-    rows = await claims.claim(conn, QUEUE, channel, limit, token, lease_seconds)
-    return [Claimed(*r) for r in rows]
-
-
-async def next_due(conn: Connection, channel: str) -> float | None:
-    return await claims.next_due(conn, QUEUE, channel)
-
-
 async def mark_sending(conn: Connection, delivery_id: UUID, token: UUID) -> bool:
     """Record that the provider is about to be contacted (channels without de-duplication)."""
     done = await conn.fetchval(

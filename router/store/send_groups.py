@@ -67,10 +67,6 @@ async def claim(
     return [ClaimedGroup(*r) for r in rows]
 
 
-async def next_due(conn: Connection, channel: str) -> float | None:
-    return await claims.next_due(conn, QUEUE, channel)
-
-
 _RECORD = """
 UPDATE send_groups
 SET status = $3, provider_ref = coalesce($4, provider_ref), last_error = coalesce($5, last_error),
