@@ -81,7 +81,7 @@ class EmailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class WorkersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     concurrency: Count = 4
-    batch_size: Count = 100
+    claim_size: Count = 100
     max_attempts: Count = 8
     backoff_base_seconds: Seconds = 2.0
     backoff_max_seconds: Seconds = 600.0
@@ -112,7 +112,7 @@ class CampaignsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class EventsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_url: str = ""
     signing_secret: str = ""
-    batch_size: Count = 500
+    events_per_post: Count = 500
     timeout_seconds: Seconds = 10.0
     backoff_base_seconds: Seconds = 2.0
     backoff_max_seconds: Seconds = 600.0
@@ -152,6 +152,24 @@ def _section_fields() -> dict[str, dict[str, type]]:
     return sections
 
 
+# Keys that had another name once: the old name still works, in the file and the environment.
+RENAMED = {
+    ("workers", "batch_size"): "claim_size",
+    ("events", "batch_size"): "events_per_post",
+}
+
+
+def _renamed(data: dict[str, Any]) -> dict[str, Any]:
+    """The file's tables with keys under their old names moved to their new ones."""
+    for (section, old), new in RENAMED.items():
+        table = data.get(section)
+        if isinstance(table, dict) and old in table:
+            if new in table:
+                raise ConfigError(f"[{section}] give {new} only ({old} is its older name)")
+            table[new] = table.pop(old)
+    return data
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Map `ROUTER_LINE_API_BASE=...` to `{"line": {"api_base": "..."}}`.
 
@@ -169,6 +187,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         if section is None:
             continue
         key = rest[len(section) + 1 :]
+        key = RENAMED.get((section, key), key)
         if key not in sections[section]:
             raise ConfigError(f"{name}: [{section}] has no key {key!r}")
         kind = sections[section][key]
@@ -196,6 +215,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
+    data = _renamed(data)
     overrides = _env_overrides(os.environ if environ is None else environ)
     try:
         # The file is typed (TOML has numbers and booleans), so what it sets is checked

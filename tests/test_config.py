@@ -399,3 +399,23 @@ def test_values_that_would_stall_the_router_are_refused(
     with pytest.raises(ConfigError) as info:
         load_config(None, {variable: value})
     assert where in str(info.value)
+
+
+# renamed keys
+
+
+def test_keys_renamed_for_the_vocabulary_still_work_under_their_old_names(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "[workers]\nbatch_size = 7\n[events]\nbatch_size = 9\n")
+    config = load_config(path, {})
+    assert (config.workers.claim_size, config.events.events_per_post) == (7, 9)
+    from_env = load_config(None, {"ROUTER_WORKERS_BATCH_SIZE": "3"})
+    assert from_env.workers.claim_size == 3
+    assert load_config(None, {"ROUTER_WORKERS_CLAIM_SIZE": "4"}).workers.claim_size == 4
+
+
+def test_a_key_under_both_names_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "[workers]\nbatch_size = 7\nclaim_size = 8\n")
+    with pytest.raises(ConfigError, match=r"\[workers\] give claim_size only"):
+        load_config(path, {})

@@ -145,7 +145,7 @@ class DeliveryDispatch(ChannelLane):
         *,
         events: bool = False,
     ) -> None:
-        size = min(config.batch_size, channel.requests_per_second or config.batch_size)
+        size = min(config.claim_size, channel.requests_per_second or config.claim_size)
         super().__init__(
             deliveries.QUEUE, pool, channel, config, contents, full=size, events=events
         )

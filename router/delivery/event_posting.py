@@ -100,7 +100,7 @@ class EventPoster(QueueWorker):
     async def step(self) -> int:
         """Post the oldest unsent events if due; how many the receiver accepted."""
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await delivery_events.head(conn, self._config.batch_size)
+            rows = await delivery_events.head(conn, self._config.events_per_post)
             if not rows:
                 return 0
             ids = [r["id"] for r in rows]
