@@ -137,10 +137,10 @@ Outcome = Sent | Retry | Failed
 class OutboundGroup(msgspec.Struct, frozen=True, kw_only=True):
     """One content to many recipients in one provider request (LINE multicast).
 
-    `batch_id` names the group as stored; the provider's retry key is derived from it, so a
+    `group_id` names the group as stored; the provider's retry key is derived from it, so a
     group is only ever resent whole, with the same recipients."""
 
-    batch_id: UUID
+    group_id: UUID
     addresses: list[str]
     attempt: int
     content_id: bytes

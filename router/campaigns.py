@@ -183,10 +183,10 @@ async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
     if row is None:
         return None
     counts = [
-        ChannelCount(r["channel"], r["status"], r["n"], r["batches"])
+        ChannelCount(r["channel"], r["status"], r["n"], r["groups"])
         for r in await conn.fetch(
             "SELECT d.channel, d.status, count(*) AS n,"
-            " count(DISTINCT d.send_group_id) AS batches FROM intents i"
+            " count(DISTINCT d.send_group_id) AS groups FROM intents i"
             " JOIN deliveries d ON d.intent_id = i.id WHERE i.campaign_id = $1"
             " GROUP BY d.channel, d.status ORDER BY d.channel, d.status",
             campaign_id,

@@ -175,7 +175,7 @@ async def test_channel_splits_on_named_recipients_and_fails_on_refused_messages(
 
     def group(content: Content, addresses: list[str]) -> OutboundGroup:
         return OutboundGroup(
-            batch_id=uuid.uuid4(),
+            group_id=uuid.uuid4(),
             addresses=addresses,
             attempt=1,
             content_id=uuid.uuid4().bytes,

@@ -1,6 +1,6 @@
 """LINE push and multicast, through line-bot-sdk's async client.
 
-One delivery is one `POST /v2/bot/message/push`; a send batch (deliveries of one campaign with
+One delivery is one `POST /v2/bot/message/push`; a send group (deliveries of one campaign with
 the same content) is one `POST /v2/bot/message/multicast` to up to 500 user IDs.
 
 Requests go through the SDK's `AsyncApiClient` (its connection pool, bearer auth and
@@ -9,10 +9,10 @@ Requests go through the SDK's `AsyncApiClient` (its connection pool, bearer auth
 more than the HTTP request itself; the router already validated them when the intent was
 accepted (router.line.messages), so that per-call work buys nothing here.
 
-Every request carries `X-Line-Retry-Key`, a UUID derived from the delivery id (the batch id
-for a multicast). LINE keeps a key for 24 hours and answers a repeat with 409 plus the original request id, so a resend
-after a crash or a timeout can never reach the user twice; the worker refuses to resend
-once that window has passed.
+Every request carries `X-Line-Retry-Key`, a UUID derived from the delivery id (the send
+group's id for a multicast). LINE keeps a key for 24 hours and answers a repeat with 409 plus
+the original request id, so a resend after a crash or a timeout can never reach the user
+twice; the worker refuses to resend once that window has passed.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def retry_key(delivery_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(RETRY_KEY_NAMESPACE, f"push:{delivery_id}")
 
 
-def multicast_retry_key(batch_id: uuid.UUID) -> uuid.UUID:
-    """A send batch's key: never equal to any delivery's push key."""
-    return uuid.uuid5(RETRY_KEY_NAMESPACE, f"multicast:{batch_id}")
+def multicast_retry_key(group_id: uuid.UUID) -> uuid.UUID:
+    """A send group's key: never equal to any delivery's push key."""
+    return uuid.uuid5(RETRY_KEY_NAMESPACE, f"multicast:{group_id}")
 
 
 class LineError(msgspec.Struct):
@@ -198,7 +198,7 @@ class LinePushChannel:
             return Failed(f"LINE messages could not be built: {exc}", fallback=True, dropped=True)
         body = {"to": group.addresses, "messages": messages}
         outcome = await self._post(
-            MULTICAST_PATH, multicast_retry_key(group.batch_id), body, len(group.addresses)
+            MULTICAST_PATH, multicast_retry_key(group.group_id), body, len(group.addresses)
         )
         if isinstance(outcome, _Refused):
             return _split_or_fail(outcome)

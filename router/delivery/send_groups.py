@@ -137,7 +137,7 @@ class SendGroupDispatch(ChannelLane):
             return done(replay_window_passed(window))
         outcome = await self._channel.send_group(
             OutboundGroup(
-                batch_id=group.group_id,
+                group_id=group.group_id,
                 addresses=group.addresses,
                 attempt=group.attempts,
                 content_id=group.content_id,

@@ -56,7 +56,7 @@ QUEUE = claims.Leased(
            coalesce(array_agg(address ORDER BY id) FILTER (WHERE reachable), '{}') AS addresses,
            coalesce(array_agg(id) FILTER (WHERE NOT reachable), '{}') AS unreachable""",
     ),
-    requeued_error="the worker holding this batch stopped; requeued",
+    requeued_error="the worker holding this send group stopped; requeued",
 )
 
 
