@@ -370,3 +370,24 @@ async def line_user_ids(
     )
     while rows := await cursor.fetch(batch):
         yield [r["line_user_id"] for r in rows]
+
+
+async def record_line_group(conn: Connection, audience_id: uuid.UUID, group_id: int) -> None:
+    """The LINE audience this audience's friends go to exists now (created by a sync)."""
+    await conn.execute(
+        "UPDATE audiences SET line_audience_group_id = $2 WHERE id = $1", audience_id, group_id
+    )
+
+
+async def record_line_sync(
+    conn: Connection, audience_id: uuid.UUID, group_id: int, uploaded: int
+) -> datetime | None:
+    """A sync finished: when, and how many IDs it sent; None if the audience is gone."""
+    synced_at: datetime | None = await conn.fetchval(
+        "UPDATE audiences SET line_audience_group_id = $2, line_synced_at = now(),"
+        " line_synced_ids = $3 WHERE id = $1 RETURNING line_synced_at",
+        audience_id,
+        group_id,
+        uploaded,
+    )
+    return synced_at

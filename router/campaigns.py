@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -20,7 +19,8 @@ import msgspec
 from router import audiences
 from router.content import Content, EmailContent, LineContent, check_content
 from router.database import Connection, Pool
-from router.intents import IntentRequest, IntentResult, Kind, Route
+from router.intake_port import AcceptIntents
+from router.intents import IntentRequest, Kind, Route
 from router.problems import FieldError
 from router.queue import claims
 from router.queue.loops import QueueWorker
@@ -193,18 +193,6 @@ async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
         )
     ]
     return CampaignView(deliveries=counts, **dict(row))
-
-
-class AcceptIntents(Protocol):
-    """The router's one way to accept intents (`Runtime.accept_intents`)."""
-
-    async def __call__(
-        self,
-        conn: Connection,
-        requests: Sequence[IntentRequest | IntentResult],
-        *,
-        campaign_id: UUID | None = None,
-    ) -> list[IntentResult]: ...
 
 
 class CampaignFanOut(QueueWorker):

@@ -1,7 +1,9 @@
 """Provider request limits shared by every router process, counted in PostgreSQL.
 
 Each wall-clock second has a row per bucket; a worker reserves the requests of a claim right
-after making it, before sending, so the sum over all processes never exceeds the limit.
+after making it, before sending, so the sum over all processes never exceeds the limit. A
+bucket can also space single requests (`wait_for_turn`): each row is then one request's time.
+The only writer of `rate_buckets`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from router.database import Connection
+from router.database import Connection, Pool
 
 _RESERVE = """
 INSERT INTO rate_buckets AS b (bucket, second, granted)
@@ -41,3 +43,27 @@ def seconds_to_next_window() -> float:
 
 async def prune(conn: Connection) -> None:
     await conn.execute("DELETE FROM rate_buckets WHERE second < now() - interval '1 minute'")
+
+
+_UNTIL_TURN = """
+SELECT extract(epoch FROM max(second) + make_interval(secs => $2) - clock_timestamp())::float8
+FROM rate_buckets WHERE bucket = $1
+"""
+
+
+async def wait_for_turn(pool: Pool, bucket: str, spacing: float) -> None:
+    """Wait until `bucket`'s last request, by any process, is `spacing` seconds old; record this
+    one. The time recorded is when the turn is taken, not when it was due, so a late wake-up
+    cannot bring two requests closer together than the spacing."""
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", bucket)
+            wait: float | None = await conn.fetchval(_UNTIL_TURN, bucket, spacing)
+            if wait is None or wait <= 0:
+                await conn.execute(
+                    "INSERT INTO rate_buckets (bucket, second, granted)"
+                    " VALUES ($1, clock_timestamp(), 1)",
+                    bucket,
+                )
+                return
+        await asyncio.sleep(wait)

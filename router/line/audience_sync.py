@@ -30,7 +30,7 @@ from uuid import UUID
 import msgspec
 
 from channels.base import LineAccount, ProviderError
-from router import audiences
+from router import audiences, ratelimit
 from router.database import Pool
 from router.problems import ProblemError
 
@@ -50,13 +50,8 @@ GONE_STATUSES = frozenset({"EXPIRED"})
 
 _T = TypeVar("_T")
 
+
 # Seconds until the bucket's last request is `$2` seconds old (none or negative: go now).
-_UNTIL_TURN = """
-SELECT extract(epoch FROM max(second) + make_interval(secs => $2) - clock_timestamp())::float8
-FROM rate_buckets WHERE bucket = $1
-"""
-
-
 class LineAudienceSync(msgspec.Struct, kw_only=True):
     """What a sync did: the LINE audience it filled and how much it sent."""
 
@@ -104,7 +99,7 @@ class _Uploader:
     ) -> _T:
         delay = RETRY_FIRST_SECONDS
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            await _wait_for_turn(self._pool, bucket)
+            await ratelimit.wait_for_turn(self._pool, bucket, REQUEST_SPACING_SECONDS)
             try:
                 result = await call()
             except ProviderError as exc:
@@ -125,25 +120,6 @@ class _Uploader:
             self.requests += 1
             return result
         raise AssertionError("unreachable")
-
-
-async def _wait_for_turn(pool: Pool, bucket: str) -> None:
-    """Wait until `bucket`'s last request, by any process, is a spacing old; record this one.
-
-    The time recorded is when the turn is taken, not when it was due, so a late wake-up
-    cannot bring two requests closer together than the spacing."""
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", bucket)
-            wait: float | None = await conn.fetchval(_UNTIL_TURN, bucket, REQUEST_SPACING_SECONDS)
-            if wait is None or wait <= 0:
-                await conn.execute(
-                    "INSERT INTO rate_buckets (bucket, second, granted)"
-                    " VALUES ($1, clock_timestamp(), 1)",
-                    bucket,
-                )
-                return
-        await asyncio.sleep(wait)
 
 
 def _description(name: str) -> str:
@@ -237,13 +213,7 @@ async def sync(
             )
             raise _refused(exc, group_id, created, uploaded) from None
         assert group_id is not None
-        synced_at: datetime | None = await conn.fetchval(
-            "UPDATE audiences SET line_audience_group_id = $2, line_synced_at = now(),"
-            " line_synced_ids = $3 WHERE id = $1 RETURNING line_synced_at",
-            audience_id,
-            group_id,
-            uploaded,
-        )
+        synced_at = await audiences.record_line_sync(conn, audience_id, group_id, uploaded)
         if synced_at is None:
             raise ProblemError(404, "Not found", f"audience {audience_id} was deleted meanwhile")
     log.info(
@@ -275,6 +245,4 @@ async def _still_at_line(account: LineAccount, group_id: int) -> bool:
 async def _record_group(pool: Pool, audience_id: UUID, group_id: int) -> None:
     """Committed at once, outside the sync's transaction: the LINE audience exists now."""
     async with pool.acquire() as conn:
-        await conn.execute(
-            "UPDATE audiences SET line_audience_group_id = $2 WHERE id = $1", audience_id, group_id
-        )
+        await audiences.record_line_group(conn, audience_id, group_id)
