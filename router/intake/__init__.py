@@ -127,13 +127,11 @@ def _settle_replays_within(
 ) -> list[IntentResult]:
     """An intent repeated within one batch is answered with the id its first copy got (or
     refused, when the first copy was)."""
-    by_key = {
-        p.intent.request.idempotency_key: p.id
-        for p in planned
-        if p.intent.request.idempotency_key is not None
-        and results[p.intent.index] is not None
-        and results[p.intent.index].status == "accepted"  # type: ignore[union-attr]
-    }
+    by_key: dict[str, UUID] = {}
+    for p in planned:
+        key, result = p.intent.request.idempotency_key, results[p.intent.index]
+        if key is not None and result is not None and result.status == "accepted":
+            by_key[key] = p.id
     out: list[IntentResult] = []
     for r in results:
         assert r is not None
