@@ -34,7 +34,7 @@ import asyncpg
 import msgspec
 
 # Run as a script, this directory is on the path: the helpers of bench/throughput.py.
-from throughput import API_KEY, TOKEN, free_port, process, router_env, wait_http
+from throughput import API_KEY, TOKEN, add_members, free_port, process, router_env, wait_http
 
 HERE = Path(__file__).resolve().parent.parent
 FRIENDS = 2_000
@@ -61,15 +61,6 @@ def backends(postmaster: int) -> dict[int, float]:
             except (OSError, IndexError):
                 continue  # gone meanwhile
     return found
-
-
-async def seed(session: aiohttp.ClientSession, base: str) -> None:
-    members = [
-        {"member_id": f"f{i}", "email": f"f{i}@example.jp", "line_user_id": f"U{i:032x}"}
-        for i in range(FRIENDS)
-    ]
-    async with session.post(f"{base}/v1/members/batch", json={"members": members}) as resp:
-        assert resp.status == 200, await resp.text()
 
 
 def bodies() -> itertools.cycle[bytes]:
@@ -131,8 +122,8 @@ async def measure(
         cwd,
     ) as router:
         await wait_http(f"{base}/healthz")
+        await add_members(base, FRIENDS)
         async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
-            await seed(session, base)
             await post_for(session, base, args.clients, 3.0)  # warm-up
             pg = backends(postmaster) if postmaster else {}
             cpu, start = cpu_seconds(router.pid), time.perf_counter()

@@ -40,7 +40,7 @@ async def requeue_expired(conn: Connection, *, events: bool = False) -> None:
 
 
 class LeaseSweep(QueueWorker):
-    """Runs every quarter lease (at least every second), in every process with workers."""
+    """Runs every quarter lease (at most once a second), in every process with workers."""
 
     def __init__(
         self,
