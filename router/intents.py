@@ -21,8 +21,10 @@ MAX_BATCH = 10_000
 
 Route = Literal["prefer_line", "both", "line_only", "email_only", "notification_first"]
 Kind = Literal["promotional", "transactional"]
-# A registered channel's name: line, email, line_notification (see channels.registry).
-ChannelName = Annotated[str, msgspec.Meta(examples=["line", "email", "line_notification"])]
+# A registered channel's name (channels.registry), as deliveries and answers report it.
+ChannelName = Annotated[
+    str, msgspec.Meta(description="A channel's name: one of the channels this router registers")
+]
 
 
 class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
