@@ -1,11 +1,12 @@
 """Provider request limits shared by every router process, counted in PostgreSQL.
 
 Each wall-clock second has a row per bucket; a worker reserves the requests of a whole
-batch before claiming it, so the sum over all processes never exceeds the limit.
+claim before sending any of it, so the sum over all processes never exceeds the limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from router.database import Connection
@@ -27,7 +28,14 @@ async def reserve(conn: Connection, bucket: str, requests: int, per_second: int)
     return granted is not None
 
 
-def seconds_to_next_window() -> float:
+async def take(conn: Connection, bucket: str, requests: int, per_second: int) -> None:
+    """Reserve `requests` in the first second that has room for them. The window is a
+    wall-clock second in PostgreSQL, so waiting for the next one is the point."""
+    while not await reserve(conn, bucket, requests, per_second):  # noqa: ASYNC110
+        await asyncio.sleep(_seconds_to_next_window())
+
+
+def _seconds_to_next_window() -> float:
     return 1.0 - (time.time() % 1.0) + 0.001
 
 

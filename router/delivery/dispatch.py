@@ -128,14 +128,9 @@ class DeliveryDispatch(QueueWorker):
             )
             if not claimed:
                 return 0
-            limit = channel.requests_per_second
-            if limit is not None:
-                # Reserve what was claimed in the provider's shared per-second budget; the
-                # window is a wall-clock second in PostgreSQL, so waiting for it is the point.
-                while not await ratelimit.reserve(  # noqa: ASYNC110
-                    conn, channel.name, len(claimed), limit
-                ):
-                    await asyncio.sleep(ratelimit.seconds_to_next_window())
+            if channel.requests_per_second is not None:
+                # What was claimed goes in the provider's per-second budget, shared by all.
+                await ratelimit.take(conn, channel.name, len(claimed), channel.requests_per_second)
         contents = await self._contents.get_many(self._pool, [c.content_id for c in claimed])
         results: list[Result] = []
         sendable: list[Outbound] = []

@@ -107,12 +107,10 @@ class SendGroupDispatch(QueueWorker):
             )
             if not claimed:
                 return 0
-            per_second = channel.groups_per_second
-            if per_second is not None:
-                while not await ratelimit.reserve(  # noqa: ASYNC110
-                    conn, f"{channel.name}:groups", len(claimed), per_second
-                ):
-                    await asyncio.sleep(ratelimit.seconds_to_next_window())
+            if channel.groups_per_second is not None:
+                await ratelimit.take(
+                    conn, f"{channel.name}:groups", len(claimed), channel.groups_per_second
+                )
         contents = await self._contents.get_many(self._pool, [g.content_id for g in claimed])
         results = await asyncio.gather(
             *(self._send(g, contents.get(g.content_id)) for g in claimed)
