@@ -35,7 +35,9 @@ RESERVED_HEADERS = frozenset(
 )
 
 
-class EmailContent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+class EmailContent(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, gc=False
+):
     subject: Annotated[str, msgspec.Meta(min_length=1, max_length=998)]
     text: str | None = None
     html: str | None = None
@@ -44,11 +46,11 @@ class EmailContent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omi
     headers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class LineContent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class LineContent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     messages: Annotated[list[LineMessage], msgspec.Meta(min_length=1, max_length=5)]
 
 
-class Relayed(msgspec.Struct, kw_only=True, frozen=True):
+class Relayed(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """An email received by the SMTP relay: sent on unchanged, from its original sender."""
 
     message_sha256: str  # hex; the bytes are in relayed_messages
@@ -56,7 +58,7 @@ class Relayed(msgspec.Struct, kw_only=True, frozen=True):
     message_id: str | None = None
 
 
-class Content(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Content(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     email: EmailContent | None = None
     line: LineContent | None = None
     relayed: Relayed | None = None

@@ -27,7 +27,7 @@ ChannelName = Annotated[
 ]
 
 
-class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     """One message for one recipient: a member, or an email address."""
 
     member_id: str | None = None
@@ -46,7 +46,7 @@ class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     send_at: datetime | None = None
 
 
-class IntentResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+class IntentResult(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """Outcome of one intent in a request. `code` is the HTTP status it would have alone."""
 
     status: Literal["accepted", "duplicate", "rejected"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 
-class Reach(msgspec.Struct, frozen=True):
+class Reach(msgspec.Struct, frozen=True, gc=False):
     """How one recipient can be reached, as routing needs to know it."""
 
     member_id: str | None

@@ -39,7 +39,7 @@ def plan(
         line=LineContent(messages=[text_message("hello")]) if has_line_content else None,
         email=EmailContent(subject="Hello", text="hello") if has_email_content else None,
     )
-    return routing.plan(route, reach, content, descriptors(), configured, kind)
+    return routing.plan(route, reach, content, routing.Routes(descriptors()), configured, kind)
 
 
 LINE_ID = "U0123456789abcdef0123456789abcdef"

@@ -91,9 +91,7 @@ class IngressHandler:
         except STORE_ERRORS:
             return TEMPORARY_FAILURE
         channels = self._channels
-        decision = plan(
-            "prefer_line", reach, ANY_MESSAGE, channels.descriptors, channels.configured
-        )
+        decision = plan("prefer_line", reach, ANY_MESSAGE, channels.routes, channels.configured)
         if isinstance(decision, Unroutable):
             return f"550 5.7.1 {decision.reason}"
         envelope.rcpt_tos.append(normalized)

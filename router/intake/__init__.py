@@ -17,7 +17,7 @@ from router.content import Relayed
 from router.database import Connection
 from router.intake import persist, resolve
 from router.intake.persist import Planned
-from router.intake.routing import Unroutable, plan
+from router.intake.routing import Routes, Unroutable, plan
 from router.intake.validate import Validated, validate
 from router.intents import IntentRequest, IntentResult, rejected
 from router.reach import Reach
@@ -34,10 +34,13 @@ class IntakeChannels:
     descriptors: Sequence[ChannelDescriptor]
     configured: frozenset[str]
     group_sizes: Mapping[str, int] = field(default_factory=dict)
+    routes: Routes = field(init=False)
+    by_name: Mapping[str, ChannelDescriptor] = field(init=False)
 
-    @property
-    def by_name(self) -> dict[str, ChannelDescriptor]:
-        return {d.name: d for d in self.descriptors}
+    def __post_init__(self) -> None:
+        # Ranked once here, not for each of ten thousand intents.
+        object.__setattr__(self, "routes", Routes(self.descriptors))
+        object.__setattr__(self, "by_name", {d.name: d for d in self.descriptors})
 
 
 async def accept(
@@ -105,7 +108,7 @@ async def accept(
 def _plan(intent: Validated, reach: Reach, channels: IntakeChannels) -> Planned | IntentResult:
     req = intent.request
     decision = plan(
-        req.route, reach, intent.content, channels.descriptors, channels.configured, req.kind
+        req.route, reach, intent.content, channels.routes, channels.configured, req.kind
     )
     if isinstance(decision, Unroutable):
         return rejected(decision.reason, code=422)

@@ -28,7 +28,7 @@ from router.store.send_groups import deal
 _EMPTY_TAGS = "[]"
 
 
-class Planned(msgspec.Struct, frozen=True):
+class Planned(msgspec.Struct, frozen=True, gc=False):
     """An intent with its id, recipient and channels, ready to be written."""
 
     id: UUID

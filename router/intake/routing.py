@@ -22,44 +22,68 @@ from router.reach import Reach
 EVERY_CHANNEL: frozenset[Route] = frozenset({"both"})
 
 
-class Plan(msgspec.Struct, frozen=True):
+class Plan(msgspec.Struct, frozen=True, gc=False):
     """Channels to send on now, and the channel to activate if the primary fails for good."""
 
     primary: tuple[str, ...]
     fallback: str | None = None
 
 
-class Unroutable(msgspec.Struct, frozen=True):
+class Unroutable(msgspec.Struct, frozen=True, gc=False):
     reason: str
+
+
+class Routes:
+    """The registered channels ranked once per route, as `plan` takes them."""
+
+    def __init__(self, channels: Sequence[ChannelDescriptor]) -> None:
+        names = {route for c in channels for route in c.routes}
+        self._ranked = {
+            route: tuple(
+                sorted((c for c in channels if route in c.routes), key=lambda c: c.routes[route])
+            )
+            for route in names
+        }
+
+    def ranked(self, route: str) -> tuple[ChannelDescriptor, ...]:
+        """The channels of `route`, in the order it tries them."""
+        return self._ranked.get(route, ())
 
 
 def plan(
     route: Route,
     reach: Reach,
     content: Content,
-    channels: Sequence[ChannelDescriptor],
+    routes: Routes,
     configured: frozenset[str],
     kind: Kind = "promotional",
 ) -> Plan | Unroutable:
-    """Plan one intent over the registered `channels`, of which `configured` have adapters."""
-    ranked = sorted((c for c in channels if route in c.routes), key=lambda c: c.routes[route])
-    why = {c.name: _why_not(c, reach, content, configured, kind) for c in ranked}
-    ok = [c for c in ranked if why[c.name] is None]
+    """Plan one intent over the registered channels, of which `configured` have adapters."""
+    ranked = routes.ranked(route)
     if route in EVERY_CHANNEL:
+        why = {c.name: _why_not(c, reach, content, configured, kind) for c in ranked}
         on = [
-            c
-            for c in ok
-            if c.stands_in_for is None or why.get(c.stands_in_for, "absent") is not None
+            c.name
+            for c in ranked
+            if why[c.name] is None
+            and (c.stands_in_for is None or why.get(c.stands_in_for, "absent") is not None)
         ]
         if on:
-            return Plan(tuple(c.name for c in on))
+            return Plan(tuple(on))
         return _unroutable([c for c in ranked if c.stands_in_for is None], why)
     if ranked and kind not in ranked[0].kinds:
         return Unroutable(ranked[0].kind_refusal)
-    if not ok:
-        return _unroutable(ranked, why)
-    after = ok[1:]
-    return Plan((ok[0].name,), after[0].name if after else None)
+    chosen: ChannelDescriptor | None = None
+    for channel in ranked:
+        if _why_not(channel, reach, content, configured, kind) is None:
+            if chosen is not None:
+                return Plan((chosen.name,), channel.name)  # the next one is the fallback
+            chosen = channel
+    if chosen is not None:
+        return Plan((chosen.name,))
+    return _unroutable(
+        ranked, {c.name: _why_not(c, reach, content, configured, kind) for c in ranked}
+    )
 
 
 def _why_not(

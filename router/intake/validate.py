@@ -18,7 +18,7 @@ from router.problems import FieldError
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
 
 
-class Validated(msgspec.Struct):
+class Validated(msgspec.Struct, gc=False):
     """An intent that passed validation, on its way to the database."""
 
     index: int  # its position in the request

@@ -18,12 +18,12 @@ from router.database import Connection
 from router.store.rows import columns, unnest, width
 
 
-class ContentRow(msgspec.Struct, frozen=True):
+class ContentRow(msgspec.Struct, frozen=True, gc=False):
     id: bytes  # SHA-256 of the canonical JSON
     body: str
 
 
-class IntentRow(msgspec.Struct, frozen=True):
+class IntentRow(msgspec.Struct, frozen=True, gc=False):
     id: UUID
     member_id: str | None
     email_address: str | None  # only for a recipient without a member record
@@ -37,7 +37,7 @@ class IntentRow(msgspec.Struct, frozen=True):
     request_sha256: bytes
 
 
-class DeliveryRow(msgspec.Struct):
+class DeliveryRow(msgspec.Struct, gc=False):
     intent_id: UUID
     channel: str
     address: str
@@ -45,7 +45,7 @@ class DeliveryRow(msgspec.Struct):
     send_group_id: UUID | None
 
 
-class SendGroupRow(msgspec.Struct, frozen=True):
+class SendGroupRow(msgspec.Struct, frozen=True, gc=False):
     id: UUID
     channel: str
     content_id: bytes
@@ -93,8 +93,10 @@ def _insert_statement(*, returning_deliveries: bool) -> str:
     p_deliveries = p_groups + width(SendGroupRow)
     p_campaign = p_deliveries + width(DeliveryRow)
     answer = "SELECT 'intent' AS kind, id FROM added"
+    returning = ""
     if returning_deliveries:
         answer += " UNION ALL SELECT 'delivery', id FROM new_deliveries"
+        returning = "RETURNING id"
     return f"""
 WITH new_contents AS (
     INSERT INTO contents (id, body)
@@ -118,7 +120,7 @@ WITH new_contents AS (
            send_group_id
     FROM {unnest(DeliveryRow, _DELIVERY_TYPES, p_deliveries, "d")}
     WHERE intent_id IN (SELECT id FROM added)
-    RETURNING id
+    {returning}
 )
 {answer}
 """  # noqa: S608 - built from constants only
