@@ -38,9 +38,21 @@ class IntakeChannels:
     by_name: Mapping[str, ChannelDescriptor] = field(init=False)
 
     def __post_init__(self) -> None:
-        # Ranked once here, not for each of ten thousand intents.
-        object.__setattr__(self, "routes", Routes(self.descriptors))
-        object.__setattr__(self, "by_name", {d.name: d for d in self.descriptors})
+        # Ranked once per set of registered channels, not per request or intent.
+        key = tuple(id(d) for d in self.descriptors)
+        known = _RANKED.get(key)
+        if known is None:
+            known = _RANKED[key] = (
+                Routes(self.descriptors),
+                {d.name: d for d in self.descriptors},
+            )
+        object.__setattr__(self, "routes", known[0])
+        object.__setattr__(self, "by_name", known[1])
+
+
+# The registry changes only when a channel is registered: a handful of keys per process. Each
+# value holds its descriptors, so an id in a key cannot be reused by another object.
+_RANKED: dict[tuple[int, ...], tuple[Routes, Mapping[str, ChannelDescriptor]]] = {}
 
 
 async def accept(
