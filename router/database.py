@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 import msgspec
 
+from router.log_safety import ExceptionInOneLine
+
 log = logging.getLogger(__name__)
+_POOL_LOG = ExceptionInOneLine()
 
 MIGRATION_LOCK_ID = 0x64725F6D6967  # "dr_mig": any constant shared by all router processes
 MIGRATIONS_TABLE = "schema_migrations"  # which migrations ran; not part of the schema they make
@@ -95,6 +98,9 @@ async def _keep_session(conn: Connection) -> None:
 
 
 async def create_pool(dsn: str, size: int) -> Pool:
+    # While the database is down the pool retries its connection floor, logging each failure
+    # with a traceback: one line each is enough.
+    logging.getLogger("asyncpg.pool").addFilter(_POOL_LOG)
     pool = await asyncpg.create_pool(
         dsn,
         min_size=1,

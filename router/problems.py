@@ -31,9 +31,12 @@ class ProblemError(Exception):
         title: str,
         detail: str | None = None,
         errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail or title)
         self.problem = Problem(title=title, status=status, detail=detail, errors=errors or [])
+        self.headers = headers or {}
+        """Response headers the answer needs, such as `Retry-After` on 429 and 503."""
 
 
 def invalid(errors: list[FieldError], detail: str | None = None) -> ProblemError:

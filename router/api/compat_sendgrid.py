@@ -13,18 +13,35 @@ from litestar import Controller, Request, Response, post
 from litestar.exceptions import HTTPException
 
 from router.api.dependencies import Injected
+from router.api.errors import database_unavailable
 from router.database import Pool
 from router.ingress import sendgrid
 from router.ingress.sendgrid import SendGridError
 from router.intake_port import AcceptIntents
+from router.problems import ProblemError
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/json"
 
 
-def sendgrid_error(status: int, errors: list[SendGridError]) -> Response[bytes]:
-    return Response(sendgrid.error_body(errors), status_code=status, media_type=MEDIA_TYPE)
+def sendgrid_error(
+    status: int, errors: list[SendGridError], headers: dict[str, str] | None = None
+) -> Response[bytes]:
+    return Response(
+        sendgrid.error_body(errors), status_code=status, media_type=MEDIA_TYPE, headers=headers
+    )
+
+
+def _from_problem(_: Request[Any, Any, Any], exc: ProblemError) -> Response[bytes]:
+    """A problem raised on the way in (an outage, a rate limit, a body limit) in SendGrid's
+    shape: one entry per bad field, with SendGrid's dotted field names."""
+    problem = exc.problem
+    errors = [
+        SendGridError(message=e.message, field=sendgrid.dotted(e.field), help=sendgrid.DOCS)
+        for e in problem.errors
+    ] or [SendGridError(message=problem.detail or problem.title)]
+    return sendgrid_error(problem.status, errors, exc.headers or None)
 
 
 def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -36,6 +53,8 @@ def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]
 
 
 def _from_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if (outage := database_unavailable(request, exc)) is not None:
+        return _from_problem(request, outage)
     log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
     log.debug("traceback", exc_info=exc)
     return sendgrid_error(500, [SendGridError(message="The router failed; see its log.")])
@@ -44,7 +63,11 @@ def _from_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respons
 class SendGridController(Controller):
     path = "/v3/mail"
     tags = ["compatibility"]  # noqa: RUF012
-    exception_handlers = {HTTPException: _from_http, Exception: _from_unexpected}  # noqa: RUF012
+    exception_handlers = {  # noqa: RUF012
+        ProblemError: _from_problem,
+        HTTPException: _from_http,
+        Exception: _from_unexpected,
+    }
 
     @post(
         "/send",

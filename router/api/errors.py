@@ -10,7 +10,9 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from router.database_outage import is_unavailable
 from router.intents import IntentResult
+from router.log_safety import describe
 from router.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemError
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,13 @@ _TITLES = {
     415: "Unsupported media type",
     422: "Unprocessable request",
     500: "Internal error",
+    429: "Too many requests",
     503: "Service unavailable",
 }
+
+RETRY_AFTER_SECONDS = 5
+"""What a client is told to wait while the database is unreachable: a PostgreSQL restart or
+fail-over takes seconds, and the pool reconnects on the next request after it."""
 
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response[bytes]:
@@ -59,7 +66,28 @@ def refusal(result: IntentResult) -> ProblemError:
 
 
 def _from_problem_error(_: Request[Any, Any, Any], exc: ProblemError) -> Response[bytes]:
-    return problem_response(exc.problem)
+    return problem_response(exc.problem, headers=exc.headers or None)
+
+
+def database_unavailable(
+    request: Request[Any, Any, Any], exc: BaseException
+) -> ProblemError | None:
+    """The 503 (with `Retry-After`) for an error that means PostgreSQL cannot be reached, logged
+    as one line; None for any other error."""
+    if not is_unavailable(exc):
+        return None
+    log.warning(
+        "database unavailable on %s %s: %s; answered 503",
+        request.method,
+        request.url.path,
+        describe(exc),
+    )
+    return ProblemError(
+        503,
+        "Service unavailable",
+        "the database cannot be reached; try again shortly",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 _AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -101,6 +129,8 @@ def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]
 
 
 def _from_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if (outage := database_unavailable(request, exc)) is not None:
+        return _from_problem_error(request, outage)
     log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
     log.debug("traceback", exc_info=exc)
     return problem_response(

@@ -161,7 +161,7 @@ def decode(body: bytes) -> MailSend:
     except msgspec.ValidationError as exc:
         message = str(exc)
         match = _AT_PATH.search(message)
-        field = _dotted(match.group("path")) if match else None
+        field = dotted(match.group("path")) if match else None
         if match:
             message = message[: match.start()]
         raise Invalid([_error(message, field or None)]) from None
@@ -169,7 +169,7 @@ def decode(body: bytes) -> MailSend:
         raise Invalid([_error(f"The request body is not valid JSON ({exc})")]) from None
 
 
-def _dotted(path: str) -> str:
+def dotted(path: str) -> str:
     """msgspec's `personalizations[0].to[1]` in SendGrid's spelling, `personalizations.0.to.1`."""
     return re.sub(r"\[(\d+)\]", r".\1", path)
 
