@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 from router.config import Config, ConfigError, load_config, split_listen
+from router.log_safety import SafeFormatter
 
 if TYPE_CHECKING:
     from channels.base import LineAccount
@@ -108,9 +109,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    console = logging.StreamHandler()
+    console.setFormatter(SafeFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[console])
     logging.getLogger("linebot").setLevel(logging.WARNING)  # its debug log holds response bodies
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # initdb and pg_ctl transcripts
     try:

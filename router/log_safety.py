@@ -1,11 +1,16 @@
 """What may be logged about an exception: its class, its SQLSTATE and where it was raised,
 never its message. Messages quote values (PostgreSQL's "invalid input syntax ... "x"", a
-provider's echo of a bad address), and the log must never carry an address or a token."""
+provider's echo of a bad address), and the log must never carry an address or a token.
+
+The log format itself escapes control characters (`SafeFormatter`): ids and paths a client
+chose end up in log lines, and a NUL or a line break in one must not corrupt the log."""
 
 from __future__ import annotations
 
 import logging
+import re
 import traceback
+from typing import Any
 
 
 def describe(exc: BaseException) -> str:
@@ -19,6 +24,43 @@ def frames(exc: BaseException) -> str:
     """The traceback's file, line, function and source text, without the exception's
     message or any local value."""
     return "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def escape_controls(text: str, keep_newlines: bool = False) -> str:
+    """`text` with every control character (and lone surrogate) written as an escape, so a
+    value in a log line can neither end the line, hide text nor make `grep` see binary."""
+
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        if keep_newlines and char == "\n":
+            return char
+        code = ord(char)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _CONTROL.sub(escape, text)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class SafeFormatter(logging.Formatter):
+    """The router's log format, with control characters escaped: in the message entirely, in a
+    traceback all but the line breaks between its lines."""
+
+    def __init__(self, fmt: str = LOG_FORMAT, datefmt: str | None = None) -> None:
+        super().__init__(fmt, datefmt)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return escape_controls(super().formatException(ei), keep_newlines=True)
+
+    def formatStack(self, stack_info: str) -> str:
+        return escape_controls(super().formatStack(stack_info), keep_newlines=True)
 
 
 class ExceptionInOneLine(logging.Filter):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import Any
 
 import asyncpg
 import pytest
 
-from router.log_safety import describe, frames
+from router.log_safety import SafeFormatter, describe, frames
 from tests.harness import SmtpSink, running_router
 
 ADDRESS = "taro.yamada@example.jp"
@@ -74,3 +75,24 @@ async def dispatch_with_a_bug(dsn: str, line_sim: Any, smtp: SmtpSink) -> None:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.1)
+
+
+async def test_log_lines_escape_control_characters(dsn: str, smtp: SmtpSink) -> None:
+    """Whatever a client put in a path or a field, a log line stays one line of text."""
+    async with running_router(dsn, None, smtp):
+        # Litestar sets up the root logger when the app starts; its handlers use our format.
+        formatters = [h.formatter for h in logging.getLogger().handlers]
+        assert formatters and all(isinstance(f, SafeFormatter) for f in formatters)
+    record = logging.LogRecord(
+        "router.api", logging.WARNING, __file__, 1, "member %s: %s", ("a\x00b", "x\ny\u2028"), None
+    )
+    try:
+        raise ValueError("bad\x00value\r")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    line = SafeFormatter().format(record)
+    assert "\x00" not in line and "\r" not in line and "\u2028" not in line
+    first, *traceback_lines = line.split("\n")
+    assert first.endswith("router.api: member a\\x00b: x\\x0ay\\u2028")
+    assert traceback_lines[0] == "Traceback (most recent call last):"
+    assert traceback_lines[-1] == "ValueError: bad\\x00value\\x0d"

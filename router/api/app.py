@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Litestar, get
+from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
@@ -18,6 +19,7 @@ from router.api.intents import IntentController
 from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
 from router.database import Pool
+from router.log_safety import SafeFormatter
 from router.problems import ProblemError
 from router.service import Runtime
 
@@ -66,6 +68,9 @@ def create_app(runtime: Runtime) -> Litestar:
         middleware=[auth_middleware_factory(runtime.api_key_hashes)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=runtime.config.http.max_body_bytes,
+        # Litestar sets up the root logger when the app starts: with the router's format, which
+        # escapes control characters a client put in a path or a field.
+        logging_config=LoggingConfig(formatters={"standard": {"()": SafeFormatter}}),
         openapi_config=OpenAPIConfig(
             title="delivery-router",
             version="0.1.0",
