@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
-from litestar import Litestar, get
+from litestar import Litestar, Request, get
 from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from router.api import body_checks
 from router.api.audiences import AudienceController
 from router.api.auth import auth_middleware_factory
 from router.api.campaigns import CampaignController
@@ -51,6 +54,16 @@ def dependencies(runtime: Runtime) -> ApiDependencies:
     )
 
 
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+async def check_body(request: Request[Any, Any, Any]) -> None:
+    """Before a handler is called (and before its body is decoded): the checks every JSON
+    body passes (`router.api.body_checks`), unless the route checks per item or streams."""
+    if request.method in BODY_METHODS and body_checks.BODY_CHECKS not in request.route_handler.opt:
+        body_checks.check_whole_body(await request.body())
+
+
 def create_app(runtime: Runtime) -> Litestar:
     return Litestar(
         route_handlers=[
@@ -67,6 +80,7 @@ def create_app(runtime: Runtime) -> Litestar:
         dependencies=dependencies(runtime).providers(),
         middleware=[auth_middleware_factory(runtime.api_key_hashes)],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=check_body,
         request_max_body_size=runtime.config.http.max_body_bytes,
         # Litestar sets up the root logger when the app starts: with the router's format, which
         # escapes control characters a client put in a path or a field.

@@ -25,6 +25,7 @@ from multipart import (  # type: ignore[import-untyped]
 
 from channels.base import LineAccount
 from router import audiences
+from router.api import body_checks
 from router.api.dependencies import Injected, require_line_account
 from router.api.errors import found, not_found
 from router.api.openapi import problems
@@ -212,6 +213,7 @@ class AudienceController(Controller):
         description="Fields name and type come before file. Only SHA-256 values are kept.",
         responses=problems(400),
         request_max_body_size=MAX_BODY_BYTES,
+        opt=body_checks.STREAMED,
         operation_class=_UploadOperation,
     )
     async def create(
@@ -228,6 +230,7 @@ class AudienceController(Controller):
         summary="Add a file to an audience",
         responses=problems(400, 404),
         request_max_body_size=MAX_BODY_BYTES,
+        opt=body_checks.STREAMED,
         operation_class=_UploadOperation,
     )
     async def add(

@@ -6,6 +6,7 @@ from typing import TypeVar
 
 import msgspec
 
+from router.api import body_checks
 from router.api.errors import field_path
 from router.problems import FieldError, Problem, ProblemError
 
@@ -19,7 +20,10 @@ class _Envelope(msgspec.Struct):
 def decode_batch(
     body: bytes, key: str, item_type: type[T], max_items: int
 ) -> list[T | list[FieldError]]:
-    """Decode `{key: [...]}`; each item becomes a `T` or the field errors that reject it."""
+    """Decode `{key: [...]}`; each item becomes a `T` or the field errors that reject it.
+
+    Each item passes the checks every JSON body passes (`router.api.body_checks`, its depth
+    counted from the body) before it is decoded."""
     envelope_type = msgspec.defstruct(
         "Envelope", [("items", list[msgspec.Raw])], rename={"items": key}
     )
@@ -32,6 +36,8 @@ def decode_batch(
         ) from None
     except msgspec.DecodeError as exc:
         raise ProblemError(400, "Invalid request", f"the body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ProblemError(400, "Invalid request", body_checks.nesting_refused()) from None
     items: list[msgspec.Raw] = envelope.items  # type: ignore[attr-defined]
     if not items:
         raise ProblemError(400, "Invalid request", f"{key}: give at least one item")
@@ -43,7 +49,12 @@ def decode_batch(
         )
     decoder = msgspec.json.Decoder(item_type)
     out: list[T | list[FieldError]] = []
+    # An item sits two levels down: in the envelope's object, in its array.
+    item_depth = body_checks.MAX_JSON_DEPTH - 2
     for i, raw in enumerate(items):
+        if refused := body_checks.check(bytes(raw), item_depth, f"{key}[{i}]"):
+            out.append(refused)
+            continue
         try:
             out.append(decoder.decode(raw))
         except msgspec.ValidationError as exc:

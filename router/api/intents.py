@@ -12,6 +12,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
 from router import intents
+from router.api import body_checks
 from router.api.batch import decode_batch
 from router.api.dependencies import Injected
 from router.api.errors import found, refusal
@@ -73,6 +74,7 @@ class IntentController(Controller):
         responses=problems(400),
         operation_class=batch_operation("intents", ref("IntentRequest"), MAX_BATCH),
         summary="Send up to 10,000 intents",
+        opt=body_checks.PER_ITEM,
         description='Body: {"intents": [IntentRequest, ...]}. Each result is accepted (with '
         "id), duplicate (with the original id) or rejected (with the reason), in request order; "
         "one bad item never rejects the others.",

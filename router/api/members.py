@@ -10,6 +10,7 @@ from litestar.params import JSONBody, PathParameter
 from litestar.response import Response
 
 from router import members
+from router.api import body_checks
 from router.api.batch import decode_batch
 from router.api.dependencies import Injected
 from router.api.errors import found, not_found
@@ -82,6 +83,7 @@ class MemberController(Controller):
         "/batch",
         status_code=200,
         summary="Create or update up to 10,000 members",
+        opt=body_checks.PER_ITEM,
         responses=problems(400),
         operation_class=batch_operation(
             "members",
