@@ -15,6 +15,7 @@ import msgspec
 
 from router.content import EmailContent, LineContent
 from router.database import Connection
+from router.members import MemberId
 from router.problems import FieldError
 
 MAX_BATCH = 10_000
@@ -30,7 +31,7 @@ ChannelName = Annotated[
 class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     """One message for one recipient: a member, or an email address."""
 
-    member_id: str | None = None
+    member_id: MemberId | None = None
     email_address: str | None = None
     route: Route = "prefer_line"
     kind: Kind = "promotional"

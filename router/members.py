@@ -6,9 +6,10 @@ user ID and friend status, their email address, and their opt-outs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -27,8 +28,34 @@ from router.reach import Reach
 from router.store import members as member_store
 from router.store.members import MemberRow
 
-MemberId = str
 MAX_MEMBER_ID = 255
+RESERVED_MEMBER_IDS = (".", "..", "batch")
+"""Path segments that never reach `/v1/members/{member_id}` as an id: clients resolve the dot
+segments away, and `batch` is the batch route."""
+_EDGE = r"[^\s/\x00-\x1f\x7f-\x9f]"
+_INNER = r"[^/\x00-\x1f\x7f-\x9f]"
+_RESERVED = "|".join(re.escape(segment) for segment in RESERVED_MEMBER_IDS)
+# `(?![^\n]*\n)`: Python's `$` also matches before a final line break.
+MEMBER_ID_PATTERN = rf"^(?![^\n]*\n)(?!(?:{_RESERVED})$){_EDGE}(?:{_INNER}*{_EDGE})?$"
+"""The member ID alphabet, the one definition: any character but '/' and control characters,
+no whitespace at either end, not a reserved segment. Every such ID can be written in the path
+of `/v1/members/{member_id}` (percent-encoded where needed), so every member can be read,
+updated and erased. The same regex in Python and in the OpenAPI document."""
+MEMBER_ID_RULE = (
+    f"a member ID is 1 to {MAX_MEMBER_ID} characters: no '/', no control characters, no "
+    "whitespace at either end, and not '.', '..' or 'batch'"
+)
+MemberId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_MEMBER_ID,
+        pattern=MEMBER_ID_PATTERN,
+        description="The company's own id for the member: "
+        + MEMBER_ID_RULE.removeprefix("a member ID is "),
+    ),
+]
+_MEMBER_ID = re.compile(MEMBER_ID_PATTERN)
 
 
 class MemberFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -45,7 +72,7 @@ class MemberFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class MemberBatchItem(MemberFields, kw_only=True, forbid_unknown_fields=True):
-    member_id: str
+    member_id: MemberId
 
 
 class Member(msgspec.Struct, kw_only=True):
@@ -80,10 +107,8 @@ class PreparedMember(msgspec.Struct, kw_only=True):
 
 def check_member_id(member_id: str) -> str | None:
     """The reason a member ID is unusable, or None."""
-    if not member_id or len(member_id) > MAX_MEMBER_ID:
-        return f"a member ID is 1 to {MAX_MEMBER_ID} characters"
-    if not member_id.isprintable() or member_id != member_id.strip():
-        return "a member ID has no control characters and no surrounding spaces"
+    if len(member_id) > MAX_MEMBER_ID or not _MEMBER_ID.search(member_id):
+        return MEMBER_ID_RULE
     return None
 
 

@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from router.database_outage import is_unavailable
 from router.intents import IntentResult
 from router.log_safety import describe
+from router.members import MEMBER_ID_PATTERN, MEMBER_ID_RULE
 from router.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemError
 
 log = logging.getLogger(__name__)
@@ -93,12 +94,22 @@ def database_unavailable(
 _AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
+# msgspec names a failed pattern by its regex; these say the rule in words.
+_PATTERN_RULES = {f"Expected `str` matching regex {MEMBER_ID_PATTERN!r}": MEMBER_ID_RULE}
+
+
+def readable(message: str) -> str:
+    for regex_message, rule in _PATTERN_RULES.items():
+        message = message.replace(regex_message, rule)
+    return message
+
+
 def field_path(message: str) -> tuple[str, str]:
     """Split msgspec's "Expected `str`, got `int` - at `$.email.subject`" into path and text."""
     match = _AT_PATH.search(message)
     if not match:
-        return "", message
-    return match.group("path").lstrip("."), message[: match.start()]
+        return "", readable(message)
+    return match.group("path").lstrip("."), readable(message[: match.start()])
 
 
 def _from_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
@@ -106,7 +117,8 @@ def _from_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Res
     extra = exc.extra if isinstance(exc.extra, list) else []
     for item in extra:
         if isinstance(item, dict):
-            errors.append(FieldError(str(item.get("key") or "body"), str(item.get("message"))))
+            message = readable(str(item.get("message")))
+            errors.append(FieldError(str(item.get("key") or "body"), message))
     detail = exc.detail
     if errors:
         detail = f"{errors[0].field}: {errors[0].message}"
@@ -117,11 +129,19 @@ def _from_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Res
     )
 
 
-def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+_MEMBER_SUBPATH = re.compile(r"/v1/members/[^/]+/.")
+
+
+def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     detail = exc.detail if exc.detail != _TITLES.get(status) else None
     if status == 413:
         detail = "the request body is larger than this endpoint accepts"
+    elif status == 404 and _MEMBER_SUBPATH.match(request.url.path):
+        detail = (
+            "no such route: a member ID never contains '/' (a member stored with one before "
+            "is erased by DELETE /v1/members?member_id=<id>)"
+        )
     return problem_response(
         Problem(title=_TITLES.get(status, "Error"), status=status, detail=detail),
         headers=exc.headers,

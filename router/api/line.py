@@ -19,7 +19,7 @@ from router.identifiers import LINE_USER_ID
 from router.line import events as line_events
 from router.line import identity as line_identity
 from router.line import webhooks as line_webhooks
-from router.members import Member
+from router.members import Member, MemberId
 from router.problems import FieldError, ProblemError
 
 
@@ -37,7 +37,7 @@ class LinkTokenResponse(msgspec.Struct):
 
 
 class LinkNonceRequest(msgspec.Struct, forbid_unknown_fields=True):
-    member_id: str
+    member_id: MemberId
     link_token: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 
 
@@ -47,7 +47,7 @@ class LinkNonceResponse(msgspec.Struct):
 
 
 class LoginLinkRequest(msgspec.Struct, forbid_unknown_fields=True):
-    member_id: str
+    member_id: MemberId
     id_token: Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
-from litestar.params import JSONBody, PathParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.response import Response
 
 from router import members
@@ -17,12 +17,37 @@ from router.api.errors import found, not_found
 from router.api.openapi import batch_operation, problems, ref
 from router.config import MembersConfig
 from router.database import Pool
-from router.members import Member, MemberBatchItem, MemberFields
+from router.members import (
+    MAX_MEMBER_ID,
+    MEMBER_ID_PATTERN,
+    MEMBER_ID_RULE,
+    Member,
+    MemberBatchItem,
+    MemberFields,
+)
 from router.problems import FieldError, ProblemError, invalid
 
 MAX_MEMBERS_PER_BATCH = 10_000
 
-MemberIdParam = Annotated[str, PathParameter(description="The company's own id for the member")]
+MemberIdParam = Annotated[
+    str,
+    PathParameter(
+        min_length=1,
+        max_length=MAX_MEMBER_ID,
+        pattern=MEMBER_ID_PATTERN,
+        description="The company's own id for the member, percent-encoded: "
+        + MEMBER_ID_RULE.removeprefix("a member ID is "),
+    ),
+]
+StoredMemberId = Annotated[
+    str,
+    QueryParameter(
+        min_length=1,
+        max_length=MAX_MEMBER_ID,
+        description="Any stored member ID, including one stored before member IDs were "
+        "restricted (such as one containing '/')",
+    ),
+]
 
 
 class MemberResult(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -75,6 +100,21 @@ class MemberController(Controller):
         responses=problems(404),
     )
     async def erase(self, member_id: MemberIdParam, pool: Injected[Pool]) -> None:
+        async with pool.acquire() as conn:
+            if not await members.erase(conn, member_id):
+                raise not_found(f"no member with id {member_id!r}")
+
+    @delete(
+        "/",
+        summary="Erase a member given by a query parameter: any stored ID",
+        description="The same erasure as DELETE /v1/members/{member_id}, for a member ID that "
+        "cannot be written in that path: one stored before member IDs were restricted (one "
+        "containing '/', or '.', '..' or 'batch'). Percent-encode the ID in the query.",
+        responses=problems(400, 404),
+    )
+    async def erase_stored(self, member_id: StoredMemberId, pool: Injected[Pool]) -> None:
+        if "\x00" in member_id:
+            raise invalid([FieldError("member_id", "contains U+0000 (NUL), which is never stored")])
         async with pool.acquire() as conn:
             if not await members.erase(conn, member_id):
                 raise not_found(f"no member with id {member_id!r}")
