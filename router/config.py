@@ -43,6 +43,10 @@ class DatabaseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ApiConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     keys: list[str] = msgspec.field(default_factory=list)
+    # Requests each API key may make, shared by every router process (docs/limits.md):
+    # 0 is no limit; `burst` requests at once (0: one second's worth).
+    requests_per_second: NonNegativeSeconds = 0.0
+    burst: NonNegative = 0
 
 
 class LineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -2,7 +2,8 @@
 
 Each wall-clock second has a row per bucket; a worker reserves the requests of a claim right
 after making it, before sending, so the sum over all processes never exceeds the limit. A
-bucket can also space single requests (`wait_for_turn`): each row is then one request's time.
+bucket can also space single requests (`wait_for_turn`): each row is then one request's time,
+or be a token bucket (`take_token`, API keys' request rates): one row per bucket.
 The only writer of `rate_buckets`.
 """
 
@@ -67,3 +68,43 @@ async def wait_for_turn(pool: Pool, bucket: str, spacing: float) -> None:
                 )
                 return
         await asyncio.sleep(wait)
+
+
+# A token bucket as one row: `second` holds the bucket's theoretical arrival time (when it
+# would be full again, GCRA), moved on by $2 (seconds per token) for each request taken while
+# it stays within $3 (the burst, in seconds) of now. A missing row is a full bucket; an idle
+# row is pruned with the rest after a minute, which is the same thing.
+_GCRA = """
+WITH clock AS (SELECT clock_timestamp() AS now),
+taken AS (
+    UPDATE rate_buckets AS b
+    SET second = greatest(b.second, clock.now) + make_interval(secs => $2)
+    FROM clock
+    WHERE b.bucket = $1
+      AND greatest(b.second, clock.now) + make_interval(secs => $2)
+          <= clock.now + make_interval(secs => $3)
+    RETURNING 0::float8 AS wait
+),
+refused AS (
+    SELECT extract(epoch FROM greatest(b.second, clock.now) - clock.now)::float8 + $2 - $3
+        AS wait
+    FROM rate_buckets AS b, clock
+    WHERE b.bucket = $1 AND NOT EXISTS (SELECT FROM taken)
+),
+fresh AS (
+    INSERT INTO rate_buckets (bucket, second, granted)
+    SELECT $1, clock.now + make_interval(secs => $2), 1 FROM clock
+    WHERE NOT EXISTS (SELECT FROM taken) AND NOT EXISTS (SELECT FROM refused)
+    ON CONFLICT DO NOTHING
+    RETURNING 0::float8 AS wait
+)
+SELECT wait FROM taken UNION ALL SELECT wait FROM refused UNION ALL SELECT wait FROM fresh
+LIMIT 1
+"""
+
+
+async def take_token(conn: Connection, bucket: str, per_second: float, burst: int) -> float:
+    """Take one request from a token bucket of `burst` requests refilled at `per_second`,
+    shared by every router process: 0 if taken, else the seconds until one is free."""
+    wait: float | None = await conn.fetchval(_GCRA, bucket, 1.0 / per_second, burst / per_second)
+    return max(wait or 0.0, 0.0)

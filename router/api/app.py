@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -21,6 +22,7 @@ from router.api.errors import EXCEPTION_HANDLERS
 from router.api.intents import IntentController
 from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
+from router.api.rate_limits import api_key_rates
 from router.database import Pool
 from router.log_safety import SafeFormatter
 from router.problems import ProblemError
@@ -57,11 +59,22 @@ def dependencies(runtime: Runtime) -> ApiDependencies:
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-async def check_body(request: Request[Any, Any, Any]) -> None:
-    """Before a handler is called (and before its body is decoded): the checks every JSON
-    body passes (`router.api.body_checks`), unless the route checks per item or streams."""
-    if request.method in BODY_METHODS and body_checks.BODY_CHECKS not in request.route_handler.opt:
-        body_checks.check_whole_body(await request.body())
+def before_request(runtime: Runtime) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
+    """What every request passes before its handler is called (and its body decoded): its API
+    key's request rate (`router.api.rate_limits`), then the checks every JSON body passes
+    (`router.api.body_checks`) unless the route checks per item or streams."""
+    rates = api_key_rates(runtime.pool, runtime.config.api)
+
+    async def check(request: Request[Any, Any, Any]) -> None:
+        if rates is not None:
+            await rates.take(request)
+        if (
+            request.method in BODY_METHODS
+            and body_checks.BODY_CHECKS not in request.route_handler.opt
+        ):
+            body_checks.check_whole_body(await request.body())
+
+    return check
 
 
 def create_app(runtime: Runtime) -> Litestar:
@@ -80,7 +93,7 @@ def create_app(runtime: Runtime) -> Litestar:
         dependencies=dependencies(runtime).providers(),
         middleware=[auth_middleware_factory(runtime.api_key_hashes)],
         exception_handlers=EXCEPTION_HANDLERS,
-        before_request=check_body,
+        before_request=before_request(runtime),
         request_max_body_size=runtime.config.http.max_body_bytes,
         # Litestar sets up the root logger when the app starts: with the router's format, which
         # escapes control characters a client put in a path or a field.

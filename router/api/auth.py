@@ -68,12 +68,14 @@ def auth_middleware_factory(key_hashes: frozenset[bytes]) -> Middleware:
                 path: str = scope["path"]
                 basic = path.rstrip("/") in BASIC_AUTH_PATHS
                 token = bearer_token(scope, basic=basic)
-                if token is None or key_hash(token) not in key_hashes:
+                digest = key_hash(token) if token is not None else None
+                if digest is None or digest not in key_hashes:
                     if path.startswith(SENDGRID_PREFIX):
                         await _unauthorized_sendgrid(send, missing=token is None)
                     else:
                         await _unauthorized(send, missing=token is None, basic=basic)
                     return
+                scope["auth"] = digest  # which key: its request rate is counted per key
             await app(scope, receive, send)
 
         return guarded
