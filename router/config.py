@@ -107,6 +107,8 @@ class MembersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class RetentionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     days: NonNegative = 30
+    # Delete audiences unused for this many days (router/retention.py); 0 keeps them.
+    audience_days: NonNegative = 0
 
 
 class CampaignsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -4,7 +4,10 @@ job they are deleted after `[retention] days`, in small batches so no sweep hold
 Members, intents and deliveries are the record of what was sent; they are not pruned here
 (erasing a member removes theirs, with the contents and relayed messages no one else uses).
 A relayed message lives as long as a content names it; one no content ever named (the relay
-refused every recipient) is finished from the start and goes after the same window."""
+refused every recipient) is finished from the start and goes after the same window.
+
+Audiences (hashes of uploaded addresses, numbers and LINE user IDs) are kept until deleted,
+unless `[retention] audience_days` is set: then one unused for that long is deleted."""
 
 from __future__ import annotations
 
@@ -34,23 +37,52 @@ _PRUNE = {
 }
 
 
-async def prune(pool: Pool, days: int, batch: int = BATCH) -> dict[str, int]:
-    """Delete one batch of expired rows from each table; how many went from each."""
+# An audience is in use while it is uploaded to, synced to LINE, or named (as a target or an
+# exclusion) by a campaign created in the window or still fanning out. Its entries go with it
+# (ON DELETE CASCADE); an audience can hold 1.5 million, so few go per statement.
+_PRUNE_AUDIENCES = """
+    DELETE FROM audiences WHERE id IN (
+        SELECT a.id FROM audiences AS a
+        WHERE greatest(a.updated_at, a.line_synced_at) < now() - make_interval(days => $1)
+          AND NOT EXISTS (
+              SELECT 1 FROM campaigns AS c
+              WHERE (a.id = ANY(c.audience_ids) OR a.id = ANY(c.exclude_audience_ids))
+                AND (c.status = 'fanning_out'
+                     OR c.created_at >= now() - make_interval(days => $1)))
+        LIMIT $2)"""
+AUDIENCE_BATCH = 10
+
+
+async def prune(
+    pool: Pool, days: int | None, batch: int = BATCH, audience_days: int | None = None
+) -> dict[str, int]:
+    """Delete one batch of rows finished more than `days` ago from each table, and of
+    audiences unused for `audience_days` (None: not these); how many went from each."""
     deleted: dict[str, int] = {}
     async with pool.acquire() as conn:
-        for table, statement in _PRUNE.items():
-            status = await conn.execute(statement, days, batch)
-            deleted[table] = int(status.rsplit(" ", 1)[-1])
+        if days is not None:
+            for table, statement in _PRUNE.items():
+                deleted[table] = _count(await conn.execute(statement, days, batch))
+        if audience_days is not None:
+            status = await conn.execute(_PRUNE_AUDIENCES, audience_days, min(batch, AUDIENCE_BATCH))
+            deleted["audiences"] = _count(status)
     return deleted
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])
 
 
 class Retention(QueueWorker):
     """Prunes every few minutes, batch after batch until nothing expired is left."""
 
-    def __init__(self, pool: Pool, days: int) -> None:
+    def __init__(self, pool: Pool, days: int, audience_days: int = 0) -> None:
+        """`days`, `audience_days`: the configured windows, 0 for off."""
         super().__init__("retention", recheck_seconds=SWEEP_SECONDS)
         self._pool = pool
-        self._days = days
+        self._days = days or None
+        self._audience_days = audience_days or None
 
     async def step(self) -> int:
-        return sum((await prune(self._pool, self._days)).values())
+        deleted = await prune(self._pool, self._days, audience_days=self._audience_days)
+        return sum(deleted.values())
