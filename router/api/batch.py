@@ -51,9 +51,14 @@ def decode_batch(
     out: list[T | list[FieldError]] = []
     # An item sits two levels down: in the envelope's object, in its array.
     item_depth = body_checks.MAX_JSON_DEPTH - 2
+    may_hold_nul = body_checks.may_hold_nul(body)
     for i, raw in enumerate(items):
-        if refused := body_checks.check(bytes(raw), item_depth, f"{key}[{i}]"):
-            out.append(refused)
+        item = bytes(raw)
+        if body_checks.too_deep(item, item_depth):
+            out.append([FieldError(f"{key}[{i}]", body_checks.nesting_refused())])
+            continue
+        if may_hold_nul and (unstorable := body_checks.unstorable(item, f"{key}[{i}]")):
+            out.append(unstorable)
             continue
         try:
             out.append(decoder.decode(raw))

@@ -65,9 +65,15 @@ def too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
+def may_hold_nul(body: bytes) -> bool:
+    """False if no string in `body` can hold U+0000 (one scan; a batch checks its items only
+    when the body as a whole may)."""
+    return _NUL in body
+
+
 def unstorable(body: bytes, prefix: str = "") -> list[FieldError]:
     """The fields (paths under `prefix`) whose key or value holds U+0000."""
-    if _NUL not in body:
+    if not may_hold_nul(body):
         return []
     try:
         value = msgspec.json.decode(body)
@@ -97,14 +103,6 @@ def _walk(value: Any, path: str, found: list[FieldError]) -> None:
 
 def nesting_refused(limit: int = MAX_JSON_DEPTH) -> str:
     return f"the JSON body nests arrays and objects deeper than {limit} levels"
-
-
-def check(body: bytes, limit: int = MAX_JSON_DEPTH, prefix: str = "") -> list[FieldError]:
-    """Every reason to refuse `body` (a whole body, or a batch item at `prefix` with the
-    levels above it taken off `limit`), without decoding it into types."""
-    if too_deep(body, limit):
-        return [FieldError(prefix or "body", nesting_refused())]
-    return unstorable(body, prefix)
 
 
 def check_whole_body(body: bytes) -> None:
