@@ -15,7 +15,13 @@ from msgspec import UNSET, UnsetType
 
 from router.database import Connection
 from router.identifiers import (
+    MAX_MEMBER_ID,
+    MEMBER_ID,
+    EmailAddress,
     InvalidIdentifier,
+    LineUserId,
+    MemberId,
+    PhoneNumber,
     check_line_user_id,
     email_sha256,
     normalize_email,
@@ -27,17 +33,14 @@ from router.reach import Reach
 from router.store import members as member_store
 from router.store.members import MemberRow
 
-MemberId = str
-MAX_MEMBER_ID = 255
-
 
 class MemberFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Fields of a member as a client sends them. Absent fields keep their stored value;
     `null` clears a field."""
 
-    email: str | UnsetType | None = UNSET
-    phone: str | UnsetType | None = UNSET
-    line_user_id: str | UnsetType | None = UNSET
+    email: EmailAddress | UnsetType | None = UNSET
+    phone: PhoneNumber | UnsetType | None = UNSET
+    line_user_id: LineUserId | UnsetType | None = UNSET
     line_friend: bool | UnsetType = UNSET
     attributes: dict[str, Any] | UnsetType = UNSET
     email_opt_out: bool | UnsetType = UNSET
@@ -45,7 +48,7 @@ class MemberFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class MemberBatchItem(MemberFields, kw_only=True, forbid_unknown_fields=True):
-    member_id: str
+    member_id: MemberId
 
 
 class Member(msgspec.Struct, kw_only=True):
@@ -82,7 +85,7 @@ def check_member_id(member_id: str) -> str | None:
     """The reason a member ID is unusable, or None."""
     if not member_id or len(member_id) > MAX_MEMBER_ID:
         return f"a member ID is 1 to {MAX_MEMBER_ID} characters"
-    if not member_id.isprintable() or member_id != member_id.strip():
+    if not MEMBER_ID.fullmatch(member_id):
         return "a member ID has no control characters and no surrounding spaces"
     return None
 

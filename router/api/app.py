@@ -7,6 +7,7 @@ from litestar import Litestar, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from router.api.allow import complete_allow_header
 from router.api.audiences import AudienceController
 from router.api.auth import auth_middleware_factory
 from router.api.campaigns import CampaignController
@@ -17,6 +18,8 @@ from router.api.errors import EXCEPTION_HANDLERS
 from router.api.intents import IntentController
 from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
+from router.api.openapi import StandardResponses, problem_response
+from router.api.struct_schemas import StructSchemas
 from router.database import Pool
 from router.problems import ProblemError
 from router.service import Runtime
@@ -27,7 +30,13 @@ class Health(msgspec.Struct):
     database: str
 
 
-@get("/healthz", summary="200 when the database answers", tags=["health"])
+@get(
+    "/healthz",
+    summary="200 when the database answers",
+    tags=["health"],
+    security=[],
+    responses={503: problem_response("The database does not answer")},
+)
 async def healthz(pool: Injected[Pool]) -> Health:
     try:
         async with pool.acquire(timeout=2.0) as conn:
@@ -63,7 +72,8 @@ def create_app(runtime: Runtime) -> Litestar:
             listmonk_postback,
         ],
         dependencies=dependencies(runtime).providers(),
-        middleware=[auth_middleware_factory(runtime.api_key_hashes)],
+        middleware=[complete_allow_header, auth_middleware_factory(runtime.api_key_hashes)],
+        plugins=[StructSchemas(), StandardResponses()],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=runtime.config.http.max_body_bytes,
         openapi_config=OpenAPIConfig(

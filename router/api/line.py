@@ -12,10 +12,10 @@ from channels.base import LineAccount, ProviderError, QuotaFigures
 from router import members
 from router.api.dependencies import Injected, require_line_account
 from router.api.errors import found
-from router.api.openapi import problems
+from router.api.openapi import problem_response, problems
 from router.config import LineConfig
 from router.database import Pool
-from router.identifiers import LINE_USER_ID
+from router.identifiers import LINE_USER_ID, LineUserId, MemberId
 from router.line import events as line_events
 from router.line import identity as line_identity
 from router.line import webhooks as line_webhooks
@@ -29,7 +29,7 @@ class WebhookAccepted(msgspec.Struct):
 
 
 class LinkTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
-    line_user_id: str
+    line_user_id: LineUserId
 
 
 class LinkTokenResponse(msgspec.Struct):
@@ -37,7 +37,7 @@ class LinkTokenResponse(msgspec.Struct):
 
 
 class LinkNonceRequest(msgspec.Struct, forbid_unknown_fields=True):
-    member_id: str
+    member_id: MemberId
     link_token: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 
 
@@ -47,7 +47,7 @@ class LinkNonceResponse(msgspec.Struct):
 
 
 class LoginLinkRequest(msgspec.Struct, forbid_unknown_fields=True):
-    member_id: str
+    member_id: MemberId
     id_token: Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
 
 
@@ -62,7 +62,13 @@ def _provider_problem(exc: ProviderError) -> ProblemError:
     summary="LINE webhook receiver (verified by X-Line-Signature)",
     tags=["line"],
     security=[],
-    responses=problems(400),
+    responses={
+        **problems(400),
+        401: problem_response("Missing or wrong X-Line-Signature"),
+        503: problem_response(
+            "[line] channel_secret is not set, or the database does not answer (LINE retries)"
+        ),
+    },
 )
 async def line_webhook(
     request: Request[Any, Any, Any],

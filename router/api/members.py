@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 from litestar.response import Response
 
@@ -16,12 +17,21 @@ from router.api.errors import found, not_found
 from router.api.openapi import batch_operation, problems, ref
 from router.config import MembersConfig
 from router.database import Pool
+from router.identifiers import MEMBER_ID_PATTERN
 from router.members import Member, MemberBatchItem, MemberFields
 from router.problems import FieldError, ProblemError, invalid
 
 MAX_MEMBERS_PER_BATCH = 10_000
 
-MemberIdParam = Annotated[str, PathParameter(description="The company's own id for the member")]
+MemberIdParam = Annotated[
+    str,
+    PathParameter(
+        description="The company's own id for the member",
+        min_length=1,
+        max_length=members.MAX_MEMBER_ID,
+        pattern=MEMBER_ID_PATTERN,
+    ),
+]
 
 
 class MemberResult(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -42,7 +52,10 @@ class MemberController(Controller):
         "/{member_id:str}",
         status_code=200,
         summary="Create (201) or update (200) a member",
-        responses=problems(400, 409),
+        responses={
+            **problems(400, 409),
+            201: ResponseSpec(data_container=Member, description="The member was created"),
+        },
     )
     async def upsert(
         self,
