@@ -83,11 +83,19 @@ class AudienceReport(msgspec.Struct, kw_only=True):
     updated_at: datetime
 
 
+_CONTROL = "\\x00-\\x1f\\x7f-\\x9f"
+NAME_PATTERN = f"^[^{_CONTROL}]*[^\\s{_CONTROL}][^{_CONTROL}]*$"
+"""A name: no control characters, and not only spaces (as the API document states it)."""
+_NAME = re.compile(NAME_PATTERN)
+
+
 def check_name(name: str | None) -> FieldError | None:
     if name is None or not name.strip():
         return FieldError("name", "give the audience a name")
-    if len(name) > MAX_NAME or not name.isprintable():
-        return FieldError("name", f"a name is at most {MAX_NAME} printable characters")
+    if len(name) > MAX_NAME or not _NAME.fullmatch(name):
+        return FieldError(
+            "name", f"a name is at most {MAX_NAME} characters, none a control character"
+        )
     return None
 
 

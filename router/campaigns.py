@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -20,13 +20,14 @@ from router import audiences
 from router.content import Content, EmailContent, LineContent, check_content
 from router.database import Connection, Pool
 from router.intake_port import AcceptIntents
-from router.intents import IntentRequest, Kind, Route
+from router.intents import MAX_SCHEDULE_AHEAD, IntentRequest, Kind, Route, SendAt, Tags
 from router.problems import FieldError
 from router.queue import claims
 from router.queue.loops import QueueWorker
 from router.queue.wakeups import notify
 from router.store import deliveries, send_groups
 from router.store.row_ids import uuid7
+from router.wire_rules import Alternatives, unmet
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,13 @@ class CampaignRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kind: Kind = "promotional"
     email: EmailContent | None = None
     line: LineContent | None = None
-    tags: Annotated[list[str], msgspec.Meta(max_length=50)] = msgspec.field(default_factory=list)
-    send_at: datetime | None = None
+    tags: Tags = msgspec.field(default_factory=list)
+    send_at: SendAt | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+
+    alternatives: ClassVar[tuple[Alternatives, ...]] = (
+        Alternatives(("email", "line"), "give email content, LINE messages, or both"),
+    )
 
 
 class ChannelCount(msgspec.Struct):
@@ -76,12 +81,19 @@ class CampaignView(msgspec.Struct, kw_only=True):
 
 
 def check(request: CampaignRequest) -> list[FieldError]:
-    errors: list[FieldError] = []
-    if request.email is None and request.line is None:
-        errors.append(FieldError("email", "give email content, LINE messages, or both"))
+    errors = [FieldError(rule.fields[0], rule.message) for rule in unmet(request)]
     errors.extend(check_content(Content(email=request.email, line=request.line)))
+    return errors
+
+
+def unworkable(request: CampaignRequest) -> list[FieldError]:
+    """What makes a valid request one the router will not carry out (answered with 422)."""
+    errors: list[FieldError] = []
     if set(request.audience_ids) & set(request.exclude_audience_ids):
         errors.append(FieldError("exclude_audience_ids", "an audience cannot be both in and out"))
+    if request.send_at is not None and request.send_at - datetime.now(UTC) > MAX_SCHEDULE_AHEAD:
+        # each intent would be refused for it at fan-out
+        errors.append(FieldError("send_at", "at most 30 days ahead"))
     return errors
 
 

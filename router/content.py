@@ -7,15 +7,17 @@ to many members is one row, and deliveries that share it can be sent together.
 from __future__ import annotations
 
 import hashlib
+import re
 from email.utils import parseaddr
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 
-from router.identifiers import InvalidIdentifier, normalize_email
+from router.identifiers import InvalidIdentifier, documented, normalize_email
 from router.line.derived_text import derive_line_text
 from router.line.messages import LineMessage, check_messages, text_message
 from router.problems import FieldError
+from router.wire_rules import Alternatives, unmet
 
 # Header names the router writes itself; a caller may not set them.
 RESERVED_HEADERS = frozenset(
@@ -35,19 +37,65 @@ RESERVED_HEADERS = frozenset(
 )
 
 
+ONE_LINE = r"^[^\r\n]*$"
+"""A header's text: line breaks would let a value start headers of its own."""
+MAX_SUBJECT = 998
+
+Subject = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=MAX_SUBJECT, pattern=ONE_LINE, description="One line"),
+]
+# RFC 5322 field name: printable US-ASCII but colon (and no space); the router's own refused.
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
+_RESERVED_ALTERNATIVES = "|".join(
+    "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in name)  # letters and "-" only
+    for name in sorted(RESERVED_HEADERS)
+)
+HEADER_NAME = rf"^(?!(?:{_RESERVED_ALTERNATIVES})$){_FIELD_NAME.pattern}$"
+HeaderName = Annotated[
+    str,
+    documented(
+        pattern=HEADER_NAME,
+        description="Printable US-ASCII without colon or space; not one the router sets"
+        " itself: " + ", ".join(sorted(RESERVED_HEADERS)),
+    ),
+]
+HeaderValue = Annotated[str, documented(pattern=ONE_LINE)]
+Mailbox = Annotated[
+    str,
+    documented(
+        format="mailbox",
+        description="An address, or `Name <address>` (RFC 5322 mailbox), on one line",
+    ),
+]
+
+
 class EmailContent(
     msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, gc=False
 ):
-    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=998)]
+    subject: Subject
     text: str | None = None
     html: str | None = None
-    from_address: str | None = msgspec.field(default=None, name="from")
-    reply_to: str | None = None
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    from_address: Mailbox | None = msgspec.field(default=None, name="from")
+    reply_to: Mailbox | None = None
+    headers: dict[HeaderName, HeaderValue] = msgspec.field(default_factory=dict)
+
+    alternatives: ClassVar[tuple[Alternatives, ...]] = (
+        Alternatives(("text", "html"), "give text, html or both"),
+    )
 
 
 class LineContent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
-    messages: Annotated[list[LineMessage], msgspec.Meta(min_length=1, max_length=5)]
+    messages: Annotated[
+        list[LineMessage],
+        msgspec.Meta(
+            min_length=1,
+            max_length=5,
+            description="Checked against LINE's documented limits as well (text lengths in"
+            " UTF-16 units, https media URLs, flex and template sizes): a message LINE would"
+            " refuse is refused with 400 naming the field",
+        ),
+    ]
 
 
 class Relayed(msgspec.Struct, kw_only=True, frozen=True, gc=False):
@@ -85,13 +133,13 @@ def check_content(content: Content, prefix: str = "") -> list[FieldError]:
     errors: list[FieldError] = []
     email = content.email
     if email is not None:
-        if not (email.text or email.html):
-            errors.append(FieldError(f"{prefix}email", "give text, html or both"))
+        for rule in unmet(email):
+            errors.append(FieldError(f"{prefix}email", rule.message))
         for name, field in (("from", email.from_address), ("reply_to", email.reply_to)):
             if field is not None and (reason := _address_problem(field)):
                 errors.append(FieldError(f"{prefix}email.{name}", reason))
         for name, value in email.headers.items():
-            if not name or any(c in name for c in ":\r\n ") or not name.isascii():
+            if not _FIELD_NAME.fullmatch(name):
                 errors.append(FieldError(f"{prefix}email.headers", f"bad header name {name!r}"))
             elif name.lower() in RESERVED_HEADERS:
                 errors.append(FieldError(f"{prefix}email.headers", f"{name} is set by the router"))
@@ -99,6 +147,8 @@ def check_content(content: Content, prefix: str = "") -> list[FieldError]:
                 errors.append(
                     FieldError(f"{prefix}email.headers.{name}", "line breaks are not allowed")
                 )
+        # Subject's pattern already refuses these, but for Python's `$` (as msgspec applies
+        # it) a final line break still matches.
         if "\r" in email.subject or "\n" in email.subject:
             errors.append(FieldError(f"{prefix}email.subject", "line breaks are not allowed"))
     if content.line is not None:

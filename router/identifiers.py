@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Annotated, Any
 
+import msgspec
 import phonenumbers
 
 # RFC 5322 addr-spec without obsolete forms and comments: dot-atom or quoted-string local
@@ -23,6 +25,60 @@ _ADDR_SPEC = re.compile(
     rf"(?P<local>{_DOT_ATOM}|{_QUOTED})@(?P<domain>{_DOT_ATOM}|{_DOMAIN_LITERAL})"
 )
 LINE_USER_ID = re.compile(r"U[0-9a-f]{32}")
+MAX_MEMBER_ID = 255
+MAX_EMAIL = 254
+
+
+def documented(**keywords: Any) -> msgspec.Meta:
+    """JSON Schema keywords for the API document only: the rule is checked by code (which
+    reports every bad field at once, where msgspec stops at the first)."""
+    return msgspec.Meta(extra_json_schema={"extra": keywords})
+
+
+RESERVED_MEMBER_IDS = (".", "..", "batch")
+"""Path segments that never reach `/v1/members/{member_id}` as an id: clients resolve the dot
+segments away, and `batch` is the batch route."""
+_EDGE = r"[^\s/\x00-\x1f\x7f-\x9f]"
+_INNER = r"[^/\x00-\x1f\x7f-\x9f]"
+_RESERVED = "|".join(re.escape(segment) for segment in RESERVED_MEMBER_IDS)
+# `(?![^\n]*\n)`: Python's `$` also matches before a final line break.
+MEMBER_ID_PATTERN = rf"^(?![^\n]*\n)(?!(?:{_RESERVED})$){_EDGE}(?:{_INNER}*{_EDGE})?$"
+"""The member ID alphabet, the one definition: any character but '/' and control characters,
+no whitespace at either end, not a reserved segment. Every such ID can be written in the path
+of `/v1/members/{member_id}` (percent-encoded where needed), so every member can be read,
+updated and erased. The same regex in Python and in the OpenAPI document."""
+MEMBER_ID = re.compile(MEMBER_ID_PATTERN)
+MEMBER_ID_RULE = (
+    f"a member ID is 1 to {MAX_MEMBER_ID} characters: no '/', no control characters, no "
+    "whitespace at either end, and not '.', '..' or 'batch'"
+)
+MemberId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_MEMBER_ID,
+        pattern=MEMBER_ID_PATTERN,
+        description="The company's own id for the member: "
+        + MEMBER_ID_RULE.removeprefix("a member ID is "),
+    ),
+]
+LineUserId = Annotated[str, documented(pattern=f"^{LINE_USER_ID.pattern}$")]
+EmailAddress = Annotated[
+    str,
+    documented(
+        format="email",
+        maxLength=MAX_EMAIL,
+        description="An RFC 5322 addr-spec whose domain has a dot (or is a literal)",
+    ),
+]
+PhoneNumber = Annotated[
+    str,
+    documented(
+        format="phone",
+        description="A phone number that reaches one phone: E.164, or national in"
+        " `[members] default_region`",
+    ),
+]
 
 
 class InvalidIdentifier(ValueError):
@@ -32,8 +88,8 @@ class InvalidIdentifier(ValueError):
 def normalize_email(value: str) -> str:
     """Validate an RFC 5322 addr-spec and return it trimmed, with the domain lower-cased."""
     address = value.strip()
-    if len(address) > 254:
-        raise InvalidIdentifier("an email address is at most 254 characters")
+    if len(address) > MAX_EMAIL:
+        raise InvalidIdentifier(f"an email address is at most {MAX_EMAIL} characters")
     match = _ADDR_SPEC.fullmatch(address)
     if match is None:
         raise InvalidIdentifier("not an email address (RFC 5322 addr-spec, like name@example.com)")

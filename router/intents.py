@@ -7,21 +7,32 @@ Accepting is router.intake's; this module is the vocabulary every front door sha
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime, timedelta
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
 
 from router.content import EmailContent, LineContent
 from router.database import Connection
-from router.members import MemberId
+from router.identifiers import EmailAddress, MemberId
 from router.problems import FieldError
+from router.wire_rules import Alternatives
 
 MAX_BATCH = 10_000
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
 
 Route = Literal["prefer_line", "both", "line_only", "email_only", "notification_first"]
 Kind = Literal["promotional", "transactional"]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Tags = Annotated[list[Tag], msgspec.Meta(max_length=50)]
+SendAt = Annotated[
+    datetime,
+    msgspec.Meta(
+        tz=True,
+        description="With a time zone; at most 30 days ahead (further is refused with 422)",
+    ),
+]
 # A registered channel's name (channels.registry), as deliveries and answers report it.
 ChannelName = Annotated[
     str, msgspec.Meta(description="A channel's name: one of the channels this router registers")
@@ -32,19 +43,25 @@ class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc
     """One message for one recipient: a member, or an email address."""
 
     member_id: MemberId | None = None
-    email_address: str | None = None
+    email_address: EmailAddress | None = None
     route: Route = "prefer_line"
     kind: Kind = "promotional"
     email: EmailContent | None = None
     line: LineContent | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
     campaign: Annotated[str, msgspec.Meta(max_length=255)] | None = None
-    tags: Annotated[
-        list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]],
-        msgspec.Meta(max_length=50),
-    ] = msgspec.field(default_factory=list)
+    tags: Tags = msgspec.field(default_factory=list)
     metadata: dict[str, Any] | None = None
-    send_at: datetime | None = None
+    send_at: SendAt | None = None
+
+    alternatives: ClassVar[tuple[Alternatives, ...]] = (
+        Alternatives(
+            ("member_id", "email_address"),
+            "give exactly one of member_id and email_address",
+            exactly_one=True,
+        ),
+        Alternatives(("email", "line"), "give email content, LINE messages, or both"),
+    )
 
 
 class IntentResult(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

@@ -6,17 +6,23 @@ user ID and friend status, their email address, and their opt-outs.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from router.database import Connection
 from router.identifiers import (
+    MAX_MEMBER_ID,
+    MEMBER_ID,
+    MEMBER_ID_RULE,
+    EmailAddress,
     InvalidIdentifier,
+    LineUserId,
+    MemberId,
+    PhoneNumber,
     check_line_user_id,
     email_sha256,
     normalize_email,
@@ -28,43 +34,14 @@ from router.reach import Reach
 from router.store import members as member_store
 from router.store.members import MemberRow
 
-MAX_MEMBER_ID = 255
-RESERVED_MEMBER_IDS = (".", "..", "batch")
-"""Path segments that never reach `/v1/members/{member_id}` as an id: clients resolve the dot
-segments away, and `batch` is the batch route."""
-_EDGE = r"[^\s/\x00-\x1f\x7f-\x9f]"
-_INNER = r"[^/\x00-\x1f\x7f-\x9f]"
-_RESERVED = "|".join(re.escape(segment) for segment in RESERVED_MEMBER_IDS)
-# `(?![^\n]*\n)`: Python's `$` also matches before a final line break.
-MEMBER_ID_PATTERN = rf"^(?![^\n]*\n)(?!(?:{_RESERVED})$){_EDGE}(?:{_INNER}*{_EDGE})?$"
-"""The member ID alphabet, the one definition: any character but '/' and control characters,
-no whitespace at either end, not a reserved segment. Every such ID can be written in the path
-of `/v1/members/{member_id}` (percent-encoded where needed), so every member can be read,
-updated and erased. The same regex in Python and in the OpenAPI document."""
-MEMBER_ID_RULE = (
-    f"a member ID is 1 to {MAX_MEMBER_ID} characters: no '/', no control characters, no "
-    "whitespace at either end, and not '.', '..' or 'batch'"
-)
-MemberId = Annotated[
-    str,
-    msgspec.Meta(
-        min_length=1,
-        max_length=MAX_MEMBER_ID,
-        pattern=MEMBER_ID_PATTERN,
-        description="The company's own id for the member: "
-        + MEMBER_ID_RULE.removeprefix("a member ID is "),
-    ),
-]
-_MEMBER_ID = re.compile(MEMBER_ID_PATTERN)
-
 
 class MemberFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Fields of a member as a client sends them. Absent fields keep their stored value;
     `null` clears a field."""
 
-    email: str | UnsetType | None = UNSET
-    phone: str | UnsetType | None = UNSET
-    line_user_id: str | UnsetType | None = UNSET
+    email: EmailAddress | UnsetType | None = UNSET
+    phone: PhoneNumber | UnsetType | None = UNSET
+    line_user_id: LineUserId | UnsetType | None = UNSET
     line_friend: bool | UnsetType = UNSET
     attributes: dict[str, Any] | UnsetType = UNSET
     email_opt_out: bool | UnsetType = UNSET
@@ -107,7 +84,7 @@ class PreparedMember(msgspec.Struct, kw_only=True):
 
 def check_member_id(member_id: str) -> str | None:
     """The reason a member ID is unusable, or None."""
-    if len(member_id) > MAX_MEMBER_ID or not _MEMBER_ID.search(member_id):
+    if len(member_id) > MAX_MEMBER_ID or not MEMBER_ID.search(member_id):
         return MEMBER_ID_RULE
     return None
 

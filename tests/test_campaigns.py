@@ -115,7 +115,9 @@ async def test_replay_conflict_and_unknown_audience(router: RouterUnderTest) -> 
         "/v1/campaigns",
         json={"audience_ids": [target], "exclude_audience_ids": [target], "email": MAIL},
     )
-    assert both.status_code == 400
+    # well-formed, but it would reach nobody: 422, as the document says of such requests
+    assert both.status_code == 422
+    assert both.json()["errors"][0]["field"] == "exclude_audience_ids"
 
 
 async def test_cancel_stops_what_has_not_been_sent(router: RouterUnderTest, smtp: SmtpSink) -> None:

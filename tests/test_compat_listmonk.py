@@ -226,7 +226,7 @@ async def test_partial_and_total_rejection(router: RouterUnderTest, dsn: str) ->
         long_tag = postback("Hi", "plain", recipient("s-ok", "ok@example.org"))
         long_tag["campaign"]["tags"] = ["x" * 101]
         body = problem(await lm.post(PATH, json=long_tag), 400)
-        assert body["errors"][0]["field"] == "campaign.tags"
+        assert body["errors"][0]["field"] == "campaign.tags[0]"
         problem(await lm.post(PATH, json={"subject": "no body"}), 400)
     assert len(await stored_intents(dsn)) == 1
 

@@ -354,8 +354,19 @@ async def test_lines_refusal_is_a_502_with_lines_message(
 async def test_the_schema_describes_the_route(router: RouterUnderTest) -> None:
     schema = (await router.client.get("/schema/openapi.json")).json()
     operation = schema["paths"]["/v1/audiences/{audience_id}/line-sync"]["post"]
-    # 400 is what Litestar adds to every route with parameters.
-    assert set(operation["responses"]) == {"200", "400", "401", "404", "409", "413", "422", "502"}
+    # 400 is what Litestar adds to every route with parameters; no body is read, so no 413;
+    # 429 and 503 (with Retry-After) are every API-key route's and every database route's.
+    assert set(operation["responses"]) == {
+        "200",
+        "400",
+        "401",
+        "404",
+        "409",
+        "422",
+        "429",
+        "502",
+        "503",
+    }
     assert "cannot remove" in operation["description"]
     ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
     component = ok["$ref"].rsplit("/", 1)[1]

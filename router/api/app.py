@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from router.api import body_checks
+from router.api.allow import complete_allow_header
 from router.api.audiences import AudienceController
 from router.api.auth import auth_middleware_factory
 from router.api.campaigns import CampaignController
@@ -22,7 +23,9 @@ from router.api.errors import EXCEPTION_HANDLERS
 from router.api.intents import IntentController
 from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
+from router.api.openapi import StandardResponses, problem_response
 from router.api.rate_limits import api_key_rates
+from router.api.struct_schemas import StructSchemas
 from router.database import Pool
 from router.log_safety import SafeFormatter
 from router.problems import ProblemError
@@ -34,7 +37,13 @@ class Health(msgspec.Struct):
     database: str
 
 
-@get("/healthz", summary="200 when the database answers", tags=["health"])
+@get(
+    "/healthz",
+    summary="200 when the database answers",
+    tags=["health"],
+    security=[],
+    responses={503: problem_response("The database does not answer")},
+)
 async def healthz(pool: Injected[Pool]) -> Health:
     try:
         async with pool.acquire(timeout=2.0) as conn:
@@ -91,7 +100,8 @@ def create_app(runtime: Runtime) -> Litestar:
             listmonk_postback,
         ],
         dependencies=dependencies(runtime).providers(),
-        middleware=[auth_middleware_factory(runtime.api_key_hashes)],
+        middleware=[complete_allow_header, auth_middleware_factory(runtime.api_key_hashes)],
+        plugins=[StructSchemas(), StandardResponses()],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=before_request(runtime),
         request_max_body_size=runtime.config.http.max_body_bytes,

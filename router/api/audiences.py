@@ -162,44 +162,72 @@ async def _upload(
                 raise not_found(_no_audience(audience_id))
             given = fields.get("type")
             if given is not None and given != kind:
-                raise invalid([FieldError("type", f"this audience's type is {kind}")])
+                detail = f"this audience's type is {kind}"
+                raise ProblemError(409, "Conflict", detail, [FieldError("type", detail)])
         counts = await audiences.ingest(conn, audience_id, kind, region, _file(events))
-        async for _ in events:  # anything after the file (checks the body is complete)
-            pass
+        async for event in events:  # anything after the file (checks the body is complete)
+            if isinstance(event, MultipartSegment):
+                raise invalid(
+                    [
+                        FieldError(
+                            str(event.name),
+                            "parts after the file are not read: send name and type before file",
+                        )
+                    ]
+                )
         await audiences.record(conn, audience_id, counts)
         report = await audiences.report(conn, audience_id)
     assert report is not None
     return report
 
 
-@dataclass
-class _UploadOperation(Operation):
-    """The request body Litestar cannot infer: the route reads the form as a stream."""
+def _upload_operation(*, new: bool) -> type[Operation]:
+    """The request body Litestar cannot infer: the route reads the form as a stream. A new
+    audience needs its name and type; a later upload may repeat the type."""
 
-    def to_schema(self) -> dict[str, Any]:
-        schema = super().to_schema()
-        schema["requestBody"] = {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {
-                            "name": {"type": "string", "maxLength": audiences.MAX_NAME},
-                            "type": {"type": "string", "enum": list(audiences.AUDIENCE_TYPES)},
-                            "file": {
-                                "type": "string",
-                                "format": "binary",
-                                "description": "CSV or TXT, one value per line, no header; "
-                                "at most 20 MB and 1,500,000 lines; after name and type",
+    @dataclass
+    class UploadOperation(Operation):
+        def to_schema(self) -> dict[str, Any]:
+            schema = super().to_schema()
+            schema["requestBody"] = {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["name", "type", "file"] if new else ["file"],
+                            "properties": {
+                                **(
+                                    {
+                                        "name": {
+                                            "type": "string",
+                                            "maxLength": audiences.MAX_NAME,
+                                            "pattern": audiences.NAME_PATTERN,
+                                        }
+                                    }
+                                    if new
+                                    else {}
+                                ),
+                                "type": {
+                                    "type": "string",
+                                    "enum": list(audiences.AUDIENCE_TYPES),
+                                    "description": "" if new else "The audience's own (409 if not)",
+                                },
+                                "file": {
+                                    "type": "string",
+                                    "format": "binary",
+                                    "description": "CSV or TXT, one value per line, no header; "
+                                    "at most 20 MB and 1,500,000 lines; after name and type",
+                                },
                             },
                         },
+                        "encoding": {"file": {"contentType": "application/octet-stream"}},
                     }
-                }
-            },
-        }
-        return schema
+                },
+            }
+            return schema
+
+    return UploadOperation
 
 
 class AudienceController(Controller):
@@ -211,10 +239,10 @@ class AudienceController(Controller):
         status_code=201,
         summary="Create an audience from a file of emails, phone numbers or LINE user IDs",
         description="Fields name and type come before file. Only SHA-256 values are kept.",
-        responses=problems(400),
+        responses=problems(400, 415),
         request_max_body_size=MAX_BODY_BYTES,
         opt=body_checks.STREAMED,
-        operation_class=_UploadOperation,
+        operation_class=_upload_operation(new=True),
     )
     async def create(
         self,
@@ -228,10 +256,10 @@ class AudienceController(Controller):
         "/{audience_id:uuid}/uploads",
         status_code=200,
         summary="Add a file to an audience",
-        responses=problems(400, 404),
+        responses=problems(400, 404, 409, 415),
         request_max_body_size=MAX_BODY_BYTES,
         opt=body_checks.STREAMED,
-        operation_class=_UploadOperation,
+        operation_class=_upload_operation(new=False),
     )
     async def add(
         self,

@@ -1,4 +1,8 @@
-"""Batch bodies are decoded item by item, so one bad item is reported and never sinks the rest."""
+"""Batch bodies are decoded item by item, so one bad item is reported and never sinks the rest.
+
+Every item must at least be a JSON object: a list holding anything else was not built as a
+batch of this kind, and is refused as a whole with 400 naming each such item.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import msgspec
 
 from router.api import body_checks
 from router.api.errors import field_path
-from router.problems import FieldError, Problem, ProblemError
+from router.problems import FieldError, Problem, ProblemError, invalid
 
 T = TypeVar("T")
 
@@ -46,6 +50,15 @@ def decode_batch(
             400,
             "Invalid request",
             f"{key}: {len(items):,} items; at most {max_items:,} in one request",
+        )
+    not_objects = [
+        FieldError(f"{key}[{i}]", "not an object")
+        for i, raw in enumerate(items)
+        if not bytes(raw).lstrip().startswith(b"{")
+    ]
+    if not_objects:
+        raise invalid(
+            not_objects, f"{key}: every item must be an object ({len(not_objects):,} are not)"
         )
     decoder = msgspec.json.Decoder(item_type)
     out: list[T | list[FieldError]] = []

@@ -41,6 +41,11 @@ class CampaignController(Controller):
         errors = campaigns.check(data)
         if errors:
             raise invalid(errors)
+        if unworkable := campaigns.unworkable(data):
+            first = unworkable[0]
+            raise ProblemError(
+                422, "Unprocessable request", f"{first.field}: {first.message}", unworkable
+            )
         async with pool.acquire() as conn, conn.transaction():
             try:
                 campaign_id, new = await campaigns.create(conn, data)

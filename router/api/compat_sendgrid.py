@@ -7,10 +7,13 @@ RFC 9457, because SendGrid clients parse that shape.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.exceptions import HTTPException
+from litestar.openapi.spec import Operation
 
 from router.api.dependencies import Injected
 from router.api.errors import database_unavailable
@@ -60,6 +63,55 @@ def _from_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return sendgrid_error(500, [SendGridError(message="The router failed; see its log.")])
 
 
+def inlined_schema(struct_type: type) -> dict[str, Any]:
+    """msgspec's own JSON Schema of `struct_type`, its definitions inlined (none is recursive):
+    what the route decodes, without registering SendGrid's shapes beside the router's own."""
+    (top,), definitions = msgspec.json.schema_components([struct_type], ref_template="{name}")
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    schema: dict[str, Any] = inline(top)
+    return schema
+
+
+_MESSAGE_ID = {
+    "X-Message-Id": {
+        "description": "The id SendGrid clients keep; a retry of the same body gets the same one",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+
+
+@dataclass
+class _MailSendOperation(Operation):
+    """The body and the empty answers Litestar cannot infer: the route reads the body itself
+    (a retry is recognised by its bytes) and answers SendGrid's way."""
+
+    def to_schema(self) -> dict[str, Any]:
+        schema = super().to_schema()
+        schema["requestBody"] = {
+            "required": True,
+            "content": {MEDIA_TYPE: {"schema": inlined_schema(sendgrid.MailSend)}},
+        }
+        schema["responses"]["202"] = {
+            "description": "Accepted: one intent per recipient (empty body)",
+            "headers": _MESSAGE_ID,
+        }
+        schema["responses"]["200"] = {
+            "description": "`mail_settings.sandbox_mode.enable`: checked, nothing sent",
+            "headers": _MESSAGE_ID,
+        }
+        return schema
+
+
 class SendGridController(Controller):
     path = "/v3/mail"
     tags = ["compatibility"]  # noqa: RUF012
@@ -77,6 +129,7 @@ class SendGridController(Controller):
         "intent routed `prefer_line`; cc and bcc recipients get the email only. 202 with an "
         "empty body and `X-Message-Id`; an identical request within the hour is answered the "
         "same way without sending again.",
+        operation_class=_MailSendOperation,
     )
     async def send(
         self,

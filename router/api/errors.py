@@ -11,9 +11,9 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from router.database_outage import is_unavailable
+from router.identifiers import MEMBER_ID_PATTERN, MEMBER_ID_RULE
 from router.intents import IntentResult
 from router.log_safety import describe
-from router.members import MEMBER_ID_PATTERN, MEMBER_ID_RULE
 from router.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemError
 
 log = logging.getLogger(__name__)

@@ -12,14 +12,14 @@ from channels.base import LineAccount, ProviderError, QuotaFigures
 from router import members
 from router.api.dependencies import Injected, require_line_account
 from router.api.errors import found
-from router.api.openapi import problems
+from router.api.openapi import problem_response, problems
 from router.config import LineConfig
 from router.database import Pool
-from router.identifiers import LINE_USER_ID
+from router.identifiers import LINE_USER_ID, LineUserId, MemberId
 from router.line import events as line_events
 from router.line import identity as line_identity
 from router.line import webhooks as line_webhooks
-from router.members import Member, MemberId
+from router.members import Member
 from router.problems import FieldError, ProblemError
 
 
@@ -29,7 +29,7 @@ class WebhookAccepted(msgspec.Struct):
 
 
 class LinkTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
-    line_user_id: str
+    line_user_id: LineUserId
 
 
 class LinkTokenResponse(msgspec.Struct):
@@ -62,7 +62,13 @@ def _provider_problem(exc: ProviderError) -> ProblemError:
     summary="LINE webhook receiver (verified by X-Line-Signature)",
     tags=["line"],
     security=[],
-    responses=problems(400),
+    responses={
+        **problems(400),
+        401: problem_response("Missing or wrong X-Line-Signature"),
+        503: problem_response(
+            "[line] channel_secret is not set, or the database does not answer (LINE retries)"
+        ),
+    },
 )
 async def line_webhook(
     request: Request[Any, Any, Any],

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.response import Response
 
@@ -17,14 +18,8 @@ from router.api.errors import found, not_found
 from router.api.openapi import batch_operation, problems, ref
 from router.config import MembersConfig
 from router.database import Pool
-from router.members import (
-    MAX_MEMBER_ID,
-    MEMBER_ID_PATTERN,
-    MEMBER_ID_RULE,
-    Member,
-    MemberBatchItem,
-    MemberFields,
-)
+from router.identifiers import MAX_MEMBER_ID, MEMBER_ID_PATTERN, MEMBER_ID_RULE
+from router.members import Member, MemberBatchItem, MemberFields
 from router.problems import FieldError, ProblemError, invalid
 
 MAX_MEMBERS_PER_BATCH = 10_000
@@ -68,7 +63,10 @@ class MemberController(Controller):
         "/{member_id:str}",
         status_code=200,
         summary="Create (201) or update (200) a member",
-        responses=problems(400, 409),
+        responses={
+            **problems(400, 409),
+            201: ResponseSpec(data_container=Member, description="The member was created"),
+        },
     )
     async def upsert(
         self,

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-from router.content import EmailContent
+from router.content import MAX_SUBJECT, ONE_LINE, EmailContent, HeaderName, HeaderValue, Mailbox
 from router.database import Connection
+from router.identifiers import EmailAddress, InvalidIdentifier, normalize_email
 from router.intake_port import AcceptIntents
 from router.intents import IntentRequest, IntentResult
 from router.problems import FieldError
@@ -32,7 +33,7 @@ _HTML_TAG = re.compile(
 
 class Recipient(msgspec.Struct, kw_only=True):
     uuid: str
-    email: str
+    email: EmailAddress
     name: str = ""
     attribs: dict[str, Any] | None = None
     status: str = ""
@@ -40,10 +41,14 @@ class Recipient(msgspec.Struct, kw_only=True):
 
 class Campaign(msgspec.Struct, kw_only=True):
     uuid: str
-    name: str = ""
-    from_email: str = ""
-    headers: list[dict[str, str]] | None = None
-    tags: list[str] | None = None
+    name: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    from_email: Mailbox | None = None
+    headers: list[dict[HeaderName, HeaderValue]] | None = None
+    # Empty tags are dropped; the others become the intents' tags.
+    tags: (
+        Annotated[list[Annotated[str, msgspec.Meta(max_length=100)]], msgspec.Meta(max_length=50)]
+        | None
+    ) = None
 
 
 class Attachment(msgspec.Struct, kw_only=True):
@@ -53,12 +58,18 @@ class Attachment(msgspec.Struct, kw_only=True):
 
 
 class Postback(msgspec.Struct, kw_only=True):
-    subject: str = ""
-    body: str
+    subject: Annotated[str, msgspec.Meta(max_length=MAX_SUBJECT, pattern=ONE_LINE)] = ""
+    body: Annotated[str, msgspec.Meta(pattern=r"\S", description="Not empty or only spaces")]
     content_type: str = "plain"
-    recipients: list[Recipient]
+    recipients: Annotated[list[Recipient], msgspec.Meta(min_length=1)]
     campaign: Campaign | None = None
-    attachments: list[Attachment] | None = None
+    attachments: (
+        Annotated[
+            list[Attachment],
+            msgspec.Meta(max_length=0, description="Not sent by the router: link to files instead"),
+        ]
+        | None
+    ) = None
 
 
 def is_html(content_type: str, body: str) -> bool:
@@ -94,16 +105,16 @@ def _refused(exc: msgspec.ValidationError) -> Refused:
 
 
 def check(message: Postback) -> list[FieldError]:
-    """What the router cannot carry out is refused, not half done."""
+    """What the router cannot carry out is refused, not half done. (Recipients, a body and
+    no attachments are `Postback`'s own limits, applied as it is decoded.)"""
     errors: list[FieldError] = []
-    if not message.recipients:
-        errors.append(FieldError("recipients", "give at least one recipient"))
-    if not message.body.strip():
-        errors.append(FieldError("body", "the message body is empty"))
-    if message.attachments:
-        errors.append(
-            FieldError("attachments", "delivery-router does not send attachments; link to them")
-        )
+    for i, recipient in enumerate(message.recipients):
+        try:
+            normalize_email(recipient.email)
+        except InvalidIdentifier as exc:
+            errors.append(FieldError(f"recipients[{i}].email", str(exc)))
+    if "\r" in message.subject or "\n" in message.subject:  # `$` lets a final one through
+        errors.append(FieldError("subject", "line breaks are not allowed"))
     return errors
 
 

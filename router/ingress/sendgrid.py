@@ -368,7 +368,13 @@ def substitute(text: str | None, values: dict[str, str]) -> str | None:
 
 
 def _mailbox(address: Address) -> str:
-    return formataddr((address.name or "", address.email))
+    """`Name <address>`; an address that cannot be one (non-ASCII) is passed on as given, for
+    the content check to refuse with its field named."""
+    email = address.email.strip()
+    try:
+        return formataddr((address.name or "", email))
+    except UnicodeEncodeError:
+        return email
 
 
 def _email_content(mail: MailSend, p: Personalization) -> EmailContent:

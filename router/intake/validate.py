@@ -6,16 +6,15 @@ One bad item never affects the others: a failure becomes that item's `rejected` 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import msgspec
 
 from router.content import Content, Relayed, check_content, content_id
 from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
-from router.intents import IntentRequest, IntentResult, rejected
+from router.intents import MAX_SCHEDULE_AHEAD, IntentRequest, IntentResult, rejected
 from router.problems import FieldError
-
-MAX_SCHEDULE_AHEAD = timedelta(days=30)
+from router.wire_rules import unmet
 
 
 class Validated(msgspec.Struct, gc=False):
@@ -34,30 +33,21 @@ class Validated(msgspec.Struct, gc=False):
 def validate(
     index: int, req: IntentRequest, prefix: str, relayed: Relayed | None = None
 ) -> Validated | IntentResult:
-    errors: list[FieldError] = []
-    if (req.member_id is None) == (req.email_address is None):
-        errors.append(
-            FieldError(f"{prefix}member_id", "give exactly one of member_id and email_address")
-        )
+    errors = [FieldError(prefix + rule.fields[0], rule.message) for rule in unmet(req)]
     address: str | None = None
     if req.email_address is not None:
         try:
             address = normalize_email(req.email_address)
         except InvalidIdentifier as exc:
             errors.append(FieldError(f"{prefix}email_address", str(exc)))
-    if req.send_at is not None:
-        if req.send_at.tzinfo is None:
-            errors.append(
-                FieldError(f"{prefix}send_at", "give a time zone, like 2026-12-01T09:00:00+09:00")
-            )
-        elif req.send_at - datetime.now(UTC) > MAX_SCHEDULE_AHEAD:
-            errors.append(FieldError(f"{prefix}send_at", "at most 30 days ahead"))
-    if req.email is None and req.line is None:
-        errors.append(FieldError(f"{prefix}email", "give email content, LINE messages, or both"))
     content = Content(email=req.email, line=req.line, relayed=relayed)
     errors.extend(check_content(content, prefix))
     if errors:
         return rejected(f"{errors[0].field}: {errors[0].message}", errors)
+    if req.send_at is not None and req.send_at - datetime.now(UTC) > MAX_SCHEDULE_AHEAD:
+        # A well-formed time the router will not hold an intent for: valid, not carried out.
+        error = FieldError(f"{prefix}send_at", "at most 30 days ahead")
+        return rejected(f"{error.field}: {error.message}", [error], code=422)
     encoded = content.encode()
     return Validated(
         index=index,
