@@ -76,6 +76,9 @@ class EmailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     from_address: str = ""
     connections: Count = 4
     timeout_seconds: Seconds = 30.0
+    # PEM file of the CAs trusted for the upstream's certificate (a private CA); empty: the
+    # system's trust store (or SSL_CERT_FILE).
+    ca_file: str = ""
 
 
 class WorkersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -261,6 +264,8 @@ def _check_values(config: Config) -> None:
         split_listen(config.smtp_ingress.listen)
     if bool(config.smtp_ingress.tls_cert) != bool(config.smtp_ingress.tls_key):
         raise ConfigError("[smtp_ingress] tls_cert and tls_key go together")
+    if config.email.ca_file and not Path(config.email.ca_file).is_file():
+        raise ConfigError(f"[email] ca_file {config.email.ca_file!r} is not a readable file")
     if config.events.webhook_url:
         if not config.events.webhook_url.startswith(("http://", "https://")):
             raise ConfigError("[events] webhook_url must be an http:// or https:// URL")

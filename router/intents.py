@@ -66,6 +66,9 @@ class DeliveryView(msgspec.Struct, kw_only=True):
     attempts: int
     last_error: str | None
     provider_ref: str | None
+    # Email: the upstream SMTP server's final reply, naming its queue id
+    # (`250 2.0.0 Ok: queued as C75E816241F`); provider_ref is then the Message-ID.
+    smtp_queue_id: str | None
     next_attempt_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -100,6 +103,7 @@ FROM intents WHERE id = $1
 
 _VIEW_DELIVERIES = """
 SELECT id, channel, status, is_fallback AS fallback, attempts, last_error, provider_ref,
+       smtp_queue_id,
        CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,
        created_at, updated_at, sent_at, confirmed_at
 FROM deliveries WHERE intent_id = $1 ORDER BY is_fallback, created_at
