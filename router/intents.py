@@ -120,6 +120,29 @@ async def view(conn: Connection, intent_id: UUID) -> IntentView | None:
     )
 
 
+class RelayedMessageView(msgspec.Struct, kw_only=True):
+    """The intents made from one message the SMTP relay received (its recipients)."""
+
+    reference: str
+    intents: list[IntentView]
+
+
+_RELAYED_INTENTS = """
+SELECT i.id FROM intents i JOIN contents c ON c.id = i.content_id
+WHERE c.relayed_message_id = $1 ORDER BY i.created_at, i.id
+"""
+
+
+async def relayed_view(conn: Connection, message_sha256: bytes) -> RelayedMessageView | None:
+    """Every intent made from the relayed message with these bytes (the reference the
+    relay's 250 reply gives), or None if there is none."""
+    ids = [r["id"] for r in await conn.fetch(_RELAYED_INTENTS, message_sha256)]
+    views = [v for i in ids if (v := await view(conn, i)) is not None]
+    if not views:
+        return None
+    return RelayedMessageView(reference=message_sha256.hex(), intents=views)
+
+
 def intent_status(route: str, deliveries: Sequence[DeliveryView]) -> str:
     """Summarise deliveries: queued until every active delivery has an outcome.
 

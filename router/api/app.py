@@ -17,6 +17,7 @@ from router.api.errors import EXCEPTION_HANDLERS
 from router.api.intents import IntentController
 from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
+from router.api.relayed import RelayedMessageController
 from router.database import Pool
 from router.problems import ProblemError
 from router.service import Runtime
@@ -56,6 +57,7 @@ def create_app(runtime: Runtime) -> Litestar:
             healthz,
             MemberController,
             IntentController,
+            RelayedMessageController,
             AudienceController,
             LineController,
             line_webhook,
