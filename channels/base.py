@@ -108,9 +108,12 @@ class Outbound(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Sent(msgspec.Struct, frozen=True, tag=True):
-    """The provider accepted the message; `provider_ref` is its id for it."""
+    """The provider accepted the message; `provider_ref` is its id for it (for email the
+    Message-ID) and `queue_id` the receiving SMTP server's final reply, which names the id
+    it queued the message under (`250 2.0.0 Ok: queued as C75E816241F`)."""
 
     provider_ref: str
+    queue_id: str | None = None
 
 
 class Retry(msgspec.Struct, frozen=True, tag=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import timedelta
@@ -126,6 +127,8 @@ class SmtpChannel:
     def __init__(self, config: EmailConfig) -> None:
         self._config = config
         self._rendered = RenderedContents(config.from_address)
+        # A private CA: the upstream's certificate is checked against `ca_file` only.
+        self._tls_context = ssl.create_default_context(cafile=config.ca_file or None)
         self.max_concurrency = max(1, config.connections)
         self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
         for _ in range(self.max_concurrency):
@@ -141,6 +144,7 @@ class SmtpChannel:
             use_tls=c.use_tls,
             start_tls=c.starttls,
             timeout=c.timeout_seconds,
+            tls_context=self._tls_context,
         )
 
     async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
@@ -159,13 +163,19 @@ class SmtpChannel:
                 await client.connect()
             if relayed is not None and message.relayed_message is not None:
                 # Byte for byte, so DKIM signatures and tracking links stay intact.
-                await client.sendmail(
-                    relayed.envelope_from, [message.address], message.relayed_message
+                data = message.relayed_message
+                options = await _body_options(client, data)
+                _, reply = await client.sendmail(
+                    relayed.envelope_from, [message.address], data, mail_options=options
                 )
-                return Sent(provider_ref=relayed.message_id or relayed.message_sha256)
+                ref = relayed.message_id or relayed.message_sha256
+                return Sent(provider_ref=ref, queue_id=_final_reply(reply))
             mid, data = self._rendered.render(message, email)
-            await client.sendmail(self._config.from_address, [message.address], data)
-            return Sent(provider_ref=mid)
+            options = await _body_options(client, data)
+            _, reply = await client.sendmail(
+                self._config.from_address, [message.address], data, mail_options=options
+            )
+            return Sent(provider_ref=mid, queue_id=_final_reply(reply))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             return _by_code(exc.recipients[0].code, exc.recipients[0].message)
         except aiosmtplib.SMTPResponseException as exc:
@@ -185,6 +195,26 @@ class SmtpChannel:
                     await client.quit()
                 except (aiosmtplib.SMTPException, OSError):
                     client.close()
+
+
+async def _body_options(client: aiosmtplib.SMTP, data: bytes) -> list[str]:
+    """`BODY=8BITMIME` for a message with 8-bit bytes, when the upstream offers it (RFC 6152):
+    the bytes are sent as they are, never re-encoded, so the server must be told."""
+    if data.isascii():
+        return []
+    if client.is_ehlo_or_helo_needed:
+        await client.ehlo()
+    return ["BODY=8BITMIME"] if client.supports_extension("8bitmime") else []
+
+
+# The upstream's final reply is kept on the delivery (it names the upstream's queue id);
+# a line of it is plenty, and a hostile server's megabyte of text is not.
+MAX_REPLY_CHARS = 500
+
+
+def _final_reply(text: str) -> str:
+    """`250 2.0.0 Ok: queued as C75E816241F`: the reply to the message, on one line."""
+    return " ".join(f"250 {text}".split())[:MAX_REPLY_CHARS]
 
 
 def _drop(client: aiosmtplib.SMTP) -> None:

@@ -7,6 +7,7 @@ without writing files.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -80,6 +81,9 @@ class EmailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     from_address: str = ""
     connections: Count = 4
     timeout_seconds: Seconds = 30.0
+    # PEM file of the CAs trusted for the upstream's certificate (a private CA); empty: the
+    # system's trust store (or SSL_CERT_FILE).
+    ca_file: str = ""
 
 
 class WorkersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -99,6 +103,10 @@ class SmtpIngressConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     tls_cert: str = ""
     tls_key: str = ""
     hostname: str = ""
+    # AUTH guessing limits: failures before a connection is closed, and the first wait an
+    # address then has before its next try (doubling with each further failure).
+    auth_attempts: Count = 3
+    auth_delay_seconds: Seconds = 2.0
 
 
 class MembersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -267,11 +275,37 @@ def _check_values(config: Config) -> None:
         split_listen(config.smtp_ingress.listen)
     if bool(config.smtp_ingress.tls_cert) != bool(config.smtp_ingress.tls_key):
         raise ConfigError("[smtp_ingress] tls_cert and tls_key go together")
+    _check_smtp_ingress_tls(config.smtp_ingress)
+    if config.email.ca_file and not Path(config.email.ca_file).is_file():
+        raise ConfigError(f"[email] ca_file {config.email.ca_file!r} is not a readable file")
     if config.events.webhook_url:
         if not config.events.webhook_url.startswith(("http://", "https://")):
             raise ConfigError("[events] webhook_url must be an http:// or https:// URL")
         if not config.events.signing_secret:
             raise ConfigError("[events] signing_secret is required when webhook_url is set")
+
+
+def _check_smtp_ingress_tls(ingress: SmtpIngressConfig) -> None:
+    """AUTH without TLS is allowed on loopback only: a listener elsewhere without a
+    certificate would refuse every sender, so it is not started at all."""
+    if not (ingress.listen and ingress.users) or ingress.tls_cert:
+        return
+    host, _ = split_listen(ingress.listen)
+    if not is_loopback(host):
+        raise ConfigError(
+            f"[smtp_ingress] listen {ingress.listen!r} is not a loopback address, and AUTH there"
+            " needs STARTTLS: set tls_cert and tls_key, or listen on 127.0.0.1"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host only takes connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -84,6 +84,9 @@ class DeliveryView(msgspec.Struct, kw_only=True):
     attempts: int
     last_error: str | None
     provider_ref: str | None
+    # Email: the upstream SMTP server's final reply, naming its queue id
+    # (`250 2.0.0 Ok: queued as C75E816241F`); provider_ref is then the Message-ID.
+    smtp_queue_id: str | None
     next_attempt_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -118,6 +121,7 @@ FROM intents WHERE id = $1
 
 _VIEW_DELIVERIES = """
 SELECT id, channel, status, is_fallback AS fallback, attempts, last_error, provider_ref,
+       smtp_queue_id,
        CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,
        created_at, updated_at, sent_at, confirmed_at
 FROM deliveries WHERE intent_id = $1 ORDER BY is_fallback, created_at
@@ -132,6 +136,29 @@ async def view(conn: Connection, intent_id: UUID) -> IntentView | None:
     return IntentView(
         status=intent_status(row["route"], deliveries), deliveries=deliveries, **dict(row)
     )
+
+
+class RelayedMessageView(msgspec.Struct, kw_only=True):
+    """The intents made from one message the SMTP relay received (its recipients)."""
+
+    reference: str
+    intents: list[IntentView]
+
+
+_RELAYED_INTENTS = """
+SELECT i.id FROM intents i JOIN contents c ON c.id = i.content_id
+WHERE c.relayed_message_id = $1 ORDER BY i.created_at, i.id
+"""
+
+
+async def relayed_view(conn: Connection, message_sha256: bytes) -> RelayedMessageView | None:
+    """Every intent made from the relayed message with these bytes (the reference the
+    relay's 250 reply gives), or None if there is none."""
+    ids = [r["id"] for r in await conn.fetch(_RELAYED_INTENTS, message_sha256)]
+    views = [v for i in ids if (v := await view(conn, i)) is not None]
+    if not views:
+        return None
+    return RelayedMessageView(reference=message_sha256.hex(), intents=views)
 
 
 def intent_status(route: str, deliveries: Sequence[DeliveryView]) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -215,32 +214,3 @@ def test_password_hashes() -> None:
     assert verify_password(PASSWORD, HASHED) and not verify_password("other", HASHED)
     assert hash_password(PASSWORD) != HASHED  # salted
     assert verify_password("plain", "plain") and not verify_password("plain", "other")
-
-
-async def test_starttls_is_required_for_auth_when_a_certificate_is_set(
-    dsn: str, line_sim: Any, smtp: SmtpSink, tmp_path: Any
-) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    await asyncio.to_thread(
-        subprocess.run,
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    tls = {"ROUTER_SMTP_INGRESS_TLS_CERT": str(cert), "ROUTER_SMTP_INGRESS_TLS_KEY": str(key)}
-    async with ingress(dsn, line_sim, smtp, **tls) as (_, port):
-        plain = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
-        await plain.connect()
-        with pytest.raises(aiosmtplib.SMTPException):
-            await plain.login(USER, PASSWORD)
-        await plain.quit()
-        secure = aiosmtplib.SMTP(
-            hostname="127.0.0.1", port=port, start_tls=True, validate_certs=False
-        )
-        await secure.connect()
-        await secure.login(USER, PASSWORD)
-        await secure.sendmail(
-            "a@shop.example.jp", ["mail@example.jp"], campaign(["mail@example.jp"])
-        )
-        await secure.quit()
-        await wait_until(lambda: len(smtp.mails) == 1)

@@ -25,6 +25,7 @@ from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
 from router.api.openapi import StandardResponses, problem_response
 from router.api.rate_limits import api_key_rates
+from router.api.relayed import RelayedMessageController
 from router.api.struct_schemas import StructSchemas
 from router.database import Pool
 from router.log_safety import SafeFormatter
@@ -93,6 +94,7 @@ def create_app(runtime: Runtime) -> Litestar:
             healthz,
             MemberController,
             IntentController,
+            RelayedMessageController,
             AudienceController,
             LineController,
             line_webhook,

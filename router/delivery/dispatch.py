@@ -37,7 +37,9 @@ def result_of(
 ) -> Result:
     """What to record for a channel's outcome; a retry past `max_attempts` fails for good."""
     if isinstance(outcome, Sent):
-        return Result(delivery_id, "sent", provider_ref=outcome.provider_ref)
+        return Result(
+            delivery_id, "sent", provider_ref=outcome.provider_ref, queue_id=outcome.queue_id
+        )
     if isinstance(outcome, Failed):
         return Result(
             delivery_id,

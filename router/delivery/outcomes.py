@@ -51,7 +51,9 @@ def event_of(result: Result, channel: str | None) -> Recorded | None:
     if result.status == "sent":
         if channel in confirmed_by_provider():
             return None
-        return Recorded(result.delivery_id, "delivered", response=result.provider_ref)
+        # SendGrid's `response` is the receiving server's reply; `smtp-id` has the Message-ID.
+        response = result.queue_id or result.provider_ref
+        return Recorded(result.delivery_id, "delivered", response=response)
     if result.status == "pending":
         return Recorded(result.delivery_id, "deferred", reason=result.error, response=result.error)
     if result.failure == "dropped":

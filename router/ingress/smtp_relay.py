@@ -9,31 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import logging
 import ssl
 import warnings
-from typing import Any
 
 import asyncpg
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from router import intents, members
-from router.config import SmtpIngressConfig, split_listen
+from router.config import SmtpIngressConfig, is_loopback, split_listen
 from router.content import Content, EmailContent, Relayed
 from router.database import Pool
 from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
 from router.ingress.mime import MalformedMessage, read
+from router.ingress.smtp_auth import AuthGuard, Credentials
+from router.ingress.smtp_session import RelaySMTP
 from router.intake import IntakeChannels
 from router.intake.routing import Unroutable, plan
 from router.intake_port import AcceptIntents
 from router.intents import IntentRequest
-from router.passwords import verify_password
 from router.reach import Reach
 from router.store import relayed_messages
 
 log = logging.getLogger(__name__)
-# AUTH without TLS is allowed only on loopback, and that choice is made below on purpose.
+# AUTH without TLS is allowed on loopback (and only there), a choice made below on purpose.
 warnings.filterwarnings(
     "ignore", message="Requiring AUTH while not requiring TLS", category=UserWarning
 )
@@ -44,31 +43,6 @@ ROUTES = frozenset({"prefer_line", "both", "line_only", "email_only"})
 ANY_MESSAGE = Content(email=EmailContent(subject="relayed", text=""))
 TEMPORARY_FAILURE = "451 4.3.0 the router cannot store messages right now; try again later"
 STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
-
-
-class Authenticator:
-    """Checks AUTH PLAIN/LOGIN against `[smtp_ingress] users`; remembers good logins so a
-    sender reconnecting does not pay for scrypt each time."""
-
-    def __init__(self, users: dict[str, str]) -> None:
-        self._users = users
-        self._verified: set[bytes] = set()
-
-    def __call__(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        if not isinstance(data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        user = data.login.decode("utf-8", "replace")
-        password = data.password.decode("utf-8", "replace")
-        stored = self._users.get(user)
-        if stored is None:
-            return AuthResult(success=False, handled=False)
-        key = hashlib.sha256(f"{user}\0{password}\0{stored}".encode()).digest()
-        if key in self._verified or verify_password(password, stored):
-            self._verified.add(key)
-            return AuthResult(success=True, auth_data=user)
-        return AuthResult(success=False, handled=False)
 
 
 class IngressHandler:
@@ -142,7 +116,9 @@ class IngressHandler:
             log.warning(
                 "SMTP ingress: %d of %d recipients refused", len(results) - len(taken), len(results)
             )
-        return f"250 2.0.0 OK: {len(taken)} recipient(s) queued as {taken[0].id}"
+        # One line for any number of recipients: the message's reference, which
+        # GET /v1/relayed-messages/{reference} resolves to every intent made from it.
+        return f"250 2.0.0 OK: {len(taken)} recipient(s) queued as {digest.hex()}"
 
 
 def _idempotency_key(base: str | None, rcpt: str) -> str | None:
@@ -152,15 +128,6 @@ def _idempotency_key(base: str | None, rcpt: str) -> str | None:
         return None
     key = f"smtp:{base}:{rcpt}"
     return key if len(key) <= 255 else "smtp:" + hashlib.sha256(key.encode()).hexdigest()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def start_smtp_ingress(
@@ -181,16 +148,21 @@ async def start_smtp_ingress(
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(config.tls_cert, config.tls_key)
     handler = IngressHandler(pool, accept_intents, channels)
-    authenticator = Authenticator(dict(config.users))
+    credentials = Credentials(dict(config.users))
+    guard = AuthGuard(config.auth_attempts, config.auth_delay_seconds)
+    # A certificate means STARTTLS is offered; it is required for AUTH off loopback only
+    # (config.py refuses a listener off loopback without one).
+    require_tls = not is_loopback(host)
 
     def protocol() -> SMTP:
-        return SMTP(
+        return RelaySMTP(
             handler,
+            credentials=credentials,
+            guard=guard,
             hostname=config.hostname or None,
             data_size_limit=config.max_message_bytes,
-            authenticator=authenticator,
             auth_required=True,
-            auth_require_tls=tls is not None or not _is_loopback(host),
+            auth_require_tls=require_tls,
             tls_context=tls,
             decode_data=False,
             ident="delivery-router",

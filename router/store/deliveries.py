@@ -47,6 +47,7 @@ class Result(msgspec.Struct, frozen=True):
     # How a 'failed' delivery is reported: 'bounce' (the provider refused it), 'blocked'
     # (retries ran out) or 'dropped' (never sent: quota, retry window, unusable content).
     failure: str = "bounce"
+    queue_id: str | None = None  # the receiving SMTP server's final reply
 
 
 # Deliveries sent on their own, one queue per channel. The claim joins the member as they are
@@ -87,6 +88,7 @@ _RECORD = """
 UPDATE deliveries d
 SET status = r.status,
     provider_ref = coalesce(r.ref, d.provider_ref),
+    smtp_queue_id = coalesce(r.queue_id, d.smtp_queue_id),
     last_error = coalesce(r.err, d.last_error),
     next_attempt_at = CASE WHEN r.status = 'pending'
                            THEN now() + make_interval(secs => r.delay)
@@ -95,8 +97,8 @@ SET status = r.status,
     claim_token = NULL,
     lease_expires_at = NULL,
     updated_at = now()
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[])
-     AS r(id, status, ref, err, delay)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[], $7::text[])
+     AS r(id, status, ref, err, delay, queue_id)
 WHERE d.id = r.id AND d.claim_token = $6
 RETURNING d.id, d.intent_id, d.channel
 """
@@ -112,6 +114,7 @@ async def record(conn: Connection, token: UUID, results: Sequence[Result]) -> li
         [r.error for r in results],
         [r.retry_in_seconds or 0.0 for r in results],
         token,
+        [r.queue_id for r in results],
     )
 
 

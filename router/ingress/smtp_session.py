@@ -1,0 +1,198 @@
+"""The relay's SMTP dialogue: aiosmtpd's server, with what mail systems expect of a relay.
+
+- EHLO offers PIPELINING (commands are read in order from one buffer, so a client may send
+  MAIL, RCPT... DATA at once) and ENHANCEDSTATUSCODES: every reply but the greeting and the
+  EHLO/HELO answer carries an RFC 3463 code, a default one where aiosmtpd gives none.
+- SMTPUTF8 is not offered: a MAIL or RCPT with a non-ASCII address is refused with
+  `553 5.6.7` and one with the SMTPUTF8 parameter with `555 5.5.4` (RFC 6531), instead of
+  aiosmtpd's `500 strict ASCII mode`. Members' addresses are ASCII, and so is what the
+  router can send on.
+- AUTH guessing is limited (router.ingress.smtp_auth): after `auth_attempts` failures on a
+  connection the answer is `421 4.7.0` and the connection is closed; an address that must
+  wait is answered `454 4.7.0` without its password being checked.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from router.ingress.smtp_auth import AuthGuard, Credentials
+
+# The enhanced code a reply gets when aiosmtpd's text has none (RFC 3463, RFC 5248).
+DEFAULT_ENHANCED = {
+    421: "4.7.0",
+    450: "4.2.0",
+    451: "4.3.0",
+    452: "4.3.1",
+    454: "4.7.0",
+    500: "5.5.2",
+    501: "5.5.4",
+    502: "5.5.1",
+    503: "5.5.1",
+    504: "5.5.4",
+    530: "5.7.0",
+    535: "5.7.8",
+    538: "5.7.11",
+    550: "5.1.1",
+    552: "5.3.4",
+    553: "5.1.3",
+    554: "5.6.0",
+    555: "5.5.4",
+}
+_FINAL_REPLY = re.compile(r"(?P<code>[245]\d\d)(?P<sep>[ -]|$)(?P<text>.*)", re.DOTALL)
+_HAS_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
+
+ADDED_KEYWORDS = ("PIPELINING", "ENHANCEDSTATUSCODES")
+WITHHELD_KEYWORDS = frozenset({"SMTPUTF8"})
+
+
+def with_enhanced_code(reply: str) -> str:
+    """`503 Error: need MAIL command` -> `503 5.5.1 Error: need MAIL command`; replies that
+    have a code, and intermediate ones (334, 354), are left as they are."""
+    m = _FINAL_REPLY.fullmatch(reply)
+    if m is None or _HAS_ENHANCED.match(m["text"]):
+        return reply
+    code = int(m["code"])
+    enhanced = DEFAULT_ENHANCED.get(code, f"{m['code'][0]}.0.0")
+    return f"{m['code']}{m['sep'] or ' '}{enhanced} {m['text']}".rstrip()
+
+
+def ehlo_lines(lines: list[str]) -> list[str]:
+    """aiosmtpd's EHLO answer with PIPELINING and ENHANCEDSTATUSCODES added and SMTPUTF8
+    taken out, continuation marks redone."""
+    words = [line[4:] for line in lines]
+    kept = [w for w in words if w.split(" ", 1)[0].upper() not in WITHHELD_KEYWORDS]
+    kept[1:1] = ADDED_KEYWORDS
+    return [f"250-{w}" for w in kept[:-1]] + [f"250 {kept[-1]}"]
+
+
+def utf8_refusal(arg: str | None, role: str) -> str | None:
+    """The refusal of a MAIL/RCPT argument that needs SMTPUTF8, or None."""
+    if arg is None:
+        return None
+    if any(word.upper() == "SMTPUTF8" for word in arg.split()[1:]):
+        return "555 5.5.4 SMTPUTF8 is not offered by this relay"
+    if not arg.isascii():
+        return f"553 5.6.7 non-ASCII {role} addresses are not accepted (no SMTPUTF8)"
+    return None
+
+
+class RelaySMTP(SMTP):
+    """One connection to the relay."""
+
+    def __init__(
+        self, handler: Any, *, credentials: Credentials, guard: AuthGuard, **kwargs: Any
+    ) -> None:
+        # Arguments are read as UTF-8 so that a non-ASCII address reaches the checks below
+        # (and is refused with the right code); SMTPUTF8 itself is never offered.
+        super().__init__(handler, authenticator=self._check_login, enable_SMTPUTF8=True, **kwargs)
+        self._credentials = credentials
+        self._guard = guard
+        self._auth_failures = 0
+        self._greeted = False
+        self._plain_replies = False  # the EHLO/HELO answer carries no enhanced codes
+        self._ehlo_answer: list[str] | None = None
+
+    async def push(self, status: AnyStr) -> None:
+        if not isinstance(status, str):
+            await super().push(status)  # a 334 challenge
+            return
+        if self._ehlo_answer is not None:
+            self._ehlo_answer.append(status)
+            return
+        reply = status
+        if self._greeted and not self._plain_replies:
+            reply = with_enhanced_code(status)
+        self._greeted = True
+        await super().push(reply)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._ehlo_answer = []
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            lines, self._ehlo_answer = self._ehlo_answer, None
+        if lines and lines[0].startswith("250"):
+            lines = ehlo_lines(lines)
+        self._plain_replies = True
+        try:
+            for line in lines:
+                await self.push(line)
+        finally:
+            self._plain_replies = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._plain_replies = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._plain_replies = False
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await self._refuse_utf8_or(super().smtp_MAIL, arg, "MAIL", "sender")
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        await self._refuse_utf8_or(super().smtp_RCPT, arg, "RCPT", "recipient")
+
+    async def _refuse_utf8_or(self, command: Any, arg: str | None, name: str, role: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed(name):
+            return
+        refusal = utf8_refusal(arg, role)
+        if refusal is not None:
+            await self.push(refusal)
+            return
+        await command(arg)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await super().smtp_AUTH(arg)
+        if self._auth_failures >= self._guard.attempts and self.transport is not None:
+            self.transport.close()
+
+    def _check_login(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        host = str(session.peer[0]) if session.peer else "unknown"
+        wait = self._guard.wait_left(host)
+        if wait > 0:
+            self._auth_failures += 1
+            return AuthResult(
+                success=False,
+                handled=False,
+                message=self._over_limit()
+                or f"454 4.7.0 too many failed AUTH attempts from your address;"
+                f" try again in {math.ceil(wait)} s",
+            )
+        user = data.login.decode("utf-8", "replace")
+        password = data.password.decode("utf-8", "replace")
+        if self._credentials.check(user, password):
+            self._guard.succeeded(host)
+            return AuthResult(success=True, auth_data=user)
+        self._auth_failures += 1
+        self._guard.failed(
+            host, self._credentials.safe_name(user), on_connection=self._auth_failures
+        )
+        return AuthResult(success=False, handled=False, message=self._over_limit())
+
+    def _over_limit(self) -> str | None:
+        if self._auth_failures < self._guard.attempts:
+            return None
+        return "421 4.7.0 too many failed AUTH attempts; closing the connection"
+
+
+def _keep_help(cls: type) -> None:
+    """The overridden commands keep aiosmtpd's HELP texts (set by its `syntax` decorator)."""
+    for name, method in vars(cls).items():
+        if name.startswith("smtp_"):
+            parent = getattr(SMTP, name)
+            for attr in ("__smtp_syntax__", "__smtp_syntax_extended__", "__smtp_syntax_when__"):
+                if hasattr(parent, attr):
+                    setattr(method, attr, getattr(parent, attr))
+
+
+_keep_help(RelaySMTP)

@@ -1,0 +1,144 @@
+"""An upstream SMTP server that answers as Postfix does (`250 2.0.0 Ok: queued as ...`) and
+records each envelope with its MAIL parameters; optionally with STARTTLS under a test CA."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.harness import _free_port
+
+
+@dataclass
+class Relayed:
+    mail_from: str
+    mail_options: list[str]
+    rcpt_to: list[str]
+    data: bytes
+    queue_id: str
+
+
+@dataclass
+class PostfixLike:
+    mails: list[Relayed] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            queue_id = f"C75E8162{len(self.mails):03X}"
+            self.mails.append(
+                Relayed(
+                    str(envelope.mail_from),
+                    list(envelope.mail_options),
+                    list(envelope.rcpt_tos),
+                    bytes(envelope.original_content or b""),
+                    queue_id,
+                )
+            )
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    def received(self) -> list[Relayed]:
+        with self.lock:
+            return list(self.mails)
+
+
+@contextlib.contextmanager
+def upstream(tls: ssl.SSLContext | None = None) -> Iterator[tuple[PostfixLike, int]]:
+    """The server on a free loopback port; with `tls`, STARTTLS is required before MAIL."""
+    handler = PostfixLike()
+    port = _free_port()
+    extra = {"tls_context": tls, "require_starttls": True} if tls is not None else {}
+    controller = Controller(handler, hostname="127.0.0.1", port=port, decode_data=False, **extra)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+@dataclass
+class PrivateCa:
+    ca_file: Path
+    server: ssl.SSLContext  # the server's certificate for 127.0.0.1, signed by the CA
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_private_ca(directory: Path) -> PrivateCa:
+    """A private CA made now, and a certificate for 127.0.0.1 that it signed."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("delivery-router test CA"))
+        .issuer_name(_name("delivery-router test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("127.0.0.1"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = directory / "ca.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_file, key_file = directory / "server.pem", directory / "server.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    return PrivateCa(ca_file=ca_file, server=server)
