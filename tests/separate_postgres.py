@@ -20,7 +20,7 @@ SYSTEM_USER = "pgserver"
 
 
 class SeparatePostgres:
-    """initdb, then `pg_ctl` start / stop / restart on a free loopback port."""
+    """initdb, then `pg_ctl` start and stop on a free loopback port."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="router-test-pg-own-"))
@@ -57,9 +57,6 @@ class SeparatePostgres:
     def stop(self) -> None:
         """`pg_ctl -m fast stop`: sessions are cut off at once, as in a fast restart."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def restart(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "restart")
 
     def remove(self) -> None:
         if (self.data / "postmaster.pid").exists():

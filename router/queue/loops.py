@@ -177,12 +177,16 @@ class LeasedWorker(QueueWorker, Generic[Work]):
                     return 0
                 outcome = await self.work(rows, token)
             except DATABASE_AWAY:
-                await self._store("give back", lambda conn: claims.release(conn, self.table, token))
+                await self._store("give back", lambda conn: self._release(conn, token))
                 raise
             await self._store("record", lambda conn: self.record(conn, token, outcome))
             return len(rows)
         finally:
             self.holdings.drop(self.table, token)
+
+    async def _release(self, conn: Connection, token: UUID) -> None:
+        async with conn.transaction():  # the rows and the wake-up of their lanes together
+            await claims.release(conn, self.table, token)
 
     async def _store(self, what: str, write: Callable[[Connection], Awaitable[object]]) -> None:
         """Write until the database takes it, backing off while it is away."""
