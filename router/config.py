@@ -93,7 +93,7 @@ class WorkersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_attempts: Count = 8
     backoff_base_seconds: Seconds = 2.0
     backoff_max_seconds: Seconds = 600.0
-    lease_seconds: Seconds = 120.0
+    lease_seconds: Seconds = 30.0  # renewed while the claim is in hand
 
 
 class SmtpIngressConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

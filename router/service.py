@@ -38,7 +38,8 @@ from router.intake import IntakeChannels
 from router.intents import IntentRequest, IntentResult
 from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
-from router.queue.loops import QueueWorker, Workers
+from router.queue.claims import Holdings
+from router.queue.loops import LeaseHeartbeat, QueueWorker, Workers
 from router.retention import Retention
 
 
@@ -153,20 +154,24 @@ def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
     lease sweep, LINE webhook events and forwards, delivery events, campaigns, retention."""
     config, pool, events = runtime.config, runtime.pool, runtime.config.events_configured
     contents, relayed = ContentCache(), RelayedCache()
+    held = Holdings()  # the claims this process has in hand, whose leases it renews
     found: list[QueueWorker] = []
     for channel in runtime.channels.values():
         found.append(
-            DeliveryDispatch(pool, channel, config.workers, contents, relayed, events=events)
+            DeliveryDispatch(pool, held, channel, config.workers, contents, relayed, events=events)
         )
         if isinstance(channel, GroupChannel) and channel.max_group_size > 1:
-            found.append(SendGroupDispatch(pool, channel, config.workers, contents, events=events))
+            found.append(
+                SendGroupDispatch(pool, held, channel, config.workers, contents, events=events)
+            )
     if runtime.channels:
         confirm_after = (
             config.line.notification_confirm_seconds
             if set(confirmed_by_provider()) & set(runtime.channels)
             else None
         )
-        found.append(LeaseSweep(pool, config.workers, confirm_after, events=events))
+        found.append(LeaseSweep(pool, held, config.workers, confirm_after, events=events))
+        found.append(LeaseHeartbeat(pool, held, config.workers.lease_seconds))
     if config.line_configured:
         runtime.forwarder = WebhookForwarder(pool, config.line.timeout_seconds)
         found += [

@@ -31,6 +31,7 @@ class ReceivedMail:
     mail_from: str
     rcpt_to: list[str]
     data: bytes
+    accepted_at: float = 0.0  # time.monotonic() when the 250 was given
 
     @property
     def message(self) -> Message:
@@ -42,6 +43,7 @@ class _Handler:
     mails: list[ReceivedMail] = field(default_factory=list)
     rcpt_replies: list[str] = field(default_factory=list)
     sessions: int = 0
+    data_seconds: float = 0.0  # how long the end of DATA waits for its 250
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(
@@ -69,9 +71,16 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
+        if self.data_seconds:
+            await asyncio.sleep(self.data_seconds)
         with self.lock:
             self.mails.append(
-                ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), bytes(data))
+                ReceivedMail(
+                    str(envelope.mail_from),
+                    list(envelope.rcpt_tos),
+                    bytes(data),
+                    accepted_at=time.monotonic(),
+                )
             )
         return "250 Message accepted for delivery"
 
@@ -95,6 +104,7 @@ class SmtpSink:
             self.handler.mails.clear()
             self.handler.rcpt_replies.clear()
             self.handler.sessions = 0
+            self.handler.data_seconds = 0.0
 
     @property
     def mails(self) -> list[ReceivedMail]:
@@ -106,6 +116,11 @@ class SmtpSink:
         """SMTP sessions opened (EHLO count) since the last reset."""
         with self.handler.lock:
             return self.handler.sessions
+
+    def answer_data_after(self, seconds: float) -> None:
+        """Accept each message only `seconds` after its data has arrived (a slow server)."""
+        with self.handler.lock:
+            self.handler.data_seconds = seconds
 
     def fail_next_rcpt(self, *replies: str) -> None:
         with self.handler.lock:

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from router.store import deliveries
 from tests.harness import API_KEY, LINE_TOKEN, SmtpSink, _free_port
 
 FRIENDS = 1200
@@ -25,7 +26,6 @@ def start_router(
 ) -> subprocess.Popen[bytes]:
     env = (
         os.environ
-        | extra
         | {
             "ROUTER_HTTP_LISTEN": f"127.0.0.1:{port}",
             "ROUTER_DATABASE_URL": dsn,
@@ -39,6 +39,7 @@ def start_router(
             "ROUTER_WORKERS_BACKOFF_BASE_SECONDS": "0.1",
             "ROUTER_WORKERS_BATCH_SIZE": "50",
         }
+        | extra
     )
     return subprocess.Popen(
         [sys.executable, "-m", "router", "serve"],
@@ -225,3 +226,93 @@ async def test_kill_mid_fan_out_and_mid_multicast_then_restart_exactly_once(
     assert len(replays) >= 3
     mailed = Counter(rcpt for m in smtp.mails for rcpt in m.rcpt_to)
     assert max(mailed.values()) == 1
+
+
+PAIR_FRIENDS = 400
+PAIR_MAIL_ONLY = 120
+PAIR_LOOPS = 4
+PAIR_CLAIM_SIZE = 4
+
+
+async def test_kill_one_of_two_routers_mid_delivery_the_other_finishes_exactly_once(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    """Both routers deliver; every email takes longer than a lease, so only renewed leases
+    keep each router's sends its own. One is killed; the other sweeps up what the dead one
+    held once its renewed leases run out, and finishes."""
+    lease = {
+        "ROUTER_WORKERS_LEASE_SECONDS": "1",
+        "ROUTER_WORKERS_CONCURRENCY": str(PAIR_LOOPS),
+        "ROUTER_WORKERS_BATCH_SIZE": str(PAIR_CLAIM_SIZE),
+        "ROUTER_EMAIL_CONNECTIONS": "12",
+    }
+    ports = [_free_port(), _free_port()]
+    routers = [start_router(dsn, line_sim.base_url, smtp, p, **lease) for p in ports]
+    conn = await asyncpg.connect(dsn)
+    try:
+        for port in ports:
+            await wait_healthy(f"http://127.0.0.1:{port}")
+        smtp.answer_data_after(1.5)
+        line_sim.delay_next(40, 0.5)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{ports[0]}",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=60,
+        ) as client:
+            people = [
+                {"member_id": f"f{i}", "email": f"f{i}@example.jp", "line_user_id": f"U{i:032x}"}
+                for i in range(PAIR_FRIENDS)
+            ] + [{"member_id": f"e{i}", "email": f"e{i}@example.jp"} for i in range(PAIR_MAIL_ONLY)]
+            resp = await client.post("/v1/members/batch", json={"members": people})
+            assert resp.status_code == 200
+            intents = [
+                {"member_id": p["member_id"], "email": {"subject": "Sale", "text": "Hello"}}
+                for p in people
+            ]
+            resp = await client.post("/v1/intents/batch", json={"intents": intents})
+            assert all(r["status"] == "accepted" for r in resp.json()["results"])
+        # Kill one while both hold claims, some of them past their first lease.
+        deadline = time.monotonic() + 30
+        while len(smtp.mails) < 12:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        routers[0].send_signal(signal.SIGKILL)
+        routers[0].wait()
+        smtp.answer_data_after(0.2)
+
+        deadline = time.monotonic() + 60
+        while await conn.fetchval(UNFINISHED):
+            assert time.monotonic() < deadline, "the surviving router did not finish the work"
+            await asyncio.sleep(0.1)
+        final = dict(await conn.fetch("SELECT status, count(*) FROM deliveries GROUP BY status"))
+        in_doubt = await conn.fetch(
+            "SELECT address, claim_token FROM deliveries WHERE status = 'uncertain'"
+        )
+        uncertain = {r["address"] for r in in_doubt}
+        # A send of a router that was alive was never put in doubt, even for a while.
+        doubted_then_sent = await conn.fetchval(
+            "SELECT count(*) FROM deliveries WHERE status = 'sent' AND last_error = $1",
+            deliveries.QUEUE.in_doubt.error if deliveries.QUEUE.in_doubt else None,
+        )
+        assert routers[1].poll() is None
+    finally:
+        await conn.close()
+        for r in routers:
+            if r.poll() is None:
+                r.send_signal(signal.SIGTERM)
+        assert routers[1].wait(timeout=30) == 0
+
+    # LINE: every friend exactly once (what the dead router held was resent under the same
+    # retry key and answered 409).
+    pushed = Counter(r.body["to"] for r in line_sim.accepted_pushes())
+    assert len(pushed) == PAIR_FRIENDS and max(pushed.values()) == 1
+    # Email: nobody twice. 'uncertain' only for what the dead router was sending when it was
+    # killed (at most the claim each of its loops held), never for the survivor's own sends,
+    # whose first leases ran out while the SMTP server took its time.
+    mailed = Counter(rcpt for m in smtp.mails for rcpt in m.rcpt_to)
+    assert max(mailed.values()) == 1
+    assert doubted_then_sent == 0
+    assert len({r["claim_token"] for r in in_doubt}) <= PAIR_LOOPS
+    assert len(uncertain) <= PAIR_LOOPS * PAIR_CLAIM_SIZE
+    assert final.get("sent", 0) == PAIR_FRIENDS + PAIR_MAIL_ONLY - len(uncertain)
+    assert set(mailed) | uncertain == {f"e{i}@example.jp" for i in range(PAIR_MAIL_ONLY)}

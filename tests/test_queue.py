@@ -1,7 +1,8 @@
 """The lease-queue core on real PostgreSQL, through a queue of its own (a table made for the
 test, as any new queue would be): wake-ups reach one loop, not all; rows due later are found
-by the queue's timer without polling; expired leases are swept; an ordered queue keeps one
-transaction per key; the retry delay stays in its bounds."""
+by the queue's timer without polling; expired leases are swept; leases in hand are renewed
+and claims cut off by the database are given back or recorded at once; an ordered queue keeps
+one transaction per key; the retry delay stays in its bounds."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from router.database import Pool, create_pool
+from router.database import Connection, Pool, create_pool
 from router.queue import claims
 from router.queue.backoff import retry_delay
-from router.queue.loops import QueueWorker, Workers
+from router.queue.loops import LeasedWorker, LeaseHeartbeat, QueueWorker, Workers
 from router.queue.wakeups import CHANNEL, Notices, notify
 
 JOBS = claims.Leased(
@@ -250,6 +251,199 @@ async def test_an_expired_lease_is_swept_back_to_pending_and_its_lane_woken(
         assert sorted(r["attempts"] for r in again) == [2, 2]
     finally:
         await listener.close()
+
+
+async def statuses(pool: Pool) -> dict[int, tuple[str, uuid.UUID | None]]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT id, status, claim_token FROM queue_test_jobs")
+    return {r["id"]: (r["status"], r["claim_token"]) for r in rows}
+
+
+async def test_a_renewed_lease_outlives_its_first_expiry_and_runs_out_once_renewals_stop(
+    pool: Pool,
+) -> None:
+    token = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO queue_test_jobs (lane) VALUES ('a'), ('a'), ('a')")
+        [kept, done, doubted] = await claims.claim(conn, JOBS, "a", 5, token, lease_seconds=0.2)
+        await conn.execute(
+            "UPDATE queue_test_jobs SET status = 'sending' WHERE id = $1", doubted["id"]
+        )
+        assert await claims.extend(conn, JOBS, [token], 0.6) == 3
+        await asyncio.sleep(0.3)  # past the first lease, within the renewed one
+        assert (await claims.sweep(conn, JOBS)).ids == []
+        # One is recorded (its token cleared), one put in doubt by a sweep that got there
+        # first; renewing the claim brings neither back.
+        await conn.execute(
+            "UPDATE queue_test_jobs SET status = 'done', claim_token = NULL WHERE id = $1",
+            done["id"],
+        )
+        await conn.execute(
+            "UPDATE queue_test_jobs SET status = 'uncertain' WHERE id = $1", doubted["id"]
+        )
+        assert await claims.extend(conn, JOBS, [token], 0.2) == 1
+        await asyncio.sleep(0.3)  # no more renewals: the holder died
+        swept = await claims.sweep(conn, JOBS)
+    assert swept.ids == [kept["id"]]
+    assert await statuses(pool) == {
+        kept["id"]: ("pending", None),
+        done["id"]: ("done", None),
+        doubted["id"]: ("uncertain", token),
+    }
+
+
+async def test_release_gives_a_claim_back_at_once_and_the_sweep_spares_the_claims_in_hand(
+    pool: Pool, migrated: str
+) -> None:
+    mine, theirs = uuid.uuid4(), uuid.uuid4()
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO queue_test_jobs (lane) VALUES ('a'), ('a'), ('b')")
+        [a1, a2] = await claims.claim(conn, JOBS, "a", 5, mine, lease_seconds=0.01)
+        [b1] = await claims.claim(conn, JOBS, "b", 5, theirs, lease_seconds=0.01)
+        await conn.execute("UPDATE queue_test_jobs SET status = 'sending' WHERE id = $1", a2["id"])
+        await asyncio.sleep(0.05)
+        # Within the grace after the server's start nothing is swept, whatever the leases say.
+        assert (await claims.sweep(conn, JOBS, grace_seconds=10_000_000)).ids == []
+        # The sweeping process's own claims are not taken from it.
+        swept = await claims.sweep(conn, JOBS, spare=[mine])
+        assert swept.ids == [b1["id"]]
+        heard: list[str] = []
+        listener = await asyncpg.connect(migrated)
+        await listener.add_listener(CHANNEL, lambda *args: heard.append(args[3]))
+        try:
+            async with conn.transaction():
+                released = await claims.release(conn, JOBS, mine)
+            await until(lambda: heard == [JOBS.queue_name("a")])
+        finally:
+            await listener.close()
+        rows = {
+            r["id"]: (r["status"], r["last_error"])
+            for r in await conn.fetch("SELECT id, status, last_error FROM queue_test_jobs")
+        }
+    assert released.ids == [a1["id"]]
+    assert rows[a1["id"]] == ("pending", claims.RELEASED_ERROR)
+    assert rows[a2["id"]] == ("uncertain", "stopped while sending")
+
+
+class LeasedJobs(LeasedWorker[list[int]]):
+    """Lane 'a' of the test table on the leased-worker frame. `hold_work` / `hold_record`:
+    the first claim's work, or its first recording, waits on a database connection the test
+    may cut (its backend's pid is put in `cut_me`)."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        holdings: claims.Holdings,
+        lease_seconds: float,
+        *,
+        work_seconds: float = 0.0,
+        hold_work: bool = False,
+        hold_record: bool = False,
+    ) -> None:
+        super().__init__(JOBS, "a", pool, holdings, full=10)
+        self.lease_seconds = lease_seconds
+        self.work_seconds = work_seconds
+        self.hold_work = hold_work
+        self.hold_record = hold_record
+        self.cut_me: asyncio.Queue[int] = asyncio.Queue()
+        self.records = 0
+
+    async def claim(self, token: uuid.UUID) -> list[asyncpg.Record]:
+        async with self.pool.acquire() as conn:
+            return await claims.claim(conn, JOBS, "a", self.full, token, self.lease_seconds)
+
+    async def work(self, rows: list[asyncpg.Record], token: uuid.UUID) -> list[int]:
+        if self.hold_work:
+            self.hold_work = False
+            await self._held(self.pool)
+        await asyncio.sleep(self.work_seconds)
+        return [r["id"] for r in rows]
+
+    async def record(self, conn: Connection, token: uuid.UUID, outcome: list[int]) -> None:
+        self.records += 1
+        if self.hold_record:
+            self.hold_record = False
+            await self._wait_on(conn)
+        await conn.execute(
+            "UPDATE queue_test_jobs SET status = 'done', claim_token = NULL"
+            " WHERE id = ANY($1::bigint[]) AND claim_token = $2",
+            outcome,
+            token,
+        )
+
+    async def _held(self, pool: Pool) -> None:
+        async with pool.acquire() as conn:
+            await self._wait_on(conn)
+
+    async def _wait_on(self, conn: Connection) -> None:
+        self.cut_me.put_nowait(conn.get_server_pid())
+        await conn.execute("SELECT pg_sleep(30)")
+
+
+async def cut(pool: Pool, jobs: LeasedJobs) -> None:
+    """Terminate the database session the worker is waiting on, as a restart would."""
+    pid = await asyncio.wait_for(jobs.cut_me.get(), 15)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+
+
+async def test_renewed_leases_keep_a_slow_claim_from_another_process_sweep(
+    pool: Pool, migrated: str
+) -> None:
+    holdings = claims.Holdings()
+    jobs = LeasedJobs(pool, holdings, lease_seconds=0.3, work_seconds=1.2)
+    workers = Workers(migrated, [jobs, LeaseHeartbeat(pool, holdings, 0.3)])
+    workers.start()
+    swept: list[object] = []
+    try:
+        await add_job(pool)
+        while await done(pool) < 1:  # another process sweeps all the while
+            async with pool.acquire() as conn:
+                swept += (await claims.sweep(conn, JOBS)).ids
+            await asyncio.sleep(0.05)
+    finally:
+        await workers.stop()
+    assert swept == []
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT attempts FROM queue_test_jobs") == 1
+    assert holdings.tokens(JOBS) == []
+
+
+async def test_a_claim_cut_off_by_the_database_before_its_outcome_is_given_back_at_once(
+    pool: Pool, migrated: str
+) -> None:
+    holdings = claims.Holdings()
+    jobs = LeasedJobs(pool, holdings, lease_seconds=3600, hold_work=True)
+    workers = Workers(migrated, [jobs, LeaseHeartbeat(pool, holdings, 3600)])
+    workers.start()
+    try:
+        await add_job(pool)
+        await cut(pool, jobs)
+        # Not an hour later: given back, claimed again and done.
+        await until(done_is(pool, 1))
+    finally:
+        await workers.stop()
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT attempts, last_error FROM queue_test_jobs")
+    assert tuple(row) == (2, claims.RELEASED_ERROR)
+
+
+async def test_an_outcome_whose_recording_was_cut_off_is_kept_and_recorded_again(
+    pool: Pool, migrated: str
+) -> None:
+    holdings = claims.Holdings()
+    jobs = LeasedJobs(pool, holdings, lease_seconds=3600, hold_record=True)
+    workers = Workers(migrated, [jobs, LeaseHeartbeat(pool, holdings, 3600)])
+    workers.start()
+    try:
+        await add_job(pool)
+        await cut(pool, jobs)
+        await until(done_is(pool, 1))
+    finally:
+        await workers.stop()
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT attempts FROM queue_test_jobs") == 1  # not redone
+    assert jobs.records == 2
 
 
 async def test_an_ordered_queue_keeps_one_transaction_per_key_and_its_order(pool: Pool) -> None:

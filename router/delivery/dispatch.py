@@ -3,7 +3,8 @@
 Each configured channel gets `[workers] concurrency` loops of this queue in every router
 process. A claim reserves its requests in the provider's shared per-second budget before
 anything is sent; a channel without provider de-duplication marks each delivery 'sending'
-right before it goes out, so a crash leaves 'uncertain' rather than a duplicate.
+right before it goes out, so a crash leaves 'uncertain' rather than a duplicate. The
+provider's answers are recorded even across a database outage (`LeasedWorker`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from channels.base import Channel, Failed, Outbound, Outcome, Retry, Sent
 from router import ratelimit
 from router.channel_rules import not_reachable_now, sends_relayed_bytes
 from router.config import WorkersConfig
-from router.database import Pool
+from router.database import Connection, Pool
 from router.delivery import outcomes
 from router.delivery.caches import ContentCache, RelayedCache
+from router.log_safety import describe
 from router.queue import claims
 from router.queue.backoff import retry_delay
-from router.queue.loops import QueueWorker
+from router.queue.loops import DATABASE_AWAY, LeasedWorker, Work
 from router.store import deliveries
 from router.store.deliveries import Claimed, Result
 
@@ -93,53 +95,52 @@ def earliest_retry(results: Sequence[Result]) -> float | None:
     return min((r.retry_in_seconds or 0.0 for r in results if r.status == "pending"), default=None)
 
 
-class ChannelLane(QueueWorker):
-    """The loops of one channel's lane of a leased queue (its deliveries, or its send groups),
-    and the lane's next due time for the queue's timer."""
+class ChannelLane(LeasedWorker[Work]):
+    """The loops of one channel's lane of a leased queue (its deliveries, or its send groups):
+    each claim is taken out of the provider's per-second budget (`bucket`) before it is sent."""
 
     def __init__(
         self,
         queue: claims.Leased,
         pool: Pool,
+        holdings: claims.Holdings,
         channel: Channel,
         config: WorkersConfig,
         contents: ContentCache,
         *,
         full: int,
         events: bool,
+        bucket: str,
+        per_second: int | None,
     ) -> None:
-        super().__init__(queue.queue_name(channel.name), concurrency=config.concurrency, full=full)
-        self._queue = queue
-        self._queue_lane = channel.name
-        self._pool = pool
+        super().__init__(
+            queue, channel.name, pool, holdings, concurrency=config.concurrency, full=full
+        )
         self._config = config
         self._contents = contents
         self._events = events  # record delivery events with each outcome
+        self._bucket = bucket
+        self._per_second = per_second
 
-    async def next_due(self) -> float | None:
-        async with self._pool.acquire() as conn:
-            return await claims.next_due(conn, self._queue, self._queue_lane)
-
-    async def _claim(
-        self, token: uuid.UUID, bucket: str, per_second: int | None
-    ) -> list[asyncpg.Record]:
+    async def claim(self, token: uuid.UUID) -> list[asyncpg.Record]:
         """Claim up to `full` due rows of the lane, then take them out of the provider's
-        per-second budget (`bucket`), shared by every process."""
-        async with self._pool.acquire() as conn:
+        per-second budget, shared by every process."""
+        async with self.pool.acquire() as conn:
             rows = await claims.claim(
-                conn, self._queue, self._queue_lane, self.full, token, self._config.lease_seconds
+                conn, self.table, self.lane, self.full, token, self._config.lease_seconds
             )
-            if rows and per_second is not None:
-                await ratelimit.wait_for_room(conn, bucket, len(rows), per_second)
+            if rows and self._per_second is not None:
+                await ratelimit.wait_for_room(conn, self._bucket, len(rows), self._per_second)
         return rows
 
 
-class DeliveryDispatch(ChannelLane):
+class DeliveryDispatch(ChannelLane[list[Result]]):
     """The loops of one channel's deliveries sent on their own."""
 
     def __init__(
         self,
         pool: Pool,
+        holdings: claims.Holdings,
         channel: Channel,
         config: WorkersConfig,
         contents: ContentCache,
@@ -149,22 +150,27 @@ class DeliveryDispatch(ChannelLane):
     ) -> None:
         size = min(config.claim_size, channel.requests_per_second or config.claim_size)
         super().__init__(
-            deliveries.QUEUE, pool, channel, config, contents, full=size, events=events
+            deliveries.QUEUE,
+            pool,
+            holdings,
+            channel,
+            config,
+            contents,
+            full=size,
+            events=events,
+            bucket=channel.name,
+            per_second=channel.requests_per_second,
         )
         self._channel = channel
         self._relayed = relayed
         # Per channel, not per loop: at most this many deliveries are 'sending' at once.
         self._slots = asyncio.Semaphore(channel.max_concurrency)
 
-    async def step(self) -> int:
-        """Claim, send and record one claim; how many deliveries it held."""
+    async def work(self, rows: list[asyncpg.Record], token: uuid.UUID) -> list[Result]:
+        """Send the claimed deliveries; what to record for each one still ours."""
         channel = self._channel
-        token = uuid.uuid4()
-        rows = await self._claim(token, channel.name, channel.requests_per_second)
-        if not rows:
-            return 0
         claimed = [Claimed(*r) for r in rows]
-        contents = await self._contents.get_many(self._pool, [c.content_id for c in claimed])
+        contents = await self._contents.get_many(self.pool, [c.content_id for c in claimed])
         results: list[Result] = []
         sendable: list[Outbound] = []
         for c in claimed:
@@ -183,7 +189,7 @@ class DeliveryDispatch(ChannelLane):
             else:
                 raw = None
                 if content.relayed is not None and sends_relayed_bytes(channel.name):
-                    raw = await self._relayed.get(self._pool, content.relayed.message_sha256)
+                    raw = await self._relayed.get(self.pool, content.relayed.message_sha256)
                 sendable.append(
                     Outbound(
                         delivery_id=c.delivery_id,
@@ -196,34 +202,45 @@ class DeliveryDispatch(ChannelLane):
                     )
                 )
         if sendable:
-            sent: list[Outcome | None]
             if channel.replay_window is None:
                 sent = await self._send_one_by_one(sendable, token)
+                results.extend(r for r in sent if r is not None)
             else:
-                sent = list(await channel.send(sendable))
-            for message, outcome in zip(sendable, sent, strict=True):
-                if outcome is not None:
-                    results.append(
-                        result_of(message.delivery_id, outcome, message.attempt, self._config)
-                    )
-        async with self._pool.acquire() as conn:
-            await outcomes.record(conn, token, results, events=self._events)
-        retry = earliest_retry(results)
+                outcomes_ = await channel.send(sendable)
+                results.extend(
+                    result_of(m.delivery_id, o, m.attempt, self._config)
+                    for m, o in zip(sendable, outcomes_, strict=True)
+                )
+        return results
+
+    async def record(self, conn: Connection, token: uuid.UUID, outcome: list[Result]) -> None:
+        await outcomes.record(conn, token, outcome, events=self._events)
+        retry = earliest_retry(outcome)
         if retry is not None:
             self.due_in(retry)
-        return len(claimed)
 
     async def _send_one_by_one(
         self, batch: Sequence[Outbound], token: uuid.UUID
-    ) -> list[Outcome | None]:
+    ) -> list[Result | None]:
         """For channels without de-duplication: mark each delivery 'sending' just before it
-        goes out, so a crash leaves 'uncertain' rather than a duplicate."""
+        goes out, so a crash leaves 'uncertain' rather than a duplicate. One the database
+        could not mark is not sent, and goes back to pending."""
 
-        async def one(message: Outbound) -> Outcome | None:
+        async def one(message: Outbound) -> Result | None:
             async with self._slots:
-                async with self._pool.acquire() as conn:
-                    if not await deliveries.mark_sending(conn, message.delivery_id, token):
-                        return None  # lease lost: someone else owns it now
-                return (await self._channel.send([message]))[0]
+                try:
+                    async with self.pool.acquire() as conn:
+                        marked = await deliveries.mark_sending(conn, message.delivery_id, token)
+                except DATABASE_AWAY as exc:
+                    return Result(
+                        message.delivery_id,
+                        "pending",
+                        error=f"not sent: the database was out of reach ({describe(exc)})",
+                        retry_in_seconds=0.0,
+                    )
+                if not marked:
+                    return None  # lease lost: someone else owns it now
+                (outcome,) = await self._channel.send([message])
+            return result_of(message.delivery_id, outcome, message.attempt, self._config)
 
         return list(await asyncio.gather(*(one(m) for m in batch)))

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
+import asyncpg
 import msgspec
 
 from channels.base import Failed, GroupChannel, OutboundGroup, Outcome, Retry, Sent, Split
@@ -24,6 +25,7 @@ from router.delivery.dispatch import (
     result_of,
     retry_backoff,
 )
+from router.queue import claims
 from router.store import send_groups
 from router.store.deliveries import Result
 from router.store.send_groups import ClaimedGroup
@@ -70,12 +72,13 @@ async def record(
     return ours
 
 
-class SendGroupDispatch(ChannelLane):
+class SendGroupDispatch(ChannelLane[list[GroupResult]]):
     """The loops of one channel's send groups."""
 
     def __init__(
         self,
         pool: Pool,
+        holdings: claims.Holdings,
         channel: GroupChannel,
         config: WorkersConfig,
         contents: ContentCache,
@@ -84,28 +87,32 @@ class SendGroupDispatch(ChannelLane):
     ) -> None:
         limit = min(GROUPS_PER_CLAIM, channel.groups_per_second or GROUPS_PER_CLAIM)
         super().__init__(
-            send_groups.QUEUE, pool, channel, config, contents, full=limit, events=events
+            send_groups.QUEUE,
+            pool,
+            holdings,
+            channel,
+            config,
+            contents,
+            full=limit,
+            events=events,
+            bucket=f"{channel.name}:groups",
+            per_second=channel.groups_per_second,
         )
         self._channel = channel
 
-    async def step(self) -> int:
-        """Claim, send and record send groups; how many were claimed."""
-        channel = self._channel
-        token = uuid.uuid4()
-        rows = await self._claim(token, f"{channel.name}:groups", channel.groups_per_second)
-        if not rows:
-            return 0
+    async def work(self, rows: list[asyncpg.Record], token: uuid.UUID) -> list[GroupResult]:
+        """Send the claimed groups; what becomes of each."""
         claimed = [ClaimedGroup(*r) for r in rows]
-        contents = await self._contents.get_many(self._pool, [g.content_id for g in claimed])
-        results = await asyncio.gather(
-            *(self._send(g, contents.get(g.content_id)) for g in claimed)
+        contents = await self._contents.get_many(self.pool, [g.content_id for g in claimed])
+        return list(
+            await asyncio.gather(*(self._send(g, contents.get(g.content_id)) for g in claimed))
         )
-        async with self._pool.acquire() as conn:
-            await record(conn, token, results, events=self._events)
-        retries = [r.retry_in_seconds for r in results if r.status == "pending"]
+
+    async def record(self, conn: Connection, token: uuid.UUID, outcome: list[GroupResult]) -> None:
+        await record(conn, token, outcome, events=self._events)
+        retries = [r.retry_in_seconds for r in outcome if r.status == "pending"]
         if retries:
             self.due_in(min(retries))
-        return len(claimed)
 
     async def _send(self, group: ClaimedGroup, content: Content | None) -> GroupResult:
         """Send one group and say what becomes of it and of each of its deliveries."""

@@ -7,7 +7,10 @@ store module that owns its table, and its statements are generated here:
 - `Leased`: rows go pending -> claimed under a lease (a claim token and an expiry) in a
   statement that commits at once; the work happens outside any transaction, and `sweep` puts
   the rows of a claimer that stopped back to pending. Rows may carry `Parts`, rows of another
-  table claimed and swept with them (a send group's deliveries).
+  table claimed and swept with them (a send group's deliveries). A process keeps the leases of
+  the claims it holds (`Holdings`) alive with `extend`, and gives back at once with `release`
+  a claim it can no longer finish, so the lease can be short: it only has to outlive a
+  process that died.
 - `Locked`: rows are claimed inside the transaction that does the work and are released by
   its commit or rollback, so a claimer that stops frees them at once.
 - `Ordered`: rows go out in order, one transaction at a time per key (or for the whole table):
@@ -19,17 +22,20 @@ store module that owns its table, and its statements are generated here:
 # value travels as a parameter.
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import msgspec
 
 from router.database import Connection
 from router.queue.wakeups import notify
+
+# The last error of rows given back by a process that could not finish their claim.
+RELEASED_ERROR = "the database connection was lost while this claim was in hand; requeued"
 
 # The lease columns a leased table (and its parts) has: status ('pending', 'claimed', ...),
 # attempts, claim_token, lease_expires_at, first_attempt_at, next_attempt_at, last_error and
@@ -133,12 +139,30 @@ FROM claimed CROSS JOIN LATERAL (
 
     @cached_property
     def sweep_sql(self) -> str:
-        expired = f"lease_expires_at < now() AND {self.only}"
+        """Requeue expired leases, except those of the tokens in $2 (the sweeping process's
+        own claims) and none within $3 seconds of the database server's start: after a
+        restart every lease looks expired, and the processes that hold them get that long
+        to extend them (or record their outcomes) before anyone takes them away."""
+        return self._requeue_sql(
+            "lease_expires_at < now() AND NOT claim_token = ANY($2::uuid[])"
+            " AND pg_postmaster_start_time() < now() - make_interval(secs => $3)",
+            in_doubt_error="$4",
+        )
+
+    @cached_property
+    def release_sql(self) -> str:
+        """Requeue (or put in doubt) at once the rows still held under token $2."""
+        return self._requeue_sql("claim_token = $2", in_doubt_error="$3")
+
+    def _requeue_sql(self, which: str, in_doubt_error: str) -> str:
+        """Claimed rows matching `which` go back to pending with their parts; rows in doubt
+        go to their own status, keeping their token so that a holder that is still alive can
+        record what it knows after all. $1 is the requeued rows' last error."""
         steps = [
             f"""requeued AS (
     UPDATE {self.table} SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
            next_attempt_at = now(), updated_at = now(), last_error = $1
-    WHERE status = 'claimed' AND {expired}
+    WHERE status = 'claimed' AND {which} AND {self.only}
     RETURNING id, {self.lane} AS lane)"""
         ]
         parts = "NULL"
@@ -154,13 +178,23 @@ FROM claimed CROSS JOIN LATERAL (
             d = self.in_doubt
             steps.append(f"""in_doubt AS (
     UPDATE {self.table} SET status = '{d.to}', lease_expires_at = NULL, updated_at = now(),
-           last_error = $2
-    WHERE status = '{d.status}' AND {expired})""")
+           last_error = {in_doubt_error}::text
+    WHERE status = '{d.status}' AND {which} AND {self.only})""")
         return f"""
 WITH {", ".join(steps)}
 SELECT (SELECT array_agg(DISTINCT lane) FROM requeued) AS lanes,
        (SELECT array_agg(id) FROM requeued) AS ids,
        {parts} AS part_ids"""
+
+    @cached_property
+    def extend_sql(self) -> str:
+        """Push out the leases of the tokens in $1 by $2 seconds from now, for rows that are
+        still theirs and not yet recorded: a recorded row has no token, and one the sweep put
+        in doubt has left the leased statuses, so neither comes back to life."""
+        held = "'claimed'" + (f", '{self.in_doubt.status}'" if self.in_doubt is not None else "")
+        return f"""
+UPDATE {self.table} SET lease_expires_at = now() + make_interval(secs => $2)
+WHERE status IN ({held}) AND claim_token = ANY($1::uuid[])"""
 
     @cached_property
     def next_due_sql(self) -> str:
@@ -184,19 +218,73 @@ class Swept(msgspec.Struct, frozen=True):
     part_ids: list[Any]
 
 
-async def sweep(conn: Connection, table: Leased) -> Swept:
+async def sweep(
+    conn: Connection, table: Leased, *, spare: Sequence[UUID] = (), grace_seconds: float = 0.0
+) -> Swept:
     """Requeue rows whose lease expired (with their parts, in the same statement, so a row is
     never pending while its parts are still claimed); rows in doubt go to their own status.
-    Wakes the lanes that have work again when the caller's transaction commits."""
-    args: list[str] = [table.requeued_error]
+    `spare`: tokens of claims the caller's process still holds. `grace_seconds`: how long
+    after the database server starts nothing is swept. Wakes the lanes that have work again
+    when the caller's transaction commits."""
+    args: list[object] = [table.requeued_error, list(spare), grace_seconds]
     if table.in_doubt is not None:
         args.append(table.in_doubt.error)
-    row = await conn.fetchrow(table.sweep_sql, *args)
+    return await _requeued(conn, table, await conn.fetchrow(table.sweep_sql, *args))
+
+
+async def release(conn: Connection, table: Leased, token: UUID) -> Swept:
+    """Give back now what is still held under `token`, as the sweep would once its lease ran
+    out: the holder lost track of the claim (its answer, or its work, was cut off by the
+    database), so nothing of it will be recorded."""
+    args: list[object] = [RELEASED_ERROR, token]
+    if table.in_doubt is not None:
+        args.append(table.in_doubt.error)
+    return await _requeued(conn, table, await conn.fetchrow(table.release_sql, *args))
+
+
+async def _requeued(conn: Connection, table: Leased, row: asyncpg.Record | None) -> Swept:
     assert row is not None
     swept = Swept(set(row["lanes"] or ()), list(row["ids"] or ()), list(row["part_ids"] or ()))
     for lane in sorted(swept.lanes):
         await notify(conn, table.queue_name(lane))
     return swept
+
+
+async def extend(
+    conn: Connection, table: Leased, tokens: Sequence[UUID], lease_seconds: float
+) -> int:
+    """Renew the leases of these claims (one statement, however many); how many rows."""
+    if not tokens:
+        return 0
+    status: str = await conn.execute(table.extend_sql, list(tokens), lease_seconds)
+    return int(status.rpartition(" ")[2])
+
+
+class Holdings:
+    """The claims this process holds on each leased table, by token, from just before its
+    claim statement until its outcome is stored: the leases to keep alive, and the claims the
+    process's own sweep leaves alone."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[Leased, set[UUID]]] = {}
+
+    def hold(self, table: Leased) -> UUID:
+        """A new claim token, held from now on."""
+        token = uuid4()
+        self._held.setdefault(table.table, (table, set()))[1].add(token)
+        return token
+
+    def drop(self, table: Leased, token: UUID) -> None:
+        self._held[table.table][1].discard(token)
+
+    def tokens(self, table: Leased) -> list[UUID]:
+        held = self._held.get(table.table)
+        return [] if held is None else list(held[1])
+
+    def tables(self) -> Iterator[tuple[Leased, list[UUID]]]:
+        """Each leased table with the tokens held on it (possibly none)."""
+        for table, tokens in list(self._held.values()):
+            yield table, list(tokens)
 
 
 async def next_due(conn: Connection, table: Leased, lane: str) -> float | None:
