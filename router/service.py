@@ -39,6 +39,7 @@ from router.intents import IntentRequest, IntentResult
 from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
 from router.queue.loops import QueueWorker, Workers
+from router.ratelimit import MonthlyQuota
 from router.retention import Retention
 
 
@@ -123,7 +124,7 @@ async def start_runtime(config: Config) -> Runtime:
     await migrate(target.dsn)
     pool = await create_pool(target.dsn, config.database.pool_size)
     hashes, generated = await bootstrap_api_keys(pool, config)
-    channels, line_account = registry.build_adapters(config)
+    channels, line_account = registry.build_adapters(config, MonthlyQuota(pool))
     runtime = Runtime(
         config=config,
         target=target,

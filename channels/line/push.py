@@ -39,7 +39,6 @@ from channels.base import (
     Outbound,
     OutboundGroup,
     Outcome,
-    ProviderError,
     Retry,
     Sent,
     Split,
@@ -207,51 +206,77 @@ class LinePushChannel:
     async def _post(
         self, path: str, key: uuid.UUID, body: dict[str, Any], recipients: int
     ) -> Outcome | _Refused:
+        reserved: uuid.UUID | None = None
         if self._check_quota:
-            refused = await self._quota_refusal(recipients)
-            if refused is not None:
+            refused = await self._reserve_quota(key, recipients)
+            if isinstance(refused, Failed):
                 return refused
-        async with self._slots:
-            try:
-                response = await self._client.call_api(
-                    path,
-                    "POST",
-                    header_params={
-                        "X-Line-Retry-Key": str(key),
-                        "Content-Type": "application/json",
-                        "Accept": "application/json",
-                    },
-                    body=body,
-                    response_types_map={},
-                    auth_settings=["Bearer"],
-                    _request_timeout=self._timeout,
-                )
-            except ApiException as exc:
-                outcome = classify(exc.status, exc.headers or {}, exc.body)
-                if exc.status == 400 and path == MULTICAST_PATH:
-                    return _Refused(outcome, describe_error(exc.body))
-                return outcome
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                return Retry(f"LINE request failed: {type(exc).__name__} {exc}".strip())
-        self.quota.count_sent(recipients)
-        return Sent(provider_ref=_header(response.headers, "x-line-request-id"))
-
-    async def _quota_refusal(self, recipients: int) -> Outcome | None:
-        """A permanent failure (so prefer_line falls back) when the month's quota cannot
-        cover these recipients."""
+            reserved = refused
+        sent = 0
         try:
-            ok, figures = await self.quota.can_send(recipients)
-        except (ProviderError, aiohttp.ClientError, TimeoutError, msgspec.DecodeError) as exc:
+            async with self._slots:
+                try:
+                    response = await self._client.call_api(
+                        path,
+                        "POST",
+                        header_params={
+                            "X-Line-Retry-Key": str(key),
+                            "Content-Type": "application/json",
+                            "Accept": "application/json",
+                        },
+                        body=body,
+                        response_types_map={},
+                        auth_settings=["Bearer"],
+                        _request_timeout=self._timeout,
+                    )
+                except ApiException as exc:
+                    outcome = classify(exc.status, exc.headers or {}, exc.body)
+                    if isinstance(outcome, Sent):
+                        sent = recipients  # a retry LINE had already taken
+                    if exc.status == 400 and path == MULTICAST_PATH:
+                        return _Refused(outcome, describe_error(exc.body))
+                    return outcome
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    return Retry(f"LINE request failed: {type(exc).__name__} {exc}".strip())
+            sent = recipients
+            return Sent(provider_ref=_header(response.headers, "x-line-request-id"))
+        finally:
+            await self._settle_quota(reserved, sent)
+
+    async def _reserve_quota(self, key: uuid.UUID, recipients: int) -> uuid.UUID | Failed | None:
+        """Hold the month's quota for this request before it is sent: the key it is held
+        under, or a permanent failure (so prefer_line falls back) when what is left cannot
+        cover these recipients. None: the quota could not be read; sent unreserved."""
+        try:
+            answer = await self.quota.reserve(key, recipients)
+        except Exception as exc:  # a ledger or LINE that cannot say must not stop sending
             log.warning("LINE quota could not be read (%s); sending anyway", type(exc).__name__)
             return None
-        if ok:
-            return None
+        if answer.granted:
+            return key
+        figures = answer.figures
+        held = f"{figures.used_per_line:,} + {figures.sent_since_read:,}"
+        if figures.reserved:
+            held += f" + {figures.reserved:,} in flight"
+        if figures.remaining:
+            reason = f"has {figures.remaining:,} left, fewer than the {recipients:,} needed"
+        else:
+            reason = "is used up"
         return Failed(
-            f"not sent: LINE's monthly message quota is used up ({figures.used_per_line:,} "
-            f"+ {figures.sent_since_read:,} of {figures.limit:,})",
+            f"not sent: LINE's monthly message quota {reason} ({held} of {figures.limit or 0:,})",
             fallback=True,
             dropped=True,
         )
+
+    async def _settle_quota(self, reserved: uuid.UUID | None, sent: int) -> None:
+        """Release the reservation and count what LINE took. A failure here only costs the
+        ledger's accuracy until LINE's next figures, never the message's outcome."""
+        if reserved is None and not sent:
+            return
+        try:
+            await self.quota.settle(reserved, sent)
+        except Exception as exc:
+            log.warning("LINE quota could not be settled (%s)", type(exc).__name__)
 
     async def aclose(self) -> None:
         await self._client.close()
