@@ -278,13 +278,15 @@ class Messages:
     def _held(self, accept: Accept) -> Step:
         """A send step: read the body, then ``accept`` it as late as a pending fault says.
 
-        A fault's delay holds the answer back whatever it is, refusals included.
+        A fault's delay holds the answer back whatever it is, refusals included; a fault
+        drawn at its rate refuses the request unexecuted or holds back an executed one's answer.
         """
 
         async def step(request: web.Request, entry: Entry) -> web.Response:
             raw = await self._exchange.read_body(request, entry)
             delay = await self._faults.hold()
             try:
+                delay += self._faults.draw()
                 response = accept(request, entry, raw)
             except Refusal as refusal:
                 response = self._exchange.refuse(entry, refusal)
