@@ -5,9 +5,8 @@ message went out), limits rates (429) and sends delivery completion events late 
 A test asks for these through ``POST /__simulator/faults`` or the matching methods of
 ``LineSimulator``; the send endpoints consult :class:`Faults` on every request. Besides the
 next few requests, faults can strike at rates (``500=0.2,429=0.1,timeout=0.05``), drawn from
-a seeded generator so a run can be repeated.  Tighter
-rate limits, quota and the clock are set on their owners; their request shapes are here,
-with the rest of the faults body.
+a seeded generator so a run can be repeated.  Tighter rate limits, quota and the clock are
+set on their owners; their request shapes are here, with the rest of the faults body.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ carried the push out, the router timed out first) each reach their member exactl
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -100,3 +101,36 @@ async def test_the_control_endpoint_refuses_bad_rates(line_sim: Any) -> None:
         assert resp.status_code == 400
         resp = await control.post("/__simulator/faults", json={"rates": {"rates": {"ok": 0.1}}})
         assert resp.status_code == 400 and "HTTP status" in resp.json()["message"]
+
+
+async def test_line_simulator_command_takes_fault_rates() -> None:
+    command = [sys.executable, "-m", "router", "line-simulator", "--listen", "127.0.0.1:0"]
+    refused = await asyncio.create_subprocess_exec(
+        *command, "--token", "t", "--faults", "500=2", stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await refused.communicate()
+    assert refused.returncode == 2 and b"--faults" in stderr
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        "--token",
+        "t",
+        "--faults",
+        "503=1",
+        "--faults-seed",
+        "4",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        base_url = line.decode().rsplit(" ", 1)[1].strip()
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            resp = await client.post(
+                "/v2/bot/message/push",
+                json={"to": friend_id(1), "messages": [{"type": "text", "text": "x"}]},
+                headers={"Authorization": "Bearer t"},
+            )
+        assert resp.status_code == 503
+    finally:
+        process.terminate()
+        await process.wait()
