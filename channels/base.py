@@ -162,7 +162,8 @@ GroupOutcome = Sent | Retry | Failed | Split
 
 
 class QuotaFigures(msgspec.Struct, kw_only=True):
-    """The month's LINE message quota as the router sees it (`GET /v1/line/quota`)."""
+    """The month's LINE message quota as the router sees it (`GET /v1/line/quota`):
+    `remaining` is what neither LINE's usage, sends since, nor requests in flight hold."""
 
     limited: bool
     limit: int | None
@@ -170,6 +171,41 @@ class QuotaFigures(msgspec.Struct, kw_only=True):
     sent_since_read: int
     remaining: int | None
     read_at: float
+    reserved: int = 0
+
+
+class QuotaAnswer(msgspec.Struct, frozen=True):
+    """A reservation's answer: whether the messages were reserved, and the figures then."""
+
+    granted: bool
+    figures: QuotaFigures
+
+
+class QuotaLedger(Protocol):
+    """The month's LINE quota where every process sending for the account sees it.
+
+    A sender reserves a request's messages before sending and settles after LINE answers, so
+    concurrent requests can never together pass what is left."""
+
+    async def reserve(
+        self, key: UUID, messages: int, fresh_for: float | None
+    ) -> QuotaAnswer | None:
+        """Hold `messages` under `key` if what is left covers them. None when there are no
+        figures for this month read within `fresh_for` seconds (None: any age): read LINE's
+        and `refresh` first."""
+        ...
+
+    async def refresh(self, limit: int | None, used: int) -> None:
+        """LINE's figures as just read: its limit (None: unlimited) and the month's usage."""
+        ...
+
+    async def settle(self, key: UUID | None, sent: int) -> None:
+        """Release reservation `key` (if any) and count the `sent` messages LINE took."""
+        ...
+
+    async def figures(self, fresh_for: float | None) -> QuotaFigures | None:
+        """The month's figures, if read within `fresh_for` seconds."""
+        ...
 
 
 class ProviderError(Exception):

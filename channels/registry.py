@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from channels import email
-from channels.base import Channel, ChannelDescriptor, LineAccount
+from channels.base import Channel, ChannelDescriptor, LineAccount, QuotaLedger
 from channels.line import notification, push
 from router.config import Config
 
@@ -46,8 +46,11 @@ def descriptor(name: str) -> ChannelDescriptor:
     return _registered[name][0]
 
 
-def build_adapters(config: Config) -> tuple[dict[str, Channel], LineAccount | None]:
-    """The adapters this configuration enables, by channel name, and the LINE account."""
+def build_adapters(
+    config: Config, quota_ledger: QuotaLedger | None = None
+) -> tuple[dict[str, Channel], LineAccount | None]:
+    """The adapters this configuration enables, by channel name, and the LINE account.
+    `quota_ledger` is where LINE's monthly quota is reserved (in memory without one)."""
     channels: dict[str, Channel] = {}
     for name, (_, build) in _registered.items():
         adapter = build(config, channels)
@@ -56,6 +59,8 @@ def build_adapters(config: Config) -> tuple[dict[str, Channel], LineAccount | No
     account: LineAccount | None = None
     line = channels.get(push.LINE.name)
     if isinstance(line, push.LinePushChannel):
+        if quota_ledger is not None:
+            line.quota.ledger = quota_ledger
         from channels.line.account import LineAccountApi
 
         account = LineAccountApi(config.line, line.quota)

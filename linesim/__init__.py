@@ -53,9 +53,11 @@ from linesim.faults import (
     AudienceLimit,
     DelayNext,
     FailNext,
+    FaultRates,
     FaultsRequest,
     PnpDeliveryFault,
     RateLimits,
+    parse_fault_rates,
 )
 from linesim.limits import (
     AUDIENCE_LIFETIME_SECONDS,
@@ -146,6 +148,7 @@ __all__ = [
     "ErrorDetail",
     "ErrorResponse",
     "FailNext",
+    "FaultRates",
     "FaultsRequest",
     "FollowDetail",
     "FollowEvent",
@@ -177,6 +180,7 @@ __all__ = [
     "UserSource",
     "WebhookEvent",
     "hash_phone_number",
+    "parse_fault_rates",
     "parse_listen",
     "run",
     "utf16_length",

@@ -146,6 +146,7 @@ class LineSimulator:
         self.fail_next = faults.fail_next
         self.delay_next = faults.delay_next
         self.set_pnp_delivery = faults.set_pnp_delivery
+        self.set_fault_rates = faults.set_rates
         self.set_rate_limits = messages.set_rate_limits
         self.set_audience_limit = audiences.set_limit
         self.audience_group = audiences.find

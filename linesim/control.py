@@ -189,6 +189,9 @@ def apply_faults(sim: LineSimulator, faults: FaultsRequest) -> None:
         )
     if not isinstance(faults.monthly_quota, UnsetType):
         sim.set_monthly_quota(faults.monthly_quota)
+    if faults.rates is not None:
+        rates = faults.rates
+        sim.set_fault_rates(rates.rates, seed=rates.seed, late_seconds=rates.late_seconds)
     if faults.fail_next is not None:
         spec = faults.fail_next
         sim.fail_next(spec.count, spec.status, spec.message)
@@ -254,7 +257,10 @@ class Control:
         return _json(self._sim.stats())
 
     async def _faults(self, request: web.Request) -> web.Response:
-        apply_faults(self._sim, await _body(request, FaultsRequest))
+        try:
+            apply_faults(self._sim, await _body(request, FaultsRequest))
+        except ValueError as error:
+            raise _Refused(str(error), 400) from None
         return _json(self._sim.stats())
 
     async def _webhook(self, request: web.Request) -> web.Response:

@@ -3,16 +3,18 @@
 LINE has outages (5xx in front of the API), answers late (a client times out although the
 message went out), limits rates (429) and sends delivery completion events late or never.
 A test asks for these through ``POST /__simulator/faults`` or the matching methods of
-``LineSimulator``; the send endpoints consult :class:`Faults` on every request.  Tighter
-rate limits, quota and the clock are set on their owners; their request shapes are here,
-with the rest of the faults body.
+``LineSimulator``; the send endpoints consult :class:`Faults` on every request. Besides the
+next few requests, faults can strike at rates (``500=0.2,429=0.1,timeout=0.05``), drawn from
+a seeded generator so a run can be repeated.  Tighter rate limits, quota and the clock are
+set on their owners; their request shapes are here, with the rest of the faults body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from http import HTTPStatus
-from typing import Annotated
+from typing import Annotated, Final
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -48,6 +50,47 @@ class DelayNext(msgspec.Struct, forbid_unknown_fields=True):
     count: NonNegativeInt
     seconds: NonNegativeFloat
     before_processing: bool = False
+
+
+TIMEOUT: Final = "timeout"
+
+
+class FaultRates(msgspec.Struct, forbid_unknown_fields=True):
+    """Each send request, at random: refused with an HTTP status, unexecuted (``"500": 0.2``,
+    ``"429": 0.1``), or carried out but answered ``late_seconds`` late (``"timeout": 0.05``),
+    after a client's timeout, as when LINE took the message and the answer was lost.
+
+    Rates add up to at most 1; draws come from ``random.Random(seed)``. Empty rates stop it.
+    """
+
+    rates: dict[str, Annotated[float, Meta(ge=0, le=1)]]
+    seed: int = 0
+    late_seconds: NonNegativeFloat = 5.0
+
+
+def parse_fault_rates(text: str) -> dict[str, float]:
+    """``500=0.2,429=0.1,timeout=0.05`` as rates by fault (see :class:`FaultRates`)."""
+    rates: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        fault, sep, rate = part.partition("=")
+        try:
+            rates[fault.strip()] = float(rate) if sep else -1.0
+        except ValueError:
+            rates[fault.strip()] = -1.0
+    check_fault_rates(rates)
+    return rates
+
+
+def check_fault_rates(rates: dict[str, float]) -> None:
+    """Faults are ``timeout`` or an HTTP status of 400 to 599, each at a rate of 0 to 1,
+    together at most 1."""
+    for fault, rate in rates.items():
+        if fault != TIMEOUT and not (fault.isdigit() and 400 <= int(fault) <= 599):
+            raise ValueError(f"a fault is an HTTP status of 400 to 599 or 'timeout', not {fault!r}")
+        if not 0 <= rate <= 1:
+            raise ValueError(f"the rate of {fault} must be a number from 0 to 1")
+    if sum(rates.values()) > 1:
+        raise ValueError("fault rates add up to more than 1")
 
 
 class RateLimits(msgspec.Struct, forbid_unknown_fields=True):
@@ -93,6 +136,7 @@ class FaultsRequest(msgspec.Struct, forbid_unknown_fields=True):
     delay_next: DelayNext | None = None
     rate_limits: RateLimits | None = None
     monthly_quota: NonNegativeInt | UnsetType | None = UNSET
+    rates: FaultRates | None = None
     advance_clock: NonNegativeFloat | None = None
     pnp_delivery: PnpDeliveryFault | None = None
     audience_limit: AudienceLimit | None = None
@@ -131,6 +175,7 @@ class Faults:
         self._delay_before = False
         self.pnp_delivery_delay = 0.0
         self.pnp_suppress_left = 0
+        self.set_rates({})
 
     def fail_next(self, count: int, status: int = 500, message: str | None = None) -> None:
         """Answer the next ``count`` push/multicast/PNP requests with ``status``, unexecuted.
@@ -153,6 +198,34 @@ class Faults:
         self.delays_left = count
         self._delay_seconds = seconds
         self._delay_before = before_processing
+
+    def set_rates(self, rates: dict[str, float], seed: int = 0, late_seconds: float = 5.0) -> None:
+        """Make each send request fail or answer late at these rates (see FaultRates)."""
+        check_fault_rates(rates)
+        if late_seconds < 0:
+            raise ValueError("late_seconds must be >= 0")
+        self._rates = [
+            (fault, rate, encode(ErrorResponse(message=_failure_message(int(fault)))))
+            for fault, rate in rates.items()
+            if fault != TIMEOUT
+        ]
+        self._late_rate = rates.get(TIMEOUT, 0.0)
+        self._late_seconds = late_seconds
+        self._random = random.Random(seed)
+        self.rates = dict(rates)
+
+    def draw(self) -> float:
+        """One draw for this send request: raises its :class:`Refusal` (unexecuted) when it
+        is to fail; the seconds its answer is to be held back when it is to answer late."""
+        if not self.rates:
+            return 0.0
+        point = self._random.random()
+        for fault, rate, body in self._rates:
+            if point < rate:
+                self._state.counters.injected_failures += 1
+                raise Refusal(int(fault), body)
+            point -= rate
+        return self._late_seconds if point < self._late_rate else 0.0
 
     def set_pnp_delivery(
         self, *, delay_seconds: float | None = None, suppress_next: int | None = None

@@ -6,7 +6,8 @@ an ``X-Line-Retry-Key`` accepted once makes a repeat answer 409 with the origina
 per-second rate limit; push and multicast use the monthly quota, one message per recipient;
 a reply needs a live reply token; a notification message goes to the LINE user behind a
 hashed phone number, or is answered 422, and is later confirmed by a delivery event.
-Message objects are checked as LINE checks them (count, text and altText lengths).
+Message objects are checked as LINE checks them: count, text and altText lengths, and the
+whole tree against LINE's schemas (``message_rules``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import re
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 import msgspec
@@ -33,6 +35,7 @@ from linesim.limits import (
     RETRY_KEY_TTL_SECONDS,
     PerSecondLimit,
 )
+from linesim.message_rules import check_message
 from linesim.paths import (
     DELIVERY_TAG_HEADER,
     MULTICAST_PATH,
@@ -102,37 +105,50 @@ _BAD_DELIVERY_TAG: Final = encode(
 RetryKey = tuple[str, str, str]  # path, access token, lower-case key
 
 
-def _check_messages(messages: list[Message], details: list[ErrorDetail]) -> list[ErrorDetail]:
+class _MessageTrees(msgspec.Struct):
+    """A send request's message objects as parsed JSON, for the walk over LINE's schemas."""
+
+    messages: list[object]
+
+
+_TREES_DECODER: Final = msgspec.json.Decoder(_MessageTrees)
+
+
+def _check_messages(
+    messages: list[Message], details: list[ErrorDetail], raw: bytes
+) -> list[ErrorDetail]:
     check_size(details, len(messages), 1, MAX_MESSAGES, "messages")
     for index, message in enumerate(messages):
         if isinstance(message, TextMessage | TextMessageV2):
             check_length(details, message.text, MAX_TEXT_UTF16, f"messages[{index}].text")
         elif isinstance(message, WITH_ALT_TEXT):
             check_length(details, message.altText, MAX_ALT_TEXT_UTF16, f"messages[{index}].altText")
+    for index, tree in enumerate(_TREES_DECODER.decode(raw).messages):
+        details.extend(check_message(tree, f"messages[{index}]"))
     return details
 
 
-def _check_push(request: PushMessageRequest) -> list[ErrorDetail]:
+def _check_push(request: PushMessageRequest, raw: bytes) -> list[ErrorDetail]:
     details: list[ErrorDetail] = []
     if _PUSH_TARGET_ID.fullmatch(request.to) is None:
         details.append(ErrorDetail(message="Must be a valid user, group or room ID", property="to"))
-    return _check_messages(request.messages, details)
+    return _check_messages(request.messages, details, raw)
 
 
-def _check_multicast(request: MulticastRequest) -> list[ErrorDetail]:
+def _check_multicast(request: MulticastRequest, raw: bytes) -> list[ErrorDetail]:
     details: list[ErrorDetail] = []
     check_size(details, len(request.to), 1, MAX_MULTICAST_RECIPIENTS, "to")
     for index, user_id in enumerate(request.to):
         if USER_ID.fullmatch(user_id) is None:
             details.append(ErrorDetail(message="Must be a valid user ID", property=f"to[{index}]"))
-    return _check_messages(request.messages, details)
+    return _check_messages(request.messages, details, raw)
 
 
-def _check_reply(request: ReplyMessageRequest) -> list[ErrorDetail]:
-    return _check_messages(request.messages, [])
+def _check_reply(request: ReplyMessageRequest, raw: bytes) -> list[ErrorDetail]:
+    return _check_messages(request.messages, [], raw)
 
 
-def _check_pnp(request: PnpMessagesRequest) -> list[ErrorDetail]:
+def _check_pnp(request: PnpMessagesRequest, raw: bytes) -> list[ErrorDetail]:
     details: list[ErrorDetail] = []
     if _PHONE_HASH.fullmatch(request.to) is None:
         details.append(
@@ -141,7 +157,7 @@ def _check_pnp(request: PnpMessagesRequest) -> list[ErrorDetail]:
                 property="to",
             )
         )
-    return _check_messages(request.messages, details)
+    return _check_messages(request.messages, details, raw)
 
 
 class _Accepted(msgspec.Struct, gc=False):
@@ -262,13 +278,15 @@ class Messages:
     def _held(self, accept: Accept) -> Step:
         """A send step: read the body, then ``accept`` it as late as a pending fault says.
 
-        A fault's delay holds the answer back whatever it is, refusals included.
+        A fault's delay holds the answer back whatever it is, refusals included; a fault
+        drawn at its rate refuses the request unexecuted or holds back an executed one's answer.
         """
 
         async def step(request: web.Request, entry: Entry) -> web.Response:
             raw = await self._exchange.read_body(request, entry)
             delay = await self._faults.hold()
             try:
+                delay += self._faults.draw()
                 response = accept(request, entry, raw)
             except Refusal as refusal:
                 response = self._exchange.refuse(entry, refusal)
@@ -283,7 +301,7 @@ class Messages:
 
     def _accept_push(self, request: web.Request, entry: Entry, raw: bytes) -> web.Response:
         now, retry_key = self._admit_send(request, entry, self.push_limit)
-        parsed = self._exchange.decode(request, raw, _PUSH_DECODER, _check_push)
+        parsed = self._exchange.decode(request, raw, _PUSH_DECODER, partial(_check_push, raw=raw))
         self._use_quota(len(parsed.messages), recipients=1)
         self._state.counters.accepted_pushes += 1
         sent = [self._sent_message(message) for message in parsed.messages]
@@ -293,7 +311,9 @@ class Messages:
 
     def _accept_multicast(self, request: web.Request, entry: Entry, raw: bytes) -> web.Response:
         now, retry_key = self._admit_send(request, entry, self.multicast_limit)
-        parsed = self._exchange.decode(request, raw, _MULTICAST_DECODER, _check_multicast)
+        parsed = self._exchange.decode(
+            request, raw, _MULTICAST_DECODER, partial(_check_multicast, raw=raw)
+        )
         self._use_quota(len(parsed.messages), recipients=len(parsed.to))
         self._state.counters.accepted_multicasts += 1
         if retry_key is not None:
@@ -344,7 +364,7 @@ class Messages:
         now = self._state.clock.now()
         exchange.admit(request, self.reply_limit, now)
         exchange.refuse_retry_key(entry)
-        parsed = exchange.decode(request, raw, _REPLY_DECODER, _check_reply)
+        parsed = exchange.decode(request, raw, _REPLY_DECODER, partial(_check_reply, raw=raw))
         counters = self._state.counters
         user_id = self._state.reply_tokens.spend(parsed.replyToken, now)
         if user_id is None:
@@ -365,7 +385,7 @@ class Messages:
         tag = request.headers.get(DELIVERY_TAG_HEADER)
         if tag is not None and not MIN_DELIVERY_TAG <= len(tag) <= MAX_DELIVERY_TAG:
             raise Refusal(400, _BAD_DELIVERY_TAG)
-        parsed = exchange.decode(request, raw, _PNP_DECODER, _check_pnp)
+        parsed = exchange.decode(request, raw, _PNP_DECODER, partial(_check_pnp, raw=raw))
         counters = self._state.counters
         user_id = self._state.phones.get(parsed.to)
         if user_id is None:

@@ -69,12 +69,16 @@ def run(
     monthly_quota: int | None = None,
     channel_secret: str | None = None,
     webhook_url: str | None = None,
+    fault_rates: dict[str, float] | None = None,
+    fault_seed: int = 0,
+    late_seconds: float = 5.0,
 ) -> None:
     """Serve on ``listen`` (``HOST:PORT``) until SIGINT or SIGTERM.
 
     Prints one line with the base URL once listening, so a parent process
     started with port 0 can learn the port.  Webhooks can also be wired up
-    later through ``POST /__simulator/webhook``.
+    later through ``POST /__simulator/webhook``. ``fault_rates`` makes send requests fail or
+    answer late at random (``{"500": 0.2, "429": 0.1, "timeout": 0.05}``, see FaultRates).
     """
     host, port = parse_listen(listen)
     simulator = LineSimulator(
@@ -85,5 +89,7 @@ def run(
         channel_secret=channel_secret,
         webhook_url=webhook_url,
     )
+    if fault_rates:
+        simulator.set_fault_rates(fault_rates, seed=fault_seed, late_seconds=late_seconds)
     with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
         runner.run(_serve_until_signalled(simulator, host, port))

@@ -104,6 +104,15 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("line-simulator", help="run the local LINE Messaging API simulator")
     sim.add_argument("--listen", default="127.0.0.1:9100")
     sim.add_argument("--token", action="append", required=True, help="accepted access token")
+    sim.add_argument(
+        "--faults",
+        default="",
+        help="send requests fail or answer late at these rates, e.g. 500=0.2,429=0.1,timeout=0.05",
+    )
+    sim.add_argument("--faults-seed", type=int, default=0, help="seed of the fault draws")
+    sim.add_argument(
+        "--late-seconds", type=float, default=5.0, help="how late a 'timeout' fault answers"
+    )
     return parser
 
 
@@ -124,9 +133,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(hash_password(password))
             return 0
         if args.command == "line-simulator":
-            from linesim import run
+            from linesim import parse_fault_rates, run
 
-            run(args.listen, list(args.token))
+            try:
+                rates = parse_fault_rates(args.faults)
+            except ValueError as exc:
+                return _fail(f"--faults: {exc}", 2)
+            run(
+                args.listen,
+                list(args.token),
+                fault_rates=rates,
+                fault_seed=args.faults_seed,
+                late_seconds=args.late_seconds,
+            )
             return 0
         config = load_config(args.config)
         if args.command == "migrate":

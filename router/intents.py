@@ -6,13 +6,14 @@ Accepting is router.intake's; this module is the vocabulary every front door sha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
 
+from router.channel_rules import confirmed_by_provider
 from router.content import EmailContent, LineContent
 from router.database import Connection
 from router.identifiers import EmailAddress, MemberId
@@ -133,9 +134,8 @@ async def view(conn: Connection, intent_id: UUID) -> IntentView | None:
     if row is None:
         return None
     deliveries = [DeliveryView(**dict(r)) for r in await conn.fetch(_VIEW_DELIVERIES, intent_id)]
-    return IntentView(
-        status=intent_status(row["route"], deliveries), deliveries=deliveries, **dict(row)
-    )
+    status = intent_status(row["route"], deliveries, frozenset(confirmed_by_provider()))
+    return IntentView(status=status, deliveries=deliveries, **dict(row))
 
 
 class RelayedMessageView(msgspec.Struct, kw_only=True):
@@ -161,22 +161,33 @@ async def relayed_view(conn: Connection, message_sha256: bytes) -> RelayedMessag
     return RelayedMessageView(reference=message_sha256.hex(), intents=views)
 
 
-def intent_status(route: str, deliveries: Sequence[DeliveryView]) -> str:
+def intent_status(
+    route: str, deliveries: Sequence[DeliveryView], confirmed_by: Collection[str] = ()
+) -> str:
     """Summarise deliveries: queued until every active delivery has an outcome.
 
     With `both`, each channel counts on its own (`partially_delivered` when some failed);
-    with the other routes one successful channel delivers the intent."""
+    with the other routes one successful channel delivers the intent. A delivery on a
+    channel in `confirmed_by` is delivered only once the provider confirms it; until then
+    the intent is `sent`, never more than its deliveries say."""
     active = [d for d in deliveries if d.status != "cancelled"]
     if any(d.status in ("pending", "claimed", "sending") for d in active):
         return "queued"
-    sent = sum(d.status == "sent" for d in active)
+    unconfirmed = sum(
+        d.status == "sent" and d.confirmed_at is None and d.channel in confirmed_by for d in active
+    )
+    delivered = sum(d.status == "sent" for d in active) - unconfirmed
     if route == "both":
-        if sent == len(active) and sent:
+        if unconfirmed:
+            return "sent"
+        if delivered == len(active) and delivered:
             return "delivered"
-        if sent:
+        if delivered:
             return "partially_delivered"
-    elif sent:
+    elif delivered:
         return "delivered"
+    elif unconfirmed:
+        return "sent"
     if any(d.status == "uncertain" for d in active):
         return "uncertain"
     if not active:

@@ -40,6 +40,7 @@ from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
 from router.queue.claims import Holdings
 from router.queue.loops import LeaseHeartbeat, QueueWorker, Workers
+from router.ratelimit import MonthlyQuota
 from router.retention import Retention
 
 
@@ -124,7 +125,7 @@ async def start_runtime(config: Config) -> Runtime:
     await migrate(target.dsn)
     pool = await create_pool(target.dsn, config.database.pool_size)
     hashes, generated = await bootstrap_api_keys(pool, config)
-    channels, line_account = registry.build_adapters(config)
+    channels, line_account = registry.build_adapters(config, MonthlyQuota(pool))
     runtime = Runtime(
         config=config,
         target=target,

@@ -211,6 +211,34 @@ async def test_notification_message_is_confirmed_by_delivery_event(
         assert resp.status_code == 422 and "transactional" in resp.json()["detail"]
 
 
+async def test_notification_intent_is_sent_not_delivered_until_line_confirms(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    line_sim.set_pnp_delivery(delay_seconds=1.5)
+    async with linked_router(dsn, line_sim, smtp, ROUTER_LINE_NOTIFICATION_MESSAGES="true") as r:
+        await r.client.put(
+            "/v1/members/m", json={"email": "m@example.jp", "phone": "080-1234-5678"}
+        )
+        line_sim.register_phone("+818012345678", USER)
+        intent = {"member_id": "m", "kind": "transactional", "route": "notification_first"}
+        resp = await r.client.post("/v1/intents", json={**intent, "email": MAIL})
+        intent_id = resp.json()["id"]
+        deadline = time.monotonic() + 10
+        while not line_sim.accepted_pnp():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        body = await r.wait_for(intent_id, ("sent", "delivered"))
+        (delivery,) = body["deliveries"]
+        # LINE took the request; its delivery event has not come yet.
+        assert (body["status"], delivery["status"], delivery["confirmed_at"]) == (
+            "sent",
+            "sent",
+            None,
+        )
+        body = await r.wait_for(intent_id)
+        assert body["deliveries"][0]["confirmed_at"] is not None
+
+
 async def test_notification_to_unknown_number_falls_back_to_email(
     dsn: str, line_sim: Any, smtp: SmtpSink
 ) -> None:

@@ -110,7 +110,7 @@ class LineNotificationChannel:
                 f"LINE did not answer ({type(exc).__name__}); it may have sent the notification, "
                 "so it is not repeated"
             )
-        self._push.quota.count_sent()
+        await self._push.settle_quota(None, 1)
         request_id = response.headers.get("x-line-request-id") if response.headers else None
         # Accepted; LINE's `delivery` webhook event later sets the delivery's confirmed_at.
         return Sent(provider_ref=str(request_id or ""))

@@ -24,9 +24,9 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
@@ -39,7 +39,6 @@ from channels.base import (
     Outbound,
     OutboundGroup,
     Outcome,
-    ProviderError,
     Retry,
     Sent,
     Split,
@@ -58,6 +57,7 @@ PUSH_PATH = "/v2/bot/message/push"
 MULTICAST_PATH = "/v2/bot/message/multicast"
 MAX_MULTICAST_RECIPIENTS = 500
 _RECIPIENT_PROPERTY = re.compile(r"to\[(\d+)\]")
+_T = TypeVar("_T")
 
 
 def retry_key(delivery_id: uuid.UUID) -> uuid.UUID:
@@ -174,7 +174,20 @@ class LinePushChannel:
         return cached
 
     async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
+        """One quota reservation for the whole claim; where what is left of the month's quota
+        cannot cover them all, each push reserves its own, so those that fit still go."""
+        outcomes = await self._within_quota(uuid.uuid4(), len(batch), lambda: self._pushes(batch))
+        if isinstance(outcomes, Failed):
+            return list(await asyncio.gather(*(self._push_within_quota(m) for m in batch)))
+        return outcomes
+
+    async def _pushes(self, batch: Sequence[Outbound]) -> list[Outcome]:
         return list(await asyncio.gather(*(self._push(m) for m in batch)))
+
+    async def _push_within_quota(self, message: Outbound) -> Outcome:
+        return await self._within_quota(
+            retry_key(message.delivery_id), 1, lambda: self._push(message)
+        )
 
     async def _push(self, message: Outbound) -> Outcome:
         try:
@@ -182,7 +195,7 @@ class LinePushChannel:
         except ValueError as exc:
             return Failed(f"LINE messages could not be built: {exc}", fallback=True, dropped=True)
         body = {"to": message.address, "messages": messages}
-        outcome = await self._post(PUSH_PATH, retry_key(message.delivery_id), body, 1)
+        outcome = await self._post(PUSH_PATH, retry_key(message.delivery_id), body)
         assert not isinstance(outcome, _Refused)  # only a multicast's 400 is kept apart
         return outcome
 
@@ -197,20 +210,33 @@ class LinePushChannel:
         except ValueError as exc:
             return Failed(f"LINE messages could not be built: {exc}", fallback=True, dropped=True)
         body = {"to": group.addresses, "messages": messages}
-        outcome = await self._post(
-            MULTICAST_PATH, multicast_retry_key(group.group_id), body, len(group.addresses)
+        key = multicast_retry_key(group.group_id)
+        outcome = await self._within_quota(
+            key, len(group.addresses), lambda: self._post(MULTICAST_PATH, key, body)
         )
         if isinstance(outcome, _Refused):
             return _split_or_fail(outcome)
         return outcome
 
-    async def _post(
-        self, path: str, key: uuid.UUID, body: dict[str, Any], recipients: int
-    ) -> Outcome | _Refused:
-        if self._check_quota:
-            refused = await self._quota_refusal(recipients)
-            if refused is not None:
-                return refused
+    async def _within_quota(
+        self, key: uuid.UUID, recipients: int, send: Callable[[], Awaitable[_T]]
+    ) -> _T | Failed:
+        """`send()` with the month's quota held for `recipients` under `key` while it runs,
+        settled after with what LINE took; a permanent failure when what is left cannot
+        cover them (nothing is sent)."""
+        if not self._check_quota:
+            return await send()
+        held = await self._reserve_quota(key, recipients)
+        if isinstance(held, Failed):
+            return held
+        outcome: object = None
+        try:
+            outcome = await send()
+            return outcome
+        finally:
+            await self.settle_quota(held, _sent(outcome, recipients))
+
+    async def _post(self, path: str, key: uuid.UUID, body: dict[str, Any]) -> Outcome | _Refused:
         async with self._slots:
             try:
                 response = await self._client.call_api(
@@ -233,29 +259,54 @@ class LinePushChannel:
                 return outcome
             except (TimeoutError, aiohttp.ClientError) as exc:
                 return Retry(f"LINE request failed: {type(exc).__name__} {exc}".strip())
-        self.quota.count_sent(recipients)
         return Sent(provider_ref=_header(response.headers, "x-line-request-id"))
 
-    async def _quota_refusal(self, recipients: int) -> Outcome | None:
-        """A permanent failure (so prefer_line falls back) when the month's quota cannot
-        cover these recipients."""
+    async def _reserve_quota(self, key: uuid.UUID, recipients: int) -> uuid.UUID | Failed | None:
+        """Hold the month's quota for this request before it is sent: the key it is held
+        under, or a permanent failure (so prefer_line falls back) when what is left cannot
+        cover these recipients. None: the quota could not be read; sent unreserved."""
         try:
-            ok, figures = await self.quota.can_send(recipients)
-        except (ProviderError, aiohttp.ClientError, TimeoutError, msgspec.DecodeError) as exc:
+            answer = await self.quota.reserve(key, recipients)
+        except Exception as exc:  # a ledger or LINE that cannot say must not stop sending
             log.warning("LINE quota could not be read (%s); sending anyway", type(exc).__name__)
             return None
-        if ok:
-            return None
+        if answer.granted:
+            return key
+        figures = answer.figures
+        held = f"{figures.used_per_line:,} + {figures.sent_since_read:,}"
+        if figures.reserved:
+            held += f" + {figures.reserved:,} in flight"
+        if figures.remaining:
+            reason = f"has {figures.remaining:,} left, fewer than the {recipients:,} needed"
+        else:
+            reason = "is used up"
         return Failed(
-            f"not sent: LINE's monthly message quota is used up ({figures.used_per_line:,} "
-            f"+ {figures.sent_since_read:,} of {figures.limit:,})",
+            f"not sent: LINE's monthly message quota {reason} ({held} of {figures.limit or 0:,})",
             fallback=True,
             dropped=True,
         )
 
+    async def settle_quota(self, reserved: uuid.UUID | None, sent: int) -> None:
+        """Release the reservation and count what LINE took. A failure here only costs the
+        ledger's accuracy until LINE's next figures, never the message's outcome."""
+        if reserved is None and not sent:
+            return
+        try:
+            await self.quota.settle(reserved, sent)
+        except Exception as exc:
+            log.warning("LINE quota could not be settled (%s)", type(exc).__name__)
+
     async def aclose(self) -> None:
         await self._client.close()
         await self._sdk_session.close()
+
+
+def _sent(outcome: object, recipients: int) -> int:
+    """Messages LINE took: every recipient of a request it accepted (or had accepted: 409),
+    one per accepted push of a claim."""
+    if isinstance(outcome, list):
+        return sum(isinstance(o, Sent) for o in outcome)
+    return recipients if isinstance(outcome, Sent) else 0
 
 
 class _Refused(msgspec.Struct, frozen=True):

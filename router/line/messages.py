@@ -3,10 +3,11 @@
 Field names and types follow LINE's OpenAPI description (`Message` and its subtypes in
 messaging-api.yml), so `msgspec.json.encode` on these Structs gives the JSON LINE expects,
 and decoding a caller's JSON rejects unknown types and fields before anything is stored.
-Free-form parts that LINE validates itself (flex containers, templates, imagemap actions,
-quick reply buttons) stay plain dicts; `check_messages` checks their sizes and the fields
-whose limits LINE documents, so a message that would be refused at send time is refused
-when it is accepted instead.
+Free-form parts (flex containers, templates, imagemap actions, quick reply buttons) stay
+plain dicts. `check_messages` walks the whole tree against LINE's schemas
+(`router.line.message_tree`: every type, required field, value and stated limit) and checks
+what the schemas leave to LINE's reference (lengths, URL schemes, sizes, counts), so a
+message that would be refused at send time is refused when it is accepted instead.
 
 Lengths are counted in UTF-16 code units, as LINE counts them, except the template
 fields LINE counts in grapheme clusters.
@@ -22,6 +23,7 @@ from typing import Annotated, Any, TypeAlias
 import msgspec
 
 from router.line.derived_text import utf16_len
+from router.line.message_tree import MessageProblem, check_tree
 
 LINE_MESSAGES_PER_REQUEST = 5
 """A push, reply or multicast request carries 1 to 5 message objects."""
@@ -31,7 +33,8 @@ TEXT_MAX = 5000
 ALT_TEXT_MAX = 1500  # flex, template and imagemap altText
 SENDER_NAME_MAX = 20
 MEDIA_URL_MAX = 2000  # https URLs LINE downloads: images, video, audio, icons
-LINK_URI_MAX = 1000  # URIs opened on tap: uri actions, imagemap links
+URI_ACTION_MAX = 10_000  # the `uri` of a uri action (LINE raised it from 1,000)
+LINK_URI_MAX = 1000  # other URIs opened on tap: altUri.desktop, imagemap links
 QUICK_REPLY_ITEMS_MAX = 13
 EMOJIS_MAX = 20
 SUBSTITUTIONS_MAX = 100
@@ -212,13 +215,6 @@ def decode_messages(data: bytes | str) -> list[LineMessage]:
     return _decoder.decode(data)
 
 
-class MessageProblem(msgspec.Struct, frozen=True):
-    """One reason LINE would refuse the messages: `field` is a path like `messages[2].text`."""
-
-    field: str
-    reason: str
-
-
 # Checks
 
 
@@ -243,10 +239,13 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _LINK_SCHEMES = ("http", "https", "line", "tel")
 
 
+# A value that is missing or of the wrong JSON kind is left to the schema walk
+# (`check_tree`), which reports it once; the checks below look only at values of their kind.
+
+
 def _https_url(out: list[MessageProblem], path: str, url: object) -> None:
     """URLs LINE's servers fetch: HTTPS only, at most 2,000 characters."""
     if not isinstance(url, str):
-        out.append(MessageProblem(path, "must be a string holding an https URL"))
         return
     match = _SCHEME.match(url)
     if match is None or match.group(1).lower() != "https" or not url[match.end() :]:
@@ -255,25 +254,19 @@ def _https_url(out: list[MessageProblem], path: str, url: object) -> None:
     _too_long(out, path, url, MEDIA_URL_MAX)
 
 
-def _link_uri(out: list[MessageProblem], path: str, uri: object) -> None:
-    """URIs opened when a user taps: http, https, line or tel, at most 1,000 characters."""
+def _link_uri(out: list[MessageProblem], path: str, uri: object, limit: int = LINK_URI_MAX) -> None:
+    """URIs opened when a user taps: http, https, line or tel, at most `limit` characters."""
     if not isinstance(uri, str):
-        out.append(MessageProblem(path, "must be a string holding a URI"))
         return
     match = _SCHEME.match(uri)
     if match is None or match.group(1).lower() not in _LINK_SCHEMES:
         got = f"scheme {match.group(1)!r}" if match else "no scheme"
         out.append(MessageProblem(path, f"must use the http, https, line or tel scheme; got {got}"))
-    _too_long(out, path, uri, LINK_URI_MAX)
+    _too_long(out, path, uri, limit)
 
 
-def _string(out: list[MessageProblem], path: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        out.append(MessageProblem(path, "must be a string"))
-        return None
-    return value
+def _string(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _at_most(out: list[MessageProblem], path: str, items: Sequence[object], limit: int) -> None:
@@ -322,7 +315,7 @@ def _grapheme_len(s: str) -> int:
 
 
 def _graphemes_at_most(out: list[MessageProblem], path: str, value: object, limit: int) -> None:
-    text = _string(out, path, value)
+    text = _string(value)
     if text is not None and (length := _grapheme_len(text)) > limit:
         name = path.rpartition(".")[2]
         out.append(
@@ -330,36 +323,25 @@ def _graphemes_at_most(out: list[MessageProblem], path: str, value: object, limi
         )
 
 
-_QUICK_REPLY_ACTIONS = frozenset(
-    {
-        "postback",
-        "message",
-        "uri",
-        "datetimepicker",
-        "camera",
-        "cameraRoll",
-        "location",
-        "clipboard",
-    }
-)
+# LINE's reference: a rich menu switch action works only in rich menus.
+_NOT_QUICK_REPLY_ACTIONS = frozenset({"richmenuswitch"})
 
 
 def _check_action(out: list[MessageProblem], path: str, action: object) -> None:
     if not isinstance(action, dict):
-        out.append(MessageProblem(path, "must be an action object"))
         return
     kind = action.get("type")
     if kind == "uri":
-        _link_uri(out, f"{path}.uri", action.get("uri"))
+        _link_uri(out, f"{path}.uri", action.get("uri"), URI_ACTION_MAX)
         alt = action.get("altUri")
         if isinstance(alt, dict) and "desktop" in alt:
             _link_uri(out, f"{path}.altUri.desktop", alt["desktop"])
     elif kind in ("postback", "datetimepicker", "richmenuswitch"):
-        data = _string(out, f"{path}.data", action.get("data"))
+        data = _string(action.get("data"))
         if data is not None:
             _too_long(out, f"{path}.data", data, ACTION_DATA_MAX)
     elif kind == "clipboard":
-        text = _string(out, f"{path}.clipboardText", action.get("clipboardText"))
+        text = _string(action.get("clipboardText"))
         if text is not None:
             _not_empty(out, f"{path}.clipboardText", text)
             _too_long(out, f"{path}.clipboardText", text, CLIPBOARD_TEXT_MAX)
@@ -381,7 +363,8 @@ def _check_common(out: list[MessageProblem], path: str, message: _Message) -> No
             if "imageUrl" in item:
                 _https_url(out, f"{where}.imageUrl", item["imageUrl"])
             action = item.get("action")
-            if isinstance(action, dict) and action.get("type") not in _QUICK_REPLY_ACTIONS:
+            # An unknown action type is the schema walk's to report.
+            if isinstance(action, dict) and action.get("type") in _NOT_QUICK_REPLY_ACTIONS:
                 out.append(
                     MessageProblem(
                         f"{where}.action.type",
@@ -432,8 +415,6 @@ def _check_text_v2(out: list[MessageProblem], path: str, message: TextMessageV2)
             mentions += 1
         elif kind == "emoji":
             emojis += 1
-        else:
-            out.append(MessageProblem(f"{where}.type", 'must be "mention" or "emoji"'))
     if mentions > SUBSTITUTED_MENTIONS_MAX:
         out.append(
             MessageProblem(
@@ -518,17 +499,15 @@ def _check_imagemap(out: list[MessageProblem], path: str, message: ImagemapMessa
         if kind == "uri":
             _link_uri(out, f"{where}.linkUri", action.get("linkUri"))
         elif kind == "message":
-            text = _string(out, f"{where}.text", action.get("text"))
+            text = _string(action.get("text"))
             if text is not None:
                 _too_long(out, f"{where}.text", text, IMAGEMAP_MESSAGE_MAX)
         elif kind == "clipboard":
-            text = _string(out, f"{where}.clipboardText", action.get("clipboardText"))
+            text = _string(action.get("clipboardText"))
             if text is not None:
                 _not_empty(out, f"{where}.clipboardText", text)
                 _too_long(out, f"{where}.clipboardText", text, CLIPBOARD_TEXT_MAX)
-        else:
-            out.append(MessageProblem(f"{where}.type", 'must be "uri", "message" or "clipboard"'))
-        label = _string(out, f"{where}.label", action.get("label"))
+        label = _string(action.get("label"))
         if label is not None:
             _too_long(out, f"{where}.label", label, IMAGEMAP_LABEL_MAX)
     video = message.video
@@ -556,7 +535,6 @@ def _check_actions(
     out: list[MessageProblem], path: str, actions: object, most: int, least: int = 1
 ) -> None:
     if not isinstance(actions, list):
-        out.append(MessageProblem(path, "must be a list of action objects"))
         return
     if least == most and len(actions) != most:
         out.append(MessageProblem(path, f"has {len(actions)} actions; LINE requires {most}"))
@@ -587,15 +565,17 @@ def _check_template(out: list[MessageProblem], path: str, message: TemplateMessa
         _check_actions(out, f"{where}.actions", template.get("actions"), 2, 2)
     elif kind in ("carousel", "image_carousel"):
         columns = template.get("columns")
-        if not isinstance(columns, list) or not columns:
-            out.append(MessageProblem(f"{where}.columns", "must be a non-empty list of columns"))
+        if not isinstance(columns, list):
+            return
+        if not columns:
+            out.append(MessageProblem(f"{where}.columns", "must not be empty"))
             return
         _at_most(out, f"{where}.columns", columns, TEMPLATE_COLUMNS_MAX)
         for number, column in enumerate(columns):
             at = f"{where}.columns[{number}]"
             if not isinstance(column, dict):
-                out.append(MessageProblem(at, "must be a column object"))
-            elif kind == "image_carousel":
+                continue
+            if kind == "image_carousel":
                 _https_url(out, f"{at}.imageUrl", column.get("imageUrl"))
                 _check_action(out, f"{at}.action", column.get("action"))
             else:
@@ -607,12 +587,6 @@ def _check_template(out: list[MessageProblem], path: str, message: TemplateMessa
                 if "defaultAction" in column:
                     _check_action(out, f"{at}.defaultAction", column["defaultAction"])
                 _check_actions(out, f"{at}.actions", column.get("actions"), 3)
-    else:
-        out.append(
-            MessageProblem(
-                f"{where}.type", 'must be "buttons", "confirm", "carousel" or "image_carousel"'
-            )
-        )
 
 
 def _json_size(out: list[MessageProblem], path: str, what: str, value: object, limit: int) -> None:
@@ -637,26 +611,27 @@ def _check_flex(out: list[MessageProblem], path: str, message: FlexMessage) -> N
     elif kind == "carousel":
         _json_size(out, where, "carousel", contents, FLEX_CAROUSEL_BYTES_MAX)
         bubbles = contents.get("contents")
-        if not isinstance(bubbles, list) or not bubbles:
-            out.append(MessageProblem(f"{where}.contents", "must be a non-empty list of bubbles"))
+        if not isinstance(bubbles, list):
+            return
+        if not bubbles:
+            out.append(MessageProblem(f"{where}.contents", "must not be empty"))
             return
         _at_most(out, f"{where}.contents", bubbles, FLEX_CAROUSEL_BUBBLES_MAX)
         for number, bubble in enumerate(bubbles):
-            at = f"{where}.contents[{number}]"
-            if not isinstance(bubble, dict) or bubble.get("type") != "bubble":
-                out.append(MessageProblem(at, "must be a bubble"))
-            else:
+            if isinstance(bubble, dict):
+                at = f"{where}.contents[{number}]"
                 _json_size(out, at, "bubble", bubble, FLEX_BUBBLE_BYTES_MAX)
-    else:
-        out.append(MessageProblem(f"{where}.type", 'must be "bubble" or "carousel"'))
 
 
 def check_messages(messages: Sequence[LineMessage]) -> list[MessageProblem]:
-    """Every way these messages break LINE's documented limits; empty when sendable.
+    """Every way these messages break LINE's schemas or documented limits; empty when
+    sendable.
 
-    Covers what msgspec types cannot: UTF-16 lengths, URL schemes, JSON sizes, the 1 to 5
-    count, and the documented fields inside free-form parts. Structs built in code skip
-    msgspec's decode-time constraints, so list sizes are checked here again.
+    Each message is walked against LINE's schemas (types, required fields, values, stated
+    limits) and checked for what msgspec types and the schemas cannot say: UTF-16 lengths,
+    URL schemes, JSON sizes, the 1 to 5 count, counts LINE's reference gives. Structs built
+    in code skip msgspec's decode-time constraints, so list sizes are checked here again.
+    A field both find fault with is reported once, with the more specific reason.
     """
     out: list[MessageProblem] = []
     count = len(messages)
@@ -691,4 +666,7 @@ def check_messages(messages: Sequence[LineMessage]) -> list[MessageProblem]:
                 _check_flex(out, path, message)
             case StickerMessage():
                 pass  # LINE itself checks that the package and sticker exist
+        reported = {problem.field for problem in out}
+        tree = check_tree(msgspec.to_builtins(message), "Message", path)
+        out.extend(problem for problem in tree if problem.field not in reported)
     return out
