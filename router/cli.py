@@ -332,6 +332,13 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
         sock.listen(2048)  # connections wait in the backlog until the server accepts them
     except OSError as exc:
         return _fail(f"cannot listen on {config.http.listen}: {exc.strerror}", 1)
+    # Before the workers start: a stop asked for while they start (they may already be sending)
+    # is a clean stop once they have, never the default handler's abrupt exit.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # uvicorn handles the signal while it serves, then re-raises it to this handler.
+        loop.add_signal_handler(sig, stop.set)
     try:
         runtime = await start_runtime(config)
     except ListenError as exc:
@@ -360,11 +367,6 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
                 lifespan="on",
             )
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            # uvicorn handles the signal while it serves, then re-raises it to this handler.
-            loop.add_signal_handler(sig, stop.set)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         if ready is not None:
             ready.set()

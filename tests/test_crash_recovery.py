@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -15,77 +12,17 @@ import asyncpg
 import httpx
 
 from router.store import deliveries
-from tests.harness import API_KEY, LINE_TOKEN, SmtpSink, _free_port
+from tests.harness import API_KEY, SmtpSink, _free_port
+from tests.router_processes import (
+    UNFINISHED,
+    add_members_and_intents,
+    finish_with_two_routers,
+    start_router,
+    wait_healthy,
+)
 
 FRIENDS = 1200
 MAIL_ONLY = 300
-
-
-def start_router(
-    dsn: str, line_base: str, smtp: SmtpSink, port: int, **extra: str
-) -> subprocess.Popen[bytes]:
-    env = (
-        os.environ
-        | {
-            "ROUTER_HTTP_LISTEN": f"127.0.0.1:{port}",
-            "ROUTER_DATABASE_URL": dsn,
-            "ROUTER_API_KEYS": API_KEY,
-            "ROUTER_LINE_CHANNEL_ACCESS_TOKEN": LINE_TOKEN,
-            "ROUTER_LINE_API_BASE": line_base,
-            "ROUTER_EMAIL_HOST": "127.0.0.1",
-            "ROUTER_EMAIL_PORT": str(smtp.port),
-            "ROUTER_EMAIL_FROM_ADDRESS": "news@shop.example.jp",
-            "ROUTER_WORKERS_LEASE_SECONDS": "2",
-            "ROUTER_WORKERS_BACKOFF_BASE_SECONDS": "0.1",
-            "ROUTER_WORKERS_BATCH_SIZE": "50",
-        }
-        | extra
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "router", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-UNFINISHED = "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'claimed', 'sending')"
-
-
-async def finish_with_two_routers(
-    conn: asyncpg.Connection,
-    dsn: str,
-    line_base: str,
-    smtp: SmtpSink,
-    unfinished: str,
-    seconds: float,
-    **extra: str,
-) -> None:
-    """Start two routers on the database and stop them once `unfinished` counts nothing."""
-    others = [start_router(dsn, line_base, smtp, _free_port(), **extra) for _ in range(2)]
-    try:
-        deadline = time.monotonic() + seconds
-        while await conn.fetchval(unfinished):
-            assert time.monotonic() < deadline, "the routers did not finish the work"
-            await asyncio.sleep(0.2)
-    finally:
-        for p in others:
-            p.send_signal(signal.SIGTERM)
-        for p in others:
-            assert p.wait(timeout=30) == 0
-
-
-async def wait_healthy(base: str) -> None:
-    deadline = time.monotonic() + 30
-    async with httpx.AsyncClient(base_url=base) as client:
-        while True:
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "router did not start"
-            await asyncio.sleep(0.1)
 
 
 async def test_kill_mid_delivery_then_two_routers_finish_exactly_once(
@@ -96,21 +33,7 @@ async def test_kill_mid_delivery_then_two_routers_finish_exactly_once(
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_healthy(base)
-        async with httpx.AsyncClient(
-            base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
-        ) as client:
-            people = [
-                {"member_id": f"f{i}", "email": f"f{i}@example.jp", "line_user_id": f"U{i:032x}"}
-                for i in range(FRIENDS)
-            ] + [{"member_id": f"e{i}", "email": f"e{i}@example.jp"} for i in range(MAIL_ONLY)]
-            resp = await client.post("/v1/members/batch", json={"members": people})
-            assert resp.status_code == 200
-            intents = [
-                {"member_id": p["member_id"], "email": {"subject": "Sale", "text": "Hello"}}
-                for p in people
-            ]
-            resp = await client.post("/v1/intents/batch", json={"intents": intents})
-            assert all(r["status"] == "accepted" for r in resp.json()["results"])
+        await add_members_and_intents(base, FRIENDS, MAIL_ONLY)
         # Kill while deliveries are in flight.
         deadline = time.monotonic() + 30
         while len(line_sim.accepted_pushes()) < 200:
@@ -254,23 +177,7 @@ async def test_kill_one_of_two_routers_mid_delivery_the_other_finishes_exactly_o
             await wait_healthy(f"http://127.0.0.1:{port}")
         smtp.answer_data_after(1.5)
         line_sim.delay_next(40, 0.5)
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{ports[0]}",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            timeout=60,
-        ) as client:
-            people = [
-                {"member_id": f"f{i}", "email": f"f{i}@example.jp", "line_user_id": f"U{i:032x}"}
-                for i in range(PAIR_FRIENDS)
-            ] + [{"member_id": f"e{i}", "email": f"e{i}@example.jp"} for i in range(PAIR_MAIL_ONLY)]
-            resp = await client.post("/v1/members/batch", json={"members": people})
-            assert resp.status_code == 200
-            intents = [
-                {"member_id": p["member_id"], "email": {"subject": "Sale", "text": "Hello"}}
-                for p in people
-            ]
-            resp = await client.post("/v1/intents/batch", json={"intents": intents})
-            assert all(r["status"] == "accepted" for r in resp.json()["results"])
+        await add_members_and_intents(f"http://127.0.0.1:{ports[0]}", PAIR_FRIENDS, PAIR_MAIL_ONLY)
         # Kill one while both hold claims, some of them past their first lease.
         deadline = time.monotonic() + 30
         while len(smtp.mails) < 12:

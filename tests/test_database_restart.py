@@ -13,13 +13,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
 from router.database import migrate
-from tests.harness import API_KEY, SmtpSink, _free_port
+from tests.harness import SmtpSink, _free_port
+from tests.router_processes import (
+    UNFINISHED,
+    add_members_and_intents,
+    start_router,
+    wait_healthy,
+)
 from tests.separate_postgres import SeparatePostgres
-from tests.test_crash_recovery import UNFINISHED, start_router, wait_healthy
 
 FRIENDS = 600
 MAIL_ONLY = 100
@@ -41,24 +45,6 @@ async def own_postgres() -> AsyncIterator[SeparatePostgres]:
         await asyncio.to_thread(server.remove)
 
 
-async def add_members_and_intents(base: str) -> None:
-    async with httpx.AsyncClient(
-        base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
-    ) as client:
-        people = [
-            {"member_id": f"f{i}", "email": f"f{i}@example.jp", "line_user_id": f"U{i:032x}"}
-            for i in range(FRIENDS)
-        ] + [{"member_id": f"e{i}", "email": f"e{i}@example.jp"} for i in range(MAIL_ONLY)]
-        resp = await client.post("/v1/members/batch", json={"members": people})
-        assert resp.status_code == 200
-        intents = [
-            {"member_id": p["member_id"], "email": {"subject": "Sale", "text": "Hello"}}
-            for p in people
-        ]
-        resp = await client.post("/v1/intents/batch", json={"intents": intents})
-        assert all(r["status"] == "accepted" for r in resp.json()["results"])
-
-
 async def test_fast_restart_mid_delivery_resumes_at_once_and_records_what_was_accepted(
     own_postgres: SeparatePostgres, line_sim: Any, smtp: SmtpSink
 ) -> None:
@@ -76,7 +62,7 @@ async def test_fast_restart_mid_delivery_resumes_at_once_and_records_what_was_ac
         # Slow providers, so that sends are in flight whenever the database goes.
         smtp.answer_data_after(PROVIDER_ANSWER_SECONDS)
         line_sim.delay_next(FRIENDS, PROVIDER_ANSWER_SECONDS)
-        await add_members_and_intents(f"http://127.0.0.1:{port}")
+        await add_members_and_intents(f"http://127.0.0.1:{port}", FRIENDS, MAIL_ONLY)
         deadline = time.monotonic() + 30
         while not smtp.mails:
             assert time.monotonic() < deadline, "nothing was delivered"
