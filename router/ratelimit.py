@@ -4,19 +4,14 @@ Each wall-clock second has a row per bucket; a worker reserves the requests of a
 after making it, before sending, so the sum over all processes never exceeds the limit. A
 bucket can also space single requests (`wait_for_turn`): each row is then one request's time,
 or be a token bucket (`take_token`, API keys' request rates): one row per bucket.
-The month's LINE message quota is reserved the same way, per request, before it is sent
-(`MonthlyQuota`). The only writer of `rate_buckets`, `line_quota` and its reservations.
+The only writer of `rate_buckets`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from uuid import UUID
 
-import asyncpg
-
-from channels.base import QuotaAnswer, QuotaFigures
 from router.database import Connection, Pool
 
 _RESERVE = """
@@ -113,93 +108,3 @@ async def take_token(conn: Connection, bucket: str, per_second: float, burst: in
     shared by every router process: 0 if taken, else the seconds until one is free."""
     wait: float | None = await conn.fetchval(_GCRA, bucket, 1.0 / per_second, burst / per_second)
     return max(wait or 0.0, 0.0)
-
-
-# LINE's month is Japan's. A reservation over ten minutes old belongs to a process that died
-# while its request was in flight, and no longer holds quota.
-_FIGURES = """
-SELECT q.quota_limit, q.line_usage, q.sent_since_read, extract(epoch FROM q.read_at)::float8 AS read_at,
-       ($1::float8 IS NULL OR q.read_at > now() - make_interval(secs => $1)) AS fresh,
-       coalesce((SELECT sum(r.messages) FROM line_quota_reservations r
-                 WHERE r.month = q.month AND r.created_at > now() - interval '10 minutes'), 0)::bigint AS reserved
-FROM line_quota q WHERE q.month = date_trunc('month', now() AT TIME ZONE 'Asia/Tokyo')::date
-"""
-
-_REFRESH = """
-INSERT INTO line_quota AS q (month, quota_limit, line_usage, sent_since_read, read_at)
-VALUES (date_trunc('month', now() AT TIME ZONE 'Asia/Tokyo')::date, $1, $2, 0, now())
-ON CONFLICT (month) DO UPDATE
-SET quota_limit = excluded.quota_limit, line_usage = excluded.line_usage,
-    sent_since_read = 0, read_at = excluded.read_at
-"""
-
-
-class MonthlyQuota:
-    """The `QuotaLedger` every process of one LINE account shares: the month's row is locked
-    while a reservation is weighed against what is left, so concurrent requests, in any
-    process, are granted one after another and never together pass the limit."""
-
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
-
-    async def reserve(
-        self, key: UUID, messages: int, fresh_for: float | None
-    ) -> QuotaAnswer | None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            # Lock the month first; the figures are then read by a statement of their own, whose
-            # snapshot includes every reservation committed while this one waited.
-            await conn.execute(
-                "SELECT 1 FROM line_quota WHERE month ="
-                " date_trunc('month', now() AT TIME ZONE 'Asia/Tokyo')::date FOR UPDATE"
-            )
-            row = await conn.fetchrow(_FIGURES, fresh_for)
-            if row is None or not row["fresh"]:
-                return None
-            figures = _figures(row)
-            granted = figures.remaining is None or figures.remaining >= messages
-            if granted:
-                await conn.execute(
-                    "DELETE FROM line_quota_reservations WHERE month < date_trunc('month', now() AT TIME ZONE 'Asia/Tokyo')::date OR NOT created_at > now() - interval '10 minutes'"
-                )
-                await conn.execute(
-                    "INSERT INTO line_quota_reservations (id, month, messages)"
-                    " VALUES ($1, date_trunc('month', now() AT TIME ZONE 'Asia/Tokyo')::date, $2) ON CONFLICT (id) DO UPDATE"
-                    " SET messages = excluded.messages, created_at = now()",
-                    key,
-                    messages,
-                )
-            return QuotaAnswer(granted=granted, figures=figures)
-
-    async def refresh(self, limit: int | None, used: int) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.execute(_REFRESH, limit, used)
-
-    async def settle(self, key: UUID | None, sent: int) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            if key is not None:
-                await conn.execute("DELETE FROM line_quota_reservations WHERE id = $1", key)
-            if sent:
-                await conn.execute(
-                    "UPDATE line_quota SET sent_since_read = sent_since_read + $1"
-                    " WHERE month = date_trunc('month', now() AT TIME ZONE 'Asia/Tokyo')::date",
-                    sent,
-                )
-
-    async def figures(self, fresh_for: float | None) -> QuotaFigures | None:
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(_FIGURES, fresh_for)
-        return _figures(row) if row is not None and row["fresh"] else None
-
-
-def _figures(row: asyncpg.Record) -> QuotaFigures:
-    limit: int | None = row["quota_limit"]
-    held = row["line_usage"] + row["sent_since_read"] + row["reserved"]
-    return QuotaFigures(
-        limited=limit is not None,
-        limit=limit,
-        used_per_line=row["line_usage"],
-        sent_since_read=row["sent_since_read"],
-        reserved=row["reserved"],
-        remaining=None if limit is None else max(0, limit - held),
-        read_at=row["read_at"],
-    )

@@ -40,8 +40,8 @@ from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
 from router.queue.claims import Holdings
 from router.queue.loops import LeaseHeartbeat, QueueWorker, Workers
-from router.ratelimit import MonthlyQuota
 from router.retention import Retention
+from router.store.line_quota import MonthlyQuota
 
 
 @dataclass

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from router.database import create_pool
-from router.ratelimit import MonthlyQuota
+from router.store.line_quota import MonthlyQuota
 from tests.harness import RouterUnderTest, SmtpSink
 from tests.test_multicast import add_members, multicasts
 
