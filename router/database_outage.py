@@ -51,3 +51,19 @@ def _raised_in_asyncpg(exc: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.TransactionRollbackError,
+)
+"""For a worker's `except` around its own statements: the database was out of reach or stopped
+the statement (a restart, a lost connection, a server starting up or out of connections, a
+serialization failure), not that the statement was wrong, so what it was storing is stored
+again once the database answers. Wider than `is_unavailable`, which must tell a front door's
+database errors from its other I/O."""

@@ -23,6 +23,7 @@ from uuid import UUID
 
 import asyncpg
 
+from router import database_outage
 from router.database import Connection, Pool
 from router.log_safety import describe, frames
 from router.queue import claims
@@ -38,18 +39,7 @@ ERROR_PAUSE_SECONDS = 1.0
 STORE_RETRY_BASE_SECONDS = 0.1
 STORE_RETRY_MAX_SECONDS = 1.0
 
-# Errors that say the database was out of reach or stopped this statement (a restart, a lost
-# connection, a server starting up or out of connections), not that the statement was wrong:
-# what a worker was storing is stored again once the database answers.
-DATABASE_AWAY: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.TransactionRollbackError,
-)
+DATABASE_AWAY = database_outage.TRANSIENT_ERRORS
 
 # ... and every error PostgreSQL answers with: a loop logs it and goes on after a pause.
 DATABASE_AWAY_OR_REFUSED: tuple[type[BaseException], ...] = (*DATABASE_AWAY, asyncpg.PostgresError)
