@@ -34,7 +34,7 @@ def start_router(
             "ROUTER_EMAIL_FROM_ADDRESS": "news@shop.example.jp",
             "ROUTER_WORKERS_LEASE_SECONDS": "2",
             "ROUTER_WORKERS_BACKOFF_BASE_SECONDS": "0.1",
-            "ROUTER_WORKERS_BATCH_SIZE": "50",
+            "ROUTER_WORKERS_CLAIM_SIZE": "50",
         }
         | extra
     )
