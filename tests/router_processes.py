@@ -50,11 +50,16 @@ def start_router(
 _LOGS: dict[int, IO[bytes]] = {}
 
 
-def exit_report(process: subprocess.Popen[bytes], lines: int = 40) -> str:
-    """The exit code and the last lines of a router's log, for an assertion's message."""
+def router_log(process: subprocess.Popen[bytes]) -> str:
+    """Everything a router wrote to its stdout and stderr so far."""
     log = _LOGS[process.pid]
     log.seek(0)
-    tail = log.read().decode(errors="replace").splitlines()[-lines:]
+    return log.read().decode(errors="replace")
+
+
+def exit_report(process: subprocess.Popen[bytes], lines: int = 40) -> str:
+    """The exit code and the last lines of a router's log, for an assertion's message."""
+    tail = router_log(process).splitlines()[-lines:]
     return f"exit code {process.returncode}:\n" + "\n".join(tail)
 
 
