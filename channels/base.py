@@ -134,7 +134,17 @@ class Failed(msgspec.Struct, frozen=True, tag=True):
     dropped: bool = False
 
 
-Outcome = Sent | Retry | Failed
+class Uncertain(msgspec.Struct, frozen=True, tag=True):
+    """The provider had the whole message but its answer never came (the connection was lost
+    or timed out while waiting for it): it may have been delivered. A channel that cannot
+    tell a resend from a new message must not resend it, so the delivery is left
+    'uncertain', as a crash while 'sending' leaves it."""
+
+    error: str
+
+
+Outcome = Sent | Retry | Failed  # the provider's answer
+SendOutcome = Outcome | Uncertain  # what sending one delivery comes to
 
 
 class OutboundGroup(msgspec.Struct, frozen=True, kw_only=True):
@@ -244,9 +254,10 @@ class Channel(Protocol):
         """The provider's request limit, shared by every router process; None if unlimited."""
         ...
 
-    async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
+    async def send(self, batch: Sequence[Outbound]) -> Sequence[SendOutcome]:
         """Send every delivery in the batch; one outcome each, in order. Never raises for a
-        provider error: that is what `Retry` and `Failed` are for."""
+        provider error: that is what `Retry` and `Failed` are for (and `Uncertain`, when
+        the provider's answer to a whole message was lost)."""
         ...
 
     async def aclose(self) -> None: ...

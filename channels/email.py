@@ -1,8 +1,11 @@
 """Email over SMTP with aiosmtplib, on a small pool of connections reused across messages.
 
 SMTP has no way to de-duplicate a resend, so this channel declares no replay window and the
-worker marks each delivery 'sending' before it is handed over. The Message-ID is derived from
-the delivery id, so a receiving system sees the same id for the same delivery.
+worker marks each delivery 'sending' before it is handed over. A connection lost (or timed
+out) once the whole message is written, while the server's reply is awaited, leaves the
+delivery 'uncertain' (the server may have queued it); lost any earlier, it is retried. The
+Message-ID is derived from the delivery id, so a receiving system sees the same id for the
+same delivery.
 """
 
 from __future__ import annotations
@@ -16,10 +19,22 @@ from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
+from typing import Literal
 
 import aiosmtplib
+from aiosmtplib import SMTPResponse
+from aiosmtplib.typing import Default
 
-from channels.base import ChannelDescriptor, Failed, Outbound, Outcome, Retry, Sent
+from channels.base import (
+    ChannelDescriptor,
+    Failed,
+    Outbound,
+    Outcome,
+    Retry,
+    SendOutcome,
+    Sent,
+    Uncertain,
+)
 from router.config import Config, EmailConfig
 from router.content import EmailContent
 from router.reach import EMAIL_REACHABLE_SQL, Reach
@@ -117,6 +132,39 @@ class RenderedContents:
         return mid, head.encode("ascii") + body
 
 
+class Upstream(aiosmtplib.SMTP):
+    """A connection to the upstream that notes when a message has been written whole.
+
+    Only the message's bytes can end with CRLF "." CRLF (a command is one line), and
+    aiosmtplib writes them, end marker included, in one write right after the 354; from
+    then on only the server's reply is awaited, and a lost reply may hide a queued message."""
+
+    message_written = False
+
+    async def data(
+        self,
+        message: str | bytes,
+        /,
+        *,
+        timeout: float | Literal[Default.token] | None = Default.token,  # noqa: ASYNC109
+    ) -> SMTPResponse:
+        protocol = self.protocol
+        if protocol is None:
+            return await super().data(message, timeout=timeout)
+        write = protocol.write
+
+        def noting_the_end(chunk: bytes) -> None:
+            write(chunk)
+            if chunk.endswith(b"\r\n.\r\n"):
+                self.message_written = True
+
+        protocol.write = noting_the_end  # type: ignore[method-assign,assignment]
+        try:
+            return await super().data(message, timeout=timeout)
+        finally:
+            del protocol.write  # the class's own again
+
+
 class SmtpChannel:
     """The `email` channel: deliver to an upstream SMTP server (relay, ESP or MTA)."""
 
@@ -130,13 +178,13 @@ class SmtpChannel:
         # A private CA: the upstream's certificate is checked against `ca_file` only.
         self._tls_context = ssl.create_default_context(cafile=config.ca_file or None)
         self.max_concurrency = max(1, config.connections)
-        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        self._idle: asyncio.Queue[Upstream] = asyncio.Queue()
         for _ in range(self.max_concurrency):
             self._idle.put_nowait(self._new_client())
 
-    def _new_client(self) -> aiosmtplib.SMTP:
+    def _new_client(self) -> Upstream:
         c = self._config
-        return aiosmtplib.SMTP(
+        return Upstream(
             hostname=c.host,
             port=c.port,
             username=c.username or None,
@@ -147,10 +195,10 @@ class SmtpChannel:
             tls_context=self._tls_context,
         )
 
-    async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
+    async def send(self, batch: Sequence[Outbound]) -> list[SendOutcome]:
         return list(await asyncio.gather(*(self._send(m) for m in batch)))
 
-    async def _send(self, message: Outbound) -> Outcome:
+    async def _send(self, message: Outbound) -> SendOutcome:
         email = message.content.email
         relayed = message.content.relayed
         if email is None:
@@ -158,6 +206,7 @@ class SmtpChannel:
         if relayed is not None and message.relayed_message is None:
             return Failed("the relayed message's bytes are missing", fallback=False)
         client = await self._idle.get()
+        client.message_written = False
         try:
             if not client.is_connected:
                 await client.connect()
@@ -183,6 +232,12 @@ class SmtpChannel:
             return _by_code(exc.code, exc.message)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             _drop(client)
+            if client.message_written:
+                return Uncertain(
+                    f"SMTP connection failed after the whole message was sent, before the"
+                    f" server answered: {type(exc).__name__}: {exc}; not resent, since the"
+                    f" server may have queued it"
+                )
             return Retry(f"SMTP connection failed: {type(exc).__name__}: {exc}")
         finally:
             self._idle.put_nowait(client)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 from router.config import Config, ConfigError, load_config, split_listen
-from router.log_safety import SafeFormatter
+from router.log_safety import configure_logging
 
 if TYPE_CHECKING:
     from channels.base import LineAccount
@@ -118,11 +118,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = logging.StreamHandler()
-    console.setFormatter(SafeFormatter())
-    logging.basicConfig(level=logging.INFO, handlers=[console])
-    logging.getLogger("linebot").setLevel(logging.WARNING)  # its debug log holds response bodies
-    logging.getLogger("pgserver").setLevel(logging.WARNING)  # initdb and pg_ctl transcripts
+    configure_logging()
     try:
         if args.command == "hash-password":
             from router.passwords import hash_password

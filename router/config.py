@@ -201,7 +201,12 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         if section is None:
             continue
         key = rest[len(section) + 1 :]
-        key = RENAMED.get((section, key), key)
+        if (section, key) in RENAMED:
+            key = RENAMED[section, key]
+            # Which of the two would win depends on the environment's order: refuse both.
+            current = f"{ENV_PREFIX}{section}_{key}".upper()
+            if current in environ:
+                raise ConfigError(f"{name}: give {current} only ({name} is its older name)")
         if key not in sections[section]:
             raise ConfigError(f"{name}: [{section}] has no key {key!r}")
         kind = sections[section][key]

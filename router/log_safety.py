@@ -63,6 +63,27 @@ class SafeFormatter(logging.Formatter):
         return escape_controls(super().formatStack(stack_info), keep_newlines=True)
 
 
+# Libraries whose lines below WARNING carry what the log must not: linebot's debug lines hold
+# response bodies, pgserver's the initdb and pg_ctl transcripts, and aiosmtpd's ("mail.log")
+# INFO lines every SMTP command it reads, envelope sender and recipient addresses included.
+LIBRARY_LEVELS = {
+    "linebot": logging.WARNING,
+    "pgserver": logging.WARNING,
+    "mail.log": logging.WARNING,
+}
+
+
+def configure_logging() -> None:
+    """The process's logging: INFO and up on stderr in the safe format, the libraries above at
+    their levels. Litestar later replaces the root's handlers (with the same format) but keeps
+    these levels: it configures only its own logger and the root."""
+    console = logging.StreamHandler()
+    console.setFormatter(SafeFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[console])
+    for name, level in LIBRARY_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
+
+
 class ExceptionInOneLine(logging.Filter):
     """For a library logger that logs every failed retry with its traceback (asyncpg's pool
     while the database is down): the exception described on the record's line instead."""

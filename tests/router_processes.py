@@ -34,7 +34,7 @@ def start_router(
             "ROUTER_EMAIL_FROM_ADDRESS": "news@shop.example.jp",
             "ROUTER_WORKERS_LEASE_SECONDS": "2",
             "ROUTER_WORKERS_BACKOFF_BASE_SECONDS": "0.1",
-            "ROUTER_WORKERS_BATCH_SIZE": "50",
+            "ROUTER_WORKERS_CLAIM_SIZE": "50",
         }
         | extra
     )
@@ -50,11 +50,16 @@ def start_router(
 _LOGS: dict[int, IO[bytes]] = {}
 
 
-def exit_report(process: subprocess.Popen[bytes], lines: int = 40) -> str:
-    """The exit code and the last lines of a router's log, for an assertion's message."""
+def router_log(process: subprocess.Popen[bytes]) -> str:
+    """Everything a router wrote to its stdout and stderr so far."""
     log = _LOGS[process.pid]
     log.seek(0)
-    tail = log.read().decode(errors="replace").splitlines()[-lines:]
+    return log.read().decode(errors="replace")
+
+
+def exit_report(process: subprocess.Popen[bytes], lines: int = 40) -> str:
+    """The exit code and the last lines of a router's log, for an assertion's message."""
+    tail = router_log(process).splitlines()[-lines:]
     return f"exit code {process.returncode}:\n" + "\n".join(tail)
 
 

@@ -133,7 +133,7 @@ async def test_push_rate_limit_holds_across_two_routers(dsn: str, line_sim: Any)
     # The simulator's own window allows twice the rate, since a batch granted at the very end
     # of one second may reach it in the next; it must never have to answer 429.
     line_sim.set_rate_limits(push=10)
-    limit = {"ROUTER_LINE_PUSH_PER_SECOND": "5", "ROUTER_WORKERS_BATCH_SIZE": "5"}
+    limit = {"ROUTER_LINE_PUSH_PER_SECOND": "5", "ROUTER_WORKERS_CLAIM_SIZE": "5"}
     async with (
         running_router(dsn, line_sim.base_url, None, **limit) as a,
         running_router(dsn, line_sim.base_url, None, **limit) as b,

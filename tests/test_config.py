@@ -419,3 +419,7 @@ def test_a_key_under_both_names_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "[workers]\nbatch_size = 7\nclaim_size = 8\n")
     with pytest.raises(ConfigError, match=r"\[workers\] give claim_size only"):
         load_config(path, {})
+    both = {"ROUTER_WORKERS_CLAIM_SIZE": "4", "ROUTER_WORKERS_BATCH_SIZE": "3"}
+    for environ in (both, dict(reversed(both.items()))):
+        with pytest.raises(ConfigError, match="ROUTER_WORKERS_BATCH_SIZE: give ROUTER_WORKERS_CLA"):
+            load_config(None, environ)

@@ -166,7 +166,7 @@ async def test_kill_one_of_two_routers_mid_delivery_the_other_finishes_exactly_o
     lease = {
         "ROUTER_WORKERS_LEASE_SECONDS": "1",
         "ROUTER_WORKERS_CONCURRENCY": str(PAIR_LOOPS),
-        "ROUTER_WORKERS_BATCH_SIZE": str(PAIR_CLAIM_SIZE),
+        "ROUTER_WORKERS_CLAIM_SIZE": str(PAIR_CLAIM_SIZE),
         "ROUTER_EMAIL_CONNECTIONS": "12",
     }
     ports = [_free_port(), _free_port()]

@@ -1,18 +1,22 @@
 """The email channel against a real upstream SMTP server: a private CA trusted through
-`[email] ca_file`, BODY=8BITMIME for 8-bit messages, and the upstream's queue id kept."""
+`[email] ca_file`, BODY=8BITMIME for 8-bit messages, the upstream's queue id kept, and a
+connection lost after the whole message left in doubt rather than sent twice."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from channels.base import Outbound, Retry, Sent
+from channels.base import Outbound, Retry, Sent, Uncertain
 from channels.email import SmtpChannel
 from router.config import ConfigError, EmailConfig, load_config
 from router.content import Content, EmailContent, Relayed
-from tests.upstream_smtp import make_private_ca, upstream
+from tests.harness import running_router
+from tests.upstream_smtp import PostfixLike, make_private_ca, upstream
 
 SENDER = "news@shop.example.jp"
 
@@ -30,7 +34,8 @@ def outbound(content: Content, relayed: bytes | None = None) -> Outbound:
 
 
 def email_config(port: int, **keys: object) -> EmailConfig:
-    return EmailConfig(host="127.0.0.1", port=port, from_address=SENDER, timeout_seconds=5, **keys)  # type: ignore[arg-type]
+    keys = {"timeout_seconds": 5} | keys
+    return EmailConfig(host="127.0.0.1", port=port, from_address=SENDER, **keys)  # type: ignore[arg-type]
 
 
 async def send_one(config: EmailConfig, message: Outbound) -> object:
@@ -107,3 +112,60 @@ async def test_rendered_japanese_email_is_declared_8bit() -> None:
     (mail,) = server.received()
     assert not mail.data.isascii()  # the standard library writes short UTF-8 text as 8bit
     assert "BODY=8BITMIME" in mail.mail_options
+
+
+def upstream_env(port: int) -> dict[str, str]:
+    return {
+        "ROUTER_EMAIL_HOST": "127.0.0.1",
+        "ROUTER_EMAIL_PORT": str(port),
+        "ROUTER_EMAIL_FROM_ADDRESS": SENDER,
+        "ROUTER_EMAIL_TIMEOUT_SECONDS": "5",
+    }
+
+
+async def settled_delivery(dsn: str, port: int, server: PostfixLike) -> dict[str, Any]:
+    """One email intent through a router, until its delivery stops changing."""
+    async with running_router(dsn, None, None, **upstream_env(port)) as router:
+        resp = await router.client.post(
+            "/v1/intents",
+            json={"email_address": "taro@example.jp", "email": {"subject": "S", "text": "T"}},
+        )
+        assert resp.status_code == 202, resp.text
+        body = await router.wait_for(resp.json()["id"], ("delivered", "failed", "uncertain"))
+        # Settled: a resend, had one been scheduled, would come within the harness's backoff.
+        await asyncio.sleep(0.5)
+        body = await router.intent(resp.json()["id"])
+    (delivery,) = body["deliveries"]
+    delivery["intent_status"] = body["status"]
+    return delivery
+
+
+async def test_a_connection_lost_after_the_whole_message_leaves_it_uncertain(dsn: str) -> None:
+    with upstream() as (server, port):
+        server.cut_after_data = 10  # every attempt: a resend would be taken and cut again
+        delivery = await settled_delivery(dsn, port, server)
+        assert len(server.received()) == 1
+    assert (delivery["intent_status"], delivery["status"]) == ("uncertain", "uncertain")
+    assert delivery["attempts"] == 1 and "not resent" in delivery["last_error"]
+
+
+async def test_a_connection_lost_before_the_message_is_retried_and_sent_once(dsn: str) -> None:
+    with upstream() as (server, port):
+        server.cut_at_rcpt = 1
+        delivery = await settled_delivery(dsn, port, server)
+        (mail,) = server.received()
+    assert (delivery["status"], delivery["attempts"]) == ("sent", 2)
+    assert delivery["smtp_queue_id"] == f"250 2.0.0 Ok: queued as {mail.queue_id}"
+
+
+async def test_a_reply_that_never_comes_leaves_the_message_uncertain() -> None:
+    """The upstream takes the message and says nothing until the client gives up."""
+    message = outbound(Content(email=EmailContent(subject="Order", text="Shipped.")))
+    with upstream() as (server, port):
+        server.reply_after_data = 3.0
+        outcome = await send_one(email_config(port, timeout_seconds=0.3), message)
+        assert (
+            isinstance(outcome, Uncertain)
+            and "Timed out waiting for server response" in outcome.error
+        )
+        assert len(server.received()) == 1

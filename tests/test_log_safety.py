@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 import time
 from typing import Any
 
+import aiosmtplib
 import asyncpg
+import httpx
 import pytest
 
 from router.log_safety import SafeFormatter, describe, frames
-from tests.harness import SmtpSink, running_router
+from tests.harness import API_KEY, SmtpSink, _free_port, running_router
+from tests.router_processes import exit_report, router_log, start_router, wait_healthy
+from tests.test_smtp_ingress import HASHED, PASSWORD, USER, campaign, wait_until
 
 ADDRESS = "taro.yamada@example.jp"
 
@@ -96,3 +101,39 @@ async def test_log_lines_escape_control_characters(dsn: str, smtp: SmtpSink) -> 
     assert first.endswith("router.api: member a\\x00b: x\\x0ay\\u2028")
     assert traceback_lines[0] == "Traceback (most recent call last):"
     assert traceback_lines[-1] == "ValueError: bad\\x00value\\x0d"
+
+
+async def test_a_relayed_message_leaves_no_address_in_what_router_serve_writes(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    """aiosmtpd logs every command it reads, envelope addresses included, at INFO."""
+    sender, member = "shop.sender@example.jp", ADDRESS
+    port, ingress_port = _free_port(), _free_port()
+    router = start_router(
+        dsn,
+        line_sim.base_url,
+        smtp,
+        port,
+        ROUTER_SMTP_INGRESS_LISTEN=f"127.0.0.1:{ingress_port}",
+        ROUTER_SMTP_INGRESS_USERS=f"{USER}:{HASHED}",
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        await wait_healthy(base)
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}
+        ) as client:
+            resp = await client.put("/v1/members/taro", json={"email": member})
+            assert resp.status_code in (200, 201), resp.text
+        relay = aiosmtplib.SMTP(hostname="127.0.0.1", port=ingress_port, start_tls=False)
+        await relay.connect()
+        await relay.login(USER, PASSWORD)
+        await relay.sendmail(sender, [member], campaign([member]))
+        await relay.quit()
+        await wait_until(lambda: len(smtp.mails) == 1)
+    finally:
+        router.send_signal(signal.SIGTERM)
+        assert router.wait(timeout=30) == 0, exit_report(router)
+    written = router_log(router)
+    assert "smtp ingress: listening on" in written  # what it writes is what is read here
+    assert sender not in written and member not in written, written

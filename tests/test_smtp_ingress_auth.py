@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ import aiosmtplib
 import pytest
 
 from router.config import ConfigError, load_config
+from router.ingress import smtp_auth
 from router.ingress.smtp_auth import AuthGuard, address_key
+from router.passwords import verify_password
 from tests.harness import SmtpSink, _free_port
 from tests.test_smtp_ingress import HASHED, PASSWORD, USER, campaign, ingress, wait_until
 from tests.upstream_smtp import make_private_ca
@@ -215,3 +218,76 @@ async def test_off_loopback_a_certificate_is_required_for_auth(
         await secure.connect()
         await secure.login(USER, PASSWORD)
         await secure.quit()
+
+
+class Verifications:
+    """Stands in for the password check, recording which hash each check was against; the
+    real check still runs."""
+
+    def __init__(self) -> None:
+        self.against: list[str] = []
+
+    def __call__(self, password: str, stored: str) -> bool:
+        self.against.append(stored)
+        return verify_password(password, stored)
+
+
+async def test_an_unknown_name_costs_the_same_check_as_a_wrong_password(
+    dsn: str, line_sim: Any, smtp: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks = Verifications()
+    monkeypatch.setattr(smtp_auth, "verify_password", checks)
+    async with ingress(dsn, line_sim, smtp) as (_, port):
+        for user in (USER, "taro@example.jp", "hanako@example.jp"):
+            client = await connected(port)
+            with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
+                await client.auth_plain(user, WRONG)
+            assert refused.value.code == 535
+            await client.quit()
+    known, *unknown = checks.against
+    assert known == HASHED
+    # one dummy hash, made once, of the same kind and cost as a configured one
+    assert len(unknown) == 2 and unknown[0] == unknown[1] != HASHED
+    assert unknown[0].split("$")[:4] == HASHED.split("$")[:4]
+
+
+async def test_the_event_loop_answers_while_a_password_is_checked(
+    dsn: str, line_sim: Any, smtp: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check waits for a signal only the event loop can give: on the loop it would wait
+    in vain (and refuse the login); off the loop, HTTP is answered meanwhile."""
+    started, answered = threading.Event(), threading.Event()
+
+    def held_check(password: str, stored: str) -> bool:
+        started.set()
+        return answered.wait(timeout=5) and verify_password(password, stored)
+
+    monkeypatch.setattr(smtp_auth, "verify_password", held_check)
+    async with ingress(dsn, line_sim, smtp) as (router, port):
+        client = await connected(port)
+        login = asyncio.create_task(client.auth_plain(USER, PASSWORD))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        assert (await router.client.get("/healthz")).status_code == 200
+        answered.set()
+        assert (await login).code == 235
+        await client.quit()
+
+
+async def test_connections_opened_together_get_no_more_guesses(
+    dsn: str, line_sim: Any, smtp: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checks from one address take turns, so a burst of connections is refused once the
+    first `auth_attempts` (3) guesses have failed, without checking the rest."""
+    checks = Verifications()
+    monkeypatch.setattr(smtp_auth, "verify_password", checks)
+    async with ingress(dsn, line_sim, smtp) as (_, port):
+        clients = [await connected(port) for _ in range(6)]
+        results = await asyncio.gather(
+            *(c.auth_plain(USER, WRONG) for c in clients), return_exceptions=True
+        )
+        codes = sorted(r.code for r in results if isinstance(r, aiosmtplib.SMTPAuthenticationError))
+        assert codes == [454, 454, 454, 535, 535, 535]
+        assert len(checks.against) == 3
+        for c in clients:
+            c.close()

@@ -3,6 +3,7 @@ records each envelope with its MAIL parameters; optionally with STARTTLS under a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import ipaddress
@@ -35,8 +36,34 @@ class Relayed:
 class PostfixLike:
     mails: list[Relayed] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Faults: the connection is cut (no reply) at the next so many RCPTs, or after taking the
+    # next so many messages whole (the message is kept: its sender cannot know).
+    cut_at_rcpt: int = 0
+    cut_after_data: int = 0
+    reply_after_data: float = 0.0  # seconds a message waits for its reply (a stuck server)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        with self.lock:
+            cut = self.cut_at_rcpt > 0
+            self.cut_at_rcpt -= cut
+        if cut and server.transport is not None:
+            server.transport.abort()  # what is written after this is dropped
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        reply = self._keep(envelope)
+        with self.lock:
+            cut = self.cut_after_data > 0
+            self.cut_after_data -= cut
+        if cut and server.transport is not None:
+            server.transport.abort()
+        await asyncio.sleep(self.reply_after_data)
+        return reply
+
+    def _keep(self, envelope: Envelope) -> str:
         with self.lock:
             queue_id = f"C75E8162{len(self.mails):03X}"
             self.mails.append(

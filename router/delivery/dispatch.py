@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from channels.base import Channel, Failed, Outbound, Outcome, Retry, Sent
+from channels.base import Channel, Failed, Outbound, Retry, SendOutcome, Sent, Uncertain
 from router import ratelimit
 from router.channel_rules import not_reachable_now, sends_relayed_bytes
 from router.config import WorkersConfig
@@ -35,7 +35,7 @@ REPLAY_MARGIN = timedelta(hours=1)
 
 
 def result_of(
-    delivery_id: uuid.UUID, outcome: Outcome, attempts: int, config: WorkersConfig
+    delivery_id: uuid.UUID, outcome: SendOutcome, attempts: int, config: WorkersConfig
 ) -> Result:
     """What to record for a channel's outcome; a retry past `max_attempts` fails for good."""
     if isinstance(outcome, Sent):
@@ -50,6 +50,8 @@ def result_of(
             fallback=outcome.fallback,
             failure="dropped" if outcome.dropped else "bounce",
         )
+    if isinstance(outcome, Uncertain):
+        return Result(delivery_id, "uncertain", error=outcome.error)
     assert isinstance(outcome, Retry)
     if attempts >= config.max_attempts:
         return Result(

@@ -54,6 +54,8 @@ def event_of(result: Result, channel: str | None) -> Recorded | None:
         # SendGrid's `response` is the receiving server's reply; `smtp-id` has the Message-ID.
         response = result.queue_id or result.provider_ref
         return Recorded(result.delivery_id, "delivered", response=response)
+    if result.status == "uncertain":
+        return None  # none of SendGrid's events says "may or may not have been sent"
     if result.status == "pending":
         return Recorded(result.delivery_id, "deferred", reason=result.error, response=result.error)
     if result.failure == "dropped":

@@ -9,19 +9,26 @@ The waits live in this process: the relay's port is bound by one process per hos
 process sees every connection a host's listener gets. Each failure and each wait imposed is
 logged with the source address and the user name as configured (a name that is not
 configured by a hash of it only, since it may be an email address); never the password.
+
+A check costs the same whether the name exists or not (an unknown name is checked against a
+dummy hash), so the time of a reply does not tell which names exist; scrypt runs in a thread,
+so the event loop answers everyone else meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import ipaddress
 import logging
+import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
-from router.passwords import verify_password
+from router.passwords import hash_password, verify_password
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +46,16 @@ class Credentials:
     def __init__(self, users: dict[str, str]) -> None:
         self._users = users
         self._verified: set[bytes] = set()
+        # What an unknown name is checked against: the same scrypt work as a known one.
+        self._dummy = hash_password(secrets.token_urlsafe(16))
 
-    def check(self, user: str, password: str) -> bool:
+    async def check(self, user: str, password: str) -> bool:
         stored = self._users.get(user)
         if stored is None:
+            await asyncio.to_thread(verify_password, password, self._dummy)
             return False
         key = hashlib.sha256(f"{user}\0{password}\0{stored}".encode()).digest()
-        if key in self._verified or verify_password(password, stored):
+        if key in self._verified or await asyncio.to_thread(verify_password, password, stored):
             self._verified.add(key)
             return True
         return False
@@ -64,6 +74,12 @@ class _Strikes:
     failures: int = 0
     wait_until: float = 0.0
     last_failure: float = 0.0
+
+
+@dataclass
+class _Turns:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    holders: int = 0
 
 
 def address_key(host: str) -> str:
@@ -95,6 +111,22 @@ class AuthGuard:
         self._max_delay = max_delay
         self._clock = clock
         self._by_address: OrderedDict[str, _Strikes] = OrderedDict()
+        self._turns: dict[str, _Turns] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, host: str) -> AsyncIterator[None]:
+        """One AUTH check at a time per address: a check takes a while off the event loop, and
+        connections opened together must not all guess before the first failure counts."""
+        key = address_key(host)
+        turns = self._turns.setdefault(key, _Turns())
+        turns.holders += 1
+        try:
+            async with turns.lock:
+                yield
+        finally:
+            turns.holders -= 1
+            if not turns.holders:
+                del self._turns[key]
 
     def wait_left(self, host: str) -> float:
         """Seconds before this address may try again (0: now)."""

@@ -93,6 +93,7 @@ class RelaySMTP(SMTP):
         self._credentials = credentials
         self._guard = guard
         self._auth_failures = 0
+        self._login: LoginPassword | None = None
         self._greeted = False
         self._plain_replies = False  # the EHLO/HELO answer carries no enhanced codes
         self._ehlo_answer: list[str] | None = None
@@ -152,31 +153,48 @@ class RelaySMTP(SMTP):
         if self._auth_failures >= self._guard.attempts and self.transport is not None:
             self.transport.close()
 
+    # aiosmtpd calls its authenticator synchronously, and scrypt must not run on the event
+    # loop: the authenticator only keeps what the client sent, and the mechanisms, once
+    # aiosmtpd has read it, await the check.
     def _check_login(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
-        if not isinstance(data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        host = str(session.peer[0]) if session.peer else "unknown"
-        wait = self._guard.wait_left(host)
-        if wait > 0:
+        if isinstance(data, LoginPassword):
+            self._login = data
+        return AuthResult(success=False, handled=False)
+
+    async def auth_PLAIN(self, server: Any, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_PLAIN(server, args))
+
+    async def auth_LOGIN(self, server: Any, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_LOGIN(server, args))
+
+    async def _checked(self, read: AuthResult) -> AuthResult:
+        """The answer to the login `_check_login` kept; `read` if the client sent none."""
+        login, self._login = self._login, None
+        if login is None:
+            return read
+        host = str(self.session.peer[0]) if self.session and self.session.peer else "unknown"
+        async with self._guard.turn(host):
+            wait = self._guard.wait_left(host)
+            if wait > 0:
+                self._auth_failures += 1
+                return AuthResult(
+                    success=False,
+                    handled=False,
+                    message=self._over_limit()
+                    or f"454 4.7.0 too many failed AUTH attempts from your address;"
+                    f" try again in {math.ceil(wait)} s",
+                )
+            user = login.login.decode("utf-8", "replace")
+            password = login.password.decode("utf-8", "replace")
+            if await self._credentials.check(user, password):
+                self._guard.succeeded(host)
+                return AuthResult(success=True, auth_data=user)
             self._auth_failures += 1
-            return AuthResult(
-                success=False,
-                handled=False,
-                message=self._over_limit()
-                or f"454 4.7.0 too many failed AUTH attempts from your address;"
-                f" try again in {math.ceil(wait)} s",
+            self._guard.failed(
+                host, self._credentials.safe_name(user), on_connection=self._auth_failures
             )
-        user = data.login.decode("utf-8", "replace")
-        password = data.password.decode("utf-8", "replace")
-        if self._credentials.check(user, password):
-            self._guard.succeeded(host)
-            return AuthResult(success=True, auth_data=user)
-        self._auth_failures += 1
-        self._guard.failed(
-            host, self._credentials.safe_name(user), on_connection=self._auth_failures
-        )
         return AuthResult(success=False, handled=False, message=self._over_limit())
 
     def _over_limit(self) -> str | None:

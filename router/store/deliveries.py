@@ -39,7 +39,7 @@ class Result(msgspec.Struct, frozen=True):
     """What to record for one claimed delivery."""
 
     delivery_id: UUID
-    status: str  # 'sent' | 'failed' | 'pending'
+    status: str  # 'sent' | 'failed' | 'pending' | 'uncertain'
     provider_ref: str | None = None
     error: str | None = None
     retry_in_seconds: float | None = None
