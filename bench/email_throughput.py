@@ -251,7 +251,8 @@ async def seed(db: Database, emails: int) -> tuple[float, int]:
             await conn.copy_records_to_table(
                 "intents",
                 records=[
-                    (intent, f"m{i}", cid, "email_only") for i, (intent, _) in zip(chunk, ids)
+                    (intent, f"m{i}", cid, "email_only")
+                    for i, (intent, _) in zip(chunk, ids, strict=True)
                 ],
                 columns=["id", "member_id", "content_id", "route"],
             )
@@ -259,7 +260,7 @@ async def seed(db: Database, emails: int) -> tuple[float, int]:
                 "deliveries",
                 records=[
                     (delivery, intent, "email", address(i), "pending", HELD_BACK)
-                    for i, (intent, delivery) in zip(chunk, ids)
+                    for i, (intent, delivery) in zip(chunk, ids, strict=True)
                 ],
                 columns=["id", "intent_id", "channel", "address", "status", "next_attempt_at"],
             )
@@ -316,18 +317,11 @@ async def run_router(
         "ROUTER_SMTP_INGRESS_LISTEN": "",
     }
     before = sink.received()
-    with log.open("wb") as out:
-        profile = os.environ.get("BENCH_EMAIL_PROFILE")
-        command = [sys.executable, "-m", "router", "serve"]
-        if profile and label == "router":  # cProfile of the router's run, for development
-            command[1:1] = ["-m", "cProfile", "-o", f"{profile}-{sink.name}.prof"]
-        proc = subprocess.Popen(
-            command,
-            cwd=db.tree,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    command = [sys.executable, "-m", "router", "serve"]
+    profile = os.environ.get("BENCH_EMAIL_PROFILE")
+    if profile and label == "router":  # cProfile of the router's run, for development
+        command[1:1] = ["-m", "cProfile", "-o", f"{profile}-{sink.name}.prof"]
+    proc = start(command, db.tree, env, log)
     conn = await asyncpg.connect(db.dsn)
     try:
         await wait_healthy(f"http://127.0.0.1:{port}/healthz", proc, log)
@@ -364,6 +358,11 @@ async def run_router(
     return RouterRun(emails / seconds, seconds, statuses, sink.received() - before)
 
 
+def start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
 async def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 120
     async with httpx.AsyncClient() as client:
@@ -381,12 +380,19 @@ async def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> No
 # --- main ---------------------------------------------------------------------------------
 
 
-async def measure(args: argparse.Namespace, tmp: Path, admin_dsn: str) -> None:
-    trees = {"router": HERE}
-    if args.base and Path(args.base, "router").is_dir():
-        trees["old"] = Path(args.base).resolve()
-    elif args.base:
-        print(f"(no tree at {args.base}: the old figure is left out)")
+def trees(base: str) -> dict[str, Path]:
+    """This tree, and the one before the change when it exists."""
+    found = {"router": HERE}
+    if base and Path(base, "router").is_dir():
+        found["old"] = Path(base).resolve()
+    elif base:
+        print(f"(no tree at {base}: the old figure is left out)")
+    return found
+
+
+async def measure(
+    args: argparse.Namespace, tmp: Path, admin_dsn: str, trees: dict[str, Path]
+) -> None:
     databases: dict[str, Database] = {}
     for label, tree in trees.items():
         db = await create_database(admin_dsn, f"bench_email_{label}", tree)
@@ -452,7 +458,7 @@ async def main() -> None:
             server = get_server(tmp / "pg", cleanup_mode="delete")
             dsn = server.get_uri()
         try:
-            await measure(args, tmp, dsn)
+            await measure(args, tmp, dsn, trees(args.base))
         finally:
             if server is not None:
                 with suppress(Exception):
