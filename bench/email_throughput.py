@@ -23,6 +23,8 @@ Usage:
   . .venv/bin/activate && export PYTHONPATH=$PWD
   python bench/email_throughput.py --emails 20000                  # while developing
   python bench/email_throughput.py --emails 500000                 # full size (a campaign's email half)
+  (at full size the old tree takes about 15 minutes per sink; --base '' leaves it out)
+  BENCH_EMAIL_PROFILE=/tmp/email python bench/email_throughput.py  # + cProfile of the router
   python bench/email_throughput.py --emails 20000 --connections 8 --sinks smtp-sink --base ''
 """
 
