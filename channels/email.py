@@ -11,7 +11,9 @@ same delivery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import ssl
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,7 +24,8 @@ from email.utils import formatdate
 from typing import Literal
 
 import aiosmtplib
-from aiosmtplib import SMTPResponse
+from aiosmtplib import SMTPResponse, SMTPStatus
+from aiosmtplib.protocol import normalize_message_line_endings
 from aiosmtplib.typing import Default
 
 from channels.base import (
@@ -164,6 +167,38 @@ class Upstream(aiosmtplib.SMTP):
         finally:
             del protocol.write  # the class's own again
 
+    async def send_to(self, sender: str, recipient: str, message: bytes, options: list[str]) -> str:
+        """One message to one recipient: the server's reply to it. `sendmail` parses both
+        addresses four times with the standard library's RFC 822 parser, about a third of
+        the CPU a message took; addresses that are plain ASCII without spaces or angle
+        brackets (every validated address) need no quoting and go as they are."""
+        if not (_PLAIN_ADDRESS.fullmatch(sender) and _PLAIN_ADDRESS.fullmatch(recipient)):
+            _, reply = await self.sendmail(sender, [recipient], message, mail_options=options)
+            return reply
+        await self._ehlo_or_helo_if_needed()
+        if self.supports_extension("size"):  # RFC 1870: octets as sent, CRLF line ends
+            options = [f"SIZE={len(normalize_message_line_endings(message))}", *options]
+        extra = [o.encode("ascii") for o in options]
+        try:
+            response = await self.execute_command(b"MAIL", f"FROM:<{sender}>".encode(), *extra)
+            if response.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+            response = await self.execute_command(b"RCPT", f"TO:<{recipient}>".encode())
+            if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+                refused = aiosmtplib.SMTPRecipientRefused(
+                    response.code, response.message, recipient
+                )
+                raise aiosmtplib.SMTPRecipientsRefused([refused])
+            return (await self.data(message)).message
+        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await self.rset()  # a clean envelope for the next message
+            raise
+
+
+# An address that needs no quoting in MAIL FROM / RCPT TO (or the null sender, "").
+_PLAIN_ADDRESS = re.compile(r"[!-;=?-~]*")
+
 
 class SmtpChannel:
     """The `email` channel: deliver to an upstream SMTP server (relay, ESP or MTA)."""
@@ -214,16 +249,12 @@ class SmtpChannel:
                 # Byte for byte, so DKIM signatures and tracking links stay intact.
                 data = message.relayed_message
                 options = await _body_options(client, data)
-                _, reply = await client.sendmail(
-                    relayed.envelope_from, [message.address], data, mail_options=options
-                )
+                reply = await client.send_to(relayed.envelope_from, message.address, data, options)
                 ref = relayed.message_id or relayed.message_sha256
                 return Sent(provider_ref=ref, queue_id=_final_reply(reply))
             mid, data = self._rendered.render(message, email)
             options = await _body_options(client, data)
-            _, reply = await client.sendmail(
-                self._config.from_address, [message.address], data, mail_options=options
-            )
+            reply = await client.send_to(self._config.from_address, message.address, data, options)
             return Sent(provider_ref=mid, queue_id=_final_reply(reply))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             return _by_code(exc.recipients[0].code, exc.recipients[0].message)

@@ -9,13 +9,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from channels.base import Outbound, Retry, Sent, Uncertain
+from channels.base import Failed, Outbound, Retry, Sent, Uncertain
 from channels.email import SmtpChannel
 from router.config import ConfigError, EmailConfig, load_config
 from router.content import Content, EmailContent, Relayed
-from tests.harness import running_router
+from tests.harness import SmtpSink, running_router
 from tests.upstream_smtp import PostfixLike, make_private_ca, upstream
 
 SENDER = "news@shop.example.jp"
@@ -169,3 +170,33 @@ async def test_a_reply_that_never_comes_leaves_the_message_uncertain() -> None:
             and "Timed out waiting for server response" in outcome.error
         )
         assert len(server.received()) == 1
+
+
+async def test_size_is_declared_as_the_bytes_sent() -> None:
+    content = Content(email=EmailContent(subject="Sale", text="20% off\n" * 50))
+    with upstream() as (server, port):
+        outcome = await send_one(email_config(port), outbound(content))
+    assert isinstance(outcome, Sent)
+    (mail,) = server.received()
+    assert f"SIZE={len(mail.data)}" in mail.mail_options
+
+
+async def test_one_connection_carries_on_after_a_refused_recipient_and_a_quoted_address(
+    smtp: SmtpSink,
+) -> None:
+    """Messages go one after another over one connection: a refused recipient resets the
+    envelope for the next message, and an address that needs quoting takes the library's
+    own path."""
+    smtp.fail_next_rcpt("550 5.1.1 no such user")
+    channel = SmtpChannel(email_config(smtp.port, connections=1))
+    quoted = outbound(Content(email=EmailContent(subject="S", text="T")))
+    quoted = msgspec.structs.replace(quoted, address='"taro yamada"@example.jp')
+    messages = [outbound(Content(email=EmailContent(subject="S", text="T"))) for _ in range(2)]
+    try:
+        outcomes = [(await channel.send([m]))[0] for m in [*messages, quoted]]
+    finally:
+        await channel.aclose()
+    assert isinstance(outcomes[0], Failed) and "SMTP 550" in outcomes[0].error
+    assert isinstance(outcomes[1], Sent) and isinstance(outcomes[2], Sent)
+    assert [m.rcpt_to for m in smtp.mails] == [["taro@example.jp"], ['"taro yamada"@example.jp']]
+    assert smtp.sessions == 1

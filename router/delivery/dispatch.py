@@ -30,6 +30,12 @@ from router.queue.loops import DATABASE_AWAY, LeasedWorker, Work
 from router.store import deliveries
 from router.store.deliveries import Claimed, Result
 
+# Deliveries of a claim marked 'sending' in one statement (at least the channel's
+# connections), for a channel without de-duplication. The larger, the fewer statements per
+# delivery, and the more deliveries a crash can leave 'uncertain' without having sent them:
+# at most two chunks per loop (the one going out and the next).
+MARKING_CHUNK = 8
+
 # Do not resend within this margin of the provider's de-duplication window closing.
 REPLAY_MARGIN = timedelta(hours=1)
 
@@ -165,8 +171,9 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
         )
         self._channel = channel
         self._relayed = relayed
-        # Per channel, not per loop: at most this many deliveries are 'sending' at once.
+        # Per channel, not per loop: at most this many deliveries are being sent at once.
         self._slots = asyncio.Semaphore(channel.max_concurrency)
+        self._marking_chunk = max(MARKING_CHUNK, channel.max_concurrency)
 
     async def work(self, rows: list[asyncpg.Record], token: uuid.UUID) -> list[Result]:
         """Send the claimed deliveries; what to record for each one still ours."""
@@ -224,25 +231,38 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
     async def _send_one_by_one(
         self, batch: Sequence[Outbound], token: uuid.UUID
     ) -> list[Result | None]:
-        """For channels without de-duplication: mark each delivery 'sending' just before it
-        goes out, so a crash leaves 'uncertain' rather than a duplicate. One the database
-        could not mark is not sent, and goes back to pending."""
+        """For channels without de-duplication: mark deliveries 'sending' just before they go
+        out, so a crash leaves 'uncertain' rather than a duplicate. The claim is marked a
+        chunk at a time (one statement each), the next chunk while the current one is sent,
+        so a crash can leave at most one chunk per loop 'uncertain' that was never sent. One
+        the database could not mark is not sent, and goes back to pending."""
+        size = self._marking_chunk
+        chunks = [batch[i : i + size] for i in range(0, len(batch), size)]
+        results: list[Result | None] = []
+        marking = asyncio.ensure_future(self._mark(chunks[0], token))
+        try:
+            for n, chunk in enumerate(chunks):
+                marked = await marking
+                if n + 1 < len(chunks):
+                    marking = asyncio.ensure_future(self._mark(chunks[n + 1], token))
+                results.extend(await asyncio.gather(*(self._send_marked(m, marked) for m in chunk)))
+        finally:
+            marking.cancel()
+        return results
 
-        async def one(message: Outbound) -> Result | None:
-            async with self._slots:
-                try:
-                    async with self.pool.acquire() as conn:
-                        marked = await deliveries.mark_sending(conn, message.delivery_id, token)
-                except DATABASE_AWAY as exc:
-                    return Result(
-                        message.delivery_id,
-                        "pending",
-                        error=f"not sent: the database was out of reach ({describe(exc)})",
-                        retry_in_seconds=0.0,
-                    )
-                if not marked:
-                    return None  # lease lost: someone else owns it now
-                (outcome,) = await self._channel.send([message])
-            return result_of(message.delivery_id, outcome, message.attempt, self._config)
+    async def _mark(self, chunk: Sequence[Outbound], token: uuid.UUID) -> set[uuid.UUID] | str:
+        """The deliveries now 'sending' (the others' leases were lost), or why none is."""
+        try:
+            async with self.pool.acquire() as conn:
+                return await deliveries.mark_sending(conn, [m.delivery_id for m in chunk], token)
+        except DATABASE_AWAY as exc:
+            return f"not sent: the database was out of reach ({describe(exc)})"
 
-        return list(await asyncio.gather(*(one(m) for m in batch)))
+    async def _send_marked(self, message: Outbound, marked: set[uuid.UUID] | str) -> Result | None:
+        if isinstance(marked, str):
+            return Result(message.delivery_id, "pending", error=marked, retry_in_seconds=0.0)
+        if message.delivery_id not in marked:
+            return None  # lease lost: someone else owns it now
+        async with self._slots:
+            (outcome,) = await self._channel.send([message])
+        return result_of(message.delivery_id, outcome, message.attempt, self._config)

@@ -73,15 +73,16 @@ QUEUE = claims.Leased(
 )
 
 
-async def mark_sending(conn: Connection, delivery_id: UUID, token: UUID) -> bool:
-    """Record that the provider is about to be contacted (channels without de-duplication)."""
-    done = await conn.fetchval(
+async def mark_sending(conn: Connection, delivery_ids: Sequence[UUID], token: UUID) -> set[UUID]:
+    """Record that the provider is about to be contacted (channels without de-duplication),
+    for some deliveries of one claim at once: the ids still held under `token`, now 'sending'."""
+    rows = await conn.fetch(
         "UPDATE deliveries SET status = 'sending', updated_at = now()"
-        " WHERE id = $1 AND claim_token = $2 AND status = 'claimed' RETURNING true",
-        delivery_id,
+        " WHERE id = ANY($1::uuid[]) AND claim_token = $2 AND status = 'claimed' RETURNING id",
+        list(delivery_ids),
         token,
     )
-    return bool(done)
+    return {r["id"] for r in rows}
 
 
 _RECORD = """

@@ -1,0 +1,471 @@
+"""Email throughput: the router's email sending against a raw aiosmtplib loop, same sink.
+
+Starts PostgreSQL (embedded pgserver in a temporary directory, or DATABASE_URL) and, one after
+the other, two SMTP sinks that accept and discard every message: aiosmtpd in its own process,
+and Postfix's `smtp-sink` (a C program: Debian package `postfix`, /usr/sbin/smtp-sink), so
+that the figures show the router's own cost, not aiosmtpd's. For each sink:
+
+  (a) raw: a hand-written aiosmtplib loop, --connections connections, each sending message
+      after message (`sendmail`, one recipient), the same message size as the router's;
+  (b) router: --emails email deliveries queued in PostgreSQL (members, one content, intents
+      and deliveries seeded with COPY, held back until the clock starts), then `router serve`
+      (email channel only, `[email] connections` = --connections) drains them; seconds from
+      releasing the deliveries to the last outcome recorded (PostgreSQL's clock both ends),
+      every delivery `sent` and the sink's count checked;
+  (c) old: (b) for the tree at --base (PYTHONPATH=that tree), the figure before this change,
+      when that directory exists.
+
+Printed: emails per second of each, and router/raw, old/raw and router/old. The raw loop and
+the routers run against the same sink process in the same run; each router gets a fresh
+database of its own tree's schema.
+
+Usage:
+  . .venv/bin/activate && export PYTHONPATH=$PWD
+  python bench/email_throughput.py --emails 20000                  # while developing
+  python bench/email_throughput.py --emails 500000                 # full size (a campaign's email half)
+  (at full size the old tree takes about 15 minutes per sink; --base '' leaves it out)
+  BENCH_EMAIL_PROFILE=/tmp/email python bench/email_throughput.py  # + cProfile of the router
+  python bench/email_throughput.py --emails 20000 --connections 8 --sinks smtp-sink --base ''
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiosmtplib
+import asyncpg
+import httpx
+
+from bench.campaign import free_port, log_tail, sink_process
+from channels.base import Outbound
+from channels.email import RenderedContents
+from router.content import Content, EmailContent
+
+SENDER = "news@shop.example.jp"
+CONTENT = Content(
+    email=EmailContent(
+        subject="Autumn sale",
+        text="Hello,\n\n20% off everything until Sunday.\n\nYour shop\n" * 4,
+    )
+)
+SMTP_SINK = "/usr/sbin/smtp-sink"
+STALL_SECONDS = 120.0
+POLL_SECONDS = 0.25
+SEED_CHUNK = 100_000
+HERE = Path(__file__).resolve().parent.parent
+
+
+def address(i: int) -> str:
+    return f"m{i:07d}@x.jp"
+
+
+def sample_message() -> bytes:
+    """The bytes the router hands to SMTP for one recipient of CONTENT."""
+    rendered = RenderedContents(SENDER)
+    outbound = Outbound(
+        delivery_id=uuid.uuid4(),
+        intent_id=uuid.uuid4(),
+        address=address(0),
+        attempt=1,
+        content_id=b"x" * 32,
+        content=CONTENT,
+    )
+    assert CONTENT.email is not None
+    return rendered.render(outbound, CONTENT.email)[1]
+
+
+# --- sinks ----------------------------------------------------------------------------------
+
+
+class Sink:
+    name: str
+    port: int
+
+    def received(self) -> int:
+        raise NotImplementedError
+
+
+class AiosmtpdSink(Sink):
+    name = "aiosmtpd"
+
+    def __init__(self, port: int, counter: object) -> None:
+        self.port = port
+        self._counter = counter
+
+    def received(self) -> int:
+        value: int = self._counter.value  # type: ignore[attr-defined]
+        return value
+
+
+class PostfixSink(Sink):
+    """`smtp-sink -c` prints `sess=.. quit=.. mesg=N` counters, CR-separated."""
+
+    name = "smtp-sink"
+
+    def __init__(self, port: int, out: Path) -> None:
+        self.port = port
+        self._out = out
+
+    def received(self) -> int:
+        found = re.findall(rb"mesg=(\d+)", self._out.read_bytes())
+        return int(found[-1]) if found else 0
+
+
+@contextmanager
+def aiosmtpd_sink() -> Iterator[Sink]:
+    with sink_process() as (port, counter):
+        yield AiosmtpdSink(port, counter)
+
+
+@contextmanager
+def postfix_sink(tmp: Path) -> Iterator[Sink]:
+    if not Path(SMTP_SINK).exists():
+        raise SystemExit(f"{SMTP_SINK} is missing: apt-get install -y postfix")
+    port = free_port()
+    out = tmp / "smtp-sink.out"
+    args = [SMTP_SINK, "-c", "-h", "sink.bench.invalid"]
+    if os.geteuid() == 0:
+        args += ["-u", "nobody"]
+    with out.open("wb") as f:
+        proc = subprocess.Popen([*args, f"127.0.0.1:{port}", "1000"], stdout=f, stderr=f)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"smtp-sink did not start: {out.read_text(errors='replace')}")
+            time.sleep(0.05)
+        yield PostfixSink(port, out)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# --- (a) the raw loop ---------------------------------------------------------------------
+
+
+async def raw_loop(port: int, emails: int, connections: int, message: bytes) -> float:
+    """Emails per second of `connections` aiosmtplib connections sending one after another."""
+    head, _, body = message.partition(b"\r\n")
+    assert head.startswith(b"To: ")
+    left = iter(range(emails))
+
+    async def one_connection() -> None:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30)
+        await smtp.connect()
+        for i in left:
+            to = address(i)
+            await smtp.sendmail(SENDER, [to], b"To: " + to.encode() + b"\r\n" + body)
+        await smtp.quit()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one_connection() for _ in range(connections)))
+    return emails / (time.perf_counter() - start)
+
+
+def raw_in_child(port: int, emails: int, connections: int) -> float:
+    """The raw loop in its own process on uvloop, as `router serve` runs."""
+    code = (
+        "import asyncio, sys, uvloop; from bench.email_throughput import raw_loop, sample_message;"
+        "uvloop.install();"
+        f"print(asyncio.run(raw_loop({port}, {emails}, {connections}, sample_message())))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=HERE,
+        env=os.environ | {"PYTHONPATH": str(HERE)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the raw loop failed:\n{done.stderr[-3000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+# --- (b) the router -----------------------------------------------------------------------
+
+
+@dataclass
+class Database:
+    tree: Path
+    dsn: str
+
+
+async def create_database(admin_dsn: str, name: str, tree: Path) -> Database:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
+    subprocess.run(
+        [sys.executable, "-m", "router", "migrate"],
+        cwd=tree,
+        env=os.environ | {"PYTHONPATH": str(tree), "ROUTER_DATABASE_URL": dsn},
+        check=True,
+        capture_output=True,
+    )
+    return Database(tree, dsn)
+
+
+async def seed(db: Database, emails: int) -> tuple[float, int]:
+    """Members, the content, intents and held-back email deliveries, all by COPY. Returns the
+    seconds it took and the content id's size (a check that the row is the router's)."""
+    import msgspec
+
+    from router.content import content_id
+
+    body = msgspec.json.encode(CONTENT)
+    cid = content_id(body)
+    start = time.perf_counter()
+    conn = await asyncpg.connect(db.dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO contents (id, body) VALUES ($1, $2::jsonb)", cid, body.decode()
+        )
+        for offset in range(0, emails, SEED_CHUNK):
+            chunk = range(offset, min(emails, offset + SEED_CHUNK))
+            ids = [(uuid.uuid4(), uuid.uuid4()) for _ in chunk]
+            await conn.copy_records_to_table(
+                "members",
+                records=[(f"m{i}", address(i)) for i in chunk],
+                columns=["member_id", "email"],
+            )
+            await conn.copy_records_to_table(
+                "intents",
+                records=[
+                    (intent, f"m{i}", cid, "email_only")
+                    for i, (intent, _) in zip(chunk, ids, strict=True)
+                ],
+                columns=["id", "member_id", "content_id", "route"],
+            )
+            await conn.copy_records_to_table(
+                "deliveries",
+                records=[
+                    (delivery, intent, "email", address(i), "pending", HELD_BACK)
+                    for i, (intent, delivery) in zip(chunk, ids, strict=True)
+                ],
+                columns=["id", "intent_id", "channel", "address", "status", "next_attempt_at"],
+            )
+        await conn.execute("VACUUM ANALYZE members")
+        await conn.execute("VACUUM ANALYZE intents")
+        await conn.execute("VACUUM ANALYZE deliveries")
+    finally:
+        await conn.close()
+    return time.perf_counter() - start, len(cid)
+
+
+HELD_BACK = datetime(2999, 1, 1, tzinfo=UTC)
+
+
+async def reset_deliveries(db: Database) -> None:
+    """Every delivery pending and held back again, for the next run on this database."""
+    conn = await asyncpg.connect(db.dsn)
+    try:
+        await conn.execute(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, claim_token = NULL,"
+            " lease_expires_at = NULL, first_attempt_at = NULL, last_error = NULL,"
+            " provider_ref = NULL, smtp_queue_id = NULL, sent_at = NULL, next_attempt_at = $1",
+            HELD_BACK,
+        )
+        await conn.execute("VACUUM ANALYZE deliveries")
+    finally:
+        await conn.close()
+
+
+@dataclass
+class RouterRun:
+    per_second: float
+    seconds: float
+    statuses: dict[str, int]
+    received: int
+
+
+async def run_router(
+    db: Database, sink: Sink, emails: int, connections: int, tmp: Path, label: str
+) -> RouterRun:
+    port = free_port()
+    log = tmp / f"router-{label}-{sink.name}.log"
+    env = os.environ | {
+        "PYTHONPATH": str(db.tree),
+        "ROUTER_HTTP_LISTEN": f"127.0.0.1:{port}",
+        "ROUTER_DATABASE_URL": db.dsn,
+        "ROUTER_DATABASE_POOL_SIZE": "20",
+        "ROUTER_API_KEYS": "bench-key",
+        "ROUTER_EMAIL_HOST": "127.0.0.1",
+        "ROUTER_EMAIL_PORT": str(sink.port),
+        "ROUTER_EMAIL_FROM_ADDRESS": SENDER,
+        "ROUTER_EMAIL_CONNECTIONS": str(connections),
+        "ROUTER_LINE_CHANNEL_ACCESS_TOKEN": "",
+        "ROUTER_SMTP_INGRESS_LISTEN": "",
+    }
+    before = sink.received()
+    command = [sys.executable, "-m", "router", "serve"]
+    profile = os.environ.get("BENCH_EMAIL_PROFILE")
+    if profile and label == "router":  # cProfile of the router's run, for development
+        command[1:1] = ["-m", "cProfile", "-o", f"{profile}-{sink.name}.prof"]
+    proc = start(command, db.tree, env, log)
+    conn = await asyncpg.connect(db.dsn)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}/healthz", proc, log)
+        async with conn.transaction():
+            started: datetime = await conn.fetchval(
+                "UPDATE deliveries SET next_attempt_at = now() WHERE status = 'pending'"
+                " RETURNING now()"
+            )
+            await conn.execute("SELECT pg_notify('router_queues', 'deliveries:email')")
+        left, progress_at = emails, time.monotonic()
+        while left:
+            await asyncio.sleep(POLL_SECONDS)
+            now_left = await conn.fetchval(
+                "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'claimed', 'sending')"
+            )
+            if now_left < left:
+                left, progress_at = now_left, time.monotonic()
+            if proc.poll() is not None:
+                raise RuntimeError(f"router exited {proc.returncode}:\n{log_tail(log)}")
+            if time.monotonic() - progress_at > STALL_SECONDS:
+                raise RuntimeError(f"no progress for {STALL_SECONDS:.0f} s:\n{log_tail(log)}")
+        finished: datetime = await conn.fetchval("SELECT max(updated_at) FROM deliveries")
+        statuses = dict(await conn.fetch("SELECT status, count(*) FROM deliveries GROUP BY 1"))
+    finally:
+        await conn.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    seconds = (finished - started).total_seconds()
+    await asyncio.sleep(0.5)  # the sink's counter
+    return RouterRun(emails / seconds, seconds, statuses, sink.received() - before)
+
+
+def start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    async with httpx.AsyncClient() as client:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"router exited {proc.returncode}:\n{log_tail(log)}")
+            with suppress(httpx.TransportError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"router did not become healthy:\n{log_tail(log)}")
+            await asyncio.sleep(0.1)
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def trees(base: str) -> dict[str, Path]:
+    """This tree, and the one before the change when it exists."""
+    found = {"router": HERE}
+    if base and Path(base, "router").is_dir():
+        found["old"] = Path(base).resolve()
+    elif base:
+        print(f"(no tree at {base}: the old figure is left out)")
+    return found
+
+
+async def measure(
+    args: argparse.Namespace, tmp: Path, admin_dsn: str, trees: dict[str, Path]
+) -> None:
+    databases: dict[str, Database] = {}
+    for label, tree in trees.items():
+        db = await create_database(admin_dsn, f"bench_email_{label}", tree)
+        seconds, _ = await seed(db, args.emails)
+        print(f"seeded {args.emails:,} deliveries for {label} ({tree}) in {seconds:.1f} s")
+        databases[label] = db
+    print(f"message size {len(sample_message())} bytes; {args.connections} connections")
+
+    rows: list[tuple[str, float, dict[str, RouterRun]]] = []
+    for sink_name in args.sinks.split(","):
+        cm = aiosmtpd_sink() if sink_name == "aiosmtpd" else postfix_sink(tmp)
+        with cm as sink:
+            before = sink.received()
+            raw = raw_in_child(sink.port, args.emails, args.connections)
+            await asyncio.sleep(0.5)
+            if sink.received() - before != args.emails:
+                raise RuntimeError(f"{sink.name} got {sink.received() - before} of the raw loop")
+            print(f"[{sink.name}] raw aiosmtplib: {raw:,.0f} emails/s", flush=True)
+            runs: dict[str, RouterRun] = {}
+            for label, db in databases.items():
+                run = await run_router(db, sink, args.emails, args.connections, tmp, label)
+                runs[label] = run
+                print(
+                    f"[{sink.name}] {label}: {run.per_second:,.0f} emails/s ({run.seconds:.1f} s,"
+                    f" statuses {run.statuses}, sink received {run.received:,})",
+                    flush=True,
+                )
+                if run.statuses != {"sent": args.emails} or run.received != args.emails:
+                    print(f"  !! {label} did not send every email exactly once", flush=True)
+                await reset_deliveries(db)
+            rows.append((sink.name, raw, runs))
+
+    print()
+    print(f"{args.emails:,} emails, {args.connections} SMTP connections, 2-core machine,")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    header = f"{'sink':<10} {'raw/s':>9} {'router/s':>9} {'router/raw':>10}"
+    if "old" in trees:
+        header += f" {'old/s':>9} {'old/raw':>8} {'router/old':>10}"
+    print(header)
+    for name, raw, runs in rows:
+        new = runs["router"].per_second
+        line = f"{name:<10} {raw:>9,.0f} {new:>9,.0f} {new / raw:>10.2f}"
+        if "old" in runs:
+            old = runs["old"].per_second
+            line += f" {old:>9,.0f} {old / raw:>8.2f} {new / old:>10.2f}"
+        print(line)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--emails", type=int, default=20_000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--sinks", default="aiosmtpd,smtp-sink")
+    parser.add_argument("--base", default="/work/base", help="the tree before ('' to skip)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="router-email-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        dsn = os.environ.get("DATABASE_URL")
+        server = None
+        if not dsn:
+            from pgserver.postgres_server import get_server
+
+            server = get_server(tmp / "pg", cleanup_mode="delete")
+            dsn = server.get_uri()
+        try:
+            await measure(args, tmp, dsn, trees(args.base))
+        finally:
+            if server is not None:
+                with suppress(Exception):
+                    server.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
