@@ -1,0 +1,255 @@
+"""Narrowcast campaigns end to end: real HTTP to the router, real PostgreSQL, the real
+line-bot-sdk against the simulator; a router stopped between the narrowcast and its end; the
+422s. Only the waits are shortened (audience upload pacing, the progress poll interval)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from channels.line.narrowcast import narrowcast_retry_key
+from linesim import NARROWCAST_PATH, NARROWCAST_PROGRESS_PATH, LineSimulator
+from router.line import audience_sync
+from tests.harness import RouterUnderTest, SmtpSink, running_router
+from tests.test_audiences import upload
+
+FAST = {"ROUTER_LINE_NARROWCAST_POLL_SECONDS": "0.1"}
+LINE = {"messages": [{"type": "text", "text": "Members' sale starts today"}]}
+MAIL = {"subject": "Members' sale", "text": "Starts today"}
+
+
+def user(n: int) -> str:
+    return f"U{n:032x}"
+
+
+@pytest.fixture(autouse=True)
+def fast_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audience_sync, "REQUEST_SPACING_SECONDS", 0.01)
+
+
+async def friends(router: RouterUnderTest, count: int) -> None:
+    """Members m000.. with an email address, each a linked LINE friend."""
+    people = [
+        {"member_id": f"m{i:03}", "email": f"m{i}@example.jp", "line_user_id": user(i)}
+        for i in range(count)
+    ]
+    r = await router.client.post("/v1/members/batch", json={"members": people})
+    assert r.status_code == 200, r.text
+
+
+async def synced_audience(router: RouterUnderTest, name: str, numbers: range) -> tuple[str, int]:
+    """A LINE user ID audience of these members, synced to LINE: (its id, LINE's group id)."""
+    r = await upload(router, "\n".join(user(i) for i in numbers).encode(), "line_user_id", name)
+    assert r.status_code == 201, r.text
+    audience_id: str = r.json()["id"]
+    synced = await router.client.post(f"/v1/audiences/{audience_id}/line-sync")
+    assert synced.status_code == 200, synced.text
+    return audience_id, synced.json()["line_audience_group_id"]
+
+
+async def campaign(router: RouterUnderTest, **fields: Any) -> Any:
+    body = {"line": LINE, "email": MAIL, "line_delivery": "narrowcast"} | fields
+    return await router.client.post("/v1/campaigns", json=body)
+
+
+async def narrowcast_status(
+    router: RouterUnderTest, campaign_id: str, wanted: str, timeout: float = 20
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, Any] = (await router.client.get(f"/v1/campaigns/{campaign_id}")).json()
+        if body["narrowcast"] and body["narrowcast"]["status"] == wanted:
+            return body
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.05)
+
+
+def narrowcasts(sim: LineSimulator) -> list[Any]:
+    return [r for r in sim.received if r.path == NARROWCAST_PATH]
+
+
+async def test_a_synced_campaign_goes_out_as_one_narrowcast_to_the_friends_once(
+    dsn: str, line_sim: LineSimulator, smtp: SmtpSink
+) -> None:
+    # 80 members in the audience, 60 in the exclusion (50 of them also in the audience):
+    # the campaign names members 0..49. Two of them blocked the account at LINE.
+    blocked = {user(3), user(7)}
+    line_sim.set_followers(user(i) for i in range(110) if user(i) not in blocked)
+    async with running_router(dsn, line_sim.base_url, smtp, **FAST) as router:
+        await friends(router, 110)
+        included, include_group = await synced_audience(router, "buyers", range(80))
+        excluded, exclude_group = await synced_audience(router, "recent", range(50, 110))
+
+        r = await campaign(router, audience_ids=[included], exclude_audience_ids=[excluded])
+        assert r.status_code == 202, r.text
+        campaign_id = r.json()["id"]
+        body = await narrowcast_status(router, campaign_id, "succeeded")
+
+        # One narrowcast, to the audience minus the exclusion, under the campaign's key.
+        [sent] = narrowcasts(line_sim)
+        assert sent.status == 202
+        assert sent.body["recipient"] == {
+            "type": "operator",
+            "and": [
+                {"type": "audience", "audienceGroupId": include_group},
+                {"type": "operator", "not": {"type": "audience", "audienceGroupId": exclude_group}},
+            ],
+        }
+        assert sent.body["messages"] == LINE["messages"]
+        assert sent.retry_key == str(narrowcast_retry_key(uuid.UUID(campaign_id)))
+        assert line_sim.accepted_pushes() == []  # no push, no multicast
+        [state] = line_sim.narrowcasts
+        assert state.phase == "succeeded"
+        assert sorted(state.delivered) == sorted({user(i) for i in range(50)} - blocked)
+        polls = [r for r in line_sim.received if r.path == NARROWCAST_PROGRESS_PATH]
+        assert polls and all(p.status == 200 for p in polls)
+        assert {p.headers.get("x-line-retry-key") for p in polls} == {None}
+
+        # The campaign: 50 LINE deliveries, each recorded; LINE's totals beside them.
+        assert (body["targeted"], body["accepted"]) == (50, 50)
+        assert body["deliveries"] == [
+            {"channel": "line", "status": "sent", "deliveries": 50, "multicasts": 1}
+        ]
+        view = body["narrowcast"]
+        assert view["request_id"] == sent.request_id
+        assert (view["recipients"], view["target_count"], view["success_count"]) == (50, 48, 48)
+        assert view["failure_count"] == 0 and view["phase"] == "succeeded"
+        assert view["polls"] == len(polls)
+        assert view["audience_group_ids"] == [include_group]
+        assert view["exclude_audience_group_ids"] == [exclude_group]
+        assert "only totals" in view["per_member"]
+
+        # Each member's record: sent in that narrowcast; whether received is not known, so
+        # the intent says `sent`, never `delivered` (a blocked member's looks the same).
+        conn = await asyncpg.connect(dsn)
+        try:
+            ids = await conn.fetch(
+                "SELECT id, member_id FROM intents WHERE campaign_id = $1 ORDER BY member_id",
+                uuid.UUID(campaign_id),
+            )
+        finally:
+            await conn.close()
+        assert [r["member_id"] for r in ids] == [f"m{i:03}" for i in range(50)]
+        for row in (ids[0], ids[3]):
+            intent = await router.intent(str(row["id"]))
+            assert intent["status"] == "sent"
+            [delivery] = intent["deliveries"]
+            assert (delivery["channel"], delivery["status"]) == ("line", "sent")
+            assert delivery["provider_ref"] == sent.request_id
+            assert delivery["narrowcast"] == {
+                "request_id": sent.request_id,
+                "status": "succeeded",
+                "received_by_this_member": "not reported by LINE",
+            }
+        assert smtp.mails == []  # no fallback: LINE took it
+        assert line_sim.total_usage == 48
+
+
+async def test_a_router_stopped_mid_narrowcast_resumes_polling_and_never_sends_twice(
+    dsn: str, line_sim: LineSimulator, smtp: SmtpSink
+) -> None:
+    line_sim.set_followers(user(i) for i in range(60))
+    line_sim.set_narrowcast_timing(waiting=600)  # LINE takes its time
+    # LINE takes the first request but answers after the router's 2 s timeout: the router
+    # must send again under the same key and learn the first request's id from the 409.
+    line_sim.delay_next(1, 2.5)
+    async with running_router(dsn, line_sim.base_url, smtp, **FAST) as first:
+        await friends(first, 60)
+        audience_id, _ = await synced_audience(first, "all", range(60))
+        r = await campaign(first, audience_ids=[audience_id])
+        campaign_id = r.json()["id"]
+        body = await narrowcast_status(first, campaign_id, "accepted")
+        assert body["narrowcast"]["phase"] in (None, "waiting")
+        assert body["deliveries"] == [
+            {"channel": "line", "status": "sending", "deliveries": 60, "multicasts": 1}
+        ]
+    [state] = line_sim.narrowcasts
+    answers = [(r.status, r.request_id) for r in narrowcasts(line_sim)]
+    assert answers[0] == (202, state.request_id)
+    assert [status for status, _ in answers[1:]] == [409]
+    assert body["narrowcast"]["request_id"] == state.request_id
+
+    line_sim.set_narrowcast_timing(waiting=0, sending=0)  # LINE finishes while no router runs
+    async with running_router(dsn, line_sim.base_url, smtp, **FAST) as second:
+        body = await narrowcast_status(second, campaign_id, "succeeded")
+        assert body["deliveries"] == [
+            {"channel": "line", "status": "sent", "deliveries": 60, "multicasts": 1}
+        ]
+        assert body["narrowcast"]["success_count"] == 60
+    assert len(line_sim.narrowcasts) == 1
+    assert [r.status for r in narrowcasts(line_sim)] == [202, 409]
+    assert sorted(line_sim.narrowcasts[0].delivered) == [user(i) for i in range(60)]
+    assert line_sim.total_usage == 60
+
+
+async def test_a_narrowcast_line_fails_falls_back_to_email(
+    dsn: str, line_sim: LineSimulator, smtp: SmtpSink
+) -> None:
+    line_sim.set_followers([])  # nobody is a friend at LINE any more: errorCode 2
+    async with running_router(dsn, line_sim.base_url, smtp, **FAST) as router:
+        await friends(router, 50)
+        audience_id, _ = await synced_audience(router, "all", range(50))
+        campaign_id = (await campaign(router, audience_ids=[audience_id])).json()["id"]
+        body = await narrowcast_status(router, campaign_id, "failed")
+        assert body["narrowcast"]["error_code"] == 2
+        deadline = time.monotonic() + 15
+        while len(smtp.mails) < 50:
+            assert time.monotonic() < deadline, len(smtp.mails)
+            await asyncio.sleep(0.05)
+        body = (await router.client.get(f"/v1/campaigns/{campaign_id}")).json()
+        counts = {(c["channel"], c["status"]): c["deliveries"] for c in body["deliveries"]}
+        assert counts == {("line", "failed"): 50, ("email", "sent"): 50}
+
+
+async def test_what_cannot_be_narrowcast_is_refused_with_422(
+    router: RouterUnderTest, line_sim: LineSimulator
+) -> None:
+    line_sim.set_followers(user(i) for i in range(60))
+    await friends(router, 60)
+    synced, _ = await synced_audience(router, "synced", range(55))
+    small, _ = await synced_audience(router, "small", range(55, 60))
+    r = await upload(router, user(1).encode(), "line_user_id", "never synced")
+    unsynced = r.json()["id"]
+
+    async def refused(**fields: Any) -> dict[str, Any]:
+        r = await campaign(router, **fields)
+        assert r.status_code == 422, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    body = await refused(audience_ids=[unsynced])
+    assert body["errors"] == [
+        {
+            "field": "audience_ids",
+            "message": f"audience {unsynced}: a narrowcast goes to the audience's synced LINE"
+            " audience, so it must be synced first (POST /v1/audiences/{id}/line-sync)",
+        }
+    ]
+    body = await refused(audience_ids=[synced], exclude_audience_ids=[unsynced])
+    assert [e["field"] for e in body["errors"]] == ["exclude_audience_ids"]
+    assert "an exclusion is left out at LINE" in body["errors"][0]["message"]
+    body = await refused(audience_ids=[small])
+    assert "fewer than 50" in body["errors"][0]["message"]
+    body = await refused(audience_ids=[synced], route="email_only")
+    assert body["errors"][0]["field"] == "line_delivery"
+    assert "route email_only sends none" in body["errors"][0]["message"]
+
+    # An upload after the sync: LINE's audience no longer says who is in it.
+    added = await upload(
+        router, user(59).encode(), "line_user_id", path=f"/v1/audiences/{synced}/uploads"
+    )
+    assert added.status_code in (200, 201), added.text
+    body = await refused(audience_ids=[synced])
+    assert "changed after its last LINE sync" in body["errors"][0]["message"]
+
+    conn = await asyncpg.connect(router.runtime.target.dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM campaigns") == 0
+    finally:
+        await conn.close()
+    assert narrowcasts(line_sim) == []
