@@ -454,7 +454,9 @@ class Narrowcasts:
         limit = parsed.limit if isinstance(parsed.limit, Limit) else Limit()
         if isinstance(limit.max, int):
             targets = targets[: limit.max]
-        if code is None and not targets:
+        if code is not None:
+            targets = []  # refused before anyone was targeted
+        elif not targets:
             code = 2
         self._sent[entry.request_id] = _Narrowcast(
             entry.request_id, entry.retry_key, now, targets, limit, len(parsed.messages), code
