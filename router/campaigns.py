@@ -142,7 +142,7 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
     )
     if request.line_delivery == "narrowcast":
         await narrowcast.create(
-            conn, campaign_id, request.audience_ids, request.exclude_audience_ids
+            conn, campaign_id, request.audience_ids, request.exclude_audience_ids, request.send_at
         )
     await notify(conn, FANNING_OUT.queue_name)
     return campaign_id, True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -253,3 +254,27 @@ async def test_what_cannot_be_narrowcast_is_refused_with_422(
     finally:
         await conn.close()
     assert narrowcasts(line_sim) == []
+
+
+async def test_the_narrowcast_waits_for_send_at_and_gives_up_polling_visibly(
+    dsn: str, line_sim: LineSimulator, smtp: SmtpSink
+) -> None:
+    line_sim.set_followers(user(i) for i in range(50))
+    line_sim.set_narrowcast_timing(waiting=600)  # LINE never ends while we look
+    env = FAST | {"ROUTER_LINE_NARROWCAST_GIVE_UP_SECONDS": "1"}
+    async with running_router(dsn, line_sim.base_url, smtp, **env) as router:
+        await friends(router, 50)
+        audience_id, _ = await synced_audience(router, "all", range(50))
+        send_at = datetime.now(UTC) + timedelta(seconds=2)
+        r = await campaign(router, audience_ids=[audience_id], send_at=send_at.isoformat())
+        campaign_id = r.json()["id"]
+        body = await narrowcast_status(router, campaign_id, "unknown")
+        [state] = line_sim.narrowcasts
+        assert state.accepted_at >= send_at.timestamp()
+        assert state.phase == "waiting"
+        assert body["deliveries"] == [
+            {"channel": "line", "status": "uncertain", "deliveries": 50, "multicasts": 1}
+        ]
+        assert "did not report an end within 1 s" in body["narrowcast"]["last_error"]
+        assert body["narrowcast"]["phase"] == "waiting"
+    assert smtp.mails == []  # it may have been sent: no fallback

@@ -64,6 +64,7 @@ async def create(
     campaign_id: UUID,
     audience_ids: Sequence[UUID],
     exclude_audience_ids: Sequence[UUID],
+    send_at: datetime | None,
 ) -> None:
     """Fix the narrowcast's LINE recipient (in the campaign's creating transaction), or raise
     a 422 problem naming every audience that cannot be narrowcast to."""
@@ -97,6 +98,7 @@ async def create(
         uuid7(),
         [rows[i]["line_audience_group_id"] for i in audience_ids],
         [rows[i]["line_audience_group_id"] for i in exclude_audience_ids],
+        send_at,
     )
 
 

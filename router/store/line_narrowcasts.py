@@ -65,15 +65,23 @@ class Progress(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def create(
-    conn: Connection, campaign_id: UUID, group_id: UUID, include: list[int], exclude: list[int]
+    conn: Connection,
+    campaign_id: UUID,
+    group_id: UUID,
+    include: list[int],
+    exclude: list[int],
+    send_at: datetime | None,
 ) -> None:
+    """The narrowcast goes no earlier than the campaign's `send_at`."""
     await conn.execute(
         "INSERT INTO line_narrowcasts (campaign_id, send_group_id, audience_group_ids,"
-        " exclude_audience_group_ids, status) VALUES ($1, $2, $3, $4, 'waiting')",
+        " exclude_audience_group_ids, status, next_attempt_at)"
+        " VALUES ($1, $2, $3, $4, 'waiting', greatest(coalesce($5, now()), now()))",
         campaign_id,
         group_id,
         include,
         exclude,
+        send_at,
     )
 
 
@@ -103,7 +111,8 @@ moved AS (
 ), updated AS (
     UPDATE deliveries d SET send_group_id = n.send_group_id FROM moved, n WHERE d.id = moved.id
 )
-SELECT array_agg(DISTINCT old) FILTER (WHERE old IS NOT NULL) FROM moved
+SELECT count(*) AS moved, array_agg(DISTINCT old) FILTER (WHERE old IS NOT NULL) AS emptied
+FROM moved
 """
 
 
@@ -114,20 +123,15 @@ async def join(conn: Connection, campaign_id: UUID, intent_ids: Sequence[UUID]) 
         return 0
     ids = list(intent_ids)
     await conn.execute(_GROUP, campaign_id, ids, LINE_CHANNEL)
-    emptied = await conn.fetchval(_MOVE, campaign_id, ids, LINE_CHANNEL)
-    if emptied:
+    row = await conn.fetchrow(_MOVE, campaign_id, ids, LINE_CHANNEL)
+    assert row is not None
+    if row["emptied"]:
         await conn.execute(
             "DELETE FROM send_groups s WHERE s.id = ANY($1::uuid[]) AND s.status = 'pending'"
             " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.send_group_id = s.id)",
-            emptied,
+            row["emptied"],
         )
-    moved: int = await conn.fetchval(
-        "SELECT count(*) FROM deliveries d JOIN line_narrowcasts n"
-        " ON n.send_group_id = d.send_group_id WHERE n.campaign_id = $1"
-        " AND d.intent_id = ANY($2::uuid[])",
-        campaign_id,
-        ids,
-    )
+    moved: int = row["moved"]
     return moved
 
 
