@@ -206,6 +206,9 @@ async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
     )
     if row is None:
         return None
+    # Read before the counts: a narrowcast's end and its deliveries' commit together, so an
+    # end shown here is never shown beside deliveries still 'sending'.
+    sent_as_narrowcast = await narrowcast.view(conn, campaign_id)
     counts = [
         ChannelCount(r["channel"], r["status"], r["n"], r["groups"])
         for r in await conn.fetch(
@@ -216,9 +219,7 @@ async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
             campaign_id,
         )
     ]
-    return CampaignView(
-        deliveries=counts, narrowcast=await narrowcast.view(conn, campaign_id), **dict(row)
-    )
+    return CampaignView(deliveries=counts, narrowcast=sent_as_narrowcast, **dict(row))
 
 
 class CampaignFanOut(QueueWorker):

@@ -41,9 +41,12 @@ PER_MEMBER = (
     " sync uploaded, not exactly the members this campaign names."
 )
 
-# Hook for the campaign fan-out: call in the transaction that accepts a chunk of a
-# narrowcast campaign, with the intents it accepted.
+# Hooks for the campaign fan-out, in the transaction that creates a chunk's deliveries:
+# `join(conn, campaign_id, intent_ids)` after intake has dealt them into multicast groups, or
+# `group_for(conn, campaign_id, content_id)`: the group id to give each LINE delivery (None:
+# not a narrowcast campaign).
 join = line_narrowcasts.join
+group_for = line_narrowcasts.group_for
 
 
 def unworkable(route: str) -> list[FieldError]:

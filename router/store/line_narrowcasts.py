@@ -93,14 +93,6 @@ async def claim(conn: Connection) -> DueNarrowcast | None:
 # The campaign's LINE deliveries of this chunk leave the send groups intake dealt them into
 # for the campaign's one narrowcast group, created by the first chunk; the groups left empty
 # go. All in the fan-out's transaction, so no worker ever sees them in a multicast group.
-_GROUP = """
-INSERT INTO send_groups (id, channel, content_id, status)
-SELECT n.send_group_id, $3, i.content_id, 'narrowcast'
-FROM line_narrowcasts n, intents i
-WHERE n.campaign_id = $1 AND i.id = ANY($2::uuid[])
-LIMIT 1
-ON CONFLICT (id) DO NOTHING
-"""
 _MOVE = """
 WITH n AS (SELECT send_group_id FROM line_narrowcasts WHERE campaign_id = $1),
 moved AS (
@@ -116,13 +108,35 @@ FROM moved
 """
 
 
+async def group_for(conn: Connection, campaign_id: UUID, content_id: bytes) -> UUID | None:
+    """The send group a LINE delivery of this campaign belongs in when the campaign is a
+    narrowcast (created on first use), or None: for a fan-out that chooses each LINE
+    delivery's group itself, instead of `join` afterwards."""
+    group_id: UUID | None = await conn.fetchval(
+        "SELECT send_group_id FROM line_narrowcasts WHERE campaign_id = $1", campaign_id
+    )
+    if group_id is not None:
+        await conn.execute(
+            "INSERT INTO send_groups (id, channel, content_id, status)"
+            " VALUES ($1, $2, $3, 'narrowcast') ON CONFLICT (id) DO NOTHING",
+            group_id,
+            LINE_CHANNEL,
+            content_id,
+        )
+    return group_id
+
+
 async def join(conn: Connection, campaign_id: UUID, intent_ids: Sequence[UUID]) -> int:
     """Put these intents' pending LINE deliveries into the campaign's narrowcast group (a no-op
     for a campaign without one); how many moved."""
     if not intent_ids:
         return 0
     ids = list(intent_ids)
-    await conn.execute(_GROUP, campaign_id, ids, LINE_CHANNEL)
+    content: bytes | None = await conn.fetchval(
+        "SELECT content_id FROM intents WHERE id = $1", ids[0]
+    )
+    if content is None or await group_for(conn, campaign_id, content) is None:
+        return 0
     row = await conn.fetchrow(_MOVE, campaign_id, ids, LINE_CHANNEL)
     assert row is not None
     if row["emptied"]:
