@@ -5,18 +5,21 @@ line-bot-sdk against the simulator; a router stopped between the narrowcast and 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from channels.line.narrowcast import narrowcast_retry_key
 from linesim import NARROWCAST_PATH, NARROWCAST_PROGRESS_PATH, LineSimulator
 from router.line import audience_sync
-from tests.harness import RouterUnderTest, SmtpSink, running_router
+from tests.harness import API_KEY, RouterUnderTest, SmtpSink, _free_port, running_router
+from tests.router_processes import exit_report, start_router, wait_healthy
 from tests.test_audiences import upload
 
 FAST = {"ROUTER_LINE_NARROWCAST_POLL_SECONDS": "0.1"}
@@ -278,3 +281,63 @@ async def test_the_narrowcast_waits_for_send_at_and_gives_up_polling_visibly(
         assert "did not report an end within 1 s" in body["narrowcast"]["last_error"]
         assert body["narrowcast"]["phase"] == "waiting"
     assert smtp.mails == []  # it may have been sent: no fallback
+
+
+async def test_kill_9_while_line_holds_the_narrowcast_then_restart_sends_it_once(
+    dsn: str, line_sim: LineSimulator, smtp: SmtpSink
+) -> None:
+    """The router dies after LINE took the narrowcast but before it heard back: the restarted
+    router sends again under the same key, LINE answers 409 with the first request's id, and
+    the router follows that one to its end."""
+    fast = {"ROUTER_LINE_NARROWCAST_POLL_SECONDS": "0.1", "ROUTER_LINE_TIMEOUT_SECONDS": "10"}
+    line_sim.set_followers(user(i) for i in range(60))
+    port = _free_port()
+    first = start_router(dsn, line_sim.base_url, smtp, port, **fast)
+    base = f"http://127.0.0.1:{port}"
+    conn = await asyncpg.connect(dsn)
+    second = None
+    try:
+        await wait_healthy(base)
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+        ) as client:
+            router = RouterUnderTest(None, base, client)  # type: ignore[arg-type]
+            await friends(router, 60)
+            audience_id, _ = await synced_audience(router, "all", range(60))
+            line_sim.delay_next(1, 5.0)  # taken at once, answered after the kill
+            r = await campaign(router, audience_ids=[audience_id])
+            assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 20
+        while not line_sim.narrowcasts:
+            assert time.monotonic() < deadline, exit_report(first)
+            await asyncio.sleep(0.005)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        row = await conn.fetchrow("SELECT status, request_id FROM line_narrowcasts")
+        assert (row["status"], row["request_id"]) == ("waiting", None)
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM deliveries WHERE channel = 'line' AND status = 'pending'"
+            )
+            == 60
+        )
+
+        second = start_router(dsn, line_sim.base_url, smtp, _free_port(), **fast)
+        deadline = time.monotonic() + 30
+        while await conn.fetchval("SELECT status FROM line_narrowcasts") != "succeeded":
+            assert time.monotonic() < deadline, exit_report(second)
+            await asyncio.sleep(0.1)
+        [state] = line_sim.narrowcasts
+        assert [r.status for r in narrowcasts(line_sim)] == [202, 409]
+        assert sorted(state.delivered) == [user(i) for i in range(60)]
+        refs = await conn.fetch(
+            "SELECT status, provider_ref, count(*) FROM deliveries WHERE channel = 'line'"
+            " GROUP BY 1, 2"
+        )
+        assert [tuple(r) for r in refs] == [("sent", state.request_id, 60)]
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
+        await conn.close()
