@@ -73,6 +73,18 @@ async def narrowcast_status(
         await asyncio.sleep(0.05)
 
 
+async def first_intent(dsn: str, campaign_id: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetchval(
+            "SELECT id FROM intents WHERE campaign_id = $1 ORDER BY member_id LIMIT 1",
+            uuid.UUID(campaign_id),
+        )
+    finally:
+        await conn.close()
+    return str(found)
+
+
 def narrowcasts(sim: LineSimulator) -> list[Any]:
     return [r for r in sim.received if r.path == NARROWCAST_PATH]
 
@@ -202,12 +214,23 @@ async def test_a_narrowcast_line_fails_falls_back_to_email(
         body = await narrowcast_status(router, campaign_id, "failed")
         assert body["narrowcast"]["error_code"] == 2
         deadline = time.monotonic() + 15
-        while len(smtp.mails) < 50:
-            assert time.monotonic() < deadline, len(smtp.mails)
+        expected = {("line", "failed"): 50, ("email", "sent"): 50}
+        while True:
+            body = (await router.client.get(f"/v1/campaigns/{campaign_id}")).json()
+            counts = {(c["channel"], c["status"]): c["deliveries"] for c in body["deliveries"]}
+            if counts == expected:
+                break
+            assert time.monotonic() < deadline, counts
             await asyncio.sleep(0.05)
-        body = (await router.client.get(f"/v1/campaigns/{campaign_id}")).json()
-        counts = {(c["channel"], c["status"]): c["deliveries"] for c in body["deliveries"]}
-        assert counts == {("line", "failed"): 50, ("email", "sent"): 50}
+        assert len(smtp.mails) == 50
+        intent_id = await first_intent(dsn, campaign_id)
+        [line, email] = (await router.intent(intent_id))["deliveries"]
+        assert (line["status"], line["provider_ref"]) == (
+            "failed",
+            body["narrowcast"]["request_id"],
+        )
+        assert "There weren't enough recipients (errorCode 2)" in line["last_error"]
+        assert (email["channel"], email["status"], email["fallback"]) == ("email", "sent", True)
 
 
 async def test_what_cannot_be_narrowcast_is_refused_with_422(

@@ -199,7 +199,7 @@ class NarrowcastWorker(QueueWorker):
         )
         assert row.claim_token is not None
         await store.finish_deliveries(
-            conn, row.send_group_id, row.claim_token, "uncertain", None, error
+            conn, row.send_group_id, row.claim_token, "uncertain", row.request_id, error
         )
         await store.record_end(conn, row.campaign_id, "unknown", error)
         await store.close_group(conn, row.send_group_id, row.request_id)
@@ -235,6 +235,7 @@ class NarrowcastWorker(QueueWorker):
             outcome.error,
             fallback=outcome.fallback,
             dropped=outcome.dropped,
+            provider_ref=row.request_id,
         )
         await store.record_end(conn, row.campaign_id, status, outcome.error)
         await store.close_group(conn, row.send_group_id, row.request_id)
@@ -248,6 +249,7 @@ class NarrowcastWorker(QueueWorker):
         *,
         fallback: bool,
         dropped: bool,
+        provider_ref: str | None = None,
     ) -> None:
         """Fail these held deliveries, activating their fallbacks (through the ordinary
         outcome path, so events and fallbacks are those of any failed delivery)."""
@@ -255,7 +257,17 @@ class NarrowcastWorker(QueueWorker):
         await outcomes.record(
             conn,
             token,
-            [Result(i, "failed", error=error, fallback=fallback, failure=failure) for i in ids],
+            [
+                Result(
+                    i,
+                    "failed",
+                    provider_ref=provider_ref,
+                    error=error,
+                    fallback=fallback,
+                    failure=failure,
+                )
+                for i in ids
+            ],
             events=self._events,
         )
 

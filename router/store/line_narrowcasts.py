@@ -203,7 +203,9 @@ async def record_accepted(
     recipients: int,
     poll_in_seconds: float,
 ) -> None:
-    """LINE took the narrowcast: keep its request id, on the row and on every delivery."""
+    """LINE took the narrowcast: keep its request id. Its deliveries get it with their
+    outcome (one statement over them, not two); until then the intent view shows it through
+    the narrowcast."""
     await conn.execute(
         "UPDATE line_narrowcasts SET status = 'accepted', request_id = $2, recipients = $3,"
         " accepted_at = now(), attempts = attempts + 1,"
@@ -214,13 +216,6 @@ async def record_accepted(
         request_id,
         recipients,
         poll_in_seconds,
-    )
-    await conn.execute(
-        "UPDATE deliveries SET provider_ref = $3, updated_at = now()"
-        " WHERE send_group_id = $1 AND claim_token = $2",
-        row.send_group_id,
-        row.claim_token,
-        request_id,
     )
 
 
