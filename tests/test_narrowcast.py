@@ -364,3 +364,36 @@ async def test_kill_9_while_line_holds_the_narrowcast_then_restart_sends_it_once
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=30)
         await conn.close()
+
+
+async def test_a_member_who_opted_out_before_the_send_is_not_counted_and_falls_back(
+    dsn: str, line_sim: LineSimulator, smtp: SmtpSink
+) -> None:
+    line_sim.set_followers(user(i) for i in range(50))
+    async with running_router(dsn, line_sim.base_url, smtp, **FAST) as router:
+        await friends(router, 50)
+        audience_id, _ = await synced_audience(router, "all", range(50))
+        send_at = datetime.now(UTC) + timedelta(seconds=1.5)
+        r = await campaign(router, audience_ids=[audience_id], send_at=send_at.isoformat())
+        campaign_id = r.json()["id"]
+        opted = await router.client.put("/v1/members/m007", json={"line_opt_out": True})
+        assert opted.status_code == 200
+        body = await narrowcast_status(router, campaign_id, "succeeded")
+        assert body["narrowcast"]["recipients"] == 49
+        deadline = time.monotonic() + 15
+        while not smtp.mails:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert [m.rcpt_to for m in smtp.mails] == [["m7@example.jp"]]
+        conn = await asyncpg.connect(dsn)
+        try:
+            row = await conn.fetchrow(
+                "SELECT d.status, d.last_error FROM deliveries d JOIN intents i"
+                " ON i.id = d.intent_id WHERE i.member_id = 'm007' AND d.channel = 'line'"
+            )
+        finally:
+            await conn.close()
+        assert row["status"] == "failed"
+        assert "if they are still a friend at LINE they receive it anyway" in row["last_error"]
+    # LINE's audience still holds them: the narrowcast reached all 50.
+    assert len(line_sim.narrowcasts[0].delivered) == 50

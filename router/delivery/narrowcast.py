@@ -112,12 +112,11 @@ class NarrowcastWorker(QueueWorker):
         token = row.claim_token
         if token is None:
             token = uuid.uuid4()
-            reachable, left = await store.hold_deliveries(conn, row.send_group_id, token)
+            count, left = await store.hold_deliveries(conn, row.send_group_id, token)
             await store.record_token(conn, row.campaign_id, token)
             if left:
-                error, fallback = not_reachable_now(store.LINE_CHANNEL)
-                await self._fail(conn, left, token, error, fallback=fallback, dropped=True)
-            count = len(reachable)
+                _, fallback = not_reachable_now(store.LINE_CHANNEL)
+                await self._fail(conn, left, token, _LEFT_SINCE, fallback=fallback, dropped=True)
         else:
             count = await store.held_count(conn, row.send_group_id, token)
         row = msgspec.structs.replace(row, claim_token=token)
@@ -212,7 +211,13 @@ class NarrowcastWorker(QueueWorker):
         assert token is not None
         if isinstance(outcome, Sent):
             done = await store.finish_deliveries(
-                conn, row.send_group_id, token, "sent", outcome.provider_ref, None
+                conn,
+                row.send_group_id,
+                token,
+                "sent",
+                outcome.provider_ref,
+                None,
+                returning=self._events,
             )
             if self._events:
                 await delivery_events.record(
@@ -272,6 +277,11 @@ class NarrowcastWorker(QueueWorker):
         )
 
 
+_LEFT_SINCE = (
+    "not counted as sent: since the intent was accepted the member unfollowed, was unlinked or"
+    " opted out of LINE. A narrowcast cannot leave one user out of a LINE audience, so if they"
+    " are still a friend at LINE they receive it anyway"
+)
 _REPLAY_PASSED = (
     "not sent: LINE's 24-hour retry-key window for this narrowcast has (nearly) passed, so a"
     " resend could reach members twice"

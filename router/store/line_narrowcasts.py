@@ -151,24 +151,26 @@ async def join(conn: Connection, campaign_id: UUID, intent_ids: Sequence[UUID]) 
 
 def _hold_sql() -> str:
     return f"""
-UPDATE deliveries d SET status = 'sending', claim_token = $2, attempts = d.attempts + 1,
-       first_attempt_at = coalesce(d.first_attempt_at, now()), updated_at = now()
-FROM intents i LEFT JOIN members m ON m.member_id = i.member_id
-WHERE d.send_group_id = $1 AND d.status = 'pending' AND i.id = d.intent_id
-RETURNING d.id, {channel_rules.still_reachable(LINE_CHANNEL)} AS reachable
+WITH held AS (
+    UPDATE deliveries d SET status = 'sending', claim_token = $2, attempts = d.attempts + 1,
+           first_attempt_at = coalesce(d.first_attempt_at, now()), updated_at = now()
+    FROM intents i LEFT JOIN members m ON m.member_id = i.member_id
+    WHERE d.send_group_id = $1 AND d.status = 'pending' AND i.id = d.intent_id
+    RETURNING d.id, {channel_rules.still_reachable(LINE_CHANNEL)} AS reachable
+)
+SELECT count(*) FILTER (WHERE reachable) AS reachable,
+       coalesce(array_agg(id) FILTER (WHERE NOT reachable), '{{}}') AS left_since
+FROM held
 """
 
 
-async def hold_deliveries(
-    conn: Connection, group_id: UUID, token: UUID
-) -> tuple[list[UUID], list[UUID]]:
-    """Mark the group's pending deliveries as being sent under `token`: (those the member can
-    still be reached at, those they can no longer be)."""
-    rows = await conn.fetch(_hold_sql(), group_id, token)
-    return (
-        [r["id"] for r in rows if r["reachable"]],
-        [r["id"] for r in rows if not r["reachable"]],
-    )
+async def hold_deliveries(conn: Connection, group_id: UUID, token: UUID) -> tuple[int, list[UUID]]:
+    """Mark the group's pending deliveries as being sent under `token`: how many the member
+    can still be reached at, and the ids of those they can no longer be (a list as long as
+    the opt-outs since acceptance, not as the campaign)."""
+    row = await conn.fetchrow(_hold_sql(), group_id, token)
+    assert row is not None
+    return row["reachable"], list(row["left_since"])
 
 
 async def held_count(conn: Connection, group_id: UUID, token: UUID) -> int:
@@ -287,21 +289,22 @@ async def finish_deliveries(
     status: str,
     provider_ref: str | None,
     error: str | None,
+    *,
+    returning: bool = False,
 ) -> list[asyncpg.Record]:
-    """Every delivery held for the narrowcast takes its outcome, in one statement; (id,
-    intent_id) of each."""
-    return await conn.fetch(
+    """Every delivery held for the narrowcast takes its outcome, in one statement; the (id,
+    intent_id) of each with `returning` (for events), else nothing."""
+    sql = (
         "UPDATE deliveries SET status = $3, provider_ref = coalesce($4, provider_ref),"
         " last_error = $5, sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END,"
         " claim_token = NULL, lease_expires_at = NULL, updated_at = now()"
         " WHERE send_group_id = $1 AND claim_token = $2 AND status = 'sending'"
-        " RETURNING id, intent_id",
-        group_id,
-        token,
-        status,
-        provider_ref,
-        error,
     )
+    args = (group_id, token, status, provider_ref, error)
+    if returning:
+        return await conn.fetch(sql + " RETURNING id, intent_id", *args)
+    await conn.execute(sql, *args)
+    return []
 
 
 class NarrowcastRow(msgspec.Struct, frozen=True, kw_only=True):
