@@ -21,6 +21,7 @@ from router.line import audience_sync
 from tests.harness import API_KEY, RouterUnderTest, SmtpSink, _free_port, running_router
 from tests.router_processes import exit_report, start_router, wait_healthy
 from tests.test_audiences import upload
+from tests.test_delivery_events import receiver, router_with_events
 
 FAST = {"ROUTER_LINE_NARROWCAST_POLL_SECONDS": "0.1"}
 LINE = {"messages": [{"type": "text", "text": "Members' sale starts today"}]}
@@ -397,3 +398,20 @@ async def test_a_member_who_opted_out_before_the_send_is_not_counted_and_falls_b
         assert "if they are still a friend at LINE they receive it anyway" in row["last_error"]
     # LINE's audience still holds them: the narrowcast reached all 50.
     assert len(line_sim.narrowcasts[0].delivered) == 50
+
+
+async def test_delivery_events_of_a_narrowcast(
+    dsn: str, line_sim: LineSimulator, smtp: SmtpSink
+) -> None:
+    line_sim.set_followers(user(i) for i in range(50))
+    async with receiver() as hook, router_with_events(dsn, line_sim, smtp, hook, **FAST) as router:
+        await friends(router, 50)
+        audience_id, _ = await synced_audience(router, "all", range(50))
+        campaign_id = (await campaign(router, audience_ids=[audience_id])).json()["id"]
+        body = await narrowcast_status(router, campaign_id, "succeeded")
+        events = await hook.wait_until(lambda events: len(events) >= 100)
+    request_id = body["narrowcast"]["request_id"]
+    delivered = [e for e in events if e["event"] == "delivered"]
+    assert len(delivered) == 50 and len({e["delivery_id"] for e in delivered}) == 50
+    assert all(e["channel"] == "line" and e["response"] == request_id for e in delivered)
+    assert sorted(e["event"] for e in events) == ["delivered"] * 50 + ["processed"] * 50
