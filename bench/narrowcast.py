@@ -94,7 +94,8 @@ async def until_final(
             fanned_out = time.perf_counter() - started
         if fanned_out and final == friends:
             return view, fanned_out
-        await asyncio.sleep(0.05)
+        # Each read counts the campaign's deliveries: not so often that it slows what it times.
+        await asyncio.sleep(0.25)
 
 
 async def campaign(router: Any, audience_id: str, text: str, **extra: Any) -> str:
