@@ -321,3 +321,45 @@ class IdTokenSubject(Protocol):
 
     @property
     def sub(self) -> str: ...
+
+
+# --- LINE narrowcast: one request to the users of synced LINE audiences --------------------
+
+
+class OutboundNarrowcast(msgspec.Struct, frozen=True, kw_only=True):
+    """One narrowcast: to the union of `audience_group_ids` minus the union of
+    `exclude_audience_group_ids` (LINE audiences), under a retry key derived from `key_id`.
+    `recipients` is what the month's quota is reserved for (LINE counts its targets)."""
+
+    key_id: UUID
+    audience_group_ids: list[int]
+    exclude_audience_group_ids: list[int]
+    recipients: int
+    content_id: bytes
+    content: Content
+
+
+class NarrowcastProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """What LINE reports of a narrowcast: only totals, never which users received it."""
+
+    phase: str  # waiting | sending | succeeded | failed
+    success_count: int | None = None
+    failure_count: int | None = None
+    target_count: int | None = None
+    error_code: int | None = None
+    failed_description: str | None = None
+    accepted_time: str | None = None
+    completed_time: str | None = None
+
+
+@runtime_checkable
+class Narrowcaster(Protocol):
+    """A channel that can send one narrowcast and report its progress."""
+
+    async def narrowcast(self, request: OutboundNarrowcast) -> Outcome:
+        """Sent (provider_ref: LINE's request id, also for a 409 repeat), Retry or Failed."""
+        ...
+
+    async def narrowcast_progress(self, request_id: str) -> NarrowcastProgress | Retry | Failed:
+        """LINE's progress of an accepted narrowcast."""
+        ...

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from channels import email
-from channels.base import Channel, ChannelDescriptor, LineAccount, QuotaLedger
+from channels.base import Channel, ChannelDescriptor, LineAccount, Narrowcaster, QuotaLedger
 from channels.line import notification, push
 from router.config import Config
 
@@ -65,6 +65,16 @@ def build_adapters(
 
         account = LineAccountApi(config.line, line.quota)
     return channels, account
+
+
+def narrowcaster(channels: Mapping[str, Channel]) -> Narrowcaster | None:
+    """What sends LINE narrowcasts, over the built LINE channel (None without one)."""
+    line = channels.get(push.LINE.name)
+    if not isinstance(line, push.LinePushChannel):
+        return None
+    from channels.line.narrowcast import LineNarrowcast
+
+    return LineNarrowcast(line)
 
 
 register(push.LINE, push.build)

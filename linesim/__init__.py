@@ -70,6 +70,12 @@ from linesim.limits import (
     RETRY_KEY_TTL_SECONDS,
 )
 from linesim.login import ID_TOKEN_ISSUER, IdTokenClaims, LoginErrorResponse
+from linesim.narrowcast import (
+    MIN_AUDIENCE_SIZE,
+    NarrowcastProgressResponse,
+    NarrowcastRequest,
+    NarrowcastState,
+)
 from linesim.paths import (
     ACCOUNT_LINK_DIALOG_PATH,
     AUDIENCE_GROUP_PATH,
@@ -79,6 +85,8 @@ from linesim.paths import (
     DELIVERY_TAG_HEADER,
     FOLLOWERS_PATH,
     MULTICAST_PATH,
+    NARROWCAST_PATH,
+    NARROWCAST_PROGRESS_PATH,
     PNP_PATH,
     PUSH_PATH,
     QUOTA_COUNTED_PATHS,
@@ -122,7 +130,10 @@ __all__ = [
     "MAX_AUDIENCE_DESCRIPTION",
     "MAX_AUDIENCE_IDS",
     "MAX_BODY_BYTES",
+    "MIN_AUDIENCE_SIZE",
     "MULTICAST_PATH",
+    "NARROWCAST_PATH",
+    "NARROWCAST_PROGRESS_PATH",
     "PNP_PATH",
     "PUSH_PATH",
     "QUOTA_COUNTED_PATHS",
@@ -162,6 +173,9 @@ __all__ = [
     "MessageEvent",
     "MessageQuotaResponse",
     "MulticastRequest",
+    "NarrowcastProgressResponse",
+    "NarrowcastRequest",
+    "NarrowcastState",
     "PnpDelivery",
     "PnpDeliveryFault",
     "PnpMessagesRequest",

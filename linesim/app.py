@@ -38,6 +38,7 @@ from linesim.limits import (
 )
 from linesim.login import IdTokens
 from linesim.messages import Messages
+from linesim.narrowcast import Narrowcasts, NarrowcastState
 from linesim.paths import PNP_PATH, PUSH_PATHS, REPLY_PATH
 from linesim.state import SimState
 from linesim.stats import SimulatorStats, collect_stats
@@ -129,12 +130,13 @@ class LineSimulator:
             state, exchange, audience_rate, audience_window_seconds
         )
         self._accounts = accounts = Accounts(state, exchange, events, webhooks)
+        self._narrowcasts = narrowcasts = Narrowcasts(state, exchange, faults, messages, audiences)
         secret = (id_token_secret or secrets.token_hex(32)).encode()
         id_tokens = IdTokens(state.clock, exchange, secret)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
-        for area in (messages, accounts, id_tokens, audiences):
+        for area in (messages, accounts, id_tokens, audiences, narrowcasts):
             self.app.add_routes(area.routes())
         self.app.add_routes(Control(self, exchange, webhooks).routes())
         self.app.on_response_prepare.append(exchange.ensure_request_id)
@@ -150,6 +152,8 @@ class LineSimulator:
         self.set_rate_limits = messages.set_rate_limits
         self.set_audience_limit = audiences.set_limit
         self.audience_group = audiences.find
+        self.set_narrowcast_timing = narrowcasts.set_timing
+        self.set_narrowcast_limit = narrowcasts.set_limit
         self.set_followers = accounts.set_followers
         self.register_phone = accounts.register_phone
         self.forget_phone = accounts.forget_phone
@@ -229,6 +233,7 @@ class LineSimulator:
         self._messages.reset()
         self._audiences.reset()
         self._accounts.reset()
+        self._narrowcasts.reset()
 
     # --- inspection ---
 
@@ -253,6 +258,11 @@ class LineSimulator:
     def audience_groups(self) -> list[AudienceGroupState]:
         """Audiences created through ``POST /v2/bot/audienceGroup/upload``, oldest first."""
         return self._audiences.states()
+
+    @property
+    def narrowcasts(self) -> list[NarrowcastState]:
+        """Narrowcasts accepted, oldest first, in their phase as of the simulator's clock."""
+        return self._narrowcasts.states()
 
     @property
     def sent_webhooks(self) -> list[SentWebhook]:

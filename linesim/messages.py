@@ -114,7 +114,7 @@ class _MessageTrees(msgspec.Struct):
 _TREES_DECODER: Final = msgspec.json.Decoder(_MessageTrees)
 
 
-def _check_messages(
+def check_messages(
     messages: list[Message], details: list[ErrorDetail], raw: bytes
 ) -> list[ErrorDetail]:
     check_size(details, len(messages), 1, MAX_MESSAGES, "messages")
@@ -132,7 +132,7 @@ def _check_push(request: PushMessageRequest, raw: bytes) -> list[ErrorDetail]:
     details: list[ErrorDetail] = []
     if _PUSH_TARGET_ID.fullmatch(request.to) is None:
         details.append(ErrorDetail(message="Must be a valid user, group or room ID", property="to"))
-    return _check_messages(request.messages, details, raw)
+    return check_messages(request.messages, details, raw)
 
 
 def _check_multicast(request: MulticastRequest, raw: bytes) -> list[ErrorDetail]:
@@ -141,11 +141,11 @@ def _check_multicast(request: MulticastRequest, raw: bytes) -> list[ErrorDetail]
     for index, user_id in enumerate(request.to):
         if USER_ID.fullmatch(user_id) is None:
             details.append(ErrorDetail(message="Must be a valid user ID", property=f"to[{index}]"))
-    return _check_messages(request.messages, details, raw)
+    return check_messages(request.messages, details, raw)
 
 
 def _check_reply(request: ReplyMessageRequest, raw: bytes) -> list[ErrorDetail]:
-    return _check_messages(request.messages, [], raw)
+    return check_messages(request.messages, [], raw)
 
 
 def _check_pnp(request: PnpMessagesRequest, raw: bytes) -> list[ErrorDetail]:
@@ -157,7 +157,7 @@ def _check_pnp(request: PnpMessagesRequest, raw: bytes) -> list[ErrorDetail]:
                 property="to",
             )
         )
-    return _check_messages(request.messages, details, raw)
+    return check_messages(request.messages, details, raw)
 
 
 class _Accepted(msgspec.Struct, gc=False):
@@ -244,10 +244,10 @@ class Messages:
     def routes(self) -> list[web.RouteDef]:
         handler = self._exchange.handler
         return [
-            web.post(PUSH_PATH, handler(PUSH_PATH, self._held(self._accept_push))),
-            web.post(MULTICAST_PATH, handler(MULTICAST_PATH, self._held(self._accept_multicast))),
+            web.post(PUSH_PATH, handler(PUSH_PATH, self.held(self._accept_push))),
+            web.post(MULTICAST_PATH, handler(MULTICAST_PATH, self.held(self._accept_multicast))),
             web.post(REPLY_PATH, handler(REPLY_PATH, self._reply)),
-            web.post(PNP_PATH, handler(PNP_PATH, self._held(self._accept_pnp))),
+            web.post(PNP_PATH, handler(PNP_PATH, self.held(self._accept_pnp))),
         ]
 
     def reset(self) -> None:
@@ -275,7 +275,7 @@ class Messages:
             if value is not None:
                 limit.limit = value
 
-    def _held(self, accept: Accept) -> Step:
+    def held(self, accept: Accept) -> Step:
         """A send step: read the body, then ``accept`` it as late as a pending fault says.
 
         A fault's delay holds the answer back whatever it is, refusals included; a fault

@@ -11,6 +11,8 @@ from typing import Final
 
 PUSH_PATH: Final = "/v2/bot/message/push"
 MULTICAST_PATH: Final = "/v2/bot/message/multicast"
+NARROWCAST_PATH: Final = "/v2/bot/message/narrowcast"
+NARROWCAST_PROGRESS_PATH: Final = "/v2/bot/message/progress/narrowcast"
 QUOTA_PATH: Final = "/v2/bot/message/quota"
 CONSUMPTION_PATH: Final = "/v2/bot/message/quota/consumption"
 REPLY_PATH: Final = "/v2/bot/message/reply"

@@ -57,6 +57,8 @@ class Counters(msgspec.Struct):
     webhooks_sent: int = 0
     webhooks_failed: int = 0
     accepted_audience_uploads: int = 0
+    accepted_narrowcasts: int = 0
+    narrowcast_recipients: int = 0
 
 
 class ExpiringToken(msgspec.Struct, gc=False):

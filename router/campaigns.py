@@ -21,6 +21,8 @@ from router.content import Content, EmailContent, LineContent, check_content
 from router.database import Connection, Pool
 from router.intake_port import AcceptIntents
 from router.intents import MAX_SCHEDULE_AHEAD, IntentRequest, Kind, Route, SendAt, Tags
+from router.line import narrowcast
+from router.line.narrowcast import NarrowcastView
 from router.problems import FieldError
 from router.queue import claims
 from router.queue.loops import QueueWorker
@@ -54,6 +56,9 @@ class CampaignRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tags: Tags = msgspec.field(default_factory=list)
     send_at: SendAt | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+    # How the LINE part goes out: multicasts of up to 500, or one narrowcast to the
+    # audiences' synced LINE audiences (router.line.narrowcast).
+    line_delivery: Literal["multicast", "narrowcast"] = "multicast"
 
     alternatives: ClassVar[tuple[Alternatives, ...]] = (
         Alternatives(("email", "line"), "give email content, LINE messages, or both"),
@@ -78,6 +83,7 @@ class CampaignView(msgspec.Struct, kw_only=True):
     deliveries: list[ChannelCount]
     created_at: datetime
     updated_at: datetime
+    narrowcast: NarrowcastView | None = None  # with "line_delivery": "narrowcast"
 
 
 def check(request: CampaignRequest) -> list[FieldError]:
@@ -94,6 +100,8 @@ def unworkable(request: CampaignRequest) -> list[FieldError]:
     if request.send_at is not None and request.send_at - datetime.now(UTC) > MAX_SCHEDULE_AHEAD:
         # each intent would be refused for it at fan-out
         errors.append(FieldError("send_at", "at most 30 days ahead"))
+    if request.line_delivery == "narrowcast":
+        errors.extend(narrowcast.unworkable(request.route))
     return errors
 
 
@@ -132,6 +140,10 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
         request.idempotency_key,
         fingerprint,
     )
+    if request.line_delivery == "narrowcast":
+        await narrowcast.create(
+            conn, campaign_id, request.audience_ids, request.exclude_audience_ids, request.send_at
+        )
     await notify(conn, FANNING_OUT.queue_name)
     return campaign_id, True
 
@@ -194,6 +206,9 @@ async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
     )
     if row is None:
         return None
+    # Read before the counts: a narrowcast's end and its deliveries' commit together, so an
+    # end shown here is never shown beside deliveries still 'sending'.
+    sent_as_narrowcast = await narrowcast.view(conn, campaign_id)
     counts = [
         ChannelCount(r["channel"], r["status"], r["n"], r["groups"])
         for r in await conn.fetch(
@@ -204,7 +219,7 @@ async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
             campaign_id,
         )
     ]
-    return CampaignView(deliveries=counts, **dict(row))
+    return CampaignView(deliveries=counts, narrowcast=sent_as_narrowcast, **dict(row))
 
 
 class CampaignFanOut(QueueWorker):
@@ -257,6 +272,8 @@ class CampaignFanOut(QueueWorker):
                 for member_id in members
             ]
             results = await self._accept(conn, requests, campaign_id=campaign_id)
+            if template.line_delivery == "narrowcast":
+                await narrowcast.join(conn, campaign_id, [r.id for r in results if r.id])
             accepted = sum(r.status == "accepted" for r in results)
             rejected = sum(r.status == "rejected" for r in results)
             await conn.execute(

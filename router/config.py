@@ -69,6 +69,10 @@ class LineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     notification_messages: bool = False
     notification_confirm_seconds: Seconds = 86400.0
     quota_cache_seconds: NonNegativeSeconds = 60.0
+    # Narrowcast campaigns: how often LINE's progress is asked for, and how long after LINE
+    # took a narrowcast the router stops asking (its deliveries are then 'uncertain').
+    narrowcast_poll_seconds: Seconds = 5.0
+    narrowcast_give_up_seconds: Seconds = 21600.0
 
 
 class EmailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

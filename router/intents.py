@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
+import asyncpg
 import msgspec
 
 from router.channel_rules import confirmed_by_provider
@@ -77,6 +78,15 @@ class IntentResult(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     errors: list[FieldError] = msgspec.field(default_factory=list)
 
 
+class NarrowcastNote(msgspec.Struct, kw_only=True):
+    """A LINE delivery that went out in a narrowcast: which one and how it ended. LINE
+    reports only totals, so whether this member received it is not known."""
+
+    request_id: str | None
+    status: str  # waiting | accepted | succeeded | failed | unknown | cancelled
+    received_by_this_member: Literal["not reported by LINE"] = "not reported by LINE"
+
+
 class DeliveryView(msgspec.Struct, kw_only=True):
     id: UUID
     channel: str
@@ -93,6 +103,8 @@ class DeliveryView(msgspec.Struct, kw_only=True):
     updated_at: datetime
     sent_at: datetime | None
     confirmed_at: datetime | None
+    # Set when the delivery went out in a LINE narrowcast instead of a push or multicast.
+    narrowcast: NarrowcastNote | None = None
 
 
 class IntentView(msgspec.Struct, kw_only=True):
@@ -121,11 +133,13 @@ FROM intents WHERE id = $1
 """
 
 _VIEW_DELIVERIES = """
-SELECT id, channel, status, is_fallback AS fallback, attempts, last_error, provider_ref,
-       smtp_queue_id,
-       CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,
-       created_at, updated_at, sent_at, confirmed_at
-FROM deliveries WHERE intent_id = $1 ORDER BY is_fallback, created_at
+SELECT d.id, d.channel, d.status, d.is_fallback AS fallback, d.attempts, d.last_error,
+       d.provider_ref, d.smtp_queue_id,
+       CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
+       d.created_at, d.updated_at, d.sent_at, d.confirmed_at,
+       n.status AS narrowcast_status, n.request_id AS narrowcast_request_id
+FROM deliveries d LEFT JOIN line_narrowcasts n ON n.send_group_id = d.send_group_id
+WHERE d.intent_id = $1 ORDER BY d.is_fallback, d.created_at
 """
 
 
@@ -133,9 +147,17 @@ async def view(conn: Connection, intent_id: UUID) -> IntentView | None:
     row = await conn.fetchrow(_VIEW_INTENT, intent_id)
     if row is None:
         return None
-    deliveries = [DeliveryView(**dict(r)) for r in await conn.fetch(_VIEW_DELIVERIES, intent_id)]
+    deliveries = [_delivery(r) for r in await conn.fetch(_VIEW_DELIVERIES, intent_id)]
     status = intent_status(row["route"], deliveries, frozenset(confirmed_by_provider()))
     return IntentView(status=status, deliveries=deliveries, **dict(row))
+
+
+def _delivery(row: asyncpg.Record) -> DeliveryView:
+    fields = dict(row)
+    status = fields.pop("narrowcast_status")
+    request_id = fields.pop("narrowcast_request_id")
+    note = None if status is None else NarrowcastNote(request_id=request_id, status=status)
+    return DeliveryView(narrowcast=note, **fields)
 
 
 class RelayedMessageView(msgspec.Struct, kw_only=True):
@@ -173,8 +195,12 @@ def intent_status(
     active = [d for d in deliveries if d.status != "cancelled"]
     if any(d.status in ("pending", "claimed", "sending") for d in active):
         return "queued"
+    # A narrowcast's deliveries are never confirmed per member: LINE reports only totals.
     unconfirmed = sum(
-        d.status == "sent" and d.confirmed_at is None and d.channel in confirmed_by for d in active
+        d.status == "sent"
+        and d.confirmed_at is None
+        and (d.channel in confirmed_by or d.narrowcast is not None)
+        for d in active
     )
     delivered = sum(d.status == "sent" for d in active) - unconfirmed
     if route == "both":

@@ -32,6 +32,7 @@ from router.delivery.caches import ContentCache, RelayedCache
 from router.delivery.dispatch import DeliveryDispatch
 from router.delivery.event_posting import EventPoster
 from router.delivery.lease_sweep import LeaseSweep
+from router.delivery.narrowcast import NarrowcastWorker
 from router.delivery.send_groups import SendGroupDispatch
 from router.ingress.smtp_relay import start_smtp_ingress
 from router.intake import IntakeChannels
@@ -173,6 +174,11 @@ def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
         )
         found.append(LeaseSweep(pool, held, config.workers, confirm_after, events=events))
         found.append(LeaseHeartbeat(pool, held, config.workers.lease_seconds))
+    narrowcaster = registry.narrowcaster(runtime.channels)
+    if narrowcaster is not None:
+        found.append(
+            NarrowcastWorker(pool, narrowcaster, config.line, config.workers, events=events)
+        )
     if config.line_configured:
         runtime.forwarder = WebhookForwarder(pool, config.line.timeout_seconds)
         found += [

@@ -162,9 +162,9 @@ class LinePushChannel:
 
     def wire_messages(self, message: Outbound) -> list[Any]:
         """LINE's JSON for a content's messages, built once per content and reused."""
-        return self._wire(message.content_id, message.content)
+        return self.wire_content(message.content_id, message.content)
 
-    def _wire(self, content_id: bytes, content: Content) -> list[Any]:
+    def wire_content(self, content_id: bytes, content: Content) -> list[Any]:
         cached = self._messages.get(content_id)
         if cached is None:
             cached = [msgspec.to_builtins(m) for m in content.line_messages()]
@@ -176,7 +176,7 @@ class LinePushChannel:
     async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
         """One quota reservation for the whole claim; where what is left of the month's quota
         cannot cover them all, each push reserves its own, so those that fit still go."""
-        outcomes = await self._within_quota(uuid.uuid4(), len(batch), lambda: self._pushes(batch))
+        outcomes = await self.within_quota(uuid.uuid4(), len(batch), lambda: self._pushes(batch))
         if isinstance(outcomes, Failed):
             return list(await asyncio.gather(*(self._push_within_quota(m) for m in batch)))
         return outcomes
@@ -185,7 +185,7 @@ class LinePushChannel:
         return list(await asyncio.gather(*(self._push(m) for m in batch)))
 
     async def _push_within_quota(self, message: Outbound) -> Outcome:
-        return await self._within_quota(
+        return await self.within_quota(
             retry_key(message.delivery_id), 1, lambda: self._push(message)
         )
 
@@ -206,19 +206,19 @@ class LinePushChannel:
         if not 1 <= len(group.addresses) <= MAX_MULTICAST_RECIPIENTS:
             raise ValueError(f"a multicast names 1 to {MAX_MULTICAST_RECIPIENTS} user IDs")
         try:
-            messages = self._wire(group.content_id, group.content)
+            messages = self.wire_content(group.content_id, group.content)
         except ValueError as exc:
             return Failed(f"LINE messages could not be built: {exc}", fallback=True, dropped=True)
         body = {"to": group.addresses, "messages": messages}
         key = multicast_retry_key(group.group_id)
-        outcome = await self._within_quota(
+        outcome = await self.within_quota(
             key, len(group.addresses), lambda: self._post(MULTICAST_PATH, key, body)
         )
         if isinstance(outcome, _Refused):
             return _split_or_fail(outcome)
         return outcome
 
-    async def _within_quota(
+    async def within_quota(
         self, key: uuid.UUID, recipients: int, send: Callable[[], Awaitable[_T]]
     ) -> _T | Failed:
         """`send()` with the month's quota held for `recipients` under `key` while it runs,
