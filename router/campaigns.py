@@ -164,20 +164,27 @@ async def _store_content(conn: Connection, request: CampaignRequest) -> bytes:
     return stored
 
 
-def _in_any(first: int) -> str:
-    """SQL: the member is in an audience whose id is in ${first} (email audiences),
-    ${first + 1} (phone) or ${first + 2} (LINE user ID). One condition per type, each an index
-    probe of audience_entries' primary key with the member's own key, so the plan is the
-    same whatever the tables' statistics say."""
-    return " OR ".join(
-        "EXISTS (SELECT 1 FROM audience_entries e"  # noqa: S608 - constants only
-        f" WHERE e.audience_id = ANY(${first + n}::uuid[]) AND e.value_sha256 = {key})"
+def _found_in(first: int) -> str:
+    """SQL: a row (`hit`) when the member is in an audience whose id is in ${first} (email
+    audiences), ${first + 1} (phone) or ${first + 2} (LINE user ID); no row otherwise. One
+    primary-key probe of audience_entries per type with the member's own key, stopping at the
+    first hit; written as a LATERAL subquery with LIMIT so that PostgreSQL cannot turn it into
+    a hash of the whole audience, whatever the tables' statistics say."""
+    probes = " UNION ALL ".join(
+        "SELECT 1 AS hit FROM audience_entries e"  # noqa: S608 - constants only
+        f" WHERE e.audience_id = ANY(${first + n}::uuid[]) AND e.value_sha256 = {key}"
         for n, key in enumerate(audiences.MEMBER_KEY.values())
     )
+    return f"({probes} LIMIT 1)"
 
 
-# Members in any of the campaign's audiences ($2..$4) and in none of its exclusions ($5..$7).
-AUDIENCE_FILTER = f"({_in_any(2)}) AND NOT ({_in_any(5)})"
+# Members (`members m`) in any of the campaign's audiences ($2..$4) and in none of its
+# exclusions ($5..$7): joins to put after `FROM members m`, and the condition that goes with them.
+AUDIENCE_JOINS = (
+    f"JOIN LATERAL {_found_in(2)} AS inside ON true"
+    f" LEFT JOIN LATERAL {_found_in(5)} AS outside ON true"
+)
+AUDIENCE_WHERE = "outside.hit IS NULL"
 
 
 async def _ids_by_type(conn: Connection, ids: list[UUID]) -> list[list[UUID]]:
@@ -356,5 +363,6 @@ def _chunk_statement(template: CampaignRequest, channels: IntakeChannels) -> str
             addresses=routing.addresses,
             address=routing.address,
         ),
-        AUDIENCE_FILTER,
+        AUDIENCE_JOINS,
+        AUDIENCE_WHERE,
     )

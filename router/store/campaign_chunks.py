@@ -55,9 +55,9 @@ FROM (SELECT d.channel, ceil(count(*)::numeric / s.size)::int AS groups
 CROSS JOIN LATERAL generate_series(0, c.groups - 1) AS slot"""  # noqa: S608 - constants only
 
 
-def chunk_sql(routing: ChunkRouting, audience_filter: str) -> str:
+def chunk_sql(routing: ChunkRouting, audience_joins: str, audience_where: str) -> str:
     """The chunk statement. $1 the cursor (last member done, or NULL), $2..$7 the audience ids
-    `audience_filter` reads, $8 the chunk size, $9 the campaign, $10 its content, $11 route,
+    `audience_joins` (after `FROM members m`) and `audience_where` read, $8 the chunk size, $9 the campaign, $10 its content, $11 route,
     $12 the intents' campaign name, $13 tags (JSON), $14 send_at, $15/$16 group sizes by
     channel, $17 whether `processed` delivery events are recorded. Answers one row: members
     looked at, intents made, the last member, and the channels of new deliveries outside and
@@ -66,8 +66,8 @@ def chunk_sql(routing: ChunkRouting, audience_filter: str) -> str:
     return f"""
 WITH targets AS MATERIALIZED (
     SELECT m.member_id, {routing.code} AS code, {routing.addresses} AS addresses
-    FROM members m
-    WHERE ($1::text IS NULL OR m.member_id > $1) AND {audience_filter}
+    FROM members m {audience_joins}
+    WHERE ($1::text IS NULL OR m.member_id > $1) AND {audience_where}
     ORDER BY m.member_id
     LIMIT $8
 ), planned AS MATERIALIZED (
@@ -93,10 +93,10 @@ WITH targets AS MATERIALIZED (
     INSERT INTO send_groups (id, channel, content_id, status, next_attempt_at)
     SELECT id, channel, $10, 'pending', greatest(coalesce($14, now()), now()) FROM groups
 ), inserted AS (
-    INSERT INTO deliveries (intent_id, channel, address, status, next_attempt_at,
+    INSERT INTO deliveries (id, intent_id, channel, address, status, next_attempt_at,
                             send_group_id, campaign_id)
-    SELECT w.intent_id, w.channel, w.address, 'pending', greatest(coalesce($14, now()), now()),
-           g.id, $9
+    SELECT {UUID7_SQL}, w.intent_id, w.channel, w.address, 'pending',
+           greatest(coalesce($14, now()), now()), g.id, $9
     FROM wanted w LEFT JOIN groups g ON g.channel = w.channel AND g.slot = w.n % g.groups
     RETURNING id, intent_id, channel, address, send_group_id
 ), processed AS (
