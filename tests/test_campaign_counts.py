@@ -67,6 +67,17 @@ async def test_counters_equal_row_counts_after_a_mixed_run(
         )
         view = await counted_both_ways(router, conn, sent_id)
         assert {d["channel"]: d["multicasts"] for d in view["deliveries"]}["line"] >= 1
+        # Each member's own intent, as GET /v1/intents/{id} shows any intent.
+        refused = await conn.fetchval(
+            "SELECT id FROM intents WHERE campaign_id = $1 AND member_id = 'f00003'", sent_id
+        )
+        intent = (await router.client.get(f"/v1/intents/{refused}")).json()
+        assert intent["idempotency_key"] == f"campaign:{sent_id}:f00003"
+        assert intent["status"] == "delivered" and intent["fallback"] == "email"
+        assert sorted((d["channel"], d["status"]) for d in intent["deliveries"]) == [
+            ("email", "sent"),
+            ("line", "failed"),
+        ]
         assert (
             await conn.fetchval(
                 "SELECT max(s.attempts) FROM send_groups s JOIN deliveries d ON d.send_group_id = s.id"
