@@ -202,6 +202,17 @@ async def test_a_chunk_that_keeps_failing_stops_the_campaign_visibly(
             assert not await conn.fetchval(
                 "SELECT count(*) FROM campaigns WHERE status = 'fanning_out'"
             )
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "router", "campaigns", "status", resp.json()["id"],
+                env=os.environ | {"ROUTER_DATABASE_URL": dsn},
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+            assert proc.returncode == 0, err.decode()
+            assert out.decode().splitlines()[:2] == [
+                "failed: 0 members targeted, 0 intents, 0 not reachable",
+                f"  {body['error']}",
+            ]
     finally:
         await conn.execute(
             "DROP TRIGGER refuse_campaign_intents ON intents;"
