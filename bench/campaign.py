@@ -15,7 +15,10 @@ friend. Seeding is timed but is not a figure. Then:
       uploaded after it.
   (2) baseline: a campaign to those friends through routers started with
       `[line] multicast = false`, so that each LINE delivery is one push.
-  (3) the same friends, other content, through routers with `[line] multicast = true`.
+  (3) the same friends, other content, through routers with `[line] multicast = true`, with
+      send_at --send-delay seconds after the POST: besides the figures below, "LINE from
+      send_at" times the LINE half alone, its deliveries all made before it starts (what
+      sending and recording multicasts cost, apart from the fan-out).
   (4) the campaign: POST /v1/campaigns to the first audience (every member), route
       prefer_line, email and LINE text, multicast on: half go by LINE, half by email.
   For each campaign, seconds from the POST until:
@@ -45,7 +48,7 @@ and status), timed on the finished campaign.
 A campaign that makes no progress for 5 minutes stops the run.
 
 Usage: python bench/campaign.py [--members N] [--file-lines N] [--baseline N] [--routers K]
-                                [--intake-baseline N]
+                                [--intake-baseline N] [--send-delay S]
 Develop with --members 200000 --file-lines 300000 --baseline 20000 or smaller.
 """
 
@@ -528,11 +531,20 @@ class Campaign:
     view: dict[str, Any] = field(default_factory=dict)
     view_seconds: list[float] = field(default_factory=list)
     row_count_seconds: float = 0.0
+    send_delay: float | None = None  # send_at this long after the POST, if set
     peak_kb: dict[int, int] = field(default_factory=dict)
 
     @property
     def line_per_second(self) -> float:
         return self.expect_line / self.line if self.line else 0.0
+
+    @property
+    def line_sending(self) -> float:
+        """Seconds from the moment sending could start (send_at, or the end of the fan-out
+        if that came later) to the last LINE recipient accepted."""
+        if self.send_delay is None:
+            return 0.0
+        return self.line - max(self.send_delay, self.fan_out)
 
 
 def view_counts(view: dict[str, Any]) -> dict[tuple[str, str], int]:
@@ -554,13 +566,18 @@ async def run_campaign(
     audience: dict[str, Any],
     content: dict[str, Any],
     name: str,
+    send_delay: float | None = None,
 ) -> Campaign:
     """POST a prefer_line campaign to `audience` and follow it until every delivery is final,
-    printing each milestone as it is reached."""
+    printing each milestone as it is reached. With `send_delay`, its send_at is that many
+    seconds after the POST, so that its sending can be timed apart from its fan-out."""
+    from datetime import UTC, datetime, timedelta
+
     result = Campaign(
         members=audience["matched"],
         expect_line=audience["reachable_line"],
         expect_email=audience["matched"] - audience["reachable_line"],
+        send_delay=send_delay,
     )
     db = await asyncpg.connect(stack.dsn)
     sim = httpx.AsyncClient(timeout=60)
@@ -570,6 +587,9 @@ async def run_campaign(
         mail_before = stack.received.value
         stack.sampler.take()
         body = {"name": name, "audience_ids": [audience["id"]], "route": "prefer_line"} | content
+        if send_delay is not None:
+            send_at = datetime.now(UTC) + timedelta(seconds=send_delay)
+            body["send_at"] = send_at.isoformat()
         start = time.perf_counter()
         resp = await api.post("/v1/campaigns", json=body)
         if resp.status_code != 202:
@@ -790,7 +810,12 @@ async def measure(args: argparse.Namespace, stack: Stack, people: Population) ->
         first = multicast_routers[0]
         print(f"(3) the same {friends:,} LINE friends, multicast on", flush=True)
         friends_multicast = await run_campaign(
-            stack, first, friends_upload.report, FRIENDS_CONTENT, "bench-spring"
+            stack,
+            first,
+            friends_upload.report,
+            FRIENDS_CONTENT,
+            "bench-spring",
+            send_delay=args.send_delay,
         )
         print(f"(4) campaign to all {report['matched']:,} members, multicast on", flush=True)
         main = await run_campaign(stack, first, report, MAIN_CONTENT, "bench-autumn")
@@ -825,6 +850,13 @@ def campaign_rows(label: str, c: Campaign) -> list[tuple[str, str]]:
             f"{c.fan_out:.1f} s, {c.members / c.fan_out:,.0f} intents/s",
         ),
         ("    all LINE recipients accepted", f"{c.line:.1f} s, {c.line_per_second:,.0f}/s"),
+        (
+            "    LINE from send_at (made before)",
+            f"{c.line_sending:.1f} s, {c.expect_line / c.line_sending:,.0f}/s"
+            + (" (fan-out outlasted send_at)" if c.fan_out > (c.send_delay or 0) else "")
+            if c.send_delay is not None and c.line_sending > 0
+            else "-",
+        ),
         (
             "    all emails at the sink",
             f"{c.email:.1f} s, {c.emails / c.email:,.0f}/s" if c.expect_email else "-",
@@ -881,7 +913,10 @@ def print_results(args: argparse.Namespace, r: Results, stack: Stack) -> None:
     rows += campaign_rows("(4) everyone, multicast on", r.main)
     base = r.baseline.line_per_second
     for label, c in (("(4) / (2)", r.main), ("(3) / (2)", r.friends_multicast)):
-        ratio = f"{c.line_per_second / base:.2f}x" if base else "-"
+        rate = c.line_per_second
+        if c.send_delay is not None and c.line_sending > 0:
+            label, rate = "(3) from send_at / (2)", c.expect_line / c.line_sending
+        ratio = f"{rate / base:.2f}x" if base else "-"
         rows.append((f"LINE recipients/s {label}", ratio))
     rows.append(("(0) intake baseline", f"{r.intake.seconds:.1f} s, {r.intake.per_second:,.0f}/s"))
     for label, c in (("(4)", r.main), ("(3)", r.friends_multicast), ("(2)", r.baseline)):
@@ -923,6 +958,9 @@ async def main() -> None:
     parser.add_argument("--routers", type=int, default=1, help="router processes per phase")
     parser.add_argument(
         "--intake-baseline", type=int, default=20_000, help="intents in the baseline (0)"
+    )
+    parser.add_argument(
+        "--send-delay", type=float, default=30.0, help="(3)'s send_at, seconds after its POST"
     )
     args = parser.parse_args()
     if args.members < 2 or args.routers < 1 or args.baseline < 1:
