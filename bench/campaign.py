@@ -15,7 +15,10 @@ friend. Seeding is timed but is not a figure. Then:
       uploaded after it.
   (2) baseline: a campaign to those friends through routers started with
       `[line] multicast = false`, so that each LINE delivery is one push.
-  (3) the same friends, other content, through routers with `[line] multicast = true`.
+  (3) the same friends, other content, through routers with `[line] multicast = true`, with
+      send_at --send-delay seconds after the POST: besides the figures below, "LINE from
+      send_at" times the LINE half alone, its deliveries all made before it starts (what
+      sending and recording multicasts cost, apart from the fan-out).
   (4) the campaign: POST /v1/campaigns to the first audience (every member), route
       prefer_line, email and LINE text, multicast on: half go by LINE, half by email.
   For each campaign, seconds from the POST until:
@@ -34,11 +37,19 @@ friend. Seeding is timed but is not a figure. Then:
 Peak RSS is the largest VmRSS read from /proc every 100 ms while a figure is measured
 (VmHWM cannot be reset); each router's VmHWM, its peak over its whole life, is printed when
 it stops. Simulator and sink counts are read every 100 ms; the campaign view, which counts
-all the campaign's deliveries on each read, every 30 s while sending and every 0.5 s once
-the simulator and the sink have everything.
+its counters on each read, every second while sending and every 0.5 s once the simulator
+and the sink have everything; the reads' p50 and max are a figure, against a baseline in the
+same run: the row count the view used to make (deliveries of the campaign grouped by channel
+and status), timed on the finished campaign.
+  fan-out baseline: before the campaigns, --intake-baseline members' intents (due in 29 days,
+  so nothing is sent meanwhile) are accepted through POST /v1/intents/batch, 10,000 a request,
+  one request at a time: the per-intent intake path a campaign's fan-out went through before
+  it was done set-wise in PostgreSQL. intents/s of each fan-out over it is the ratio.
 A campaign that makes no progress for 5 minutes stops the run.
 
 Usage: python bench/campaign.py [--members N] [--file-lines N] [--baseline N] [--routers K]
+                                [--intake-baseline N] [--send-delay S]
+Develop with --members 200000 --file-lines 300000 --baseline 20000 or smaller.
 """
 
 from __future__ import annotations
@@ -74,7 +85,7 @@ TOKEN = "bench-token"
 API_KEY = "bench-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SAMPLE_SECONDS = 0.1
-VIEW_EVERY_SECONDS = 30.0
+VIEW_EVERY_SECONDS = 1.0
 FINAL_VIEW_EVERY_SECONDS = 0.5
 STALL_SECONDS = 300.0
 PRINT_EVERY_SECONDS = 30.0
@@ -519,11 +530,21 @@ class Campaign:
     emails: int = 0
     view: dict[str, Any] = field(default_factory=dict)
     view_seconds: list[float] = field(default_factory=list)
+    row_count_seconds: float = 0.0
+    send_delay: float | None = None  # send_at this long after the POST, if set
     peak_kb: dict[int, int] = field(default_factory=dict)
 
     @property
     def line_per_second(self) -> float:
         return self.expect_line / self.line if self.line else 0.0
+
+    @property
+    def line_sending(self) -> float:
+        """Seconds from the moment sending could start (send_at, or the end of the fan-out
+        if that came later) to the last LINE recipient accepted."""
+        if self.send_delay is None:
+            return 0.0
+        return self.line - max(self.send_delay, self.fan_out)
 
 
 def view_counts(view: dict[str, Any]) -> dict[tuple[str, str], int]:
@@ -545,13 +566,18 @@ async def run_campaign(
     audience: dict[str, Any],
     content: dict[str, Any],
     name: str,
+    send_delay: float | None = None,
 ) -> Campaign:
     """POST a prefer_line campaign to `audience` and follow it until every delivery is final,
-    printing each milestone as it is reached."""
+    printing each milestone as it is reached. With `send_delay`, its send_at is that many
+    seconds after the POST, so that its sending can be timed apart from its fan-out."""
+    from datetime import UTC, datetime, timedelta
+
     result = Campaign(
         members=audience["matched"],
         expect_line=audience["reachable_line"],
         expect_email=audience["matched"] - audience["reachable_line"],
+        send_delay=send_delay,
     )
     db = await asyncpg.connect(stack.dsn)
     sim = httpx.AsyncClient(timeout=60)
@@ -561,6 +587,9 @@ async def run_campaign(
         mail_before = stack.received.value
         stack.sampler.take()
         body = {"name": name, "audience_ids": [audience["id"]], "route": "prefer_line"} | content
+        if send_delay is not None:
+            send_at = datetime.now(UTC) + timedelta(seconds=send_delay)
+            body["send_at"] = send_at.isoformat()
         start = time.perf_counter()
         resp = await api.post("/v1/campaigns", json=body)
         if resp.status_code != 202:
@@ -633,6 +662,7 @@ async def run_campaign(
                 )
         assert fan_out is not None and line is not None and email is not None
         result.fan_out, result.line, result.email = fan_out, line, email
+        result.row_count_seconds = await time_row_count(db, campaign_id)
         result.sim = await sim_counts(sim, stack.sim) - sim_before
         result.emails = stack.received.value - mail_before
         result.peak_kb = stack.sampler.take()
@@ -641,6 +671,61 @@ async def run_campaign(
         await sim.aclose()
         await db.close()
     return result
+
+
+ROW_COUNT = """
+SELECT d.channel, d.status, count(*) AS n, count(DISTINCT d.send_group_id) AS groups
+FROM intents i JOIN deliveries d ON d.intent_id = i.id WHERE i.campaign_id = $1::uuid
+GROUP BY d.channel, d.status ORDER BY d.channel, d.status
+"""
+
+
+async def time_row_count(db: asyncpg.Connection, campaign_id: str) -> float:
+    """The baseline of the view's latency: counting the campaign's rows as the view did
+    before it read counters (the better of two runs)."""
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        await db.fetch(ROW_COUNT, campaign_id)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@dataclass
+class IntakeBaseline:
+    intents: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.intents / self.seconds if self.seconds else 0.0
+
+
+async def intake_baseline(router: Router, people: Population, count: int) -> IntakeBaseline:
+    """Accept `count` members' intents through POST /v1/intents/batch, one request of up to
+    10,000 at a time, due in 29 days so that nothing is sent while the campaigns run."""
+    from datetime import UTC, datetime, timedelta
+
+    send_at = (datetime.now(UTC) + timedelta(days=29)).isoformat()
+    count = min(count, people.members)
+    async with httpx.AsyncClient(base_url=router.base, headers=AUTH, timeout=None) as client:
+        start = time.perf_counter()
+        for offset in range(0, count, 10_000):
+            items = [
+                {"member_id": people.member_id(i), "route": "prefer_line", "send_at": send_at}
+                | MAIN_CONTENT
+                for i in range(offset, min(count, offset + 10_000))
+            ]
+            resp = await client.post("/v1/intents/batch", json={"intents": items})
+            if resp.status_code != 200:
+                raise RuntimeError(f"batch answered {resp.status_code}: {resp.text[:2000]}")
+        seconds = time.perf_counter() - start
+    return IntakeBaseline(count, seconds)
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -656,6 +741,7 @@ class Results:
     main: Campaign
     baseline: Campaign
     friends_multicast: Campaign
+    intake: IntakeBaseline
 
 
 def expect_report(report: dict[str, Any], expected: dict[str, int]) -> list[str]:
@@ -707,6 +793,9 @@ async def measure(args: argparse.Namespace, stack: Stack, people: Population) ->
         )
         if wrong:
             print("    UNEXPECTED report: " + "; ".join(wrong), flush=True)
+        print(f"(0) intake baseline: {args.intake_baseline:,} intents by batch", flush=True)
+        intake = await intake_baseline(first, people, args.intake_baseline)
+        print(f"    {intake.seconds:.1f} s, {intake.per_second:,.0f} intents/s", flush=True)
         friends_upload = await upload(stack, first, friends_file, "bench-friends")
         print(
             f"    friends' audience ({friends:,} lines) uploaded in {friends_upload.seconds:.1f} s",
@@ -721,12 +810,25 @@ async def measure(args: argparse.Namespace, stack: Stack, people: Population) ->
         first = multicast_routers[0]
         print(f"(3) the same {friends:,} LINE friends, multicast on", flush=True)
         friends_multicast = await run_campaign(
-            stack, first, friends_upload.report, FRIENDS_CONTENT, "bench-spring"
+            stack,
+            first,
+            friends_upload.report,
+            FRIENDS_CONTENT,
+            "bench-spring",
+            send_delay=args.send_delay,
         )
         print(f"(4) campaign to all {report['matched']:,} members, multicast on", flush=True)
         main = await run_campaign(stack, first, report, MAIN_CONTENT, "bench-autumn")
     return Results(
-        people, shape, seed_seconds, upload_1, friends_upload, main, baseline, friends_multicast
+        people,
+        shape,
+        seed_seconds,
+        upload_1,
+        friends_upload,
+        main,
+        baseline,
+        friends_multicast,
+        intake,
     )
 
 
@@ -749,6 +851,13 @@ def campaign_rows(label: str, c: Campaign) -> list[tuple[str, str]]:
         ),
         ("    all LINE recipients accepted", f"{c.line:.1f} s, {c.line_per_second:,.0f}/s"),
         (
+            "    LINE from send_at (made before)",
+            f"{c.line_sending:.1f} s, {c.expect_line / c.line_sending:,.0f}/s"
+            + (" (fan-out outlasted send_at)" if c.fan_out > (c.send_delay or 0) else "")
+            if c.send_delay is not None and c.line_sending > 0
+            else "-",
+        ),
+        (
             "    all emails at the sink",
             f"{c.email:.1f} s, {c.emails / c.email:,.0f}/s" if c.expect_email else "-",
         ),
@@ -764,7 +873,9 @@ def campaign_rows(label: str, c: Campaign) -> list[tuple[str, str]]:
         ("    router peak RSS", peak(c.peak_kb)),
         (
             "    GET /v1/campaigns/{id}",
-            f"{len(c.view_seconds)} reads, slowest {max(c.view_seconds, default=0):.2f} s",
+            f"{len(c.view_seconds)} reads, p50 {quantile(c.view_seconds, 0.5) * 1000:.1f} ms,"
+            f" max {max(c.view_seconds, default=0) * 1000:.1f} ms; baseline (rows counted)"
+            f" {c.row_count_seconds * 1000:.1f} ms",
         ),
         (
             "    final deliveries",
@@ -802,8 +913,26 @@ def print_results(args: argparse.Namespace, r: Results, stack: Stack) -> None:
     rows += campaign_rows("(4) everyone, multicast on", r.main)
     base = r.baseline.line_per_second
     for label, c in (("(4) / (2)", r.main), ("(3) / (2)", r.friends_multicast)):
-        ratio = f"{c.line_per_second / base:.2f}x" if base else "-"
+        rate = c.line_per_second
+        if c.send_delay is not None and c.line_sending > 0:
+            label, rate = "(3) from send_at / (2)", c.expect_line / c.line_sending
+        ratio = f"{rate / base:.2f}x" if base else "-"
         rows.append((f"LINE recipients/s {label}", ratio))
+    rows.append(("(0) intake baseline", f"{r.intake.seconds:.1f} s, {r.intake.per_second:,.0f}/s"))
+    for label, c in (("(4)", r.main), ("(3)", r.friends_multicast), ("(2)", r.baseline)):
+        rate = c.members / c.fan_out if c.fan_out else 0.0
+        ratio = f"{rate / r.intake.per_second:.2f}x" if r.intake.per_second else "-"
+        rows.append((f"fan-out intents/s {label} / (0)", ratio))
+    main = r.main
+    rows.append(
+        (
+            "summary (4)",
+            f"fan-out {main.fan_out:.1f} s ({main.members / main.fan_out:,.0f} intents/s);"
+            f" LINE half {main.line:.1f} s ({main.line_per_second:,.0f} recipients/s);"
+            f" view p50 {quantile(main.view_seconds, 0.5) * 1000:.1f} ms,"
+            f" max {max(main.view_seconds, default=0) * 1000:.1f} ms",
+        )
+    )
     width = max(len(k) for k, _ in rows) + 2
     print()
     print(f"{'figure':<{width}}value")
@@ -827,6 +956,12 @@ async def main() -> None:
     parser.add_argument("--file-lines", type=int, default=1_500_000)
     parser.add_argument("--baseline", type=int, default=100_000, help="LINE friends in (3)")
     parser.add_argument("--routers", type=int, default=1, help="router processes per phase")
+    parser.add_argument(
+        "--intake-baseline", type=int, default=20_000, help="intents in the baseline (0)"
+    )
+    parser.add_argument(
+        "--send-delay", type=float, default=30.0, help="(3)'s send_at, seconds after its POST"
+    )
     args = parser.parse_args()
     if args.members < 2 or args.routers < 1 or args.baseline < 1:
         parser.error("--members at least 2, --routers and --baseline at least 1")

@@ -1,33 +1,41 @@
 """Campaigns: one intent per member of (union of audiences) minus (union of exclusions).
 
-The request is answered at once; the fan-out runs afterwards in chunks of members in id order,
-each chunk one transaction through the ordinary accept path (so routing, the outbox and
-delivery events are the same as for any intent). Each intent's idempotency key names the
-campaign and the member, so redoing a chunk after a crash adds nothing twice.
+The request is answered at once; its content is validated and stored then, once. The fan-out
+runs afterwards in chunks of members in id order, each chunk one transaction and one
+INSERT ... SELECT (`router.store.campaign_chunks`) routed by a table `plan` itself decides
+(`router.intake.routing_sql`), with the cursor advanced in the same transaction. A member
+gets one intent per campaign (a unique index), so redoing a chunk after a crash, or two
+routers fanning out one campaign, adds nothing twice. A chunk that fails the same way
+`fan_out_max_failures` times in a row stops the campaign as `failed`, with the reason.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 from uuid import UUID
 
+import asyncpg
 import msgspec
 
 from router import audiences
-from router.content import Content, EmailContent, LineContent, check_content
+from router.content import Content, EmailContent, LineContent, check_content, content_id
 from router.database import Connection, Pool
-from router.intake_port import AcceptIntents
-from router.intents import MAX_SCHEDULE_AHEAD, IntentRequest, Kind, Route, SendAt, Tags
+from router.database_outage import is_unavailable
+from router.intake import IntakeChannels
+from router.intake.routing_sql import routing_sql
+from router.intents import MAX_SCHEDULE_AHEAD, Kind, Route, SendAt, Tags
 from router.line import narrowcast
 from router.line.narrowcast import NarrowcastView
+from router.log_safety import describe
 from router.problems import FieldError
 from router.queue import claims
 from router.queue.loops import QueueWorker
-from router.queue.wakeups import notify
-from router.store import deliveries, send_groups
+from router.queue.wakeups import Notices, notify
+from router.store import campaign_chunks, campaign_counts, deliveries, delivery_events, send_groups
 from router.store.row_ids import uuid7
 from router.wire_rules import Alternatives, unmet
 
@@ -37,7 +45,10 @@ log = logging.getLogger(__name__)
 # the one advanced longest ago goes first, so campaigns fanning out at once take turns.
 FANNING_OUT = claims.Locked(
     table="campaigns",
-    columns="id, audience_ids, exclude_audience_ids, template::text AS template, cursor_member_id",
+    columns=(
+        "id, audience_ids, exclude_audience_ids, template::text AS template, cursor_member_id,"
+        " content_id"
+    ),
     pending="status = 'fanning_out'",
     order="updated_at",
 )
@@ -76,11 +87,13 @@ class ChannelCount(msgspec.Struct):
 class CampaignView(msgspec.Struct, kw_only=True):
     id: UUID
     name: str | None
-    status: Literal["fanning_out", "sending", "cancelled"]
+    status: Literal["fanning_out", "sending", "cancelled", "failed"]
     targeted: int
     accepted: int
     rejected: int
     deliveries: list[ChannelCount]
+    # Why the fan-out stopped (status `failed`), or why its last chunk failed.
+    error: str | None = None
     created_at: datetime
     updated_at: datetime
     narrowcast: NarrowcastView | None = None  # with "line_delivery": "narrowcast"
@@ -128,10 +141,11 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
     for audience in sorted(wanted - found):
         raise KeyError(str(audience))
     campaign_id = uuid7()
+    content = await _store_content(conn, request)
     await conn.execute(
         "INSERT INTO campaigns (id, name, audience_ids, exclude_audience_ids, template,"
-        " idempotency_key, request_sha256, status)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, 'fanning_out')",
+        " idempotency_key, request_sha256, status, content_id)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, 'fanning_out', $8)",
         campaign_id,
         request.name,
         request.audience_ids,
@@ -139,6 +153,7 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
         msgspec.json.encode(request).decode(),
         request.idempotency_key,
         fingerprint,
+        content,
     )
     if request.line_delivery == "narrowcast":
         await narrowcast.create(
@@ -148,28 +163,40 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
     return campaign_id, True
 
 
-def _in_any(first: int) -> str:
-    """SQL: the member is in an audience whose id is in ${first} (email audiences),
-    ${first + 1} (phone) or ${first + 2} (LINE user ID). One condition per type, each an index
-    probe of audience_entries' primary key with the member's own key, so the plan is the
-    same whatever the tables' statistics say."""
-    return " OR ".join(
-        "EXISTS (SELECT 1 FROM audience_entries e"  # noqa: S608 - constants only
-        f" WHERE e.audience_id = ANY(${first + n}::uuid[]) AND e.value_sha256 = {key})"
+async def _store_content(conn: Connection, request: CampaignRequest) -> bytes:
+    """Store the campaign's content once, canonical, as every one of its intents will name it
+    (checked by `check` before); its id."""
+    encoded = Content(email=request.email, line=request.line).encode()
+    stored = content_id(encoded)
+    await conn.execute(
+        "INSERT INTO contents (id, body) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING",
+        stored,
+        encoded.decode(),
+    )
+    return stored
+
+
+def _found_in(first: int) -> str:
+    """SQL: a row (`hit`) when the member is in an audience whose id is in ${first} (email
+    audiences), ${first + 1} (phone) or ${first + 2} (LINE user ID); no row otherwise. One
+    primary-key probe of audience_entries per type with the member's own key, stopping at the
+    first hit; written as a LATERAL subquery with LIMIT so that PostgreSQL cannot turn it into
+    a hash of the whole audience, whatever the tables' statistics say."""
+    probes = " UNION ALL ".join(
+        "SELECT 1 AS hit FROM audience_entries e"  # noqa: S608 - constants only
+        f" WHERE e.audience_id = ANY(${first + n}::uuid[]) AND e.value_sha256 = {key}"
         for n, key in enumerate(audiences.MEMBER_KEY.values())
     )
+    return f"({probes} LIMIT 1)"
 
 
-# The next members, in id order after the cursor ($1), who are in any of the campaign's
-# audiences and in none of its exclusions.
-_TARGETS = f"""
-SELECT m.member_id FROM members m
-WHERE ($1::text IS NULL OR m.member_id > $1)
-  AND ({_in_any(2)})
-  AND NOT ({_in_any(5)})
-ORDER BY m.member_id
-LIMIT $8
-"""  # noqa: S608 - only constants are interpolated
+# Members (`members m`) in any of the campaign's audiences ($2..$4) and in none of its
+# exclusions ($5..$7): joins to put after `FROM members m`, and the condition that goes with them.
+AUDIENCE_JOINS = (
+    f"JOIN LATERAL {_found_in(2)} AS inside ON true"
+    f" LEFT JOIN LATERAL {_found_in(5)} AS outside ON true"
+)
+AUDIENCE_WHERE = "outside.hit IS NULL"
 
 
 async def _ids_by_type(conn: Connection, ids: list[UUID]) -> list[list[UUID]]:
@@ -200,7 +227,10 @@ async def cancel(conn: Connection, campaign_id: UUID) -> bool:
 
 async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
     row = await conn.fetchrow(
-        "SELECT id, name, status, targeted, accepted, rejected, created_at, updated_at"
+        "SELECT id, name, status, targeted, accepted, rejected, created_at, updated_at,"
+        " CASE WHEN status = 'failed' THEN 'the fan-out stopped: a chunk failed '"
+        "   || failed_chunks || ' times in a row (' || last_error || ')'"
+        " ELSE last_error END AS error"
         " FROM campaigns WHERE id = $1",
         campaign_id,
     )
@@ -210,14 +240,8 @@ async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
     # end shown here is never shown beside deliveries still 'sending'.
     sent_as_narrowcast = await narrowcast.view(conn, campaign_id)
     counts = [
-        ChannelCount(r["channel"], r["status"], r["n"], r["groups"])
-        for r in await conn.fetch(
-            "SELECT d.channel, d.status, count(*) AS n,"
-            " count(DISTINCT d.send_group_id) AS groups FROM intents i"
-            " JOIN deliveries d ON d.intent_id = i.id WHERE i.campaign_id = $1"
-            " GROUP BY d.channel, d.status ORDER BY d.channel, d.status",
-            campaign_id,
-        )
+        ChannelCount(c.channel, c.status, c.deliveries, c.send_groups)
+        for c in await campaign_counts.read(conn, campaign_id)
     ]
     return CampaignView(deliveries=counts, narrowcast=sent_as_narrowcast, **dict(row))
 
@@ -226,64 +250,140 @@ class CampaignFanOut(QueueWorker):
     """Runs fan-outs, one chunk of members per step: a campaign's own as soon as it is
     created, and any left unfinished by a stopped process."""
 
-    def __init__(self, pool: Pool, accept: AcceptIntents, chunk: int) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        channels: Callable[[], IntakeChannels],
+        chunk: int,
+        *,
+        max_failures: int,
+        events: bool,
+    ) -> None:
         super().__init__(FANNING_OUT.queue_name)
         self._pool = pool
-        self._accept = accept
+        self._channels = channels
         self._chunk = chunk
+        self._max_failures = max_failures
+        self._events = events
 
     async def step(self) -> int:
         """Create the intents of one campaign's next chunk; 0 once no campaign is left."""
+        working: list[UUID] = []
+        try:
+            return await self._next_chunk(working)
+        except (asyncpg.PostgresError, TimeoutError) as exc:
+            if not working or (is_unavailable(exc) and not isinstance(exc, TimeoutError)):
+                raise
+            await self._chunk_failed(working[0], describe(exc))
+            raise
+
+    async def _next_chunk(self, working: list[UUID]) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
             found = await claims.claim_locked(conn, FANNING_OUT, 1)
             if not found:
                 return 0  # finished, or every one is being fanned out by another process
             row = found[0]
             campaign_id = row["id"]
+            working.append(campaign_id)
             template = msgspec.json.decode(row["template"], type=CampaignRequest)
-            members = [
-                r["member_id"]
-                for r in await conn.fetch(
-                    _TARGETS,
-                    row["cursor_member_id"],
+            content = row["content_id"]
+            if content is None:  # created before contents were stored with the campaign
+                content = await _store_content(conn, template)
+                await conn.execute(
+                    "UPDATE campaigns SET content_id = $2 WHERE id = $1", campaign_id, content
+                )
+            channels = self._channels()
+            whole_group = None
+            if template.line_delivery == "narrowcast":
+                group = await narrowcast.group_for(conn, campaign_id, content)
+                if group is not None:
+                    whole_group = (narrowcast.LINE_CHANNEL, group)
+            chunk = await campaign_chunks.fan_out_chunk(
+                conn,
+                _chunk_statement(template, channels),
+                row["cursor_member_id"],
+                [
                     *await _ids_by_type(conn, row["audience_ids"]),
                     *await _ids_by_type(conn, row["exclude_audience_ids"]),
-                    self._chunk,
-                )
-            ]
-            if not members:
+                ],
+                self._chunk,
+                campaign_chunks.ChunkTemplate(
+                    campaign_id=campaign_id,
+                    content_id=content,
+                    route=template.route,
+                    campaign=template.name or str(campaign_id),
+                    tags=msgspec.json.encode(template.tags).decode(),
+                    send_at=template.send_at,
+                ),
+                channels.group_sizes,
+                events=self._events,
+                whole_group=whole_group,
+            )
+            if chunk.last_member is None:
                 await conn.execute(
-                    "UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1",
+                    "UPDATE campaigns SET status = 'sending', failed_chunks = 0,"
+                    " last_error = NULL, updated_at = now() WHERE id = $1",
                     campaign_id,
                 )
                 return 1
-            requests: list[Any] = [
-                IntentRequest(
-                    member_id=member_id,
-                    route=template.route,
-                    kind=template.kind,
-                    email=template.email,
-                    line=template.line,
-                    campaign=template.name or str(campaign_id),
-                    tags=template.tags,
-                    send_at=template.send_at,
-                    idempotency_key=f"campaign:{campaign_id}:{member_id}"[:255],
-                )
-                for member_id in members
-            ]
-            results = await self._accept(conn, requests, campaign_id=campaign_id)
-            if template.line_delivery == "narrowcast":
-                await narrowcast.join(conn, campaign_id, [r.id for r in results if r.id])
-            accepted = sum(r.status == "accepted" for r in results)
-            rejected = sum(r.status == "rejected" for r in results)
+            notices = Notices()
+            for channel in chunk.alone:
+                notices.add(deliveries.QUEUE.queue_name(channel), template.send_at)
+            for channel in chunk.grouped:
+                notices.add(send_groups.QUEUE.queue_name(channel), template.send_at)
+            if chunk.accepted and self._events:
+                notices.add(delivery_events.QUEUE.queue_name)
+            await notices.send(conn)
             await conn.execute(
                 "UPDATE campaigns SET cursor_member_id = $2, targeted = targeted + $3,"
-                " accepted = accepted + $4, rejected = rejected + $5, updated_at = now()"
-                " WHERE id = $1",
+                " accepted = accepted + $4, rejected = rejected + $5, failed_chunks = 0,"
+                " last_error = NULL, updated_at = now() WHERE id = $1",
                 campaign_id,
-                members[-1],
-                len(members),
-                accepted,
-                rejected,
+                chunk.last_member,
+                chunk.targeted,
+                chunk.accepted,
+                chunk.targeted - chunk.accepted,
             )
             return 1
+
+    async def _chunk_failed(self, campaign_id: UUID, error: str) -> None:
+        """Count a failed chunk; the same failure `max_failures` times in a row stops the
+        campaign as `failed`, so a chunk that cannot succeed is not retried for ever."""
+        async with self._pool.acquire() as conn:
+            status = await conn.fetchval(_CHUNK_FAILED, campaign_id, error, self._max_failures)
+        if status == "failed":
+            log.error("campaign %s stopped: its fan-out failed: %s", campaign_id, error)
+
+
+_CHUNK_FAILED = """
+UPDATE campaigns
+SET failed_chunks = CASE WHEN last_error = $2 THEN failed_chunks + 1 ELSE 1 END,
+    last_error = $2,
+    status = CASE WHEN last_error = $2 AND failed_chunks + 1 >= $3 OR $3 <= 1
+                  THEN 'failed' ELSE status END,
+    updated_at = now()
+WHERE id = $1 AND status = 'fanning_out'
+RETURNING status
+"""
+
+
+def _chunk_statement(template: CampaignRequest, channels: IntakeChannels) -> str:
+    """The chunk statement for this campaign's route, content and kind over these channels."""
+    routing = routing_sql(
+        template.route,
+        Content(email=template.email, line=template.line),
+        channels.routes,
+        channels.configured,
+        template.kind,
+    )
+    return campaign_chunks.chunk_sql(
+        campaign_chunks.ChunkRouting(
+            code=routing.code,
+            channels=routing.channels,
+            fallback=routing.fallback,
+            addresses=routing.addresses,
+            address=routing.address,
+        ),
+        AUDIENCE_JOINS,
+        AUDIENCE_WHERE,
+    )

@@ -173,6 +173,8 @@ async def _campaign_status(config: Config, campaign_id: str) -> int:
         f"{found.status}: {found.targeted:,} members targeted, {found.accepted:,} intents,"
         f" {found.rejected:,} not reachable"
     )
+    if found.error is not None:
+        print(f"  {found.error}")
     for count in found.deliveries:
         batched = f"  in {count.multicasts:,} multicasts" if count.multicasts else ""
         print(f"  {count.channel:<18} {count.status:<10} {count.deliveries:>10,}{batched}")

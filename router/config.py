@@ -125,6 +125,8 @@ class RetentionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class CampaignsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fan_out_chunk: Count = 5_000
+    # A fan-out chunk that fails the same way this many times in a row stops its campaign.
+    fan_out_max_failures: Count = 5
 
 
 class EventsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -128,7 +128,10 @@ def rejected(reason: str, errors: list[FieldError] | None = None, code: int = 40
 
 _VIEW_INTENT = """
 SELECT id, member_id, email_address, route, fallback, campaign, tags, metadata,
-       idempotency_key, created_at
+       -- a campaign's intents are keyed by (campaign, member) and carry no text key
+       coalesce(idempotency_key, 'campaign:' || campaign_id || ':' || member_id)
+           AS idempotency_key,
+       created_at
 FROM intents WHERE id = $1
 """
 

@@ -191,7 +191,11 @@ def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
     if config.retention.days > 0 or config.retention.audience_days > 0:
         found.append(Retention(pool, config.retention.days, config.retention.audience_days))
     runtime.campaign_fan_out = CampaignFanOut(
-        pool, runtime.accept_intents, config.campaigns.fan_out_chunk
+        pool,
+        lambda: runtime.intake_channels,
+        config.campaigns.fan_out_chunk,
+        max_failures=config.campaigns.fan_out_max_failures,
+        events=events,
     )
     found.append(runtime.campaign_fan_out)
     return found

@@ -169,3 +169,53 @@ async def test_two_routers_fanning_out_one_campaign_create_each_intent_once(
         assert await conn.fetchval("SELECT count(*) FROM intents") == 40
     finally:
         await conn.close()
+
+
+async def test_a_chunk_that_keeps_failing_stops_the_campaign_visibly(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    conn = await asyncpg.connect(dsn)
+    # Every campaign intent this database is given fails: the chunk statement fails the same
+    # way each time it is tried.
+    await conn.execute("""
+        CREATE FUNCTION refuse_campaign_intents() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'campaign intents refused here'; END $$;
+        CREATE TRIGGER refuse_campaign_intents BEFORE INSERT ON intents FOR EACH ROW
+            WHEN (NEW.campaign_id IS NOT NULL) EXECUTE FUNCTION refuse_campaign_intents();
+    """)
+    try:
+        async with running_router(
+            dsn, line_sim.base_url, smtp, ROUTER_CAMPAIGNS_FAN_OUT_MAX_FAILURES="2"
+        ) as r:
+            await members(r, 3)
+            target = await audience(r, "a", [f"m{i}@example.jp" for i in range(3)])
+            resp = await r.client.post(
+                "/v1/campaigns", json={"audience_ids": [target], "email": MAIL}
+            )
+            body = await wait_status(r, resp.json()["id"], "failed")
+            assert body["error"] == (
+                "the fan-out stopped: a chunk failed 2 times in a row (RaiseError [SQLSTATE P0001])"
+            )
+            assert (body["targeted"], body["accepted"], body["deliveries"]) == (0, 0, [])
+            assert await conn.fetchval("SELECT count(*) FROM intents") == 0
+            # A stopped campaign is not taken up again.
+            assert not await conn.fetchval(
+                "SELECT count(*) FROM campaigns WHERE status = 'fanning_out'"
+            )
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "router", "campaigns", "status", resp.json()["id"],
+                env=os.environ | {"ROUTER_DATABASE_URL": dsn},
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+            assert proc.returncode == 0, err.decode()
+            assert out.decode().splitlines()[:2] == [
+                "failed: 0 members targeted, 0 intents, 0 not reachable",
+                f"  {body['error']}",
+            ]
+    finally:
+        await conn.execute(
+            "DROP TRIGGER refuse_campaign_intents ON intents;"
+            " DROP FUNCTION refuse_campaign_intents()"
+        )
+        await conn.close()

@@ -257,3 +257,38 @@ async def test_nothing_is_recorded_or_sent_without_a_webhook_url(
 def test_a_webhook_url_needs_a_signing_secret(dsn: str) -> None:
     with pytest.raises(ConfigError, match="signing_secret"):
         router_config(dsn, None, None, ROUTER_EVENTS_WEBHOOK_URL="https://hooks.example.jp/e")
+
+
+async def test_a_campaigns_deliveries_are_each_processed_then_delivered(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    async with receiver() as hook, router_with_events(dsn, line_sim, smtp, hook) as r:
+        people = [
+            {"member_id": "c-1", "email": "c1@example.jp", "line_user_id": FRIEND},
+            {"member_id": "c-2", "email": "c2@example.jp"},
+            {"member_id": "c-3", "email": "c3@example.jp", "line_user_id": f"U{3:032x}"},
+        ]
+        resp = await r.client.post("/v1/members/batch", json={"members": people})
+        assert resp.status_code == 200, resp.text
+        lines = "\n".join(p["email"] for p in people).encode()
+        resp = await r.client.post(
+            "/v1/audiences",
+            data={"name": "all", "type": "email"},
+            files={"file": ("list.csv", lines, "text/csv")},
+        )
+        resp = await r.client.post(
+            "/v1/campaigns",
+            json={"audience_ids": [resp.json()["id"]], "email": {"subject": "Hi", "text": "hi"}},
+        )
+        assert resp.status_code == 202, resp.text
+        events = await hook.wait_until(at_least(6))
+        by_address = sorted((e["email"], e["channel"], e["event"]) for e in events)
+        # LINE events name the member's email; each delivery is processed once, then delivered.
+        assert by_address == [
+            ("c1@example.jp", "line", "delivered"),
+            ("c1@example.jp", "line", "processed"),
+            ("c2@example.jp", "email", "delivered"),
+            ("c2@example.jp", "email", "processed"),
+            ("c3@example.jp", "line", "delivered"),
+            ("c3@example.jp", "line", "processed"),
+        ]

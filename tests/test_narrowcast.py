@@ -377,6 +377,13 @@ async def test_a_member_who_opted_out_before_the_send_is_not_counted_and_falls_b
         send_at = datetime.now(UTC) + timedelta(seconds=1.5)
         r = await campaign(router, audience_ids=[audience_id], send_at=send_at.isoformat())
         campaign_id = r.json()["id"]
+        # The member leaves after the fan-out planned their LINE delivery, before the send.
+        deadline = time.monotonic() + 15
+        while (await router.client.get(f"/v1/campaigns/{campaign_id}")).json()[
+            "status"
+        ] == "fanning_out":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
         opted = await router.client.put("/v1/members/m007", json={"line_opt_out": True})
         assert opted.status_code == 200
         body = await narrowcast_status(router, campaign_id, "succeeded")

@@ -9,7 +9,7 @@ every one. The result is stored as deliveries, so what `POST /v1/intents` answer
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -59,9 +59,22 @@ def plan(
     kind: Kind = "promotional",
 ) -> Plan | Unroutable:
     """Plan one intent over the registered channels, of which `configured` have adapters."""
+    return plan_by_reach(route, lambda c: c.unreachable(reach), content, routes, configured, kind)
+
+
+def plan_by_reach(
+    route: Route,
+    unreachable: Callable[[ChannelDescriptor], str | None],
+    content: Content,
+    routes: Routes,
+    configured: frozenset[str],
+    kind: Kind = "promotional",
+) -> Plan | Unroutable:
+    """`plan`, with who the channels reach given as `unreachable` (why a channel does not
+    reach the recipient, or None): the same rules decide a campaign's routing table in SQL."""
     ranked = routes.ranked(route)
     if route in EVERY_CHANNEL:
-        why = {c.name: _why_not(c, reach, content, configured, kind) for c in ranked}
+        why = {c.name: _why_not(c, unreachable, content, configured, kind) for c in ranked}
         on = [
             c.name
             for c in ranked
@@ -75,20 +88,20 @@ def plan(
         return Unroutable(ranked[0].kind_refusal)
     chosen: ChannelDescriptor | None = None
     for channel in ranked:
-        if _why_not(channel, reach, content, configured, kind) is None:
+        if _why_not(channel, unreachable, content, configured, kind) is None:
             if chosen is not None:
                 return Plan((chosen.name,), channel.name)  # the next one is the fallback
             chosen = channel
     if chosen is not None:
         return Plan((chosen.name,))
     return _unroutable(
-        ranked, {c.name: _why_not(c, reach, content, configured, kind) for c in ranked}
+        ranked, {c.name: _why_not(c, unreachable, content, configured, kind) for c in ranked}
     )
 
 
 def _why_not(
     channel: ChannelDescriptor,
-    reach: Reach,
+    unreachable: Callable[[ChannelDescriptor], str | None],
     content: Content,
     configured: frozenset[str],
     kind: str,
@@ -98,7 +111,7 @@ def _why_not(
         return channel.not_configured
     if kind not in channel.kinds:
         return channel.kind_refusal
-    if reason := channel.unreachable(reach):
+    if reason := unreachable(channel):
         return reason
     if not channel.carries(content):
         return channel.no_content

@@ -6,7 +6,7 @@ sends on LINE, and every audience and exclusion synced to LINE (`POST
 /v1/audiences/{id}/line-sync`) since its last upload, with at least the 50 users LINE requires
 of an audience it narrowcasts to. The LINE recipient is then fixed: (union of the audiences'
 LINE audiences) minus (union of the exclusions'). The fan-out puts the campaign's LINE
-deliveries into one send group of its own (`join`); `router.delivery.narrowcast` sends it.
+deliveries into one send group of its own (`group_for`); `router.delivery.narrowcast` sends it.
 
 What is known per member: that their delivery went out in LINE narrowcast <request id> and
 how that narrowcast ended. LINE reports only totals (successCount, failureCount, targetCount),
@@ -41,12 +41,11 @@ PER_MEMBER = (
     " sync uploaded, not exactly the members this campaign names."
 )
 
-# Hooks for the campaign fan-out, in the transaction that creates a chunk's deliveries:
-# `join(conn, campaign_id, intent_ids)` after intake has dealt them into multicast groups, or
-# `group_for(conn, campaign_id, content_id)`: the group id to give each LINE delivery (None:
-# not a narrowcast campaign).
-join = line_narrowcasts.join
+# The hook for the campaign fan-out, in the transaction that creates a chunk's deliveries:
+# `group_for(conn, campaign_id, content_id)`, the group every LINE delivery of the campaign
+# joins (None: not a narrowcast campaign).
 group_for = line_narrowcasts.group_for
+LINE_CHANNEL = line_narrowcasts.LINE_CHANNEL
 
 
 def unworkable(route: str) -> list[FieldError]:

@@ -126,8 +126,8 @@ def _add_fallbacks_sql() -> str:
     reachable = channel_rules.fallback_reachable_sql()
     return f"""
 WITH added AS (
-    INSERT INTO deliveries (intent_id, channel, address, status, is_fallback)
-    SELECT i.id, i.fallback, {address}, 'pending', true
+    INSERT INTO deliveries (intent_id, channel, address, status, is_fallback, campaign_id)
+    SELECT i.id, i.fallback, {address}, 'pending', true, i.campaign_id
     FROM intents i JOIN members m ON m.member_id = i.member_id
     WHERE i.id = ANY($1::uuid[]) AND i.fallback IS NOT NULL AND {reachable}
     ON CONFLICT (intent_id, channel) DO NOTHING

@@ -115,9 +115,10 @@ WITH new_contents AS (
     SELECT id, channel, content_id, 'pending', greatest(coalesce(send_at, now()), now())
     FROM {unnest(SendGroupRow, _SEND_GROUP_TYPES, p_groups, "g")}
 ), new_deliveries AS (
-    INSERT INTO deliveries (intent_id, channel, address, status, next_attempt_at, send_group_id)
+    INSERT INTO deliveries (intent_id, channel, address, status, next_attempt_at, send_group_id,
+                            campaign_id)
     SELECT intent_id, channel, address, 'pending', greatest(coalesce(send_at, now()), now()),
-           send_group_id
+           send_group_id, ${p_campaign}::uuid
     FROM {unnest(DeliveryRow, _DELIVERY_TYPES, p_deliveries, "d")}
     WHERE intent_id IN (SELECT id FROM added)
     {returning}

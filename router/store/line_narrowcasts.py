@@ -10,7 +10,6 @@ leaves it as it was for the next one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -93,25 +92,10 @@ async def claim(conn: Connection) -> DueNarrowcast | None:
 # The campaign's LINE deliveries of this chunk leave the send groups intake dealt them into
 # for the campaign's one narrowcast group, created by the first chunk; the groups left empty
 # go. All in the fan-out's transaction, so no worker ever sees them in a multicast group.
-_MOVE = """
-WITH n AS (SELECT send_group_id FROM line_narrowcasts WHERE campaign_id = $1),
-moved AS (
-    SELECT d.id, d.send_group_id AS old FROM deliveries d, n
-    WHERE d.intent_id = ANY($2::uuid[]) AND d.channel = $3 AND d.status = 'pending'
-      AND d.send_group_id IS DISTINCT FROM n.send_group_id
-    FOR UPDATE OF d
-), updated AS (
-    UPDATE deliveries d SET send_group_id = n.send_group_id FROM moved, n WHERE d.id = moved.id
-)
-SELECT count(*) AS moved, array_agg(DISTINCT old) FILTER (WHERE old IS NOT NULL) AS emptied
-FROM moved
-"""
-
-
 async def group_for(conn: Connection, campaign_id: UUID, content_id: bytes) -> UUID | None:
     """The send group a LINE delivery of this campaign belongs in when the campaign is a
     narrowcast (created on first use), or None: for a fan-out that chooses each LINE
-    delivery's group itself, instead of `join` afterwards."""
+    delivery's group itself, rather than groups dealt per chunk."""
     group_id: UUID | None = await conn.fetchval(
         "SELECT send_group_id FROM line_narrowcasts WHERE campaign_id = $1", campaign_id
     )
@@ -124,29 +108,6 @@ async def group_for(conn: Connection, campaign_id: UUID, content_id: bytes) -> U
             content_id,
         )
     return group_id
-
-
-async def join(conn: Connection, campaign_id: UUID, intent_ids: Sequence[UUID]) -> int:
-    """Put these intents' pending LINE deliveries into the campaign's narrowcast group (a no-op
-    for a campaign without one); how many moved."""
-    if not intent_ids:
-        return 0
-    ids = list(intent_ids)
-    content: bytes | None = await conn.fetchval(
-        "SELECT content_id FROM intents WHERE id = $1", ids[0]
-    )
-    if content is None or await group_for(conn, campaign_id, content) is None:
-        return 0
-    row = await conn.fetchrow(_MOVE, campaign_id, ids, LINE_CHANNEL)
-    assert row is not None
-    if row["emptied"]:
-        await conn.execute(
-            "DELETE FROM send_groups s WHERE s.id = ANY($1::uuid[]) AND s.status = 'pending'"
-            " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.send_group_id = s.id)",
-            row["emptied"],
-        )
-    moved: int = row["moved"]
-    return moved
 
 
 def _hold_sql() -> str:

@@ -115,6 +115,7 @@ async def erase(conn: Connection, member_id: str) -> bool:
         unused = await conn.fetch(
             "DELETE FROM contents c WHERE c.id = ANY($1::bytea[])"
             " AND NOT EXISTS (SELECT 1 FROM intents i WHERE i.content_id = c.id)"
+            " AND NOT EXISTS (SELECT 1 FROM campaigns k WHERE k.content_id = c.id)"
             " RETURNING c.relayed_message_id",
             content_ids,
         )
