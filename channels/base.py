@@ -117,10 +117,14 @@ class Sent(msgspec.Struct, frozen=True, tag=True):
 
 
 class Retry(msgspec.Struct, frozen=True, tag=True):
-    """Transient failure; try again later (after `after_seconds`, if the provider said)."""
+    """Transient failure; try again later (after `after_seconds`, if the provider said).
+
+    `maybe_sent`: the request went out and no answer came in time, so the provider may have
+    taken it; a cancel then leaves the delivery 'uncertain', not 'cancelled'."""
 
     error: str
     after_seconds: float | None = None
+    maybe_sent: bool = False
 
 
 class Failed(msgspec.Struct, frozen=True, tag=True):

@@ -25,6 +25,16 @@ from router.service import Runtime, start_runtime
 API_KEY = "test-api-key"
 LINE_TOKEN = "test-channel-access-token"
 
+# Deliveries as they are seen: one made inside a send group ('grouped') has its group's status
+# and LINE request id. DERIVED_ROWS is a subquery; use DERIVED as "SELECT ... {DERIVED} WHERE".
+DERIVED_ROWS = """(
+    SELECT d.id, d.intent_id, d.channel, d.address, d.send_group_id,
+           CASE WHEN d.status = 'grouped' THEN s.status ELSE d.status END AS status,
+           CASE WHEN d.status = 'grouped' THEN s.provider_ref ELSE d.provider_ref END
+               AS provider_ref
+    FROM deliveries d LEFT JOIN send_groups s ON s.id = d.send_group_id)"""
+DERIVED = f"FROM {DERIVED_ROWS} AS deliveries"
+
 
 @dataclass
 class ReceivedMail:

@@ -15,7 +15,7 @@ from typing import IO
 import asyncpg
 import httpx
 
-from tests.harness import API_KEY, LINE_TOKEN, SmtpSink, _free_port
+from tests.harness import API_KEY, DERIVED, LINE_TOKEN, SmtpSink, _free_port
 
 
 def start_router(
@@ -63,7 +63,7 @@ def exit_report(process: subprocess.Popen[bytes], lines: int = 40) -> str:
     return f"exit code {process.returncode}:\n" + "\n".join(tail)
 
 
-UNFINISHED = "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'claimed', 'sending')"
+UNFINISHED = f"SELECT count(*) {DERIVED} WHERE status IN ('pending', 'claimed', 'sending')"
 
 
 async def finish_with_two_routers(

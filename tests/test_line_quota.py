@@ -12,7 +12,7 @@ from typing import Any
 
 from router.database import create_pool
 from router.store.line_quota import MonthlyQuota
-from tests.harness import RouterUnderTest, SmtpSink
+from tests.harness import DERIVED, RouterUnderTest, SmtpSink
 from tests.test_multicast import add_members, multicasts
 
 GROUP = 401
@@ -21,7 +21,7 @@ GROUP = 401
 async def deliveries_by_state(r: RouterUnderTest) -> dict[tuple[str, str], int]:
     async with r.runtime.pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT channel, status, count(*) AS n FROM deliveries GROUP BY channel, status"
+            f"SELECT channel, status, count(*) AS n {DERIVED} GROUP BY channel, status"
         )
     return {(row["channel"], row["status"]): row["n"] for row in rows}
 

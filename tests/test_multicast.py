@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from channels.base import Failed, OutboundGroup, Sent, Split
 from channels.line.push import LinePushChannel
@@ -18,7 +19,7 @@ from router.content import Content, LineContent
 from router.line.messages import text_message
 from router.queue import claims
 from router.store import send_groups
-from tests.harness import LINE_TOKEN, RouterUnderTest, SmtpSink, running_router
+from tests.harness import DERIVED, LINE_TOKEN, RouterUnderTest, SmtpSink, running_router
 
 MAIL = {"subject": "Coupon", "text": "10% off for registered members"}
 MULTICAST = "/v2/bot/message/multicast"
@@ -77,6 +78,61 @@ def multicasts(sim: Any, status: int | None = 200) -> list[Any]:
     ]
 
 
+class Seen(msgspec.Struct, frozen=True):
+    """One intent as `GET /v1/intents/{id}` shows it: its status, its LINE delivery and its
+    other deliveries."""
+
+    status: str
+    line: dict[str, Any]
+    others: list[dict[str, Any]]
+
+
+async def intent_views(r: RouterUnderTest, dsn: str) -> list[Seen]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        ids = [r["id"] for r in await conn.fetch("SELECT id FROM intents ORDER BY id")]
+    finally:
+        await conn.close()
+    seen = []
+    for intent_id in ids:
+        resp = await r.client.get(f"/v1/intents/{intent_id}")
+        assert resp.status_code == 200, resp.text
+        view = resp.json()
+        [line] = [d for d in view["deliveries"] if d["channel"] == "line"]
+        others = [d for d in view["deliveries"] if d["channel"] != "line"]
+        seen.append(Seen(view["status"], line, others))
+    return seen
+
+
+async def test_a_sent_group_is_recorded_once_and_each_intent_shows_lines_request_id(
+    router: RouterUnderTest, line_sim: Any, dsn: str
+) -> None:
+    await add_members(router, 30)
+    campaign_id = await campaign(router, 30)
+    await settled(router, campaign_id, {("line", "sent"): 30})
+    [sent] = multicasts(line_sim)
+    conn = await asyncpg.connect(dsn)
+    try:
+        # The outcome is on the group row; not one delivery row was written after the fan-out.
+        group = await conn.fetchrow("SELECT status, provider_ref, sent_at FROM send_groups")
+        assert (group["status"], group["provider_ref"]) == ("sent", sent.request_id)
+        rows = await conn.fetch("SELECT status, attempts, provider_ref, sent_at FROM deliveries")
+        assert {tuple(r) for r in rows} == {("grouped", 0, None, None)} and len(rows) == 30
+    finally:
+        await conn.close()
+    views = await intent_views(router, dsn)
+    assert len(views) == 30
+    for v in views:
+        line = v.line
+        assert v.status == "delivered" and not v.others, v
+        assert (line["status"], line["provider_ref"], line["attempts"]) == (
+            "sent",
+            sent.request_id,
+            1,
+        )
+        assert line["sent_at"] == line["updated_at"] and line["next_attempt_at"] is None
+
+
 async def test_campaign_friends_get_one_multicast_per_500_and_exact_records(
     router: RouterUnderTest, line_sim: Any, smtp: SmtpSink, dsn: str
 ) -> None:
@@ -99,14 +155,14 @@ async def test_campaign_friends_get_one_multicast_per_500_and_exact_records(
     }
     conn = await asyncpg.connect(dsn)
     try:
-        # Each delivery records the request that carried it.
+        # Each delivery records the request that carried it, through its group.
         refs = await conn.fetch(
-            "SELECT provider_ref, array_agg(address) AS addresses FROM deliveries"
+            f"SELECT provider_ref, array_agg(address) AS addresses {DERIVED}"
             " WHERE channel = 'line' GROUP BY provider_ref"
         )
         by_request = {q.request_id: set(q.body["to"]) for q in sent}
         assert {r["provider_ref"]: set(r["addresses"]) for r in refs} == by_request
-        assert await conn.fetchval("SELECT count(*) FROM send_groups WHERE status = 'done'") == 3
+        assert await conn.fetchval("SELECT count(*) FROM send_groups WHERE status = 'sent'") == 3
     finally:
         await conn.close()
 
@@ -142,9 +198,21 @@ async def test_recipients_named_by_a_400_fail_alone_and_the_rest_go_in_a_new_bat
         )
         assert all("to[" in e["last_error"] for e in errors), errors
         batches = dict(await conn.fetch("SELECT status, count(*) FROM send_groups GROUP BY 1"))
-        assert batches == {"split": 1, "done": 1}
+        assert batches == {"split": 1, "sent": 1}
     finally:
         await conn.close()
+    # The two LINE refused have their own failure and a sent email; the rest carry the
+    # request id of the group they moved to.
+    views = await intent_views(router, dsn)
+    refused_views = [v for v in views if v.line["status"] == "failed"]
+    assert len(refused_views) == 2
+    assert all(
+        "to[" in v.line["last_error"] and v.line["provider_ref"] is None for v in refused_views
+    )
+    assert all([o["status"] for o in v.others] == ["sent"] for v in refused_views)
+    moved = [v for v in views if v.line["status"] != "failed"]
+    assert len(moved) == 18 and all(v.status == "delivered" and not v.others for v in moved)
+    assert {v.line["provider_ref"] for v in moved} == {accepted[0].request_id}
 
 
 async def test_a_400_naming_no_recipient_halves_the_batch(
@@ -158,7 +226,7 @@ async def test_a_400_naming_no_recipient_halves_the_batch(
     assert sorted(len(q.body["to"]) for q in multicasts(line_sim)) == [10, 10]
     conn = await asyncpg.connect(dsn)
     try:
-        halves = await conn.fetch("SELECT split_from FROM send_groups WHERE status = 'done'")
+        halves = await conn.fetch("SELECT split_from FROM send_groups WHERE status = 'sent'")
         parent = await conn.fetchval("SELECT id FROM send_groups WHERE status = 'split'")
         assert [h["split_from"] for h in halves] == [parent, parent]
     finally:
@@ -213,7 +281,7 @@ async def test_timeout_after_line_accepted_is_resent_whole_under_the_same_key(
     assert all(q.body["to"] == first.body["to"] for q in again)
     conn = await asyncpg.connect(dsn)
     try:
-        refs = {r["provider_ref"] for r in await conn.fetch("SELECT provider_ref FROM deliveries")}
+        refs = {r["provider_ref"] for r in await conn.fetch(f"SELECT provider_ref {DERIVED}")}
         assert refs == {first.request_id}  # LINE's id for the request it accepted
     finally:
         await conn.close()
@@ -228,9 +296,19 @@ async def test_server_errors_retry_the_same_recipients_then_fall_back(
         line_sim.fail_next(3, status=500)
         campaign_id = await campaign(r, 8)
         await settled(r, campaign_id, {("line", "failed"): 8, ("email", "sent"): 8})
+        # The group failed for good: each member has its own failed LINE delivery and a sent
+        # fallback email.
+        views = await intent_views(r, dsn)
     tries = multicasts(line_sim, None)
     assert [q.status for q in tries] == [500, 500, 500]
     assert len({q.retry_key for q in tries}) == 1 and all(q.body == tries[0].body for q in tries)
+    assert len(views) == 8
+    for v in views:
+        assert (v.line["status"], v.line["attempts"]) == ("failed", 3), v
+        assert "gave up after 3 attempts" in v.line["last_error"]
+        assert [(o["channel"], o["status"], o["fallback"]) for o in v.others] == [
+            ("email", "sent", True)
+        ]
 
 
 async def test_cancel_mid_campaign_stops_batches_not_yet_sent(
@@ -257,7 +335,7 @@ async def test_cancel_mid_campaign_stops_batches_not_yet_sent(
     conn = await asyncpg.connect(dsn)
     try:
         batches = dict(await conn.fetch("SELECT status, count(*) FROM send_groups GROUP BY 1"))
-        assert batches == {"done": 1, "cancelled": 2}
+        assert batches == {"sent": 1, "cancelled": 2}
     finally:
         await conn.close()
 
@@ -285,7 +363,7 @@ async def test_a_dead_workers_batch_is_requeued_with_its_deliveries(dsn: str) ->
             "INSERT INTO intents (id, member_id, content_id, route)"
             " SELECT gen_random_uuid(), 'm' || n, '\\x01', 'line_only' FROM generate_series(1, 3) n;"
             "INSERT INTO deliveries (intent_id, channel, address, status)"
-            " SELECT i.id, 'line', m.line_user_id, 'pending' FROM intents i"
+            " SELECT i.id, 'line', m.line_user_id, 'grouped' FROM intents i"
             " JOIN members m USING (member_id)"
         )
         await conn.execute(
@@ -299,8 +377,10 @@ async def test_a_dead_workers_batch_is_requeued_with_its_deliveries(dsn: str) ->
         await asyncio.sleep(0.05)  # the dead worker's lease runs out
 
         assert (await claims.sweep(conn, send_groups.QUEUE)).lanes == {"line"}
+        # The group is pending again; its deliveries, never written, are still in it.
+        assert await conn.fetchval("SELECT status FROM send_groups") == "pending"
         statuses = await conn.fetch("SELECT DISTINCT status, claim_token FROM deliveries")
-        assert [tuple(r) for r in statuses] == [("pending", None)]
+        assert [tuple(r) for r in statuses] == [("grouped", None)]
         [again] = await send_groups.claim(conn, "line", 5, uuid.uuid4(), lease_seconds=60)
         assert again.group_id == claimed.group_id and again.attempts == 2
         assert again.delivery_ids == claimed.delivery_ids and again.addresses == claimed.addresses

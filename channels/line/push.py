@@ -258,7 +258,10 @@ class LinePushChannel:
                     return _Refused(outcome, describe_error(exc.body))
                 return outcome
             except (TimeoutError, aiohttp.ClientError) as exc:
-                return Retry(f"LINE request failed: {type(exc).__name__} {exc}".strip())
+                return Retry(
+                    f"LINE request failed: {type(exc).__name__} {exc}".strip(),
+                    maybe_sent=isinstance(exc, TimeoutError),
+                )
         return Sent(provider_ref=_header(response.headers, "x-line-request-id"))
 
     async def _reserve_quota(self, key: uuid.UUID, recipients: int) -> uuid.UUID | Failed | None:

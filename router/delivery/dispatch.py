@@ -72,6 +72,7 @@ def result_of(
         "pending",
         error=outcome.error,
         retry_in_seconds=retry_backoff(attempts, outcome, config),
+        maybe_sent=outcome.maybe_sent,
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
+from asyncpg import Record
+
 from router.channel_rules import confirmed_by_provider, confirmed_response
 from router.database import Connection
 from router.store import deliveries, delivery_events
@@ -27,20 +29,39 @@ async def record(
         return 0
     async with conn.transaction():
         rows = await deliveries.record(conn, token, results)
-        by_id = {r.delivery_id: r for r in results}
-        failed_over = [
-            row["intent_id"]
-            for row in rows
-            if by_id[row["id"]].status == "failed" and by_id[row["id"]].fallback
-        ]
-        if events:
-            channels = {row["id"]: row["channel"] for row in rows}
-            await delivery_events.record(
-                conn, [e for r in results if (e := event_of(r, channels.get(r.delivery_id)))]
-            )
-        if failed_over:
-            await deliveries.add_fallbacks(conn, failed_over, events=events)
+        await _follow_up(conn, rows, results, events=events)
     return len(rows)
+
+
+async def record_grouped(
+    conn: Connection, group_id: UUID, results: Sequence[Result], *, events: bool = False
+) -> int:
+    """Store outcomes of deliveries leaving their send group (in the transaction that has just
+    recorded the group under its lease), activating fallbacks as `record` does."""
+    if not results:
+        return 0
+    rows = await deliveries.record_grouped(conn, group_id, results)
+    await _follow_up(conn, rows, results, events=events)
+    return len(rows)
+
+
+async def _follow_up(
+    conn: Connection, rows: Sequence[Record], results: Sequence[Result], *, events: bool
+) -> None:
+    """The events and fallbacks of the recorded `rows` (id, intent_id, channel)."""
+    by_id = {r.delivery_id: r for r in results}
+    failed_over = [
+        row["intent_id"]
+        for row in rows
+        if by_id[row["id"]].status == "failed" and by_id[row["id"]].fallback
+    ]
+    if events:
+        channels = {row["id"]: row["channel"] for row in rows}
+        await delivery_events.record(
+            conn, [e for r in results if (e := event_of(r, channels.get(r.delivery_id)))]
+        )
+    if failed_over:
+        await deliveries.add_fallbacks(conn, failed_over, events=events)
 
 
 def event_of(result: Result, channel: str | None) -> Recorded | None:

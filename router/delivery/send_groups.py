@@ -1,5 +1,7 @@
-"""Send groups: claimed whole, sent as one multicast under the group's retry key, recorded for
-every delivery in them at once; a 400 that names recipients moves the rest to a new group.
+"""Send groups: claimed whole, sent as one multicast under the group's retry key, recorded
+once on the group row (its grouped deliveries take their state from it); deliveries that leave
+the group (unreachable now, refused, failed for good with it) are recorded one by one with
+their fallbacks; a 400 that names recipients moves the rest to a new group.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from router.delivery.dispatch import (
     retry_backoff,
 )
 from router.queue import claims
-from router.store import send_groups
+from router.store import delivery_events, send_groups
 from router.store.deliveries import Result
 from router.store.send_groups import ClaimedGroup
 
@@ -35,19 +37,24 @@ GROUPS_PER_CLAIM = 8
 
 
 class GroupResult(msgspec.Struct, frozen=True):
-    """What to record for one claimed group: its own state and each delivery's result.
+    """What to record for one claimed group: its own state, which the deliveries still in it
+    take, and the result of each delivery that leaves it (`deliveries`).
 
-    `split_off`: deliveries that go on, unsent, in a new group (after a 400 that named
-    other recipients). `halve`: split them into two new groups instead of one."""
+    `staying`: what the group's outcome means for each delivery still in it, for their events
+    only (their rows are not written). `split_off`: deliveries that go on, unsent, in a new
+    group (after a 400 that named other recipients). `halve`: split them into two new groups
+    instead of one. `maybe_sent`: the attempt timed out, LINE may have taken it."""
 
     group_id: uuid.UUID
-    status: str  # 'done' | 'pending' | 'split'
+    status: str  # 'sent' | 'pending' | 'done' (every delivery left) | 'split'
     deliveries: list[Result]
     provider_ref: str | None = None
     error: str | None = None
     retry_in_seconds: float = 0.0
     split_off: list[uuid.UUID] = msgspec.field(default_factory=list)
     halve: bool = False
+    staying: list[Result] = msgspec.field(default_factory=list)
+    maybe_sent: bool = False
 
 
 async def record(
@@ -58,17 +65,28 @@ async def record(
     async with conn.transaction():
         for r in results:
             channel = await send_groups.record(
-                conn, r.group_id, token, r.status, r.provider_ref, r.error, r.retry_in_seconds
+                conn,
+                r.group_id,
+                token,
+                r.status,
+                r.provider_ref,
+                r.error,
+                r.retry_in_seconds,
+                r.maybe_sent,
             )
             if channel is None:
                 continue  # the lease was lost; the group's new holder records it
             ours += 1
-            # One group's deliveries (at most 500) per statement: the UPDATE joins its list of
-            # ids to deliveries, and with a misleading estimate PostgreSQL reads the list once
-            # per row; 4,000 at once (eight groups) took 6 s that way.
-            await outcomes.record(conn, token, r.deliveries, events=events)
+            # One group's leavers per statement: the UPDATE joins its list of ids to
+            # deliveries, and with a misleading estimate PostgreSQL reads the list once per
+            # row; 4,000 at once (eight groups) took 6 s that way.
+            await outcomes.record_grouped(conn, r.group_id, r.deliveries, events=events)
+            if events and r.staying:
+                await delivery_events.record(
+                    conn, [e for x in r.staying if (e := outcomes.event_of(x, channel))]
+                )
             if r.split_off:
-                await send_groups.split_off(conn, r.group_id, channel, token, r.split_off, r.halve)
+                await send_groups.split_off(conn, r.group_id, channel, r.split_off, r.halve)
     return ours
 
 
@@ -130,10 +148,9 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
     async def _send_reachable(self, group: ClaimedGroup, content: Content | None) -> GroupResult:
         ids = group.delivery_ids
 
-        def done(outcome: Outcome, ref: str | None = None) -> GroupResult:
-            error = None if isinstance(outcome, Sent) else outcome.error
+        def done(outcome: Failed | Retry) -> GroupResult:
             every = [self._result(i, outcome, group.attempts) for i in ids]
-            return GroupResult(group.group_id, "done", every, provider_ref=ref, error=error)
+            return GroupResult(group.group_id, "done", every, error=outcome.error)
 
         if not ids:
             return GroupResult(group.group_id, "done", [], error="no delivery left to send")
@@ -152,19 +169,29 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
             )
         )
         if isinstance(outcome, Sent):
-            return done(outcome, outcome.provider_ref)
+            staying = (
+                [self._result(i, outcome, group.attempts) for i in ids] if self._events else []
+            )
+            return GroupResult(
+                group.group_id, "sent", [], provider_ref=outcome.provider_ref, staying=staying
+            )
         if isinstance(outcome, Failed):
             return done(outcome)
         if isinstance(outcome, Retry):
             if group.attempts >= self._config.max_attempts:
                 return done(outcome)  # result_of turns it into 'failed' for every delivery
             delay = retry_backoff(group.attempts, outcome, self._config)
+            staying = (
+                [Result(i, "pending", error=outcome.error) for i in ids] if self._events else []
+            )
             return GroupResult(
                 group.group_id,
                 "pending",
-                [Result(i, "pending", error=outcome.error, retry_in_seconds=delay) for i in ids],
+                [],
                 error=outcome.error,
                 retry_in_seconds=delay,
+                staying=staying,
+                maybe_sent=outcome.maybe_sent,
             )
         assert isinstance(outcome, Split)
         return self._split(group, outcome)

@@ -58,7 +58,10 @@ def _from(*items: str) -> str:
 @dataclass(frozen=True)
 class Parts:
     """Rows of another table that belong to a claimed row and go with it: claimed when it is
-    (if still pending), requeued when it is. Locked after the row they belong to."""
+    (if still pending), requeued when it is. Locked after the row they belong to.
+
+    `leased=False`: the parts keep no lease of their own (their state is the claimed row's);
+    the claim only reads those in `status`, and a requeue leaves them as they are."""
 
     table: str
     alias: str
@@ -67,6 +70,8 @@ class Parts:
     collect: str  # the select list aggregating one claimed row's parts, over `returning`'s names
     joins: str = ""
     join_on: str = "true"
+    leased: bool = True
+    status: str = "pending"
 
 
 @dataclass(frozen=True)
@@ -124,13 +129,22 @@ RETURNING {self.returning(lane)}"""
         p = self.parts
         if p is None:
             return claim
+        of_claimed = (
+            f"{p.alias}.{p.parent} = claimed.id AND {p.alias}.status = '{p.status}' AND {p.join_on}"
+        )
+        if p.leased:
+            parts = f"""UPDATE {p.table} {p.alias} SET {_lease(p.alias)}
+    {_from("claimed", p.joins)}
+    WHERE {of_claimed}
+    RETURNING {p.alias}.{p.parent} AS claimed_id, {p.returning(lane)}"""
+        else:
+            parts = f"""SELECT {p.alias}.{p.parent} AS claimed_id, {p.returning(lane)}
+    {_from(f"claimed JOIN {p.table} {p.alias} ON {p.alias}.{p.parent} = claimed.id", p.joins)}
+    WHERE {of_claimed}"""
         return f"""
 WITH claimed AS ({claim}
 ), claimed_parts AS (
-    UPDATE {p.table} {p.alias} SET {_lease(p.alias)}
-    {_from("claimed", p.joins)}
-    WHERE {p.alias}.{p.parent} = claimed.id AND {p.alias}.status = 'pending' AND {p.join_on}
-    RETURNING {p.alias}.{p.parent} AS claimed_id, {p.returning(lane)}
+    {parts}
 )
 SELECT claimed.*, collected.*
 FROM claimed CROSS JOIN LATERAL (
@@ -168,11 +182,16 @@ FROM claimed CROSS JOIN LATERAL (
         parts = "NULL"
         if self.parts is not None:
             p = self.parts
-            steps.append(f"""requeued_parts AS (
+            if p.leased:
+                steps.append(f"""requeued_parts AS (
     UPDATE {p.table} {p.alias} SET status = 'pending', claim_token = NULL,
            lease_expires_at = NULL, updated_at = now(), last_error = $1
     FROM requeued WHERE {p.alias}.{p.parent} = requeued.id AND {p.alias}.status = 'claimed'
     RETURNING {p.alias}.id)""")
+            else:
+                steps.append(f"""requeued_parts AS (
+    SELECT {p.alias}.id FROM requeued JOIN {p.table} {p.alias}
+    ON {p.alias}.{p.parent} = requeued.id AND {p.alias}.status = '{p.status}')""")
             parts = "(SELECT array_agg(id) FROM requeued_parts)"
         if self.in_doubt is not None:
             d = self.in_doubt

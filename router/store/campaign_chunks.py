@@ -19,6 +19,7 @@ import msgspec
 
 from router import channel_rules
 from router.database import Connection
+from router.store import group_state
 
 # A time-ordered (version 7) UUID made by PostgreSQL, like `row_ids.uuid7`: the current
 # millisecond in the first 48 bits of a random UUID, whose version nibble 4 becomes 7.
@@ -96,7 +97,7 @@ WITH targets AS MATERIALIZED (
 ), inserted AS (
     INSERT INTO deliveries (id, intent_id, channel, address, status, next_attempt_at,
                             send_group_id, campaign_id)
-    SELECT {UUID7_SQL}, w.intent_id, w.channel, w.address, 'pending',
+    SELECT {UUID7_SQL}, w.intent_id, w.channel, w.address, {group_state.initial_status("g.id")},
            greatest(coalesce($14, now()), now()),
            coalesce(CASE WHEN w.channel = $18::text THEN $19::uuid END, g.id), $9
     FROM wanted w LEFT JOIN groups g ON g.channel = w.channel AND g.slot = w.n % g.groups

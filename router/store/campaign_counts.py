@@ -12,6 +12,7 @@ from uuid import UUID
 import msgspec
 
 from router.database import Connection
+from router.store import group_state
 
 
 class Counted(msgspec.Struct, frozen=True):
@@ -21,15 +22,21 @@ class Counted(msgspec.Struct, frozen=True):
     send_groups: int  # distinct send groups among these deliveries (0: each sent alone)
 
 
-_READ = """
+# Grouped deliveries are counted under 'grouped' and read as their group's status (one
+# primary-key probe of send_groups per group with grouped deliveries left).
+_READ = f"""
 SELECT channel, status, sum(n)::bigint AS deliveries,
        count(*) FILTER (WHERE send_group_id <> '00000000-0000-0000-0000-000000000000')
            AS send_groups
-FROM (SELECT channel, status, send_group_id, sum(deliveries) AS n
-      FROM campaign_counts WHERE campaign_id = $1
-      GROUP BY channel, status, send_group_id HAVING sum(deliveries) <> 0) AS per_group
+FROM (SELECT c.channel, {group_state.status("c", "s")} AS status, c.send_group_id,
+             sum(c.n) AS n
+      FROM (SELECT channel, status, send_group_id, sum(deliveries) AS n
+            FROM campaign_counts WHERE campaign_id = $1
+            GROUP BY channel, status, send_group_id HAVING sum(deliveries) <> 0) AS c
+      LEFT JOIN send_groups s ON c.status = '{group_state.GROUPED}' AND s.id = c.send_group_id
+      GROUP BY 1, 2, 3) AS per_group
 GROUP BY channel, status ORDER BY channel, status
-"""
+"""  # noqa: S608 - built from constant fragments only
 
 
 async def read(conn: Connection, campaign_id: UUID) -> list[Counted]:

@@ -48,6 +48,8 @@ class Result(msgspec.Struct, frozen=True):
     # (retries ran out) or 'dropped' (never sent: quota, retry window, unusable content).
     failure: str = "bounce"
     queue_id: str | None = None  # the receiving SMTP server's final reply
+    # The attempt timed out: the provider may have taken it, so a cancel leaves it 'uncertain'.
+    maybe_sent: bool = False
 
 
 # Deliveries sent on their own, one queue per channel. The claim joins the member as they are
@@ -95,12 +97,32 @@ SET status = r.status,
                            THEN now() + make_interval(secs => r.delay)
                            ELSE d.next_attempt_at END,
     sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
+    maybe_sent = d.maybe_sent OR r.maybe_sent,
     claim_token = NULL,
     lease_expires_at = NULL,
     updated_at = now()
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[], $7::text[])
-     AS r(id, status, ref, err, delay, queue_id)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[], $7::text[],
+            $8::boolean[])
+     AS r(id, status, ref, err, delay, queue_id, maybe_sent)
 WHERE d.id = r.id AND d.claim_token = $6
+RETURNING d.id, d.intent_id, d.channel
+"""
+
+# A grouped delivery leaving its group ($6, whose lease the caller's transaction has just
+# used to record it) with an outcome of its own; it keeps the group's attempts.
+_RECORD_GROUPED = """
+UPDATE deliveries d
+SET status = r.status,
+    provider_ref = r.ref,
+    last_error = r.err,
+    attempts = s.attempts,
+    first_attempt_at = s.first_attempt_at,
+    sent_at = CASE WHEN r.status = 'sent' THEN now() END,
+    maybe_sent = s.maybe_sent,
+    updated_at = now()
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS r(id, status, ref, err),
+     send_groups s
+WHERE d.id = r.id AND d.send_group_id = $5 AND d.status = 'grouped' AND s.id = $5
 RETURNING d.id, d.intent_id, d.channel
 """
 
@@ -116,6 +138,22 @@ async def record(conn: Connection, token: UUID, results: Sequence[Result]) -> li
         [r.retry_in_seconds or 0.0 for r in results],
         token,
         [r.queue_id for r in results],
+        [r.maybe_sent for r in results],
+    )
+
+
+async def record_grouped(
+    conn: Connection, group_id: UUID, results: Sequence[Result]
+) -> list[asyncpg.Record]:
+    """Give grouped deliveries of `group_id` a state of their own (final: they leave the
+    group); the rows still in it (id, intent_id, channel)."""
+    return await conn.fetch(
+        _RECORD_GROUPED,
+        [r.delivery_id for r in results],
+        [r.status for r in results],
+        [r.provider_ref for r in results],
+        [r.error for r in results],
+        group_id,
     )
 
 
@@ -197,10 +235,13 @@ async def confirm(conn: Connection, delivery_id: UUID) -> str | None:
 
 async def cancel_campaign(conn: Connection, campaign_id: UUID) -> None:
     """Cancel the campaign's deliveries still waiting (after its send groups: see
-    `send_groups.cancel_pending`)."""
+    `send_groups.cancel_pending`); one whose earlier attempt timed out may have reached the
+    provider, so it becomes 'uncertain' instead."""
     await conn.execute(
-        "UPDATE deliveries d SET status = 'cancelled', updated_at = now(),"
-        " last_error = 'campaign cancelled' FROM intents i"
+        "UPDATE deliveries d SET status = CASE WHEN d.maybe_sent THEN 'uncertain'"
+        " ELSE 'cancelled' END, updated_at = now(),"
+        " last_error = CASE WHEN d.maybe_sent THEN 'campaign cancelled after an attempt that"
+        " timed out: the provider may have sent it' ELSE 'campaign cancelled' END FROM intents i"
         " WHERE i.campaign_id = $1 AND d.intent_id = i.id AND d.status = 'pending'",
         campaign_id,
     )

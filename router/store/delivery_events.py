@@ -18,6 +18,7 @@ from router import channel_rules
 from router.database import Connection
 from router.queue import claims
 from router.queue.wakeups import notify
+from router.store import group_state
 
 EventName = Literal["processed", "delivered", "deferred", "bounce", "dropped"]
 
@@ -52,10 +53,11 @@ def _record_sql() -> str:
 INSERT INTO delivery_events (event, intent_id, delivery_id, channel, email, reason, response,
                              bounce_type, attempt)
 SELECT e.event, d.intent_id, d.id, d.channel, {channel_rules.event_email_sql()},
-       e.reason, e.response, e.bounce_type, d.attempts
+       e.reason, e.response, e.bounce_type, {group_state.field("d", "s", "attempts")}
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY
      AS e(delivery_id, event, reason, response, bounce_type, n)
 JOIN deliveries d ON d.id = e.delivery_id
+LEFT JOIN send_groups s ON s.id = d.send_group_id
 JOIN intents i ON i.id = d.intent_id
 LEFT JOIN members m ON m.member_id = i.member_id
 ORDER BY e.n

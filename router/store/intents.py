@@ -15,6 +15,7 @@ import asyncpg
 import msgspec
 
 from router.database import Connection
+from router.store import group_state
 from router.store.rows import columns, unnest, width
 
 
@@ -117,7 +118,8 @@ WITH new_contents AS (
 ), new_deliveries AS (
     INSERT INTO deliveries (intent_id, channel, address, status, next_attempt_at, send_group_id,
                             campaign_id)
-    SELECT intent_id, channel, address, 'pending', greatest(coalesce(send_at, now()), now()),
+    SELECT intent_id, channel, address, {group_state.initial_status("send_group_id")},
+           greatest(coalesce(send_at, now()), now()),
            send_group_id, ${p_campaign}::uuid
     FROM {unnest(DeliveryRow, _DELIVERY_TYPES, p_deliveries, "d")}
     WHERE intent_id IN (SELECT id FROM added)

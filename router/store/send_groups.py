@@ -2,10 +2,11 @@
 
 Groups are dealt here (`deal`) and written by the statement that accepts a campaign's
 intents, so no worker ever sees those deliveries ungrouped. From then on the group is the unit
-of work: it is claimed whole with its pending deliveries, sent under a retry key derived from its id, and its outcome is
-recorded for every delivery in it at once. A group is never resent with other recipients
-under the same key: LINE would answer 409 for people who never got the message. Only a 400
-(nothing sent) lets recipients move to a new group.
+of work: it is claimed whole (its 'grouped' deliveries read, not written), sent under a retry
+key derived from its id, and its outcome is recorded once, on the group row; its deliveries
+take their state from it (router/store/group_state.py) until one leaves the group. A group is
+never resent with other recipients under the same key: LINE would answer 409 for people who
+never got the message. Only a 400 (nothing sent) lets recipients move to a new group.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from router import channel_rules
 from router.database import Connection
 from router.queue import claims
 from router.queue.wakeups import notify
+from router.store import group_state
 from router.store.intents import DeliveryRow, SendGroupRow
 
 
@@ -33,11 +35,10 @@ class ClaimedGroup(msgspec.Struct, frozen=True):
     unreachable: list[UUID]  # not to send: see channel_rules.still_reachable
 
 
-# The group rows are locked first, then their deliveries: the same order `cancel_pending`
-# takes, so the two never deadlock. A group with no pending delivery left (all cancelled, or
-# their members erased) comes back empty and is closed by the caller. Recipients found
-# unreachable on a first attempt are left out; sending fewer under a key never sent before is
-# safe, and they are failed, so the key is never used for them later.
+# Only the group rows are written; their grouped deliveries are read. A group with no grouped
+# delivery left (their members erased) comes back empty and is closed by the caller.
+# Recipients found unreachable on a first attempt are left out; sending fewer under a key
+# never sent before is safe, and they are failed, so the key is never used for them later.
 QUEUE = claims.Leased(
     table="send_groups",
     alias="s",
@@ -49,6 +50,8 @@ QUEUE = claims.Leased(
         parent="send_group_id",
         joins="intents i LEFT JOIN members m ON m.member_id = i.member_id",
         join_on="i.id = d.intent_id",
+        leased=False,
+        status=group_state.GROUPED,
         returning=lambda channel: (
             f"d.id, d.address, {channel_rules.still_reachable(channel)} AS reachable"
         ),
@@ -72,6 +75,8 @@ UPDATE send_groups
 SET status = $3, provider_ref = coalesce($4, provider_ref), last_error = coalesce($5, last_error),
     next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $6)
                            ELSE next_attempt_at END,
+    sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END,
+    maybe_sent = maybe_sent OR $7,
     claim_token = NULL, lease_expires_at = NULL, updated_at = now()
 WHERE id = $1 AND claim_token = $2
 RETURNING channel
@@ -86,27 +91,28 @@ async def record(
     provider_ref: str | None,
     error: str | None,
     retry_in_seconds: float,
+    maybe_sent: bool = False,
 ) -> str | None:
-    """Store a claimed group's own outcome; its channel, or None if the lease was lost."""
+    """Store a claimed group's own outcome, which its grouped deliveries take ('sent',
+    'pending' for a retry; 'done' or 'split' once they have all left it); its channel, or None
+    if the lease was lost. `maybe_sent`: the attempt timed out, so LINE may have taken it."""
     channel: str | None = await conn.fetchval(
-        _RECORD, group_id, token, status, provider_ref, error, retry_in_seconds
+        _RECORD, group_id, token, status, provider_ref, error, retry_in_seconds, maybe_sent
     )
     return channel
 
 
 _SPLIT_OFF = """
 WITH parts AS MATERIALIZED (
-    SELECT part, gen_random_uuid() AS group_id FROM unnest($4::int[]) AS p(part) GROUP BY part
+    SELECT part, gen_random_uuid() AS group_id FROM unnest($3::int[]) AS p(part) GROUP BY part
 ), created AS (
     INSERT INTO send_groups (id, channel, content_id, status, split_from)
     SELECT p.group_id, s.channel, s.content_id, 'pending', s.id
     FROM parts p, send_groups s WHERE s.id = $1
 )
-UPDATE deliveries d
-SET status = 'pending', send_group_id = p.group_id, claim_token = NULL,
-    lease_expires_at = NULL, next_attempt_at = now(), updated_at = now()
-FROM unnest($3::uuid[], $4::int[]) AS x(id, part) JOIN parts p USING (part)
-WHERE d.id = x.id AND d.claim_token = $2
+UPDATE deliveries d SET send_group_id = p.group_id, updated_at = now()
+FROM unnest($2::uuid[], $3::int[]) AS x(id, part) JOIN parts p USING (part)
+WHERE d.id = x.id AND d.send_group_id = $1 AND d.status = 'grouped'
 """
 
 
@@ -114,26 +120,31 @@ async def split_off(
     conn: Connection,
     group_id: UUID,
     channel: str,
-    token: UUID,
     delivery_ids: Sequence[UUID],
     halve: bool,
 ) -> None:
-    """Move unsent deliveries of a group into one new group (two halves with `halve`), each
+    """In the transaction that recorded the group under its lease: move unsent deliveries of
+    the group into one new group (two halves with `halve`), each
     with its own id and so its own retry key, and wake the channel's group queue."""
     half = (len(delivery_ids) + 1) // 2 if halve else len(delivery_ids)
     parts = [int(i >= half) for i in range(len(delivery_ids))]
-    await conn.execute(_SPLIT_OFF, group_id, token, list(delivery_ids), parts)
+    await conn.execute(_SPLIT_OFF, group_id, list(delivery_ids), parts)
     await notify(conn, QUEUE.queue_name(channel))
 
 
 async def cancel_pending(conn: Connection, campaign_id: UUID) -> None:
-    """Cancel the campaign's groups still waiting (in the caller's transaction, before its
-    deliveries are cancelled: group rows are always locked before delivery rows)."""
+    """Cancel the campaign's groups still waiting, and with them their grouped deliveries (in
+    the caller's transaction, before its other deliveries: group rows are always locked
+    before delivery rows). A group whose earlier attempt timed out may have reached LINE: it
+    becomes 'uncertain', not 'cancelled'."""
     await conn.execute(
-        "UPDATE send_groups s SET status = 'cancelled', updated_at = now()"
+        "UPDATE send_groups s SET status = CASE WHEN s.maybe_sent THEN 'uncertain'"
+        "   ELSE 'cancelled' END, updated_at = now(),"
+        "   last_error = CASE WHEN s.maybe_sent THEN 'campaign cancelled after an attempt that"
+        " timed out: LINE may have sent it' ELSE 'campaign cancelled' END"
         " WHERE s.status = 'pending' AND s.id IN ("
         "   SELECT d.send_group_id FROM deliveries d JOIN intents i ON i.id = d.intent_id"
-        "   WHERE i.campaign_id = $1 AND d.send_group_id IS NOT NULL AND d.status = 'pending')",
+        "   WHERE i.campaign_id = $1 AND d.send_group_id IS NOT NULL AND d.status = 'grouped')",
         campaign_id,
     )
 
