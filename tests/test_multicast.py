@@ -386,3 +386,60 @@ async def test_a_dead_workers_batch_is_requeued_with_its_deliveries(dsn: str) ->
         assert again.delivery_ids == claimed.delivery_ids and again.addresses == claimed.addresses
     finally:
         await conn.close()
+
+
+async def cancelled_after_a_timeout(r: RouterUnderTest, line_sim: Any, dsn: str, table: str) -> str:
+    """A campaign whose first LINE requests LINE took but answered too late, cancelled while
+    they wait for their retry; its id."""
+    line_sim.delay_next(5, 1.0)  # accepted at once, answered after the router gave up
+    campaign_id = await campaign(r, 4)
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + 20
+        while await conn.fetchval(f"SELECT count(*) FROM {table} WHERE maybe_sent") == 0:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    resp = await r.client.post(f"/v1/campaigns/{campaign_id}/cancel")
+    assert resp.status_code == 200, resp.text
+    return campaign_id
+
+
+async def test_cancel_after_a_multicast_timed_out_leaves_it_uncertain(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    env = {"ROUTER_LINE_TIMEOUT_SECONDS": "0.3", "ROUTER_WORKERS_BACKOFF_BASE_SECONDS": "60"}
+    async with running_router(dsn, line_sim.base_url, smtp, **env) as r:
+        await add_members(r, 4)
+        campaign_id = await cancelled_after_a_timeout(r, line_sim, dsn, "send_groups")
+        await settled(r, campaign_id, {("line", "uncertain"): 4})
+        views = await intent_views(r, dsn)
+    assert len(multicasts(line_sim, None)) == 1
+    assert {(v.status, v.line["status"]) for v in views} == {("uncertain", "uncertain")}
+    assert all("LINE may have sent it" in v.line["last_error"] for v in views)
+
+
+async def test_cancel_after_a_push_timed_out_leaves_it_uncertain(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    env = {
+        "ROUTER_LINE_MULTICAST": "false",
+        "ROUTER_LINE_TIMEOUT_SECONDS": "0.3",
+        "ROUTER_WORKERS_BACKOFF_BASE_SECONDS": "60",
+    }
+    async with running_router(dsn, line_sim.base_url, smtp, **env) as r:
+        await add_members(r, 4)
+        campaign_id = await cancelled_after_a_timeout(r, line_sim, dsn, "deliveries")
+        conn = await asyncpg.connect(dsn)
+        try:
+            timed_out = await conn.fetchval("SELECT count(*) FROM deliveries WHERE maybe_sent")
+        finally:
+            await conn.close()
+        view = (await r.client.get(f"/v1/campaigns/{campaign_id}")).json()
+        counts = {(d["channel"], d["status"]): d["deliveries"] for d in view["deliveries"]}
+    # Those LINE may have taken are in doubt; the rest (if any) were never sent: cancelled.
+    assert timed_out >= 1
+    assert counts == {("line", "uncertain"): timed_out} | (
+        {("line", "cancelled"): 4 - timed_out} if timed_out < 4 else {}
+    )
