@@ -165,11 +165,13 @@ class OutboundGroup(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Split(msgspec.Struct, frozen=True, tag=True):
-    """The provider refused the whole request because of some of its recipients, so nothing
-    was sent. `bad` holds their positions; empty when the provider did not say which."""
+    """Nothing was sent because of some of the request's recipients: the provider refused
+    them, or (`dropped`) the month's quota cannot cover them, so the others go on without
+    them. `bad` holds their positions; empty when the provider did not say which."""
 
     error: str
     bad: list[int] = msgspec.field(default_factory=list)
+    dropped: bool = False
 
 
 GroupOutcome = Sent | Retry | Failed | Split

@@ -10,10 +10,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
+
 from router.database import create_pool
 from router.store.line_quota import MonthlyQuota
 from tests.harness import DERIVED, RouterUnderTest, SmtpSink
-from tests.test_multicast import add_members, multicasts
+from tests.test_multicast import add_members, campaign, friend_id, multicasts, settled
 
 GROUP = 401
 
@@ -49,27 +51,57 @@ async def test_concurrent_multicasts_never_pass_the_quota(
         }
         resp = await router.client.post("/v1/campaigns", json=campaign)
         assert resp.status_code == 202, resp.text
+    # One group fits whole; the two that did not fit were never sent as they were: the 99
+    # messages left went in a smaller group made from one of them, and the others fell back.
     expected = {
-        ("line", "sent"): GROUP,
-        ("line", "failed"): 2 * GROUP,
-        ("email", "sent"): 2 * GROUP,
+        ("line", "sent"): 500,
+        ("line", "failed"): 3 * GROUP - 500,
+        ("email", "sent"): 3 * GROUP - 500,
     }
     deadline = time.monotonic() + 30
     while (states := await deliveries_by_state(router)) != expected:
         assert time.monotonic() < deadline, states
         await asyncio.sleep(0.1)
-    # Exactly one request went out: the two that did not fit were never sent.
-    assert len(multicasts(line_sim, None)) == 1
-    assert line_sim.total_usage == GROUP
-    assert len(smtp.mails) == 2 * GROUP
+    assert sorted(len(q.body["to"]) for q in multicasts(line_sim, None)) == [99, GROUP]
+    assert line_sim.total_usage == 500
+    assert len(smtp.mails) == 3 * GROUP - 500
     async with router.runtime.pool.acquire() as conn:
         errors = await conn.fetch(
             "SELECT DISTINCT last_error FROM deliveries WHERE channel = 'line' AND status = 'failed'"
         )
-    [error] = [row["last_error"] for row in errors]
-    assert "monthly message quota has 99 left, fewer than the 401 needed" in error
+    assert {row["last_error"].split(" (")[0] for row in errors} <= {
+        "not sent: LINE's monthly message quota has 99 left, fewer than the 401 needed",
+        "not sent: LINE's monthly message quota is used up",
+    }, errors
     figures = (await router.client.get("/v1/line/quota")).json()
-    assert (figures["remaining"], figures["reserved"]) == (500 - GROUP, 0)
+    assert (figures["remaining"], figures["reserved"]) == (0, 0)
+
+
+async def test_a_group_larger_than_the_quota_left_uses_it_to_the_last_message(
+    router: RouterUnderTest, line_sim: Any, smtp: SmtpSink, dsn: str
+) -> None:
+    await add_members(router, 40)
+    line_sim.set_monthly_quota(25)
+    campaign_id = await campaign(router, 40)
+    await settled(
+        router,
+        campaign_id,
+        {("line", "sent"): 25, ("line", "failed"): 15, ("email", "sent"): 15},
+    )
+    [sent] = multicasts(line_sim, None)
+    assert len(sent.body["to"]) == 25 and line_sim.total_usage == 25
+    assert sorted(r for m in smtp.mails for r in m.rcpt_to) == sorted(
+        f"f{i}@example.jp" for i in range(40) if friend_id(i) not in sent.body["to"]
+    )
+    conn = await asyncpg.connect(dsn)
+    try:
+        errors = await conn.fetch(
+            "SELECT DISTINCT last_error FROM deliveries WHERE channel = 'line' AND status = 'failed'"
+        )
+    finally:
+        await conn.close()
+    [error] = [row["last_error"] for row in errors]
+    assert "monthly message quota has 25 left, fewer than the 40 needed" in error
 
 
 async def test_reservations_from_separate_processes_share_one_limit(dsn: str) -> None:

@@ -211,9 +211,17 @@ class LinePushChannel:
             return Failed(f"LINE messages could not be built: {exc}", fallback=True, dropped=True)
         body = {"to": group.addresses, "messages": messages}
         key = multicast_retry_key(group.group_id)
-        outcome = await self.within_quota(
-            key, len(group.addresses), lambda: self._post(MULTICAST_PATH, key, body)
+        recipients = len(group.addresses)
+        outcome = await self._within_quota(
+            key, recipients, lambda: self._post(MULTICAST_PATH, key, body)
         )
+        if isinstance(outcome, _Short):
+            if 0 < outcome.remaining < recipients:
+                # Nothing was sent under this key: the first `remaining` go on in a new group
+                # (a new key), so the quota is used to the last message; the others fall back.
+                error = outcome.failed.error
+                return Split(error, bad=list(range(outcome.remaining, recipients)), dropped=True)
+            return outcome.failed
         if isinstance(outcome, _Refused):
             return _split_or_fail(outcome)
         return outcome
@@ -224,10 +232,17 @@ class LinePushChannel:
         """`send()` with the month's quota held for `recipients` under `key` while it runs,
         settled after with what LINE took; a permanent failure when what is left cannot
         cover them (nothing is sent)."""
+        outcome = await self._within_quota(key, recipients, send)
+        return outcome.failed if isinstance(outcome, _Short) else outcome
+
+    async def _within_quota(
+        self, key: uuid.UUID, recipients: int, send: Callable[[], Awaitable[_T]]
+    ) -> _T | _Short:
+        """`within_quota`, saying how many recipients the quota could still cover."""
         if not self._check_quota:
             return await send()
         held = await self._reserve_quota(key, recipients)
-        if isinstance(held, Failed):
+        if isinstance(held, _Short):
             return held
         outcome: object = None
         try:
@@ -264,7 +279,7 @@ class LinePushChannel:
                 )
         return Sent(provider_ref=_header(response.headers, "x-line-request-id"))
 
-    async def _reserve_quota(self, key: uuid.UUID, recipients: int) -> uuid.UUID | Failed | None:
+    async def _reserve_quota(self, key: uuid.UUID, recipients: int) -> uuid.UUID | _Short | None:
         """Hold the month's quota for this request before it is sent: the key it is held
         under, or a permanent failure (so prefer_line falls back) when what is left cannot
         cover these recipients. None: the quota could not be read; sent unreserved."""
@@ -283,11 +298,12 @@ class LinePushChannel:
             reason = f"has {figures.remaining:,} left, fewer than the {recipients:,} needed"
         else:
             reason = "is used up"
-        return Failed(
+        failed = Failed(
             f"not sent: LINE's monthly message quota {reason} ({held} of {figures.limit or 0:,})",
             fallback=True,
             dropped=True,
         )
+        return _Short(failed, figures.remaining or 0)
 
     async def settle_quota(self, reserved: uuid.UUID | None, sent: int) -> None:
         """Release the reservation and count what LINE took. A failure here only costs the
@@ -310,6 +326,14 @@ def _sent(outcome: object, recipients: int) -> int:
     if isinstance(outcome, list):
         return sum(isinstance(o, Sent) for o in outcome)
     return recipients if isinstance(outcome, Sent) else 0
+
+
+class _Short(msgspec.Struct, frozen=True):
+    """The month's quota cannot cover a request: why (a permanent failure, nothing sent) and
+    how many recipients it could still cover."""
+
+    failed: Failed
+    remaining: int
 
 
 class _Refused(msgspec.Struct, frozen=True):

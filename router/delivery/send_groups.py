@@ -197,11 +197,12 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
         return self._split(group, outcome)
 
     def _split(self, group: ClaimedGroup, split: Split) -> GroupResult:
-        """A 400 sent nothing: fail the recipients LINE named and send the rest in a new
-        group; when LINE named none, halve the group until the bad ones stand alone."""
+        """Nothing was sent: fail the recipients LINE named in a 400 (or those the month's
+        quota cannot cover) and send the rest in a new group; when LINE named none, halve
+        the group until the bad ones stand alone."""
         ids = group.delivery_ids
         bad = {i for i in split.bad if 0 <= i < len(ids)}
-        refused = Failed(split.error, fallback=True)
+        refused = Failed(split.error, fallback=True, dropped=split.dropped)
         if not bad and len(ids) == 1:
             bad = {0}
         failed = [self._result(ids[i], refused, group.attempts) for i in sorted(bad)]
