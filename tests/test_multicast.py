@@ -352,8 +352,8 @@ async def test_multicast_off_sends_one_push_per_friend(
 
 
 async def test_a_dead_workers_batch_is_requeued_with_its_deliveries(dsn: str) -> None:
-    """Recovery puts a batch and its deliveries back together: a batch requeued alone would
-    be claimed empty and closed, stranding its deliveries."""
+    """Recovery puts a dead worker's group back to pending; its deliveries, which the claim
+    only read, are still in it and are claimed with it again."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(

@@ -124,8 +124,8 @@ async def split_off(
     halve: bool,
 ) -> None:
     """In the transaction that recorded the group under its lease: move unsent deliveries of
-    the group into one new group (two halves with `halve`), each
-    with its own id and so its own retry key, and wake the channel's group queue."""
+    the group into one new group (two halves with `halve`), each with its own id and so its
+    own retry key, and wake the channel's group queue."""
     half = (len(delivery_ids) + 1) // 2 if halve else len(delivery_ids)
     parts = [int(i >= half) for i in range(len(delivery_ids))]
     await conn.execute(_SPLIT_OFF, group_id, list(delivery_ids), parts)
