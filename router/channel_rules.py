@@ -18,16 +18,17 @@ def _known(channel: str) -> ChannelDescriptor | None:
     return next((d for d in registry.descriptors() if d.name == channel), None)
 
 
-def still_reachable(channel: str) -> str:
+def still_reachable(channel: str, attempts: str = "d.attempts") -> str:
     """Whether a delivery of `channel` may still go out, as SQL over `deliveries d` and
     `members m` (the member as they are now): a campaign scheduled for tomorrow must not reach
     someone who opts out tonight. A delivery already attempted is left to finish what it
     started (its retry key makes the resend safe; withholding it could not recall a message
     the provider already took), and a recipient without a member record has nothing to
-    re-check."""
+    re-check. `attempts`: the SQL of the attempts counted with this claim (a grouped
+    delivery's are its group's)."""
     descriptor = _known(channel)
     rule = "true" if descriptor is None else descriptor.recheck_sql
-    return f"(d.attempts > 1 OR m.member_id IS NULL OR coalesce({rule}, false))"
+    return f"({attempts} > 1 OR m.member_id IS NULL OR coalesce({rule}, false))"
 
 
 def not_reachable_now(channel: str) -> tuple[str, bool]:

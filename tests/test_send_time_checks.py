@@ -8,8 +8,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.harness import RouterUnderTest, SmtpSink
-from tests.test_multicast import add_members, friend_id, multicasts, settled
+from tests.harness import RouterUnderTest, SmtpSink, running_router
+from tests.test_multicast import add_members, campaign, friend_id, multicasts, settled
 
 MAIL = {"subject": "Coupon", "text": "10% off"}
 
@@ -86,3 +86,27 @@ async def test_campaign_batches_leave_out_friends_who_left_before_the_send_time(
     assert len(sent) == 1
     assert sorted(sent[0].body["to"]) == [friend_id(i) for i in (0, 1, 3, 5)]
     assert sorted(r for m in smtp.mails for r in m.rcpt_to) == ["f2@example.jp", "f4@example.jp"]
+
+
+async def test_a_retried_group_is_resent_whole_to_members_who_left_since(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    """Only a group's first attempt re-checks its members: a retry goes under the same key,
+    so it must name the same recipients (LINE may have taken the first one)."""
+    async with running_router(
+        dsn, line_sim.base_url, smtp, ROUTER_WORKERS_BACKOFF_BASE_SECONDS="2"
+    ) as r:
+        await add_members(r, 4)
+        line_sim.fail_next(1, status=500)
+        campaign_id = await campaign(r, 4)
+        deadline = time.monotonic() + 20
+        while not multicasts(line_sim, None):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        resp = await r.client.put("/v1/members/f00002", json={"line_opt_out": True})
+        assert resp.status_code == 200, resp.text
+        await settled(r, campaign_id, {("line", "sent"): 4})
+    first, again = multicasts(line_sim, None)
+    assert (first.status, again.status) == (500, 200)
+    assert first.body["to"] == again.body["to"] and first.retry_key == again.retry_key
+    assert friend_id(2) in again.body["to"] and not smtp.mails

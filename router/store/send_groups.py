@@ -53,7 +53,8 @@ QUEUE = claims.Leased(
         leased=False,
         status=group_state.GROUPED,
         returning=lambda channel: (
-            f"d.id, d.address, {channel_rules.still_reachable(channel)} AS reachable"
+            f"d.id, d.address,"
+            f" {channel_rules.still_reachable(channel, 'claimed.attempts')} AS reachable"
         ),
         collect="""coalesce(array_agg(id ORDER BY id) FILTER (WHERE reachable), '{}') AS ids,
            coalesce(array_agg(address ORDER BY id) FILTER (WHERE reachable), '{}') AS addresses,
