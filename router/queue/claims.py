@@ -61,7 +61,8 @@ class Parts:
     (if still pending), requeued when it is. Locked after the row they belong to.
 
     `leased=False`: the parts keep no lease of their own (their state is the claimed row's);
-    the claim only reads those in `status`, and a requeue leaves them as they are."""
+    the claim only reads those in `status` (through `read_joins`, join clauses after the
+    part's table, instead of `joins`), and a requeue leaves them as they are."""
 
     table: str
     alias: str
@@ -72,6 +73,7 @@ class Parts:
     join_on: str = "true"
     leased: bool = True
     status: str = "pending"
+    read_joins: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,21 +131,22 @@ RETURNING {self.returning(lane)}"""
         p = self.parts
         if p is None:
             return claim
-        of_claimed = (
-            f"{p.alias}.{p.parent} = claimed.id AND {p.alias}.status = '{p.status}' AND {p.join_on}"
-        )
+        of_claimed = f"{p.alias}.{p.parent} = claimed.id AND {p.alias}.status = '{p.status}'"
         if p.leased:
             parts = f"""UPDATE {p.table} {p.alias} SET {_lease(p.alias)}
     {_from("claimed", p.joins)}
-    WHERE {of_claimed}
+    WHERE {of_claimed} AND {p.join_on}
     RETURNING {p.alias}.{p.parent} AS claimed_id, {p.returning(lane)}"""
         else:
+            # Per claimed row, its parts through the parent's index (OFFSET 0 keeps the
+            # planner from scanning the whole table to hash-join a few claimed rows).
             parts = f"""SELECT {p.alias}.{p.parent} AS claimed_id, {p.returning(lane)}
-    {_from(f"claimed JOIN {p.table} {p.alias} ON {p.alias}.{p.parent} = claimed.id", p.joins)}
-    WHERE {of_claimed}"""
+    FROM claimed CROSS JOIN LATERAL (
+        SELECT * FROM {p.table} {p.alias} WHERE {of_claimed} OFFSET 0) {p.alias}
+    {p.read_joins}"""
         return f"""
 WITH claimed AS ({claim}
-), claimed_parts AS (
+), claimed_parts AS MATERIALIZED (
     {parts}
 )
 SELECT claimed.*, collected.*

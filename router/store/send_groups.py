@@ -48,10 +48,13 @@ QUEUE = claims.Leased(
         table="deliveries",
         alias="d",
         parent="send_group_id",
-        joins="intents i LEFT JOIN members m ON m.member_id = i.member_id",
-        join_on="i.id = d.intent_id",
         leased=False,
         status=group_state.GROUPED,
+        # One primary-key probe per delivery (LIMIT 1 keeps the planner from turning them into
+        # a hash join over every intent and member).
+        read_joins="""
+    JOIN LATERAL (SELECT i.member_id FROM intents i WHERE i.id = d.intent_id LIMIT 1) i ON true
+    LEFT JOIN LATERAL (SELECT * FROM members WHERE member_id = i.member_id LIMIT 1) m ON true""",
         returning=lambda channel: (
             f"d.id, d.address,"
             f" {channel_rules.still_reachable(channel, 'claimed.attempts')} AS reachable"
