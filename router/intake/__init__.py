@@ -69,7 +69,9 @@ async def accept(
 
     Returns one result per input, in order. One bad item never affects the others. With
     `events`, each new delivery gets a `processed` delivery event in the same transaction.
-    A campaign's deliveries on channels that send to many at once go into send groups."""
+    Deliveries of one call that share a channel able to send to many at once (LINE
+    multicast), their content and their send time go into send groups: a campaign chunk, a
+    batch, one relayed message's recipients or one SendGrid request's personalizations."""
     results: list[IntentResult | None] = [None] * len(requests)
     valid: list[Validated] = []
     for i, item in enumerate(requests):
@@ -98,7 +100,7 @@ async def accept(
                 planned,
                 channels.by_name,
                 campaign_id=campaign_id,
-                group_sizes=channels.group_sizes if campaign_id is not None else {},
+                group_sizes=channels.group_sizes,
                 returning_deliveries=events,
             )
             if events:
