@@ -18,7 +18,7 @@ from router.database import Connection
 from router.intake import persist, resolve
 from router.intake.persist import Planned
 from router.intake.routing import Routes, Unroutable, plan
-from router.intake.validate import Validated, validate
+from router.intake.validate import ContentChecks, Validated, validate
 from router.intents import IntentRequest, IntentResult, rejected
 from router.reach import Reach
 from router.store import delivery_events
@@ -64,6 +64,7 @@ async def accept(
     *,
     events: bool = False,
     campaign_id: UUID | None = None,
+    multicast: bool = True,
 ) -> list[IntentResult]:
     """Accept a batch; `requests` may already hold per-item decoding failures (kept as-is).
 
@@ -71,14 +72,16 @@ async def accept(
     `events`, each new delivery gets a `processed` delivery event in the same transaction.
     Deliveries of one call that share a channel able to send to many at once (LINE
     multicast), their content and their send time go into send groups: a campaign chunk, a
-    batch, one relayed message's recipients or one SendGrid request's personalizations."""
+    batch, one relayed message's recipients or one SendGrid request's personalizations;
+    not without `multicast`."""
     results: list[IntentResult | None] = [None] * len(requests)
     valid: list[Validated] = []
+    contents = ContentChecks()
     for i, item in enumerate(requests):
         checked = (
             item
             if isinstance(item, IntentResult)
-            else validate(i, item, prefix.format(i=i), relayed)
+            else validate(i, item, prefix.format(i=i), relayed, contents)
         )
         if isinstance(checked, IntentResult):
             results[i] = checked
@@ -100,7 +103,7 @@ async def accept(
                 planned,
                 channels.by_name,
                 campaign_id=campaign_id,
-                group_sizes=channels.group_sizes,
+                group_sizes=channels.group_sizes if multicast else {},
                 returning_deliveries=events,
             )
             if events:
