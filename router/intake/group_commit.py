@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from uuid import UUID
 
 from router.database import Pool
 from router.database_outage import is_unavailable
 from router.intake_port import AcceptIntents
-from router.intents import IntentRequest, IntentResult
+from router.intents import IntentRequest, IntentResult, IntentView, view
 from router.log_safety import describe
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,11 @@ class GroupCommit:
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_waiting())
         return await answer
+
+    async def original(self, intent_id: UUID) -> IntentView | None:
+        """The intent a replayed request (same idempotency key, same body) is answered with."""
+        async with self._pool.acquire() as conn:
+            return await view(conn, intent_id)
 
     async def _commit_waiting(self) -> None:
         while self._waiting:
