@@ -17,7 +17,7 @@ Every answer must be 202 (accepted means committed before the answer).
 
 Usage (from the tree's root, venv active):
     PYTHONPATH=$PWD python bench/single_intents.py [--base /work/base] [--rate 300]
-        [--seconds 10] [--connections 32] [--concurrency 64]
+        [--seconds 10] [--connections 32] [--saturation-concurrency 64]
 The base tree runs with PYTHONPATH and working directory set to it. bench/throughput.py runs
 the same measurement (`measure_singles`) next to its batch figures.
 """
@@ -184,7 +184,7 @@ async def measure_singles(base: str, args: argparse.Namespace) -> SingleFigures:
     """Open loop at --rate, then saturation, against a running router at `base`."""
     await load(base, "closed", 0, 2.0, 8)  # warm-up
     open_loop = await load(base, "open", args.rate, args.seconds, args.connections)
-    saturation = await load(base, "closed", 0, args.seconds, args.concurrency)
+    saturation = await load(base, "closed", 0, args.seconds, args.saturation_concurrency)
     return SingleFigures(open_loop, saturation)
 
 
@@ -202,7 +202,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=300.0, help="open-loop requests/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load run")
     parser.add_argument("--connections", type=int, default=32, help="open-loop connections")
-    parser.add_argument("--concurrency", type=int, default=64, help="saturation: in flight")
+    parser.add_argument(
+        "--saturation-concurrency", type=int, default=64, help="saturation: requests in flight"
+    )
 
 
 def trees(base: Path | None) -> list[tuple[str, Path]]:
@@ -236,6 +238,18 @@ def migrate(tree: Path, dsn: str) -> None:
     )
 
 
+async def run_tree(tree: Path, dsn: str, args: argparse.Namespace) -> SingleFigures:
+    """Migrate `dsn`, start an API-only router from `tree` on it, and measure."""
+    migrate(tree, dsn)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = router_env(dsn, "http://127.0.0.1:9", 9, port, False) | {"PYTHONPATH": str(tree)}
+    with process([sys.executable, "-m", "router", "serve"], env, str(tree)):
+        await wait_http(f"{base}/healthz")
+        await add_members(base, MEMBERS)
+        return await measure_singles(base, args)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", type=Path, default=DEFAULT_BASE)
@@ -253,18 +267,7 @@ async def main() -> None:
         dsns = await databases(url, [label for label, _ in runs], "bench_singles")
         results: dict[str, SingleFigures] = {}
         for label, tree in runs:
-            migrate(tree, dsns[label])
-            port = free_port()
-            base = f"http://127.0.0.1:{port}"
-            env = router_env(dsns[label], "http://127.0.0.1:9", 9, port, False)
-            with process(
-                [sys.executable, "-m", "router", "serve"],
-                env | {"PYTHONPATH": str(tree)},
-                str(tree),
-            ):
-                await wait_http(f"{base}/healthz")
-                await add_members(base, MEMBERS)
-                results[label] = await measure_singles(base, args)
+            results[label] = await run_tree(tree, dsns[label], args)
             for line in describe(results[label]):
                 print(f"{label:>5} [{tree}] {line}", flush=True)
         if server is not None:
