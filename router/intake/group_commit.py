@@ -61,7 +61,14 @@ class GroupCommit:
         while self._waiting:
             group = self._waiting[: self._max_group]
             del self._waiting[: self._max_group]
-            await self._commit(group)
+            try:
+                await self._commit(group)
+            except BaseException:  # cancelled (shutdown): no request waits forever
+                for _, answer in (*group, *self._waiting):
+                    if not answer.done():
+                        answer.cancel()
+                self._waiting.clear()
+                raise
 
     async def _commit(
         self, group: Sequence[tuple[IntentRequest, asyncio.Future[IntentResult]]]
