@@ -88,6 +88,7 @@ class Runtime:
         prefix: str = "",
         relayed: Relayed | None = None,
         campaign_id: UUID | None = None,
+        multicast: bool = True,
     ) -> list[IntentResult]:
         """The `AcceptIntents` every front door (JSON API, SMTP relay, compatibility APIs) is
         given: with this router's channels, recording events when they are configured."""
@@ -99,6 +100,7 @@ class Runtime:
             relayed,
             events=self.config.events_configured,
             campaign_id=campaign_id,
+            multicast=multicast,
         )
 
     async def aclose(self) -> None:
