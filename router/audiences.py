@@ -472,21 +472,137 @@ async def line_user_ids(
         yield [r["line_user_id"] for r in rows]
 
 
-async def record_line_group(conn: Connection, audience_id: uuid.UUID, group_id: int) -> None:
-    """The LINE audience this audience's friends go to exists now (created by a sync)."""
-    await conn.execute(
-        "UPDATE audiences SET line_audience_group_id = $2 WHERE id = $1", audience_id, group_id
+class LineSyncLease(msgspec.Struct, frozen=True):
+    """A LINE sync's hold on its audience, and where an unfinished earlier sync stopped."""
+
+    holder: uuid.UUID
+    name: str
+    type: AudienceType
+    group_id: int | None
+    after: str | None  # the last LINE user ID LINE accepted; None: from the start
+    sent: int  # IDs LINE accepted before `after`, this sync and the one it resumes
+
+
+async def take_line_sync(
+    conn: Connection, audience_id: uuid.UUID, lease_seconds: float
+) -> LineSyncLease | None:
+    """Hold the audience for a LINE sync for `lease_seconds`; None if another sync holds it
+    (or the audience is gone)."""
+    holder = uuid.uuid4()
+    row = await conn.fetchrow(
+        "UPDATE audiences SET line_sync_holder = $2,"
+        " line_sync_lease_until = now() + make_interval(secs => $3)"
+        " WHERE id = $1 AND (line_sync_lease_until IS NULL OR line_sync_lease_until < now())"
+        " RETURNING name, type, line_audience_group_id, line_sync_after, line_sync_sent",
+        audience_id,
+        holder,
+        lease_seconds,
+    )
+    if row is None:
+        return None
+    return LineSyncLease(
+        holder=holder,
+        name=row["name"],
+        type=row["type"],
+        group_id=row["line_audience_group_id"],
+        after=row["line_sync_after"],
+        sent=row["line_sync_sent"] or 0,
     )
 
 
-async def record_line_sync(
-    conn: Connection, audience_id: uuid.UUID, group_id: int, uploaded: int
-) -> datetime | None:
-    """A sync finished: when, and how many IDs it sent; None if the audience is gone."""
-    synced_at: datetime | None = await conn.fetchval(
-        "UPDATE audiences SET line_audience_group_id = $2, line_synced_at = now(),"
-        " line_synced_ids = $3 WHERE id = $1 RETURNING line_synced_at",
+async def renew_line_sync(
+    conn: Connection, audience_id: uuid.UUID, holder: uuid.UUID, lease_seconds: float
+) -> bool:
+    """Extend the lease; False if it was lost (expired and taken, or the audience deleted)."""
+    status = await conn.execute(
+        "UPDATE audiences SET line_sync_lease_until = now() + make_interval(secs => $3)"
+        " WHERE id = $1 AND line_sync_holder = $2",
         audience_id,
+        holder,
+        lease_seconds,
+    )
+    return status.endswith(" 1")
+
+
+async def record_line_sync_page(
+    conn: Connection,
+    audience_id: uuid.UUID,
+    holder: uuid.UUID,
+    page: LineSyncPage,
+    lease_seconds: float,
+) -> bool:
+    """LINE accepted a page: where to go on from, and the LINE audience it went to (recorded
+    at once after a create, so a sync cut short never leaves a second LINE audience behind).
+    False if the lease was lost."""
+    status = await conn.execute(
+        "UPDATE audiences SET line_audience_group_id = $3, line_sync_after = $4,"
+        " line_sync_sent = $5, line_sync_lease_until = now() + make_interval(secs => $6)"
+        " WHERE id = $1 AND line_sync_holder = $2",
+        audience_id,
+        holder,
+        page.group_id,
+        page.after,
+        page.sent,
+        lease_seconds,
+    )
+    return status.endswith(" 1")
+
+
+class LineSyncPage(msgspec.Struct, frozen=True):
+    """Where a sync stands after a page LINE accepted."""
+
+    group_id: int
+    after: str
+    sent: int
+
+
+async def restart_line_sync(conn: Connection, audience_id: uuid.UUID, holder: uuid.UUID) -> None:
+    """The recorded LINE audience is gone at LINE: the next page starts a new one from the top."""
+    await conn.execute(
+        "UPDATE audiences SET line_audience_group_id = NULL, line_sync_after = NULL,"
+        " line_sync_sent = NULL WHERE id = $1 AND line_sync_holder = $2",
+        audience_id,
+        holder,
+    )
+
+
+async def release_line_sync(conn: Connection, audience_id: uuid.UUID, holder: uuid.UUID) -> None:
+    """Let go of the audience, keeping where the sync stopped for the next one to resume."""
+    await conn.execute(
+        "UPDATE audiences SET line_sync_holder = NULL, line_sync_lease_until = NULL"
+        " WHERE id = $1 AND line_sync_holder = $2",
+        audience_id,
+        holder,
+    )
+
+
+async def line_user_id_page(
+    conn: Connection, audience_id: uuid.UUID, kind: AudienceType, after: str | None, limit: int
+) -> list[str]:
+    """The next `limit` LINE user IDs of matched members who are friends and have not opted
+    out, in ID order after `after`: one short query per page (keyset), no snapshot held."""
+    rows = await conn.fetch(
+        f"SELECT m.line_user_id {_members_in(kind)} AND {LINE_REACHABLE_SQL}"
+        " AND m.line_user_id > $2 ORDER BY m.line_user_id LIMIT $3",
+        audience_id,
+        after or "",
+        limit,
+    )
+    return [r["line_user_id"] for r in rows]
+
+
+async def finish_line_sync(
+    conn: Connection, audience_id: uuid.UUID, holder: uuid.UUID, group_id: int, uploaded: int
+) -> datetime | None:
+    """A sync finished: when, and how many IDs it sent; the lease and the resume point go.
+    None if the lease was lost or the audience is gone."""
+    synced_at: datetime | None = await conn.fetchval(
+        "UPDATE audiences SET line_audience_group_id = $3, line_synced_at = now(),"
+        " line_synced_ids = $4, line_sync_after = NULL, line_sync_sent = NULL,"
+        " line_sync_holder = NULL, line_sync_lease_until = NULL"
+        " WHERE id = $1 AND line_sync_holder = $2 RETURNING line_synced_at",
+        audience_id,
+        holder,
         group_id,
         uploaded,
     )

@@ -246,8 +246,8 @@ async def _audiences_line_sync(config: Config, audience_id: str) -> int:
         if account is None:
             return _fail("[line] channel_access_token is not set", 2)
         try:
-            # Two connections: the sync's snapshot, and its turns at LINE.
-            async with _database(config, 2) as pool:
+            # One connection: each page, turn at LINE and record takes it only briefly.
+            async with _database(config, 1) as pool:
                 result = await line_audience_sync.sync(pool, account, wanted, progress)
         except ProblemError as exc:
             return _fail(f"\n{exc.problem.detail}", 1)

@@ -18,3 +18,13 @@ CREATE TRIGGER audiences_delete_entries
     AFTER DELETE ON audiences
     REFERENCING OLD TABLE AS gone_audiences
     FOR EACH STATEMENT EXECUTE FUNCTION audience_entries_follow_audiences();
+
+-- A LINE audience sync goes page by page, each page its own short transaction. Between pages
+-- the sync is held by a lease (holder and expiry, renewed as it goes) instead of a transaction,
+-- and the last LINE user ID LINE accepted is kept, so a sync that stopped (crash, LINE
+-- refusal) resumes after it instead of starting again. Both are NULL when no sync is unfinished.
+ALTER TABLE audiences
+    ADD COLUMN line_sync_holder       uuid,
+    ADD COLUMN line_sync_lease_until  timestamptz,
+    ADD COLUMN line_sync_after        text,    -- the last LINE user ID LINE accepted
+    ADD COLUMN line_sync_sent         bigint;  -- IDs LINE accepted in the unfinished sync
