@@ -28,3 +28,23 @@ ALTER TABLE audiences
     ADD COLUMN line_sync_lease_until  timestamptz,
     ADD COLUMN line_sync_after        text,    -- the last LINE user ID LINE accepted
     ADD COLUMN line_sync_sent         bigint;  -- IDs LINE accepted in the unfinished sync
+
+-- The follower sync reads LINE's follower list a page at a time into line_follower_sync_ids,
+-- then corrects friend flags a chunk of LINE user IDs at a time: every page and chunk is its
+-- own short transaction that also records how far the sync got, so a sync that stopped is
+-- resumed there. One sync at a time (one row), held by a lease while it runs.
+CREATE TABLE line_follower_syncs (
+    singleton        boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    -- Webhook events newer than this keep precedence over what the list says.
+    started_at       timestamptz NOT NULL,
+    -- reading: the list; then one pass each over the followers, line_users and members.
+    phase            text NOT NULL
+                     CHECK (phase IN ('reading', 'followers', 'line_users', 'members')),
+    next_page        text,    -- reading: LINE's token for the next page (NULL: the first)
+    after_id         text,    -- the other phases: the last LINE user ID done (NULL: none)
+    followers        bigint NOT NULL DEFAULT 0,
+    members_changed  bigint NOT NULL DEFAULT 0,
+    holder           uuid,
+    lease_until      timestamptz
+);
+CREATE TABLE line_follower_sync_ids (line_user_id text PRIMARY KEY);
