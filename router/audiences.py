@@ -348,6 +348,10 @@ async def _insert(conn: Connection, audience_id: uuid.UUID) -> int:
     """Move the upload's distinct hashes that the audience lacks into its entries, in key
     order (each index page is then written once, not once per row); returns how many."""
     await conn.execute(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
+    # Without statistics the planner takes the temporary table for a few hundred rows and
+    # de-duplicates by hashing before it sorts; knowing its size, it sorts once and drops
+    # repeats on the way (a third less time at 1.5M rows).
+    await conn.execute("ANALYZE upload_hashes")
     has_entries = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM audience_entries WHERE audience_id = $1)", audience_id
     )
