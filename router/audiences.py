@@ -487,6 +487,14 @@ class LineSyncLease(msgspec.Struct, frozen=True):
     sent: int  # IDs LINE accepted before `after`, this sync and the one it resumes
 
 
+class LineSyncPage(msgspec.Struct, frozen=True):
+    """Where a sync stands after a page LINE accepted."""
+
+    group_id: int
+    after: str
+    sent: int
+
+
 async def take_line_sync(
     conn: Connection, audience_id: uuid.UUID, lease_seconds: float
 ) -> LineSyncLease | None:
@@ -550,14 +558,6 @@ async def record_line_sync_page(
         lease_seconds,
     )
     return status.endswith(" 1")
-
-
-class LineSyncPage(msgspec.Struct, frozen=True):
-    """Where a sync stands after a page LINE accepted."""
-
-    group_id: int
-    after: str
-    sent: int
 
 
 async def restart_line_sync(conn: Connection, audience_id: uuid.UUID, holder: uuid.UUID) -> None:
