@@ -47,8 +47,14 @@ and status), timed on the finished campaign.
   it was done set-wise in PostgreSQL. intents/s of each fan-out over it is the ratio.
 A campaign that makes no progress for 5 minutes stops the run.
 
+`--only upload` runs (1) alone and prints, beside it, the machine's ceiling measured in the
+same run on the same file: reading it and SHA-256-hashing its lines in a plain Python loop
+(one process, as the router has), and a plain COPY of as many 32-byte rows into an unindexed
+table (binary, one statement). The ratio is the upload's seconds over the sum of the two,
+and over the larger of them (what a perfect overlap of Python and PostgreSQL would take).
+
 Usage: python bench/campaign.py [--members N] [--file-lines N] [--baseline N] [--routers K]
-                                [--intake-baseline N] [--send-delay S]
+                                [--intake-baseline N] [--send-delay S] [--only upload]
 Develop with --members 200000 --file-lines 300000 --baseline 20000 or smaller.
 """
 
@@ -56,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import multiprocessing
 import os
 import random
@@ -67,6 +74,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -728,6 +736,95 @@ def quantile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
+# --- the upload alone, against the machine's ceiling ---------------------------------------
+
+
+def hash_file_in_a_loop(path: Path) -> tuple[float, int]:
+    """Seconds to read the file and SHA-256 each non-empty line (lower-cased), and the count:
+    the least any upload of it must spend in Python."""
+    start = time.perf_counter()
+    count = 0
+    with path.open("rb") as f:
+        for line in f:
+            value = line.strip()
+            if value:
+                hashlib.sha256(value.lower()).digest()
+                count += 1
+    return time.perf_counter() - start, count
+
+
+async def copy_rows(dsn: str, rows: int) -> float:
+    """Seconds for one binary COPY of `rows` (uuid, 32 random bytes) rows into a fresh
+    unindexed table: the least PostgreSQL needs to take the upload's hashes in."""
+    values = [(uuid.UUID(int=1), os.urandom(32)) for _ in range(rows)]
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE bench_copy_ceiling (audience_id uuid NOT NULL, value_sha256 bytea)"
+        )
+        start = time.perf_counter()
+        await conn.copy_records_to_table("bench_copy_ceiling", records=values)
+        seconds = time.perf_counter() - start
+        await conn.execute("DROP TABLE bench_copy_ceiling")
+    finally:
+        await conn.close()
+    return seconds
+
+
+async def measure_upload_only(args: argparse.Namespace, stack: Stack, people: Population) -> None:
+    """(1) alone, then the ceiling on the same file and rows, and the ratios."""
+    main_file = stack.tmp / "audience.csv"
+    shape = write_audience_file(main_file, people, args.file_lines)
+    print(f"audience file: {shape.lines:,} lines, {shape.size:,} bytes", flush=True)
+    print(f"seeding {people.members:,} members...", flush=True)
+    seed_seconds = await seed_members(stack.dsn, people)
+    print(f"  seeded by COPY in {seed_seconds:.1f} s (not a figure)", flush=True)
+    async with routers(stack, args.routers, None, "upload") as started:
+        result = await upload(stack, started[0], main_file, "bench-everyone")
+    rep = result.report
+    wrong = expect_report(
+        rep,
+        {
+            "lines": shape.lines,
+            "valid": shape.lines - shape.invalid,
+            "invalid": shape.invalid,
+            "duplicates": shape.duplicates,
+            "matched": people.members,
+            "reachable_line": people.friends,
+            "reachable_email": people.members,
+        },
+    )
+    hash_seconds, hashed = hash_file_in_a_loop(main_file)
+    copy_seconds = await copy_rows(stack.dsn, rep["valid"])
+    ceiling_sum = hash_seconds + copy_seconds
+    ceiling_max = max(hash_seconds, copy_seconds)
+    rows = [
+        ("members", f"{people.members:,}"),
+        ("(1) upload + match", f"{result.seconds:.2f} s"),
+        ("    file", f"{shape.lines:,} lines, {shape.size / 1e6:.1f} MB"),
+        ("    lines per second", f"{shape.lines / result.seconds:,.0f}"),
+        (
+            "    report",
+            f"valid {rep['valid']:,}, invalid {rep['invalid']:,}, duplicates"
+            f" {rep['duplicates']:,}, matched {rep['matched']:,}",
+        ),
+        ("    router peak RSS", peak(result.peak_kb)),
+        ("ceiling: read + SHA-256 loop", f"{hash_seconds:.2f} s ({hashed:,} lines)"),
+        ("ceiling: binary COPY, no index", f"{copy_seconds:.2f} s ({rep['valid']:,} rows)"),
+        ("upload / (loop + COPY)", f"{result.seconds / ceiling_sum:.2f}x"),
+        ("upload / max(loop, COPY)", f"{result.seconds / ceiling_max:.2f}x"),
+    ]
+    width = max(len(k) for k, _ in rows) + 2
+    print()
+    print(f"{'figure':<{width}}value")
+    for k, v in rows:
+        print(f"{k:<{width}}{v}")
+    if wrong:
+        print("UNEXPECTED report: " + "; ".join(wrong))
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("command: " + shlex.join(["python", "bench/campaign.py", *sys.argv[1:]]))
+
+
 # --- the run -----------------------------------------------------------------------------
 
 
@@ -962,6 +1059,9 @@ async def main() -> None:
     parser.add_argument(
         "--send-delay", type=float, default=30.0, help="(3)'s send_at, seconds after its POST"
     )
+    parser.add_argument(
+        "--only", choices=["upload"], help="run only this phase, with its machine ceiling"
+    )
     args = parser.parse_args()
     if args.members < 2 or args.routers < 1 or args.baseline < 1:
         parser.error("--members at least 2, --routers and --baseline at least 1")
@@ -1012,6 +1112,9 @@ async def main() -> None:
                     sampler=sampler,
                     has_multicast_switch="multicast" in LineConfig.__struct_fields__,
                 )
+                if args.only == "upload":
+                    await measure_upload_only(args, stack, people)
+                    return
                 results = await measure(args, stack, people)
         finally:
             sampler.close()
