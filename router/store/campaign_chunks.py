@@ -62,13 +62,14 @@ def chunk_sql(routing: ChunkRouting, audience_joins: str, audience_where: str) -
     channel, $17 whether `processed` delivery events are recorded, $18/$19 a channel whose
     deliveries all join one campaign-wide group, and that group (a narrowcast), or NULLs. Answers one row: members
     looked at, intents made, the last member, and the channels of new deliveries outside and
-    inside send groups."""
+    inside send groups. $20 the range's last member (NULL: no upper bound)."""
     event_email = channel_rules.event_email_sql("a")
     return f"""
 WITH targets AS MATERIALIZED (
     SELECT m.member_id, {routing.code} AS code, {routing.addresses} AS addresses
     FROM members m {audience_joins}
-    WHERE ($1::text IS NULL OR m.member_id > $1) AND {audience_where}
+    WHERE ($1::text IS NULL OR m.member_id > $1) AND ($20::text IS NULL OR m.member_id <= $20)
+      AND {audience_where}
     ORDER BY m.member_id
     LIMIT $8
 ), planned AS MATERIALIZED (
@@ -150,10 +151,11 @@ async def fan_out_chunk(
     *,
     events: bool,
     whole_group: tuple[str, UUID] | None = None,
+    last: str | None = None,
 ) -> Chunk:
     """Run one chunk statement (`chunk_sql`) in the caller's transaction. `whole_group`: a
     channel whose deliveries all join one group made beforehand (a campaign's narrowcast),
-    instead of groups dealt per chunk."""
+    instead of groups dealt per chunk. `last`: the range's last member, or None."""
     if whole_group is not None:
         group_sizes = {c: n for c, n in group_sizes.items() if c != whole_group[0]}
     row = await conn.fetchrow(
@@ -172,6 +174,7 @@ async def fan_out_chunk(
         events,
         None if whole_group is None else whole_group[0],
         None if whole_group is None else whole_group[1],
+        last,
     )
     assert row is not None
     return Chunk(
