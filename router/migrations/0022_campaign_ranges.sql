@@ -21,3 +21,8 @@ CREATE INDEX campaign_ranges_to_do ON campaign_ranges (updated_at) WHERE NOT don
 INSERT INTO campaign_ranges (campaign_id, range_no, cursor_member_id)
 SELECT id, 0, cursor_member_id FROM campaigns WHERE status = 'fanning_out';
 ALTER TABLE campaigns DROP COLUMN cursor_member_id;
+
+-- The foreign key from deliveries to send_groups cost a look-up per grouped delivery a
+-- fan-out makes. A delivery's group is always made by the statement (or, before it, the
+-- transaction) that names it, and nothing deletes a send group, so it guarded nothing else.
+ALTER TABLE deliveries DROP CONSTRAINT deliveries_send_group;
