@@ -55,6 +55,12 @@ and over the larger of them (what a perfect overlap of Python and PostgreSQL wou
 
 Usage: python bench/campaign.py [--members N] [--file-lines N] [--baseline N] [--routers K]
                                 [--intake-baseline N] [--send-delay S] [--only upload]
+                                [--fan-out-only]
+
+--fan-out-only: after seeding, (1) and (0), only the fan-out of a campaign to every member,
+  due in 29 days so that nothing is sent meanwhile: fan-out seconds and intents/s against (0).
+  Tune the fan-out with the router's own settings in the environment, e.g.
+  ROUTER_CAMPAIGNS_FAN_OUT_WORKERS, ROUTER_CAMPAIGNS_FAN_OUT_CHUNK.
 Develop with --members 200000 --file-lines 300000 --baseline 20000 or smaller.
 """
 
@@ -845,6 +851,66 @@ def expect_report(report: dict[str, Any], expected: dict[str, int]) -> list[str]
     return [f"{k} {report[k]:,} (expected {v:,})" for k, v in expected.items() if report[k] != v]
 
 
+async def fan_out_only(router: Router, stack: Stack, audience: dict[str, Any]) -> float:
+    """POST a campaign to `audience`, due in 29 days; seconds until it leaves `fanning_out`."""
+    from datetime import UTC, datetime, timedelta
+
+    send_at = (datetime.now(UTC) + timedelta(days=29)).isoformat()
+    body = {"name": "bench-fan-out", "audience_ids": [audience["id"]], "route": "prefer_line"}
+    body |= MAIN_CONTENT | {"send_at": send_at}
+    db = await asyncpg.connect(stack.dsn)
+    try:
+        async with httpx.AsyncClient(base_url=router.base, headers=AUTH, timeout=None) as api:
+            start = time.perf_counter()
+            resp = await api.post("/v1/campaigns", json=body)
+            if resp.status_code != 202:
+                raise RuntimeError(f"campaign answered {resp.status_code}: {resp.text[:2000]}")
+            campaign_id = resp.json()["id"]
+            while True:
+                await asyncio.sleep(SAMPLE_SECONDS / 2)
+                status = await db.fetchval(
+                    "SELECT status FROM campaigns WHERE id = $1::uuid", campaign_id
+                )
+                if status != "fanning_out":
+                    seconds = time.perf_counter() - start
+                    break
+                if time.perf_counter() - start > STALL_SECONDS:
+                    raise RuntimeError("the fan-out took longer than the stall limit")
+            row = await db.fetchrow(
+                "SELECT status, targeted, accepted FROM campaigns WHERE id = $1::uuid", campaign_id
+            )
+            assert row is not None
+            if row["status"] != "sending" or row["accepted"] != audience["matched"]:
+                print(f"    UNEXPECTED end of the fan-out: {dict(row)}", flush=True)
+    finally:
+        await db.close()
+    return seconds
+
+
+async def measure_fan_out(args: argparse.Namespace, stack: Stack, people: Population) -> None:
+    """Seeding, (1), (0) and one fan-out, printed with its ratio to (0)."""
+    main_file = stack.tmp / "audience.csv"
+    write_audience_file(main_file, people, args.file_lines)
+    seed_seconds = await seed_members(stack.dsn, people)
+    print(f"  seeded by COPY in {seed_seconds:.1f} s (not a figure)", flush=True)
+    async with routers(stack, args.routers, True, "fan-out") as started:
+        first = started[0]
+        uploaded = await upload(stack, first, main_file, "bench-everyone")
+        print(f"(1) upload + match {uploaded.seconds:.1f} s", flush=True)
+        intake = await intake_baseline(first, people, args.intake_baseline)
+        print(f"(0) intake baseline: {intake.seconds:.1f} s, {intake.per_second:,.0f}/s")
+        seconds = await fan_out_only(first, stack, uploaded.report)
+    members = uploaded.report["matched"]
+    rate = members / seconds
+    print()
+    print(f"routers                     {args.routers}")
+    print(f"fan-out                     {members:,} members in {seconds:.2f} s")
+    print(f"fan-out intents/s           {rate:,.0f}")
+    print(f"(0) intake baseline         {intake.per_second:,.0f} intents/s")
+    print(f"fan-out / (0)               {rate / intake.per_second:.2f}x")
+    print("command: " + shlex.join(["python", "bench/campaign.py", *sys.argv[1:]]))
+
+
 async def measure(args: argparse.Namespace, stack: Stack, people: Population) -> Results:
     """(1) and (2) through routers with multicast off, then (3) and (4) with it on."""
     main_file = stack.tmp / "audience.csv"
@@ -1062,6 +1128,9 @@ async def main() -> None:
     parser.add_argument(
         "--only", choices=["upload"], help="run only this phase, with its machine ceiling"
     )
+    parser.add_argument(
+        "--fan-out-only", action="store_true", help="time one campaign's fan-out and nothing else"
+    )
     args = parser.parse_args()
     if args.members < 2 or args.routers < 1 or args.baseline < 1:
         parser.error("--members at least 2, --routers and --baseline at least 1")
@@ -1114,6 +1183,9 @@ async def main() -> None:
                 )
                 if args.only == "upload":
                     await measure_upload_only(args, stack, people)
+                    return
+                if args.fan_out_only:
+                    await measure_fan_out(args, stack, people)
                     return
                 results = await measure(args, stack, people)
         finally:

@@ -198,6 +198,8 @@ def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
         config.campaigns.fan_out_chunk,
         max_failures=config.campaigns.fan_out_max_failures,
         events=events,
+        workers=config.campaigns.fan_out_workers,
+        range_members=config.campaigns.fan_out_range_members,
     )
     found.append(runtime.campaign_fan_out)
     return found
