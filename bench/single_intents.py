@@ -1,7 +1,7 @@
 """One intent per request: `POST /v1/intents` at a fixed offered rate, and at saturation.
 
 Most API clients send transactional messages one request each. For each tree measured (this
-one, and with --base the tree to compare with: by default /work/base when it exists) an
+one, and with --base the tree to compare with: by default $BENCH_BASE_TREE when set) an
 API-only router (`[workers] enabled = false`, so delivery does not compete for the CPU) runs
 on a database of its own in one PostgreSQL, and a load client in a separate process (so it
 does not steal the router's event loop) measures:
@@ -16,7 +16,7 @@ does not steal the router's event loop) measures:
 Every answer must be 202 (accepted means committed before the answer).
 
 Usage (from the tree's root, venv active):
-    PYTHONPATH=$PWD python bench/single_intents.py [--base /work/base] [--rate 300]
+    PYTHONPATH=$PWD python bench/single_intents.py [--base ../before] [--rate 300]
         [--seconds 10] [--connections 32] [--saturation-concurrency 64]
 The base tree runs with PYTHONPATH and working directory set to it. bench/throughput.py runs
 the same measurement (`measure_singles`) next to its batch figures.
@@ -44,7 +44,9 @@ import msgspec
 from throughput import API_KEY, add_members, free_port, process, router_env, wait_http
 
 HERE = Path(__file__).resolve().parent.parent
-DEFAULT_BASE = Path("/work/base")
+# An earlier checkout to compare with, e.g. `git worktree add ../before <commit>`.
+_BASE = os.environ.get("BENCH_BASE_TREE")
+DEFAULT_BASE = Path(_BASE) if _BASE else None
 MEMBERS = 5_000
 
 

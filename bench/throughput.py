@@ -13,7 +13,7 @@ own processes, then measures:
   (c) a hand-written loop of line-bot-sdk push_message calls (the SDK as it comes);
   (d) the same pushes as raw aiohttp requests: the ceiling of this machine and simulator.
 (c) and (d) run at the same concurrency. (a) and (s) also run against the base tree (--base,
-by default /work/base when it exists: the router before this work, run with PYTHONPATH and
+by default $BENCH_BASE_TREE when set: an earlier checkout, run with PYTHONPATH and
 working directory set to it, on databases of their own in the same PostgreSQL), and the
 ratios this/base are printed.
 
