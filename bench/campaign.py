@@ -47,8 +47,20 @@ and status), timed on the finished campaign.
   it was done set-wise in PostgreSQL. intents/s of each fan-out over it is the ratio.
 A campaign that makes no progress for 5 minutes stops the run.
 
+`--only upload` runs (1) alone and prints, beside it, the machine's ceiling measured in the
+same run on the same file: reading it and SHA-256-hashing its lines in a plain Python loop
+(one process, as the router has), and a plain COPY of as many 32-byte rows into an unindexed
+table (binary, one statement). The ratio is the upload's seconds over the sum of the two,
+and over the larger of them (what a perfect overlap of Python and PostgreSQL would take).
+
 Usage: python bench/campaign.py [--members N] [--file-lines N] [--baseline N] [--routers K]
-                                [--intake-baseline N] [--send-delay S]
+                                [--intake-baseline N] [--send-delay S] [--only upload]
+                                [--fan-out-only]
+
+--fan-out-only: after seeding, (1) and (0), only the fan-out of a campaign to every member,
+  due in 29 days so that nothing is sent meanwhile: fan-out seconds and intents/s against (0).
+  Tune the fan-out with the router's own settings in the environment, e.g.
+  ROUTER_CAMPAIGNS_FAN_OUT_WORKERS, ROUTER_CAMPAIGNS_FAN_OUT_CHUNK.
 Develop with --members 200000 --file-lines 300000 --baseline 20000 or smaller.
 """
 
@@ -56,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import multiprocessing
 import os
 import random
@@ -67,6 +80,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -728,6 +742,95 @@ def quantile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
+# --- the upload alone, against the machine's ceiling ---------------------------------------
+
+
+def hash_file_in_a_loop(path: Path) -> tuple[float, int]:
+    """Seconds to read the file and SHA-256 each non-empty line (lower-cased), and the count:
+    the least any upload of it must spend in Python."""
+    start = time.perf_counter()
+    count = 0
+    with path.open("rb") as f:
+        for line in f:
+            value = line.strip()
+            if value:
+                hashlib.sha256(value.lower()).digest()
+                count += 1
+    return time.perf_counter() - start, count
+
+
+async def copy_rows(dsn: str, rows: int) -> float:
+    """Seconds for one binary COPY of `rows` (uuid, 32 random bytes) rows into a fresh
+    unindexed table: the least PostgreSQL needs to take the upload's hashes in."""
+    values = [(uuid.UUID(int=1), os.urandom(32)) for _ in range(rows)]
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE bench_copy_ceiling (audience_id uuid NOT NULL, value_sha256 bytea)"
+        )
+        start = time.perf_counter()
+        await conn.copy_records_to_table("bench_copy_ceiling", records=values)
+        seconds = time.perf_counter() - start
+        await conn.execute("DROP TABLE bench_copy_ceiling")
+    finally:
+        await conn.close()
+    return seconds
+
+
+async def measure_upload_only(args: argparse.Namespace, stack: Stack, people: Population) -> None:
+    """(1) alone, then the ceiling on the same file and rows, and the ratios."""
+    main_file = stack.tmp / "audience.csv"
+    shape = write_audience_file(main_file, people, args.file_lines)
+    print(f"audience file: {shape.lines:,} lines, {shape.size:,} bytes", flush=True)
+    print(f"seeding {people.members:,} members...", flush=True)
+    seed_seconds = await seed_members(stack.dsn, people)
+    print(f"  seeded by COPY in {seed_seconds:.1f} s (not a figure)", flush=True)
+    async with routers(stack, args.routers, None, "upload") as started:
+        result = await upload(stack, started[0], main_file, "bench-everyone")
+    rep = result.report
+    wrong = expect_report(
+        rep,
+        {
+            "lines": shape.lines,
+            "valid": shape.lines - shape.invalid,
+            "invalid": shape.invalid,
+            "duplicates": shape.duplicates,
+            "matched": people.members,
+            "reachable_line": people.friends,
+            "reachable_email": people.members,
+        },
+    )
+    hash_seconds, hashed = hash_file_in_a_loop(main_file)
+    copy_seconds = await copy_rows(stack.dsn, rep["valid"])
+    ceiling_sum = hash_seconds + copy_seconds
+    ceiling_max = max(hash_seconds, copy_seconds)
+    rows = [
+        ("members", f"{people.members:,}"),
+        ("(1) upload + match", f"{result.seconds:.2f} s"),
+        ("    file", f"{shape.lines:,} lines, {shape.size / 1e6:.1f} MB"),
+        ("    lines per second", f"{shape.lines / result.seconds:,.0f}"),
+        (
+            "    report",
+            f"valid {rep['valid']:,}, invalid {rep['invalid']:,}, duplicates"
+            f" {rep['duplicates']:,}, matched {rep['matched']:,}",
+        ),
+        ("    router peak RSS", peak(result.peak_kb)),
+        ("ceiling: read + SHA-256 loop", f"{hash_seconds:.2f} s ({hashed:,} lines)"),
+        ("ceiling: binary COPY, no index", f"{copy_seconds:.2f} s ({rep['valid']:,} rows)"),
+        ("upload / (loop + COPY)", f"{result.seconds / ceiling_sum:.2f}x"),
+        ("upload / max(loop, COPY)", f"{result.seconds / ceiling_max:.2f}x"),
+    ]
+    width = max(len(k) for k, _ in rows) + 2
+    print()
+    print(f"{'figure':<{width}}value")
+    for k, v in rows:
+        print(f"{k:<{width}}{v}")
+    if wrong:
+        print("UNEXPECTED report: " + "; ".join(wrong))
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("command: " + shlex.join(["python", "bench/campaign.py", *sys.argv[1:]]))
+
+
 # --- the run -----------------------------------------------------------------------------
 
 
@@ -746,6 +849,66 @@ class Results:
 
 def expect_report(report: dict[str, Any], expected: dict[str, int]) -> list[str]:
     return [f"{k} {report[k]:,} (expected {v:,})" for k, v in expected.items() if report[k] != v]
+
+
+async def fan_out_only(router: Router, stack: Stack, audience: dict[str, Any]) -> float:
+    """POST a campaign to `audience`, due in 29 days; seconds until it leaves `fanning_out`."""
+    from datetime import UTC, datetime, timedelta
+
+    send_at = (datetime.now(UTC) + timedelta(days=29)).isoformat()
+    body = {"name": "bench-fan-out", "audience_ids": [audience["id"]], "route": "prefer_line"}
+    body |= MAIN_CONTENT | {"send_at": send_at}
+    db = await asyncpg.connect(stack.dsn)
+    try:
+        async with httpx.AsyncClient(base_url=router.base, headers=AUTH, timeout=None) as api:
+            start = time.perf_counter()
+            resp = await api.post("/v1/campaigns", json=body)
+            if resp.status_code != 202:
+                raise RuntimeError(f"campaign answered {resp.status_code}: {resp.text[:2000]}")
+            campaign_id = resp.json()["id"]
+            while True:
+                await asyncio.sleep(SAMPLE_SECONDS / 2)
+                status = await db.fetchval(
+                    "SELECT status FROM campaigns WHERE id = $1::uuid", campaign_id
+                )
+                if status != "fanning_out":
+                    seconds = time.perf_counter() - start
+                    break
+                if time.perf_counter() - start > STALL_SECONDS:
+                    raise RuntimeError("the fan-out took longer than the stall limit")
+            row = await db.fetchrow(
+                "SELECT status, targeted, accepted FROM campaigns WHERE id = $1::uuid", campaign_id
+            )
+            assert row is not None
+            if row["status"] != "sending" or row["accepted"] != audience["matched"]:
+                print(f"    UNEXPECTED end of the fan-out: {dict(row)}", flush=True)
+    finally:
+        await db.close()
+    return seconds
+
+
+async def measure_fan_out(args: argparse.Namespace, stack: Stack, people: Population) -> None:
+    """Seeding, (1), (0) and one fan-out, printed with its ratio to (0)."""
+    main_file = stack.tmp / "audience.csv"
+    write_audience_file(main_file, people, args.file_lines)
+    seed_seconds = await seed_members(stack.dsn, people)
+    print(f"  seeded by COPY in {seed_seconds:.1f} s (not a figure)", flush=True)
+    async with routers(stack, args.routers, True, "fan-out") as started:
+        first = started[0]
+        uploaded = await upload(stack, first, main_file, "bench-everyone")
+        print(f"(1) upload + match {uploaded.seconds:.1f} s", flush=True)
+        intake = await intake_baseline(first, people, args.intake_baseline)
+        print(f"(0) intake baseline: {intake.seconds:.1f} s, {intake.per_second:,.0f}/s")
+        seconds = await fan_out_only(first, stack, uploaded.report)
+    members = uploaded.report["matched"]
+    rate = members / seconds
+    print()
+    print(f"routers                     {args.routers}")
+    print(f"fan-out                     {members:,} members in {seconds:.2f} s")
+    print(f"fan-out intents/s           {rate:,.0f}")
+    print(f"(0) intake baseline         {intake.per_second:,.0f} intents/s")
+    print(f"fan-out / (0)               {rate / intake.per_second:.2f}x")
+    print("command: " + shlex.join(["python", "bench/campaign.py", *sys.argv[1:]]))
 
 
 async def measure(args: argparse.Namespace, stack: Stack, people: Population) -> Results:
@@ -962,6 +1125,12 @@ async def main() -> None:
     parser.add_argument(
         "--send-delay", type=float, default=30.0, help="(3)'s send_at, seconds after its POST"
     )
+    parser.add_argument(
+        "--only", choices=["upload"], help="run only this phase, with its machine ceiling"
+    )
+    parser.add_argument(
+        "--fan-out-only", action="store_true", help="time one campaign's fan-out and nothing else"
+    )
     args = parser.parse_args()
     if args.members < 2 or args.routers < 1 or args.baseline < 1:
         parser.error("--members at least 2, --routers and --baseline at least 1")
@@ -1012,6 +1181,12 @@ async def main() -> None:
                     sampler=sampler,
                     has_multicast_switch="multicast" in LineConfig.__struct_fields__,
                 )
+                if args.only == "upload":
+                    await measure_upload_only(args, stack, people)
+                    return
+                if args.fan_out_only:
+                    await measure_fan_out(args, stack, people)
+                    return
                 results = await measure(args, stack, people)
         finally:
             sampler.close()

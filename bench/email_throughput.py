@@ -448,7 +448,11 @@ async def main() -> None:
     parser.add_argument("--emails", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--sinks", default="aiosmtpd,smtp-sink")
-    parser.add_argument("--base", default="/work/base", help="the tree before ('' to skip)")
+    parser.add_argument(
+        "--base",
+        default=os.environ.get("BENCH_BASE_TREE", ""),
+        help="an earlier checkout to compare with (default $BENCH_BASE_TREE; '' to skip)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="router-email-bench-") as tmp_name:
         tmp = Path(tmp_name)

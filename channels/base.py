@@ -12,7 +12,7 @@ looks adapters up by name.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
@@ -295,7 +295,10 @@ class LineAccount(Protocol):
 
     async def reply_text(self, reply_token: str, text: str) -> None: ...
 
-    def follower_pages(self) -> AsyncIterator[list[str]]: ...
+    async def follower_page(self, start: str | None) -> FollowerPage:
+        """One page of the account's followers: the first (`start` None) or the one LINE's
+        continuation token names. Raises ProviderError (400: LINE no longer knows the token)."""
+        ...
 
     async def verify_id_token(self, id_token: str, client_id: str) -> IdTokenSubject: ...
 
@@ -320,6 +323,13 @@ class LineAccount(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class FollowerPage(msgspec.Struct, frozen=True):
+    """One page of LINE's follower list, and the token of the next (None: this was the last)."""
+
+    user_ids: list[str]
+    next: str | None
 
 
 class IdTokenSubject(Protocol):

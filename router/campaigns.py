@@ -35,22 +35,29 @@ from router.problems import FieldError
 from router.queue import claims
 from router.queue.loops import QueueWorker
 from router.queue.wakeups import Notices, notify
-from router.store import campaign_chunks, campaign_counts, deliveries, delivery_events, send_groups
+from router.store import (
+    campaign_chunks,
+    campaign_counts,
+    campaign_ranges,
+    deliveries,
+    delivery_events,
+    send_groups,
+)
 from router.store.row_ids import uuid7
 from router.wire_rules import Alternatives, unmet
 
 log = logging.getLogger(__name__)
 
-# A campaign still fanning out is claimed inside the transaction that creates its next chunk;
-# the one advanced longest ago goes first, so campaigns fanning out at once take turns.
+# A campaign whose fan-out has not started: claimed inside the transaction that splits its
+# members into ranges (`router.store.campaign_ranges`), which the fan-out loops then share.
 FANNING_OUT = claims.Locked(
     table="campaigns",
-    columns=(
-        "id, audience_ids, exclude_audience_ids, template::text AS template, cursor_member_id,"
-        " content_id"
+    columns="id, template::text AS template, content_id",
+    pending=(
+        "status = 'fanning_out'"
+        " AND NOT EXISTS (SELECT 1 FROM campaign_ranges r WHERE r.campaign_id = campaigns.id)"
     ),
-    pending="status = 'fanning_out'",
-    order="updated_at",
+    order="created_at",
 )
 
 
@@ -246,9 +253,15 @@ async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
     return CampaignView(deliveries=counts, narrowcast=sent_as_narrowcast, **dict(row))
 
 
+class _Stopped(Exception):
+    """The campaign was cancelled or stopped while a chunk of it was being made."""
+
+
 class CampaignFanOut(QueueWorker):
-    """Runs fan-outs, one chunk of members per step: a campaign's own as soon as it is
-    created, and any left unfinished by a stopped process."""
+    """Runs fan-outs: splits a new campaign's members into ranges, then makes one chunk of a
+    range per step, with `workers` loops per process (and every router process) working on
+    the ranges of one campaign at once. A campaign becomes `sending` in the transaction that
+    finishes its last range."""
 
     def __init__(
         self,
@@ -258,33 +271,69 @@ class CampaignFanOut(QueueWorker):
         *,
         max_failures: int,
         events: bool,
+        workers: int = 1,
+        range_members: int = 50_000,
     ) -> None:
-        super().__init__(FANNING_OUT.queue_name)
+        super().__init__(FANNING_OUT.queue_name, concurrency=workers)
         self._pool = pool
         self._channels = channels
         self._chunk = chunk
         self._max_failures = max_failures
         self._events = events
+        self._range_members = range_members
 
     async def step(self) -> int:
-        """Create the intents of one campaign's next chunk; 0 once no campaign is left."""
+        """Start one campaign's fan-out, or make one chunk of a range; 0 once none is left."""
+        if await self._start_next():
+            return 1
         working: list[UUID] = []
         try:
             return await self._next_chunk(working)
+        except _Stopped:
+            return 1
         except (asyncpg.PostgresError, TimeoutError) as exc:
             if not working or (is_unavailable(exc) and not isinstance(exc, TimeoutError)):
                 raise
             await self._chunk_failed(working[0], describe(exc))
             raise
 
-    async def _next_chunk(self, working: list[UUID]) -> int:
+    async def _start_next(self) -> bool:
+        """Split the next new campaign into ranges and wake every process's loops for them."""
         async with self._pool.acquire() as conn, conn.transaction():
             found = await claims.claim_locked(conn, FANNING_OUT, 1)
             if not found:
-                return 0  # finished, or every one is being fanned out by another process
-            row = found[0]
-            campaign_id = row["id"]
+                return False
+            campaign_id = found[0]["id"]
+            content = found[0]["content_id"]
+            template = msgspec.json.decode(found[0]["template"], type=CampaignRequest)
+            ranges = await campaign_ranges.split(conn, campaign_id, self._range_members)
+            if template.line_delivery == "narrowcast" and content is not None:
+                # made now, so that the ranges' chunks find it rather than wait on each other
+                await narrowcast.group_for(conn, campaign_id, content)
+            await notify(conn, FANNING_OUT.queue_name)
+            log.info("campaign %s fans out in %d ranges", campaign_id, ranges)
+            return True
+
+    async def _next_chunk(self, working: list[UUID]) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            # A chunk committed without waiting for its WAL to reach disk can be lost only
+            # with its range's cursor, in a crash of PostgreSQL itself; the range is then
+            # redone from the cursor that did reach disk, and the unique (campaign, member)
+            # index keeps anything that survived from being made twice. Nothing of a lost
+            # chunk can have been sent: every claim of a delivery commits synchronously,
+            # which flushes the WAL before it, this chunk's included.
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            work = await campaign_ranges.claim(conn)
+            if work is None:
+                return 0  # finished, or every range is being fanned out by another loop
+            campaign_id = work.campaign_id
             working.append(campaign_id)
+            row = await conn.fetchrow(
+                "SELECT audience_ids, exclude_audience_ids, template::text AS template,"
+                " content_id FROM campaigns WHERE id = $1",
+                campaign_id,
+            )
+            assert row is not None
             template = msgspec.json.decode(row["template"], type=CampaignRequest)
             content = row["content_id"]
             if content is None:  # created before contents were stored with the campaign
@@ -301,7 +350,7 @@ class CampaignFanOut(QueueWorker):
             chunk = await campaign_chunks.fan_out_chunk(
                 conn,
                 _chunk_statement(template, channels),
-                row["cursor_member_id"],
+                work.cursor if work.cursor is not None else work.after,
                 [
                     *await _ids_by_type(conn, row["audience_ids"]),
                     *await _ids_by_type(conn, row["exclude_audience_ids"]),
@@ -318,14 +367,10 @@ class CampaignFanOut(QueueWorker):
                 channels.group_sizes,
                 events=self._events,
                 whole_group=whole_group,
+                last=work.last,
             )
-            if chunk.last_member is None:
-                await conn.execute(
-                    "UPDATE campaigns SET status = 'sending', failed_chunks = 0,"
-                    " last_error = NULL, updated_at = now() WHERE id = $1",
-                    campaign_id,
-                )
-                return 1
+            finished = chunk.targeted < self._chunk  # the range holds no member after these
+            await campaign_ranges.advance(conn, work, chunk.last_member, finished)
             notices = Notices()
             for channel in chunk.alone:
                 notices.add(deliveries.QUEUE.queue_name(channel), template.send_at)
@@ -334,16 +379,27 @@ class CampaignFanOut(QueueWorker):
             if chunk.accepted and self._events:
                 notices.add(delivery_events.QUEUE.queue_name)
             await notices.send(conn)
-            await conn.execute(
-                "UPDATE campaigns SET cursor_member_id = $2, targeted = targeted + $3,"
-                " accepted = accepted + $4, rejected = rejected + $5, failed_chunks = 0,"
-                " last_error = NULL, updated_at = now() WHERE id = $1",
+            # Last, so that chunks of one campaign wait for each other only to commit. Every
+            # chunk takes the campaign row's lock here, so the one that finishes the last
+            # range sees the others' ranges done (its next statement reads what they
+            # committed) and makes the campaign `sending`, exactly once; and a chunk that
+            # finds the campaign cancelled or stopped meanwhile is undone.
+            counted = await conn.fetchval(
+                "UPDATE campaigns SET targeted = targeted + $2, accepted = accepted + $3,"
+                " rejected = rejected + $4, failed_chunks = 0, last_error = NULL,"
+                " updated_at = now() WHERE id = $1 AND status = 'fanning_out' RETURNING true",
                 campaign_id,
-                chunk.last_member,
                 chunk.targeted,
                 chunk.accepted,
                 chunk.targeted - chunk.accepted,
             )
+            if not counted:
+                raise _Stopped
+            if finished and not await campaign_ranges.any_left(conn, campaign_id):
+                await conn.execute(
+                    "UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1",
+                    campaign_id,
+                )
             return 1
 
     async def _chunk_failed(self, campaign_id: UUID, error: str) -> None:

@@ -248,8 +248,8 @@ async def _audiences_line_sync(config: Config, audience_id: str) -> int:
         if account is None:
             return _fail("[line] channel_access_token is not set", 2)
         try:
-            # Two connections: the sync's snapshot, and its turns at LINE.
-            async with _database(config, 2) as pool:
+            # One connection: each page, turn at LINE and record takes it only briefly.
+            async with _database(config, 1) as pool:
                 result = await line_audience_sync.sync(pool, account, wanted, progress)
         except ProblemError as exc:
             return _fail(f"\n{exc.problem.detail}", 1)
@@ -288,17 +288,20 @@ async def _migrate(config: Config) -> int:
 
 async def _sync_followers(config: Config) -> int:
     from channels.base import ProviderError
-    from router.line.follower_sync import sync_followers
+    from router.line.follower_sync import FollowerSyncBusy, sync_followers
 
     progress = _counter("followers read")
     async with _line_account(config) as account:
         if account is None:
             return _fail("[line] channel_access_token is not set", 2)
         try:
-            async with _database(config, 2) as pool, pool.acquire() as conn:
-                report = await sync_followers(conn, account, progress)
+            # One connection: each page and chunk takes it only briefly.
+            async with _database(config, 1) as pool:
+                report = await sync_followers(pool, account, progress)
         except ProviderError as exc:
-            return _fail(f"\nLINE refused the follower list: {exc}", 1)
+            return _fail(f"\nLINE refused the follower list: {exc}; run again to resume", 1)
+        except FollowerSyncBusy as exc:
+            return _fail(f"\n{exc}", 1)
     print(
         f"\n{report.followers:,} followers; friend flag corrected on "
         f"{report.members_changed:,} member(s)"

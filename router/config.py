@@ -127,6 +127,10 @@ class CampaignsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fan_out_chunk: Count = 5_000
     # A fan-out chunk that fails the same way this many times in a row stops its campaign.
     fan_out_max_failures: Count = 5
+    # Parallel fan-out: loops per process that make chunks (each its own connection), and
+    # members per range of member ids a campaign is split into (each range one loop at a time).
+    fan_out_workers: Count = 2
+    fan_out_range_members: Count = 50_000
 
 
 class EventsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -24,7 +24,9 @@ class AcceptIntents(Protocol):
     A request given as an `IntentResult` (already rejected by its front door) is passed
     through, so results line up with what the caller received. `prefix` formats field paths
     of errors (`{i}` is the item's index); `relayed` names the stored message an SMTP relay
-    intent sends unchanged; `campaign_id` ties a campaign's intents to it."""
+    intent sends unchanged; `campaign_id` ties a campaign's intents to it. With `multicast`
+    (the default), identical LINE content for many friends is sent as LINE multicast; intents
+    sent one request each and stored together (router.intake.group_commit) are not."""
 
     async def __call__(
         self,
@@ -34,4 +36,5 @@ class AcceptIntents(Protocol):
         prefix: str = "",
         relayed: Relayed | None = None,
         campaign_id: UUID | None = None,
+        multicast: bool = True,
     ) -> list[IntentResult]: ...

@@ -256,26 +256,29 @@ async def erase(conn: Connection, member_id: str) -> bool:
 async def resolve(
     conn: Connection, member_ids: Sequence[str], email_hashes: Sequence[bytes]
 ) -> tuple[dict[str, Reach], dict[bytes, Reach]]:
-    """Look up recipients by member ID and by email hash, in two indexed queries."""
+    """Look up recipients by member ID and by email hash: one statement, two index scans."""
     by_id: dict[str, Reach] = {}
     by_email: dict[bytes, Reach] = {}
-    if member_ids:
-        for r in await conn.fetch(
-            "SELECT member_id, line_user_id, line_friend, line_opt_out, email, email_opt_out,"
-            " phone FROM members WHERE member_id = ANY($1::text[])",
-            list(set(member_ids)),
-        ):
+    if not member_ids and not email_hashes:
+        return by_id, by_email
+    for r in await conn.fetch(_RESOLVE, list(set(member_ids)), list(set(email_hashes))):
+        if r["by_email"] is None:
             by_id[r["member_id"]] = _reach(r)
-    if email_hashes:
-        # Several members may share an address: the oldest one is the match.
-        for r in await conn.fetch(
-            "SELECT DISTINCT ON (email_sha256) email_sha256, member_id, line_user_id,"
-            " line_friend, line_opt_out, email, email_opt_out, phone FROM members"
-            " WHERE email_sha256 = ANY($1::bytea[]) ORDER BY email_sha256, created_at",
-            list(set(email_hashes)),
-        ):
-            by_email[r["email_sha256"]] = _reach(r)
+        else:
+            by_email[r["by_email"]] = _reach(r)
     return by_id, by_email
+
+
+# Several members may share an address: the oldest one is the match.
+_RESOLVE = """
+SELECT NULL::bytea AS by_email, member_id, line_user_id, line_friend, line_opt_out, email,
+       email_opt_out, phone
+FROM members WHERE member_id = ANY($1::text[])
+UNION ALL
+(SELECT DISTINCT ON (email_sha256) email_sha256, member_id, line_user_id, line_friend,
+        line_opt_out, email, email_opt_out, phone
+ FROM members WHERE email_sha256 = ANY($2::bytea[]) ORDER BY email_sha256, created_at)
+"""
 
 
 def _reach(r: Any) -> Reach:

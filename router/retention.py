@@ -39,7 +39,7 @@ _PRUNE = {
 
 # An audience is in use while it is uploaded to, synced to LINE, or named (as a target or an
 # exclusion) by a campaign created in the window or still fanning out. Its entries go with it
-# (ON DELETE CASCADE); an audience can hold 1.5 million, so few go per statement.
+# (the delete trigger on audiences); an audience can hold 1.5 million, so few go per statement.
 _PRUNE_AUDIENCES = """
     DELETE FROM audiences WHERE id IN (
         SELECT a.id FROM audiences AS a

@@ -88,6 +88,7 @@ class Runtime:
         prefix: str = "",
         relayed: Relayed | None = None,
         campaign_id: UUID | None = None,
+        multicast: bool = True,
     ) -> list[IntentResult]:
         """The `AcceptIntents` every front door (JSON API, SMTP relay, compatibility APIs) is
         given: with this router's channels, recording events when they are configured."""
@@ -99,6 +100,7 @@ class Runtime:
             relayed,
             events=self.config.events_configured,
             campaign_id=campaign_id,
+            multicast=multicast,
         )
 
     async def aclose(self) -> None:
@@ -196,6 +198,8 @@ def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
         config.campaigns.fan_out_chunk,
         max_failures=config.campaigns.fan_out_max_failures,
         events=events,
+        workers=config.campaigns.fan_out_workers,
+        range_members=config.campaigns.fan_out_range_members,
     )
     found.append(runtime.campaign_fan_out)
     return found

@@ -104,7 +104,8 @@ async def wait_healthy(base: str) -> None:
 
 async def add_members_and_intents(base: str, friends: int, mail_only: int) -> None:
     """`friends` members with a LINE user ID and `mail_only` without, one intent each (email
-    content: a LINE friend gets a push of its derived text)."""
+    content: a LINE friend gets a push of its derived text). Each text is the member's own:
+    one content for all would go to the friends as LINE multicast, not as pushes."""
     async with httpx.AsyncClient(
         base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
     ) as client:
@@ -115,7 +116,10 @@ async def add_members_and_intents(base: str, friends: int, mail_only: int) -> No
         resp = await client.post("/v1/members/batch", json={"members": people})
         assert resp.status_code == 200
         intents = [
-            {"member_id": p["member_id"], "email": {"subject": "Sale", "text": "Hello"}}
+            {
+                "member_id": p["member_id"],
+                "email": {"subject": "Sale", "text": f"Hello {p['member_id']}"},
+            }
             for p in people
         ]
         resp = await client.post("/v1/intents/batch", json={"intents": intents})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -354,3 +355,50 @@ async def test_a_large_upload_refreshes_statistics_and_a_small_one_does_not(
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.05)
     assert await analyzed() == before + 1
+
+
+async def test_a_file_of_many_chunks_counts_hashes_and_numbers_every_line(
+    router: RouterUnderTest,
+) -> None:
+    """Lines spread over several chunks: the quick path for plain lines and the full checks
+    agree (same hash, same line numbers), and deleting the audience removes its entries."""
+    await put_member(router, "p-7", email="p000007@example.jp")
+    lines = [f"p{i:06d}@example.jp".encode() for i in range(40_000)]
+    lines[12_345] = b"p012345 at example.jp"  # line 12,346: invalid
+    lines[20_000] = b"y" * 108 + b"@example.jp"  # 119 characters: valid
+    lines[20_001] = b"y" * 109 + b"@example.jp"  # 120 characters: valid (then a CR)
+    lines[20_002] = b"y" * 110 + b"@example.jp"  # 121 characters, line 20,003: invalid
+    lines[30_000] = b"  P000007@EXAMPLE.JP "  # full checks: the same member as line 8
+    content = b"".join(line + (b"\r\n" if i % 2 else b"\n") for i, line in enumerate(lines))
+    assert len(content) > 2 * 256 * 1024
+    r = await upload(router, content)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["errors"] == [
+        {"line": 12_346, "reason": "an email address has only ASCII letters, digits and _ - . @"},
+        {"line": 20_003, "reason": "an email address is at most 120 characters"},
+    ]
+    counts = {k: body[k] for k in ("lines", "valid", "invalid", "duplicates", "matched")}
+    assert counts == {
+        "lines": 40_000,
+        "valid": 39_998,
+        "invalid": 2,
+        "duplicates": 1,
+        "matched": 1,
+    }
+    conn = await asyncpg.connect(router.runtime.target.dsn)
+    try:
+        stored = {
+            r["value_sha256"]
+            for r in await conn.fetch(
+                "SELECT value_sha256 FROM audience_entries WHERE audience_id = $1",
+                uuid.UUID(body["id"]),
+            )
+        }
+        assert len(stored) == 39_997
+        assert hashlib.sha256(b"y" * 109 + b"@example.jp").digest() in stored
+        assert hashlib.sha256(b"p039999@example.jp").digest() in stored
+        assert (await router.client.delete(f"/v1/audiences/{body['id']}")).status_code == 204
+        assert await conn.fetchval("SELECT count(*) FROM audience_entries") == 0
+    finally:
+        await conn.close()

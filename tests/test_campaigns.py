@@ -9,6 +9,7 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import asyncpg
@@ -167,6 +168,52 @@ async def test_two_routers_fanning_out_one_campaign_create_each_intent_once(
     try:
         assert await conn.fetchval("SELECT count(DISTINCT member_id) FROM intents") == 40
         assert await conn.fetchval("SELECT count(*) FROM intents") == 40
+    finally:
+        await conn.close()
+
+
+async def test_a_campaign_split_into_ranges_is_fanned_out_by_every_loop_once_each(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    settings = {
+        "ROUTER_CAMPAIGNS_FAN_OUT_CHUNK": "3",
+        "ROUTER_CAMPAIGNS_FAN_OUT_RANGE_MEMBERS": "7",
+        "ROUTER_CAMPAIGNS_FAN_OUT_WORKERS": "3",
+    }
+    async with (
+        running_router(dsn, line_sim.base_url, smtp, **settings) as a,
+        running_router(dsn, line_sim.base_url, smtp, **settings) as b,
+    ):
+        await members(a, 60)
+        target = await audience(a, "most", [f"m{i}@example.jp" for i in range(55)])
+        left_out = await audience(a, "out", [f"m{i}@example.jp" for i in range(0, 60, 10)])
+        resp = await a.client.post(
+            "/v1/campaigns",
+            json={"audience_ids": [target], "exclude_audience_ids": [left_out], "email": MAIL},
+        )
+        b.runtime.campaign_fan_out.kick()  # type: ignore[union-attr]
+        body = await wait_status(b, resp.json()["id"], "sending")
+        assert (body["targeted"], body["accepted"]) == (49, 49)
+        counted = sum(d["deliveries"] for d in body["deliveries"])
+    conn = await asyncpg.connect(dsn)
+    try:
+        ranges = await conn.fetch(
+            "SELECT after_member_id, last_member_id, done FROM campaign_ranges"
+            " WHERE campaign_id = $1 ORDER BY range_no",
+            resp.json()["id"],
+        )
+        assert len(ranges) > 2 and all(r["done"] for r in ranges)
+        # each range starts where the one before it ends, from the first member to the last
+        assert ranges[0]["after_member_id"] is None and ranges[-1]["last_member_id"] is None
+        assert all(
+            before["last_member_id"] == after["after_member_id"]
+            for before, after in pairwise(ranges)
+        )
+        made = await conn.fetch("SELECT member_id FROM intents ORDER BY member_id")
+        wanted = sorted(f"m{i:03}" for i in range(55) if i % 10)
+        assert [r["member_id"] for r in made] == wanted
+        assert await conn.fetchval("SELECT count(DISTINCT intent_id) FROM deliveries") == 49
+        assert await conn.fetchval("SELECT count(*) FROM deliveries") == counted
     finally:
         await conn.close()
 

@@ -140,8 +140,9 @@ async def test_push_rate_limit_holds_across_two_routers(dsn: str, line_sim: Any)
     ):
         members = [{"member_id": f"f{i}", "line_user_id": f"U{i:032x}"} for i in range(15)]
         await a.client.post("/v1/members/batch", json={"members": members})
+        # A text of its own each: one content for all would go out as one multicast.
         intents = [
-            {"member_id": f"f{i}", "line": {"messages": [{"type": "text", "text": "hi"}]}}
+            {"member_id": f"f{i}", "line": {"messages": [{"type": "text", "text": f"hi {i}"}]}}
             for i in range(15)
         ]
         resp = await b.client.post("/v1/intents/batch", json={"intents": intents})

@@ -242,6 +242,7 @@ async def test_the_front_door_alone_hands_one_intent_per_recipient_to_the_accept
         prefix: str = "",
         relayed: Relayed | None = None,
         campaign_id: UUID | None = None,
+        multicast: bool = True,
     ) -> list[IntentResult]:
         handed.append((list(requests), prefix))
         return [IntentResult(status="accepted", code=202) for _ in requests]

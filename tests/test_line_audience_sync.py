@@ -12,8 +12,10 @@ import gc
 import hashlib
 import itertools
 import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
+from uuid import UUID
 
 import aiohttp
 import asyncpg
@@ -27,6 +29,7 @@ from linesim import (
     ReceivedRequest,
 )
 from router import audiences
+from router.database import create_pool
 from router.line import audience_sync as line_audience_sync
 from router.reach import LINE_REACHABLE_SQL
 from tests.harness import LINE_TOKEN, RouterUnderTest, SmtpSink, running_router
@@ -232,6 +235,134 @@ async def test_more_than_10_000_ids_go_as_one_create_and_then_adds(
     assert [c.body["uploadDescription"][-6:] for c in calls] == ["part 1", "part 2", "part 3"]
     group = line_sim.audience_group(body["line_audience_group_id"])
     assert group is not None and group.user_ids == ids
+
+
+class Crash(Exception):
+    """The process dies here."""
+
+
+@pytest.mark.parametrize("recorded", [False, True], ids=["before-recorded", "after-recorded"])
+async def test_a_sync_that_died_mid_way_is_resumed_after_its_lease_without_losing_or_doubling(
+    router: RouterUnderTest, line_sim: LineSimulator, fast: pytest.MonkeyPatch, recorded: bool
+) -> None:
+    """The process dies once LINE has accepted the second page: before that page was
+    recorded, or just after. It releases nothing; its lease runs out, and the next sync goes
+    on from the last page recorded, into the same LINE audience."""
+    fast.setattr(line_audience_sync, "LEASE_SECONDS", 1.0)
+    audience_id, ids = await bulk_friends(router, 25_000)
+    record_page = audiences.record_line_sync_page
+    pages = 0
+
+    async def dies_at_page_two(*args: Any) -> bool:
+        nonlocal pages
+        pages += 1
+        if pages == 2 and not recorded:
+            raise Crash
+        done = await record_page(*args)
+        if pages == 2:
+            raise Crash
+        return done
+
+    async def dead(*args: Any) -> None:
+        """A dead process lets go of nothing."""
+
+    fast.setattr(audiences, "record_line_sync_page", dies_at_page_two)
+    fast.setattr(audiences, "release_line_sync", dead)
+    pool = await create_pool(router.runtime.target.dsn, 1)
+    try:
+        with pytest.raises(Crash):
+            assert router.runtime.line_account is not None
+            await line_audience_sync.sync(pool, router.runtime.line_account, UUID(audience_id))
+    finally:
+        await pool.close()
+    fast.setattr(audiences, "record_line_sync_page", record_page)
+    r = await line_sync(router, audience_id)
+    assert r.status_code == 409  # the dead sync's lease still holds
+    await asyncio.sleep(1.2)
+
+    r = await line_sync(router, audience_id)
+
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["uploaded_ids"], body["created"]) == (25_000, False)
+    assert body["requests"] == (1 if recorded else 2)  # page 3, after page 2 again or not
+    uploads = [c for c in audience_requests(line_sim) if c.method in ("POST", "PUT")]
+    sent = [entry["id"] for c in uploads for entry in c.body["audiences"]]
+    resent = [] if recorded else ids[10_000:20_000]
+    assert sent == ids[:20_000] + resent + ids[20_000:]
+    assert len(line_sim.audience_groups) == 1
+    group = line_sim.audience_group(body["line_audience_group_id"])
+    assert group is not None and group.user_ids == ids  # everyone, once
+    row = await stored_sync(router, audience_id)
+    assert row["line_synced_ids"] == 25_000
+
+
+async def test_a_sync_holds_no_connection_between_pages_and_sees_changes_made_meanwhile(
+    router: RouterUnderTest, line_sim: LineSimulator, fast: pytest.MonkeyPatch
+) -> None:
+    """One pooled connection is enough for a whole sync; between pages it is idle (no
+    transaction, no snapshot), so a friend who joins after the first page and whose ID comes
+    after it is uploaded by this very sync; one whose ID comes before it waits for the next."""
+    audience_id, ids = await bulk_friends(router, 25_000)
+    late, early = "U" + "f" * 32, "U" + "0" * 32
+    dsn = router.runtime.target.dsn
+    states: list[tuple[str, bool]] = []
+
+    async def between_pages(pid: int) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            row = await conn.fetchrow(
+                "SELECT state, xact_start IS NOT NULL AS in_transaction"
+                " FROM pg_stat_activity WHERE pid = $1",
+                pid,
+            )
+            states.append((row["state"], row["in_transaction"]))
+            if len(states) == 1:
+                for member_id, line_user_id in (("late", late), ("early", early)):
+                    await conn.execute(
+                        "INSERT INTO members (member_id, line_user_id, line_friend)"
+                        " VALUES ($1, $2, true)",
+                        member_id,
+                        line_user_id,
+                    )
+                    await conn.execute(
+                        "INSERT INTO audience_entries (audience_id, value_sha256)"
+                        " VALUES ($1, sha256($2::bytea))",
+                        UUID(audience_id),
+                        line_user_id.encode(),
+                    )
+        finally:
+            await conn.close()
+
+    pool = await create_pool(dsn, 1)
+    try:
+        async with pool.acquire() as conn:
+            pid = conn.get_server_pid()
+
+        def progress(uploaded: int) -> None:
+            # The sync goes on only once this returns: the check and the change happen
+            # between two of its pages, on a connection of their own.
+            checker = threading.Thread(target=asyncio.run, args=(between_pages(pid),))
+            checker.start()
+            checker.join()
+
+        assert router.runtime.line_account is not None
+        result = await asyncio.wait_for(
+            line_audience_sync.sync(pool, router.runtime.line_account, UUID(audience_id), progress),
+            timeout=60,
+        )
+    finally:
+        await pool.close()
+    assert states == [("idle", False)] * 3
+    assert result.uploaded_ids == 25_001
+    group = line_sim.audience_group(result.line_audience_group_id)
+    assert group is not None and group.user_ids == [*ids, late]
+
+    r = await line_sync(router, audience_id)
+    assert r.status_code == 200, r.text
+    assert r.json()["uploaded_ids"] == 25_002
+    group = line_sim.audience_group(result.line_audience_group_id)
+    assert group is not None and group.user_ids == [*ids, late, early]
 
 
 async def test_the_router_paces_itself_under_lines_limit(

@@ -11,7 +11,7 @@ loop per request building and serialising them; the audience calls go through th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -26,7 +26,7 @@ from linebot.v3.messaging import (
     TextMessage,
 )
 
-from channels.base import ProviderError, QuotaFigures
+from channels.base import FollowerPage, ProviderError, QuotaFigures
 from channels.line.push import describe_error, proxy_for
 from channels.line.quota import LineQuota
 from router.config import LineConfig
@@ -103,18 +103,12 @@ class LineAccountApi:
         except ApiException as exc:
             raise _provider_error(exc) from None
 
-    async def follower_pages(self) -> AsyncIterator[list[str]]:
-        """Every follower's user ID, a page at a time."""
-        start: str | None = None
-        while True:
-            try:
-                page = await self._api.get_followers(start=start, limit=FOLLOWERS_PAGE)
-            except ApiException as exc:
-                raise _provider_error(exc) from None
-            yield list(page.user_ids)
-            if not page.next:
-                return
-            start = page.next
+    async def follower_page(self, start: str | None) -> FollowerPage:
+        try:
+            page = await self._api.get_followers(start=start, limit=FOLLOWERS_PAGE)
+        except ApiException as exc:
+            raise _provider_error(exc) from None
+        return FollowerPage(user_ids=list(page.user_ids), next=page.next or None)
 
     async def verify_id_token(self, id_token: str, client_id: str) -> IdTokenClaims:
         if self._session is None:

@@ -28,6 +28,7 @@ from router.api.rate_limits import api_key_rates
 from router.api.relayed import RelayedMessageController
 from router.api.struct_schemas import StructSchemas
 from router.database import Pool
+from router.intake.group_commit import GroupCommit
 from router.log_safety import SafeFormatter
 from router.problems import ProblemError
 from router.service import Runtime
@@ -60,6 +61,7 @@ def dependencies(runtime: Runtime) -> ApiDependencies:
     return ApiDependencies(
         pool=runtime.pool,
         accept_intents=runtime.accept_intents,
+        single_intents=GroupCommit(runtime.pool, runtime.accept_intents),
         members_config=runtime.config.members,
         line_config=runtime.config.line,
         line_account=runtime.line_account,

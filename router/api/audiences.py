@@ -51,7 +51,9 @@ _LINE_SYNC_DESCRIPTION = (
     " remove IDs from an uploaded audience: members who left since an earlier sync stay in"
     " it until it is deleted at LINE and synced afresh. LINE takes 10,000 IDs a request and"
     " 60 requests a minute, so a large audience takes about a second per 10,000 IDs; the"
-    " answer comes when all are uploaded."
+    " answer comes when all are uploaded. A sync that stopped (LINE refused, or the router"
+    " stopped: after its three-minute lease) is resumed by the next one after the last IDs"
+    " LINE accepted."
 )
 
 

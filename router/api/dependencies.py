@@ -18,6 +18,7 @@ from litestar.params import SkipValidation
 from channels.base import LineAccount
 from router.config import LineConfig, MembersConfig
 from router.database import Pool
+from router.intake.group_commit import GroupCommit
 from router.intake_port import AcceptIntents
 from router.problems import ProblemError
 
@@ -33,6 +34,8 @@ class ApiDependencies:
 
     pool: Pool
     accept_intents: AcceptIntents
+    single_intents: GroupCommit
+    """`POST /v1/intents`: single intents arriving together share one transaction."""
     members_config: MembersConfig
     line_config: LineConfig
     line_account: LineAccount | None

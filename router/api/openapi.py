@@ -96,8 +96,12 @@ def _checks_path_text(path: str) -> bool:
     return ":str}" in path
 
 
+# Dependencies (router.api.dependencies) through which a handler asks the database.
+_DATABASE_DEPENDENCIES = frozenset({"pool", "single_intents"})
+
+
 def _asks_database(handler: HTTPRouteHandler) -> bool:
-    return "pool" in handler.parsed_fn_signature.parameters
+    return not _DATABASE_DEPENDENCIES.isdisjoint(handler.parsed_fn_signature.parameters)
 
 
 def standard_codes(path: str, handler: HTTPRouteHandler) -> list[int]:

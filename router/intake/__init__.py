@@ -17,12 +17,12 @@ from router.content import Relayed
 from router.database import Connection
 from router.intake import persist, resolve
 from router.intake.persist import Planned
-from router.intake.routing import Routes, Unroutable, plan
-from router.intake.validate import Validated, validate
+from router.intake.routing import Plan, Routes, Unroutable, plan
+from router.intake.validate import ContentChecks, Validated, validate
 from router.intents import IntentRequest, IntentResult, rejected
 from router.reach import Reach
 from router.store import delivery_events
-from router.store.row_ids import uuid7
+from router.store.row_ids import uuid7s
 
 
 @dataclass(frozen=True)
@@ -64,19 +64,24 @@ async def accept(
     *,
     events: bool = False,
     campaign_id: UUID | None = None,
+    multicast: bool = True,
 ) -> list[IntentResult]:
     """Accept a batch; `requests` may already hold per-item decoding failures (kept as-is).
 
     Returns one result per input, in order. One bad item never affects the others. With
     `events`, each new delivery gets a `processed` delivery event in the same transaction.
-    A campaign's deliveries on channels that send to many at once go into send groups."""
+    Deliveries of one call that share a channel able to send to many at once (LINE
+    multicast), their content and their send time go into send groups: a campaign chunk, a
+    batch, one relayed message's recipients or one SendGrid request's personalizations;
+    not without `multicast`."""
     results: list[IntentResult | None] = [None] * len(requests)
     valid: list[Validated] = []
+    contents = ContentChecks()
     for i, item in enumerate(requests):
         checked = (
             item
             if isinstance(item, IntentResult)
-            else validate(i, item, prefix.format(i=i), relayed)
+            else validate(i, item, prefix.format(i=i), relayed, contents)
         )
         if isinstance(checked, IntentResult):
             results[i] = checked
@@ -84,10 +89,12 @@ async def accept(
             valid.append(checked)
 
     planned: list[Planned] = []
+    decided: dict[_PlanKey, Plan | Unroutable] = {}
     async with conn.transaction():
         fresh = await resolve.drop_replays(conn, valid, results)
-        for intent, reach in await resolve.recipients(conn, fresh, prefix, results):
-            decision = _plan(intent, reach, channels)
+        found = await resolve.recipients(conn, fresh, prefix, results)
+        for (intent, reach), intent_id in zip(found, uuid7s(len(found)), strict=True):
+            decision = _plan(intent_id, intent, reach, channels, decided)
             if isinstance(decision, IntentResult):
                 results[intent.index] = decision
             else:
@@ -98,7 +105,7 @@ async def accept(
                 planned,
                 channels.by_name,
                 campaign_id=campaign_id,
-                group_sizes=channels.group_sizes if campaign_id is not None else {},
+                group_sizes=channels.group_sizes if multicast else {},
                 returning_deliveries=events,
             )
             if events:
@@ -117,14 +124,31 @@ async def accept(
     return _settle_replays_within(results, planned)
 
 
-def _plan(intent: Validated, reach: Reach, channels: IntakeChannels) -> Planned | IntentResult:
+# What a routing decision depends on besides the configured channels: the route, the kind,
+# the content and how each registered channel sees the recipient.
+_PlanKey = tuple[str, str, bytes, tuple[str | None, ...]]
+
+
+def _plan(
+    intent_id: UUID,
+    intent: Validated,
+    reach: Reach,
+    channels: IntakeChannels,
+    decided: dict[_PlanKey, Plan | Unroutable],
+) -> Planned | IntentResult:
+    """Plan one intent; `decided` holds the call's decisions so far, since intents alike in
+    everything routing reads (a batch's or a campaign chunk's) are decided once."""
     req = intent.request
-    decision = plan(
-        req.route, reach, intent.content, channels.routes, channels.configured, req.kind
-    )
+    seen_by = tuple(d.unreachable(reach) for d in channels.descriptors)
+    key = (req.route, req.kind, intent.content_id, seen_by)
+    decision = decided.get(key)
+    if decision is None:
+        decision = decided[key] = plan(
+            req.route, reach, intent.content, channels.routes, channels.configured, req.kind
+        )
     if isinstance(decision, Unroutable):
         return rejected(decision.reason, code=422)
-    return Planned(id=uuid7(), intent=intent, reach=reach, plan=decision)
+    return Planned(id=intent_id, intent=intent, reach=reach, plan=decision)
 
 
 def _accepted(p: Planned) -> IntentResult:

@@ -1,9 +1,9 @@
 """Intake, step 4: accepted intents become rows, written by one statement.
 
 Rows are built by column name (router.store.rows); each planned channel's delivery is
-addressed by its descriptor. Deliveries a campaign sends to many at once on a channel that can
-(LINE multicast) are dealt into send groups here, by the statement that creates them, so no
-worker ever sees one of them ungrouped.
+addressed by its descriptor. Deliveries of one call that share content and send time on a
+channel that sends to many at once (LINE multicast) are dealt into send groups here, by the
+statement that creates them, so no worker ever sees one of them ungrouped.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ async def persist(
     ]
     content_of = {p.id: p.intent.content_id for p in planned}
     groups: list[SendGroupRow] = []
-    if campaign_id is not None:
+    if group_sizes:
         deliveries, groups = deal(deliveries, content_of, group_sizes)
     inserted = await intent_store.insert(
         conn,

@@ -2,11 +2,20 @@
 
 The router keeps only hashes of uploaded values, so the LINE user IDs sent are those of the
 members the audience matches who are linked, friends and not opted out: the set
-`GET /v1/audiences/{id}/line-user-ids.csv` exports (`audiences.line_user_ids`). The first sync
+`GET /v1/audiences/{id}/line-user-ids.csv` exports (`audiences.line_user_id_page`). The first sync
 creates the LINE audience with the first 10,000 IDs and adds the rest 10,000 a request; its
 audienceGroupId is recorded as soon as LINE answers, so a sync cut short continues into the
 same LINE audience instead of leaving a second one behind. Later syncs add to it, and create
 a new one only when LINE no longer has it (deleted or expired).
+
+A sync goes page by page in LINE user ID order (keyset: the next 10,000 after the last one
+LINE accepted), each page read in its own short query and recorded in its own short
+transaction; nothing is held while LINE is asked or the sync waits its turn. A lease on the
+audience row (renewed before every request) keeps a second sync out. A sync that stopped
+(LINE refused, or the process died: its lease then runs out) is resumed by the next one after
+the last ID LINE accepted; a page LINE took just before a crash is sent again, which adds
+nobody twice. Each page sees members as they are when it is read: one who became reachable
+meanwhile is in it if their ID comes after the pages already sent, else in the next sync.
 
 LINE cannot remove a user ID from an uploaded audience: a member who unfollowed, opted out or
 left the audience since an earlier sync stays in the LINE audience. The way to shrink it is to
@@ -47,6 +56,10 @@ MAX_ATTEMPTS = 7
 CREATE_BUCKET = "line:audience-create"
 ADD_BUCKET = "line:audience-add"
 GONE_STATUSES = frozenset({"EXPIRED"})
+# How long a sync holds its audience without a sign of life: longer than the longest wait
+# between two renewals (a 429 back-off, then LINE's answer), so only a sync that stopped for
+# good (a crashed process) loses it; the next sync then resumes where it stopped.
+LEASE_SECONDS = 180.0
 
 _T = TypeVar("_T")
 
@@ -66,10 +79,11 @@ class LineAudienceSync(msgspec.Struct, kw_only=True):
 class _Uploader:
     """Sends upload requests at LINE's pace and retries the ones LINE may safely get again."""
 
-    def __init__(self, pool: Pool, account: LineAccount, audience_id: UUID) -> None:
+    def __init__(self, pool: Pool, account: LineAccount, audience_id: UUID, holder: UUID) -> None:
         self._pool = pool
         self._account = account
         self._audience_id = audience_id
+        self._holder = holder
         self.requests = 0
 
     async def create(self, name: str, user_ids: list[str]) -> int:
@@ -100,6 +114,11 @@ class _Uploader:
         delay = RETRY_FIRST_SECONDS
         for attempt in range(1, MAX_ATTEMPTS + 1):
             await ratelimit.wait_for_turn(self._pool, bucket, REQUEST_SPACING_SECONDS)
+            async with self._pool.acquire() as conn:
+                if not await audiences.renew_line_sync(
+                    conn, self._audience_id, self._holder, LEASE_SECONDS
+                ):
+                    raise _lost(self._audience_id)
             try:
                 result = await call()
             except ProviderError as exc:
@@ -159,63 +178,87 @@ async def sync(
     progress: Callable[[int], None] | None = None,
 ) -> LineAudienceSync:
     """Upload the audience's reachable LINE friends to its LINE audience, creating that first
-    if need be. Raises a 404, 409 (a sync of it is running), 422 (nobody to upload) or 502
-    (LINE refused) problem. Takes one request per 10,000 IDs, about a second each."""
-    # One transaction for the whole sync: one snapshot of who is reachable, and the lock
-    # that keeps a second sync of the same audience from creating a second LINE audience.
-    async with pool.acquire() as conn, conn.transaction():
-        locked = await conn.fetchval(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended('line-audience-sync:' || $1, 0))",
-            str(audience_id),
-        )
-        row = await conn.fetchrow(
-            "SELECT name, line_audience_group_id FROM audiences WHERE id = $1", audience_id
-        )
-        if row is None:
+    if need be, or resume the sync that stopped where it stopped. Raises a 404, 409 (a sync of
+    it is running), 422 (nobody to upload) or 502 (LINE refused) problem. Takes one request
+    per 10,000 IDs, about a second each."""
+    async with pool.acquire() as conn:
+        lease = await audiences.take_line_sync(conn, audience_id, LEASE_SECONDS)
+        if lease is None:
+            exists = await conn.fetchval("SELECT true FROM audiences WHERE id = $1", audience_id)
+    if lease is None:
+        if not exists:
             raise ProblemError(404, "Not found", f"no audience with id {audience_id}")
-        if not locked:
-            raise ProblemError(
-                409, "Conflict", f"a LINE sync of audience {audience_id} is already running"
-            )
-        batches = audiences.line_user_ids(conn, audience_id, MAX_IDS_PER_REQUEST)
-        first = await anext(batches, None)
-        if first is None:
-            raise ProblemError(
-                422,
-                "Nothing to upload",
-                "no member of this audience is a linked LINE friend who has not opted out;"
-                " a LINE audience is made of user IDs, so there is nothing to send",
-            )
-        uploader = _Uploader(pool, account, audience_id)
-        group_id, created = row["line_audience_group_id"], False
-        uploaded = 0
-        try:
-            if group_id is not None and not await _still_at_line(account, group_id):
-                group_id = None
-            batch: list[str] | None = first
-            while batch is not None:
-                if group_id is None:
-                    group_id = await uploader.create(row["name"], batch)
-                    created = True
-                    await _record_group(pool, audience_id, group_id)
-                else:
-                    await uploader.add(group_id, batch)
-                uploaded += len(batch)
-                if progress is not None:
-                    progress(uploaded)
-                batch = await anext(batches, None)
-        except ProviderError as exc:
-            log.warning(
-                "LINE audience sync of %s stopped after %d IDs: LINE answered %d",
-                audience_id,
-                uploaded,
-                exc.status,
-            )
-            raise _refused(exc, group_id, created, uploaded) from None
-        assert group_id is not None
-        synced_at = await audiences.record_line_sync(conn, audience_id, group_id, uploaded)
-        if synced_at is None:
-            raise ProblemError(404, "Not found", f"audience {audience_id} was deleted meanwhile")
+        raise ProblemError(
+            409, "Conflict", f"a LINE sync of audience {audience_id} is already running"
+        )
+    try:
+        return await _sync(pool, account, audience_id, lease, progress)
+    finally:
+        # After a finish this finds nothing to release; after a refusal (or a lost lease) the
+        # resume point stays and the next sync goes on from it.
+        async with pool.acquire() as conn:
+            await audiences.release_line_sync(conn, audience_id, lease.holder)
+
+
+async def _sync(
+    pool: Pool,
+    account: LineAccount,
+    audience_id: UUID,
+    lease: audiences.LineSyncLease,
+    progress: Callable[[int], None] | None,
+) -> LineAudienceSync:
+    """The pages: each read, sent and recorded on its own, with no connection held while LINE
+    is asked or the sync waits its turn."""
+    uploader = _Uploader(pool, account, audience_id, lease.holder)
+    group_id, after, uploaded = lease.group_id, lease.after, lease.sent
+    created = False
+    if group_id is not None and not await _still_at_line(account, group_id):
+        group_id, after, uploaded = None, None, 0
+        async with pool.acquire() as conn:
+            await audiences.restart_line_sync(conn, audience_id, lease.holder)
+    try:
+        while True:
+            async with pool.acquire() as conn:
+                batch = await audiences.line_user_id_page(
+                    conn, audience_id, lease.type, after, MAX_IDS_PER_REQUEST
+                )
+            if not batch:
+                break
+            if group_id is None:
+                group_id = await uploader.create(lease.name, batch)
+                created = True
+            else:
+                await uploader.add(group_id, batch)
+            after, uploaded = batch[-1], uploaded + len(batch)
+            page = audiences.LineSyncPage(group_id=group_id, after=after, sent=uploaded)
+            async with pool.acquire() as conn:
+                if not await audiences.record_line_sync_page(
+                    conn, audience_id, lease.holder, page, LEASE_SECONDS
+                ):
+                    raise _lost(audience_id)
+            if progress is not None:
+                progress(uploaded)
+    except ProviderError as exc:
+        log.warning(
+            "LINE audience sync of %s stopped after %d IDs: LINE answered %d",
+            audience_id,
+            uploaded,
+            exc.status,
+        )
+        raise _refused(exc, group_id, created, uploaded) from None
+    if group_id is None:
+        raise ProblemError(
+            422,
+            "Nothing to upload",
+            "no member of this audience is a linked LINE friend who has not opted out;"
+            " a LINE audience is made of user IDs, so there is nothing to send",
+        )
+    async with pool.acquire() as conn:
+        synced_at = await audiences.finish_line_sync(
+            conn, audience_id, lease.holder, group_id, uploaded
+        )
+    if synced_at is None:
+        raise _lost(audience_id)
     log.info(
         "LINE audience %d of %s: %d IDs in %d requests",
         group_id,
@@ -233,6 +276,14 @@ async def sync(
     )
 
 
+def _lost(audience_id: UUID) -> ProblemError:
+    return ProblemError(
+        409,
+        "Conflict",
+        f"audience {audience_id} was deleted, or its LINE sync was taken over, meanwhile",
+    )
+
+
 async def _still_at_line(account: LineAccount, group_id: int) -> bool:
     """False when LINE no longer has the recorded audience (deleted, or expired)."""
     status = await account.audience_status(group_id)
@@ -240,9 +291,3 @@ async def _still_at_line(account: LineAccount, group_id: int) -> bool:
         log.info("LINE audience %d is %s; a new one will be created", group_id, status or "gone")
         return False
     return True
-
-
-async def _record_group(pool: Pool, audience_id: UUID, group_id: int) -> None:
-    """Committed at once, outside the sync's transaction: the LINE audience exists now."""
-    async with pool.acquire() as conn:
-        await audiences.record_line_group(conn, audience_id, group_id)

@@ -1,18 +1,37 @@
 """Reconciling friend flags with LINE's follower list, for when webhooks were missed.
 
-The follower IDs are paged into a temporary table, then every flag is corrected in one
-transaction. A webhook event newer than the start of the sync keeps precedence.
+The list is read a page at a time (LINE's continuation tokens), each page stored with the
+token of the next in one short transaction; then the flags are corrected a chunk of LINE user
+IDs at a time (keyset: the next chunk after the last ID done), in three passes: the listed
+are friends, users not listed are not, members not listed are not (and each member's copy of
+the flag follows). No connection is held while LINE is asked, and no snapshot for longer than
+a chunk. A webhook event newer than the start of the sync keeps precedence.
+
+A lease (renewed with every step) keeps a second sync out. A sync that stopped (LINE refused,
+or the process died and its lease ran out) is resumed by the next one from the last step
+recorded; a step is idempotent, so one done just before a crash and done again changes
+nothing twice. A stored token LINE no longer knows starts the list again from its first page.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import msgspec
 
-from channels.base import LineAccount
-from router.database import Connection
+from channels.base import LineAccount, ProviderError
+from router.database import Pool
+from router.store import follower_syncs
 from router.store import members as member_store
+from router.store.follower_syncs import FollowerSyncState
+
+log = logging.getLogger(__name__)
+
+# How long a sync holds the follower list without a sign of life: a page or chunk takes
+# far less, so only a sync that stopped for good loses it.
+LEASE_SECONDS = 120.0
+CORRECTION_CHUNK = 10_000  # LINE user IDs corrected per transaction
 
 
 class SyncReport(msgspec.Struct):
@@ -20,17 +39,80 @@ class SyncReport(msgspec.Struct):
     members_changed: int
 
 
+class FollowerSyncBusy(Exception):
+    """Another follower sync holds the lease (or took it over from this one)."""
+
+
 async def sync_followers(
-    conn: Connection, account: LineAccount, progress: Callable[[int], None] | None = None
+    pool: Pool, account: LineAccount, progress: Callable[[int], None] | None = None
 ) -> SyncReport:
-    started = await conn.fetchval("SELECT now()")
-    async with conn.transaction():
-        await member_store.start_follower_list(conn)
-        count = 0
-        async for page in account.follower_pages():
-            await member_store.add_followers(conn, page)
-            count += len(page)
-            if progress is not None:
-                progress(count)
-        changed = await member_store.apply_follower_list(conn, started)
-    return SyncReport(followers=count, members_changed=changed)
+    """Read the follower list and correct every friend flag, or finish the sync that stopped.
+    Raises FollowerSyncBusy, or ProviderError when LINE refuses (the next sync resumes)."""
+    async with pool.acquire() as conn, conn.transaction():
+        state = await follower_syncs.take(conn, LEASE_SECONDS)
+    if state is None:
+        raise FollowerSyncBusy("another follower sync is running")
+    try:
+        return await _run(pool, account, state, progress)
+    finally:
+        async with pool.acquire() as conn:
+            await follower_syncs.release(conn, state.holder)
+
+
+async def _run(
+    pool: Pool,
+    account: LineAccount,
+    state: FollowerSyncState,
+    progress: Callable[[int], None] | None,
+) -> SyncReport:
+    holder, phase, started = state.holder, state.phase, state.started_at
+    followers, changed = state.followers, state.members_changed
+    token, after = state.next_page, state.after_id
+    while phase == "reading":
+        try:
+            page = await account.follower_page(token)
+        except ProviderError as exc:
+            if token is None or exc.status != 400:
+                raise
+            log.warning("LINE no longer knows the follower list's token; reading it again")
+            async with pool.acquire() as conn, conn.transaction():
+                _held(await follower_syncs.restart(conn, holder))
+                started = await conn.fetchval("SELECT started_at FROM line_follower_syncs")
+            token, followers = None, 0
+            continue
+        async with pool.acquire() as conn, conn.transaction():
+            listed = await follower_syncs.record_page(
+                conn, holder, page.user_ids, page.next, LEASE_SECONDS
+            )
+        _held(listed is not None)
+        assert listed is not None
+        followers = listed
+        if progress is not None:
+            progress(followers)
+        token = page.next
+        if token is None:
+            phase, after = "followers", None
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            last, chunk_changed = await member_store.correct_friend_flags(
+                conn, phase, started, after, CORRECTION_CHUNK
+            )
+            if phase == "members" and last is None:
+                _held(await follower_syncs.finish(conn, holder))
+                break
+            _held(
+                await follower_syncs.record_chunk(
+                    conn, holder, phase, last, chunk_changed, LEASE_SECONDS
+                )
+            )
+        changed += chunk_changed
+        if last is None:
+            phase = follower_syncs.NEXT_PHASE[phase]
+        after = last
+    return SyncReport(followers=followers, members_changed=changed)
+
+
+def _held(recorded: bool) -> None:
+    """Stop (the transaction rolls back) if the lease was lost to another sync."""
+    if not recorded:
+        raise FollowerSyncBusy("this follower sync's lease ran out and another took over")

@@ -177,49 +177,64 @@ async def link_line_user(conn: Connection, member_id: str, line_user_id: str) ->
 # lives until the end of the transaction: start it, add each page, then apply.
 
 
-async def start_follower_list(conn: Connection) -> None:
-    await conn.execute(
-        "CREATE TEMP TABLE followers_now (line_user_id text PRIMARY KEY) ON COMMIT DROP"
-    )
+# The follower sync's corrections, one chunk of LINE user IDs (in ID order after `$2`, at most
+# `$3`) per call, against the list in line_follower_sync_ids. Everyone listed is a friend and
+# everyone else is not, as of `$1` (the sync's start); webhook events newer than that keep
+# precedence. Each returns the chunk's last ID, NULL when there was nothing after `$2`.
+_LISTED_ARE_FRIENDS = """
+    WITH chunk AS (
+        SELECT line_user_id FROM line_follower_sync_ids
+        WHERE line_user_id > $2 ORDER BY line_user_id LIMIT $3),
+    corrected AS (
+        INSERT INTO line_users AS u (line_user_id, friend, status_at)
+        SELECT line_user_id, true, $1 FROM chunk
+        ON CONFLICT (line_user_id) DO UPDATE SET friend = true, status_at = $1,
+            updated_at = now() WHERE u.status_at <= $1)
+    SELECT max(line_user_id) FROM chunk"""
+_UNLISTED_USERS_ARE_NOT = """
+    WITH chunk AS (
+        SELECT line_user_id FROM line_users
+        WHERE line_user_id > $2 ORDER BY line_user_id LIMIT $3),
+    corrected AS (
+        UPDATE line_users u SET friend = false, status_at = $1, updated_at = now()
+        FROM chunk c
+        WHERE u.line_user_id = c.line_user_id AND u.friend AND u.status_at <= $1
+          AND NOT EXISTS (SELECT 1 FROM line_follower_sync_ids f
+                          WHERE f.line_user_id = u.line_user_id))
+    SELECT max(line_user_id) FROM chunk"""
+_UNLISTED_MEMBERS_ARE_NOT = """
+    WITH chunk AS (
+        SELECT line_user_id FROM members
+        WHERE line_user_id > $2 ORDER BY line_user_id LIMIT $3),
+    corrected AS (
+        INSERT INTO line_users AS u (line_user_id, friend, status_at)
+        SELECT c.line_user_id, false, $1 FROM chunk c
+        WHERE NOT EXISTS (SELECT 1 FROM line_follower_sync_ids f
+                          WHERE f.line_user_id = c.line_user_id)
+        ON CONFLICT (line_user_id) DO UPDATE SET friend = false, status_at = $1,
+            updated_at = now() WHERE u.status_at <= $1)
+    SELECT max(line_user_id) FROM chunk"""
+FOLLOWER_CORRECTIONS: dict[str, str] = {
+    "followers": _LISTED_ARE_FRIENDS,
+    "line_users": _UNLISTED_USERS_ARE_NOT,
+    "members": _UNLISTED_MEMBERS_ARE_NOT,
+}
 
 
-async def add_followers(conn: Connection, line_user_ids: Sequence[str]) -> None:
-    await conn.execute(
-        "INSERT INTO followers_now SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-        list(line_user_ids),
-    )
-
-
-async def apply_follower_list(conn: Connection, started: datetime) -> int:
-    """Everyone listed is a friend and everyone else is not, as of `started`; webhook events
-    newer than that keep precedence. Returns how many members' flags changed."""
-    await conn.execute(
-        "INSERT INTO line_users AS u (line_user_id, friend, status_at)"
-        " SELECT line_user_id, true, $1 FROM followers_now"
-        " ON CONFLICT (line_user_id) DO UPDATE SET friend = true, status_at = $1,"
-        "   updated_at = now() WHERE u.status_at <= $1",
-        started,
-    )
-    await conn.execute(
-        "INSERT INTO line_users AS u (line_user_id, friend, status_at)"
-        " SELECT m.line_user_id, false, $1 FROM members m"
-        " WHERE m.line_user_id IS NOT NULL"
-        "   AND NOT EXISTS (SELECT 1 FROM followers_now f"
-        "     WHERE f.line_user_id = m.line_user_id)"
-        " ON CONFLICT (line_user_id) DO UPDATE SET friend = false, status_at = $1,"
-        "   updated_at = now() WHERE u.status_at <= $1",
-        started,
-    )
-    await conn.execute(
-        "UPDATE line_users u SET friend = false, status_at = $1, updated_at = now()"
-        " WHERE u.friend AND u.status_at <= $1"
-        "   AND NOT EXISTS (SELECT 1 FROM followers_now f"
-        "     WHERE f.line_user_id = u.line_user_id)",
-        started,
-    )
+async def correct_friend_flags(
+    conn: Connection, phase: str, started: datetime, after: str | None, limit: int
+) -> tuple[str | None, int]:
+    """One chunk of a follower sync's `phase`: its last LINE user ID (None: the phase is done)
+    and, in the members phase, how many members' copies of the flag changed."""
+    last: str | None = await conn.fetchval(FOLLOWER_CORRECTIONS[phase], started, after or "", limit)
+    if phase != "members" or last is None:
+        return last, 0
     changed = await conn.fetch(
         "UPDATE members m SET line_friend = u.friend, updated_at = now()"
         " FROM line_users u WHERE u.line_user_id = m.line_user_id"
-        "   AND m.line_friend <> u.friend RETURNING 1"
+        "   AND m.line_user_id > $1 AND m.line_user_id <= $2"
+        "   AND m.line_friend <> u.friend RETURNING 1",
+        after or "",
+        last,
     )
-    return len(changed)
+    return last, len(changed)

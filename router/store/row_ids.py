@@ -14,3 +14,17 @@ def uuid7() -> uuid.UUID:
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return uuid.UUID(int=value)
+
+
+_RANDOM_BITS = ((1 << 80) - 1) & ~(0xF << 76) & ~(0x3 << 62)  # less version and variant
+
+
+def uuid7s(count: int) -> list[uuid.UUID]:
+    """`count` version-7 UUIDs of this millisecond, with one read of randomness for all: a
+    batch's ids cost a fraction of `count` calls of `uuid7`."""
+    prefix = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | 0x2 << 62
+    rand = os.urandom(10 * count)
+    return [
+        uuid.UUID(int=prefix | int.from_bytes(rand[i : i + 10], "big") & _RANDOM_BITS)
+        for i in range(0, 10 * count, 10)
+    ]
