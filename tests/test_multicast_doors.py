@@ -101,8 +101,8 @@ async def test_batch_friends_with_one_content_get_one_multicast(
             " FROM deliveries d JOIN send_groups g ON g.id = d.send_group_id GROUP BY g.id"
         )
         assert sorted((g["status"], g["addresses"]) for g in groups) == [
-            ("done", sorted(friend_id(i) for i in range(6))),
             ("pending", sorted(friend_id(i) for i in (8, 9))),
+            ("sent", sorted(friend_id(i) for i in range(6))),
         ]
         ungrouped = await conn.fetch(
             "SELECT address FROM deliveries WHERE send_group_id IS NULL ORDER BY address"
