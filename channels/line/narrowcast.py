@@ -83,18 +83,8 @@ class LineNarrowcast:
     async def _post(self, key: uuid.UUID, body: dict[str, Any]) -> Outcome:
         channel = self._channel
         try:
-            response = await channel.client.call_api(
-                NARROWCAST_PATH,
-                "POST",
-                header_params={
-                    "X-Line-Retry-Key": str(key),
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                },
-                body=body,
-                response_types_map={},
-                auth_settings=["Bearer"],
-                _request_timeout=channel.timeout,
+            response = await channel.post_json(
+                NARROWCAST_PATH, {"X-Line-Retry-Key": str(key)}, body
             )
         except ApiException as exc:
             return classify(exc.status, exc.headers or {}, exc.body)

@@ -88,18 +88,10 @@ class LineNotificationChannel:
         except ValueError as exc:
             return Failed(f"LINE messages could not be built: {exc}", dropped=True)
         try:
-            response = await self._push.client.call_api(
+            response = await self._push.post_json(
                 PNP_PATH,
-                "POST",
-                header_params={
-                    "X-Line-Delivery-Tag": str(message.delivery_id),
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                },
-                body={"to": message.address, "messages": messages},
-                response_types_map={},
-                auth_settings=["Bearer"],
-                _request_timeout=self._push.timeout,
+                {"X-Line-Delivery-Tag": str(message.delivery_id)},
+                {"to": message.address, "messages": messages},
             )
         except ApiException as exc:
             return _classify(exc)

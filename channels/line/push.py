@@ -251,22 +251,27 @@ class LinePushChannel:
         finally:
             await self.settle_quota(held, _sent(outcome, recipients))
 
+    async def post_json(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+        """POST a JSON body already built (and checked) by the router through the SDK's
+        client: its pool, bearer auth and `ApiException` for non-2xx answers."""
+        return await self._client.call_api(
+            path,
+            "POST",
+            header_params={
+                **headers,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            body=body,
+            response_types_map={},
+            auth_settings=["Bearer"],
+            _request_timeout=self._timeout,
+        )
+
     async def _post(self, path: str, key: uuid.UUID, body: dict[str, Any]) -> Outcome | _Refused:
         async with self._slots:
             try:
-                response = await self._client.call_api(
-                    path,
-                    "POST",
-                    header_params={
-                        "X-Line-Retry-Key": str(key),
-                        "Content-Type": "application/json",
-                        "Accept": "application/json",
-                    },
-                    body=body,
-                    response_types_map={},
-                    auth_settings=["Bearer"],
-                    _request_timeout=self._timeout,
-                )
+                response = await self.post_json(path, {"X-Line-Retry-Key": str(key)}, body)
             except ApiException as exc:
                 outcome = classify(exc.status, exc.headers or {}, exc.body)
                 if exc.status == 400 and path == MULTICAST_PATH:
