@@ -129,7 +129,10 @@ async def test_smtp_connections_are_reused(router: RouterUnderTest, smtp: SmtpSi
 
 async def test_push_rate_limit_holds_across_two_routers(dsn: str, line_sim: Any) -> None:
     # Two routers on one database share a limit of 5 pushes per wall-clock second, so 15
-    # pushes need three seconds' budgets: the last is sent at least a second after the first.
+    # pushes need three seconds' budgets: the last is granted more than a second after the
+    # first. The simulator sees them after the network and event loop, whose delay differs per
+    # request on a busy machine, so its clock is allowed half a second of that jitter; without
+    # the shared limit all 15 arrive within a few tens of milliseconds.
     # The simulator's own window allows twice the rate, since a batch granted at the very end
     # of one second may reach it in the next; it must never have to answer 429.
     line_sim.set_rate_limits(push=10)
@@ -152,6 +155,6 @@ async def test_push_rate_limit_holds_across_two_routers(dsn: str, line_sim: Any)
     assert len(pushes) == 15
     assert line_sim.stats().rate_limited == 0
     times = sorted(p.received_at for p in pushes)
-    assert times[-1] - times[0] >= 1.0
+    assert times[-1] - times[0] >= 0.5
     per_second = Counter(int(t) for t in times)
     assert max(per_second.values()) <= 10 and len(per_second) >= 2

@@ -33,7 +33,7 @@ async def test_scheduled_intents_honour_opt_outs_made_before_they_are_sent(
     router: RouterUnderTest, line_sim: Any, smtp: SmtpSink
 ) -> None:
     await add_members(router, 2, mail_only=2)
-    send = {"email": MAIL, "send_at": soon()}
+    send = {"email": MAIL, "send_at": soon(3.0)}
     ids = {}
     for member, route in (("e00000", "email_only"), ("e00001", "email_only"),
                           ("f00000", "prefer_line"), ("f00001", "prefer_line")):  # fmt: skip
@@ -70,7 +70,7 @@ async def test_campaign_batches_leave_out_friends_who_left_before_the_send_time(
     )
     resp = await router.client.post(
         "/v1/campaigns",
-        json={"audience_ids": [resp.json()["id"]], "email": MAIL, "send_at": soon(2.0)},
+        json={"audience_ids": [resp.json()["id"]], "email": MAIL, "send_at": soon(3.0)},
     )
     campaign_id = resp.json()["id"]
     # They leave after the fan-out planned their LINE deliveries, before those are sent.
