@@ -1,0 +1,1 @@
+"""Journeys: messages the router decides to send, and when, from what members do."""
