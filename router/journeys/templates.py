@@ -1,0 +1,87 @@
+"""Journey templates: Jinja2's sandbox, so a definition can read data but never run code.
+
+A template reads `member.*` (the member's fields and attributes), `event.*` (the properties
+of the event that started the run) and `coupon("pool")` (the member's code from that pool for
+this run). Undefined names are errors, never empty text: a message with a hole in it must fail
+visibly. Jinja2 is the one well-kept sandboxed engine for Python; its syntax is the one
+`{{ ... }}` users already write in email tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+# Sent text is not HTML-escaped here: email HTML parts are the company's own markup, and LINE
+# text is plain.
+_ENVIRONMENT = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+)
+
+
+class TemplateError(ValueError):
+    """A template that cannot be compiled, or a variable it names that has no value."""
+
+
+def compile_template(source: str) -> jinja2.Template:
+    try:
+        return _ENVIRONMENT.from_string(source)
+    except jinja2.TemplateSyntaxError as error:
+        raise TemplateError(f"line {error.lineno}: {error.message}") from None
+
+
+def is_template(text: str) -> bool:
+    """Whether `text` holds template syntax at all (plain text is used as it is)."""
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+def pools_used(source: str) -> set[str]:
+    """The coupon pools a template calls `coupon("...")` with, so their codes can be taken
+    before rendering. A call with anything but a literal name is refused: the pool must be
+    known before the send."""
+    try:
+        tree = _ENVIRONMENT.parse(source)
+    except jinja2.TemplateSyntaxError as error:
+        raise TemplateError(f"line {error.lineno}: {error.message}") from None
+    pools: set[str] = set()
+    for call in tree.find_all(nodes.Call):
+        if isinstance(call.node, nodes.Name) and call.node.name == "coupon":
+            args = call.args
+            if len(args) != 1 or not isinstance(args[0], nodes.Const):
+                raise TemplateError('coupon() takes one pool name in quotes: coupon("pool")')
+            pools.add(str(args[0].value))
+    return pools
+
+
+def render(
+    source: str,
+    *,
+    member: Mapping[str, Any],
+    event: Mapping[str, Any],
+    coupons: Mapping[str, str],
+) -> str:
+    """`source` filled in. `coupons`: the code taken for each pool the template uses."""
+    if not is_template(source):
+        return source
+
+    def coupon(pool: str) -> str:
+        try:
+            return coupons[pool]
+        except KeyError:
+            raise TemplateError(f'coupon("{pool}"): no code was taken from that pool') from None
+
+    context: dict[str, Callable[[str], str] | Mapping[str, Any]] = {
+        "member": member,
+        "event": event,
+        "coupon": coupon,
+    }
+    try:
+        return compile_template(source).render(context)
+    except jinja2.UndefinedError as error:
+        raise TemplateError(f"no value for {error.message}") from None
+    except jinja2.exceptions.SecurityError as error:
+        raise TemplateError(f"not allowed in a template: {error}") from None
