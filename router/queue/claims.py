@@ -96,6 +96,8 @@ class Leased:
     lane: str
     returning: Callable[[str], str]  # over `alias` and `joins`, for a lane
     requeued_error: str  # the last error of a row whose claimer stopped
+    # Further assignments when a stopped claimer's row is requeued (", col = value").
+    requeued_sets: str = ""
     only: str = "true"
     joins: str = ""
     join_on: str = "true"
@@ -178,7 +180,7 @@ FROM claimed CROSS JOIN LATERAL (
         steps = [
             f"""requeued AS (
     UPDATE {self.table} SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
-           next_attempt_at = now(), updated_at = now(), last_error = $1
+           next_attempt_at = now(), updated_at = now(), last_error = $1{self.requeued_sets}
     WHERE status = 'claimed' AND {which} AND {self.only}
     RETURNING id, {self.lane} AS lane)"""
         ]
