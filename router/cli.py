@@ -15,7 +15,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
-from router.config import Config, ConfigError, load_config, split_listen
+from router.config import (
+    Config,
+    ConfigError,
+    default_journeys_directory,
+    load_config,
+    split_listen,
+)
 from router.log_safety import configure_logging
 
 if TYPE_CHECKING:
@@ -154,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_sync_followers(config))
         if args.command == "campaigns":
             return asyncio.run(_campaign_status(config, args.campaign_id))
+        if args.config and not config.journeys.directory:
+            config.journeys.directory = default_journeys_directory(args.config)
         return _serve(config)
     except ConfigError as exc:
         return _fail(str(exc), 2)
@@ -323,6 +331,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
     import uvicorn
 
     from router.api.app import create_app
+    from router.journeys.files import JourneyFileError
     from router.service import ListenError, start_runtime
 
     host, port = split_listen(config.http.listen)
@@ -344,6 +353,8 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
         runtime = await start_runtime(config)
     except ListenError as exc:
         return _fail(str(exc), 1)
+    except JourneyFileError as exc:
+        return _fail(str(exc), 2)
     # What exists now (modules, the SDK's models, configuration) lives as long as the process:
     # keep it out of every later collection, which then only walks what requests allocate.
     gc.collect()

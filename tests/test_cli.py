@@ -331,6 +331,26 @@ async def test_bad_config_file_exits_2(dsn: str, tmp_path: Path) -> None:
     assert str(missing) in err
 
 
+async def test_a_bad_journey_file_stops_the_start_naming_file_and_line(
+    dsn: str, tmp_path: Path
+) -> None:
+    """Journey files are read from `journeys/` next to the config file."""
+    config = tmp_path / "router.toml"
+    config.write_text("")
+    (tmp_path / "journeys").mkdir()
+    bad = tmp_path / "journeys" / "nudge.toml"
+    bad.write_text(
+        'name = "Nudge"\n[trigger]\nevent = "trial_started"\n\n[[steps]]\nwait = "PT1H"\n\n'
+        '[[steps]]\nwait = "P1M"\n'
+    )
+    env = router_env(ROUTER_DATABASE_URL=dsn, ROUTER_HTTP_LISTEN="127.0.0.1:0")
+    code, out, err = await run_router("serve", "--config", str(config), env=env)
+    assert code == 2, out + err
+    assert err.startswith(f"router: {bad}:9: steps[1].wait: 'P1M': years and months"), err
+    assert "Traceback" not in err
+    assert "listening" not in out
+
+
 async def test_wrongly_typed_environment_value_exits_2(dsn: str) -> None:
     env = router_env(ROUTER_EMAIL_PORT="smtp", ROUTER_DATABASE_URL=dsn)
     code, out, err = await run_router("serve", env=env)
