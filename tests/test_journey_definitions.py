@@ -364,6 +364,13 @@ def test_a_bad_file_is_named_with_its_line(
     assert reason in message
 
 
+def test_a_file_with_nul_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nul.toml"
+    path.write_text('name = "N\\u0000"\n[trigger]\nline_follow = true\n[[steps]]\nexit = true\n')
+    with pytest.raises(JourneyFileError, match=r"U\+0000"):
+        read_file(path, known_pools=None)
+
+
 def test_a_file_name_must_be_a_journey_id(tmp_path: Path) -> None:
     path = tmp_path / "Cart Abandonment.toml"
     path.write_text('name = "N"\n')

@@ -78,11 +78,24 @@ def read_file(path: Path, *, known_pools: Collection[str] | None) -> JourneyFile
         field = at["path"].lstrip(".") if at else ""
         reason = message[: at.start()] if at else message
         raise JourneyFileError(_where(path, text, FieldError(field, reason))) from exc
+    if _holds_nul(data):
+        # The API refuses it in any body; PostgreSQL cannot store it.
+        raise JourneyFileError(f"{path}: contains U+0000 (NUL), which is never stored")
     errors = validate(journey, known_pools=known_pools)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise JourneyFileError(_where(path, text, errors[0]) + more)
     return JourneyFile(journey_id=path.stem, path=str(path), journey=journey)
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def _where(path: Path, text: str, error: FieldError) -> str:
