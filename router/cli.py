@@ -367,6 +367,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
             channels=runtime.configured_channels,
             smtp_listening=runtime.smtp_server is not None,
             generated_api_key=runtime.generated_api_key,
+            journey_files=[file.journey.enabled for file in runtime.journey_files],
         )
         for line in summary:
             print(line, flush=True)
@@ -400,11 +401,13 @@ def describe(
     channels: Collection[str],
     smtp_listening: bool,
     generated_api_key: str | None,
+    journey_files: Sequence[bool] = (),
 ) -> list[str]:
     """The few lines `router serve` prints: where, which database, which channels.
 
     `database` is the target's printable description (no password), `channels` the names of
-    the configured channels, `generated_api_key` a key made at this start (shown once)."""
+    the configured channels, `generated_api_key` a key made at this start (shown once),
+    `journey_files` whether each journey file read is enabled."""
     host, _ = split_listen(config.http.listen)
     lines = [
         f"delivery-router listening on http://{host}:{port} (OpenAPI at /schema)",
@@ -424,6 +427,11 @@ def describe(
         )
     elif ingress.listen:
         lines.append("smtp ingress: off until [smtp_ingress] users are set")
+    if config.journeys.directory:
+        lines.append(
+            f"journeys: {len(journey_files)} file(s) in {config.journeys.directory},"
+            f" {sum(journey_files)} enabled"
+        )
     if not config.workers.enabled:
         lines.append("workers: off in this process ([workers] enabled = false); API only")
     if generated_api_key:

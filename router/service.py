@@ -63,6 +63,8 @@ class Runtime:
     delivery_events: EventPoster | None = None
     campaign_fan_out: CampaignFanOut | None = None
     smtp_server: asyncio.Server | None = None
+    # The journey files read at this start (`[journeys] directory`), saved as versions.
+    journey_files: tuple[JourneyFile, ...] = ()
 
     @property
     def configured_channels(self) -> frozenset[str]:
@@ -147,6 +149,7 @@ async def start_runtime(config: Config) -> Runtime:
         api_key_hashes=hashes,
         generated_api_key=generated,
         line_account=line_account,
+        journey_files=tuple(journey_files),
     )
     if config.workers.enabled:
         runtime.workers = Workers(target.dsn, _queue_workers(runtime))

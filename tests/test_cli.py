@@ -351,6 +351,24 @@ async def test_a_bad_journey_file_stops_the_start_naming_file_and_line(
     assert "listening" not in out
 
 
+def test_serve_says_how_many_journey_files_it_read(tmp_path: Path) -> None:
+    from router.cli import describe
+    from router.config import load_config
+
+    config = load_config(None, {"ROUTER_JOURNEYS_DIRECTORY": str(tmp_path)})
+    lines = describe(
+        config,
+        8080,
+        database="db",
+        channels=(),
+        smtp_listening=False,
+        generated_api_key="k",
+        journey_files=[False, True, False],
+    )
+    assert f"journeys: 3 file(s) in {tmp_path}, 1 enabled" in lines
+    assert lines[-1].startswith("API key (shown once")  # still the last line
+
+
 async def test_wrongly_typed_environment_value_exits_2(dsn: str) -> None:
     env = router_env(ROUTER_EMAIL_PORT="smtp", ROUTER_DATABASE_URL=dsn)
     code, out, err = await run_router("serve", env=env)

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from router.config import ConfigError, default_journeys_directory, load_config
 from router.journeys.definition import Journey
 from router.journeys.durations import DurationError, parse_duration
 from router.journeys.files import JourneyFileError, locate, read_directory, read_file
@@ -392,3 +393,17 @@ def test_locate_finds_keys_in_tables_and_arrays_of_tables() -> None:
     assert at("steps[1].then[0].exit").startswith("exit =")
     assert at("steps[2].send.email.subject").startswith("subject =")
     assert at("steps[2].send.line.messages[0].text").startswith('text = "Thank you')
+
+
+def test_the_journeys_directory_is_found_from_the_config_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "router.toml"
+    config_file.write_text("")
+    assert default_journeys_directory(config_file) == ""  # no journeys/ next to it
+    (tmp_path / "journeys").mkdir()
+    assert default_journeys_directory(config_file) == str(tmp_path / "journeys")
+    (tmp_path / "flows").mkdir()
+    config_file.write_text('[journeys]\ndirectory = "flows"\n')
+    assert load_config(config_file, {}).journeys.directory == str(tmp_path / "flows")
+    config_file.write_text('[journeys]\ndirectory = "missing"\n')
+    with pytest.raises(ConfigError, match=r"\[journeys\] directory 'missing' is not a directory"):
+        load_config(config_file, {})
