@@ -27,7 +27,6 @@ from router.journeys.templates import (
     variables_read,
 )
 from router.problems import FieldError
-from router.wire_rules import unmet
 
 MIN_WAIT = timedelta(seconds=1)
 MEMBER_FIELDS = ("member_id", "email", "phone", "line_user_id", "attributes")
@@ -254,8 +253,6 @@ class _Checks:
         for error in check_content(content, prefix=f"{at}."):
             if not any(_within(error.field, path) for path in templated):
                 yield error
-        for rule in unmet(content):
-            yield FieldError(f"{at}.{rule.fields[0]}", rule.message)
 
     def template(self, field: str, source: str) -> Iterator[FieldError]:
         try:
