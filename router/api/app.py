@@ -20,6 +20,7 @@ from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import SendGridController
 from router.api.dependencies import ApiDependencies, Injected
 from router.api.errors import EXCEPTION_HANDLERS
+from router.api.events import EventController, member_events
 from router.api.intents import IntentController
 from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
@@ -102,6 +103,8 @@ def create_app(runtime: Runtime) -> Litestar:
             line_webhook,
             SendGridController,
             listmonk_postback,
+            EventController,
+            member_events,
         ],
         dependencies=dependencies(runtime).providers(),
         middleware=[complete_allow_header, auth_middleware_factory(runtime.api_key_hashes)],
