@@ -49,9 +49,14 @@ EventName = Annotated[
     ),
 ]
 OccurredAt = Annotated[
-    datetime,
-    msgspec.Meta(tz=True, description="RFC 3339 with a time zone; absent: when it is received"),
+    str,
+    documented(
+        format="date-time",
+        description="RFC 3339 with a time zone (Z or an offset); absent: when it is received",
+    ),
 ]
+"""Read as text and parsed here: a number is not a time, whatever a lenient decoder makes
+of it."""
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Properties = Annotated[
     dict[str, Any],
@@ -102,8 +107,17 @@ class _Valid(msgspec.Struct, gc=False):
     request: EventRequest
     fingerprint: bytes  # SHA-256 of the request: a key reused with another body is refused
     properties_json: str
+    occurred_at: datetime | None
     email_hash: bytes | None = None
     email_address: str | None = None
+
+
+def _time(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None and "T" in text.upper() else None
 
 
 def validate(index: int, req: EventRequest, prefix: str) -> _Valid | EventResult:
@@ -118,6 +132,13 @@ def validate(index: int, req: EventRequest, prefix: str) -> _Valid | EventResult
                 f"names starting '{RESERVED_PREFIX}' are reserved for the router's own events",
             )
         )
+    occurred_at: datetime | None = None
+    if req.occurred_at is not None:
+        occurred_at = _time(req.occurred_at)
+        if occurred_at is None:
+            errors.append(
+                FieldError(f"{prefix}occurred_at", "an RFC 3339 date and time with a time zone")
+            )
     address: str | None = None
     if req.email_address is not None:
         try:
@@ -139,6 +160,7 @@ def validate(index: int, req: EventRequest, prefix: str) -> _Valid | EventResult
         request=req,
         fingerprint=hashlib.sha256(msgspec.json.encode(req)).digest(),
         properties_json=properties_json.decode(),
+        occurred_at=occurred_at,
         email_hash=email_sha256(address) if address else None,
         email_address=address,
     )
@@ -204,7 +226,7 @@ def _row(v: _Valid, event_id: UUID, member_id: str, now: datetime, source: str) 
         member_id=member_id,
         name=v.request.name,
         properties=v.properties_json,
-        occurred_at=v.request.occurred_at or now,
+        occurred_at=v.occurred_at or now,
         source=source,
         idempotency_key=v.request.idempotency_key,
         fingerprint=v.fingerprint if v.request.idempotency_key is not None else None,

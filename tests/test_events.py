@@ -75,6 +75,8 @@ async def test_bad_fields_are_400_naming_the_field(
         ({"member_id": "m-1", "name": "Cart Updated"}, "name"),
         ({"member_id": "m-1", "name": "x" * 65}, "name"),
         ({"member_id": "m-1", "name": "a", "occurred_at": "2026-12-01T09:00:00"}, "occurred_at"),
+        ({"member_id": "m-1", "name": "a", "occurred_at": "2026-12-01"}, "occurred_at"),
+        ({"member_id": "m-1", "name": "a", "occurred_at": 1764547200}, "occurred_at"),
         ({"member_id": "m-1", "name": "a", "properties": [1]}, "properties"),
         ({"member_id": "m-1", "email_address": "taro@example.jp", "name": "a"}, "member_id"),
         ({"name": "a"}, "member_id"),
@@ -232,8 +234,17 @@ async def test_a_member_s_events_newest_first_in_pages_and_erased_with_them(
     problem(await client.get("/v1/members/nobody/events"), 404)
     problem(await client.get("/v1/members/m-1/events", params={"limit": 0}), 400)
     stranger = "0190c6c4-7c6a-7000-8000-000000000001"
-    problem(await client.get("/v1/members/m-1/events", params={"before": stranger}), 400)
+    problem(await client.get("/v1/members/m-1/events", params={"before": stranger}), 422)
 
     assert (await client.delete("/v1/members/m-1")).status_code == 204
     assert await rows(dsn, "SELECT 1 FROM events WHERE member_id = 'm-1'") == []
     problem(await client.get("/v1/members/m-1/events"), 404)
+
+
+async def test_the_document_states_the_event_rules(events_router: RouterUnderTest) -> None:
+    spec = (await events_router.client.get("/schema/openapi.json")).json()
+    fields = spec["components"]["schemas"]["EventRequest"]["properties"]
+    assert fields["name"]["pattern"] == "^(?!router:)[a-z0-9_.:-]{1,64}$"
+    assert "date-time" in str(fields["occurred_at"]), fields["occurred_at"]
+    assert spec["components"]["schemas"]["EventRequest"]["additionalProperties"] is False
+    assert spec["paths"]["/webhooks/shopify"]["post"]["security"] == []

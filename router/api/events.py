@@ -20,7 +20,7 @@ from router.api.members import MemberIdParam
 from router.api.openapi import batch_operation, problems, ref
 from router.database import Pool
 from router.events import MAX_BATCH, EventPage, EventRequest, EventResult
-from router.problems import FieldError, ProblemError, invalid
+from router.problems import FieldError, ProblemError
 
 MAX_PAGE = 1_000
 
@@ -102,9 +102,9 @@ class EventController(Controller):
     "/v1/members/{member_id:str}/events",
     summary="A member's events, newest first",
     tags=["events"],
-    responses=problems(404),
+    responses=problems(404, 422),
     description="Ordered by occurred_at, newest first, `limit` a page; pass `next_before` as "
-    "`before` for the next page (absent on the last). 400 when `before` is not an event of "
+    "`before` for the next page (absent on the last). 422 when `before` is not an event of "
     "this member.",
 )
 async def member_events(
@@ -115,7 +115,8 @@ async def member_events(
 ) -> EventPage:
     async with pool.acquire() as conn:
         if before is not None and not await events.is_event_of(conn, before, member_id):
-            raise invalid([FieldError("before", "not an event of this member")])
+            error = FieldError("before", "not an event of this member")
+            raise ProblemError(422, "Unprocessable request", "before: " + error.message, [error])
         page = await events.of_member(conn, member_id, before, limit)
     if page is None:
         raise not_found(f"no member with id {member_id!r}")
