@@ -142,6 +142,11 @@ class EventsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     backoff_max_seconds: Seconds = 600.0
 
 
+class ShopifyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The secret Shopify signs webhooks with (X-Shopify-Hmac-Sha256); empty: the route is off.
+    webhook_secret: str = ""
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -154,6 +159,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     campaigns: CampaignsConfig = msgspec.field(default_factory=CampaignsConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    shopify: ShopifyConfig = msgspec.field(default_factory=ShopifyConfig)
 
     @property
     def line_configured(self) -> bool:

@@ -27,6 +27,7 @@ from router.api.members import MemberController
 from router.api.openapi import StandardResponses, problem_response
 from router.api.rate_limits import api_key_rates
 from router.api.relayed import RelayedMessageController
+from router.api.shopify import shopify_webhook
 from router.api.struct_schemas import StructSchemas
 from router.database import Pool
 from router.intake.group_commit import GroupCommit
@@ -66,6 +67,7 @@ def dependencies(runtime: Runtime) -> ApiDependencies:
         members_config=runtime.config.members,
         line_config=runtime.config.line,
         line_account=runtime.line_account,
+        shopify_config=runtime.config.shopify,
     )
 
 
@@ -105,6 +107,7 @@ def create_app(runtime: Runtime) -> Litestar:
             listmonk_postback,
             EventController,
             member_events,
+            shopify_webhook,
         ],
         dependencies=dependencies(runtime).providers(),
         middleware=[complete_allow_header, auth_middleware_factory(runtime.api_key_hashes)],
