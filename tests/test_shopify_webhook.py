@@ -158,7 +158,7 @@ async def test_a_wrong_or_missing_signature_is_401_and_stores_nothing(
     )
 
 
-async def test_a_replayed_webhook_id_stores_nothing_more(
+async def test_a_replayed_webhook_id_stores_nothing_more_and_a_big_cart_fits(
     shop_router: RouterUnderTest, dsn: str
 ) -> None:
     first = await send(shop_router, ORDER, "orders/create", "wh-9")
@@ -166,6 +166,14 @@ async def test_a_replayed_webhook_id_stores_nothing_more(
     again = await send(shop_router, ORDER, "orders/create", "wh-9")
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
     assert len(await events(dsn)) == 1
+    # 80 items with long Japanese titles: the event keeps what fits in 16 KB, and the count
+    items = [{"title": "抹茶" * 200, "quantity": 1} for _ in range(80)]
+    big = await send(shop_router, {**CHECKOUT, "line_items": items}, "checkouts/update", "wh-10")
+    assert big.json()["status"] == "recorded", big.text
+    properties = msgspec.json.decode((await events(dsn))[1]["properties"])
+    assert properties["line_item_count"] == 80
+    assert 0 < len(properties["line_items"]) < 80
+    assert properties["line_items"][0]["title"] == "抹茶" * 50
 
 
 async def test_other_topics_and_payloads_without_email_are_200_and_ignored(

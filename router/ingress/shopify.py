@@ -36,9 +36,10 @@ HMAC_HEADER = "x-shopify-hmac-sha256"
 TOPIC_HEADER = "x-shopify-topic"
 WEBHOOK_ID_HEADER = "x-shopify-webhook-id"
 MAX_LINE_ITEMS = 50
-"""Line items kept in a cart_updated event (with their count), so a large cart stays well
-inside an event's 16 KB of properties."""
 MAX_TITLE = 100
+LINE_ITEMS_BYTES = 8 * 1024
+"""A cart_updated event keeps the first line items (at most 50, titles cut at 100 characters,
+8 KB of them encoded) and their count, so a large cart stays inside an event's 16 KB."""
 
 log = logging.getLogger(__name__)
 ignored: Counter[str] = Counter()
@@ -149,16 +150,25 @@ def _without_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _first_items(line_items: list[_LineItem]) -> list[dict[str, Any]]:
+    kept: list[dict[str, Any]] = []
+    size = 0
+    for item in line_items[:MAX_LINE_ITEMS]:
+        entry = _without_none({"title": (item.title or "")[:MAX_TITLE], "quantity": item.quantity})
+        size += len(msgspec.json.encode(entry)) + 1
+        if size > LINE_ITEMS_BYTES:
+            break
+        kept.append(entry)
+    return kept
+
+
 def map_payload(topic: str, body: bytes) -> Mapped | None:
     """The event a delivery of `topic` makes, or None for a topic the router does not use."""
     try:
         if topic in ("checkouts/create", "checkouts/update"):
             checkout = msgspec.json.decode(body, type=Checkout)
             customer = checkout.customer or _Customer()
-            items = [
-                _without_none({"title": (i.title or "")[:MAX_TITLE], "quantity": i.quantity})
-                for i in checkout.line_items[:MAX_LINE_ITEMS]
-            ]
+            items = _first_items(checkout.line_items)
             return Mapped(
                 name="cart_updated",
                 email=_first_email(checkout.email, customer.email),
