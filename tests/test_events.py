@@ -118,6 +118,13 @@ async def test_idempotency_same_body_same_event_other_body_409(
     assert "different request" in body["detail"]
     stored = await rows(dsn, "SELECT id::text FROM events")
     assert [r["id"] for r in stored] == [first.json()["id"]]
+    # the same new key from two requests at once: one event, the other told it is a duplicate
+    racing = {"member_id": "m-1", "name": "order_placed", "idempotency_key": "order-1002"}
+    answers = await asyncio.gather(
+        *(events_router.client.post("/v1/events", json=racing) for _ in range(4))
+    )
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 202]
+    assert len({a.json()["id"] for a in answers}) == 1
 
 
 async def test_unknown_member_id_is_422_and_an_unknown_address_becomes_a_member(
