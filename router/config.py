@@ -148,6 +148,11 @@ class JourneysConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     directory: str = ""
 
 
+class ShopifyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The secret Shopify signs webhooks with (X-Shopify-Hmac-Sha256); empty: the route is off.
+    webhook_secret: str = ""
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -161,6 +166,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     campaigns: CampaignsConfig = msgspec.field(default_factory=CampaignsConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     journeys: JourneysConfig = msgspec.field(default_factory=JourneysConfig)
+    shopify: ShopifyConfig = msgspec.field(default_factory=ShopifyConfig)
 
     @property
     def line_configured(self) -> bool:
