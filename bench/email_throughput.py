@@ -161,8 +161,9 @@ def postfix_sink(tmp: Path) -> Iterator[Sink]:
 # --- (a) the raw loop ---------------------------------------------------------------------
 
 
-async def raw_loop(port: int, emails: int, connections: int, message: bytes) -> float:
-    """Emails per second of `connections` aiosmtplib connections sending one after another."""
+async def raw_loop(port: int, emails: int, connections: int, message: bytes) -> tuple[float, float]:
+    """Emails per second of `connections` aiosmtplib connections sending one after another,
+    and this process's CPU milliseconds per email."""
     head, _, body = message.partition(b"\r\n")
     assert head.startswith(b"To: ")
     left = iter(range(emails))
@@ -175,17 +176,18 @@ async def raw_loop(port: int, emails: int, connections: int, message: bytes) -> 
             await smtp.sendmail(SENDER, [to], b"To: " + to.encode() + b"\r\n" + body)
         await smtp.quit()
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one_connection() for _ in range(connections)))
-    return emails / (time.perf_counter() - start)
+    cpu_ms = (time.process_time() - cpu) * 1000 / emails
+    return emails / (time.perf_counter() - start), cpu_ms
 
 
-def raw_in_child(port: int, emails: int, connections: int) -> float:
+def raw_in_child(port: int, emails: int, connections: int) -> tuple[float, float]:
     """The raw loop in its own process on uvloop, as `router serve` runs."""
     code = (
         "import asyncio, sys, uvloop; from bench.email_throughput import raw_loop, sample_message;"
         "uvloop.install();"
-        f"print(asyncio.run(raw_loop({port}, {emails}, {connections}, sample_message())))"
+        f"print(*asyncio.run(raw_loop({port}, {emails}, {connections}, sample_message())))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -197,7 +199,8 @@ def raw_in_child(port: int, emails: int, connections: int) -> float:
     )
     if done.returncode != 0:
         raise RuntimeError(f"the raw loop failed:\n{done.stderr[-3000:]}")
-    return float(done.stdout.strip().splitlines()[-1])
+    rate, cpu_ms = done.stdout.strip().splitlines()[-1].split()
+    return float(rate), float(cpu_ms)
 
 
 # --- (b) the router -----------------------------------------------------------------------
@@ -295,6 +298,7 @@ async def reset_deliveries(db: Database) -> None:
 @dataclass
 class RouterRun:
     per_second: float
+    cpu_ms: float  # the router process's CPU milliseconds per email (PostgreSQL's not counted)
     seconds: float
     statuses: dict[str, int]
     received: int
@@ -327,6 +331,7 @@ async def run_router(
     conn = await asyncpg.connect(db.dsn)
     try:
         await wait_healthy(f"http://127.0.0.1:{port}/healthz", proc, log)
+        cpu_before = cpu_seconds(proc.pid)
         async with conn.transaction():
             started: datetime = await conn.fetchval(
                 "UPDATE deliveries SET next_attempt_at = now() WHERE status = 'pending'"
@@ -345,6 +350,7 @@ async def run_router(
                 raise RuntimeError(f"router exited {proc.returncode}:\n{log_tail(log)}")
             if time.monotonic() - progress_at > STALL_SECONDS:
                 raise RuntimeError(f"no progress for {STALL_SECONDS:.0f} s:\n{log_tail(log)}")
+        cpu_after = cpu_seconds(proc.pid)
         finished: datetime = await conn.fetchval("SELECT max(updated_at) FROM deliveries")
         statuses = dict(await conn.fetch("SELECT status, count(*) FROM deliveries GROUP BY 1"))
     finally:
@@ -357,7 +363,14 @@ async def run_router(
             proc.wait()
     seconds = (finished - started).total_seconds()
     await asyncio.sleep(0.5)  # the sink's counter
-    return RouterRun(emails / seconds, seconds, statuses, sink.received() - before)
+    cpu_ms = (cpu_after - cpu_before) * 1000 / emails
+    return RouterRun(emails / seconds, cpu_ms, seconds, statuses, sink.received() - before)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used so far (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -403,29 +416,33 @@ async def measure(
         databases[label] = db
     print(f"message size {len(sample_message())} bytes; {args.connections} connections")
 
-    rows: list[tuple[str, float, dict[str, RouterRun]]] = []
+    rows: list[tuple[str, float, float, dict[str, RouterRun]]] = []
     for sink_name in args.sinks.split(","):
         cm = aiosmtpd_sink() if sink_name == "aiosmtpd" else postfix_sink(tmp)
         with cm as sink:
             before = sink.received()
-            raw = raw_in_child(sink.port, args.emails, args.connections)
+            raw, raw_cpu = raw_in_child(sink.port, args.emails, args.connections)
             await asyncio.sleep(0.5)
             if sink.received() - before != args.emails:
                 raise RuntimeError(f"{sink.name} got {sink.received() - before} of the raw loop")
-            print(f"[{sink.name}] raw aiosmtplib: {raw:,.0f} emails/s", flush=True)
+            print(
+                f"[{sink.name}] raw aiosmtplib: {raw:,.0f} emails/s, {raw_cpu:.2f} CPU ms/email",
+                flush=True,
+            )
             runs: dict[str, RouterRun] = {}
             for label, db in databases.items():
                 run = await run_router(db, sink, args.emails, args.connections, tmp, label)
                 runs[label] = run
                 print(
-                    f"[{sink.name}] {label}: {run.per_second:,.0f} emails/s ({run.seconds:.1f} s,"
+                    f"[{sink.name}] {label}: {run.per_second:,.0f} emails/s,"
+                    f" {run.cpu_ms:.2f} CPU ms/email ({run.seconds:.1f} s,"
                     f" statuses {run.statuses}, sink received {run.received:,})",
                     flush=True,
                 )
                 if run.statuses != {"sent": args.emails} or run.received != args.emails:
                     print(f"  !! {label} did not send every email exactly once", flush=True)
                 await reset_deliveries(db)
-            rows.append((sink.name, raw, runs))
+            rows.append((sink.name, raw, raw_cpu, runs))
 
     print()
     print(f"{args.emails:,} emails, {args.connections} SMTP connections, 2-core machine,")
@@ -434,12 +451,23 @@ async def measure(
     if "old" in trees:
         header += f" {'old/s':>9} {'old/raw':>8} {'router/old':>10}"
     print(header)
-    for name, raw, runs in rows:
+    for name, raw, _, runs in rows:
         new = runs["router"].per_second
         line = f"{name:<10} {raw:>9,.0f} {new:>9,.0f} {new / raw:>10.2f}"
         if "old" in runs:
             old = runs["old"].per_second
             line += f" {old:>9,.0f} {old / raw:>8.2f} {new / old:>10.2f}"
+        print(line)
+    # CPU per email is steadier than a rate on a shared machine: each process's own share.
+    print()
+    header = f"{'CPU ms/email':<12} {'raw':>6} {'router':>7}"
+    if "old" in trees:
+        header += f" {'old':>6}"
+    print(header)
+    for name, _, raw_cpu, runs in rows:
+        line = f"{name:<12} {raw_cpu:>6.2f} {runs['router'].cpu_ms:>7.2f}"
+        if "old" in runs:
+            line += f" {runs['old'].cpu_ms:>6.2f}"
         print(line)
 
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import re
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import timedelta
@@ -80,8 +81,11 @@ def build(config: Config, built: object) -> SmtpChannel | None:
 
 
 def message_id(delivery_id: object, from_address: str) -> str:
-    domain = from_address.rpartition("@")[2].strip(">").strip() or "delivery-router.invalid"
-    return f"<{delivery_id}@{domain}>"
+    return f"<{delivery_id}@{message_id_domain(from_address)}>"
+
+
+def message_id_domain(from_address: str) -> str:
+    return from_address.rpartition("@")[2].strip(">").strip() or "delivery-router.invalid"
 
 
 def build_message(message: Outbound, email: EmailContent, default_from: str) -> EmailMessage:
@@ -119,8 +123,16 @@ class RenderedContents:
 
     def __init__(self, default_from: str, size: int = 256) -> None:
         self._default_from = default_from
+        self._domain = message_id_domain(default_from)
         self._items: OrderedDict[bytes, bytes] = OrderedDict()
         self._size = size
+        self._date = (0, "")  # the Date header of the current second, written once
+
+    def _date_now(self) -> str:
+        second = int(time.time())
+        if self._date[0] != second:
+            self._date = (second, formatdate(second, localtime=False, usegmt=True))
+        return self._date[1]
 
     def render(self, message: Outbound, email: EmailContent) -> tuple[str, bytes]:
         """The Message-ID and the message's bytes for this delivery."""
@@ -130,9 +142,8 @@ class RenderedContents:
             self._items[message.content_id] = body
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
-        mid = message_id(message.delivery_id, self._default_from)
-        date = formatdate(localtime=False, usegmt=True)
-        head = f"To: {message.address}\r\nDate: {date}\r\nMessage-ID: {mid}\r\n"
+        mid = f"<{message.delivery_id}@{self._domain}>"
+        head = f"To: {message.address}\r\nDate: {self._date_now()}\r\nMessage-ID: {mid}\r\n"
         return mid, head.encode("ascii") + body
 
 
@@ -238,6 +249,8 @@ class SmtpChannel:
         )
 
     async def send(self, batch: Sequence[Outbound]) -> list[SendOutcome]:
+        if len(batch) == 1:  # the usual call (one marked delivery): no task of its own
+            return [await self._send(batch[0])]
         return list(await asyncio.gather(*(self._send(m) for m in batch)))
 
     async def _send(self, message: Outbound) -> SendOutcome:
