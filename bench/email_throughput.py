@@ -17,7 +17,9 @@ that the figures show the router's own cost, not aiosmtpd's. For each sink:
 
 Printed: emails per second of each, and router/raw, old/raw and router/old. The raw loop and
 the routers run against the same sink process in the same run; each router gets a fresh
-database of its own tree's schema.
+database of its own tree's schema. Also CPU milliseconds per email of the raw loop's process,
+of each router process and of its PostgreSQL server (all its processes): steadier than the
+rates on a shared machine, and what a router's rate is limited by on two cores.
 
 Usage:
   . .venv/bin/activate && export PYTHONPATH=$PWD
@@ -298,7 +300,8 @@ async def reset_deliveries(db: Database) -> None:
 @dataclass
 class RouterRun:
     per_second: float
-    cpu_ms: float  # the router process's CPU milliseconds per email (PostgreSQL's not counted)
+    cpu_ms: float  # the router process's CPU milliseconds per email
+    pg_cpu_ms: float  # PostgreSQL's (every process of its server), per email
     seconds: float
     statuses: dict[str, int]
     received: int
@@ -331,7 +334,8 @@ async def run_router(
     conn = await asyncpg.connect(db.dsn)
     try:
         await wait_healthy(f"http://127.0.0.1:{port}/healthz", proc, log)
-        cpu_before = cpu_seconds(proc.pid)
+        postmaster = parent_pid(await conn.fetchval("SELECT pg_backend_pid()"))
+        cpu_before, pg_before = cpu_seconds(proc.pid), server_cpu_seconds(postmaster)
         async with conn.transaction():
             started: datetime = await conn.fetchval(
                 "UPDATE deliveries SET next_attempt_at = now() WHERE status = 'pending'"
@@ -350,7 +354,7 @@ async def run_router(
                 raise RuntimeError(f"router exited {proc.returncode}:\n{log_tail(log)}")
             if time.monotonic() - progress_at > STALL_SECONDS:
                 raise RuntimeError(f"no progress for {STALL_SECONDS:.0f} s:\n{log_tail(log)}")
-        cpu_after = cpu_seconds(proc.pid)
+        cpu_after, pg_after = cpu_seconds(proc.pid), server_cpu_seconds(postmaster)
         finished: datetime = await conn.fetchval("SELECT max(updated_at) FROM deliveries")
         statuses = dict(await conn.fetch("SELECT status, count(*) FROM deliveries GROUP BY 1"))
     finally:
@@ -364,13 +368,37 @@ async def run_router(
     seconds = (finished - started).total_seconds()
     await asyncio.sleep(0.5)  # the sink's counter
     cpu_ms = (cpu_after - cpu_before) * 1000 / emails
-    return RouterRun(emails / seconds, cpu_ms, seconds, statuses, sink.received() - before)
+    pg_cpu_ms = (pg_after - pg_before) * 1000 / emails
+    return RouterRun(
+        emails / seconds, cpu_ms, pg_cpu_ms, seconds, statuses, sink.received() - before
+    )
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (the state is [0], the ppid [1])."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
 
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU seconds a process has used so far (Linux's /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parent_pid(pid: int) -> int:
+    return int(_stat(pid)[1])
+
+
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU seconds of PostgreSQL's postmaster and its processes now running (the router's
+    pooled connections live through the run)."""
+    total = cpu_seconds(postmaster)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError, IndexError, ValueError):
+                if parent_pid(int(entry.name)) == postmaster:
+                    total += cpu_seconds(int(entry.name))
+    return total
 
 
 def start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -460,14 +488,15 @@ async def measure(
         print(line)
     # CPU per email is steadier than a rate on a shared machine: each process's own share.
     print()
-    header = f"{'CPU ms/email':<12} {'raw':>6} {'router':>7}"
+    header = f"{'CPU ms/email':<12} {'raw':>6} {'router':>7} {'its PG':>7}"
     if "old" in trees:
-        header += f" {'old':>6}"
+        header += f" {'old':>6} {'its PG':>7}"
     print(header)
     for name, _, raw_cpu, runs in rows:
-        line = f"{name:<12} {raw_cpu:>6.2f} {runs['router'].cpu_ms:>7.2f}"
+        new = runs["router"]
+        line = f"{name:<12} {raw_cpu:>6.2f} {new.cpu_ms:>7.2f} {new.pg_cpu_ms:>7.2f}"
         if "old" in runs:
-            line += f" {runs['old'].cpu_ms:>6.2f}"
+            line += f" {runs['old'].cpu_ms:>6.2f} {runs['old'].pg_cpu_ms:>7.2f}"
         print(line)
 
 
