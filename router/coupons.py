@@ -196,14 +196,14 @@ def list_rows(codes: Iterable[str], counts: UploadCounts) -> bytes:
 
 
 async def add_file(conn: Connection, pool_id: str, chunks: AsyncIterable[bytes]) -> UploadCounts:
-    """Add a file's codes to the pool (which must exist); in the caller's transaction."""
+    """Add a file's codes to the pool; in the caller's transaction, which holds the pool."""
     counts = UploadCounts()
     await _load(conn, pool_id, _file_rows(_LineReader(counts), chunks), counts)
     return counts
 
 
 async def add_list(conn: Connection, pool_id: str, codes: list[str]) -> UploadCounts:
-    """Add a JSON list's codes to the pool (which must exist); in the caller's transaction."""
+    """Add a JSON list's codes to the pool; in the caller's transaction, which holds the pool."""
     counts = UploadCounts()
     rows = await asyncio.to_thread(list_rows, codes, counts)
 
@@ -218,17 +218,26 @@ async def add_list(conn: Connection, pool_id: str, codes: list[str]) -> UploadCo
 async def _load(
     conn: Connection, pool_id: str, rows: AsyncIterable[bytes], counts: UploadCounts
 ) -> None:
-    await conn.execute("CREATE TEMP TABLE upload_codes (code text NOT NULL) ON COMMIT DROP")
+    await conn.execute(
+        'CREATE TEMP TABLE upload_codes (code text COLLATE "C" NOT NULL) ON COMMIT DROP'
+    )
     await conn.copy_to_table("upload_codes", source=rows, format="text")
     await conn.execute(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
     await conn.execute("ANALYZE upload_codes")
-    # Codes arriving from a concurrent upload to the same pool are left out by the conflict
-    # clause; held codes are never touched (a repeated code stays with its holder).
+    # The caller holds the pool (`coupon_pools.hold`), so no other upload adds codes
+    # meanwhile: a first upload inserts without looking anything up, a later one leaves out
+    # the codes the pool has (held ones included: a repeated code stays with its holder).
+    has_codes = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM coupon_codes WHERE pool_id = $1)", pool_id
+    )
+    already = (
+        " WHERE NOT EXISTS (SELECT 1 FROM coupon_codes c WHERE c.pool_id = $1 AND c.code = u.code)"
+        if has_codes
+        else ""
+    )
+    select = "SELECT DISTINCT $1::text, u.code FROM upload_codes u" + already  # noqa: S608
     status = await conn.execute(
-        "INSERT INTO coupon_codes (pool_id, code)"
-        " SELECT DISTINCT $1::text, code FROM upload_codes ORDER BY 2"
-        " ON CONFLICT (pool_id, code) DO NOTHING",
-        pool_id,
+        f"INSERT INTO coupon_codes (pool_id, code) {select} ORDER BY 2", pool_id
     )
     counts.added = int(status.rsplit(" ", 1)[1])
     counts.duplicates = counts.received - counts.rejected - counts.added

@@ -157,7 +157,7 @@ async def fill(dsn: str, pool_id: str, codes: int) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction():
-            await coupon_pools.create(conn, pool_id, None)
+            await coupon_pools.hold(conn, pool_id)
             await coupons.add_list(conn, pool_id, [f"{pool_id}-{i}" for i in range(codes)])
     finally:
         await conn.close()

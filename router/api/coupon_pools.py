@@ -141,7 +141,7 @@ async def _upload(
             'send a file as multipart/form-data, or a JSON body {"codes": [...]}',
         )
     async with pool.acquire() as conn, conn.transaction():
-        created = await coupon_pools.create(conn, pool_id, None)
+        created = await coupon_pools.hold(conn, pool_id)
         if codes is not None:
             counts = await coupons.add_list(conn, pool_id, codes)
         else:

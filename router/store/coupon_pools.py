@@ -49,6 +49,14 @@ async def create(conn: Connection, pool_id: str, name: str | None) -> bool:
     return created
 
 
+async def hold(conn: Connection, pool_id: str) -> bool:
+    """Create the pool if it does not exist, and hold it until the transaction ends (one
+    upload at a time per pool); True if it was created."""
+    created = await create(conn, pool_id, None)
+    await conn.execute("SELECT FROM coupon_pools WHERE id = $1 FOR UPDATE", pool_id)
+    return created
+
+
 async def pool_exists(conn: Connection, pool_id: str) -> bool:
     return bool(await conn.fetchval("SELECT true FROM coupon_pools WHERE id = $1", pool_id))
 
@@ -86,26 +94,43 @@ async def _held(conn: Connection, pool_id: str, holder: str) -> str | None:
     return code
 
 
+# The holder's code if it has one, else a free code taken for it, in one statement. No free
+# code is locked when the holder has one (the NOT EXISTS is evaluated once, first). The free
+# code is locked with SKIP LOCKED, so concurrent takers pass over each other's rows.
+_HAND_OUT = """
+WITH held AS (
+    SELECT code FROM coupon_codes WHERE pool_id = $1 AND holder = $2
+), free AS (
+    SELECT ctid FROM coupon_codes
+    WHERE pool_id = $1 AND holder IS NULL AND NOT EXISTS (SELECT 1 FROM held)
+    LIMIT 1 FOR UPDATE SKIP LOCKED
+), taken AS (
+    UPDATE coupon_codes c SET holder = $2, held_at = now()
+    FROM free WHERE c.ctid = free.ctid
+    RETURNING c.code
+)
+SELECT code FROM held UNION ALL SELECT code FROM taken
+"""
+
+
 async def hand_out(conn: Connection, pool_id: str, holder: str) -> str | None:
     """The code `holder` holds in the pool, else a free one now held by `holder`; None when
     the pool has no free code or does not exist.
 
-    Safe in or out of a transaction: the take runs in a savepoint (or its own transaction),
-    so a lost race with the same holder does not spoil the caller's transaction. The code is
-    the holder's once the caller's transaction commits; if it rolls back, the code is free."""
-    if (code := await _held(conn, pool_id, holder)) is not None:
-        return code
+    Best called outside a transaction: then it is one statement, and the code is the
+    holder's from then on, so a send that fails after it and is retried gets the same code.
+    Inside a transaction it runs in a savepoint (a lost race with the same holder does not
+    spoil the caller's transaction), and the code is free again if the caller rolls back."""
     try:
+        if not conn.is_in_transaction():
+            return await _take(conn, pool_id, holder)
         async with conn.transaction():
-            taken: str | None = await conn.fetchval(
-                "UPDATE coupon_codes SET holder = $2, held_at = now()"
-                " WHERE ctid = (SELECT ctid FROM coupon_codes"
-                " WHERE pool_id = $1 AND holder IS NULL LIMIT 1 FOR UPDATE SKIP LOCKED)"
-                " RETURNING code",
-                pool_id,
-                holder,
-            )
+            return await _take(conn, pool_id, holder)
     except asyncpg.UniqueViolationError:
-        # The same holder took one meanwhile (another router, a retry) and has committed.
+        # The same holder took a code meanwhile (another router, a retry) and has committed.
         return await _held(conn, pool_id, holder)
-    return taken
+
+
+async def _take(conn: Connection, pool_id: str, holder: str) -> str | None:
+    code: str | None = await conn.fetchval(_HAND_OUT, pool_id, holder)
+    return code
