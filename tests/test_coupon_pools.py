@@ -116,6 +116,13 @@ async def test_bad_requests_are_refused_and_a_json_list_checked_code_by_code(
     assert problem(resp, 400)["errors"][0]["field"] == "codes"
     body = problem(await router.client.get("/v1/coupon-pools/nowhere"), 404)
     assert "nowhere" in body["detail"]
+    # over 1,000,000 lines or codes: refused whole
+    body = problem(await upload_file(router, "summer", b"A\n" * 1_000_001), 413)
+    assert body["errors"][0]["field"] == "file" and "1,000,000 lines" in body["detail"]
+    resp = await router.client.post(
+        "/v1/coupon-pools/summer/codes", json={"codes": ["A"] * 1_000_001}
+    )
+    assert problem(resp, 400)["errors"][0]["field"] == "codes"
     # nothing was created by the refused uploads
     assert (await router.client.get("/v1/coupon-pools")).json() == {"pools": []}
 
@@ -211,6 +218,16 @@ async def test_hand_out_gives_each_holder_one_code_and_keeps_it(dsn: str) -> Non
         await first.close()
         await second.close()
     assert await figures(dsn, "spring") == (40, 31, 9)
+    # uploading a held code again adds nothing and leaves it with its holder
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await coupon_pools.hold(conn, "spring")
+            counts = await coupons.add_list(conn, "spring", [a[0], "spring-new"])
+        assert (counts.added, counts.duplicates) == (1, 1)
+        assert await coupon_pools.hand_out(conn, "spring", "run-0") == a[0]
+    finally:
+        await conn.close()
 
 
 TAKER = """
