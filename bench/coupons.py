@@ -3,9 +3,9 @@
 Starts PostgreSQL (embedded pgserver in a temporary directory, or DATABASE_URL) and one
 `router serve` process, then:
 
-  (1) baseline upload: an audience file of --codes email addresses (one per line, no
-      repeats) POSTed as multipart to /v1/audiences, streamed from disk.
-  (2) upload: a file of --codes coupon codes (about 20 characters each, no repeats) POSTed
+  (1) baseline upload: an audience file of --codes email addresses (14 characters, one per
+      line, no repeats) POSTed as multipart to /v1/audiences, streamed from disk.
+  (2) upload: a file of --codes coupon codes (13 characters each, no repeats) POSTed
       as multipart to /v1/coupon-pools/bench/codes. Seconds from the request to the answer
       (every code stored), codes/s, and the ratio (2)/(1): the coupon upload against the
       audience upload of as many lines, in the same run.
@@ -87,8 +87,8 @@ async def spread(
 
 async def measure(args: argparse.Namespace, dsn: str, base: str, tmp: Path) -> None:
     audience_file, codes_file = tmp / "audience.txt", tmp / "codes.txt"
-    write_lines(audience_file, args.codes, lambda i: f"member{i:08d}@example.jp")
-    write_lines(codes_file, args.codes, lambda i: f"SPRING-{i:08d}-{(i * 7919) % 99991:05d}")
+    write_lines(audience_file, args.codes, lambda i: f"m{i:07d}@ex.jp")
+    write_lines(codes_file, args.codes, lambda i: f"CP{i:07d}-{(i * 7919) % 997:03d}")
 
     print(f"(1) baseline: audience upload of {args.codes:,} lines", flush=True)
     audience = await post_file(base, "/v1/audiences", audience_file, {"name": "b", "type": "email"})
