@@ -18,6 +18,7 @@ from router.api.auth import auth_middleware_factory
 from router.api.campaigns import CampaignController
 from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import SendGridController
+from router.api.coupon_pools import CouponPoolController
 from router.api.dependencies import ApiDependencies, Injected
 from router.api.errors import EXCEPTION_HANDLERS
 from router.api.events import EventController, member_events
@@ -103,6 +104,7 @@ def create_app(runtime: Runtime) -> Litestar:
             JourneyController,
             RelayedMessageController,
             AudienceController,
+            CouponPoolController,
             LineController,
             line_webhook,
             SendGridController,
