@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from uuid import UUID
 
 from channels import registry
@@ -37,12 +38,13 @@ from router.delivery.send_groups import SendGroupDispatch
 from router.ingress.smtp_relay import start_smtp_ingress
 from router.intake import IntakeChannels
 from router.intents import IntentRequest, IntentResult
-from router.journeys.files import JourneyFile, read_directory
+from router.journeys.files import JourneyFile, read_directory, read_file
 from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
 from router.queue.claims import Holdings
 from router.queue.loops import LeaseHeartbeat, QueueWorker, Workers
 from router.retention import Retention
+from router.store import coupon_pools
 from router.store import journeys as stored_journeys
 from router.store.line_quota import MonthlyQuota
 
@@ -138,7 +140,11 @@ async def start_runtime(config: Config) -> Runtime:
     target = database_target(config)
     await migrate(target.dsn)
     pool = await create_pool(target.dsn, config.database.pool_size)
-    await _save_journey_files(pool, journey_files)
+    try:
+        await _save_journey_files(pool, journey_files)
+    except BaseException:
+        await pool.close()
+        raise
     hashes, generated = await bootstrap_api_keys(pool, config)
     channels, line_account = registry.build_adapters(config, MonthlyQuota(pool))
     runtime = Runtime(
@@ -167,9 +173,14 @@ async def start_runtime(config: Config) -> Runtime:
 
 
 async def _save_journey_files(pool: Pool, files: list[JourneyFile]) -> None:
-    """Each file's journey as its current version (a new one where the file changed)."""
+    """Each file's journey as its current version (a new one where the file changed). An
+    enabled journey's coupon pools must exist by now (JourneyFileError naming the line); a
+    disabled one may name a pool whose codes are not uploaded yet."""
     async with pool.acquire() as conn, conn.transaction():
+        known = await coupon_pools.pool_ids(conn)
         for file in files:
+            if file.journey.enabled:
+                read_file(Path(file.path), known_pools=known)
             await stored_journeys.save(conn, file.journey_id, file.journey, file.path)
 
 

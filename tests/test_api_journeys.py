@@ -7,7 +7,9 @@ import shutil
 from pathlib import Path
 
 import asyncpg
+import pytest
 
+from router.journeys.files import JourneyFileError
 from tests.harness import RouterUnderTest, running_router
 from tests.test_api_members import problem
 
@@ -154,3 +156,34 @@ async def test_journey_files_are_saved_at_start_as_new_versions_when_changed(
     finally:
         await conn.close()
     assert versions == 4
+
+
+async def test_an_enabled_journey_needs_its_coupon_pools_a_disabled_one_may_wait_for_them(
+    router: RouterUnderTest,
+) -> None:
+    coupon = {"email": {"subject": "Welcome", "text": 'Your code: {{ coupon("welcome") }}'}}
+    journey = {**CART, "steps": [{"send": coupon}]}
+    refused = problem(await router.client.put("/v1/journeys/welcome", json=journey), 400)
+    assert [e["field"] for e in refused["errors"]] == ["steps[0].send.email.text"]
+    assert "welcome" in refused["errors"][0]["message"]
+
+    later = await router.client.put("/v1/journeys/welcome", json={**journey, "enabled": False})
+    assert later.status_code == 201, later.text
+
+    codes = await router.client.post("/v1/coupon-pools/welcome/codes", json={"codes": ["A1"]})
+    assert codes.status_code == 201, codes.text
+    enabled = await router.client.put("/v1/journeys/welcome", json=journey)
+    assert enabled.status_code == 200 and enabled.json()["enabled"], enabled.text
+
+
+async def test_an_enabled_journey_file_naming_a_missing_pool_stops_the_start(
+    dsn: str, tmp_path: Path
+) -> None:
+    directory = tmp_path / "journeys"
+    directory.mkdir()
+    source = (ROOT / "config" / "journeys" / "coupon-after-registration.toml").read_text()
+    assert 'coupon("welcome")' in source and "enabled = false" in source
+    (directory / "coupon.toml").write_text(source.replace("enabled = false", "enabled = true"))
+    with pytest.raises(JourneyFileError, match=r"coupon\.toml:\d+: steps.*welcome"):
+        async with running_router(dsn, None, None, ROUTER_JOURNEYS_DIRECTORY=str(directory)):
+            pass

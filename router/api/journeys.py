@@ -19,6 +19,7 @@ from router.database import Pool
 from router.journeys.definition import Journey
 from router.journeys.validation import validate
 from router.problems import invalid
+from router.store import coupon_pools
 from router.store import journeys as stored
 
 JOURNEY_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -96,6 +97,12 @@ class JourneyController(Controller):
         if errors:
             raise invalid(errors)
         async with pool.acquire() as conn, conn.transaction():
+            # An enabled journey's coupon pools must exist; a disabled one may name a pool
+            # whose codes are not uploaded yet.
+            if data.enabled:
+                errors = validate(data, known_pools=await coupon_pools.pool_ids(conn))
+                if errors:
+                    raise invalid(errors)
             saved = await stored.save(conn, journey_id, data, API_SOURCE)
             journey = await stored.read(conn, journey_id)
         assert journey is not None

@@ -57,6 +57,11 @@ async def hold(conn: Connection, pool_id: str) -> bool:
     return created
 
 
+async def pool_ids(conn: Connection) -> list[str]:
+    """Every pool's id: what a journey's `coupon("...")` may name."""
+    return [r["id"] for r in await conn.fetch("SELECT id FROM coupon_pools")]
+
+
 async def pool_exists(conn: Connection, pool_id: str) -> bool:
     return bool(await conn.fetchval("SELECT true FROM coupon_pools WHERE id = $1", pool_id))
 
