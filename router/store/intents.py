@@ -1,8 +1,9 @@
 """The SQL of intents and what acceptance creates with them: contents, first deliveries and
 send groups, written by one statement so that an intent is never seen half-made.
 
-The only writer of `intents` and `contents` (member erasure deletes through the foreign keys
-and prunes contents no one uses).
+The only writer of `intents` and `contents` (member erasure deletes through the cascades on
+members and intents and prunes contents no one uses). The database checks per statement that
+each intent's member and content, and each delivery's intent, exist.
 """
 
 from __future__ import annotations
