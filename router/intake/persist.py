@@ -21,7 +21,7 @@ from router.queue.wakeups import Notices
 from router.reach import Reach
 from router.store import intents as intent_store
 from router.store.deliveries import QUEUE as DELIVERIES
-from router.store.intents import ContentRow, DeliveryRow, IntentRow, SendGroupRow
+from router.store.intents import ContentRow, DeliveryRow, IntentColumns, SendGroupRow
 from router.store.send_groups import QUEUE as SEND_GROUPS
 from router.store.send_groups import deal
 
@@ -71,7 +71,7 @@ async def persist(
     inserted = await intent_store.insert(
         conn,
         [ContentRow(id=i, body=body) for i, body in contents.items()],
-        [_intent_row(p) for p in planned],
+        _intent_columns(planned),
         groups,
         deliveries,
         campaign_id,
@@ -91,18 +91,21 @@ def _address(channel: ChannelDescriptor, reach: Reach) -> str:
     return address
 
 
-def _intent_row(p: Planned) -> IntentRow:
-    req = p.intent.request
-    return IntentRow(
-        id=p.id,
-        member_id=p.reach.member_id,
-        email_address=p.intent.email_address if p.reach.member_id is None else None,
-        content_id=p.intent.content_id,
-        route=req.route,
-        fallback=p.plan.fallback,
-        campaign=req.campaign,
-        tags=_EMPTY_TAGS if not req.tags else msgspec.json.encode(req.tags).decode(),
-        metadata=None if req.metadata is None else msgspec.json.encode(req.metadata).decode(),
-        idempotency_key=req.idempotency_key,
-        request_sha256=p.intent.fingerprint,
+def _intent_columns(planned: Sequence[Planned]) -> IntentColumns:
+    requests = [p.intent.request for p in planned]
+    encode = msgspec.json.encode
+    return IntentColumns(
+        id=[p.id for p in planned],
+        member_id=[p.reach.member_id for p in planned],
+        email_address=[
+            p.intent.email_address if p.reach.member_id is None else None for p in planned
+        ],
+        content_id=[p.intent.content_id for p in planned],
+        route=[r.route for r in requests],
+        fallback=[p.plan.fallback for p in planned],
+        campaign=[r.campaign for r in requests],
+        tags=[_EMPTY_TAGS if not r.tags else encode(r.tags).decode() for r in requests],
+        metadata=[None if r.metadata is None else encode(r.metadata).decode() for r in requests],
+        idempotency_key=[r.idempotency_key for r in requests],
+        request_sha256=[p.intent.fingerprint for p in planned],
     )

@@ -28,7 +28,7 @@ async def drop_replays(
     keys = [p.request.idempotency_key for p in pending if p.request.idempotency_key is not None]
     if not keys:
         return list(pending)
-    seen: dict[str, tuple[UUID | None, bytes]] = dict(
+    seen: dict[str, tuple[UUID | None, bytes | None]] = dict(
         await intent_store.idempotency_keys(conn, keys)
     )
     fresh: list[Validated] = []

@@ -22,7 +22,9 @@ class Validated(msgspec.Struct, gc=False):
 
     index: int  # its position in the request
     request: IntentRequest
-    fingerprint: bytes  # SHA-256 of the request: an idempotency key reused with another body
+    # SHA-256 of the request, to tell an idempotency key reused with another body; only
+    # for an intent that has a key.
+    fingerprint: bytes | None
     content: Content
     content_id: bytes
     content_json: str
@@ -86,7 +88,11 @@ def validate(
     return Validated(
         index=index,
         request=req,
-        fingerprint=hashlib.sha256(msgspec.json.encode(req)).digest(),
+        fingerprint=(
+            None
+            if req.idempotency_key is None
+            else hashlib.sha256(msgspec.json.encode(req)).digest()
+        ),
         content=checked.content,
         content_id=checked.content_id,
         content_json=checked.content_json,

@@ -1,8 +1,9 @@
 """The SQL of intents and what acceptance creates with them: contents, first deliveries and
 send groups, written by one statement so that an intent is never seen half-made.
 
-The only writer of `intents` and `contents` (member erasure deletes through the foreign keys
-and prunes contents no one uses).
+The only writer of `intents` and `contents` (member erasure deletes through the cascades on
+members and intents and prunes contents no one uses). The database checks per statement that
+each intent's member and content, and each delivery's intent, exist.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import msgspec
 
 from router.database import Connection
 from router.store import group_state
-from router.store.rows import columns, unnest, width
+from router.store.rows import column_lists, columns, unnest, width
 
 
 class ContentRow(msgspec.Struct, frozen=True, gc=False):
@@ -24,18 +25,21 @@ class ContentRow(msgspec.Struct, frozen=True, gc=False):
     body: str
 
 
-class IntentRow(msgspec.Struct, frozen=True, gc=False):
-    id: UUID
-    member_id: str | None
-    email_address: str | None  # only for a recipient without a member record
-    content_id: bytes
-    route: str
-    fallback: str | None
-    campaign: str | None
-    tags: str  # JSON array
-    metadata: str | None  # JSON object
-    idempotency_key: str | None
-    request_sha256: bytes
+class IntentColumns(msgspec.Struct, frozen=True, gc=False):
+    """The new intents, one list per column (all of one length): built column by column
+    from what intake planned, with no object per intent."""
+
+    id: list[UUID]
+    member_id: list[str | None]
+    email_address: list[str | None]  # only for a recipient without a member record
+    content_id: list[bytes]
+    route: list[str]
+    fallback: list[str | None]
+    campaign: list[str | None]
+    tags: list[str]  # JSON arrays
+    metadata: list[str | None]  # JSON objects
+    idempotency_key: list[str | None]
+    request_sha256: list[bytes | None]  # only for an intent with an idempotency key
 
 
 class DeliveryRow(msgspec.Struct, gc=False):
@@ -90,7 +94,7 @@ def _insert_statement(*, returning_deliveries: bool) -> str:
     the new deliveries' (kind 'delivery')."""
     p_contents = 1
     p_intents = p_contents + width(ContentRow)
-    p_groups = p_intents + width(IntentRow)
+    p_groups = p_intents + width(IntentColumns)
     p_deliveries = p_groups + width(SendGroupRow)
     p_campaign = p_deliveries + width(DeliveryRow)
     answer = "SELECT 'intent' AS kind, id FROM added"
@@ -108,7 +112,7 @@ WITH new_contents AS (
                          tags, metadata, idempotency_key, request_sha256, campaign_id)
     SELECT id, member_id, email_address, content_id, route, fallback, campaign, tags::jsonb,
            metadata::jsonb, idempotency_key, request_sha256, ${p_campaign}::uuid
-    FROM {unnest(IntentRow, _INTENT_TYPES, p_intents, "i")}
+    FROM {unnest(IntentColumns, _INTENT_TYPES, p_intents, "i")}
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 ), new_groups AS (
@@ -141,7 +145,7 @@ class Inserted(msgspec.Struct, frozen=True):
 async def insert(
     conn: Connection,
     contents: Sequence[ContentRow],
-    intents: Sequence[IntentRow],
+    intents: IntentColumns,
     groups: Sequence[SendGroupRow],
     deliveries: Sequence[DeliveryRow],
     campaign_id: UUID | None,
@@ -151,7 +155,7 @@ async def insert(
     rows: list[asyncpg.Record] = await conn.fetch(
         _INSERT_RETURNING_DELIVERIES if returning_deliveries else _INSERT,
         *columns(ContentRow, contents),
-        *columns(IntentRow, intents),
+        *column_lists(intents),
         *columns(SendGroupRow, groups),
         *columns(DeliveryRow, deliveries),
         campaign_id,

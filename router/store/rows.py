@@ -35,5 +35,10 @@ def columns(row_type: type[msgspec.Struct], rows: Sequence[msgspec.Struct]) -> l
     ]
 
 
+def column_lists(table: msgspec.Struct) -> list[Any]:
+    """The arguments for `unnest` from a Struct that already holds one list per column."""
+    return list(msgspec.structs.astuple(table))
+
+
 def width(row_type: type[msgspec.Struct]) -> int:
     return len(row_type.__struct_fields__)
