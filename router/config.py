@@ -142,6 +142,16 @@ class EventsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     backoff_max_seconds: Seconds = 600.0
 
 
+class JourneysConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Promotional deliveries a member gets a day per channel (journeys and campaigns) before
+    # a journey's promotional send waits for the next local day.
+    max_promotional_per_member_per_day: Count = 2
+    # A capped send deferred longer than this (ISO 8601 duration) after it fell due is skipped.
+    max_deferral: Annotated[str, msgspec.Meta(pattern=r"^P(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$")] = (
+        "P3D"
+    )
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -154,6 +164,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     campaigns: CampaignsConfig = msgspec.field(default_factory=CampaignsConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    journeys: JourneysConfig = msgspec.field(default_factory=JourneysConfig)
 
     @property
     def line_configured(self) -> bool:

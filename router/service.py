@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from channels import registry
@@ -37,10 +37,14 @@ from router.delivery.send_groups import SendGroupDispatch
 from router.ingress.smtp_relay import start_smtp_ingress
 from router.intake import IntakeChannels
 from router.intents import IntentRequest, IntentResult
+from router.journeys.clock import Clock
+from router.journeys.entering import Definitions, JourneyEvents
+from router.journeys.timers import JourneyTimers
 from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
 from router.queue.claims import Holdings
 from router.queue.loops import LeaseHeartbeat, QueueWorker, Workers
+from router.reach import Reach
 from router.retention import Retention
 from router.store.line_quota import MonthlyQuota
 
@@ -61,6 +65,9 @@ class Runtime:
     delivery_events: EventPoster | None = None
     campaign_fan_out: CampaignFanOut | None = None
     smtp_server: asyncio.Server | None = None
+    # The time journeys run by (router/journeys/clock.py), and their timer queue.
+    clock: Clock = field(default_factory=Clock)
+    journey_timers: JourneyTimers | None = None
 
     @property
     def configured_channels(self) -> frozenset[str]:
@@ -155,7 +162,8 @@ async def start_runtime(config: Config) -> Runtime:
 
 def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
     """Every queue this process works on: each channel's deliveries (and send groups), the
-    lease sweep, LINE webhook events and forwards, delivery events, campaigns, retention."""
+    lease sweep, LINE webhook events and forwards, delivery events, campaigns, retention,
+    journeys' events and timers."""
     config, pool, events = runtime.config, runtime.pool, runtime.config.events_configured
     contents, relayed = ContentCache(), RelayedCache()
     held = Holdings()  # the claims this process has in hand, whose leases it renews
@@ -202,7 +210,24 @@ def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
         range_members=config.campaigns.fan_out_range_members,
     )
     found.append(runtime.campaign_fan_out)
+    definitions = Definitions()
+    runtime.journey_timers = JourneyTimers(
+        pool,
+        runtime.clock,
+        definitions,
+        runtime.accept_intents,
+        config.journeys,
+        _reachable_on_line,
+    )
+    found += [JourneyEvents(pool, runtime.clock, definitions), runtime.journey_timers]
     return found
+
+
+def _reachable_on_line(reach: Reach) -> bool:
+    """Whether a LINE push would reach the member now (the LINE channel's own rule)."""
+    descriptors = {d.name: d for d in registry.descriptors()}
+    line = descriptors.get("line")
+    return line is not None and line.unreachable(reach) is None
 
 
 class ListenError(Exception):

@@ -1,0 +1,285 @@
+"""Journeys run end to end: events in, runs entered and ended, steps fired by the timers,
+sends as ordinary intents through intake to real SMTP. Second-long waits run in real time;
+day-long ones move the journey clock through the harness."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+
+from router.journeys import timing
+from router.journeys.definition import Journey, Trigger, WaitSpec
+from tests.harness import RouterUnderTest, SmtpSink, running_router
+from tests.journey_helpers import add_event, add_member, put_journey, runs, steps, until
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+def _email(text: str, subject: str = "Hello") -> dict[str, Any]:
+    return {"email": {"subject": subject, "text": text}}
+
+
+async def _journey_intents(router: RouterUnderTest, dsn: str, journey_id: str) -> list[Any]:
+    return [s for s in await steps(dsn, journey_id) if s["outcome"] == "sent"]
+
+
+async def test_wait_then_send_reaches_the_member_as_an_intent_of_the_run(
+    dsn: str, smtp: SmtpSink
+) -> None:
+    async with running_router(dsn, None, smtp) as router:
+        await add_member(router, "m1", attributes={"first_name": "Taro"})
+        await put_journey(
+            dsn,
+            "cart",
+            {
+                "name": "Cart",
+                "trigger": {"event": "cart_updated", "where": {"source": "web"}},
+                "quiet_hours": None,
+                "steps": [
+                    {"wait": "PT1S"},
+                    {"send": _email("{{ member.first_name }}: {{ event.cart_url }}")},
+                ],
+            },
+        )
+        await add_event(dsn, "m1", "cart_updated", {"source": "app", "cart_url": "x"})
+        await add_event(dsn, "m1", "cart_updated", {"source": "web", "cart_url": "https://s/c/1"})
+        (sent,) = await until(lambda: _journey_intents(router, dsn, "cart"))
+        (run,) = await runs(dsn, "cart")  # the event from the app matched no trigger
+        assert sent["step"] == "steps[1]" and sent["channels"] == ["email"]
+        assert sent["at"] - run["entered_at"] >= timedelta(seconds=1)
+        body = await router.wait_for(str(sent["intent_id"]))
+        assert body["journey"] == {
+            "journey_id": "cart",
+            "step": "steps[1]",
+            "run_id": str(run["id"]),
+        }
+        mail = await until(lambda: _async(smtp.mails))
+        assert "Taro: https://s/c/1" in mail[0].message.get_payload(decode=True).decode()
+        (run,) = await until(lambda: _completed(dsn, "cart"))
+        assert run["status"] == "completed" and run["ended_at"] is not None
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def _completed(dsn: str, journey_id: str) -> list[Any]:
+    found = await runs(dsn, journey_id)
+    return found if found and all(r["status"] != "active" for r in found) else []
+
+
+async def test_exit_on_goal_mid_wait_sends_nothing_later(dsn: str, smtp: SmtpSink) -> None:
+    async with running_router(dsn, None, smtp) as router:
+        for member in ("buyer", "browser"):
+            await add_member(router, member)
+        await put_journey(
+            dsn,
+            "cart",
+            {
+                "name": "Cart",
+                "trigger": {"event": "cart_updated"},
+                "exit_on": ["order_placed"],
+                "quiet_hours": None,
+                "steps": [{"wait": "PT2S"}, {"send": _email("come back")}],
+            },
+        )
+        await add_event(dsn, "buyer", "cart_updated")
+        await add_event(dsn, "browser", "cart_updated")
+        await add_event(dsn, "buyer", "order_placed")
+        # The browser's reminder goes out after the wait: by then the buyer's would have too.
+        (sent,) = await until(lambda: _journey_intents(router, dsn, "cart"))
+        by_member = {r["member_id"]: r for r in await runs(dsn, "cart")}
+        assert sent["run_id"] == by_member["browser"]["id"]
+        buyer = by_member["buyer"]
+        assert (buyer["status"], buyer["exit_reason"], buyer["due_at"]) == ("exited", "goal", None)
+
+
+async def test_if_branches_on_attributes_and_exit_ends_the_run(dsn: str, smtp: SmtpSink) -> None:
+    async with running_router(dsn, None, smtp) as router:
+        await add_member(router, "vip", attributes={"tier": "gold"})
+        await add_member(router, "plain", attributes={"tier": "none"})
+        await add_member(router, "friendless")
+        await put_journey(
+            dsn,
+            "welcome",
+            {
+                "name": "Welcome",
+                "trigger": {"event": "registered"},
+                "quiet_hours": None,
+                "steps": [
+                    {
+                        "if": {"attribute": "tier", "equals": "gold"},
+                        "then": [{"send": _email("gold welcome")}, {"exit": "gold done"}],
+                        "else": [
+                            {
+                                "if": {"reachable_on_line": True},
+                                "then": [{"send": _email("line")}],
+                                "else": [{"send": _email("plain welcome")}],
+                            }
+                        ],
+                    },
+                    {"send": _email("second")},
+                ],
+            },
+        )
+        for member in ("vip", "plain", "friendless"):
+            await add_event(dsn, member, "registered")
+        done = await until(lambda: _completed(dsn, "welcome"))
+        assert len(done) == 3
+        by_member = {r["member_id"]: r for r in done}
+        sent = {(s["run_id"], s["step"]) for s in await _journey_intents(router, dsn, "welcome")}
+        vip, plain = by_member["vip"]["id"], by_member["plain"]["id"]
+        assert (vip, "steps[0].then[0]") in sent and (vip, "steps[1]") not in sent
+        assert (plain, "steps[0].else[0].else[0]") in sent and (plain, "steps[1]") in sent
+        assert (by_member["vip"]["status"], by_member["vip"]["exit_reason"]) == (
+            "exited",
+            "gold done",
+        )
+        assert by_member["plain"]["status"] == "completed"
+
+
+async def test_reentry_rules(dsn: str, smtp: SmtpSink) -> None:
+    async with running_router(dsn, None, smtp) as router:
+        await add_member(router, "m1")
+        for rule in ("never", "after_exit", "always"):
+            await put_journey(
+                dsn,
+                rule.replace("_", "-"),
+                {
+                    "name": rule,
+                    "trigger": {"event": "ping"},
+                    "exit_on": ["stop"],
+                    "reentry": rule,
+                    "steps": [{"wait": "P1D"}, {"send": _email("x")}],
+                },
+            )
+
+        async def counts() -> dict[str, list[str]]:
+            return {
+                j: [r["status"] for r in await runs(dsn, j)]
+                for j in ("never", "after-exit", "always")
+            }
+
+        async def handled() -> bool:
+            return all(s for s in [await _unhandled(dsn) == 0])
+
+        await add_event(dsn, "m1", "ping")
+        await add_event(dsn, "m1", "ping")
+        await until(handled)
+        assert await counts() == {
+            "never": ["active"],
+            "after-exit": ["active"],
+            "always": ["ended", "active"],
+        }
+        await add_event(dsn, "m1", "stop")
+        await add_event(dsn, "m1", "ping")
+        await until(handled)
+        assert await counts() == {
+            "never": ["exited"],
+            "after-exit": ["exited", "active"],
+            "always": ["ended", "exited", "active"],
+        }
+
+
+async def _unhandled(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        n: int = await conn.fetchval("SELECT count(*) FROM events WHERE handled_at IS NULL")
+        return n
+    finally:
+        await conn.close()
+
+
+async def test_quiet_hours_across_midnight_in_tokyo_move_a_send_to_the_morning(
+    dsn: str, smtp: SmtpSink
+) -> None:
+    async with running_router(dsn, None, smtp) as router:
+        await add_member(router, "m1")
+        await put_journey(
+            dsn,
+            "promo",
+            {"name": "Promo", "trigger": {"event": "ping"}, "steps": [{"send": _email("sale")}]},
+        )
+        router.set_clock(datetime(2026, 3, 10, 23, 30, tzinfo=TOKYO))
+        await add_event(dsn, "m1", "ping")
+        (deferred,) = await until(lambda: steps(dsn, "promo"))
+        assert deferred["outcome"] == "deferred" and "quiet hours" in deferred["reason"]
+        (run,) = await runs(dsn, "promo")
+        assert run["due_at"] == datetime(2026, 3, 11, 8, 0, tzinfo=TOKYO)
+        router.set_clock(datetime(2026, 3, 11, 8, 0, 1, tzinfo=TOKYO))
+        (sent,) = await until(lambda: _journey_intents(router, dsn, "promo"))
+        assert sent["at"] >= datetime(2026, 3, 11, 8, 0, tzinfo=TOKYO)
+
+
+def test_quiet_hours_and_waits_by_local_time() -> None:
+    quiet = timing.DEFAULT_QUIET_HOURS
+    at = datetime(2026, 3, 11, 2, 0, tzinfo=TOKYO)  # after midnight, inside the window
+    assert timing.quiet_until(at, quiet) == datetime(2026, 3, 11, 8, 0, tzinfo=TOKYO)
+    assert timing.quiet_until(at.replace(hour=12), quiet) is None
+    assert timing.quiet_until(at.replace(hour=20, minute=59), quiet) is None
+    journey = Journey(name="j", trigger=Trigger(event="x"), steps=[])
+    assert timing.wait_target(
+        WaitSpec(until="10:00"), at.replace(hour=12), journey, {}, {}
+    ) == datetime(2026, 3, 12, 10, 0, tzinfo=TOKYO)
+    before = WaitSpec(before="P3D", of="member.trial_ends_at")
+    assert timing.wait_target(
+        before, at, journey, {"trial_ends_at": "2026-04-01T00:00:00+09:00"}, {}
+    ) == datetime(2026, 3, 29, 0, 0, tzinfo=TOKYO)
+    with pytest.raises(ValueError, match=r"no date in member\.trial_ends_at"):
+        timing.wait_target(before, at, journey, {}, {})
+
+
+async def test_frequency_cap_defers_to_the_next_local_day(dsn: str, smtp: SmtpSink) -> None:
+    async with running_router(dsn, None, smtp) as router:
+        await add_member(router, "m1")
+        await put_journey(
+            dsn,
+            "burst",
+            {
+                "name": "Burst",
+                "trigger": {"event": "ping"},
+                "quiet_hours": None,
+                "steps": [{"send": _email(f"n{i}")} for i in range(3)],
+            },
+        )
+        # Real time: the cap counts the intents made today (a local day ending within the
+        # test would only move the deferral a day).
+        _, tomorrow = timing.local_day(datetime.now(TOKYO), TOKYO)
+        await add_event(dsn, "m1", "ping")
+
+        async def deferred() -> list[Any]:
+            return [s for s in await steps(dsn, "burst") if s["outcome"] == "deferred"]
+
+        (held,) = await until(deferred)
+        assert held["step"] == "steps[2]" and "frequency cap" in held["reason"]
+        assert len(await _journey_intents(router, dsn, "burst")) == 2
+        (run,) = await runs(dsn, "burst")
+        assert run["due_at"] == tomorrow
+        router.set_clock(tomorrow + timedelta(seconds=1))
+        await until(lambda: _completed(dsn, "burst"))
+        assert len(await _journey_intents(router, dsn, "burst")) == 3
+
+
+async def test_frequency_cap_skips_past_max_deferral(dsn: str, smtp: SmtpSink) -> None:
+    async with running_router(dsn, None, smtp, ROUTER_JOURNEYS_MAX_DEFERRAL="PT1S") as router:
+        await add_member(router, "m1")
+        await put_journey(
+            dsn,
+            "burst",
+            {
+                "name": "Burst",
+                "trigger": {"event": "ping"},
+                "quiet_hours": None,
+                "steps": [{"send": _email(f"n{i}")} for i in range(3)],
+            },
+        )
+        await add_event(dsn, "m1", "ping")
+        await until(lambda: _completed(dsn, "burst"))
+        outcomes = [(s["step"], s["outcome"]) for s in await steps(dsn, "burst")]
+        assert outcomes == [("steps[0]", "sent"), ("steps[1]", "sent"), ("steps[2]", "skipped")]
+        (skipped,) = [s for s in await steps(dsn, "burst") if s["outcome"] == "skipped"]
+        assert "max_deferral" in skipped["reason"]
