@@ -65,6 +65,23 @@ async def add_event(
         await conn.close()
 
 
+async def add_events(dsn: str, events: list[tuple[str, str]]) -> None:
+    """(member, name) events, stored in one transaction."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO events (id, member_id, name, occurred_at)"
+                " SELECT gen_random_uuid(), m, n, now() FROM unnest($1::text[], $2::text[])"
+                " AS e(m, n)",
+                [m for m, _ in events],
+                [n for _, n in events],
+            )
+            await notify(conn, "journey_events")
+    finally:
+        await conn.close()
+
+
 async def add_member(router: RouterUnderTest, member_id: str, **fields: Any) -> None:
     body = {"email": f"{member_id}@example.jp", **fields}
     r = await router.client.put(f"/v1/members/{member_id}", json=body)
