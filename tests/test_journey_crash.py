@@ -4,7 +4,10 @@ step fires exactly once, or is skipped and recorded when it is later than `max_l
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from typing import Any
 
@@ -103,5 +106,16 @@ async def test_kill_with_timers_due_then_restart_fires_each_step_once(
     # router ran, later than its max_lateness: skipped and recorded.
     assert outcomes[("cart", "sent")] == MEMBERS
     assert outcomes[("strict", "skipped")] == MEMBERS
+    env = os.environ | {"ROUTER_DATABASE_URL": dsn}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", "journeys", "status", "strict",
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[0].startswith(f"{MEMBERS} entered, 0 active, {MEMBERS} completed")
+    assert lines[-1].split(":")[0].split() == ["skipped", str(MEMBERS)]
+    assert "max_lateness (PT1S)" in lines[-1]
     mailed = Counter(rcpt for m in smtp.mails for rcpt in m.rcpt_to)
     assert max(mailed.values()) == 1  # (a mail cut off by the kill is left uncertain)

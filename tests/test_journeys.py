@@ -67,9 +67,11 @@ async def _async(value: Any) -> Any:
     return value
 
 
-async def _completed(dsn: str, journey_id: str) -> list[Any]:
+async def _completed(dsn: str, journey_id: str, count: int = 1) -> list[Any]:
+    """The journey's runs once `count` of them exist and none is active."""
     found = await runs(dsn, journey_id)
-    return found if found and all(r["status"] != "active" for r in found) else []
+    done = len(found) >= count and all(r["status"] != "active" for r in found)
+    return found if done else []
 
 
 async def test_exit_on_goal_mid_wait_sends_nothing_later(dsn: str, smtp: SmtpSink) -> None:
@@ -96,6 +98,22 @@ async def test_exit_on_goal_mid_wait_sends_nothing_later(dsn: str, smtp: SmtpSin
         assert sent["run_id"] == by_member["browser"]["id"]
         buyer = by_member["buyer"]
         assert (buyer["status"], buyer["exit_reason"], buyer["due_at"]) == ("exited", "goal", None)
+        await until(lambda: _completed(dsn, "cart", 2))
+        r = await router.client.get("/v1/journeys/cart/progress")
+        assert r.status_code == 200, r.text
+        figures = r.json()
+        assert {k: figures[k] for k in ("entered", "active", "completed", "exited_by_goal")} == {
+            "entered": 2,
+            "active": 0,
+            "completed": 1,
+            "exited_by_goal": 1,
+        }
+        assert figures["conversion_rate"] == 0.5
+        assert [(s["step"], s["type"], s["sent"]) for s in figures["steps"]] == [
+            ("steps[0]", "wait", {}),
+            ("steps[1]", "send", {"email": 1}),
+        ]
+        assert (await router.client.get("/v1/journeys/nope/progress")).status_code == 404
 
 
 async def test_if_branches_on_attributes_and_exit_ends_the_run(dsn: str, smtp: SmtpSink) -> None:
@@ -128,7 +146,7 @@ async def test_if_branches_on_attributes_and_exit_ends_the_run(dsn: str, smtp: S
         )
         for member in ("vip", "plain", "friendless"):
             await add_event(dsn, member, "registered")
-        done = await until(lambda: _completed(dsn, "welcome"))
+        done = await until(lambda: _completed(dsn, "welcome", 3))
         assert len(done) == 3
         by_member = {r["member_id"]: r for r in done}
         sent = {(s["run_id"], s["step"]) for s in await _journey_intents(router, dsn, "welcome")}
@@ -175,6 +193,15 @@ async def test_reentry_rules(dsn: str, smtp: SmtpSink) -> None:
             "after-exit": ["active"],
             "always": ["ended", "active"],
         }
+        r = await router.client.get("/v1/members/m1/journeys")
+        assert r.status_code == 200, r.text
+        active = [v for v in r.json() if v["status"] == "active"]
+        assert {v["journey_id"] for v in active} == {"never", "after-exit", "always"}
+        assert all(
+            v["next_step"] == "steps[1]" and v["next_step_type"] == "send" and v["next_at"]
+            for v in active
+        )
+        assert (await router.client.get("/v1/members/ghost/journeys")).status_code == 404
         await add_event(dsn, "m1", "stop")
         await add_event(dsn, "m1", "ping")
         await until(handled)

@@ -21,6 +21,7 @@ from router.api.compat_sendgrid import SendGridController
 from router.api.dependencies import ApiDependencies, Injected
 from router.api.errors import EXCEPTION_HANDLERS
 from router.api.intents import IntentController
+from router.api.journey_runs import JourneyRunsController
 from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
 from router.api.openapi import StandardResponses, problem_response
@@ -96,6 +97,7 @@ def create_app(runtime: Runtime) -> Litestar:
             healthz,
             MemberController,
             IntentController,
+            JourneyRunsController,
             RelayedMessageController,
             AudienceController,
             LineController,

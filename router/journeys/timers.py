@@ -227,9 +227,7 @@ class JourneyTimers(QueueWorker):
                 run.due_at = now
                 return
             if now - base > late_after:
-                reason = (
-                    f"due at {base.isoformat()}, later than max_lateness {journey.max_lateness}"
-                )
+                reason = f"fell due more than max_lateness ({journey.max_lateness}) ago"
                 run.records.append(self._record(run, name, "skipped", now, reason))
                 if not self._next(run, steps):
                     return
