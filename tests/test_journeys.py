@@ -310,3 +310,41 @@ async def test_frequency_cap_skips_past_max_deferral(dsn: str, smtp: SmtpSink) -
         assert outcomes == [("steps[0]", "sent"), ("steps[1]", "sent"), ("steps[2]", "skipped")]
         (skipped,) = [s for s in await steps(dsn, "burst") if s["outcome"] == "skipped"]
         assert "max_deferral" in skipped["reason"]
+
+
+async def test_attribute_set_and_line_follow_start_runs(dsn: str, line_sim: Any) -> None:
+    from tests.test_line_webhooks import body_of, event, line_router, post_webhook, signed
+
+    async with line_router(dsn, line_sim, None) as router:
+        await add_member(router, "quiet", attributes={"registered_at": None})
+        await put_journey(
+            dsn,
+            "registered",
+            {
+                "name": "Registered",
+                "trigger": {"attribute": "registered_at"},
+                "steps": [{"wait": "P1D"}],
+            },
+        )
+        await put_journey(
+            dsn,
+            "followed",
+            {"name": "Followed", "trigger": {"line_follow": True}, "steps": [{"wait": "P1D"}]},
+        )
+        # Set from unset (null or absent) starts a run; set again, or set at creation, once.
+        await add_member(router, "quiet", attributes={"registered_at": "2026-03-01"})
+        await add_member(router, "quiet", attributes={"registered_at": "2026-03-02"})
+        await add_member(router, "new", attributes={"registered_at": "2026-03-01"})
+        await add_member(router, "friend", line_user_id="U" + "f" * 32)
+        body = body_of(event("follow", user="U" + "f" * 32))
+        assert (await post_webhook(router, body, signed(body))).status_code == 200
+
+        async def entered() -> dict[str, list[str]]:
+            found = {
+                j: [r["member_id"] for r in await runs(dsn, j)] for j in ("registered", "followed")
+            }
+            return found if len(found["registered"]) == 2 and found["followed"] else {}
+
+        found = await until(entered)
+        assert sorted(found["registered"]) == ["new", "quiet"]
+        assert found["followed"] == ["friend"]

@@ -43,3 +43,53 @@ CREATE INDEX journey_steps_journey ON journey_steps (journey_id, step);
 -- the engine's own sends (the frequency cap counts promotional ones; campaigns count too).
 ALTER TABLE intents ADD COLUMN journey_id text, ADD COLUMN journey_step text,
     ADD COLUMN journey_run uuid, ADD COLUMN kind text;
+
+-- Triggers other than a company's events reach the journeys as reserved events. An attribute
+-- going from unset (absent or null) to set on a member writes `router:attribute_set` with
+-- {"attribute": name} for each attribute an enabled, live journey starts on; when none does,
+-- a statement costs one look at the journeys. The NOTIFY wakes the `journey_events` queue
+-- (router/queue/wakeups.py: channel router_queues, payload = the queue's name).
+CREATE FUNCTION journey_trigger_attributes() RETURNS text[] LANGUAGE sql STABLE AS $$
+    SELECT coalesce(array_agg(DISTINCT v.definition->'trigger'->>'attribute'), '{}')
+    FROM journeys j JOIN journey_versions v ON v.journey_id = j.id AND v.version = j.version
+    WHERE NOT j.paused AND j.deleted_at IS NULL
+      AND coalesce((v.definition->>'enabled')::boolean, true)
+      AND v.definition->'trigger'->>'attribute' IS NOT NULL
+$$;
+
+CREATE FUNCTION journey_attribute_set() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    wanted text[] := journey_trigger_attributes();
+    written integer;
+BEGIN
+    IF cardinality(wanted) = 0 THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO events (id, member_id, name, properties, occurred_at, source)
+        SELECT gen_random_uuid(), n.member_id, 'router:attribute_set',
+               jsonb_build_object('attribute', a), now(), 'router'
+        FROM new_rows n CROSS JOIN unnest(wanted) AS a
+        WHERE coalesce(jsonb_typeof(n.attributes -> a), 'null') <> 'null';
+    ELSE
+        INSERT INTO events (id, member_id, name, properties, occurred_at, source)
+        SELECT gen_random_uuid(), n.member_id, 'router:attribute_set',
+               jsonb_build_object('attribute', a), now(), 'router'
+        FROM new_rows n JOIN old_rows o ON o.member_id = n.member_id
+        CROSS JOIN unnest(wanted) AS a
+        WHERE coalesce(jsonb_typeof(n.attributes -> a), 'null') <> 'null'
+          AND coalesce(jsonb_typeof(o.attributes -> a), 'null') = 'null';
+    END IF;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written > 0 THEN
+        PERFORM pg_notify('router_queues', 'journey_events');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER members_attribute_set_insert AFTER INSERT ON members
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION journey_attribute_set();
+CREATE TRIGGER members_attribute_set_update AFTER UPDATE ON members
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION journey_attribute_set();
