@@ -21,19 +21,17 @@ SELECT 1 FROM journeys j JOIN journey_versions v ON v.journey_id = j.id AND v.ve
 WHERE NOT j.paused AND j.deleted_at IS NULL
   AND coalesce((v.definition->>'enabled')::boolean, true)"""
 
+_LINE_FOLLOWED = f"""
+INSERT INTO events (id, member_id, name, occurred_at, source)
+SELECT gen_random_uuid(), m, 'router:line_follow', $2, 'router' FROM unnest($1::text[]) AS m
+WHERE EXISTS ({_LIVE} AND (v.definition->'trigger'->>'line_follow')::boolean)
+RETURNING 1"""  # noqa: S608 - built from constants only
+
 
 async def line_followed(conn: Connection, member_ids: Sequence[str], at: datetime) -> None:
     """`router:line_follow` for members who followed (or unblocked) the LINE account."""
     if not member_ids:
         return
-    written = await conn.fetch(
-        "INSERT INTO events (id, member_id, name, occurred_at, source)"
-        " SELECT gen_random_uuid(), m, 'router:line_follow', $2, 'router'"
-        " FROM unnest($1::text[]) AS m"
-        f" WHERE EXISTS ({_LIVE} AND (v.definition->'trigger'->>'line_follow')::boolean)"
-        " RETURNING 1",
-        list(member_ids),
-        at,
-    )
+    written = await conn.fetch(_LINE_FOLLOWED, list(member_ids), at)
     if written:
         await notify(conn, QUEUE)
