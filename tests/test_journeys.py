@@ -348,3 +348,33 @@ async def test_attribute_set_and_line_follow_start_runs(dsn: str, line_sim: Any)
         found = await until(entered)
         assert sorted(found["registered"]) == ["new", "quiet"]
         assert found["followed"] == ["friend"]
+
+
+async def test_members_newly_in_an_audience_enter_its_journey(dsn: str, smtp: SmtpSink) -> None:
+    from tests.test_audiences import upload
+
+    async with running_router(dsn, None, smtp) as router:
+        for member in ("taro", "jiro", "goro"):
+            await add_member(router, member)
+        r = await upload(router, b"taro@example.jp\n")
+        assert r.status_code == 201, r.text
+        audience = r.json()["id"]
+        await put_journey(
+            dsn,
+            "joined",
+            {"name": "Joined", "trigger": {"audience": audience}, "steps": [{"wait": "P1D"}]},
+        )
+        # taro was in it already; jiro is new; nobody has the third address.
+        r = await upload(
+            router,
+            b"taro@example.jp\njiro@example.jp\nnobody@example.jp\n",
+            path=f"/v1/audiences/{audience}/uploads",
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["duplicates"] == 1  # taro: already in
+
+        async def entered() -> list[str]:
+            return [r["member_id"] for r in await runs(dsn, "joined")]
+
+        assert await until(entered) == ["jiro"]
+        assert await _unhandled(dsn) == 0

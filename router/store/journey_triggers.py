@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from uuid import UUID
 
 from router.database import Connection
 from router.queue.wakeups import notify
@@ -35,3 +36,30 @@ async def line_followed(conn: Connection, member_ids: Sequence[str], at: datetim
     written = await conn.fetch(_LINE_FOLLOWED, list(member_ids), at)
     if written:
         await notify(conn, QUEUE)
+
+
+_AUDIENCE_WANTED = f"""
+SELECT EXISTS ({_LIVE} AND v.definition->'trigger'->>'audience' = $1)"""
+
+
+async def audience_wanted(conn: Connection, audience_id: UUID) -> bool:
+    """Whether an enabled, live journey starts on members joining this audience."""
+    wanted: bool = await conn.fetchval(_AUDIENCE_WANTED, str(audience_id))
+    return wanted
+
+
+def audience_joined_sql(insert_entries: str, member_key: str) -> str:
+    """`insert_entries` (an INSERT of the audience's new entries, $1 the audience), returning
+    how many entries it added, and writing `router:audience_joined` for each member whose key
+    (`member_key` over `members m`) is among them, in one statement."""
+    return f"""
+WITH added AS ({insert_entries} RETURNING value_sha256),
+joined AS (
+    INSERT INTO events (id, member_id, name, properties, occurred_at, source)
+    SELECT gen_random_uuid(), m.member_id, 'router:audience_joined',
+           jsonb_build_object('audience_id', $1::text), now(), 'router'
+    FROM added JOIN members m ON {member_key} = added.value_sha256
+    RETURNING 1),
+woken AS (
+    SELECT pg_notify('router_queues', '{QUEUE}') FROM (SELECT 1 FROM joined LIMIT 1) j)
+SELECT (SELECT count(*) FROM added)::int + 0 * (SELECT count(*) FROM woken)"""  # noqa: S608
