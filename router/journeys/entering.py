@@ -13,6 +13,7 @@ there is still at most one active run per member per journey.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +28,7 @@ from router.journeys.definition import Journey, Scalar, Trigger
 from router.queue.loops import QueueWorker
 from router.store import journey_runs
 from router.store.journey_runs import NewRun
-from router.store.row_ids import uuid7s
+from router.store.row_ids import uuid7, uuid7s
 
 CLAIM = 1000
 
@@ -108,15 +109,15 @@ class JourneyEvents(QueueWorker):
             members = sorted({e["member_id"] for e in events})
             known = await journey_runs.runs_of_members(conn, members)
             entered = {(r["journey_id"], r["member_id"]) for r in known}
-            active = {
-                (r["journey_id"], r["member_id"]): _Active(
-                    r["active_id"], r["journey_id"], r["active_version"]
-                )
-                for r in known
-                if r["active_id"] is not None
-            }
+            # Per member, their active run of each journey.
+            active: dict[str, dict[str, _Active]] = {}
+            for r in known:
+                if r["active_id"] is not None:
+                    active.setdefault(r["member_id"], {})[r["journey_id"]] = _Active(
+                        r["active_id"], r["journey_id"], r["active_version"]
+                    )
             missing = self._definitions.missing(
-                {(a.journey_id, a.version) for a in active.values()}
+                {(a.journey_id, a.version) for runs in active.values() for a in runs.values()}
             )
             for (journey_id, version), text in (
                 await journey_runs.definitions(conn, missing)
@@ -124,7 +125,8 @@ class JourneyEvents(QueueWorker):
                 self._definitions.add(journey_id, version, text)
             ended: dict[UUID, tuple[str, str]] = {}
             started: list[NewRun] = []
-            ids = iter(uuid7s(len(events) * max(1, len(live))))
+            # One id per event covers the common case; more come one at a time.
+            ids = itertools.chain(uuid7s(len(events)), iter(uuid7, None))
             for event in events:
                 self._handle(event, live, entered, active, ended, started, ids, now)
             # Runs that were active before end first (an `always` restart frees its slot),
@@ -149,20 +151,19 @@ class JourneyEvents(QueueWorker):
         event: asyncpg.Record,
         live: list[tuple[str, int, Journey]],
         entered: set[tuple[str, str]],
-        active: dict[tuple[str, str], _Active],
+        active: dict[str, dict[str, _Active]],
         ended: dict[UUID, tuple[str, str]],
         started: list[NewRun],
         ids: Iterator[UUID],
         now: datetime,
     ) -> None:
         member, name = event["member_id"], event["name"]
-        for key, run in list(active.items()):
-            if key[1] != member:
-                continue
+        runs = active.setdefault(member, {})
+        for journey_id, run in list(runs.items()):
             journey = self._definitions.get(run.journey_id, run.version)
             if journey is not None and name in journey.exit_on:
                 ended[run.run_id] = ("exited", "goal")
-                del active[key]
+                del runs[journey_id]
         properties = journey_runs.decode_object(event["properties"])
         for journey_id, version, journey in live:
             if not triggered_by(journey.trigger, name, properties):
@@ -170,7 +171,7 @@ class JourneyEvents(QueueWorker):
             key = (journey_id, member)
             if journey.reentry == "never" and key in entered:
                 continue
-            current = active.get(key)
+            current = runs.get(journey_id)
             if current is not None:
                 if journey.reentry != "always":
                     continue
@@ -178,4 +179,4 @@ class JourneyEvents(QueueWorker):
             run_id = next(ids)
             started.append(NewRun(run_id, journey_id, version, member, event["id"], now))
             entered.add(key)
-            active[key] = _Active(run_id, journey_id, version)
+            runs[journey_id] = _Active(run_id, journey_id, version)

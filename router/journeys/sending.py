@@ -6,6 +6,7 @@ The intent is an ordinary one (router.intake), for the run's member, with the id
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
@@ -46,8 +47,14 @@ def pools_of(send: SendStep) -> set[str]:
     content = msgspec.to_builtins({"email": send.email, "line": send.line})
     pools: set[str] = set()
     for text in _strings(content):
-        pools |= pools_used(text)
+        pools |= _pools_used(text)
     return pools
+
+
+@functools.lru_cache(maxsize=1024)
+def _pools_used(source: str) -> frozenset[str]:
+    """`pools_used`, parsed once per template source (a step is sent to many members)."""
+    return frozenset(pools_used(source))
 
 
 def intent_for(
