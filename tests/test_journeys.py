@@ -378,3 +378,38 @@ async def test_members_newly_in_an_audience_enter_its_journey(dsn: str, smtp: Sm
 
         assert await until(entered) == ["jiro"]
         assert await _unhandled(dsn) == 0
+
+
+async def test_if_event_since_entry_takes_then_only_after_the_event(
+    dsn: str, smtp: SmtpSink
+) -> None:
+    async with running_router(dsn, None, smtp) as router:
+        for member in ("viewer", "idle"):
+            await add_member(router, member)
+        await put_journey(
+            dsn,
+            "nudge",
+            {
+                "name": "Nudge",
+                "trigger": {"event": "trial_started"},
+                "quiet_hours": None,
+                "steps": [
+                    {"wait": "PT1S"},
+                    {
+                        "if": {"event_since_entry": "pricing_viewed"},
+                        "then": [{"send": _email("about pricing")}],
+                        "else": [{"send": _email("how is the trial?")}],
+                    },
+                ],
+            },
+        )
+        await add_event(dsn, "viewer", "pricing_viewed")  # before entering: does not count
+        await add_event(dsn, "viewer", "trial_started")
+        await add_event(dsn, "idle", "trial_started")
+        await add_event(dsn, "viewer", "pricing_viewed")
+        done = await until(lambda: _completed(dsn, "nudge", 2))
+        by_run = {r["id"]: r["member_id"] for r in done}
+        sent = {
+            by_run[s["run_id"]]: s["step"] for s in await _journey_intents(router, dsn, "nudge")
+        }
+        assert sent == {"viewer": "steps[1].then[0]", "idle": "steps[1].else[0]"}

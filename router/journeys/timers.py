@@ -57,6 +57,7 @@ class _Run:
     reach: Reach
     event: Mapping[str, Any]
     position: list[int]
+    since: datetime  # when the run began: its triggering event's time
     status: str = "active"
     due_at: datetime | None = None
     deferred_since: datetime | None = None
@@ -129,11 +130,12 @@ class JourneyTimers(QueueWorker):
             m["member_id"]: m
             for m in await journey_runs.members_of(conn, sorted({r["member_id"] for r in rows}))
         }
-        events = await journey_runs.event_properties(
+        events = await journey_runs.trigger_events(
             conn, [r["trigger_event_id"] for r in rows if r["trigger_event_id"] is not None]
         )
         runs: list[_Run] = []
         for row in rows:
+            trigger = events.get(row["trigger_event_id"])
             journey = self._definitions.get(row["journey_id"], row["version"])
             if journey is None:  # versions go only with their journey, and its runs with it
                 raise RuntimeError(f"journey {row['journey_id']} has no version {row['version']}")
@@ -152,7 +154,8 @@ class JourneyTimers(QueueWorker):
                     email_opt_out=m["email_opt_out"],
                     phone=m["phone"],
                 ),
-                event=journey_runs.decode_object(events.get(row["trigger_event_id"])),
+                event=journey_runs.decode_object(trigger.properties if trigger else None),
+                since=trigger.occurred_at if trigger else row["entered_at"],
                 position=list(row["position"]),
                 due_at=row["due_at"],
                 deferred_since=row["deferred_since"],
@@ -317,7 +320,11 @@ class JourneyTimers(QueueWorker):
     async def _holds(self, conn: Connection, run: _Run, condition: Condition) -> bool:
         if condition.event_since_entry is not None:
             return await journey_runs.event_since(
-                conn, run.row["member_id"], condition.event_since_entry, run.row["entered_at"]
+                conn,
+                run.row["member_id"],
+                condition.event_since_entry,
+                run.since,
+                run.row["trigger_event_id"],
             )
         if condition.attribute is not None:
             if condition.attribute not in run.member or run.member[condition.attribute] is None:

@@ -198,21 +198,31 @@ async def members_of(conn: Connection, member_ids: Sequence[str]) -> list[asyncp
     )
 
 
-async def event_properties(conn: Connection, event_ids: Sequence[UUID]) -> dict[UUID, str]:
+class TriggerEvent(msgspec.Struct, frozen=True):
+    properties: str
+    occurred_at: datetime
+
+
+async def trigger_events(conn: Connection, event_ids: Sequence[UUID]) -> dict[UUID, TriggerEvent]:
     rows = await conn.fetch(
-        "SELECT id, properties::text AS properties FROM events WHERE id = ANY($1::uuid[])",
+        "SELECT id, properties::text AS properties, occurred_at FROM events"
+        " WHERE id = ANY($1::uuid[])",
         list(event_ids),
     )
-    return {r["id"]: r["properties"] for r in rows}
+    return {r["id"]: TriggerEvent(r["properties"], r["occurred_at"]) for r in rows}
 
 
-async def event_since(conn: Connection, member_id: str, name: str, since: datetime) -> bool:
+async def event_since(
+    conn: Connection, member_id: str, name: str, since: datetime, trigger: UUID | None
+) -> bool:
+    """Whether the member did `name` at or after `since`, the triggering event aside."""
     found: bool = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM events WHERE member_id = $1 AND name = $2"
-        " AND occurred_at >= $3)",
+        " AND occurred_at >= $3 AND id IS DISTINCT FROM $4)",
         member_id,
         name,
         since,
+        trigger,
     )
     return found
 
