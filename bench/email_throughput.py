@@ -15,9 +15,12 @@ that the figures show the router's own cost, not aiosmtpd's. For each sink:
   (c) old: (b) for the tree at --base (PYTHONPATH=that tree), the figure before this change,
       when that directory exists.
 
-Printed: emails per second of each, and router/raw, old/raw and router/old. The raw loop and
+Printed: emails per second of each, and router/raw, old/raw and router/old (raw: the mean of a
+run before and one after the routers, unless --no-raw-again). The raw loop and
 the routers run against the same sink process in the same run; each router gets a fresh
-database of its own tree's schema.
+database of its own tree's schema. Also CPU milliseconds per email of the raw loop's process,
+of each router process and of its PostgreSQL server (all its processes): steadier than the
+rates on a shared machine, and what a router's rate is limited by on two cores.
 
 Usage:
   . .venv/bin/activate && export PYTHONPATH=$PWD
@@ -161,8 +164,9 @@ def postfix_sink(tmp: Path) -> Iterator[Sink]:
 # --- (a) the raw loop ---------------------------------------------------------------------
 
 
-async def raw_loop(port: int, emails: int, connections: int, message: bytes) -> float:
-    """Emails per second of `connections` aiosmtplib connections sending one after another."""
+async def raw_loop(port: int, emails: int, connections: int, message: bytes) -> tuple[float, float]:
+    """Emails per second of `connections` aiosmtplib connections sending one after another,
+    and this process's CPU milliseconds per email."""
     head, _, body = message.partition(b"\r\n")
     assert head.startswith(b"To: ")
     left = iter(range(emails))
@@ -175,17 +179,18 @@ async def raw_loop(port: int, emails: int, connections: int, message: bytes) -> 
             await smtp.sendmail(SENDER, [to], b"To: " + to.encode() + b"\r\n" + body)
         await smtp.quit()
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one_connection() for _ in range(connections)))
-    return emails / (time.perf_counter() - start)
+    cpu_ms = (time.process_time() - cpu) * 1000 / emails
+    return emails / (time.perf_counter() - start), cpu_ms
 
 
-def raw_in_child(port: int, emails: int, connections: int) -> float:
+def raw_in_child(port: int, emails: int, connections: int) -> tuple[float, float]:
     """The raw loop in its own process on uvloop, as `router serve` runs."""
     code = (
         "import asyncio, sys, uvloop; from bench.email_throughput import raw_loop, sample_message;"
         "uvloop.install();"
-        f"print(asyncio.run(raw_loop({port}, {emails}, {connections}, sample_message())))"
+        f"print(*asyncio.run(raw_loop({port}, {emails}, {connections}, sample_message())))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -197,7 +202,8 @@ def raw_in_child(port: int, emails: int, connections: int) -> float:
     )
     if done.returncode != 0:
         raise RuntimeError(f"the raw loop failed:\n{done.stderr[-3000:]}")
-    return float(done.stdout.strip().splitlines()[-1])
+    rate, cpu_ms = done.stdout.strip().splitlines()[-1].split()
+    return float(rate), float(cpu_ms)
 
 
 # --- (b) the router -----------------------------------------------------------------------
@@ -295,6 +301,8 @@ async def reset_deliveries(db: Database) -> None:
 @dataclass
 class RouterRun:
     per_second: float
+    cpu_ms: float  # the router process's CPU milliseconds per email
+    pg_cpu_ms: float  # PostgreSQL's (every process of its server), per email
     seconds: float
     statuses: dict[str, int]
     received: int
@@ -327,6 +335,8 @@ async def run_router(
     conn = await asyncpg.connect(db.dsn)
     try:
         await wait_healthy(f"http://127.0.0.1:{port}/healthz", proc, log)
+        postmaster = parent_pid(await conn.fetchval("SELECT pg_backend_pid()"))
+        cpu_before, pg_before = cpu_seconds(proc.pid), server_cpu_seconds(postmaster)
         async with conn.transaction():
             started: datetime = await conn.fetchval(
                 "UPDATE deliveries SET next_attempt_at = now() WHERE status = 'pending'"
@@ -345,6 +355,7 @@ async def run_router(
                 raise RuntimeError(f"router exited {proc.returncode}:\n{log_tail(log)}")
             if time.monotonic() - progress_at > STALL_SECONDS:
                 raise RuntimeError(f"no progress for {STALL_SECONDS:.0f} s:\n{log_tail(log)}")
+        cpu_after, pg_after = cpu_seconds(proc.pid), server_cpu_seconds(postmaster)
         finished: datetime = await conn.fetchval("SELECT max(updated_at) FROM deliveries")
         statuses = dict(await conn.fetch("SELECT status, count(*) FROM deliveries GROUP BY 1"))
     finally:
@@ -357,7 +368,38 @@ async def run_router(
             proc.wait()
     seconds = (finished - started).total_seconds()
     await asyncio.sleep(0.5)  # the sink's counter
-    return RouterRun(emails / seconds, seconds, statuses, sink.received() - before)
+    cpu_ms = (cpu_after - cpu_before) * 1000 / emails
+    pg_cpu_ms = (pg_after - pg_before) * 1000 / emails
+    return RouterRun(
+        emails / seconds, cpu_ms, pg_cpu_ms, seconds, statuses, sink.received() - before
+    )
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (the state is [0], the ppid [1])."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used so far (Linux's /proc)."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parent_pid(pid: int) -> int:
+    return int(_stat(pid)[1])
+
+
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU seconds of PostgreSQL's postmaster and its processes now running (the router's
+    pooled connections live through the run)."""
+    total = cpu_seconds(postmaster)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError, IndexError, ValueError):
+                if parent_pid(int(entry.name)) == postmaster:
+                    total += cpu_seconds(int(entry.name))
+    return total
 
 
 def start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -392,6 +434,21 @@ def trees(base: str) -> dict[str, Path]:
     return found
 
 
+async def raw_run(sink: Sink, args: argparse.Namespace, when: str) -> tuple[float, float]:
+    """The raw loop once against `sink`, its count checked: emails/s and CPU ms per email."""
+    before = sink.received()
+    raw, raw_cpu = raw_in_child(sink.port, args.emails, args.connections)
+    await asyncio.sleep(0.5)
+    if sink.received() - before != args.emails:
+        raise RuntimeError(f"{sink.name} got {sink.received() - before} of the raw loop")
+    print(
+        f"[{sink.name}] raw aiosmtplib ({when} the routers): {raw:,.0f} emails/s,"
+        f" {raw_cpu:.2f} CPU ms/email",
+        flush=True,
+    )
+    return raw, raw_cpu
+
+
 async def measure(
     args: argparse.Namespace, tmp: Path, admin_dsn: str, trees: dict[str, Path]
 ) -> None:
@@ -403,29 +460,28 @@ async def measure(
         databases[label] = db
     print(f"message size {len(sample_message())} bytes; {args.connections} connections")
 
-    rows: list[tuple[str, float, dict[str, RouterRun]]] = []
+    rows: list[tuple[str, float, float, dict[str, RouterRun]]] = []
     for sink_name in args.sinks.split(","):
         cm = aiosmtpd_sink() if sink_name == "aiosmtpd" else postfix_sink(tmp)
         with cm as sink:
-            before = sink.received()
-            raw = raw_in_child(sink.port, args.emails, args.connections)
-            await asyncio.sleep(0.5)
-            if sink.received() - before != args.emails:
-                raise RuntimeError(f"{sink.name} got {sink.received() - before} of the raw loop")
-            print(f"[{sink.name}] raw aiosmtplib: {raw:,.0f} emails/s", flush=True)
+            raw, raw_cpu = await raw_run(sink, args, "before")
             runs: dict[str, RouterRun] = {}
             for label, db in databases.items():
                 run = await run_router(db, sink, args.emails, args.connections, tmp, label)
                 runs[label] = run
                 print(
-                    f"[{sink.name}] {label}: {run.per_second:,.0f} emails/s ({run.seconds:.1f} s,"
+                    f"[{sink.name}] {label}: {run.per_second:,.0f} emails/s,"
+                    f" {run.cpu_ms:.2f} CPU ms/email ({run.seconds:.1f} s,"
                     f" statuses {run.statuses}, sink received {run.received:,})",
                     flush=True,
                 )
                 if run.statuses != {"sent": args.emails} or run.received != args.emails:
                     print(f"  !! {label} did not send every email exactly once", flush=True)
                 await reset_deliveries(db)
-            rows.append((sink.name, raw, runs))
+            if args.raw_again:  # load from others changes over minutes: the mean of both
+                raw_after, cpu_after = await raw_run(sink, args, "after")
+                raw, raw_cpu = (raw + raw_after) / 2, (raw_cpu + cpu_after) / 2
+            rows.append((sink.name, raw, raw_cpu, runs))
 
     print()
     print(f"{args.emails:,} emails, {args.connections} SMTP connections, 2-core machine,")
@@ -434,12 +490,24 @@ async def measure(
     if "old" in trees:
         header += f" {'old/s':>9} {'old/raw':>8} {'router/old':>10}"
     print(header)
-    for name, raw, runs in rows:
+    for name, raw, _, runs in rows:
         new = runs["router"].per_second
         line = f"{name:<10} {raw:>9,.0f} {new:>9,.0f} {new / raw:>10.2f}"
         if "old" in runs:
             old = runs["old"].per_second
             line += f" {old:>9,.0f} {old / raw:>8.2f} {new / old:>10.2f}"
+        print(line)
+    # CPU per email is steadier than a rate on a shared machine: each process's own share.
+    print()
+    header = f"{'CPU ms/email':<12} {'raw':>6} {'router':>7} {'its PG':>7}"
+    if "old" in trees:
+        header += f" {'old':>6} {'its PG':>7}"
+    print(header)
+    for name, _, raw_cpu, runs in rows:
+        new = runs["router"]
+        line = f"{name:<12} {raw_cpu:>6.2f} {new.cpu_ms:>7.2f} {new.pg_cpu_ms:>7.2f}"
+        if "old" in runs:
+            line += f" {runs['old'].cpu_ms:>6.2f} {runs['old'].pg_cpu_ms:>7.2f}"
         print(line)
 
 
@@ -448,6 +516,12 @@ async def main() -> None:
     parser.add_argument("--emails", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--sinks", default="aiosmtpd,smtp-sink")
+    parser.add_argument(
+        "--no-raw-again",
+        dest="raw_again",
+        action="store_false",
+        help="measure the raw loop only before the routers (by default also after: the mean)",
+    )
     parser.add_argument(
         "--base",
         default=os.environ.get("BENCH_BASE_TREE", ""),

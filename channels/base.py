@@ -120,11 +120,14 @@ class Retry(msgspec.Struct, frozen=True, tag=True):
     """Transient failure; try again later (after `after_seconds`, if the provider said).
 
     `maybe_sent`: the request went out and no answer came in time, so the provider may have
-    taken it; a cancel then leaves the delivery 'uncertain', not 'cancelled'."""
+    taken it; a cancel then leaves the delivery 'uncertain', not 'cancelled'. `throttled`: the
+    provider refused it unprocessed for its rate limit, which says nothing about the message,
+    so a queue whose limit is hours long need not count it as a failed attempt."""
 
     error: str
     after_seconds: float | None = None
     maybe_sent: bool = False
+    throttled: bool = False
 
 
 class Failed(msgspec.Struct, frozen=True, tag=True):

@@ -15,7 +15,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
-from router.config import Config, ConfigError, load_config, split_listen
+from router.config import (
+    Config,
+    ConfigError,
+    default_journeys_directory,
+    load_config,
+    split_listen,
+)
 from router.log_safety import configure_logging
 
 if TYPE_CHECKING:
@@ -161,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_campaign_status(config, args.campaign_id))
         if args.command == "journeys":
             return asyncio.run(_journey_status(config, args.journey_id))
+        if args.config and not config.journeys.directory:
+            config.journeys.directory = default_journeys_directory(args.config)
         return _serve(config)
     except ConfigError as exc:
         return _fail(str(exc), 2)
@@ -355,6 +363,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
     import uvicorn
 
     from router.api.app import create_app
+    from router.journeys.files import JourneyFileError
     from router.service import ListenError, start_runtime
 
     host, port = split_listen(config.http.listen)
@@ -376,6 +385,8 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
         runtime = await start_runtime(config)
     except ListenError as exc:
         return _fail(str(exc), 1)
+    except JourneyFileError as exc:
+        return _fail(str(exc), 2)
     # What exists now (modules, the SDK's models, configuration) lives as long as the process:
     # keep it out of every later collection, which then only walks what requests allocate.
     gc.collect()
@@ -388,6 +399,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
             channels=runtime.configured_channels,
             smtp_listening=runtime.smtp_server is not None,
             generated_api_key=runtime.generated_api_key,
+            journey_files=[file.journey.enabled for file in runtime.journey_files],
         )
         for line in summary:
             print(line, flush=True)
@@ -421,11 +433,13 @@ def describe(
     channels: Collection[str],
     smtp_listening: bool,
     generated_api_key: str | None,
+    journey_files: Sequence[bool] = (),
 ) -> list[str]:
     """The few lines `router serve` prints: where, which database, which channels.
 
     `database` is the target's printable description (no password), `channels` the names of
-    the configured channels, `generated_api_key` a key made at this start (shown once)."""
+    the configured channels, `generated_api_key` a key made at this start (shown once),
+    `journey_files` whether each journey file read is enabled."""
     host, _ = split_listen(config.http.listen)
     lines = [
         f"delivery-router listening on http://{host}:{port} (OpenAPI at /schema)",
@@ -445,6 +459,11 @@ def describe(
         )
     elif ingress.listen:
         lines.append("smtp ingress: off until [smtp_ingress] users are set")
+    if config.journeys.directory:
+        lines.append(
+            f"journeys: {len(journey_files)} file(s) in {config.journeys.directory},"
+            f" {sum(journey_files)} enabled"
+        )
     if not config.workers.enabled:
         lines.append("workers: off in this process ([workers] enabled = false); API only")
     if generated_api_key:

@@ -150,6 +150,14 @@ class JourneysConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_deferral: Annotated[str, msgspec.Meta(pattern=r"^P(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$")] = (
         "P3D"
     )
+    # Journey files (*.toml) loaded at start. Empty: `journeys/` next to the config file, if
+    # it exists (none without a config file). Relative: from the config file's directory.
+    directory: str = ""
+
+
+class ShopifyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The secret Shopify signs webhooks with (X-Shopify-Hmac-Sha256); empty: the route is off.
+    webhook_secret: str = ""
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -165,6 +173,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     campaigns: CampaignsConfig = msgspec.field(default_factory=CampaignsConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     journeys: JourneysConfig = msgspec.field(default_factory=JourneysConfig)
+    shopify: ShopifyConfig = msgspec.field(default_factory=ShopifyConfig)
 
     @property
     def line_configured(self) -> bool:
@@ -274,7 +283,26 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
     _check_values(config)
+    config.journeys.directory = _journeys_directory(config.journeys.directory, path)
     return config
+
+
+def _journeys_directory(directory: str, config_path: str | Path | None) -> str:
+    """A configured journeys directory, resolved against the config file's directory."""
+    if not directory:
+        return ""
+    base = Path(config_path).parent if config_path is not None else Path.cwd()
+    resolved = base / directory
+    if not resolved.is_dir():
+        raise ConfigError(f"[journeys] directory {directory!r} is not a directory ({resolved})")
+    return str(resolved)
+
+
+def default_journeys_directory(config_path: str | Path) -> str:
+    """Where `router serve --config PATH` reads journey files when `[journeys] directory` is
+    not set: `journeys/` next to the config file, if there is one ("" otherwise)."""
+    default = Path(config_path).parent / "journeys"
+    return str(default) if default.is_dir() else ""
 
 
 def _without(data: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:

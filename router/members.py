@@ -6,7 +6,7 @@ user ID and friend status, their email address, and their opt-outs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -267,6 +267,36 @@ async def resolve(
         else:
             by_email[r["by_email"]] = _reach(r)
     return by_id, by_email
+
+
+ADDRESS_ONLY_PREFIX = "email:"
+
+
+def address_only_id(email_hash: bytes) -> str:
+    """The member ID given to someone known only by an email address: derived from the
+    address's hash, so two requests naming a new address at once make one member, and the
+    ID shows no address."""
+    return ADDRESS_ONLY_PREFIX + email_hash.hex()[:32]
+
+
+async def existing_or_address_only(
+    conn: Connection, member_ids: Sequence[str], addresses: Mapping[bytes, str]
+) -> tuple[set[str], dict[bytes, str]]:
+    """Which of `member_ids` exist, and the member each address (by its SHA-256) belongs to:
+    the one `resolve` matches, else a new address-only member (email only, no consent
+    flags changed), created here. One query to resolve, one statement to create."""
+    by_id, by_email = await resolve(conn, member_ids, list(addresses))
+    owners: dict[bytes, str] = {}
+    new: list[tuple[str, str, bytes]] = []
+    for email_hash, address in addresses.items():
+        reach = by_email.get(email_hash)
+        if reach is not None and reach.member_id is not None:
+            owners[email_hash] = reach.member_id
+        else:
+            owners[email_hash] = address_only_id(email_hash)
+            new.append((owners[email_hash], address, email_hash))
+    await member_store.add_address_only(conn, new)
+    return set(by_id), owners
 
 
 # Several members may share an address: the oldest one is the match.

@@ -34,6 +34,8 @@ _PRUNE = {
     "line_webhook_events": _finished("line_webhook_events", "webhook_event_id", "processed_at"),
     "line_link_nonces": _finished("line_link_nonces", "nonce", "expires_at"),
     "relayed_messages": relayed_messages.PRUNE_UNNAMED,
+    # Shopify retries a delivery for hours, not weeks: its id is needed only that long.
+    "shopify_webhooks": _finished("shopify_webhooks", "webhook_id", "received_at"),
 }
 
 

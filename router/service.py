@@ -39,6 +39,7 @@ from router.intake import IntakeChannels
 from router.intents import IntentRequest, IntentResult
 from router.journeys.clock import Clock
 from router.journeys.entering import Definitions, JourneyEvents
+from router.journeys.files import JourneyFile, read_directory
 from router.journeys.timers import JourneyTimers
 from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
@@ -46,6 +47,7 @@ from router.queue.claims import Holdings
 from router.queue.loops import LeaseHeartbeat, QueueWorker, Workers
 from router.reach import Reach
 from router.retention import Retention
+from router.store import journeys as stored_journeys
 from router.store.line_quota import MonthlyQuota
 
 
@@ -68,6 +70,8 @@ class Runtime:
     # The time journeys run by (router/journeys/clock.py), and their timer queue.
     clock: Clock = field(default_factory=Clock)
     journey_timers: JourneyTimers | None = None
+    # The journey files read at this start (`[journeys] directory`), saved as versions.
+    journey_files: tuple[JourneyFile, ...] = ()
 
     @property
     def configured_channels(self) -> frozenset[str]:
@@ -130,10 +134,18 @@ def database_target(config: Config) -> DatabaseTarget:
 
 
 async def start_runtime(config: Config) -> Runtime:
-    """Open the database (embedded if no URL), migrate, build channels, start workers."""
+    """Read the journey files, open the database (embedded if no URL), migrate, save the
+    journeys, build channels, start workers."""
+    # Before anything opens: a bad journey file stops the start (JourneyFileError).
+    journey_files = (
+        read_directory(config.journeys.directory, known_pools=None)
+        if config.journeys.directory
+        else []
+    )
     target = database_target(config)
     await migrate(target.dsn)
     pool = await create_pool(target.dsn, config.database.pool_size)
+    await _save_journey_files(pool, journey_files)
     hashes, generated = await bootstrap_api_keys(pool, config)
     channels, line_account = registry.build_adapters(config, MonthlyQuota(pool))
     runtime = Runtime(
@@ -144,6 +156,7 @@ async def start_runtime(config: Config) -> Runtime:
         api_key_hashes=hashes,
         generated_api_key=generated,
         line_account=line_account,
+        journey_files=tuple(journey_files),
     )
     if config.workers.enabled:
         runtime.workers = Workers(target.dsn, _queue_workers(runtime))
@@ -158,6 +171,13 @@ async def start_runtime(config: Config) -> Runtime:
             f"cannot listen for SMTP on {config.smtp_ingress.listen}: {exc.strerror}"
         ) from exc
     return runtime
+
+
+async def _save_journey_files(pool: Pool, files: list[JourneyFile]) -> None:
+    """Each file's journey as its current version (a new one where the file changed)."""
+    async with pool.acquire() as conn, conn.transaction():
+        for file in files:
+            await stored_journeys.save(conn, file.journey_id, file.journey, file.path)
 
 
 def _queue_workers(runtime: Runtime) -> list[QueueWorker]:

@@ -1,85 +1,45 @@
-"""Journeys and events written as the definitions and events front doors store them, for the
+"""Journeys, events and members through the API, and the engine's tables read back, for the
 engine's tests."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
-from datetime import datetime
 from typing import Any
 
 import asyncpg
-import msgspec
+import httpx
 
-from router.journeys.definition import Journey
-from router.queue.wakeups import notify
 from tests.harness import RouterUnderTest
 
 
-async def put_journey(dsn: str, journey_id: str, definition: dict[str, Any]) -> int:
-    """Store `definition` as the journey's next version (checked against `Journey`)."""
-    body = msgspec.json.encode(msgspec.convert(definition, Journey))
-    conn = await asyncpg.connect(dsn)
-    try:
-        async with conn.transaction():
-            version: int = await conn.fetchval(
-                "INSERT INTO journeys (id, version, source) VALUES ($1, 1, 'api')"
-                " ON CONFLICT (id) DO UPDATE SET version = journeys.version + 1,"
-                " updated_at = now() RETURNING version",
-                journey_id,
-            )
-            await conn.execute(
-                "INSERT INTO journey_versions (journey_id, version, definition, fingerprint)"
-                " VALUES ($1, $2, $3::jsonb, $4)",
-                journey_id,
-                version,
-                body.decode(),
-                hashlib.sha256(body).digest(),
-            )
-    finally:
-        await conn.close()
+async def put_journey(
+    client: httpx.AsyncClient, journey_id: str, definition: dict[str, Any]
+) -> int:
+    """Store `definition` as the journey's next version through the API."""
+    r = await client.put(f"/v1/journeys/{journey_id}", json=definition)
+    assert r.status_code in (200, 201), r.text
+    version: int = r.json()["version"]
     return version
 
 
 async def add_event(
-    dsn: str,
+    client: httpx.AsyncClient,
     member_id: str,
     name: str,
     properties: dict[str, Any] | None = None,
-    occurred_at: datetime | None = None,
 ) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO events (id, member_id, name, properties, occurred_at)"
-                " VALUES (gen_random_uuid(), $1, $2, $3::jsonb, coalesce($4, now()))",
-                member_id,
-                name,
-                msgspec.json.encode(properties or {}).decode(),
-                occurred_at,
-            )
-            await notify(conn, "journey_events")
-    finally:
-        await conn.close()
+    body = {"member_id": member_id, "name": name, "properties": properties or {}}
+    r = await client.post("/v1/events", json=body)
+    assert r.status_code == 202, r.text
 
 
-async def add_events(dsn: str, events: list[tuple[str, str]]) -> None:
-    """(member, name) events, stored in one transaction."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO events (id, member_id, name, occurred_at)"
-                " SELECT gen_random_uuid(), m, n, now() FROM unnest($1::text[], $2::text[])"
-                " AS e(m, n)",
-                [m for m, _ in events],
-                [n for _, n in events],
-            )
-            await notify(conn, "journey_events")
-    finally:
-        await conn.close()
+async def add_events(client: httpx.AsyncClient, events: list[tuple[str, str]]) -> None:
+    """(member, name) events, in one batch."""
+    body = {"events": [{"member_id": m, "name": n} for m, n in events]}
+    r = await client.post("/v1/events/batch", json=body)
+    assert r.status_code == 200, r.text
+    assert all(item["status"] == "accepted" for item in r.json()["results"]), r.text[:300]
 
 
 async def add_member(router: RouterUnderTest, member_id: str, **fields: Any) -> None:

@@ -126,6 +126,7 @@ async def full_router(dsn: str, line_sim: Any, smtp: SmtpSink) -> AsyncIterator[
         smtp,
         ROUTER_LINE_CHANNEL_SECRET="webhook-secret",
         ROUTER_LINE_LOGIN_CHANNEL_ID="1234567890",
+        ROUTER_SHOPIFY_WEBHOOK_SECRET="shopify-secret",
     ) as r:
         yield r
 

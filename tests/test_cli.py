@@ -331,6 +331,44 @@ async def test_bad_config_file_exits_2(dsn: str, tmp_path: Path) -> None:
     assert str(missing) in err
 
 
+async def test_a_bad_journey_file_stops_the_start_naming_file_and_line(
+    dsn: str, tmp_path: Path
+) -> None:
+    """Journey files are read from `journeys/` next to the config file."""
+    config = tmp_path / "router.toml"
+    config.write_text("")
+    (tmp_path / "journeys").mkdir()
+    bad = tmp_path / "journeys" / "nudge.toml"
+    bad.write_text(
+        'name = "Nudge"\n[trigger]\nevent = "trial_started"\n\n[[steps]]\nwait = "PT1H"\n\n'
+        '[[steps]]\nwait = "P1M"\n'
+    )
+    env = router_env(ROUTER_DATABASE_URL=dsn, ROUTER_HTTP_LISTEN="127.0.0.1:0")
+    code, out, err = await run_router("serve", "--config", str(config), env=env)
+    assert code == 2, out + err
+    assert err.startswith(f"router: {bad}:9: steps[1].wait: 'P1M': years and months"), err
+    assert "Traceback" not in err
+    assert "listening" not in out
+
+
+def test_serve_says_how_many_journey_files_it_read(tmp_path: Path) -> None:
+    from router.cli import describe
+    from router.config import load_config
+
+    config = load_config(None, {"ROUTER_JOURNEYS_DIRECTORY": str(tmp_path)})
+    lines = describe(
+        config,
+        8080,
+        database="db",
+        channels=(),
+        smtp_listening=False,
+        generated_api_key="k",
+        journey_files=[False, True, False],
+    )
+    assert f"journeys: 3 file(s) in {tmp_path}, 1 enabled" in lines
+    assert lines[-1].startswith("API key (shown once")  # still the last line
+
+
 async def test_wrongly_typed_environment_value_exits_2(dsn: str) -> None:
     env = router_env(ROUTER_EMAIL_PORT="smtp", ROUTER_DATABASE_URL=dsn)
     code, out, err = await run_router("serve", env=env)

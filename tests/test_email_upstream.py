@@ -200,3 +200,49 @@ async def test_one_connection_carries_on_after_a_refused_recipient_and_a_quoted_
     assert isinstance(outcomes[1], Sent) and isinstance(outcomes[2], Sent)
     assert [m.rcpt_to for m in smtp.mails] == [["taro@example.jp"], ['"taro yamada"@example.jp']]
     assert smtp.sessions == 1
+
+
+def a_message() -> Outbound:
+    return outbound(Content(email=EmailContent(subject="S", text="T")))
+
+
+async def test_pipelined_replies_are_matched_to_their_own_commands() -> None:
+    """With PIPELINING offered, each envelope goes in one write and its replies are read in
+    order: a refused recipient between sent messages is that message's outcome, with its
+    code, and each sent message keeps its own queue id."""
+    messages = [a_message() for _ in range(6)]
+    with upstream(pipelining=True) as (server, port):
+        server.rcpt_replies = ["250 2.1.5 Ok", "550 5.1.1 no such user", "450 4.2.1 mailbox busy"]
+        server.mail_replies = ["250 2.1.0 Ok"] * 4 + ["553 5.7.1 sender not allowed"]
+        channel = SmtpChannel(email_config(port, connections=1))
+        try:
+            outcomes = [(await channel.send([m]))[0] for m in messages]
+        finally:
+            await channel.aclose()
+        mails = server.received()
+        assert server.pipelined == len(messages)
+    sent, refused, busy, sent_too, sender_refused, after = outcomes
+    assert isinstance(refused, Failed) and refused.error == "SMTP 550: 5.1.1 no such user"
+    assert isinstance(busy, Retry) and busy.error == "SMTP 450: 4.2.1 mailbox busy"
+    assert isinstance(sender_refused, Failed)
+    assert sender_refused.error == "SMTP 553: 5.7.1 sender not allowed"
+    assert [type(o) for o in (sent, sent_too, after)] == [Sent] * 3
+    assert [m.rcpt_to for m in mails] == [["taro@example.jp"]] * 3
+    for outcome, mail in zip((sent, sent_too, after), mails, strict=True):
+        assert isinstance(outcome, Sent)
+        assert outcome.queue_id == f"250 2.0.0 Ok: queued as {mail.queue_id}"
+        assert f"Message-ID: {outcome.provider_ref}".encode() in mail.data
+
+
+async def test_pipelined_relayed_bytes_go_out_unchanged() -> None:
+    """Dot-stuffing and the size are the sender's business, not the message's."""
+    data = EIGHT_BIT + b".hidden line\r\n..two dots\r\n.\r\nlast"
+    relayed = Relayed(message_sha256="00" * 32, envelope_from="bounce@shop.example.jp")
+    content = Content(email=EmailContent(subject="x", text="x"), relayed=relayed)
+    with upstream(pipelining=True) as (server, port):
+        outcome = await send_one(email_config(port), outbound(content, data))
+        assert server.pipelined == 1
+    assert isinstance(outcome, Sent)
+    (mail,) = server.received()
+    assert mail.data == data + b"\r\n"  # a message is sent ending with its line end
+    assert mail.mail_options == [f"SIZE={len(mail.data)}", "BODY=8BITMIME"]

@@ -24,26 +24,6 @@ MEMBERS = 100
 async def test_kill_with_timers_due_then_restart_fires_each_step_once(
     dsn: str, line_sim: Any, smtp: SmtpSink
 ) -> None:
-    steps = [
-        {"wait": "PT1S"},
-        {"send": {"email": {"subject": "Cart", "text": "{{ member.member_id }}"}}},
-    ]
-    await put_journey(
-        dsn,
-        "cart",
-        {"name": "Cart", "trigger": {"event": "cart"}, "quiet_hours": None, "steps": steps},
-    )
-    await put_journey(
-        dsn,
-        "strict",
-        {
-            "name": "Strict",
-            "trigger": {"event": "cart"},
-            "quiet_hours": None,
-            "max_lateness": "PT1S",
-            "steps": [{"wait": "PT3S"}, *steps[1:]],
-        },
-    )
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     first = start_router(dsn, line_sim.base_url, smtp, port)
@@ -56,7 +36,27 @@ async def test_kill_with_timers_due_then_restart_fires_each_step_once(
             people = [{"member_id": f"m{i}", "email": f"m{i}@example.jp"} for i in range(MEMBERS)]
             r = await client.post("/v1/members/batch", json={"members": people})
             assert r.status_code == 200
-        await add_events(dsn, [(f"m{i}", "cart") for i in range(MEMBERS)])
+            steps = [
+                {"wait": "PT1S"},
+                {"send": {"email": {"subject": "Cart", "text": "{{ member.member_id }}"}}},
+            ]
+            await put_journey(
+                client,
+                "cart",
+                {"name": "Cart", "trigger": {"event": "cart"}, "quiet_hours": None, "steps": steps},
+            )
+            await put_journey(
+                client,
+                "strict",
+                {
+                    "name": "Strict",
+                    "trigger": {"event": "cart"},
+                    "quiet_hours": None,
+                    "max_lateness": "PT1S",
+                    "steps": [{"wait": "PT3S"}, *steps[1:]],
+                },
+            )
+            await add_events(client, [(f"m{i}", "cart") for i in range(MEMBERS)])
 
         async def entered() -> bool:
             n: int = await conn.fetchval("SELECT count(*) FROM journey_runs")

@@ -33,7 +33,7 @@ async def test_wait_then_send_reaches_the_member_as_an_intent_of_the_run(
     async with running_router(dsn, None, smtp) as router:
         await add_member(router, "m1", attributes={"first_name": "Taro"})
         await put_journey(
-            dsn,
+            router.client,
             "cart",
             {
                 "name": "Cart",
@@ -41,12 +41,14 @@ async def test_wait_then_send_reaches_the_member_as_an_intent_of_the_run(
                 "quiet_hours": None,
                 "steps": [
                     {"wait": "PT1S"},
-                    {"send": _email("{{ member.first_name }}: {{ event.cart_url }}")},
+                    {"send": _email("{{ member.attributes.first_name }}: {{ event.cart_url }}")},
                 ],
             },
         )
-        await add_event(dsn, "m1", "cart_updated", {"source": "app", "cart_url": "x"})
-        await add_event(dsn, "m1", "cart_updated", {"source": "web", "cart_url": "https://s/c/1"})
+        await add_event(router.client, "m1", "cart_updated", {"source": "app", "cart_url": "x"})
+        await add_event(
+            router.client, "m1", "cart_updated", {"source": "web", "cart_url": "https://s/c/1"}
+        )
         (sent,) = await until(lambda: _journey_intents(router, dsn, "cart"))
         (run,) = await runs(dsn, "cart")  # the event from the app matched no trigger
         assert sent["step"] == "steps[1]" and sent["channels"] == ["email"]
@@ -79,7 +81,7 @@ async def test_exit_on_goal_mid_wait_sends_nothing_later(dsn: str, smtp: SmtpSin
         for member in ("buyer", "browser"):
             await add_member(router, member)
         await put_journey(
-            dsn,
+            router.client,
             "cart",
             {
                 "name": "Cart",
@@ -89,9 +91,9 @@ async def test_exit_on_goal_mid_wait_sends_nothing_later(dsn: str, smtp: SmtpSin
                 "steps": [{"wait": "PT2S"}, {"send": _email("come back")}],
             },
         )
-        await add_event(dsn, "buyer", "cart_updated")
-        await add_event(dsn, "browser", "cart_updated")
-        await add_event(dsn, "buyer", "order_placed")
+        await add_event(router.client, "buyer", "cart_updated")
+        await add_event(router.client, "browser", "cart_updated")
+        await add_event(router.client, "buyer", "order_placed")
         # The browser's reminder goes out after the wait: by then the buyer's would have too.
         (sent,) = await until(lambda: _journey_intents(router, dsn, "cart"))
         by_member = {r["member_id"]: r for r in await runs(dsn, "cart")}
@@ -122,7 +124,7 @@ async def test_if_branches_on_attributes_and_exit_ends_the_run(dsn: str, smtp: S
         await add_member(router, "plain", attributes={"tier": "none"})
         await add_member(router, "friendless")
         await put_journey(
-            dsn,
+            router.client,
             "welcome",
             {
                 "name": "Welcome",
@@ -145,7 +147,7 @@ async def test_if_branches_on_attributes_and_exit_ends_the_run(dsn: str, smtp: S
             },
         )
         for member in ("vip", "plain", "friendless"):
-            await add_event(dsn, member, "registered")
+            await add_event(router.client, member, "registered")
         done = await until(lambda: _completed(dsn, "welcome", 3))
         assert len(done) == 3
         by_member = {r["member_id"]: r for r in done}
@@ -165,7 +167,7 @@ async def test_reentry_rules(dsn: str, smtp: SmtpSink) -> None:
         await add_member(router, "m1")
         for rule in ("never", "after_exit", "always"):
             await put_journey(
-                dsn,
+                router.client,
                 rule.replace("_", "-"),
                 {
                     "name": rule,
@@ -185,8 +187,8 @@ async def test_reentry_rules(dsn: str, smtp: SmtpSink) -> None:
         async def handled() -> bool:
             return all(s for s in [await _unhandled(dsn) == 0])
 
-        await add_event(dsn, "m1", "ping")
-        await add_event(dsn, "m1", "ping")
+        await add_event(router.client, "m1", "ping")
+        await add_event(router.client, "m1", "ping")
         await until(handled)
         assert await counts() == {
             "never": ["active"],
@@ -202,8 +204,8 @@ async def test_reentry_rules(dsn: str, smtp: SmtpSink) -> None:
             for v in active
         )
         assert (await router.client.get("/v1/members/ghost/journeys")).status_code == 404
-        await add_event(dsn, "m1", "stop")
-        await add_event(dsn, "m1", "ping")
+        await add_event(router.client, "m1", "stop")
+        await add_event(router.client, "m1", "ping")
         await until(handled)
         assert await counts() == {
             "never": ["exited"],
@@ -227,12 +229,12 @@ async def test_quiet_hours_across_midnight_in_tokyo_move_a_send_to_the_morning(
     async with running_router(dsn, None, smtp) as router:
         await add_member(router, "m1")
         await put_journey(
-            dsn,
+            router.client,
             "promo",
             {"name": "Promo", "trigger": {"event": "ping"}, "steps": [{"send": _email("sale")}]},
         )
         router.set_clock(datetime(2026, 3, 10, 23, 30, tzinfo=TOKYO))
-        await add_event(dsn, "m1", "ping")
+        await add_event(router.client, "m1", "ping")
         (deferred,) = await until(lambda: steps(dsn, "promo"))
         assert deferred["outcome"] == "deferred" and "quiet hours" in deferred["reason"]
         (run,) = await runs(dsn, "promo")
@@ -264,7 +266,7 @@ async def test_frequency_cap_defers_to_the_next_local_day(dsn: str, smtp: SmtpSi
     async with running_router(dsn, None, smtp) as router:
         await add_member(router, "m1")
         await put_journey(
-            dsn,
+            router.client,
             "burst",
             {
                 "name": "Burst",
@@ -276,7 +278,7 @@ async def test_frequency_cap_defers_to_the_next_local_day(dsn: str, smtp: SmtpSi
         # Real time: the cap counts the intents made today (a local day ending within the
         # test would only move the deferral a day).
         _, tomorrow = timing.local_day(datetime.now(TOKYO), TOKYO)
-        await add_event(dsn, "m1", "ping")
+        await add_event(router.client, "m1", "ping")
 
         async def deferred() -> list[Any]:
             return [s for s in await steps(dsn, "burst") if s["outcome"] == "deferred"]
@@ -295,7 +297,7 @@ async def test_frequency_cap_skips_past_max_deferral(dsn: str, smtp: SmtpSink) -
     async with running_router(dsn, None, smtp, ROUTER_JOURNEYS_MAX_DEFERRAL="PT1S") as router:
         await add_member(router, "m1")
         await put_journey(
-            dsn,
+            router.client,
             "burst",
             {
                 "name": "Burst",
@@ -304,7 +306,7 @@ async def test_frequency_cap_skips_past_max_deferral(dsn: str, smtp: SmtpSink) -
                 "steps": [{"send": _email(f"n{i}")} for i in range(3)],
             },
         )
-        await add_event(dsn, "m1", "ping")
+        await add_event(router.client, "m1", "ping")
         await until(lambda: _completed(dsn, "burst"))
         outcomes = [(s["step"], s["outcome"]) for s in await steps(dsn, "burst")]
         assert outcomes == [("steps[0]", "sent"), ("steps[1]", "sent"), ("steps[2]", "skipped")]
@@ -318,7 +320,7 @@ async def test_attribute_set_and_line_follow_start_runs(dsn: str, line_sim: Any)
     async with line_router(dsn, line_sim, None) as router:
         await add_member(router, "quiet", attributes={"registered_at": None})
         await put_journey(
-            dsn,
+            router.client,
             "registered",
             {
                 "name": "Registered",
@@ -327,7 +329,7 @@ async def test_attribute_set_and_line_follow_start_runs(dsn: str, line_sim: Any)
             },
         )
         await put_journey(
-            dsn,
+            router.client,
             "followed",
             {"name": "Followed", "trigger": {"line_follow": True}, "steps": [{"wait": "P1D"}]},
         )
@@ -360,7 +362,7 @@ async def test_members_newly_in_an_audience_enter_its_journey(dsn: str, smtp: Sm
         assert r.status_code == 201, r.text
         audience = r.json()["id"]
         await put_journey(
-            dsn,
+            router.client,
             "joined",
             {"name": "Joined", "trigger": {"audience": audience}, "steps": [{"wait": "P1D"}]},
         )
@@ -387,7 +389,7 @@ async def test_if_event_since_entry_takes_then_only_after_the_event(
         for member in ("viewer", "idle"):
             await add_member(router, member)
         await put_journey(
-            dsn,
+            router.client,
             "nudge",
             {
                 "name": "Nudge",
@@ -403,10 +405,12 @@ async def test_if_event_since_entry_takes_then_only_after_the_event(
                 ],
             },
         )
-        await add_event(dsn, "viewer", "pricing_viewed")  # before entering: does not count
-        await add_event(dsn, "viewer", "trial_started")
-        await add_event(dsn, "idle", "trial_started")
-        await add_event(dsn, "viewer", "pricing_viewed")
+        await add_event(
+            router.client, "viewer", "pricing_viewed"
+        )  # before entering: does not count
+        await add_event(router.client, "viewer", "trial_started")
+        await add_event(router.client, "idle", "trial_started")
+        await add_event(router.client, "viewer", "pricing_viewed")
         done = await until(lambda: _completed(dsn, "nudge", 2))
         by_run = {r["id"]: r["member_id"] for r in done}
         sent = {

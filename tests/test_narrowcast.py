@@ -422,3 +422,26 @@ async def test_delivery_events_of_a_narrowcast(
     assert len(delivered) == 50 and len({e["delivery_id"] for e in delivered}) == 50
     assert all(e["channel"] == "line" and e["response"] == request_id for e in delivered)
     assert sorted(e["event"] for e in events) == ["delivered"] * 50 + ["processed"] * 50
+
+
+async def test_narrowcasts_refused_for_lines_hourly_limit_wait_without_using_up_attempts(
+    dsn: str, line_sim: LineSimulator, smtp: SmtpSink
+) -> None:
+    # LINE takes 60 narrowcasts an hour; here one per two seconds. With one attempt allowed,
+    # a refusal for the limit that counted as an attempt would end a campaign at once.
+    line_sim.set_followers(user(i) for i in range(50))
+    line_sim.set_narrowcast_limit(requests=1, window_seconds=2.0)
+    env = FAST | {"ROUTER_WORKERS_MAX_ATTEMPTS": "1", "ROUTER_WORKERS_BACKOFF_MAX_SECONDS": "0.3"}
+    async with running_router(dsn, line_sim.base_url, smtp, **env) as router:
+        await friends(router, 50)
+        audience_id, _ = await synced_audience(router, "all", range(50))
+        ids = []
+        for _ in range(3):
+            r = await campaign(router, audience_ids=[audience_id])
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["id"])
+        bodies = [await narrowcast_status(router, i, "succeeded", timeout=30) for i in ids]
+    statuses = [r.status for r in narrowcasts(line_sim)]
+    assert statuses.count(202) == 3 and statuses.count(429) >= 1, statuses
+    assert all(b["narrowcast"]["attempts"] == 1 for b in bodies), bodies
+    assert smtp.mails == []

@@ -292,6 +292,27 @@ async def test_a_renewed_lease_outlives_its_first_expiry_and_runs_out_once_renew
     }
 
 
+async def test_renewing_leases_skips_rows_a_recorder_holds_instead_of_waiting_for_it(
+    pool: Pool,
+) -> None:
+    # A recorder writing its outcome locks its rows; the heartbeat must neither wait for it
+    # (locking in another order than the recorder deadlocks) nor lose the other leases.
+    token = uuid.uuid4()
+    async with pool.acquire() as conn, pool.acquire() as recorder:
+        await conn.execute("INSERT INTO queue_test_jobs (lane) VALUES ('a'), ('a')")
+        [busy, idle] = await claims.claim(conn, JOBS, "a", 5, token, lease_seconds=0.2)
+        async with recorder.transaction():
+            await recorder.execute(
+                "UPDATE queue_test_jobs SET attempts = attempts WHERE id = $1", busy["id"]
+            )
+            renewed = await asyncio.wait_for(claims.extend(conn, JOBS, [token], 60), 5)
+            assert renewed == 1
+        await asyncio.sleep(0.3)  # past the first lease: only the renewed one still holds
+        swept = await claims.sweep(conn, JOBS)
+    assert swept.ids == [busy["id"]]
+    assert (await statuses(pool))[idle["id"]] == ("claimed", token)
+
+
 async def test_release_gives_a_claim_back_at_once_and_the_sweep_spares_the_claims_in_hand(
     pool: Pool, migrated: str
 ) -> None:

@@ -47,6 +47,11 @@ async def seed(conn: asyncpg.Connection) -> None:
             f" VALUES ($1, 'm1', 't', {expires})",
             f"nonce-{age}",
         )
+        await conn.execute(
+            "INSERT INTO shopify_webhooks (webhook_id, topic, received_at)"
+            f" VALUES ($1, 'orders/create', {done if age else 'now()'})",
+            f"webhook-{age}",
+        )
         # A relayed message no content names is finished when received; one a content
         # names is in use however old it is.
         message_id = hashlib.sha256(f"relayed-{age}".encode()).hexdigest()

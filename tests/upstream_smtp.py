@@ -41,6 +41,38 @@ class PostfixLike:
     cut_at_rcpt: int = 0
     cut_after_data: int = 0
     reply_after_data: float = 0.0  # seconds a message waits for its reply (a stuck server)
+    # PIPELINING offered (RFC 2920), and how many envelopes came with RCPT and DATA already
+    # written behind their MAIL (sent in one go).
+    pipelining: bool = False
+    pipelined: int = 0
+    # Replies for the next MAILs and RCPTs, instead of 250 (each used once).
+    mail_replies: list[str] = field(default_factory=list)
+    rcpt_replies: list[str] = field(default_factory=list)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        waiting = bytes(getattr(server._reader, "_buffer", b""))  # read, not yet handled
+        with self.lock:
+            self.pipelined += b"\r\nDATA\r\n" in waiting and waiting.startswith(b"RCPT TO:")
+            reply = self.mail_replies.pop(0) if self.mail_replies else "250 2.1.0 Ok"
+        if reply.startswith("250"):
+            envelope.mail_from = address
+            envelope.mail_options.extend(options)
+        return reply
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -48,8 +80,11 @@ class PostfixLike:
         with self.lock:
             cut = self.cut_at_rcpt > 0
             self.cut_at_rcpt -= cut
+            refusal = self.rcpt_replies.pop(0) if self.rcpt_replies else None
         if cut and server.transport is not None:
             server.transport.abort()  # what is written after this is dropped
+        if refusal is not None and not refusal.startswith("250"):
+            return refusal
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 
@@ -83,9 +118,11 @@ class PostfixLike:
 
 
 @contextlib.contextmanager
-def upstream(tls: ssl.SSLContext | None = None) -> Iterator[tuple[PostfixLike, int]]:
+def upstream(
+    tls: ssl.SSLContext | None = None, *, pipelining: bool = False
+) -> Iterator[tuple[PostfixLike, int]]:
     """The server on a free loopback port; with `tls`, STARTTLS is required before MAIL."""
-    handler = PostfixLike()
+    handler = PostfixLike(pipelining=pipelining)
     port = _free_port()
     extra = {"tls_context": tls, "require_starttls": True} if tls is not None else {}
     controller = Controller(handler, hostname="127.0.0.1", port=port, decode_data=False, **extra)

@@ -395,7 +395,7 @@ def classify(status: int, headers: Any, body: str | bytes | None) -> Outcome:
         if error.message == MONTHLY_LIMIT_MESSAGE:
             # Refused for the account's quota, not for the recipient.
             return Failed(text, fallback=True, dropped=True)
-        return Retry(text, after_seconds=_retry_after(headers))
+        return Retry(text, after_seconds=_retry_after(headers), throttled=True)
     if status >= 500:
         return Retry(text, after_seconds=_retry_after(headers))
     return Failed(text, fallback=True)

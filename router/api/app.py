@@ -18,15 +18,19 @@ from router.api.auth import auth_middleware_factory
 from router.api.campaigns import CampaignController
 from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import SendGridController
+from router.api.coupon_pools import CouponPoolController
 from router.api.dependencies import ApiDependencies, Injected
 from router.api.errors import EXCEPTION_HANDLERS
+from router.api.events import EventController, member_events
 from router.api.intents import IntentController
 from router.api.journey_runs import JourneyRunsController
+from router.api.journeys import JourneyController
 from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
 from router.api.openapi import StandardResponses, problem_response
 from router.api.rate_limits import api_key_rates
 from router.api.relayed import RelayedMessageController
+from router.api.shopify import shopify_webhook
 from router.api.struct_schemas import StructSchemas
 from router.database import Pool
 from router.intake.group_commit import GroupCommit
@@ -66,6 +70,7 @@ def dependencies(runtime: Runtime) -> ApiDependencies:
         members_config=runtime.config.members,
         line_config=runtime.config.line,
         line_account=runtime.line_account,
+        shopify_config=runtime.config.shopify,
     )
 
 
@@ -98,12 +103,17 @@ def create_app(runtime: Runtime) -> Litestar:
             MemberController,
             IntentController,
             JourneyRunsController,
+            JourneyController,
             RelayedMessageController,
             AudienceController,
+            CouponPoolController,
             LineController,
             line_webhook,
             SendGridController,
             listmonk_postback,
+            EventController,
+            member_events,
+            shopify_webhook,
         ],
         dependencies=dependencies(runtime).providers(),
         middleware=[complete_allow_header, auth_middleware_factory(runtime.api_key_hashes)],

@@ -16,7 +16,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
 
 from channels.base import LineAccount
-from router.config import LineConfig, MembersConfig
+from router.config import LineConfig, MembersConfig, ShopifyConfig
 from router.database import Pool
 from router.intake.group_commit import GroupCommit
 from router.intake_port import AcceptIntents
@@ -40,6 +40,7 @@ class ApiDependencies:
     line_config: LineConfig
     line_account: LineAccount | None
     """None when this router has no LINE channel (see `require_line_account`)."""
+    shopify_config: ShopifyConfig
 
     def providers(self) -> dict[str, Provide]:
         return {

@@ -146,6 +146,13 @@ class NarrowcastWorker(QueueWorker):
         if isinstance(outcome, Sent):
             log.info("LINE narrowcast of campaign %s accepted", row.campaign_id)
             await store.record_accepted(conn, row, outcome.provider_ref, count, self._poll_seconds)
+        elif isinstance(outcome, Retry) and outcome.throttled:
+            # LINE allows 60 narrowcasts an hour: a refusal for that limit is not a failed
+            # attempt (it would use up the attempts within the hour); the retry key's
+            # lifetime above still bounds how long it is tried.
+            delay = outcome.after_seconds or self._workers.backoff_max_seconds
+            await store.record_retry(conn, row.campaign_id, outcome.error, delay, counts="nothing")
+            self.due_in(delay)
         elif isinstance(outcome, Retry) and row.attempts + 1 < self._workers.max_attempts:
             delay = retry_delay(
                 row.attempts + 1,
@@ -153,7 +160,7 @@ class NarrowcastWorker(QueueWorker):
                 self._workers.backoff_max_seconds,
                 outcome.after_seconds,
             )
-            await store.record_retry(conn, row.campaign_id, outcome.error, delay, attempt=True)
+            await store.record_retry(conn, row.campaign_id, outcome.error, delay, counts="attempt")
             self.due_in(delay)
         else:
             if isinstance(outcome, Retry):
@@ -170,7 +177,7 @@ class NarrowcastWorker(QueueWorker):
                 await self._unknown(conn, row, got.error)
             else:
                 await store.record_retry(
-                    conn, row.campaign_id, got.error, self._poll_seconds, attempt=False
+                    conn, row.campaign_id, got.error, self._poll_seconds, counts="poll"
                 )
             return
         progress = _progress(got)

@@ -14,13 +14,47 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jinja2
-from jinja2 import nodes
+import msgspec
+from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+TOP_LEVEL_NAMES = frozenset({"member", "event", "coupon"})
+"""The only names a template may read."""
+
+
+class _Scope(dict[str, Any]):
+    """A mapping that knows where it sits (`event`, `member.attributes`), so that a name
+    missing from it is reported by its whole path."""
+
+    _router_path: str
+
+
+def _scoped(value: Any, path: str) -> Any:
+    if isinstance(value, Mapping):
+        scope = _Scope({k: _scoped(v, f"{path}.{k}") for k, v in value.items()})
+        scope._router_path = path
+        return scope
+    return value
+
+
+class _NamedUndefined(jinja2.StrictUndefined):
+    """Strict, and names the variable by its path: "event.cart_url", not "'dict object' has
+    no attribute 'cart_url'"."""
+
+    @property
+    def _undefined_message(self) -> str:
+        owner = getattr(self._undefined_obj, "_router_path", None)
+        if owner is not None:
+            return f"{owner}.{self._undefined_name}"
+        if self._undefined_name is not None and self._undefined_obj is jinja2.utils.missing:
+            return str(self._undefined_name)
+        return str(super()._undefined_message)
+
 
 # Sent text is not HTML-escaped here: email HTML parts are the company's own markup, and LINE
 # text is plain.
 _ENVIRONMENT = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+    undefined=_NamedUndefined, autoescape=False, keep_trailing_newline=True
 )
 
 
@@ -65,6 +99,50 @@ def pools_used(source: str) -> set[str]:
     return pools
 
 
+class VariableUse(msgspec.Struct, frozen=True):
+    """A variable a template reads: `member.attributes.plan` is ("member", "attributes",
+    "plan"), as far as the path is written with literal names."""
+
+    path: tuple[str, ...]
+    line: int
+
+
+def variables_read(source: str) -> list[VariableUse]:
+    """Every use of a name the template does not define itself, with the attribute or key
+    names read from it (`event.cart_url`, `member["email"]`), so that validation can say
+    which of them can never have a value."""
+    try:
+        tree = _ENVIRONMENT.parse(source)
+    except jinja2.TemplateSyntaxError as error:
+        raise TemplateError(f"line {error.lineno}: {error.message}") from None
+    undeclared = meta.find_undeclared_variables(tree)
+    uses: list[VariableUse] = []
+    inner: set[int] = set()  # nodes already part of a longer path
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if id(node) in inner:
+            continue
+        path: list[str] = []
+        current: nodes.Node = node
+        while True:
+            if isinstance(current, nodes.Getattr):
+                path.append(current.attr)
+            elif isinstance(current, nodes.Getitem) and isinstance(current.arg, nodes.Const):
+                path.append(str(current.arg.value))
+            elif isinstance(current, nodes.Getitem):
+                path.clear()  # a computed key: only what comes before it is known
+            else:
+                break
+            inner.add(id(current))
+            current = current.node
+        if isinstance(current, nodes.Name) and current.name in undeclared:
+            inner.add(id(current))
+            uses.append(VariableUse((current.name, *reversed(path)), node.lineno))
+    for name in tree.find_all(nodes.Name):
+        if name.ctx == "load" and name.name in undeclared and id(name) not in inner:
+            uses.append(VariableUse((name.name,), name.lineno))
+    return uses
+
+
 def render(
     source: str,
     *,
@@ -83,8 +161,8 @@ def render(
             raise TemplateError(f'coupon("{pool}"): no code was taken from that pool') from None
 
     context: dict[str, Callable[[str], str] | Mapping[str, Any]] = {
-        "member": member,
-        "event": event,
+        "member": _scoped(member, "member"),
+        "event": _scoped(event, "event"),
         "coupon": coupon,
     }
     try:

@@ -31,13 +31,13 @@ from router.intake_port import AcceptIntents
 from router.intents import IntentRequest
 from router.journeys import timing
 from router.journeys.clock import Clock
-from router.journeys.definition import Condition, Journey
+from router.journeys.definition import Condition, Journey, SendStep
 from router.journeys.entering import Definitions
 from router.journeys.sending import SendFailed, idempotency_key, intent_for, pools_of
 from router.queue.loops import QueueWorker
 from router.queue.wakeups import notify
 from router.reach import Reach
-from router.store import journey_runs
+from router.store import coupon_pools, journey_runs
 from router.store.journey_runs import RunChange, SentIntent, StepRecord
 
 CLAIM = 500
@@ -53,7 +53,8 @@ class _Run:
 
     row: asyncpg.Record
     journey: Journey
-    member: Mapping[str, Any]
+    member: Mapping[str, Any]  # as templates read it
+    attributes: Mapping[str, Any]
     reach: Reach
     event: Mapping[str, Any]
     position: list[int]
@@ -144,7 +145,14 @@ class JourneyTimers(QueueWorker):
             run = _Run(
                 row=row,
                 journey=journey,
-                member={**attributes, "member_id": m["member_id"], "email": m["email"]},
+                member={
+                    "member_id": m["member_id"],
+                    "email": m["email"],
+                    "phone": m["phone"],
+                    "line_user_id": m["line_user_id"],
+                    "attributes": attributes,
+                },
+                attributes=attributes,
                 reach=Reach(
                     member_id=m["member_id"],
                     line_user_id=m["line_user_id"],
@@ -199,7 +207,7 @@ class JourneyTimers(QueueWorker):
             name = timing.label(run.position)
             if step.wait is not None:
                 try:
-                    target = timing.wait_target(step.wait, base, journey, run.member, run.event)
+                    target = timing.wait_target(step.wait, base, journey, run.attributes, run.event)
                 except ValueError as error:
                     run.records.append(self._record(run, name, "skipped", now, str(error)))
                     target = base
@@ -242,14 +250,13 @@ class JourneyTimers(QueueWorker):
                     return
                 continue
             try:
-                if pools_of(step.send):
-                    raise SendFailed("coupon(): this router has no coupon pools to take codes from")
+                coupons = await self._coupons(conn, run, step.send)
                 run.send = intent_for(
                     step.send,
                     member_id=run.row["member_id"],
                     member=run.member,
                     event=run.event,
-                    coupons={},
+                    coupons=coupons,
                     idempotency_key=idempotency_key(run.id, name),
                 )
                 run.send_step = name
@@ -262,6 +269,18 @@ class JourneyTimers(QueueWorker):
             if not self._next(run, steps):
                 return
         run.due_at = now
+
+    @staticmethod
+    async def _coupons(conn: Connection, run: _Run, send: SendStep) -> dict[str, str]:
+        """One code per pool the step's templates use, held by this run: the same code
+        however often the step is retried, and free again if the claim rolls back."""
+        coupons: dict[str, str] = {}
+        for pool in sorted(pools_of(send)):
+            code = await coupon_pools.hand_out(conn, pool, f"{run.id}:{pool}")
+            if code is None:
+                raise SendFailed(f'coupon("{pool}"): the pool has no free code, or no such pool')
+            coupons[pool] = code
+        return coupons
 
     def _next(self, run: _Run, steps: list[Any]) -> bool:
         """Move past the current step; False (run completed) at the end of the journey."""
@@ -327,11 +346,11 @@ class JourneyTimers(QueueWorker):
                 run.row["trigger_event_id"],
             )
         if condition.attribute is not None:
-            if condition.attribute not in run.member or run.member[condition.attribute] is None:
+            value = run.attributes.get(condition.attribute)
+            if value is None:
                 return False
             if condition.equals is msgspec.UNSET:
                 return True
-            value = run.member[condition.attribute]
             return bool(value == condition.equals and type(value) is type(condition.equals))
         if condition.reachable_on_line is not None:
             return self._reachable_on_line(run.reach) == condition.reachable_on_line

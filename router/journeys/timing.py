@@ -4,7 +4,6 @@ goes next in the nested step lists. Pure functions of a definition and a time.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -13,25 +12,15 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from router.journeys.definition import Journey, QuietHours, Step, WaitSpec
+from router.journeys.durations import parse_duration
 
 DEFAULT_QUIET_HOURS = QuietHours(start="21:00", end="08:00", time_zone="Asia/Tokyo")
 DEFAULT_TIME_ZONE = "Asia/Tokyo"
 
-_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
-
 
 def duration(text: str) -> timedelta:
-    """An ISO 8601 duration of days, hours, minutes and seconds ("PT1H", "P1DT30M")."""
-    found = _DURATION.match(text)
-    if found is None or text in ("P", "PT") or text.endswith("T"):
-        raise ValueError(f"{text!r} is not an ISO 8601 duration such as PT1H or P3D")
-    parts = {k: int(v) for k, v in found.groupdict().items() if v}
-    return timedelta(
-        days=parts.get("d", 0),
-        hours=parts.get("h", 0),
-        minutes=parts.get("m", 0),
-        seconds=parts.get("s", 0),
-    )
+    """An ISO 8601 duration ("PT1H", "P1DT30M"); ValueError saying what is wrong."""
+    return parse_duration(text)
 
 
 # Where a run is: indexes into nested step lists, an `if` step's branch as 0 (then) or 1
@@ -127,10 +116,12 @@ def wait_target(
     wait: str | WaitSpec,
     base: datetime,
     journey: Journey,
-    member: Mapping[str, Any],
+    attributes: Mapping[str, Any],
     event: Mapping[str, Any],
 ) -> datetime:
-    """When a wait that began at `base` ends. Raises ValueError naming what is missing."""
+    """When a wait that began at `base` ends. `of` names `member.<attribute>` (or
+    `member.attributes.<name>`) or `event.<property>`. Raises ValueError naming what is
+    missing."""
     if isinstance(wait, str):
         return base + duration(wait)
     if wait.duration is not None:
@@ -143,7 +134,9 @@ def wait_target(
     if wait.of is None or (wait.before is None and wait.after is None):
         raise ValueError("the wait gives neither a duration, `until`, nor `before`/`after` `of`")
     source, _, name = wait.of.partition(".")
-    values = member if source == "member" else event if source == "event" else None
+    if source == "member":
+        name = name.removeprefix("attributes.")
+    values = attributes if source == "member" else event if source == "event" else None
     if values is None:
         raise ValueError(f"`of` must be member.<attribute> or event.<property>, not {wait.of!r}")
     raw = values.get(name)

@@ -98,6 +98,8 @@ class Leased:
     lane: str
     returning: Callable[[str], str]  # over `alias` and `joins`, for a lane
     requeued_error: str  # the last error of a row whose claimer stopped
+    # Further assignments when a stopped claimer's row is requeued (", col = value").
+    requeued_sets: str = ""
     only: str = "true"
     joins: str = ""
     join_on: str = "true"
@@ -180,7 +182,7 @@ FROM claimed CROSS JOIN LATERAL (
         steps = [
             f"""requeued AS (
     UPDATE {self.table} SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
-           next_attempt_at = now(), updated_at = now(), last_error = $1
+           next_attempt_at = now(), updated_at = now(), last_error = $1{self.requeued_sets}
     WHERE status = 'claimed' AND {which} AND {self.only}
     RETURNING id, {self.lane} AS lane)"""
         ]
@@ -214,11 +216,19 @@ SELECT (SELECT array_agg(DISTINCT lane) FROM requeued) AS lanes,
     def extend_sql(self) -> str:
         """Push out the leases of the tokens in $1 by $2 seconds from now, for rows that are
         still theirs and not yet recorded: a recorded row has no token, and one the sweep put
-        in doubt has left the leased statuses, so neither comes back to life."""
+        in doubt has left the leased statuses, so neither comes back to life.
+
+        Rows another transaction has locked are skipped, not waited for: that transaction is
+        recording them (or sweeping them), so their lease is moot, and waiting would lock
+        the renewed rows in a different order than the recorder and deadlock with it. A
+        recording that rolls back leaves its rows to the next renewal."""
         held = "'claimed'" + (f", '{self.in_doubt.status}'" if self.in_doubt is not None else "")
         return f"""
 UPDATE {self.table} SET lease_expires_at = now() + make_interval(secs => $2)
-WHERE status IN ({held}) AND claim_token = ANY($1::uuid[])"""
+WHERE id IN (
+    SELECT id FROM {self.table}
+    WHERE status IN ({held}) AND claim_token = ANY($1::uuid[])
+    FOR UPDATE SKIP LOCKED)"""
 
     @cached_property
     def next_due_sql(self) -> str:

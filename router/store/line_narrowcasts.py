@@ -11,6 +11,7 @@ leaves it as it was for the next one.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 import asyncpg
@@ -183,20 +184,26 @@ async def record_accepted(
 
 
 async def record_retry(
-    conn: Connection, campaign_id: UUID, error: str, retry_in_seconds: float, *, attempt: bool
+    conn: Connection,
+    campaign_id: UUID,
+    error: str,
+    retry_in_seconds: float,
+    *,
+    counts: Literal["attempt", "poll", "nothing"],
 ) -> None:
-    """Try again later: sending (`attempt`: one more attempt counted) or polling."""
+    """Try again later, counting one more send attempt, one more poll, or nothing (LINE's
+    rate limit refused the request unprocessed)."""
     await conn.execute(
         "UPDATE line_narrowcasts SET last_error = $2,"
         " next_attempt_at = now() + make_interval(secs => $3),"
-        " attempts = attempts + $4::int, polls = polls + (1 - $4::int),"
-        " first_attempt_at = CASE WHEN $4::int = 1 THEN coalesce(first_attempt_at, now())"
+        " attempts = attempts + ($4 = 'attempt')::int, polls = polls + ($4 = 'poll')::int,"
+        " first_attempt_at = CASE WHEN $4 = 'attempt' THEN coalesce(first_attempt_at, now())"
         "                         ELSE first_attempt_at END, updated_at = now()"
         " WHERE campaign_id = $1",
         campaign_id,
         error,
         retry_in_seconds,
-        int(attempt),
+        counts,
     )
 
 

@@ -238,3 +238,18 @@ async def correct_friend_flags(
         last,
     )
     return last, len(changed)
+
+
+async def add_address_only(conn: Connection, members: Sequence[tuple[str, str, bytes]]) -> None:
+    """Members known only by an email address: (member_id, address, its SHA-256) each,
+    inserted in one statement unless a member with that id exists already."""
+    if not members:
+        return
+    await conn.execute(
+        "INSERT INTO members (member_id, email, email_sha256)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])"
+        " ON CONFLICT (member_id) DO NOTHING",
+        [m[0] for m in members],
+        [m[1] for m in members],
+        [m[2] for m in members],
+    )

@@ -64,6 +64,9 @@ QUEUE = claims.Leased(
            coalesce(array_agg(id) FILTER (WHERE NOT reachable), '{}') AS unreachable""",
     ),
     requeued_error="the worker holding this send group stopped; requeued",
+    # A group has no 'sending' status: its holder may have stopped after LINE took it, so a
+    # cancel before the retry leaves it 'uncertain', not 'cancelled'.
+    requeued_sets=", maybe_sent = true",
 )
 
 
@@ -139,13 +142,13 @@ async def split_off(
 async def cancel_pending(conn: Connection, campaign_id: UUID) -> None:
     """Cancel the campaign's groups still waiting, and with them their grouped deliveries (in
     the caller's transaction, before its other deliveries: group rows are always locked
-    before delivery rows). A group whose earlier attempt timed out may have reached LINE: it
-    becomes 'uncertain', not 'cancelled'."""
+    before delivery rows). A group whose earlier attempt timed out, or whose holder stopped,
+    may have reached LINE: it becomes 'uncertain', not 'cancelled'."""
     await conn.execute(
         "UPDATE send_groups s SET status = CASE WHEN s.maybe_sent THEN 'uncertain'"
         "   ELSE 'cancelled' END, updated_at = now(),"
-        "   last_error = CASE WHEN s.maybe_sent THEN 'campaign cancelled after an attempt that"
-        " timed out: LINE may have sent it' ELSE 'campaign cancelled' END"
+        "   last_error = CASE WHEN s.maybe_sent THEN 'campaign cancelled after an attempt whose"
+        " outcome is unknown: LINE may have sent it' ELSE 'campaign cancelled' END"
         " WHERE s.status = 'pending' AND s.id IN ("
         "   SELECT d.send_group_id FROM deliveries d JOIN intents i ON i.id = d.intent_id"
         "   WHERE i.campaign_id = $1 AND d.send_group_id IS NOT NULL AND d.status = 'grouped')",
