@@ -417,3 +417,50 @@ async def test_if_event_since_entry_takes_then_only_after_the_event(
             by_run[s["run_id"]]: s["step"] for s in await _journey_intents(router, dsn, "nudge")
         }
         assert sent == {"viewer": "steps[1].then[0]", "idle": "steps[1].else[0]"}
+
+
+async def test_coupon_codes_one_per_run_and_an_empty_pool_fails_visibly(
+    dsn: str, smtp: SmtpSink
+) -> None:
+    async with running_router(dsn, None, smtp) as router:
+        for member in ("first", "second"):
+            await add_member(router, member)
+        r = await router.client.post("/v1/coupon-pools/spring/codes", json={"codes": ["SPRING-1"]})
+        assert r.status_code in (200, 201), r.text
+        await put_journey(
+            router.client,
+            "coupon",
+            {
+                "name": "Coupon",
+                "trigger": {"event": "registered"},
+                "quiet_hours": None,
+                "steps": [{"send": _email('Your code: {{ coupon("spring") }}')}],
+            },
+        )
+        await add_event(router.client, "first", "registered")
+        (sent,) = await until(lambda: _journey_intents(router, dsn, "coupon"))
+        await add_event(router.client, "second", "registered")
+        done = await until(lambda: _completed(dsn, "coupon", 2))
+        outcomes = {r["member_id"]: r["id"] for r in done}
+        (failed,) = [s for s in await steps(dsn, "coupon") if s["outcome"] == "failed"]
+        assert failed["run_id"] == outcomes["second"] and "spring" in failed["reason"]
+        assert sent["run_id"] == outcomes["first"]
+        mail = await until(lambda: _async(smtp.mails))
+        assert "Your code: SPRING-1" in mail[0].message.get_payload(decode=True).decode()
+        r = await router.client.delete("/v1/journeys/coupon")
+        assert r.status_code == 204, r.text
+
+
+async def test_deleting_a_journey_ends_its_active_runs(dsn: str, smtp: SmtpSink) -> None:
+    async with running_router(dsn, None, smtp) as router:
+        await add_member(router, "m1")
+        await put_journey(
+            router.client,
+            "later",
+            {"name": "Later", "trigger": {"event": "ping"}, "steps": [{"wait": "P1D"}]},
+        )
+        await add_event(router.client, "m1", "ping")
+        await until(lambda: runs(dsn, "later"))
+        assert (await router.client.delete("/v1/journeys/later")).status_code == 204
+        (run,) = await runs(dsn, "later")
+        assert (run["status"], run["exit_reason"]) == ("ended", "journey deleted")

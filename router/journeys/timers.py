@@ -211,10 +211,13 @@ class JourneyTimers(QueueWorker):
                 except ValueError as error:
                     run.records.append(self._record(run, name, "skipped", now, str(error)))
                     target = base
-                if not self._next(run, steps):
-                    return
                 if target > now:
+                    # A last wait keeps the run active until it ends: past the last step,
+                    # the run completes when next due.
+                    run.position = timing.following(steps, run.position) or [len(steps)]
                     run.due_at = target
+                    return
+                if not self._next(run, steps):
                     return
                 base = max(base, target)
                 continue
