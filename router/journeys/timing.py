@@ -4,6 +4,7 @@ goes next in the nested step lists. Pure functions of a definition and a time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -18,8 +19,10 @@ DEFAULT_QUIET_HOURS = QuietHours(start="21:00", end="08:00", time_zone="Asia/Tok
 DEFAULT_TIME_ZONE = "Asia/Tokyo"
 
 
+@functools.lru_cache(maxsize=256)
 def duration(text: str) -> timedelta:
-    """An ISO 8601 duration ("PT1H", "P1DT30M"); ValueError saying what is wrong."""
+    """An ISO 8601 duration ("PT1H", "P1DT30M"); ValueError saying what is wrong. A
+    journey's few durations are read for every run, so each is parsed once."""
     return parse_duration(text)
 
 
