@@ -169,7 +169,8 @@ async def member_runs(conn: Connection, member_id: str) -> list[RunView] | None:
                 version=r["version"],
                 status=r["status"],
                 entered_at=r["entered_at"],
-                next_step=timing.label(r["position"]) if active else None,
+                # None after a journey's last wait: the run completes when it is over.
+                next_step=timing.label(r["position"]) if step is not None else None,
                 next_step_type=step_type(step),
                 next_at=r["due_at"] if active else None,
                 ended_at=r["ended_at"],
