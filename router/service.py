@@ -238,6 +238,9 @@ def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
         runtime.accept_intents,
         config.journeys,
         _reachable_on_line,
+        # Each loop holds a connection while its claim's transaction runs: a third of the
+        # pool at most, up to four (firing is bounded by round trips, so loops overlap them).
+        concurrency=max(1, min(4, config.database.pool_size // 3)),
     )
     found += [JourneyEvents(pool, runtime.clock, definitions), runtime.journey_timers]
     return found
