@@ -26,6 +26,7 @@ from router.database import Connection
 from router.identifiers import LINE_USER_ID
 from router.problems import FieldError, ProblemError
 from router.reach import EMAIL_REACHABLE_SQL, LINE_REACHABLE_SQL
+from router.store import journey_triggers
 from router.store.row_ids import uuid7
 
 AudienceType = Literal["email", "phone", "line_user_id"]
@@ -304,7 +305,7 @@ async def ingest(
     await conn.copy_to_table(
         "upload_hashes", source=_copy_rows(reader, chunks, progress), format="binary"
     )
-    counts.duplicates = counts.valid - await _insert(conn, audience_id)
+    counts.duplicates = counts.valid - await _insert(conn, audience_id, kind)
     await conn.execute("DROP TABLE upload_hashes")
     return counts
 
@@ -344,7 +345,7 @@ def _feed(reader: _LineReader, data: bytes, *, end: bool = False) -> bytes:
     return _COPY_ROW + _COPY_ROW.join(hashes) if hashes else b""
 
 
-async def _insert(conn: Connection, audience_id: uuid.UUID) -> int:
+async def _insert(conn: Connection, audience_id: uuid.UUID, kind: AudienceType) -> int:
     """Move the upload's distinct hashes that the audience lacks into its entries, in key
     order (each index page is then written once, not once per row); returns how many."""
     await conn.execute(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
@@ -365,10 +366,14 @@ async def _insert(conn: Connection, audience_id: uuid.UUID) -> int:
         else ""
     )
     select = "SELECT DISTINCT $1::uuid, u.value_sha256 FROM upload_hashes u" + already  # noqa: S608
-    status = await conn.execute(
-        f"INSERT INTO audience_entries (audience_id, value_sha256) {select} ORDER BY 2",
-        audience_id,
-    )
+    insert = f"INSERT INTO audience_entries (audience_id, value_sha256) {select} ORDER BY 2"
+    if await journey_triggers.audience_wanted(conn, audience_id):
+        # Members newly in the audience enter the journeys that start on it.
+        added: int = await conn.fetchval(
+            journey_triggers.audience_joined_sql(insert, MEMBER_KEY[kind]), audience_id
+        )
+        return added
+    status = await conn.execute(insert, audience_id)
     return int(status.rsplit(" ", 1)[1])
 
 

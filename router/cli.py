@@ -107,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     status = campaigns_sub.add_parser("status", help="progress and delivery counts of a campaign")
     status.add_argument("campaign_id")
     status.add_argument("--config")
+    journeys = sub.add_parser("journeys", help="journey progress")
+    journeys_sub = journeys.add_subparsers(dest="journeys_command", required=True)
+    journey_status = journeys_sub.add_parser("status", help="a journey's runs, step by step")
+    journey_status.add_argument("journey_id")
+    journey_status.add_argument("--config")
     sim = sub.add_parser("line-simulator", help="run the local LINE Messaging API simulator")
     sim.add_argument("--listen", default="127.0.0.1:9100")
     sim.add_argument("--token", action="append", required=True, help="accepted access token")
@@ -160,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_sync_followers(config))
         if args.command == "campaigns":
             return asyncio.run(_campaign_status(config, args.campaign_id))
+        if args.command == "journeys":
+            return asyncio.run(_journey_status(config, args.journey_id))
         if args.config and not config.journeys.directory:
             config.journeys.directory = default_journeys_directory(args.config)
         return _serve(config)
@@ -186,6 +193,31 @@ async def _campaign_status(config: Config, campaign_id: str) -> int:
     for count in found.deliveries:
         batched = f"  in {count.multicasts:,} multicasts" if count.multicasts else ""
         print(f"  {count.channel:<18} {count.status:<10} {count.deliveries:>10,}{batched}")
+    return 0
+
+
+async def _journey_status(config: Config, journey_id: str) -> int:
+    from router.journeys.progress import journey_progress
+
+    async with _database(config, 1) as pool, pool.acquire() as conn:
+        found = await journey_progress(conn, journey_id)
+    if found is None:
+        return _fail(f"no journey with id {journey_id!r}", 1)
+    print(
+        f"{found.entered:,} entered, {found.active:,} active, {found.completed:,} completed,"
+        f" {found.exited_by_goal:,} exited by goal ({found.conversion_rate:.1%}),"
+        f" {found.exited:,} exited, {found.ended:,} ended"
+    )
+    for step in found.steps:
+        sent = ", ".join(f"{n:,} by {channel}" for channel, n in sorted(step.sent.items()))
+        print(
+            f"  {step.step:<24} {step.type:<5} waiting {step.waiting:>8,}"
+            + (f"  sent {sent}" if sent else "")
+            + (f"  deferred {step.deferred:,}" if step.deferred else "")
+        )
+        for what, reasons in (("skipped", step.skipped), ("failed", step.failed)):
+            for reason, n in sorted(reasons.items()):
+                print(f"    {what} {n:,}: {reason}")
     return 0
 
 

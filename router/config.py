@@ -143,6 +143,13 @@ class EventsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class JourneysConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Promotional deliveries a member gets a day per channel (journeys and campaigns) before
+    # a journey's promotional send waits for the next local day.
+    max_promotional_per_member_per_day: Count = 2
+    # A capped send deferred longer than this (ISO 8601 duration) after it fell due is skipped.
+    max_deferral: Annotated[str, msgspec.Meta(pattern=r"^P(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$")] = (
+        "P3D"
+    )
     # Journey files (*.toml) loaded at start. Empty: `journeys/` next to the config file, if
     # it exists (none without a config file). Relative: from the config file's directory.
     directory: str = ""

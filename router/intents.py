@@ -108,6 +108,14 @@ class DeliveryView(msgspec.Struct, kw_only=True):
     narrowcast: NarrowcastNote | None = None
 
 
+class JourneyRef(msgspec.Struct, kw_only=True):
+    """Where a journey's intent came from."""
+
+    journey_id: str
+    step: str  # steps[2].then[1]
+    run_id: UUID
+
+
 class IntentView(msgspec.Struct, kw_only=True):
     id: UUID
     status: str
@@ -121,6 +129,8 @@ class IntentView(msgspec.Struct, kw_only=True):
     idempotency_key: str | None
     created_at: datetime
     deliveries: list[DeliveryView]
+    # Set when a journey's send step made the intent: the journey, the step and the run.
+    journey: JourneyRef | None = None
 
 
 def rejected(reason: str, errors: list[FieldError] | None = None, code: int = 400) -> IntentResult:
@@ -132,7 +142,7 @@ SELECT id, member_id, email_address, route, fallback, campaign, tags, metadata,
        -- a campaign's intents are keyed by (campaign, member) and carry no text key
        coalesce(idempotency_key, 'campaign:' || campaign_id || ':' || member_id)
            AS idempotency_key,
-       created_at
+       created_at, journey_id, journey_step, journey_run
 FROM intents WHERE id = $1
 """
 
@@ -163,7 +173,12 @@ async def view(conn: Connection, intent_id: UUID) -> IntentView | None:
         return None
     deliveries = [_delivery(r) for r in await conn.fetch(_VIEW_DELIVERIES, intent_id)]
     status = intent_status(row["route"], deliveries, frozenset(confirmed_by_provider()))
-    return IntentView(status=status, deliveries=deliveries, **dict(row))
+    fields = dict(row)
+    journey_id, step, run = (fields.pop(k) for k in ("journey_id", "journey_step", "journey_run"))
+    journey = (
+        None if journey_id is None else JourneyRef(journey_id=journey_id, step=step, run_id=run)
+    )
+    return IntentView(status=status, deliveries=deliveries, journey=journey, **fields)
 
 
 def _delivery(row: asyncpg.Record) -> DeliveryView:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
 
@@ -38,11 +38,15 @@ from router.delivery.send_groups import SendGroupDispatch
 from router.ingress.smtp_relay import start_smtp_ingress
 from router.intake import IntakeChannels
 from router.intents import IntentRequest, IntentResult
+from router.journeys.clock import Clock
+from router.journeys.entering import Definitions, JourneyEvents
 from router.journeys.files import JourneyFile, read_directory, read_file
+from router.journeys.timers import JourneyTimers
 from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
 from router.queue.claims import Holdings
 from router.queue.loops import LeaseHeartbeat, QueueWorker, Workers
+from router.reach import Reach
 from router.retention import Retention
 from router.store import coupon_pools
 from router.store import journeys as stored_journeys
@@ -65,6 +69,9 @@ class Runtime:
     delivery_events: EventPoster | None = None
     campaign_fan_out: CampaignFanOut | None = None
     smtp_server: asyncio.Server | None = None
+    # The time journeys run by (router/journeys/clock.py), and their timer queue.
+    clock: Clock = field(default_factory=Clock)
+    journey_timers: JourneyTimers | None = None
     # The journey files read at this start (`[journeys] directory`), saved as versions.
     journey_files: tuple[JourneyFile, ...] = ()
 
@@ -186,7 +193,8 @@ async def _save_journey_files(pool: Pool, files: list[JourneyFile]) -> None:
 
 def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
     """Every queue this process works on: each channel's deliveries (and send groups), the
-    lease sweep, LINE webhook events and forwards, delivery events, campaigns, retention."""
+    lease sweep, LINE webhook events and forwards, delivery events, campaigns, retention,
+    journeys' events and timers."""
     config, pool, events = runtime.config, runtime.pool, runtime.config.events_configured
     contents, relayed = ContentCache(), RelayedCache()
     held = Holdings()  # the claims this process has in hand, whose leases it renews
@@ -233,7 +241,27 @@ def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
         range_members=config.campaigns.fan_out_range_members,
     )
     found.append(runtime.campaign_fan_out)
+    definitions = Definitions()
+    runtime.journey_timers = JourneyTimers(
+        pool,
+        runtime.clock,
+        definitions,
+        runtime.accept_intents,
+        config.journeys,
+        _reachable_on_line,
+        # Each loop holds a connection while its claim's transaction runs: a third of the
+        # pool at most, up to four (firing is bounded by round trips, so loops overlap them).
+        concurrency=max(1, min(4, config.database.pool_size // 3)),
+    )
+    found += [JourneyEvents(pool, runtime.clock, definitions), runtime.journey_timers]
     return found
+
+
+def _reachable_on_line(reach: Reach) -> bool:
+    """Whether a LINE push would reach the member now (the LINE channel's own rule)."""
+    descriptors = {d.name: d for d in registry.descriptors()}
+    line = descriptors.get("line")
+    return line is not None and line.unreachable(reach) is None
 
 
 class ListenError(Exception):

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from email import message_from_bytes
 from email.message import Message
 from typing import Any
@@ -175,6 +176,12 @@ class RouterUnderTest:
     runtime: Runtime
     base_url: str
     client: httpx.AsyncClient
+
+    def set_clock(self, at: datetime) -> None:
+        """Journeys read `at` from now on (going on at real pace), and due steps fire."""
+        self.runtime.clock.set(at)
+        if self.runtime.journey_timers is not None:
+            self.runtime.journey_timers.kick()
 
     async def intent(self, intent_id: str) -> dict[str, Any]:
         r = await self.client.get(f"/v1/intents/{intent_id}")

@@ -23,6 +23,7 @@ from router.api.dependencies import ApiDependencies, Injected
 from router.api.errors import EXCEPTION_HANDLERS
 from router.api.events import EventController, member_events
 from router.api.intents import IntentController
+from router.api.journey_runs import JourneyRunsController
 from router.api.journeys import JourneyController
 from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
@@ -101,6 +102,7 @@ def create_app(runtime: Runtime) -> Litestar:
             healthz,
             MemberController,
             IntentController,
+            JourneyRunsController,
             JourneyController,
             RelayedMessageController,
             AudienceController,

@@ -3,7 +3,7 @@ every definition checked by `router.journeys.validation` before it is stored."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
@@ -19,7 +19,7 @@ from router.database import Pool
 from router.journeys.definition import Journey
 from router.journeys.validation import validate
 from router.problems import invalid
-from router.store import coupon_pools
+from router.store import coupon_pools, journey_runs
 from router.store import journeys as stored
 
 JOURNEY_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -134,9 +134,10 @@ class JourneyController(Controller):
         responses=problems(404),
     )
     async def remove(self, journey_id: JourneyIdParam, pool: Injected[Pool]) -> None:
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, conn.transaction():
             if not await stored.delete(conn, journey_id):
                 raise not_found(_missing(journey_id))
+            await journey_runs.end_runs_of_deleted(conn, journey_id, datetime.now(UTC))
 
     @post(
         "/{journey_id:str}/pause",

@@ -9,6 +9,7 @@ visibly. Jinja2 is the one well-kept sandboxed engine for Python; its syntax is 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -62,6 +63,13 @@ class TemplateError(ValueError):
 
 
 def compile_template(source: str) -> jinja2.Template:
+    return _compiled(source)
+
+
+# A journey's templates are rendered once per member: compiling is most of the cost, so each
+# source is compiled once (compiled templates are immutable and safe to share).
+@functools.lru_cache(maxsize=1024)
+def _compiled(source: str) -> jinja2.Template:
     try:
         return _ENVIRONMENT.from_string(source)
     except jinja2.TemplateSyntaxError as error:

@@ -19,7 +19,7 @@ from router.database import Connection, Pool
 from router.delivery import outcomes
 from router.line import identity as line_identity
 from router.queue.loops import QueueWorker
-from router.store import line_webhook_events
+from router.store import journey_triggers, line_webhook_events
 from router.store import members as member_store
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class LineEventProcessor(QueueWorker):
         user = event.source.user_id if event.source else None
         if event.type in ("follow", "unfollow") and user:
             members = await member_store.record_friendship(conn, user, event.type == "follow", at)
+            if event.type == "follow":
+                await journey_triggers.line_followed(conn, members, at)
             if event.type == "unfollow":
                 return f"not a friend; members updated: {len(members)}"
             if members:

@@ -13,6 +13,7 @@ store module that owns its table, and its statements are generated here:
   process that died.
 - `Locked`: rows are claimed inside the transaction that does the work and are released by
   its commit or rollback, so a claimer that stops frees them at once.
+- `Timed`: as `Locked`, for rows due at a time the caller's clock judges (journey runs).
 - `Ordered`: rows go out in order, one transaction at a time per key (or for the whole table):
   a transaction-scoped advisory lock gives one transaction the key's turn, and it takes the
   head of the key's queue.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 from uuid import UUID, uuid4
@@ -432,4 +434,62 @@ async def keys(conn: Connection, table: Ordered) -> list[str]:
 async def next_due_ordered(conn: Connection, table: Ordered) -> float | None:
     """Seconds until the earliest head of a key's queue may go (<= 0: now)."""
     seconds: float | None = await conn.fetchval(table.next_due_sql)
+    return seconds
+
+
+async def claim_locked_in_turn(conn: Connection, table: Locked, limit: int) -> list[asyncpg.Record]:
+    """As `claim_locked`, by one transaction at a time across every process (a
+    transaction-scoped advisory lock, [] when another has the turn): the rows are handled in
+    `order`, never two stretches of them side by side."""
+    if not conn.is_in_transaction():
+        raise RuntimeError(f"claiming {table.table} needs the transaction that does the work")
+    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", table.table):
+        return []
+    return await conn.fetch(table.claim_sql, limit)
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A table of rows each due at a time (`due`), claimed inside the transaction that works
+    on them, as `Locked`. The time is the caller's ($2), not the database's, so the clock the
+    work is judged by is the one the claim reads."""
+
+    table: str
+    columns: str
+    pending: str
+    due: str
+
+    @property
+    def queue_name(self) -> str:
+        return self.table
+
+    @cached_property
+    def claim_sql(self) -> str:
+        return f"""
+SELECT {self.columns} FROM {self.table}
+WHERE {self.pending} AND {self.due} <= $2
+ORDER BY {self.due}
+LIMIT $1
+FOR UPDATE SKIP LOCKED"""
+
+    @cached_property
+    def next_due_sql(self) -> str:
+        return f"""
+SELECT extract(epoch FROM min({self.due}) - $1)::float8 FROM {self.table}
+WHERE {self.pending}"""
+
+
+async def claim_due(
+    conn: Connection, table: Timed, limit: int, now: datetime
+) -> list[asyncpg.Record]:
+    """Lock up to `limit` rows due by `now`, earliest first, that no other transaction holds;
+    they stay this transaction's until it ends."""
+    if not conn.is_in_transaction():
+        raise RuntimeError(f"claiming {table.table} needs the transaction that does the work")
+    return await conn.fetch(table.claim_sql, limit, now)
+
+
+async def next_due_timed(conn: Connection, table: Timed, now: datetime) -> float | None:
+    """Seconds from `now` until the earliest row falls due (<= 0: due now)."""
+    seconds: float | None = await conn.fetchval(table.next_due_sql, now)
     return seconds
