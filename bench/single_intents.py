@@ -12,6 +12,9 @@ does not steal the router's event loop) measures:
               router that falls behind shows it. Printed: achieved rate, p50, p99, max.
   saturation: a closed loop with --concurrency requests in flight for --seconds: the most
               requests a second the process answers (and its p50/p99 there).
+  CPU:        for each run, the router process's user+system CPU time (from /proc) divided by
+              the requests it answered: the per-request cost, which a loaded machine's
+              wall-clock figures hide.
 
 Every answer must be 202 (accepted means committed before the answer).
 
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,6 +64,8 @@ class LoadFigures:
     p99: float
     max: float
     failed: int
+    cpu_ms: float = 0.0
+    """Router process CPU (user + system) per answered request, in milliseconds."""
 
 
 def _figures(latencies: list[float], elapsed: float, failed: int) -> LoadFigures:
@@ -182,11 +188,31 @@ class SingleFigures:
     saturation: LoadFigures
 
 
-async def measure_singles(base: str, args: argparse.Namespace) -> SingleFigures:
-    """Open loop at --rate, then saturation, against a running router at `base`."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _timed(pid: int | None, run: Awaitable[LoadFigures]) -> LoadFigures:
+    before = cpu_seconds(pid) if pid is not None else 0.0
+    figures = await run
+    if pid is not None and figures.requests:
+        figures.cpu_ms = 1000 * (cpu_seconds(pid) - before) / figures.requests
+    return figures
+
+
+async def measure_singles(
+    base: str, args: argparse.Namespace, pid: int | None = None
+) -> SingleFigures:
+    """Open loop at --rate, then saturation, against a running router at `base` (whose process
+    id, when given, is where CPU per request is read)."""
     await load(base, "closed", 0, 2.0, 8)  # warm-up
-    open_loop = await load(base, "open", args.rate, args.seconds, args.connections)
-    saturation = await load(base, "closed", 0, args.seconds, args.saturation_concurrency)
+    open_loop = await _timed(pid, load(base, "open", args.rate, args.seconds, args.connections))
+    saturation = await _timed(
+        pid, load(base, "closed", 0, args.seconds, args.saturation_concurrency)
+    )
     return SingleFigures(open_loop, saturation)
 
 
@@ -194,9 +220,10 @@ def describe(f: SingleFigures) -> list[str]:
     o, s = f.open_loop, f.saturation
     return [
         f"open loop: {o.rate:7,.0f} req/s achieved; p50 {o.p50:6.1f} ms, p99 {o.p99:7.1f} ms,"
-        f" max {o.max:7.1f} ms ({o.requests:,} answered, {o.failed} not 202)",
+        f" max {o.max:7.1f} ms ({o.requests:,} answered, {o.failed} not 202);"
+        f" router CPU {o.cpu_ms:.3f} ms/request",
         f"saturation: {s.rate:7,.0f} req/s; p50 {s.p50:6.1f} ms, p99 {s.p99:7.1f} ms"
-        f" ({s.failed} not 202)",
+        f" ({s.failed} not 202); router CPU {s.cpu_ms:.3f} ms/request",
     ]
 
 
@@ -246,10 +273,10 @@ async def run_tree(tree: Path, dsn: str, args: argparse.Namespace) -> SingleFigu
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = router_env(dsn, "http://127.0.0.1:9", 9, port, False) | {"PYTHONPATH": str(tree)}
-    with process([sys.executable, "-m", "router", "serve"], env, str(tree)):
+    with process([sys.executable, "-m", "router", "serve"], env, str(tree)) as proc:
         await wait_http(f"{base}/healthz")
         await add_members(base, MEMBERS)
-        return await measure_singles(base, args)
+        return await measure_singles(base, args, proc.pid)
 
 
 async def main() -> None:
@@ -278,7 +305,9 @@ async def main() -> None:
         b, t = results["base"], results["this"]
         print(
             f"this / base: saturation x{t.saturation.rate / b.saturation.rate:.2f};"
-            f" open-loop p99 x{t.open_loop.p99 / b.open_loop.p99:.3f}"
+            f" open-loop p99 x{t.open_loop.p99 / b.open_loop.p99:.3f};"
+            f" CPU per request x{t.saturation.cpu_ms / b.saturation.cpu_ms:.3f} (saturation),"
+            f" x{t.open_loop.cpu_ms / b.open_loop.cpu_ms:.3f} (open loop)"
         )
 
 

@@ -74,6 +74,9 @@ class Runtime:
     journey_timers: JourneyTimers | None = None
     # The journey files read at this start (`[journeys] directory`), saved as versions.
     journey_files: tuple[JourneyFile, ...] = ()
+    _intake_channels: tuple[tuple[object, ...], IntakeChannels] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def configured_channels(self) -> frozenset[str]:
@@ -82,9 +85,21 @@ class Runtime:
     @property
     def intake_channels(self) -> IntakeChannels:
         """The registered channels as intake plans over them: descriptors, which ones this
-        router has adapters for, and the group size of those that send to many at once."""
-        return IntakeChannels(
-            descriptors=registry.descriptors(),
+        router has adapters for, and the group size of those that send to many at once.
+
+        Made again only when the descriptors or adapters change: asking each adapter whether
+        it sends to many (a protocol check) costs more than the rest of accepting one intent."""
+        descriptors = registry.descriptors()
+        # The same objects compare equal at once (identity first), and the key holds them; a
+        # group size may be changed on a running adapter.
+        key = (
+            descriptors,
+            *((name, a, getattr(a, "max_group_size", None)) for name, a in self.channels.items()),
+        )
+        if self._intake_channels is not None and self._intake_channels[0] == key:
+            return self._intake_channels[1]
+        channels = IntakeChannels(
+            descriptors=descriptors,
             configured=self.configured_channels,
             group_sizes={
                 name: adapter.max_group_size
@@ -92,6 +107,8 @@ class Runtime:
                 if isinstance(adapter, GroupChannel) and adapter.max_group_size > 1
             },
         )
+        self._intake_channels = (key, channels)
+        return channels
 
     async def accept_intents(
         self,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
+from router.queue import wakeups
+from router.store.deliveries import QUEUE as DELIVERIES
 from tests.harness import RouterUnderTest, running_router
 from tests.test_api_members import problem
 
@@ -190,3 +194,26 @@ async def test_openapi_schema_describes_the_api(router: RouterUnderTest) -> None
         assert path in paths, path
     assert "IntentRequest" in str(paths["/v1/intents"]["post"]["requestBody"])
     assert "IntentRequest" in str(paths["/v1/intents/batch"]["post"]["requestBody"])
+
+
+async def test_an_accepted_intent_wakes_its_queue_from_the_statement_that_stores_it(
+    router: RouterUnderTest, dsn: str
+) -> None:
+    """The NOTIFY goes with the rows: delivered at their commit, naming the delivery's queue,
+    and by then the delivery is there to claim."""
+    await members(router)
+    conn = await asyncpg.connect(dsn)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        await conn.add_listener(wakeups.CHANNEL, lambda *args: heard.put_nowait(args[3]))
+        resp = await post(router, member_id="mail-only", email=MAIL)
+        assert resp.status_code == 202, resp.text
+        queue = DELIVERIES.queue_name("email")
+        while (await asyncio.wait_for(heard.get(), 30)) != queue:
+            pass
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM deliveries WHERE intent_id = $1", UUID(resp.json()["id"])
+        )
+        assert stored == 1
+    finally:
+        await conn.close()

@@ -3,11 +3,13 @@
 `accept` reads top to bottom as the four steps it takes:
 validate (each intent on its own) -> resolve (idempotency keys, then recipients) ->
 plan (routing over the registered channels) -> persist (one statement, then a wake-up).
-All of it runs in one transaction that commits before anyone is told "accepted".
+What it writes, it writes in one statement (in one transaction with the delivery events,
+when those are recorded), committed before anyone is told "accepted".
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -90,7 +92,11 @@ async def accept(
 
     planned: list[Planned] = []
     decided: dict[_PlanKey, Plan | Unroutable] = {}
-    async with conn.transaction():
+    # What is written is written by one statement (rows and queue wake-ups), atomic on its
+    # own: a transaction around it would add two round trips and hold nothing more. Reading
+    # first in a transaction would not either: at READ COMMITTED its reads see what others
+    # commit meanwhile just the same. Only delivery events are a second write.
+    async with conn.transaction() if events else contextlib.nullcontext():
         fresh = await resolve.drop_replays(conn, valid, results)
         found = await resolve.recipients(conn, fresh, prefix, results)
         for (intent, reach), intent_id in zip(found, uuid7s(len(found)), strict=True):
@@ -112,7 +118,6 @@ async def accept(
                 await delivery_events.record(
                     conn, [delivery_events.Recorded(d, "processed") for d in stored.deliveries]
                 )
-            await stored.notices.send(conn)
             lost = []
             for p in planned:
                 if p.id in stored.intents:

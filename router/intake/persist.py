@@ -3,7 +3,8 @@
 Rows are built by column name (router.store.rows); each planned channel's delivery is
 addressed by its descriptor. Deliveries of one call that share content and send time on a
 channel that sends to many at once (LINE multicast) are dealt into send groups here, by the
-statement that creates them, so no worker ever sees one of them ungrouped.
+statement that creates them, so no worker ever sees one of them ungrouped. The same statement
+wakes the queues the deliveries wait in.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ class Planned(msgspec.Struct, frozen=True, gc=False):
 class Persisted(msgspec.Struct, frozen=True):
     intents: set[UUID]  # the planned intents that were inserted
     deliveries: list[UUID]  # their deliveries, when asked for
-    notices: Notices  # the queues their deliveries wait in, and when the first falls due
 
 
 async def persist(
@@ -68,6 +68,12 @@ async def persist(
     groups: list[SendGroupRow] = []
     if group_sizes:
         deliveries, groups = deal(deliveries, content_of, group_sizes)
+    # Sent by the statement itself, at its commit. An intent that loses an idempotency-key race
+    # has no deliveries; the wake-up it asked for finds nothing, as any early one may.
+    notices = Notices()  # deliveries due later only set the queues' timers
+    for d in deliveries:
+        queue = DELIVERIES if d.send_group_id is None else SEND_GROUPS
+        notices.add(queue.queue_name(d.channel), d.send_at)
     inserted = await intent_store.insert(
         conn,
         [ContentRow(id=i, body=body) for i, body in contents.items()],
@@ -76,13 +82,9 @@ async def persist(
         deliveries,
         campaign_id,
         returning_deliveries=returning_deliveries,
+        wake=notices.payloads(),
     )
-    notices = Notices()  # deliveries due later only set the queues' timers
-    for d in deliveries:
-        if d.intent_id in inserted.intents:
-            queue = DELIVERIES if d.send_group_id is None else SEND_GROUPS
-            notices.add(queue.queue_name(d.channel), d.send_at)
-    return Persisted(inserted.intents, inserted.deliveries, notices)
+    return Persisted(inserted.intents, inserted.deliveries)
 
 
 def _address(channel: ChannelDescriptor, reach: Reach) -> str:

@@ -41,8 +41,13 @@ Received = Callable[[str, float | None], None]
 async def notify(conn: Connection, queue: str, due: datetime | None = None) -> None:
     """Wake `queue` in every process when the caller's transaction commits; with `due`, only
     set its timers for then (a row sent later must not make loops claim in vain now)."""
-    payload = queue if due is None else f"{queue} {due.timestamp():.3f}"
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload(queue, due))
+
+
+def payload(queue: str, due: datetime | None = None) -> str:
+    """What a notification on `CHANNEL` carries: the queue, and when set the time its rows
+    fall due."""
+    return queue if due is None else f"{queue} {due.timestamp():.3f}"
 
 
 class Notices:
@@ -63,6 +68,11 @@ class Notices:
     async def send(self, conn: Connection) -> None:
         for queue, due in sorted(self._due.items()):
             await notify(conn, queue, due)
+
+    def payloads(self) -> list[str]:
+        """The notifications `send` would make, for a statement that sends them itself (one
+        round trip fewer)."""
+        return [payload(queue, due) for queue, due in sorted(self._due.items())]
 
 
 class Wakeups:

@@ -16,6 +16,7 @@ import asyncpg
 import msgspec
 
 from router.database import Connection
+from router.queue import wakeups
 from router.store import group_state
 from router.store.rows import column_lists, columns, unnest, width
 
@@ -91,13 +92,17 @@ def _insert_statement(*, returning_deliveries: bool) -> str:
     created only for intents that were inserted (not for those that lost an idempotency-key
     race); a send group that loses members that way is one short, or empty and closed when
     claimed. The statement answers with the new intents' ids (kind 'intent') and, when asked,
-    the new deliveries' (kind 'delivery')."""
+    the new deliveries' (kind 'delivery'). It also sends the given queue notifications
+    (`router.queue.wakeups`), delivered when it commits, so a caller outside a transaction
+    needs no other statement."""
     p_contents = 1
     p_intents = p_contents + width(ContentRow)
     p_groups = p_intents + width(IntentColumns)
     p_deliveries = p_groups + width(SendGroupRow)
     p_campaign = p_deliveries + width(DeliveryRow)
-    answer = "SELECT 'intent' AS kind, id FROM added"
+    p_wake = p_campaign + 1
+    # Referenced by the answer, so it runs: a CTE that only selects runs only when read.
+    answer = "SELECT 'intent' AS kind, id FROM added UNION ALL SELECT 'woken', NULL FROM woken"
     returning = ""
     if returning_deliveries:
         answer += " UNION ALL SELECT 'delivery', id FROM new_deliveries"
@@ -128,6 +133,8 @@ WITH new_contents AS (
     FROM {unnest(DeliveryRow, _DELIVERY_TYPES, p_deliveries, "d")}
     WHERE intent_id IN (SELECT id FROM added)
     {returning}
+), woken AS (
+    SELECT pg_notify('{wakeups.CHANNEL}', payload) FROM unnest(${p_wake}::text[]) AS w(payload)
 )
 {answer}
 """  # noqa: S608 - built from constants only
@@ -151,7 +158,9 @@ async def insert(
     campaign_id: UUID | None,
     *,
     returning_deliveries: bool = False,
+    wake: Sequence[str] = (),
 ) -> Inserted:
+    """Write the rows; `wake` holds `router.queue.wakeups` payloads to notify at commit."""
     rows: list[asyncpg.Record] = await conn.fetch(
         _INSERT_RETURNING_DELIVERIES if returning_deliveries else _INSERT,
         *columns(ContentRow, contents),
@@ -159,6 +168,7 @@ async def insert(
         *columns(SendGroupRow, groups),
         *columns(DeliveryRow, deliveries),
         campaign_id,
+        list(wake),
     )
     return Inserted(
         intents={r["id"] for r in rows if r["kind"] == "intent"},
