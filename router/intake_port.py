@@ -14,7 +14,7 @@ from uuid import UUID
 
 from router.content import Relayed
 from router.database import Connection
-from router.intents import IntentRequest, IntentResult
+from router.intents import IntentOrigin, IntentRequest, IntentResult
 
 
 class AcceptIntents(Protocol):
@@ -26,7 +26,8 @@ class AcceptIntents(Protocol):
     of errors (`{i}` is the item's index); `relayed` names the stored message an SMTP relay
     intent sends unchanged; `campaign_id` ties a campaign's intents to it. With `multicast`
     (the default), identical LINE content for many friends is sent as LINE multicast; intents
-    sent one request each and stored together (router.intake.group_commit) are not."""
+    sent one request each and stored together (router.intake.group_commit) are not.
+    `origins`, one per request, says where each intent the router made itself came from."""
 
     async def __call__(
         self,
@@ -37,4 +38,5 @@ class AcceptIntents(Protocol):
         relayed: Relayed | None = None,
         campaign_id: UUID | None = None,
         multicast: bool = True,
+        origins: Sequence[IntentOrigin | None] | None = None,
     ) -> list[IntentResult]: ...

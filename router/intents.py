@@ -67,6 +67,16 @@ class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc
     )
 
 
+class IntentOrigin(msgspec.Struct, frozen=True, gc=False):
+    """Where an intent the router made itself came from, stored on it: the journey, step and
+    run that sent it, and its kind (the daily promotional cap counts it)."""
+
+    journey_id: str
+    step: str
+    run_id: UUID
+    kind: str
+
+
 class IntentResult(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """Outcome of one intent in a request. `code` is the HTTP status it would have alone."""
 

@@ -37,7 +37,7 @@ from router.delivery.narrowcast import NarrowcastWorker
 from router.delivery.send_groups import SendGroupDispatch
 from router.ingress.smtp_relay import start_smtp_ingress
 from router.intake import IntakeChannels
-from router.intents import IntentRequest, IntentResult
+from router.intents import IntentOrigin, IntentRequest, IntentResult
 from router.journeys.clock import Clock
 from router.journeys.entering import Definitions, JourneyEvents
 from router.journeys.files import JourneyFile, read_directory, read_file
@@ -119,6 +119,7 @@ class Runtime:
         relayed: Relayed | None = None,
         campaign_id: UUID | None = None,
         multicast: bool = True,
+        origins: Sequence[IntentOrigin | None] | None = None,
     ) -> list[IntentResult]:
         """The `AcceptIntents` every front door (JSON API, SMTP relay, compatibility APIs) is
         given: with this router's channels, recording events when they are configured."""
@@ -131,6 +132,7 @@ class Runtime:
             events=self.config.events_configured,
             campaign_id=campaign_id,
             multicast=multicast,
+            origins=origins,
         )
 
     async def aclose(self) -> None:

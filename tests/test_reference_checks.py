@@ -34,6 +34,10 @@ def intent_columns(ids: list[UUID], member_ids: list[str | None]) -> IntentColum
         metadata=[None] * len(ids),
         idempotency_key=[None] * len(ids),
         request_sha256=[None] * len(ids),
+        kind=[None] * len(ids),
+        journey_id=[None] * len(ids),
+        journey_step=[None] * len(ids),
+        journey_run=[None] * len(ids),
     )
 
 

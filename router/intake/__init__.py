@@ -21,7 +21,7 @@ from router.intake import persist, resolve
 from router.intake.persist import Planned
 from router.intake.routing import Plan, Routes, Unroutable, plan
 from router.intake.validate import ContentChecks, Validated, validate
-from router.intents import IntentRequest, IntentResult, rejected
+from router.intents import IntentOrigin, IntentRequest, IntentResult, rejected
 from router.reach import Reach
 from router.store import delivery_events
 from router.store.row_ids import uuid7s
@@ -67,6 +67,7 @@ async def accept(
     events: bool = False,
     campaign_id: UUID | None = None,
     multicast: bool = True,
+    origins: Sequence[IntentOrigin | None] | None = None,
 ) -> list[IntentResult]:
     """Accept a batch; `requests` may already hold per-item decoding failures (kept as-is).
 
@@ -88,6 +89,8 @@ async def accept(
         if isinstance(checked, IntentResult):
             results[i] = checked
         else:
+            if origins is not None:
+                checked.origin = origins[i]
             valid.append(checked)
 
     planned: list[Planned] = []

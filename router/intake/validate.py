@@ -12,7 +12,7 @@ import msgspec
 
 from router.content import Content, Relayed, check_content, content_id
 from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
-from router.intents import MAX_SCHEDULE_AHEAD, IntentRequest, IntentResult, rejected
+from router.intents import MAX_SCHEDULE_AHEAD, IntentOrigin, IntentRequest, IntentResult, rejected
 from router.problems import FieldError
 from router.wire_rules import unmet
 
@@ -30,6 +30,7 @@ class Validated(msgspec.Struct, gc=False):
     content_json: str
     email_hash: bytes | None = None  # recipients given by address are matched by hash
     email_address: str | None = None
+    origin: IntentOrigin | None = None  # an intent the router made itself (a journey's)
 
 
 class _CheckedContent(msgspec.Struct, frozen=True, gc=False):

@@ -28,7 +28,7 @@ import msgspec
 from router.config import JourneysConfig
 from router.database import Connection, Pool
 from router.intake_port import AcceptIntents
-from router.intents import IntentRequest
+from router.intents import IntentOrigin, IntentRequest
 from router.journeys import timing
 from router.journeys.clock import Clock
 from router.journeys.definition import Condition, Journey, SendStep
@@ -38,7 +38,7 @@ from router.queue.loops import QueueWorker
 from router.queue.wakeups import notify
 from router.reach import Reach
 from router.store import coupon_pools, journey_runs
-from router.store.journey_runs import RunChange, SentIntent, StepRecord
+from router.store.journey_runs import RunChange, StepRecord
 
 CLAIM = 500
 # Steps one run may take in a claim without waiting: a guard against a definition that loops.
@@ -363,16 +363,16 @@ class JourneyTimers(QueueWorker):
         if not sending:
             return
         requests: list[IntentRequest] = [r.send for r in sending if r.send is not None]
-        results = await self._accept(conn, requests, prefix="", multicast=False)
-        tagged: list[SentIntent] = []
+        # Each intent is stored with its journey, step, run and kind by intake's own insert.
+        origins = [
+            IntentOrigin(run.row["journey_id"], run.send_step, run.id, run.send.kind)
+            for run in sending
+            if run.send is not None
+        ]
+        results = await self._accept(conn, requests, prefix="", multicast=False, origins=origins)
         for run, result in zip(sending, results, strict=True):
             assert run.send is not None
             if result.status in ("accepted", "duplicate") and result.id is not None:
-                tagged.append(
-                    SentIntent(
-                        result.id, run.row["journey_id"], run.send_step, run.id, run.send.kind
-                    )
-                )
                 run.records.append(
                     self._record(run, run.send_step, "sent", now, None, result.channels, result.id)
                 )
@@ -381,7 +381,6 @@ class JourneyTimers(QueueWorker):
                 if result.errors:
                     reason += ": " + "; ".join(f"{e.field}: {e.message}" for e in result.errors)
                 run.records.append(self._record(run, run.send_step, "failed", now, reason))
-        await journey_runs.tag_intents(conn, tagged)
 
     @staticmethod
     def _record(

@@ -41,6 +41,11 @@ class IntentColumns(msgspec.Struct, frozen=True, gc=False):
     metadata: list[str | None]  # JSON objects
     idempotency_key: list[str | None]
     request_sha256: list[bytes | None]  # only for an intent with an idempotency key
+    # Set only on intents the router made itself (router.intents.IntentOrigin).
+    kind: list[str | None]
+    journey_id: list[str | None]
+    journey_step: list[str | None]
+    journey_run: list[UUID | None]
 
 
 class DeliveryRow(msgspec.Struct, gc=False):
@@ -71,6 +76,10 @@ _INTENT_TYPES = {
     "metadata": "text",
     "idempotency_key": "text",
     "request_sha256": "bytea",
+    "kind": "text",
+    "journey_id": "text",
+    "journey_step": "text",
+    "journey_run": "uuid",
 }
 _DELIVERY_TYPES = {
     "intent_id": "uuid",
@@ -114,9 +123,11 @@ WITH new_contents AS (
     ON CONFLICT DO NOTHING
 ), added AS (
     INSERT INTO intents (id, member_id, email_address, content_id, route, fallback, campaign,
-                         tags, metadata, idempotency_key, request_sha256, campaign_id)
+                         tags, metadata, idempotency_key, request_sha256, campaign_id, kind,
+                         journey_id, journey_step, journey_run)
     SELECT id, member_id, email_address, content_id, route, fallback, campaign, tags::jsonb,
-           metadata::jsonb, idempotency_key, request_sha256, ${p_campaign}::uuid
+           metadata::jsonb, idempotency_key, request_sha256, ${p_campaign}::uuid, kind,
+           journey_id, journey_step, journey_run
     FROM {unnest(IntentColumns, _INTENT_TYPES, p_intents, "i")}
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id

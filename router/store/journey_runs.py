@@ -71,14 +71,6 @@ class StepRecord(msgspec.Struct, frozen=True):
     intent_id: UUID | None = None
 
 
-class SentIntent(msgspec.Struct, frozen=True):
-    intent_id: UUID
-    journey_id: str
-    step: str
-    run_id: UUID
-    kind: str
-
-
 async def claim_events(conn: Connection, limit: int) -> list[asyncpg.Record]:
     return await claims.claim_locked_in_turn(conn, EVENTS, limit)
 
@@ -287,24 +279,6 @@ async def record_steps(conn: Connection, records: Sequence[StepRecord]) -> None:
         [r.intent_id for r in records],
         [r.reason for r in records],
         [r.at for r in records],
-    )
-
-
-async def tag_intents(conn: Connection, sent: Sequence[SentIntent]) -> None:
-    """Record on each intent the journey, step and run that sent it (and its kind)."""
-    if not sent:
-        return
-    await conn.execute(
-        "UPDATE intents i SET journey_id = s.journey_id, journey_step = s.step,"
-        " journey_run = s.run_id, kind = s.kind"
-        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[])"
-        "  AS s(id, journey_id, step, run_id, kind)"
-        " WHERE i.id = s.id",
-        [s.intent_id for s in sent],
-        [s.journey_id for s in sent],
-        [s.step for s in sent],
-        [s.run_id for s in sent],
-        [s.kind for s in sent],
     )
 
 
