@@ -11,7 +11,6 @@ hash columns.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import uuid
@@ -28,6 +27,7 @@ from router.problems import FieldError, ProblemError
 from router.reach import EMAIL_REACHABLE_SQL, LINE_REACHABLE_SQL
 from router.store import journey_triggers
 from router.store.row_ids import uuid7
+from router.upload_pieces import parsed_pieces
 
 AudienceType = Literal["email", "phone", "line_user_id"]
 AUDIENCE_TYPES: tuple[AudienceType, ...] = ("email", "phone", "line_user_id")
@@ -36,8 +36,6 @@ MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_LINES = 1_500_000
 MAX_ERRORS = 1_000
 MAX_NAME = 255
-# Bytes of the file handed to the worker thread at once (fewer, larger hops).
-PARSE_CHUNK = 256 * 1024
 # Memory PostgreSQL may use to de-duplicate and sort one upload's hashes (1.5M take ~180 MB;
 # beyond it the sort spills to disk, which is slower but still correct).
 SORT_MEMORY = "128MB"
@@ -315,25 +313,14 @@ async def _copy_rows(
 ) -> AsyncIterator[bytes]:
     """The file's valid hashes as binary COPY data, chunk by chunk as the file arrives."""
     yield _COPY_HEADER
-    size = 0
-    pending: list[bytes] = []
-    pending_size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > MAX_FILE_BYTES:
-            raise _too_large(f"the file is larger than {MAX_FILE_BYTES:,} bytes (20 MB)")
-        pending.append(chunk)
-        pending_size += len(chunk)
-        if pending_size >= PARSE_CHUNK:
-            # Validation (phone numbers especially) is CPU work: keep the event loop answering.
-            rows = await asyncio.to_thread(_feed, reader, b"".join(pending))
-            pending, pending_size = [], 0
-            if rows:
-                yield rows
-        if progress is not None:
-            progress(size)
-    rows = await asyncio.to_thread(_feed, reader, b"".join(pending), end=True)
-    if rows:
+    too_large = _too_large(f"the file is larger than {MAX_FILE_BYTES:,} bytes (20 MB)")
+    async for rows in parsed_pieces(
+        chunks,
+        lambda data, end: _feed(reader, data, end=end),
+        max_bytes=MAX_FILE_BYTES,
+        too_large=lambda: too_large,
+        progress=progress,
+    ):
         yield rows
     yield _COPY_TRAILER
 

@@ -16,6 +16,7 @@ import msgspec
 
 from router.database import Connection
 from router.problems import FieldError, ProblemError
+from router.upload_pieces import parsed_pieces
 
 MAX_CODES = 1_000_000
 """Lines of a file (blank ones included) or items of a JSON list in one upload."""
@@ -23,7 +24,6 @@ MAX_CODE = 255
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_REJECTIONS = 1_000
 """Rejected codes reported one by one; the count covers them all."""
-PARSE_CHUNK = 256 * 1024
 SORT_MEMORY = "128MB"
 ANALYZE_AFTER = 10_000
 # Longer lines cannot be a code; they are not buffered beyond this.
@@ -163,22 +163,13 @@ def _reject(counts: UploadCounts, rejection: RejectedCode) -> None:
 
 async def _file_rows(reader: _LineReader, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """The file's valid codes as COPY text rows, a piece at a time as the file arrives."""
-    size = 0
-    pending: list[bytes] = []
-    pending_size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > MAX_FILE_BYTES:
-            raise _too_large(f"the file is larger than {MAX_FILE_BYTES:,} bytes (64 MiB)")
-        pending.append(chunk)
-        pending_size += len(chunk)
-        if pending_size >= PARSE_CHUNK:
-            rows = await asyncio.to_thread(reader.feed, b"".join(pending))
-            pending, pending_size = [], 0
-            if rows:
-                yield rows
-    rows = reader.feed(b"".join(pending)) + reader.end()
-    if rows:
+    too_large = _too_large(f"the file is larger than {MAX_FILE_BYTES:,} bytes (64 MiB)")
+    async for rows in parsed_pieces(
+        chunks,
+        lambda data, end: reader.feed(data) + (reader.end() if end else b""),
+        max_bytes=MAX_FILE_BYTES,
+        too_large=lambda: too_large,
+    ):
         yield rows
 
 
