@@ -23,7 +23,10 @@ from tests.harness import LINE_TOKEN, SmtpSink, running_router
 def database_dsn() -> Iterator[str]:
     url = os.environ.get("DATABASE_URL")
     if url:
-        yield url
+        # Test processes run side by side (pytest-xdist): each gets a database of its own on
+        # that server, since every test starts by emptying the tables.
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        yield url if worker is None else _worker_database(url, worker)
         return
     import pgserver
 
@@ -31,6 +34,25 @@ def database_dsn() -> Iterator[str]:
         server = pgserver.get_server(tmp, cleanup_mode="stop")
         yield server.get_uri()
         server.cleanup()
+
+
+def _worker_database(url: str, worker: str) -> str:
+    """A fresh database named for this test process on the server of `url`; its URL."""
+    import asyncio
+    from urllib.parse import urlsplit, urlunsplit
+
+    name = f"router_test_{worker}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")
