@@ -313,12 +313,11 @@ async def _copy_rows(
 ) -> AsyncIterator[bytes]:
     """The file's valid hashes as binary COPY data, chunk by chunk as the file arrives."""
     yield _COPY_HEADER
-    too_large = _too_large(f"the file is larger than {MAX_FILE_BYTES:,} bytes (20 MB)")
     async for rows in parsed_pieces(
         chunks,
         lambda data, end: _feed(reader, data, end=end),
         max_bytes=MAX_FILE_BYTES,
-        too_large=lambda: too_large,
+        too_large=lambda: _too_large(f"the file is larger than {MAX_FILE_BYTES:,} bytes (20 MB)"),
         progress=progress,
     ):
         yield rows

@@ -163,12 +163,11 @@ def _reject(counts: UploadCounts, rejection: RejectedCode) -> None:
 
 async def _file_rows(reader: _LineReader, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """The file's valid codes as COPY text rows, a piece at a time as the file arrives."""
-    too_large = _too_large(f"the file is larger than {MAX_FILE_BYTES:,} bytes (64 MiB)")
     async for rows in parsed_pieces(
         chunks,
         lambda data, end: reader.feed(data) + (reader.end() if end else b""),
         max_bytes=MAX_FILE_BYTES,
-        too_large=lambda: too_large,
+        too_large=lambda: _too_large(f"the file is larger than {MAX_FILE_BYTES:,} bytes (64 MiB)"),
     ):
         yield rows
 

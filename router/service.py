@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from uuid import UUID
 
 from channels import registry
@@ -40,7 +39,7 @@ from router.intake import IntakeChannels
 from router.intents import IntentOrigin, IntentRequest, IntentResult
 from router.journeys.clock import Clock
 from router.journeys.entering import Definitions, JourneyEvents
-from router.journeys.files import JourneyFile, read_directory, read_file
+from router.journeys.files import JourneyFile, check_pools, read_directory
 from router.journeys.timers import JourneyTimers
 from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
@@ -206,7 +205,7 @@ async def _save_journey_files(pool: Pool, files: list[JourneyFile]) -> None:
         known = await coupon_pools.pool_ids(conn)
         for file in files:
             if file.journey.enabled:
-                read_file(Path(file.path), known_pools=known)
+                check_pools(file, known)
             await stored_journeys.save(conn, file.journey_id, file.journey, file.path)
 
 

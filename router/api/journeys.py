@@ -93,16 +93,12 @@ class JourneyController(Controller):
     async def save(
         self, journey_id: JourneyIdParam, data: JSONBody[Journey], pool: Injected[Pool]
     ) -> Response[JourneyView]:
-        errors = validate(data, known_pools=None)
-        if errors:
-            raise invalid(errors)
         async with pool.acquire() as conn, conn.transaction():
             # An enabled journey's coupon pools must exist; a disabled one may name a pool
             # whose codes are not uploaded yet.
-            if data.enabled:
-                errors = validate(data, known_pools=await coupon_pools.pool_ids(conn))
-                if errors:
-                    raise invalid(errors)
+            known = await coupon_pools.pool_ids(conn) if data.enabled else None
+            if errors := validate(data, known_pools=known):
+                raise invalid(errors)
             saved = await stored.save(conn, journey_id, data, API_SOURCE)
             journey = await stored.read(conn, journey_id)
         assert journey is not None

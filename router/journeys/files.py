@@ -81,11 +81,22 @@ def read_file(path: Path, *, known_pools: Collection[str] | None) -> JourneyFile
     if _holds_nul(data):
         # The API refuses it in any body; PostgreSQL cannot store it.
         raise JourneyFileError(f"{path}: contains U+0000 (NUL), which is never stored")
-    errors = validate(journey, known_pools=known_pools)
+    _refuse(path, text, validate(journey, known_pools=known_pools))
+    return JourneyFile(journey_id=path.stem, path=str(path), journey=journey)
+
+
+def check_pools(file: JourneyFile, known_pools: Collection[str]) -> None:
+    """Check a file already read against the coupon pools that exist (known only once the
+    database is open); the file is read again only to name the line of an error."""
+    if errors := validate(file.journey, known_pools=known_pools):
+        path = Path(file.path)
+        _refuse(path, path.read_text(encoding="utf-8"), errors)
+
+
+def _refuse(path: Path, text: str, errors: list[FieldError]) -> None:
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise JourneyFileError(_where(path, text, errors[0]) + more)
-    return JourneyFile(journey_id=path.stem, path=str(path), journey=journey)
 
 
 def _holds_nul(value: Any) -> bool:
