@@ -62,6 +62,15 @@ class ChannelDescriptor:
     """Checked when a delivery is first sent, over `members m` and `deliveries d`: someone who
     opted out or left since acceptance is not sent to. None: `reachable_sql`; "true": never
     re-checked."""
+    refusal_sql: str | None = None
+    """Why the channel may not carry this delivery although it reaches the recipient, as SQL
+    yielding a reason (text) or NULL: checked at every send, over `deliveries d`, `intents i`
+    and `members m` (suppressed addresses, categories unsubscribed from). Intake asks the
+    same through `unreachable`, from the Reach facts `router.deliverability.rules` sets."""
+    campaign_refusal_sql: Callable[[str, str | None, bool], str] | None = None
+    """`refusal_sql` for a campaign's members, over `members m`, given the campaign's kind,
+    category and whether consent is required: members it refuses are routed as if the
+    channel did not reach them."""
     left_since: str = "not sent: since the intent was accepted the member opted out of this channel"
     """Why a delivery found unreachable at send time is not sent."""
     fallback_when_left: bool = False
@@ -105,6 +114,11 @@ class Outbound(msgspec.Struct, frozen=True, kw_only=True):
     content_id: bytes
     content: Content
     relayed_message: bytes | None = None  # the original bytes, for relayed email
+    # Whom and what it is for: the recipient's member ID, the intent's kind ("promotional",
+    # "transactional") and category. Email composes the unsubscribe link from these.
+    member_id: str | None = None
+    kind: str = "promotional"
+    category: str | None = None
 
 
 class Sent(msgspec.Struct, frozen=True, tag=True):

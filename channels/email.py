@@ -42,6 +42,7 @@ from channels.base import (
 from channels.smtp_exchange import content_bytes, transact
 from router.config import Config, EmailConfig
 from router.content import EmailContent
+from router.deliverability.rules import SEND_TIME_REFUSAL_SQL, campaign_refusal_sql
 from router.reach import EMAIL_REACHABLE_SQL, Reach
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def _unreachable(reach: Reach) -> str | None:
         return "no email address for this recipient"
     if reach.email_opt_out:
         return "the member opted out of email"
-    return None
+    return reach.email_refusal
 
 
 EMAIL = ChannelDescriptor(
@@ -61,6 +62,8 @@ EMAIL = ChannelDescriptor(
     not_configured="email is not configured on this router",
     unreachable=_unreachable,
     reachable_sql=EMAIL_REACHABLE_SQL,
+    refusal_sql=SEND_TIME_REFUSAL_SQL,
+    campaign_refusal_sql=campaign_refusal_sql,
     address=lambda reach: reach.email,
     address_sql="m.email",
     address_noun="email address",

@@ -27,7 +27,7 @@ from router.database import Connection, Pool
 from router.database_outage import is_unavailable
 from router.intake import IntakeChannels
 from router.intake.routing_sql import routing_sql
-from router.intents import MAX_SCHEDULE_AHEAD, Kind, Route, SendAt, Tags
+from router.intents import MAX_SCHEDULE_AHEAD, Category, Kind, Route, SendAt, Tags
 from router.line import narrowcast
 from router.line.narrowcast import NarrowcastView
 from router.log_safety import describe
@@ -69,6 +69,7 @@ class CampaignRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     )
     route: Route = "prefer_line"
     kind: Kind = "promotional"
+    category: Category | None = None
     email: EmailContent | None = None
     line: LineContent | None = None
     tags: Tags = msgspec.field(default_factory=list)
@@ -363,6 +364,8 @@ class CampaignFanOut(QueueWorker):
                     campaign=template.name or str(campaign_id),
                     tags=msgspec.json.encode(template.tags).decode(),
                     send_at=template.send_at,
+                    kind=template.kind,
+                    category=template.category,
                 ),
                 channels.group_sizes,
                 events=self._events,
@@ -431,6 +434,13 @@ def _chunk_statement(template: CampaignRequest, channels: IntakeChannels) -> str
         channels.routes,
         channels.configured,
         template.kind,
+        refusals={
+            d.name: d.campaign_refusal_sql(
+                template.kind, template.category, channels.require_consent
+            )
+            for d in channels.descriptors
+            if d.campaign_refusal_sql is not None
+        },
     )
     return campaign_chunks.chunk_sql(
         campaign_chunks.ChunkRouting(

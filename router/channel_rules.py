@@ -31,6 +31,16 @@ def still_reachable(channel: str, attempts: str = "d.attempts") -> str:
     return f"({attempts} > 1 OR m.member_id IS NULL OR coalesce({rule}, false))"
 
 
+def refusal(channel: str) -> str:
+    """Why a delivery of `channel` may not go out although the recipient is reachable, as
+    SQL over `deliveries d`, `intents i` and `members m` yielding a reason or NULL (a
+    suppressed address, a category unsubscribed from); asked at every attempt."""
+    descriptor = _known(channel)
+    if descriptor is None or descriptor.refusal_sql is None:
+        return "NULL::text"
+    return descriptor.refusal_sql
+
+
 def not_reachable_now(channel: str) -> tuple[str, bool]:
     """Why a delivery found unreachable at send time is not sent, and whether the intent's
     fallback may carry it instead."""

@@ -88,6 +88,34 @@ class EmailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # PEM file of the CAs trusted for the upstream's certificate (a private CA); empty: the
     # system's trust store (or SSL_CERT_FILE).
     ca_file: str = ""
+    # --- deliverability of the email the router composes (docs/deliverability.md) ---
+    # DKIM: the signing domain (d=), the selector (s=) and a PEM private key (RSA of at least
+    # 2048 bits, or Ed25519); a second selector and key sign each message again (RSA and
+    # Ed25519 side by side). Empty domain: no signature.
+    dkim_domain: str = ""
+    dkim_selector: str = ""
+    dkim_private_key_file: str = ""
+    dkim_second_selector: str = ""
+    dkim_second_private_key_file: str = ""
+    # Where recipients reach this router over HTTPS (`https://mail.example.com`): the
+    # one-click unsubscribe links are `<public_base_url>/u/<token>`. Empty: no link.
+    public_base_url: str = ""
+    # The key unsubscribe links and bounce addresses are signed with; empty: one the router
+    # makes and keeps in its database, shared by every process.
+    unsubscribe_secret: str = ""
+    # The sender as 特定電子メール法 requires promotional email to name it, in the footer.
+    sender_name: str = ""
+    sender_postal_address: str = ""
+    # Footer templates (files, Jinja2 text with sender_name, sender_postal_address and
+    # unsubscribe_url); empty: the built-in Japanese and English footer.
+    footer_text_template: str = ""
+    footer_html_template: str = ""
+    # Promotional email only to members with a recorded email consent (their `email_consent`).
+    require_consent: bool = True
+    # VERP: the envelope sender of composed mail is bounce+<token>@<bounce_domain>, whose MX
+    # is this router's SMTP listener; bounces and complaints sent there are read. Empty: the
+    # envelope sender is from_address, and only bounces at send time are seen.
+    bounce_domain: str = ""
 
 
 class WorkersConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

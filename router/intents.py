@@ -28,6 +28,16 @@ MAX_SCHEDULE_AHEAD = timedelta(days=30)
 Route = Literal["prefer_line", "both", "line_only", "email_only", "notification_first"]
 Kind = Literal["promotional", "transactional"]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Category = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="What recipients can unsubscribe from on its own (e.g. `newsletter`):"
+        " letters, digits, `_`, `.` and `-`",
+    ),
+]
 Tags = Annotated[list[Tag], msgspec.Meta(max_length=50)]
 SendAt = Annotated[
     datetime,
@@ -53,6 +63,7 @@ class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc
     line: LineContent | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
     campaign: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    category: Category | None = None
     tags: Tags = msgspec.field(default_factory=list)
     metadata: dict[str, Any] | None = None
     send_at: SendAt | None = None

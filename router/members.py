@@ -14,6 +14,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from router.database import Connection
+from router.deliverability import rules
 from router.identifiers import (
     MAX_MEMBER_ID,
     MEMBER_ID,
@@ -269,7 +270,7 @@ async def resolve(
     return by_id, by_email
 
 
-ADDRESS_ONLY_PREFIX = "email:"
+ADDRESS_ONLY_PREFIX = rules.ADDRESS_ONLY_PREFIX
 
 
 def address_only_id(email_hash: bytes) -> str:
@@ -300,15 +301,18 @@ async def existing_or_address_only(
 
 
 # Several members may share an address: the oldest one is the match.
-_RESOLVE = """
-SELECT NULL::bytea AS by_email, member_id, line_user_id, line_friend, line_opt_out, email,
-       email_opt_out, phone
-FROM members WHERE member_id = ANY($1::text[])
-UNION ALL
-(SELECT DISTINCT ON (email_sha256) email_sha256, member_id, line_user_id, line_friend,
-        line_opt_out, email, email_opt_out, phone
- FROM members WHERE email_sha256 = ANY($2::bytea[]) ORDER BY email_sha256, created_at)
+_RESOLVE_COLUMNS = f"""
+m.member_id, m.line_user_id, m.line_friend, m.line_opt_out, m.email, m.email_opt_out, m.phone,
+{rules.SUPPRESSED_SQL} AS email_suppressed, m.email_consent IS NOT NULL AS email_consent,
+{rules.OPTED_OUT_CATEGORIES_SQL} AS email_opted_out_categories
 """
+_RESOLVE = f"""
+SELECT NULL::bytea AS by_email, {_RESOLVE_COLUMNS}
+FROM members m WHERE m.member_id = ANY($1::text[])
+UNION ALL
+(SELECT DISTINCT ON (m.email_sha256) m.email_sha256, {_RESOLVE_COLUMNS}
+ FROM members m WHERE m.email_sha256 = ANY($2::bytea[]) ORDER BY m.email_sha256, m.created_at)
+"""  # noqa: S608 - constant fragments
 
 
 def _reach(r: Any) -> Reach:
@@ -320,4 +324,7 @@ def _reach(r: Any) -> Reach:
         email=r["email"],
         email_opt_out=r["email_opt_out"],
         phone=r["phone"],
+        email_suppressed=r["email_suppressed"],
+        email_consent=r["email_consent"],
+        email_opted_out_categories=tuple(r["email_opted_out_categories"] or ()),
     )

@@ -19,6 +19,15 @@ class Reach(msgspec.Struct, frozen=True, gc=False):
     email: str | None
     email_opt_out: bool
     phone: str | None = None
+    # Email deliverability facts (router.deliverability.rules): why the address is suppressed
+    # ("bounce: 550 5.1.1 ..."), whether the member's consent to promotional email is
+    # recorded, and the categories they unsubscribed from.
+    email_suppressed: str | None = None
+    email_consent: bool = False
+    email_opted_out_categories: tuple[str, ...] = ()
+    # Why email may not carry *this* intent to them, set per intent by
+    # `router.deliverability.rules.for_intent`: the email channel then does not reach them.
+    email_refusal: str | None = None
 
     @classmethod
     def address_only(cls, email: str | None) -> Reach:

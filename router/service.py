@@ -105,6 +105,7 @@ class Runtime:
                 for name, adapter in self.channels.items()
                 if isinstance(adapter, GroupChannel) and adapter.max_group_size > 1
             },
+            require_consent=self.config.email.require_consent,
         )
         self._intake_channels = (key, channels)
         return channels

@@ -154,6 +154,9 @@ def router_config(dsn: str, line_base: str | None, smtp: SmtpSink | None, **env:
         "ROUTER_WORKERS_CONCURRENCY": "2",
         "ROUTER_DATABASE_POOL_SIZE": "6",
         "ROUTER_SMTP_INGRESS_LISTEN": "",
+        # Consent has tests of its own (tests/test_consent.py); the others send promotional
+        # mail to members they make without recording one.
+        "ROUTER_EMAIL_REQUIRE_CONSENT": "false",
     }
     if line_base is not None:
         values |= {

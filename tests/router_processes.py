@@ -32,6 +32,7 @@ def start_router(
             "ROUTER_EMAIL_HOST": "127.0.0.1",
             "ROUTER_EMAIL_PORT": str(smtp.port),
             "ROUTER_EMAIL_FROM_ADDRESS": "news@shop.example.jp",
+            "ROUTER_EMAIL_REQUIRE_CONSENT": "false",
             "ROUTER_WORKERS_LEASE_SECONDS": "2",
             "ROUTER_WORKERS_BACKOFF_BASE_SECONDS": "0.1",
             "ROUTER_WORKERS_CLAIM_SIZE": "50",

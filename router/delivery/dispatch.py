@@ -189,6 +189,9 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
                 error, fallback = not_reachable_now(channel.name)
                 left_out = Failed(error, fallback=fallback, dropped=True)
                 results.append(result_of(c.delivery_id, left_out, c.attempts, self._config))
+            elif c.refusal is not None:
+                refused = Failed(f"not sent: {c.refusal}", fallback=True, dropped=True)
+                results.append(result_of(c.delivery_id, refused, c.attempts, self._config))
             elif content is None:
                 results.append(
                     Result(c.delivery_id, "failed", error="content missing", failure="dropped")
@@ -209,6 +212,9 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
                         content_id=c.content_id,
                         content=content,
                         relayed_message=raw,
+                        member_id=c.member_id,
+                        kind=c.kind,
+                        category=c.category,
                     )
                 )
         if sendable:

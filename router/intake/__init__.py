@@ -17,6 +17,7 @@ from uuid import UUID
 from channels.base import ChannelDescriptor
 from router.content import Relayed
 from router.database import Connection
+from router.deliverability import rules
 from router.intake import persist, resolve
 from router.intake.persist import Planned
 from router.intake.routing import Plan, Routes, Unroutable, plan
@@ -36,6 +37,8 @@ class IntakeChannels:
     descriptors: Sequence[ChannelDescriptor]
     configured: frozenset[str]
     group_sizes: Mapping[str, int] = field(default_factory=dict)
+    # Promotional email only to members with a recorded consent ([email] require_consent).
+    require_consent: bool = True
     routes: Routes = field(init=False)
     by_name: Mapping[str, ChannelDescriptor] = field(init=False)
 
@@ -147,6 +150,13 @@ def _plan(
     """Plan one intent; `decided` holds the call's decisions so far, since intents alike in
     everything routing reads (a batch's or a campaign chunk's) are decided once."""
     req = intent.request
+    reach = rules.for_intent(
+        reach,
+        req.kind,
+        req.category,
+        composed=intent.content.relayed is None,
+        require_consent=channels.require_consent,
+    )
     seen_by = tuple(d.unreachable(reach) for d in channels.descriptors)
     key = (req.route, req.kind, intent.content_id, seen_by)
     decision = decided.get(key)

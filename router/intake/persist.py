@@ -110,7 +110,8 @@ def _intent_columns(planned: Sequence[Planned]) -> IntentColumns:
         metadata=[None if r.metadata is None else encode(r.metadata).decode() for r in requests],
         idempotency_key=[r.idempotency_key for r in requests],
         request_sha256=[p.intent.fingerprint for p in planned],
-        kind=[None if p.intent.origin is None else p.intent.origin.kind for p in planned],
+        kind=[r.kind for r in requests],
+        category=[r.category for r in requests],
         journey_id=[
             None if p.intent.origin is None else p.intent.origin.journey_id for p in planned
         ],

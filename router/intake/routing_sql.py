@@ -10,6 +10,7 @@ own: it only looks the pattern up.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from channels.base import ChannelDescriptor
@@ -42,9 +43,21 @@ def _quoted(name: str) -> str:
     return f"'{name}'"
 
 
+def _allowed(refusal: str | None) -> str:
+    return "" if refusal is None else f" AND ({refusal}) IS NULL"
+
+
 def routing_sql(
-    route: Route, content: Content, routes: Routes, configured: frozenset[str], kind: Kind
+    route: Route,
+    content: Content,
+    routes: Routes,
+    configured: frozenset[str],
+    kind: Kind,
+    refusals: Mapping[str, str] | None = None,
 ) -> RoutingSql:
+    """`refusals`: per channel, SQL over `members m` yielding why the channel may not carry
+    this campaign to the member although it reaches them (NULL: it may)."""
+    refusals = refusals or {}
     ranked: tuple[ChannelDescriptor, ...] = routes.ranked(route)
     if len(ranked) > MAX_CHANNELS:
         raise ValueError(f"route {route!r} has more than {MAX_CHANNELS} channels")
@@ -61,7 +74,8 @@ def routing_sql(
         )
         decisions.append(decision if isinstance(decision, Plan) else None)
     bits = " + ".join(
-        f"(CASE WHEN coalesce({c.reachable_sql}, false) THEN {1 << n} ELSE 0 END)"
+        f"(CASE WHEN coalesce({c.reachable_sql}, false){_allowed(refusals.get(c.name))}"
+        f" THEN {1 << n} ELSE 0 END)"
         for n, c in enumerate(ranked)
     )
     primary = " ".join(

@@ -72,7 +72,8 @@ def chunk_sql(routing: ChunkRouting, audience_joins: str, audience_where: str) -
     channel, $17 whether `processed` delivery events are recorded, $18/$19 a channel whose
     deliveries all join one campaign-wide group, and that group (a narrowcast), or NULLs. Answers one row: members
     looked at, intents made, the last member, and the channels of new deliveries outside and
-    inside send groups. $20 the range's last member (NULL: no upper bound)."""
+    inside send groups. $20 the range's last member (NULL: no upper bound); $21/$22 the
+    intents' kind and category."""
     event_email = channel_rules.event_email_sql("a")
     return f"""
 WITH bases AS MATERIALIZED (
@@ -89,8 +90,9 @@ WITH bases AS MATERIALIZED (
            {counted_id("b.intents", "row_number() OVER ()")} AS intent_id
     FROM targets CROSS JOIN bases b
 ), added AS (
-    INSERT INTO intents (id, member_id, content_id, route, fallback, campaign, tags, campaign_id)
-    SELECT intent_id, member_id, $10, $11, fallback, $12, $13::jsonb, $9
+    INSERT INTO intents (id, member_id, content_id, route, fallback, campaign, tags, campaign_id,
+                         kind, category)
+    SELECT intent_id, member_id, $10, $11, fallback, $12, $13::jsonb, $9, $21::text, $22::text
     FROM planned WHERE channels IS NOT NULL
     ORDER BY intent_id
     ON CONFLICT (campaign_id, member_id) WHERE campaign_id IS NOT NULL DO NOTHING
@@ -153,6 +155,8 @@ class ChunkTemplate:
     campaign: str
     tags: str  # JSON array
     send_at: datetime | None
+    kind: str = "promotional"
+    category: str | None = None
 
 
 async def fan_out_chunk(
@@ -190,6 +194,8 @@ async def fan_out_chunk(
         None if whole_group is None else whole_group[0],
         None if whole_group is None else whole_group[1],
         last,
+        template.kind,
+        template.category,
     )
     assert row is not None
     return Chunk(

@@ -33,6 +33,11 @@ class Claimed(msgspec.Struct, frozen=True):
     # False: on its first attempt, the member can no longer be reached at this address on
     # this channel (opted out, unfollowed, unlinked since the intent was accepted).
     reachable: bool = True
+    member_id: str | None = None
+    kind: str = "promotional"
+    category: str | None = None
+    # Why the channel may not carry it now although it reaches them (a suppressed address).
+    refusal: str | None = None
 
 
 class Result(msgspec.Struct, frozen=True):
@@ -63,7 +68,9 @@ QUEUE = claims.Leased(
     join_on="i.id = d.intent_id",
     returning=lambda channel: (
         f"""d.id, d.intent_id, d.address, d.attempts, d.first_attempt_at,
-          i.content_id, {channel_rules.still_reachable(channel)} AS reachable"""
+          i.content_id, {channel_rules.still_reachable(channel)} AS reachable,
+          i.member_id, coalesce(i.kind, 'promotional'), i.category,
+          {channel_rules.refusal(channel)} AS refusal"""
     ),
     requeued_error="the worker holding this delivery stopped; requeued",
     in_doubt=claims.InDoubt(

@@ -41,8 +41,9 @@ class IntentColumns(msgspec.Struct, frozen=True, gc=False):
     metadata: list[str | None]  # JSON objects
     idempotency_key: list[str | None]
     request_sha256: list[bytes | None]  # only for an intent with an idempotency key
-    # Set only on intents the router made itself (router.intents.IntentOrigin).
     kind: list[str | None]
+    category: list[str | None]
+    # Set only on intents the router made itself (router.intents.IntentOrigin).
     journey_id: list[str | None]
     journey_step: list[str | None]
     journey_run: list[UUID | None]
@@ -77,6 +78,7 @@ _INTENT_TYPES = {
     "idempotency_key": "text",
     "request_sha256": "bytea",
     "kind": "text",
+    "category": "text",
     "journey_id": "text",
     "journey_step": "text",
     "journey_run": "uuid",
@@ -124,10 +126,10 @@ WITH new_contents AS (
 ), added AS (
     INSERT INTO intents (id, member_id, email_address, content_id, route, fallback, campaign,
                          tags, metadata, idempotency_key, request_sha256, campaign_id, kind,
-                         journey_id, journey_step, journey_run)
+                         category, journey_id, journey_step, journey_run)
     SELECT id, member_id, email_address, content_id, route, fallback, campaign, tags::jsonb,
            metadata::jsonb, idempotency_key, request_sha256, ${p_campaign}::uuid, kind,
-           journey_id, journey_step, journey_run
+           category, journey_id, journey_step, journey_run
     FROM {unnest(IntentColumns, _INTENT_TYPES, p_intents, "i")}
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
