@@ -360,6 +360,8 @@ def _check_values(config: Config) -> None:
     _check_smtp_ingress_tls(config.smtp_ingress)
     if config.email.ca_file and not Path(config.email.ca_file).is_file():
         raise ConfigError(f"[email] ca_file {config.email.ca_file!r} is not a readable file")
+    if config.email.unsubscribe_secret and len(config.email.unsubscribe_secret) < 32:
+        raise ConfigError("[email] unsubscribe_secret must be at least 32 characters")
     if config.events.webhook_url:
         if not config.events.webhook_url.startswith(("http://", "https://")):
             raise ConfigError("[events] webhook_url must be an http:// or https:// URL")

@@ -28,6 +28,7 @@ from router.database import (
     migrate,
     url_target,
 )
+from router.deliverability.secret import fill_token_secret
 from router.delivery.caches import ContentCache, RelayedCache
 from router.delivery.dispatch import DeliveryDispatch
 from router.delivery.event_posting import EventPoster
@@ -172,6 +173,7 @@ async def start_runtime(config: Config) -> Runtime:
         await pool.close()
         raise
     hashes, generated = await bootstrap_api_keys(pool, config)
+    await fill_token_secret(pool, config.email)
     channels, line_account = registry.build_adapters(config, MonthlyQuota(pool))
     runtime = Runtime(
         config=config,
