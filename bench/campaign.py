@@ -195,6 +195,12 @@ async def seed_members(dsn: str, people: Population) -> float:
     columns = ["member_id", "email", "email_sha256", "line_user_id", "line_friend"]
     start = time.perf_counter()
     conn = await asyncpg.connect(dsn)
+    # Every member consented to promotional email, where the tree records consent: the
+    # campaign's email half then goes out under the default [email] require_consent.
+    consent = await conn.fetchval(
+        "SELECT true FROM information_schema.columns"
+        " WHERE table_name = 'members' AND column_name = 'email_consent'"
+    )
     try:
         for offset in range(0, people.members, SEED_CHUNK):
             records: list[tuple[str, str | None, bytes | None, str | None, bool]] = []
@@ -210,7 +216,12 @@ async def seed_members(dsn: str, people: Population) -> float:
                     (m.member_id, m.email, m.email_sha256, m.line_user_id, m.line_friend)
                 )
             await conn.copy_records_to_table("members", records=records, columns=columns)
-        await conn.execute("ANALYZE members")
+        if consent:
+            await conn.execute(
+                "UPDATE members SET email_consent = jsonb_build_object('granted_at',"
+                " '2026-01-01T00:00:00+09:00', 'source', 'bench', 'evidence', 'seeded')"
+            )
+        await conn.execute("VACUUM ANALYZE members")
     finally:
         await conn.close()
     return time.perf_counter() - start
