@@ -171,7 +171,7 @@ class EventsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class JourneysConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    # Promotional deliveries a member gets a day per channel (journeys and campaigns) before
+    # Promotional deliveries a member gets a day per channel (any promotional intent) before
     # a journey's promotional send waits for the next local day.
     max_promotional_per_member_per_day: Count = 2
     # A capped send deferred longer than this (ISO 8601 duration) after it fell due is skipped.

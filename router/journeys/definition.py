@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from router.content import EmailContent, LineContent
-from router.intents import Kind, Route, Tags
+from router.intents import Category, Kind, Route, Tags
 
 EventName = Annotated[
     str,
@@ -78,6 +78,7 @@ class SendStep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_de
     email: EmailContent | None = None
     line: LineContent | None = None
     campaign: str | None = None
+    category: Category | None = None  # what a recipient can unsubscribe from on its own
     tags: Tags = msgspec.field(default_factory=list)
     metadata: dict[str, Any] | None = None
 

@@ -82,6 +82,7 @@ def intent_for(
                 "route": send.route,
                 "kind": send.kind,
                 "campaign": send.campaign,
+                "category": send.category,
                 "tags": list(send.tags),
                 "metadata": send.metadata,
                 "idempotency_key": idempotency_key,

@@ -223,13 +223,13 @@ async def promotional_counts(
     conn: Connection, member_ids: Sequence[str], start: datetime, end: datetime
 ) -> dict[str, int]:
     """Per member, the most promotional deliveries any one channel has for them in [start,
-    end): journeys' promotional sends and campaigns' intents."""
+    end): every promotional intent's (and, from before kinds were recorded, campaigns')."""
     rows = await conn.fetch(
         "SELECT member_id, max(n)::int AS n FROM ("
         " SELECT i.member_id, d.channel, count(*) AS n FROM intents i"
         " JOIN deliveries d ON d.intent_id = i.id"
         " WHERE i.member_id = ANY($1::text[]) AND i.created_at >= $2 AND i.created_at < $3"
-        "   AND (i.kind = 'promotional' OR i.campaign_id IS NOT NULL)"
+        "   AND (i.kind = 'promotional' OR (i.kind IS NULL AND i.campaign_id IS NOT NULL))"
         " GROUP BY i.member_id, d.channel) per_channel GROUP BY member_id",
         list(member_ids),
         start,
