@@ -15,19 +15,23 @@ import pytest
 from python_http_client.exceptions import BadRequestsError, HTTPError, UnauthorizedError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import (
+    Asm,
     Bcc,
     Category,
     Cc,
     Content,
     CustomArg,
     From,
+    GroupId,
     Mail,
     MailSettings,
     Personalization,
     SandBoxMode,
     SendAt,
+    SubscriptionTracking,
     Substitution,
     To,
+    TrackingSettings,
 )
 
 from router.ingress import sendgrid as compat
@@ -202,6 +206,29 @@ async def test_categories_and_custom_args_land_in_intents(
         "order": "top",
         "shared": "personal",
         "sg_message_id": message_id,
+    }
+
+
+async def test_an_unsubscribe_group_makes_mail_promotional_in_that_category(
+    router: RouterUnderTest, dsn: str
+) -> None:
+    grouped = newsletter("grouped@example.org")
+    grouped.asm = Asm(GroupId(42))
+    tracked = newsletter("tracked@example.org")
+    tracked.tracking_settings = TrackingSettings(
+        subscription_tracking=SubscriptionTracking(enable=True)
+    )
+    for mail in (grouped, tracked, newsletter("plain@example.org")):
+        assert (await send(router, mail)).status_code == 202
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT email_address, kind, category FROM intents")
+    finally:
+        await conn.close()
+    assert {r["email_address"]: (r["kind"], r["category"]) for r in rows} == {
+        "grouped@example.org": ("promotional", "asm-42"),
+        "tracked@example.org": ("promotional", None),
+        "plain@example.org": ("transactional", None),
     }
 
 

@@ -8,8 +8,10 @@ email.
 
 What SendGrid does and the router cannot is refused with a clear error (templates,
 attachments, non-text content parts); what only changes how SendGrid itself tracks mail is
-accepted and ignored (asm, tracking_settings, mail_settings other than sandbox mode,
-batch_id, ip_pool_name).
+accepted and ignored (tracking_settings other than subscription tracking, mail_settings other
+than sandbox mode, batch_id, ip_pool_name). An unsubscribe group (`asm`) or subscription
+tracking makes the mail promotional, with the router's own unsubscribe link and opt-outs
+(docs/deliverability.md); without either it is transactional.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from router.content import Content, EmailContent, check_content
 from router.database import Connection
 from router.identifiers import InvalidIdentifier, normalize_email
 from router.intake_port import AcceptIntents
-from router.intents import IntentRequest, IntentResult
+from router.intents import IntentRequest, IntentResult, Kind
 
 MAX_PERSONALIZATIONS = 1000
 MAX_RECIPIENTS = 1000
@@ -461,6 +463,7 @@ def convert(mail: MailSend, digest: str, bucket: int, now: datetime) -> Conversi
 
     sg_message_id = message_id(digest, bucket)
     categories = list(dict.fromkeys(mail.categories))
+    kind, category = _kind_and_category(mail)
     requests: list[IntentRequest] = []
     for r in recipients:
         p = mail.personalizations[r.index]
@@ -477,6 +480,8 @@ def convert(mail: MailSend, digest: str, bucket: int, now: datetime) -> Conversi
                 email=contents[r.index],
                 idempotency_key=idempotency_key(digest, bucket, r),
                 campaign=categories[0] if categories else None,
+                kind=kind,
+                category=category,
                 tags=categories,
                 metadata=metadata,
                 send_at=datetime.fromtimestamp(send_at, UTC) if send_at is not None else None,
@@ -485,6 +490,20 @@ def convert(mail: MailSend, digest: str, bucket: int, now: datetime) -> Conversi
     return Conversion(
         message_id=sg_message_id, requests=requests, fields=[r.field for r in recipients]
     )
+
+
+def _kind_and_category(mail: MailSend) -> tuple[Kind, str | None]:
+    """SendGrid adds unsubscribe links only to mail sent with an unsubscribe group (`asm`)
+    or subscription tracking on; everything else it sends as it is. So: mail with either is
+    promotional (List-Unsubscribe, the footer, opt-outs apply), with the group as its
+    category (`asm-<group_id>`: recipients can leave that group alone); the rest is
+    transactional, as a password reset sent through SendGrid is."""
+    if mail.asm is not None:
+        return "promotional", f"asm-{mail.asm.group_id}"
+    tracking = (mail.tracking_settings or {}).get("subscription_tracking")
+    if isinstance(tracking, dict) and tracking.get("enable") is True:
+        return "promotional", None
+    return "transactional", None
 
 
 class Submitted(msgspec.Struct, kw_only=True):
