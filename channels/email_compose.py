@@ -179,9 +179,26 @@ _PART_HEADERS = (
 
 @dataclass(frozen=True, slots=True)
 class _Part:
+    """One text part, encoded but for the URL: the text between URLs is encoded once, each
+    piece ending in a soft line break, so per recipient only the URL is encoded (on lines
+    of its own, which soft breaks make invisible) and the pieces joined around it."""
+
     head: bytes  # what comes before the encoded text: a boundary and headers, or nothing
-    pieces: tuple[str, ...]  # CRLF line ends, ending with one; the URL goes between pieces
+    encoded: tuple[bytes, ...]
     is_html: bool
+
+    @classmethod
+    def of(cls, head: bytes, pieces: tuple[str, ...], is_html: bool) -> _Part:
+        """`pieces`: CRLF line ends, the last ending with one; the URL goes between them."""
+        encoded = tuple(_qp(piece) for piece in pieces)
+        return cls(head, tuple(piece + b"=\r\n" for piece in encoded[:-1]) + encoded[-1:], is_html)
+
+
+def _qp(text: str) -> bytes:
+    """Quoted-printable with CRLF line ends: `b2a_qp` breaks a text without any line end
+    with bare LFs, and no raw CR or LF is left in its output but line ends."""
+    encoded = b2a_qp(text.encode("utf-8"), istext=True)
+    return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,11 +264,14 @@ class Composer:
         if prepared.list_headers:
             out.append(self._list_headers(url, token))
         out.append(prepared.head)
-        html_url = f"{self._html_base_url}/u/{token}"
+        url_qp = _qp(url) + b"=\r\n"  # the URL on lines of its own
+        if self._html_base_url == self._base_url:
+            html_qp = url_qp
+        else:
+            html_qp = _qp(f"{self._html_base_url}/u/{token}") + b"=\r\n"
         for part in prepared.parts:
             out.append(part.head)
-            text = (html_url if part.is_html else url).join(part.pieces)
-            out.append(b2a_qp(text.encode("utf-8"), istext=True))
+            out.append((html_qp if part.is_html else url_qp).join(part.encoded))
         out.append(prepared.tail)
         return mid, b"".join(out)
 
@@ -298,12 +318,12 @@ class Composer:
         if len(found) == 1:
             pieces, is_html = found[0]
             head += _PART_HEADERS.format("html" if is_html else "plain").encode("ascii") + b"\r\n"
-            return _Prepared(head, (_Part(b"", pieces, is_html),), b"", promotional)
+            return _Prepared(head, (_Part.of(b"", pieces, is_html),), b"", promotional)
         # "=_" never occurs in quoted-printable text ("=" is always "=3D" there).
         boundary = "=_" + secrets.token_hex(12)
         head += f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode()
         parts = tuple(
-            _Part(
+            _Part.of(
                 f"{'' if i == 0 else chr(13) + chr(10)}--{boundary}\r\n".encode()
                 + _PART_HEADERS.format("html" if is_html else "plain").encode()
                 + b"\r\n",
