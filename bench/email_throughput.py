@@ -63,6 +63,8 @@ import httpx
 from bench.campaign import free_port, log_tail, sink_process
 from channels.base import Outbound
 from channels.email import RenderedContents
+from channels.email_compose import Composer
+from router.config import EmailConfig
 from router.content import Content, EmailContent
 
 SENDER = "news@shop.example.jp"
@@ -83,8 +85,9 @@ def address(i: int) -> str:
     return f"m{i:07d}@x.jp"
 
 
-def sample_message() -> bytes:
-    """The bytes the router hands to SMTP for one recipient of CONTENT."""
+def sample_message(promotional: bool = False) -> bytes:
+    """The bytes the router hands to SMTP for one recipient of CONTENT (composed per
+    recipient, as with --promotional, or the plain rendering)."""
     rendered = RenderedContents(SENDER)
     outbound = Outbound(
         delivery_id=uuid.uuid4(),
@@ -95,6 +98,13 @@ def sample_message() -> bytes:
         content=CONTENT,
     )
     assert CONTENT.email is not None
+    if promotional:
+        config = EmailConfig(host="127.0.0.1", from_address=SENDER, unsubscribe_secret="b" * 40)
+        for key, value in PROMOTIONAL_ENV.items():
+            setattr(config, key.removeprefix("ROUTER_EMAIL_").lower(), value)
+        composed = Composer(config).render(outbound, CONTENT.email)
+        assert composed is not None
+        return composed[1]
     return rendered.render(outbound, CONTENT.email)[1]
 
 
@@ -484,7 +494,10 @@ async def measure(
         seconds, _ = await seed(db, args.emails)
         print(f"seeded {args.emails:,} deliveries for {label} ({tree}) in {seconds:.1f} s")
         databases[label] = db
-    print(f"message size {len(sample_message())} bytes; {args.connections} connections")
+    size = f"message size {len(sample_message())} bytes"
+    if args.promotional:
+        size += f" ({len(sample_message(promotional=True))} composed)"
+    print(f"{size}; {args.connections} connections")
 
     rows: list[tuple[str, float, float, dict[str, RouterRun]]] = []
     for sink_name in args.sinks.split(","):

@@ -322,9 +322,12 @@ class Composer:
         # "=_" never occurs in quoted-printable text ("=" is always "=3D" there).
         boundary = "=_" + secrets.token_hex(12)
         head += f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode()
+        # Each part's text ends with a line end of its own; the CRLF before a boundary
+        # belongs to the boundary (RFC 2046).
         parts = tuple(
             _Part.of(
-                f"{'' if i == 0 else chr(13) + chr(10)}--{boundary}\r\n".encode()
+                (b"" if i == 0 else b"\r\n")
+                + f"--{boundary}\r\n".encode()
                 + _PART_HEADERS.format("html" if is_html else "plain").encode()
                 + b"\r\n",
                 pieces,
@@ -336,7 +339,7 @@ class Composer:
 
 
 def _ended(text: str) -> str:
-    """CRLF line ends, and one at the end (quoted-printable keeps CRLF only when it sees one)."""
+    """CRLF line ends, and one at the end (as the plain rendering's parts end)."""
     text = _crlf(text)
     return text if text.endswith("\r\n") else text + "\r\n"
 
