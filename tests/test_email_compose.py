@@ -182,3 +182,14 @@ def test_a_bad_footer_template_or_base_url_stops_the_start(
     config = EmailConfig(host="h", from_address="a@x.jp", **keys)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=problem):
         Composer(config)
+
+
+def test_a_link_without_the_senders_name_and_address_is_warned_of_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="channels.email_compose"):
+        Composer(EmailConfig(host="h", from_address="a@x.jp", sender_name="Shop"))
+        assert caplog.records == []
+        Composer(EmailConfig(host="h", from_address="a@x.jp", public_base_url=BASE))
+    (record,) = caplog.records
+    assert "sender_postal_address" in record.getMessage()
