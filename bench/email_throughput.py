@@ -13,9 +13,14 @@ that the figures show the router's own cost, not aiosmtpd's. For each sink:
       releasing the deliveries to the last outcome recorded (PostgreSQL's clock both ends),
       every delivery `sent` and the sink's count checked;
   (c) old: (b) for the tree at --base (PYTHONPATH=that tree), the figure before this change,
-      when that directory exists.
+      when that directory exists;
+  (d) promo, with --promotional: (b) again on this tree's database with `[email]
+      public_base_url`, sender_name, sender_postal_address and bounce_domain set, so each
+      (promotional) email is composed per recipient: List-Unsubscribe headers, a signed link
+      in a footer, quoted-printable, a VERP envelope sender (channels/email_compose.py).
 
-Printed: emails per second of each, and router/raw, old/raw and router/old (raw: the mean of a
+Printed: emails per second of each, and router/raw, old/raw, router/old and promo/router
+(the plain path is the baseline of the composed one, same sink, same run) (raw: the mean of a
 run before and one after the routers, unless --no-raw-again). The raw loop and
 the routers run against the same sink process in the same run; each router gets a fresh
 database of its own tree's schema. Also CPU milliseconds per email of the raw loop's process,
@@ -29,6 +34,7 @@ Usage:
   (at full size the old tree takes about 15 minutes per sink; --base '' leaves it out)
   BENCH_EMAIL_PROFILE=/tmp/email python bench/email_throughput.py  # + cProfile of the router
   python bench/email_throughput.py --emails 20000 --connections 8 --sinks smtp-sink --base ''
+  python bench/email_throughput.py --emails 5000 --sinks smtp-sink --base '' --promotional
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ import httpx
 from bench.campaign import free_port, log_tail, sink_process
 from channels.base import Outbound
 from channels.email import RenderedContents
+from channels.email_compose import Composer
+from router.config import EmailConfig
 from router.content import Content, EmailContent
 
 SENDER = "news@shop.example.jp"
@@ -77,8 +85,9 @@ def address(i: int) -> str:
     return f"m{i:07d}@x.jp"
 
 
-def sample_message() -> bytes:
-    """The bytes the router hands to SMTP for one recipient of CONTENT."""
+def sample_message(promotional: bool = False) -> bytes:
+    """The bytes the router hands to SMTP for one recipient of CONTENT (composed per
+    recipient, as with --promotional, or the plain rendering)."""
     rendered = RenderedContents(SENDER)
     outbound = Outbound(
         delivery_id=uuid.uuid4(),
@@ -89,6 +98,13 @@ def sample_message() -> bytes:
         content=CONTENT,
     )
     assert CONTENT.email is not None
+    if promotional:
+        config = EmailConfig(host="127.0.0.1", from_address=SENDER, unsubscribe_secret="b" * 40)
+        for key, value in PROMOTIONAL_ENV.items():
+            setattr(config, key.removeprefix("ROUTER_EMAIL_").lower(), value)
+        composed = Composer(config).render(outbound, CONTENT.email)
+        assert composed is not None
+        return composed[1]
     return rendered.render(outbound, CONTENT.email)[1]
 
 
@@ -308,24 +324,44 @@ class RouterRun:
     received: int
 
 
+# What makes each email composed per recipient (--promotional): the seeded intents are
+# promotional, so every one carries the unsubscribe headers and footer.
+PROMOTIONAL_ENV = {
+    "ROUTER_EMAIL_PUBLIC_BASE_URL": "https://mail.shop.example.jp",
+    "ROUTER_EMAIL_SENDER_NAME": "秋葉ショップ株式会社",
+    "ROUTER_EMAIL_SENDER_POSTAL_ADDRESS": "東京都千代田区外神田1-1-1",
+    "ROUTER_EMAIL_BOUNCE_DOMAIN": "bounces.shop.example.jp",
+}
+
+
 async def run_router(
-    db: Database, sink: Sink, emails: int, connections: int, tmp: Path, label: str
+    db: Database,
+    sink: Sink,
+    emails: int,
+    connections: int,
+    tmp: Path,
+    label: str,
+    extra_env: dict[str, str] | None = None,
 ) -> RouterRun:
     port = free_port()
     log = tmp / f"router-{label}-{sink.name}.log"
-    env = os.environ | {
-        "PYTHONPATH": str(db.tree),
-        "ROUTER_HTTP_LISTEN": f"127.0.0.1:{port}",
-        "ROUTER_DATABASE_URL": db.dsn,
-        "ROUTER_DATABASE_POOL_SIZE": "20",
-        "ROUTER_API_KEYS": "bench-key",
-        "ROUTER_EMAIL_HOST": "127.0.0.1",
-        "ROUTER_EMAIL_PORT": str(sink.port),
-        "ROUTER_EMAIL_FROM_ADDRESS": SENDER,
-        "ROUTER_EMAIL_CONNECTIONS": str(connections),
-        "ROUTER_LINE_CHANNEL_ACCESS_TOKEN": "",
-        "ROUTER_SMTP_INGRESS_LISTEN": "",
-    }
+    env = (
+        os.environ
+        | {
+            "PYTHONPATH": str(db.tree),
+            "ROUTER_HTTP_LISTEN": f"127.0.0.1:{port}",
+            "ROUTER_DATABASE_URL": db.dsn,
+            "ROUTER_DATABASE_POOL_SIZE": "20",
+            "ROUTER_API_KEYS": "bench-key",
+            "ROUTER_EMAIL_HOST": "127.0.0.1",
+            "ROUTER_EMAIL_PORT": str(sink.port),
+            "ROUTER_EMAIL_FROM_ADDRESS": SENDER,
+            "ROUTER_EMAIL_CONNECTIONS": str(connections),
+            "ROUTER_LINE_CHANNEL_ACCESS_TOKEN": "",
+            "ROUTER_SMTP_INGRESS_LISTEN": "",
+        }
+        | (extra_env or {})
+    )
     before = sink.received()
     command = [sys.executable, "-m", "router", "serve"]
     profile = os.environ.get("BENCH_EMAIL_PROFILE")
@@ -458,7 +494,10 @@ async def measure(
         seconds, _ = await seed(db, args.emails)
         print(f"seeded {args.emails:,} deliveries for {label} ({tree}) in {seconds:.1f} s")
         databases[label] = db
-    print(f"message size {len(sample_message())} bytes; {args.connections} connections")
+    size = f"message size {len(sample_message())} bytes"
+    if args.promotional:
+        size += f" ({len(sample_message(promotional=True))} composed)"
+    print(f"{size}; {args.connections} connections")
 
     rows: list[tuple[str, float, float, dict[str, RouterRun]]] = []
     for sink_name in args.sinks.split(","):
@@ -466,8 +505,13 @@ async def measure(
         with cm as sink:
             raw, raw_cpu = await raw_run(sink, args, "before")
             runs: dict[str, RouterRun] = {}
-            for label, db in databases.items():
-                run = await run_router(db, sink, args.emails, args.connections, tmp, label)
+            plan = [(label, db, None) for label, db in databases.items()]
+            if args.promotional:
+                plan.append(("promo", databases["router"], PROMOTIONAL_ENV))
+            for label, db, extra_env in plan:
+                run = await run_router(
+                    db, sink, args.emails, args.connections, tmp, label, extra_env
+                )
                 runs[label] = run
                 print(
                     f"[{sink.name}] {label}: {run.per_second:,.0f} emails/s,"
@@ -489,6 +533,8 @@ async def measure(
     header = f"{'sink':<10} {'raw/s':>9} {'router/s':>9} {'router/raw':>10}"
     if "old" in trees:
         header += f" {'old/s':>9} {'old/raw':>8} {'router/old':>10}"
+    if args.promotional:
+        header += f" {'promo/s':>9} {'promo/router':>12}"
     print(header)
     for name, raw, _, runs in rows:
         new = runs["router"].per_second
@@ -496,18 +542,27 @@ async def measure(
         if "old" in runs:
             old = runs["old"].per_second
             line += f" {old:>9,.0f} {old / raw:>8.2f} {new / old:>10.2f}"
+        if "promo" in runs:
+            promo = runs["promo"].per_second
+            line += f" {promo:>9,.0f} {promo / new:>12.2f}"
         print(line)
     # CPU per email is steadier than a rate on a shared machine: each process's own share.
     print()
     header = f"{'CPU ms/email':<12} {'raw':>6} {'router':>7} {'its PG':>7}"
     if "old" in trees:
         header += f" {'old':>6} {'its PG':>7}"
+    if args.promotional:
+        header += f" {'promo':>6} {'its PG':>7} {'promo/router':>12}"
     print(header)
     for name, _, raw_cpu, runs in rows:
         new = runs["router"]
         line = f"{name:<12} {raw_cpu:>6.2f} {new.cpu_ms:>7.2f} {new.pg_cpu_ms:>7.2f}"
         if "old" in runs:
             line += f" {runs['old'].cpu_ms:>6.2f} {runs['old'].pg_cpu_ms:>7.2f}"
+        if "promo" in runs:
+            promo_run = runs["promo"]
+            line += f" {promo_run.cpu_ms:>6.2f} {promo_run.pg_cpu_ms:>7.2f}"
+            line += f" {promo_run.cpu_ms / new.cpu_ms:>12.2f}"
         print(line)
 
 
@@ -521,6 +576,11 @@ async def main() -> None:
         dest="raw_again",
         action="store_false",
         help="measure the raw loop only before the routers (by default also after: the mean)",
+    )
+    parser.add_argument(
+        "--promotional",
+        action="store_true",
+        help="also run this tree composing each email per recipient (public_base_url set)",
     )
     parser.add_argument(
         "--base",

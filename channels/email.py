@@ -15,7 +15,6 @@ import contextlib
 import logging
 import re
 import ssl
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import timedelta
@@ -38,6 +37,13 @@ from channels.base import (
     SendOutcome,
     Sent,
     Uncertain,
+)
+from channels.email_compose import (
+    Composer,
+    RecipientHead,
+    header_part,
+    message_id_domain,
+    without_tags,
 )
 from channels.smtp_exchange import content_bytes, transact
 from router.config import Config, EmailConfig
@@ -87,10 +93,6 @@ def message_id(delivery_id: object, from_address: str) -> str:
     return f"<{delivery_id}@{message_id_domain(from_address)}>"
 
 
-def message_id_domain(from_address: str) -> str:
-    return from_address.rpartition("@")[2].strip(">").strip() or "delivery-router.invalid"
-
-
 def build_message(message: Outbound, email: EmailContent, default_from: str) -> EmailMessage:
     """The whole message as one EmailMessage (the reference the cached rendering matches)."""
     msg = _content_part(email, default_from)
@@ -101,13 +103,7 @@ def build_message(message: Outbound, email: EmailContent, default_from: str) -> 
 
 
 def _content_part(email: EmailContent, default_from: str) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = email.from_address or default_from
-    msg["Subject"] = email.subject
-    if email.reply_to:
-        msg["Reply-To"] = email.reply_to
-    for name, value in email.headers.items():
-        msg[name] = value
+    msg = header_part(email, default_from)
     if email.text is not None:
         msg.set_content(email.text)
         if email.html is not None:
@@ -122,32 +118,24 @@ class RenderedContents:
     """Each content's headers and body rendered to SMTP bytes once; per recipient only To,
     Date and Message-ID are written. Building and folding an EmailMessage per recipient was
     most of the CPU an email delivery took (the standard library parses every header it
-    sets). Recipient addresses are validated ASCII addr-specs, so they need no encoding."""
+    sets). Unsubscribe tags in the body are removed: this path gives no link."""
 
     def __init__(self, default_from: str, size: int = 256) -> None:
         self._default_from = default_from
-        self._domain = message_id_domain(default_from)
+        self._heads = RecipientHead(default_from)
         self._items: OrderedDict[bytes, bytes] = OrderedDict()
         self._size = size
-        self._date = (0, "")  # the Date header of the current second, written once
-
-    def _date_now(self) -> str:
-        second = int(time.time())
-        if self._date[0] != second:
-            self._date = (second, formatdate(second, localtime=False, usegmt=True))
-        return self._date[1]
 
     def render(self, message: Outbound, email: EmailContent) -> tuple[str, bytes]:
         """The Message-ID and the message's bytes for this delivery."""
         body = self._items.get(message.content_id)
         if body is None:
-            body = _content_part(email, self._default_from).as_bytes(policy=SMTP)
+            body = _content_part(without_tags(email), self._default_from).as_bytes(policy=SMTP)
             self._items[message.content_id] = body
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
-        mid = f"<{message.delivery_id}@{self._domain}>"
-        head = f"To: {message.address}\r\nDate: {self._date_now()}\r\nMessage-ID: {mid}\r\n"
-        return mid, head.encode("ascii") + body
+        mid, head = self._heads.render(message)
+        return mid, head + body
 
 
 class Upstream(aiosmtplib.SMTP):
@@ -231,6 +219,7 @@ class SmtpChannel:
     def __init__(self, config: EmailConfig) -> None:
         self._config = config
         self._rendered = RenderedContents(config.from_address)
+        self._composer = Composer(config)
         # A private CA: the upstream's certificate is checked against `ca_file` only.
         self._tls_context = ssl.create_default_context(cafile=config.ca_file or None)
         self.max_concurrency = max(1, config.connections)
@@ -275,9 +264,13 @@ class SmtpChannel:
                 reply = await client.send_to(relayed.envelope_from, message.address, data, options)
                 ref = relayed.message_id or relayed.message_sha256
                 return Sent(provider_ref=ref, queue_id=_final_reply(reply))
-            mid, data = self._rendered.render(message, email)
+            mid, data = self._composer.render(message, email) or self._rendered.render(
+                message, email
+            )
+            # The composed message's bytes are final here.
             options = await _body_options(client, data)
-            reply = await client.send_to(self._config.from_address, message.address, data, options)
+            sender = self._composer.envelope_sender(message)
+            reply = await client.send_to(sender, message.address, data, options)
             return Sent(provider_ref=mid, queue_id=_final_reply(reply))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             return _by_code(exc.recipients[0].code, exc.recipients[0].message)

@@ -9,6 +9,7 @@ verify is simply not one of ours.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from typing import Literal
@@ -31,6 +32,7 @@ class Unsubscribe(msgspec.Struct, frozen=True, array_like=True):
     delivery_id: UUID | None = None
 
 
+@functools.lru_cache(maxsize=8)  # one secret per router: derived once, not per message
 def _key(secret: bytes, purpose: bytes) -> bytes:
     return hmac.new(secret, b"delivery-router/" + purpose, hashlib.sha256).digest()
 
