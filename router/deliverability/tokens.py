@@ -72,23 +72,20 @@ def read_unsubscribe_token(secret: bytes, token: str) -> Unsubscribe | None:
 
 
 def bounce_token(secret: bytes, delivery_id: UUID) -> str:
-    """The part after `bounce+` in a delivery's envelope sender: lower-case base32, since
-    mail systems may change the case of a local part."""
+    """The part after `bounce+` in a delivery's envelope sender: lower-case hex (52
+    characters), since mail systems may change the case of a local part, and hex is made
+    at C speed where base32 is not."""
     mac = hmac.new(_key(secret, b"bounce"), delivery_id.bytes, hashlib.sha256).digest()
-    raw = delivery_id.bytes + mac[:_BOUNCE_MAC]
-    return base64.b32encode(raw).rstrip(b"=").decode("ascii").lower()
+    return (delivery_id.bytes + mac[:_BOUNCE_MAC]).hex()
 
 
 def read_bounce_token(secret: bytes, token: str) -> UUID | None:
     """The delivery a bounce address names, or None for one this router did not sign."""
-    if not token.isascii() or len(token) > 64:
+    if len(token) != 2 * (16 + _BOUNCE_MAC) or not token.isascii():
         return None
-    text = token.upper()
     try:
-        raw = base64.b32decode(text + "=" * (-len(text) % 8))
-    except (ValueError, TypeError):
-        return None
-    if len(raw) != 16 + _BOUNCE_MAC:
+        raw = bytes.fromhex(token)
+    except ValueError:
         return None
     delivery = UUID(bytes=raw[:16])
     expected = hmac.new(_key(secret, b"bounce"), raw[:16], hashlib.sha256).digest()
