@@ -39,6 +39,7 @@ from channels.base import (
     Sent,
     Uncertain,
 )
+from channels.dkim import load_signer
 from channels.smtp_exchange import content_bytes, transact
 from router.config import Config, EmailConfig
 from router.content import EmailContent
@@ -231,6 +232,7 @@ class SmtpChannel:
     def __init__(self, config: EmailConfig) -> None:
         self._config = config
         self._rendered = RenderedContents(config.from_address)
+        self._dkim = load_signer(config)  # composed mail only: relayed bytes stay as they are
         # A private CA: the upstream's certificate is checked against `ca_file` only.
         self._tls_context = ssl.create_default_context(cafile=config.ca_file or None)
         self.max_concurrency = max(1, config.connections)
@@ -276,6 +278,8 @@ class SmtpChannel:
                 ref = relayed.message_id or relayed.message_sha256
                 return Sent(provider_ref=ref, queue_id=_final_reply(reply))
             mid, data = self._rendered.render(message, email)
+            if self._dkim is not None:  # the composed message's bytes are final here
+                data = self._dkim.sign(data) + data
             options = await _body_options(client, data)
             reply = await client.send_to(self._config.from_address, message.address, data, options)
             return Sent(provider_ref=mid, queue_id=_final_reply(reply))
