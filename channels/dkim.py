@@ -44,7 +44,7 @@ SIGNED_HEADERS = (
     "content-type",
     "content-transfer-encoding",
 )
-_SIGNED = frozenset(SIGNED_HEADERS)
+_SIGNED = frozenset(name.encode() for name in SIGNED_HEADERS)
 
 _WSP_RUN = re.compile(rb"[ \t]+")
 _FIELD_END = re.compile(rb"\r\n(?![ \t])")
@@ -72,7 +72,9 @@ def relaxed_body(body: bytes) -> bytes:
 def relaxed_header(field: bytes) -> bytes:
     """RFC 6376 3.4.2: lower-case name, unfolded value, WSP runs to one space, none at ends."""
     name, _, value = field.partition(b":")
-    value = _WSP_RUN.sub(b" ", value.replace(b"\r\n", b"")).strip(b" ")
+    if b"\n" in value or b"\t" in value or b"  " in value:
+        value = _WSP_RUN.sub(b" ", value.replace(b"\r\n", b""))
+    value = value.strip(b" ")
     return name.rstrip(b" \t").lower() + b":" + value + b"\r\n"
 
 
@@ -105,6 +107,9 @@ class DkimSigner:
         self.domain = domain
         self.keys = tuple(keys)
         self._clock = clock
+        # The folded field of each key and h= list, with stand-ins for t= and bh=: the same
+        # for every message of a content, so it is folded and canonicalised once.
+        self._templates: dict[tuple[int, tuple[str, ...], int], _Template] = {}
 
     def sign(self, message: bytes) -> bytes:
         """The DKIM-Signature field(s), folded and CRLF-terminated, to put before `message`
@@ -114,44 +119,76 @@ class DkimSigner:
             header_block, body = message, b""
         else:
             header_block, body = message[: end + 2], message[end + 4 :]
-        body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest()).decode()
+        body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
 
         # Each signed name's fields, canonicalised, top to bottom; signed bottom to top.
-        found: dict[str, list[bytes]] = {}
+        found: dict[bytes, list[bytes]] = {}
         for field in _FIELD_END.split(header_block):
             colon = field.find(b":")
-            if colon <= 0:
-                continue
-            name = field[:colon].rstrip(b" \t").lower().decode("ascii", "replace")
-            if name in _SIGNED:
+            if colon > 0 and (name := field[:colon].rstrip(b" \t").lower()) in _SIGNED:
                 found.setdefault(name, []).append(relaxed_header(field))
-        if "from" not in found:
+        if b"from" not in found:
             raise ValueError("a message to sign needs a From header field")
         names: list[str] = []
         signed: list[bytes] = []
         for name in SIGNED_HEADERS:
-            fields = found.get(name, [])
+            fields = found.get(name.encode(), [])
             names.extend([name] * len(fields))
             signed.extend(reversed(fields))
         names.append("from")  # over-signed: an empty instance, it adds nothing to the hash
         headers = b"".join(signed)
 
-        timestamp = int(self._clock())
+        timestamp = str(int(self._clock())).encode()
         out: list[bytes] = []
-        for key in self.keys:
+        for index, key in enumerate(self.keys):
+            template = self._template(index, tuple(names), len(timestamp))
+            unsigned = template.fill(template.folded, timestamp, body_hash)
+            canonical = template.fill(template.canonical, timestamp, body_hash)
+            digest = hashlib.sha256(headers + canonical).digest()
+            signature = base64.b64encode(key.sign_digest(digest)).decode()
+            out.append(unsigned + _fold_value(signature, template.last_line))
+        return b"".join(out)
+
+    def _template(self, index: int, names: tuple[str, ...], digits: int) -> _Template:
+        found = self._templates.get((index, names, digits))
+        if found is None:
+            key = self.keys[index]
             tags = [
                 "v=1",
                 f"a={key.algorithm}",
                 "c=relaxed/relaxed",
                 f"d={self.domain}",
                 f"s={key.selector}",
-                f"t={timestamp}",
+                "t=" + "#" * digits,
             ]
-            unsigned = _fold(tags, names, body_hash)
-            digest = hashlib.sha256(headers + relaxed_header(unsigned)[:-2]).digest()
-            signature = base64.b64encode(key.sign_digest(digest)).decode()
-            out.append(unsigned + _fold_value(signature, len(unsigned) - unsigned.rfind(b"\n") - 1))
-        return b"".join(out)
+            folded = _fold(tags, list(names), "@" * _BODY_HASH_CHARS)
+            found = _Template(
+                folded,
+                relaxed_header(folded)[:-2],
+                len(folded) - folded.rfind(b"\n") - 1,
+                b"t=" + b"#" * digits,
+            )
+            if len(self._templates) > 64:  # h= lists differ only by the optional fields
+                self._templates.clear()
+            self._templates[index, names, digits] = found
+        return found
+
+
+_BODY_HASH_CHARS = 44  # base64 of a SHA-256 digest
+_BODY_HASH_STAND_IN = b"bh=" + b"@" * _BODY_HASH_CHARS
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    folded: bytes  # the field up to "b=", folded, t= and bh= as stand-ins
+    canonical: bytes  # the same, relaxed-canonicalised, without its CRLF
+    last_line: int  # characters on the line that ends with "b="
+    time_stand_in: bytes
+
+    def fill(self, text: bytes, timestamp: bytes, body_hash: bytes) -> bytes:
+        return text.replace(self.time_stand_in, b"t=" + timestamp, 1).replace(
+            _BODY_HASH_STAND_IN, b"bh=" + body_hash, 1
+        )
 
 
 def _fold(tags: list[str], names: list[str], body_hash: str) -> bytes:
