@@ -232,9 +232,9 @@ class SmtpChannel:
     def __init__(self, config: EmailConfig) -> None:
         self._config = config
         self._rendered = RenderedContents(config.from_address)
-        self._dkim = load_signer(config)  # composed mail only: relayed bytes stay as they are
         # A private CA: the upstream's certificate is checked against `ca_file` only.
         self._tls_context = ssl.create_default_context(cafile=config.ca_file or None)
+        self._dkim = load_signer(config)  # composed mail only: relayed bytes stay as they are
         self.max_concurrency = max(1, config.connections)
         self._idle: asyncio.Queue[Upstream] = asyncio.Queue()
         for _ in range(self.max_concurrency):
