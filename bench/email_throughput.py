@@ -12,6 +12,9 @@ that the figures show the router's own cost, not aiosmtpd's. For each sink:
       (email channel only, `[email] connections` = --connections) drains them; seconds from
       releasing the deliveries to the last outcome recorded (PostgreSQL's clock both ends),
       every delivery `sent` and the sink's count checked;
+  (b') with --dkim rsa|ed25519: (b) again on the same deliveries, each message DKIM-signed
+      with a new key of that algorithm ([email] dkim_*), right after (b): emails/s and CPU ms
+      per email signed and unsigned, their ratio, and sign() alone in this process;
   (c) old: (b) for the tree at --base (PYTHONPATH=that tree), the figure before this change,
       when that directory exists;
   (d) promo, with --promotional: (b) again on this tree's database with `[email]
@@ -35,6 +38,7 @@ Usage:
   BENCH_EMAIL_PROFILE=/tmp/email python bench/email_throughput.py  # + cProfile of the router
   python bench/email_throughput.py --emails 20000 --connections 8 --sinks smtp-sink --base ''
   python bench/email_throughput.py --emails 5000 --sinks smtp-sink --base '' --promotional
+  python bench/email_throughput.py --emails 5000 --sinks smtp-sink --base '' --dkim rsa
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ import httpx
 
 from bench.campaign import free_port, log_tail, sink_process
 from channels.base import Outbound
+from channels.dkim import generate_key, load_signer
 from channels.email import RenderedContents
 from channels.email_compose import Composer
 from router.config import EmailConfig
@@ -485,6 +490,35 @@ async def raw_run(sink: Sink, args: argparse.Namespace, when: str) -> tuple[floa
     return raw, raw_cpu
 
 
+def dkim_env(algorithm: str, tmp: Path) -> dict[str, str]:
+    """[email] settings that sign with a new key of `algorithm`."""
+    key = generate_key("rsa" if algorithm == "rsa" else "ed25519")
+    path = tmp / f"dkim-{algorithm}.pem"
+    path.write_bytes(key.pem)
+    return {
+        "ROUTER_EMAIL_DKIM_DOMAIN": "shop.example.jp",
+        "ROUTER_EMAIL_DKIM_SELECTOR": f"bench-{algorithm}",
+        "ROUTER_EMAIL_DKIM_PRIVATE_KEY_FILE": str(path),
+    }
+
+
+def sign_alone_ms(env: dict[str, str], count: int = 500) -> float:
+    """CPU milliseconds of one DkimSigner.sign of the bench's message, in this process."""
+    signer = load_signer(
+        EmailConfig(
+            dkim_domain=env["ROUTER_EMAIL_DKIM_DOMAIN"],
+            dkim_selector=env["ROUTER_EMAIL_DKIM_SELECTOR"],
+            dkim_private_key_file=env["ROUTER_EMAIL_DKIM_PRIVATE_KEY_FILE"],
+        )
+    )
+    assert signer is not None
+    message = sample_message()
+    started = time.process_time()
+    for _ in range(count):
+        signer.sign(message)
+    return (time.process_time() - started) * 1000 / count
+
+
 async def measure(
     args: argparse.Namespace, tmp: Path, admin_dsn: str, trees: dict[str, Path]
 ) -> None:
@@ -498,6 +532,9 @@ async def measure(
     if args.promotional:
         size += f" ({len(sample_message(promotional=True))} composed)"
     print(f"{size}; {args.connections} connections")
+    signing = dkim_env(args.dkim, tmp) if args.dkim else None
+    if signing is not None:
+        print(f"DKIM {args.dkim}: sign() alone {sign_alone_ms(signing):.3f} CPU ms/email")
 
     rows: list[tuple[str, float, float, dict[str, RouterRun]]] = []
     for sink_name in args.sinks.split(","):
@@ -508,10 +545,10 @@ async def measure(
             plan = [(label, db, None) for label, db in databases.items()]
             if args.promotional:
                 plan.append(("promo", databases["router"], PROMOTIONAL_ENV))
-            for label, db, extra_env in plan:
-                run = await run_router(
-                    db, sink, args.emails, args.connections, tmp, label, extra_env
-                )
+            if signing is not None:  # right after the unsigned run, on the same deliveries
+                plan.insert(1, ("router+dkim", databases["router"], signing))
+            for label, db, extra in plan:
+                run = await run_router(db, sink, args.emails, args.connections, tmp, label, extra)
                 runs[label] = run
                 print(
                     f"[{sink.name}] {label}: {run.per_second:,.0f} emails/s,"
@@ -564,6 +601,20 @@ async def measure(
             line += f" {promo_run.cpu_ms:>6.2f} {promo_run.pg_cpu_ms:>7.2f}"
             line += f" {promo_run.cpu_ms / new.cpu_ms:>12.2f}"
         print(line)
+    if signing is not None:
+        print()
+        print(f"DKIM {args.dkim}: the router signed vs unsigned, same run and deliveries")
+        print(
+            f"{'sink':<10} {'unsigned/s':>10} {'signed/s':>9} {'ratio':>6}"
+            f" {'CPU ms unsigned':>15} {'signed':>7} {'+ms':>6}"
+        )
+        for name, _, _, runs in rows:
+            plain, signed = runs["router"], runs["router+dkim"]
+            print(
+                f"{name:<10} {plain.per_second:>10,.0f} {signed.per_second:>9,.0f}"
+                f" {signed.per_second / plain.per_second:>6.2f} {plain.cpu_ms:>15.2f}"
+                f" {signed.cpu_ms:>7.2f} {signed.cpu_ms - plain.cpu_ms:>6.2f}"
+            )
 
 
 async def main() -> None:
@@ -586,6 +637,11 @@ async def main() -> None:
         "--base",
         default=os.environ.get("BENCH_BASE_TREE", ""),
         help="an earlier checkout to compare with (default $BENCH_BASE_TREE; '' to skip)",
+    )
+    parser.add_argument(
+        "--dkim",
+        choices=["rsa", "ed25519"],
+        help="also run the router signing each email with a key of this algorithm",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="router-email-bench-") as tmp_name:

@@ -38,6 +38,7 @@ from channels.base import (
     Sent,
     Uncertain,
 )
+from channels.dkim import load_signer
 from channels.email_compose import (
     Composer,
     RecipientHead,
@@ -222,6 +223,7 @@ class SmtpChannel:
         self._composer = Composer(config)
         # A private CA: the upstream's certificate is checked against `ca_file` only.
         self._tls_context = ssl.create_default_context(cafile=config.ca_file or None)
+        self._dkim = load_signer(config)  # composed mail only: relayed bytes stay as they are
         self.max_concurrency = max(1, config.connections)
         self._idle: asyncio.Queue[Upstream] = asyncio.Queue()
         for _ in range(self.max_concurrency):
@@ -267,7 +269,8 @@ class SmtpChannel:
             mid, data = self._composer.render(message, email) or self._rendered.render(
                 message, email
             )
-            # The composed message's bytes are final here.
+            if self._dkim is not None:  # the composed message's bytes are final here
+                data = self._dkim.sign(data) + data
             options = await _body_options(client, data)
             sender = self._composer.envelope_sender(message)
             reply = await client.send_to(sender, message.address, data, options)

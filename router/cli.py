@@ -1,4 +1,4 @@
-"""`router` command line: serve, migrate, line-simulator."""
+"""`router` command line: serve, migrate, line-simulator, email dkim-keygen."""
 
 from __future__ import annotations
 
@@ -112,6 +112,16 @@ def _parser() -> argparse.ArgumentParser:
     journey_status = journeys_sub.add_parser("status", help="a journey's runs, step by step")
     journey_status.add_argument("journey_id")
     journey_status.add_argument("--config")
+    email = sub.add_parser("email", help="email tasks")
+    email_sub = email.add_subparsers(dest="email_command", required=True)
+    keygen = email_sub.add_parser(
+        "dkim-keygen", help="make a DKIM private key; print its DNS record and [email] lines"
+    )
+    keygen.add_argument("--domain", required=True, help="the signing domain (d=)")
+    keygen.add_argument("--selector", required=True, help="the selector (s=)")
+    keygen.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa")
+    keygen.add_argument("--bits", type=int, default=2048, help="RSA key size (at least 2048)")
+    keygen.add_argument("--out", required=True, help="the private key's file (made, mode 0600)")
     sim = sub.add_parser("line-simulator", help="run the local LINE Messaging API simulator")
     sim.add_argument("--listen", default="127.0.0.1:9100")
     sim.add_argument("--token", action="append", required=True, help="accepted access token")
@@ -154,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 late_seconds=args.late_seconds,
             )
             return 0
+        if args.command == "email":
+            return _dkim_keygen(args.domain, args.selector, args.algorithm, args.bits, args.out)
         config = load_config(args.config)
         if args.command == "migrate":
             return asyncio.run(_migrate(config))
@@ -295,6 +307,43 @@ async def _audiences_line_sync(config: Config, audience_id: str) -> int:
             return _fail(f"\n{exc.problem.detail}", 1)
     print(file=sys.stderr)
     print(msgspec.json.format(msgspec.json.encode(result)).decode())
+    return 0
+
+
+def _dkim_keygen(domain: str, selector: str, algorithm: str, bits: int, out: str) -> int:
+    """A new key in `out` (never over an existing file), then what DNS and [email] need."""
+    from channels.dkim import DkimConfigError, check_names, generate_key, txt_record
+    from router.config import EmailConfig
+
+    names = EmailConfig(dkim_domain=domain, dkim_selector=selector, dkim_private_key_file=out)
+    try:
+        check_names(names)
+    except DkimConfigError as exc:
+        return _fail(
+            str(exc)
+            .replace("[email] dkim_domain", "--domain")
+            .replace("[email] dkim_selector", "--selector"),
+            2,
+        )
+    if algorithm == "rsa" and bits < 2048:
+        return _fail(f"--bits {bits}: an RSA DKIM key needs at least 2048 bits", 2)
+    key = generate_key("rsa" if algorithm == "rsa" else "ed25519", bits)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return _fail(f"cannot create {out}: {exc.strerror} (an existing key is never replaced)", 1)
+    with os.fdopen(fd, "wb") as file:
+        file.write(key.pem)
+    path = os.path.abspath(out)
+    print(f"private key written to {path} (mode 0600)")
+    print()
+    print("DNS record to publish:")
+    print(txt_record(selector, domain, key.dns_value))
+    print()
+    print("[email] lines to add:")
+    print(f'dkim_domain = "{domain}"')
+    print(f'dkim_selector = "{selector}"')
+    print(f'dkim_private_key_file = "{path}"')
     return 0
 
 

@@ -360,6 +360,7 @@ def _check_values(config: Config) -> None:
     _check_smtp_ingress_tls(config.smtp_ingress)
     if config.email.ca_file and not Path(config.email.ca_file).is_file():
         raise ConfigError(f"[email] ca_file {config.email.ca_file!r} is not a readable file")
+    _check_dkim(config.email)
     if config.email.unsubscribe_secret and len(config.email.unsubscribe_secret) < 32:
         raise ConfigError("[email] unsubscribe_secret must be at least 32 characters")
     if config.events.webhook_url:
@@ -367,6 +368,20 @@ def _check_values(config: Config) -> None:
             raise ConfigError("[events] webhook_url must be an http:// or https:// URL")
         if not config.events.signing_secret:
             raise ConfigError("[events] signing_secret is required when webhook_url is set")
+
+
+def _check_dkim(email: EmailConfig) -> None:
+    """DKIM names and keys, read now: a key that cannot sign stops the start, not a send."""
+    if not (email.dkim_domain or email.dkim_selector or email.dkim_private_key_file) and not (
+        email.dkim_second_selector or email.dkim_second_private_key_file
+    ):
+        return
+    from channels.dkim import DkimConfigError, load_signer
+
+    try:
+        load_signer(email)
+    except DkimConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _check_smtp_ingress_tls(ingress: SmtpIngressConfig) -> None:

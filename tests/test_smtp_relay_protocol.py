@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 
+from channels.dkim import generate_key
 from tests.harness import SmtpSink
 from tests.test_delivery_events import at_least, receiver, router_with_events
 from tests.test_smtp_ingress import HASHED, PASSWORD, USER, campaign, ingress, wait_until
@@ -84,11 +86,21 @@ async def read_reply(reader: asyncio.StreamReader) -> bytes:
 
 
 async def test_pipelined_8bit_message_goes_upstream_byte_for_byte_with_body_8bitmime(
-    dsn: str, line_sim: Any, smtp: SmtpSink
+    dsn: str, line_sim: Any, smtp: SmtpSink, tmp_path: Path
 ) -> None:
     recipients = [b"mail@example.jp", b"stranger@example.org", b"other@example.org"]
+    # DKIM signing is on, for the mail the router composes: relayed mail stays as it came.
+    key = tmp_path / "dkim.pem"
+    key.write_bytes(generate_key("ed25519").pem)
+    signing = {
+        "ROUTER_EMAIL_DKIM_DOMAIN": "shop.example.jp",
+        "ROUTER_EMAIL_DKIM_SELECTOR": "ed2026",
+        "ROUTER_EMAIL_DKIM_PRIVATE_KEY_FILE": str(key),
+    }
     with upstream() as (server, upstream_port):
-        async with ingress(dsn, line_sim, smtp, ROUTER_EMAIL_PORT=str(upstream_port)) as (r, port):
+        async with ingress(
+            dsn, line_sim, smtp, ROUTER_EMAIL_PORT=str(upstream_port), **signing
+        ) as (r, port):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             try:
                 assert (await read_reply(reader)).startswith(b"220 ")
@@ -129,6 +141,7 @@ async def test_pipelined_8bit_message_goes_upstream_byte_for_byte_with_body_8bit
     assert sorted(m.rcpt_to[0] for m in mails) == sorted(a.decode() for a in recipients)
     for mail in mails:
         assert mail.data == EIGHT_BIT
+        assert b"DKIM-Signature" not in mail.data
         assert "BODY=8BITMIME" in mail.mail_options
         assert mail.mail_from == "bounce@shop.example.jp"
 
