@@ -12,6 +12,7 @@ from uuid import UUID
 from router.deliverability.secret import token_secret
 from router.deliverability.tokens import Unsubscribe, unsubscribe_token
 from tests.harness import RouterUnderTest, SmtpSink
+from tests.test_api_schema import document
 from tests.test_delivery_events import at_least, receiver, router_with_events
 
 FRIEND = "U" + "a" * 32
@@ -142,6 +143,17 @@ async def test_a_token_the_router_did_not_sign_changes_nothing(router: RouterUnd
         assert resp.status_code == 404 and resp.headers["content-type"].startswith("text/plain")
     assert (await router.client.get("/u/" + "x" * 2001)).status_code == 400  # over-long
     assert await recorded(router) == (set(), set(), 0)
+
+    # as the OpenAPI document says: no API key, pages as HTML, the POST's 404 as plain text
+    paths = (await document(router))["paths"]["/u/{token}"]
+    for method in ("get", "post"):
+        assert paths[method]["security"] == [], method
+        assert set(paths[method]["responses"]) == {"200", "400", "404", "503"}, method
+        assert "text/html" in paths[method]["responses"]["200"]["content"]
+    assert "text/html" in paths["get"]["responses"]["404"]["content"]
+    assert "text/plain" in paths["post"]["responses"]["404"]["content"]
+    unauthenticated = await router.client.post(good, headers={"Authorization": ""})
+    assert unauthenticated.status_code == 200
 
 
 async def test_unsubscribes_are_posted_as_sendgrid_events(
