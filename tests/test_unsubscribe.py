@@ -14,6 +14,7 @@ from router.deliverability.tokens import Unsubscribe, unsubscribe_token
 from tests.harness import RouterUnderTest, SmtpSink
 from tests.test_api_schema import document
 from tests.test_delivery_events import at_least, receiver, router_with_events
+from tests.test_multicast import settled
 
 FRIEND = "U" + "a" * 32
 MAIL = {"subject": "Autumn sale", "text": "20% off until Sunday"}
@@ -111,6 +112,25 @@ async def test_a_category_unsubscribe_stops_that_category_only(
     offers = await intent(router, member_id="m-1", route="email_only", category="offers")
     await router.wait_for(offers["id"])
     assert len(smtp.mails) == 1
+
+    # a campaign's fan-out leaves out whoever unsubscribed from its category or from all
+    await put_member(router, "m-2", email="hana@example.jp")
+    await put_member(router, "m-3", email="jiro@example.jp")
+    assert (await router.client.post(link(router, Unsubscribe("m", "m-2")))).status_code == 200
+    addresses = b"taro@example.jp\nhana@example.jp\njiro@example.jp\n"
+    upload = await router.client.post(
+        "/v1/audiences",
+        data={"name": "all", "type": "email"},
+        files={"file": ("list.csv", addresses, "text/csv")},
+    )
+    assert upload.status_code == 201, upload.text
+    resp = await router.client.post(
+        "/v1/campaigns",
+        json={"audience_ids": [upload.json()["id"]], "email": MAIL, "category": "newsletter"},
+    )
+    assert resp.status_code == 202, resp.text
+    await settled(router, resp.json()["id"], {("email", "sent"): 1})
+    assert smtp.mails[-1].rcpt_to == ["jiro@example.jp"] and len(smtp.mails) == 2
 
 
 async def test_an_address_only_recipient_is_suppressed(
