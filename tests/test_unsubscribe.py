@@ -186,16 +186,17 @@ async def test_unsubscribes_are_posted_as_sendgrid_events(
         delivery = UUID(body["deliveries"][0]["id"])
         await hook.wait_until(at_least(2))  # processed, delivered
         for what in (
-            Unsubscribe("m", "m-1", "42", delivery),
+            Unsubscribe("m", "m-1", "asm-42", delivery),
             Unsubscribe("m", "m-1", None, delivery),
             Unsubscribe("m", "m-1", None, delivery),  # repeated: no second event
             Unsubscribe("m", "m-1", "offers", UUID(int=1)),  # no such delivery: no event
+            Unsubscribe("m", "m-1", "42", delivery),  # a category, but no SendGrid group
         ):
             assert (await r.client.post(link(r, what), **ONE_CLICK)).status_code == 200
-        events = await hook.wait_until(at_least(4))
+        events = await hook.wait_until(at_least(5))
         async with r.runtime.pool.acquire() as conn:  # recorded with each opt-out, or never
             stored = await conn.fetchval("SELECT count(*) FROM delivery_events")
-    assert stored == 4
+    assert stored == 5
     group, everything = events[2], events[3]
     assert group["event"] == "group_unsubscribe" and everything["event"] == "unsubscribe"
     for e in (group, everything):
@@ -204,6 +205,7 @@ async def test_unsubscribes_are_posted_as_sendgrid_events(
         assert isinstance(e["timestamp"], int) and abs(e["timestamp"] - time.time()) < 60
         assert e["delivery_id"] == str(delivery) and e["member_id"] == "m-1"
         assert e["channel"] == "email" and "reason" not in e
-    assert group["asm_group_id"] == 42 and group["unsubscribed_category"] == "42"
+    assert group["asm_group_id"] == 42 and group["unsubscribed_category"] == "asm-42"
     assert "asm_group_id" not in everything and "unsubscribed_category" not in everything
-    assert len({e["sg_event_id"] for e in events}) == 4
+    assert "asm_group_id" not in events[4] and events[4]["unsubscribed_category"] == "42"
+    assert len({e["sg_event_id"] for e in events}) == 5

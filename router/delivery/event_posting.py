@@ -30,6 +30,8 @@ from router.store import delivery_events
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Router-Signature"
+ASM_CATEGORY_PREFIX = "asm-"
+"""The category of mail sent through the SendGrid door with an unsubscribe group."""
 
 
 class DeliveryEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -55,11 +57,15 @@ class DeliveryEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 def _asm_group_id(category: str | None) -> int | None:
-    """SendGrid names an unsubscribe group by number: a category that is one is posted as
-    `asm_group_id` too, so a receiver written for SendGrid's groups reads it unchanged."""
-    if category is None or not (category.isascii() and category.isdigit()) or len(category) > 18:
+    """SendGrid's unsubscribe group of a category the SendGrid door made from one
+    (`asm-<group_id>`), posted as SendGrid's `asm_group_id` so a receiver written for
+    SendGrid's groups reads it unchanged; None for the router's own categories."""
+    if category is None or not category.startswith(ASM_CATEGORY_PREFIX):
         return None
-    return int(category)
+    number = category.removeprefix(ASM_CATEGORY_PREFIX)
+    if not (number.isascii() and number.isdigit()) or len(number) > 18:
+        return None
+    return int(number)
 
 
 def to_wire(row: asyncpg.Record) -> DeliveryEvent:
