@@ -32,6 +32,7 @@ from router.api.rate_limits import api_key_rates
 from router.api.relayed import RelayedMessageController
 from router.api.shopify import shopify_webhook
 from router.api.struct_schemas import StructSchemas
+from router.api.unsubscribe import UnsubscribeController
 from router.database import Pool
 from router.intake.group_commit import GroupCommit
 from router.log_safety import SafeFormatter
@@ -71,6 +72,8 @@ def dependencies(runtime: Runtime) -> ApiDependencies:
         line_config=runtime.config.line,
         line_account=runtime.line_account,
         shopify_config=runtime.config.shopify,
+        email_config=runtime.config.email,
+        events_configured=runtime.config.events_configured,
     )
 
 
@@ -114,6 +117,7 @@ def create_app(runtime: Runtime) -> Litestar:
             EventController,
             member_events,
             shopify_webhook,
+            UnsubscribeController,
         ],
         dependencies=dependencies(runtime).providers(),
         middleware=[complete_allow_header, auth_middleware_factory(runtime.api_key_hashes)],

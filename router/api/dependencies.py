@@ -16,7 +16,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
 
 from channels.base import LineAccount
-from router.config import LineConfig, MembersConfig, ShopifyConfig
+from router.config import EmailConfig, LineConfig, MembersConfig, ShopifyConfig
 from router.database import Pool
 from router.intake.group_commit import GroupCommit
 from router.intake_port import AcceptIntents
@@ -41,6 +41,10 @@ class ApiDependencies:
     line_account: LineAccount | None
     """None when this router has no LINE channel (see `require_line_account`)."""
     shopify_config: ShopifyConfig
+    email_config: EmailConfig
+    """Its token secret is filled in at start (router.deliverability.secret)."""
+    events_configured: bool
+    """Delivery events are recorded: someone receives them ([events] webhook_url)."""
 
     def providers(self) -> dict[str, Provide]:
         return {

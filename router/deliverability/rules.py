@@ -1,5 +1,6 @@
 """When email may not carry an intent to someone it reaches: the address is suppressed, the
-member unsubscribed from the intent's category, or promotional email lacks their consent.
+member unsubscribed from the intent's category (or from all promotional email), or
+promotional email lacks their consent.
 
 Said twice, as the reachability rules are (router/reach.py): in Python for intake, which
 decides each intent's channels from the `Reach` facts `router.members.resolve` reads, and in
@@ -14,6 +15,12 @@ import msgspec
 
 from router.reach import Reach
 
+ALL_PROMOTIONAL = "*"
+"""The category a member's opt-out of all promotional email is recorded under (a global
+one-click unsubscribe). No intent can name it: categories start with a letter or digit.
+`members.email_opt_out` is not used for it, since that flag stops transactional email too."""
+ALL_PROMOTIONAL_REFUSAL = "the member unsubscribed from promotional email"
+
 ADDRESS_ONLY_PREFIX = "email:"
 """Member IDs the router gives recipients known only by an address (router.members): no
 consent can be recorded for them, so the sender's request stands for it."""
@@ -27,6 +34,8 @@ def email_refusal(
         return f"suppressed: {reach.email_suppressed}"
     if kind != "promotional" or not composed:
         return None
+    if ALL_PROMOTIONAL in reach.email_opted_out_categories:
+        return ALL_PROMOTIONAL_REFUSAL
     if category is not None and category in reach.email_opted_out_categories:
         return f"the member unsubscribed from {category!r} email"
     if (
@@ -74,14 +83,20 @@ def refusal_sql(
         (SELECT 'suppressed: ' || s.reason || coalesce(' (' || s.detail || ')', '')
          FROM email_suppressions s WHERE s.address = {address}),
         CASE WHEN coalesce({kind}, 'promotional') = 'promotional' AND {composed} THEN
-            CASE WHEN {category} IS NOT NULL AND EXISTS (
-                     SELECT 1 FROM email_category_opt_outs o
-                     WHERE o.member_id = {member_id} AND o.category = {category})
-                 THEN 'the member unsubscribed from ''' || {category} || ''' email'
-                 WHEN {consent}
-                 THEN 'no email consent is recorded for the member, and promotional email'
-                      || ' needs one ([email] require_consent)'
-            END
+            coalesce(
+                -- one look at the member's opt-outs finds both '*' and the category
+                (SELECT CASE WHEN o.category = '{ALL_PROMOTIONAL}'
+                             THEN '{ALL_PROMOTIONAL_REFUSAL}'
+                             ELSE 'the member unsubscribed from ''' || o.category || ''' email'
+                        END
+                 FROM email_category_opt_outs o
+                 WHERE o.member_id = {member_id}
+                   AND o.category IN ('{ALL_PROMOTIONAL}', {category})
+                 ORDER BY o.category = '{ALL_PROMOTIONAL}' DESC LIMIT 1),
+                CASE WHEN {consent}
+                     THEN 'no email consent is recorded for the member, and promotional email'
+                          || ' needs one ([email] require_consent)'
+                END)
         END)"""  # noqa: S608 - SQL expressions of the caller's, never values
 
 

@@ -1,8 +1,8 @@
 """Posting delivery events to the sender's own systems, in SendGrid's Event Webhook format.
 
-Email systems already consume SendGrid's `processed`, `delivered`, `deferred`, `bounce` and
-`dropped` events (bounce handling, suppression lists); posting the same shape lets them follow
-LINE deliveries too. Events are rows in `delivery_events` (router/store/delivery_events.py),
+Email systems already consume SendGrid's `processed`, `delivered`, `deferred`, `bounce`,
+`dropped`, `unsubscribe` and `group_unsubscribe` events (bounce handling, suppression lists);
+posting the same shape lets them follow LINE deliveries too. Events are rows in `delivery_events` (router/store/delivery_events.py),
 written in the transaction of the state change that causes them. `EventPoster` posts them in
 order of recording, in batches signed with `X-Router-Signature`; a batch is marked sent only
 after a 2xx, so delivery to the receiver is at least once and a receiver drops an
@@ -30,6 +30,8 @@ from router.store import delivery_events
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Router-Signature"
+ASM_CATEGORY_PREFIX = "asm-"
+"""The category of mail sent through the SendGrid door with an unsubscribe group."""
 
 
 class DeliveryEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -46,10 +48,24 @@ class DeliveryEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
     response: str | None = None
     type: str | None = None
     attempt: str | None = None
+    asm_group_id: int | None = None
     channel: str
     member_id: str | None
     intent_id: str
     delivery_id: str | None
+    unsubscribed_category: str | None = None
+
+
+def _asm_group_id(category: str | None) -> int | None:
+    """SendGrid's unsubscribe group of a category the SendGrid door made from one
+    (`asm-<group_id>`), posted as SendGrid's `asm_group_id` so a receiver written for
+    SendGrid's groups reads it unchanged; None for the router's own categories."""
+    if category is None or not category.startswith(ASM_CATEGORY_PREFIX):
+        return None
+    number = category.removeprefix(ASM_CATEGORY_PREFIX)
+    if not (number.isascii() and number.isdigit()) or len(number) > 18:
+        return None
+    return int(number)
 
 
 def to_wire(row: asyncpg.Record) -> DeliveryEvent:
@@ -71,6 +87,8 @@ def to_wire(row: asyncpg.Record) -> DeliveryEvent:
         member_id=row["member_id"],
         intent_id=str(row["intent_id"]),
         delivery_id=None if row["delivery_id"] is None else str(row["delivery_id"]),
+        asm_group_id=_asm_group_id(row["category"]) if event == "group_unsubscribe" else None,
+        unsubscribed_category=row["category"] if event == "group_unsubscribe" else None,
     )
 
 

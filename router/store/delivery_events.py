@@ -20,7 +20,9 @@ from router.queue import claims
 from router.queue.wakeups import notify
 from router.store import group_state
 
-EventName = Literal["processed", "delivered", "deferred", "bounce", "dropped"]
+EventName = Literal[
+    "processed", "delivered", "deferred", "bounce", "dropped", "unsubscribe", "group_unsubscribe"
+]
 
 
 class Recorded(msgspec.Struct, frozen=True):
@@ -31,6 +33,7 @@ class Recorded(msgspec.Struct, frozen=True):
     reason: str | None = None
     response: str | None = None
     bounce_type: str | None = None  # 'bounce' (refused) | 'blocked' (gave up retrying)
+    category: str | None = None  # what a group_unsubscribe unsubscribed from
 
 
 # One queue for the whole table: events reach the receiver in the order they were recorded.
@@ -41,6 +44,7 @@ QUEUE = claims.Ordered(
     unfinished="e.sent_at IS NULL",
     columns=f"""e.id, e.event_id, e.event, e.intent_id, e.delivery_id, e.channel, e.email,
        e.reason, e.response, e.bounce_type, e.attempt, e.occurred_at, e.post_attempts,
+       e.category,
        i.member_id, i.tags::text AS tags,
        coalesce(i.metadata ->> 'sg_message_id', i.id::text) AS sg_message_id,
        {channel_rules.smtp_id_sql()} AS smtp_id""",
@@ -51,11 +55,12 @@ QUEUE = claims.Ordered(
 def _record_sql() -> str:
     return f"""
 INSERT INTO delivery_events (event, intent_id, delivery_id, channel, email, reason, response,
-                             bounce_type, attempt)
+                             bounce_type, attempt, category)
 SELECT e.event, d.intent_id, d.id, d.channel, {channel_rules.event_email_sql()},
-       e.reason, e.response, e.bounce_type, {group_state.field("d", "s", "attempts")}
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY
-     AS e(delivery_id, event, reason, response, bounce_type, n)
+       e.reason, e.response, e.bounce_type, {group_state.field("d", "s", "attempts")},
+       e.category
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+     WITH ORDINALITY AS e(delivery_id, event, reason, response, bounce_type, category, n)
 JOIN deliveries d ON d.id = e.delivery_id
 LEFT JOIN send_groups s ON s.id = d.send_group_id
 JOIN intents i ON i.id = d.intent_id
@@ -64,19 +69,22 @@ ORDER BY e.n
 """  # noqa: S608 - built from the channels' constant fragments only
 
 
-async def record(conn: Connection, events: Sequence[Recorded]) -> None:
-    """Store events in the caller's transaction, in the order given."""
+async def record(conn: Connection, events: Sequence[Recorded]) -> int:
+    """Store events in the caller's transaction, in the order given; how many were stored
+    (an event about a delivery that no longer exists is not)."""
     if not events:
-        return
-    await conn.execute(
+        return 0
+    status: str = await conn.execute(
         _record_sql(),
         [e.delivery_id for e in events],
         [e.event for e in events],
         [e.reason for e in events],
         [e.response for e in events],
         [e.bounce_type for e in events],
+        [e.category for e in events],
     )
     await notify(conn, QUEUE.queue_name)
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def head(conn: Connection, limit: int) -> list[asyncpg.Record]:
