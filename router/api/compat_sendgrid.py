@@ -112,14 +112,18 @@ class _MailSendOperation(Operation):
         return schema
 
 
+# Every /v3 controller answers errors in SendGrid's shape.
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ProblemError: _from_problem,
+    HTTPException: _from_http,
+    Exception: _from_unexpected,
+}
+
+
 class SendGridController(Controller):
     path = "/v3/mail"
     tags = ["compatibility"]  # noqa: RUF012
-    exception_handlers = {  # noqa: RUF012
-        ProblemError: _from_problem,
-        HTTPException: _from_http,
-        Exception: _from_unexpected,
-    }
+    exception_handlers = EXCEPTION_HANDLERS
 
     @post(
         "/send",
