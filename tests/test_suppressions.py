@@ -275,3 +275,17 @@ async def test_sendgrid_suppression_endpoints_with_the_official_client(
     await asyncio.to_thread(delete_some_then_all)
     # Other reasons were left alone.
     assert (await suppression(router, "spam@example.jp")) is not None
+
+
+async def test_sendgrid_routes_refuse_bad_values_in_sendgrids_shape(
+    router: RouterUnderTest,
+) -> None:
+    c = router.client
+    resp = await c.get("/v3/suppression/bounces", params={"limit": 0})
+    assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "limit"
+    resp = await c.get("/v3/suppression/bounces", params={"start_time": 10**15, "end_time": -1})
+    assert resp.status_code == 200 and resp.json() == []
+    resp = await c.get(f"/v3/suppression/bounces/{'a' * 300}")
+    assert resp.status_code == 400 and "errors" in resp.json()
+    resp = await c.request("DELETE", "/v3/suppression/bounces", json={})
+    assert resp.status_code == 400 and "delete_all" in resp.json()["errors"][0]["message"]

@@ -18,6 +18,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from router.api.compat_sendgrid import EXCEPTION_HANDLERS, sendgrid_error
 from router.api.dependencies import Injected
+from router.api.openapi import sendgrid_problems
 from router.database import Pool
 from router.identifiers import MAX_EMAIL, InvalidIdentifier, normalize_email
 from router.ingress.sendgrid import SendGridError
@@ -32,11 +33,11 @@ EmailParam = Annotated[
 ]
 StartTime = Annotated[
     int | None,
-    QueryParameter(ge=0, description="Unix time: only suppressions created at or after it"),
+    QueryParameter(description="Unix time: only suppressions created at or after it"),
 ]
 EndTime = Annotated[
     int | None,
-    QueryParameter(ge=0, description="Unix time: only suppressions created at or before it"),
+    QueryParameter(description="Unix time: only suppressions created at or before it"),
 ]
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="Entries per page")]
 Offset = Annotated[int, QueryParameter(ge=0, le=10_000_000, description="Entries to skip")]
@@ -133,7 +134,13 @@ def _addresses(values: list[str], field: str) -> list[str]:
 
 
 def _as_time(unix: int | None) -> datetime | None:
-    return None if unix is None else datetime.fromtimestamp(unix, UTC)
+    """A Unix time as a datetime; one past what a datetime holds, as its earliest or latest."""
+    if unix is None:
+        return None
+    try:
+        return datetime.fromtimestamp(unix, UTC)
+    except (OverflowError, ValueError, OSError):
+        return (datetime.min if unix < 0 else datetime.max).replace(tzinfo=UTC)
 
 
 async def _listed(
@@ -159,7 +166,11 @@ class SendGridSuppressionController(Controller):
     tags = ["compatibility"]  # noqa: RUF012
     exception_handlers = {**EXCEPTION_HANDLERS, Refused: _refused}  # noqa: RUF012
 
-    @get("/suppression/bounces", summary="SendGrid: bounced addresses, newest first")
+    @get(
+        "/suppression/bounces",
+        summary="SendGrid: bounced addresses, newest first",
+        responses=sendgrid_problems(400),
+    )
     async def bounces(
         self,
         pool: Injected[Pool],
@@ -193,7 +204,11 @@ class SendGridSuppressionController(Controller):
                 addresses = _addresses(data.emails or [], "emails")
                 await suppressions.remove(conn, addresses, ["bounce"])
 
-    @delete("/suppression/bounces/{email:str}", summary="SendGrid: lift one bounce")
+    @delete(
+        "/suppression/bounces/{email:str}",
+        summary="SendGrid: lift one bounce",
+        responses=sendgrid_problems(404),
+    )
     async def delete_bounce(self, email: EmailParam, pool: Injected[Pool]) -> None:
         address = _address(email, "email")
         async with pool.acquire() as conn:
@@ -231,6 +246,7 @@ class SendGridSuppressionController(Controller):
     @delete(
         "/asm/suppressions/global/{email:str}",
         summary="SendGrid: lift an address's global unsubscribe",
+        responses=sendgrid_problems(404),
     )
     async def delete_global(self, email: EmailParam, pool: Injected[Pool]) -> None:
         address = _address(email, "email")
@@ -239,7 +255,11 @@ class SendGridSuppressionController(Controller):
         if not removed:
             raise _not_found()
 
-    @get("/suppression/unsubscribes", summary="SendGrid: globally unsubscribed addresses")
+    @get(
+        "/suppression/unsubscribes",
+        summary="SendGrid: globally unsubscribed addresses",
+        responses=sendgrid_problems(400),
+    )
     async def unsubscribes(
         self,
         pool: Injected[Pool],
@@ -251,7 +271,11 @@ class SendGridSuppressionController(Controller):
         rows = await _listed(pool, "unsubscribe", start_time, end_time, limit, offset)
         return [Unsubscribe(created=_created(s), email=s.address) for s in rows]
 
-    @get("/suppression/spam_reports", summary="SendGrid: addresses that reported spam")
+    @get(
+        "/suppression/spam_reports",
+        summary="SendGrid: addresses that reported spam",
+        responses=sendgrid_problems(400),
+    )
     async def spam_reports(
         self,
         pool: Injected[Pool],
@@ -263,7 +287,11 @@ class SendGridSuppressionController(Controller):
         rows = await _listed(pool, "spamreport", start_time, end_time, limit, offset)
         return [SpamReport(created=_created(s), email=s.address, ip="") for s in rows]
 
-    @get("/suppression/invalid_emails", summary="SendGrid: addresses refused as invalid")
+    @get(
+        "/suppression/invalid_emails",
+        summary="SendGrid: addresses refused as invalid",
+        responses=sendgrid_problems(400),
+    )
     async def invalid_emails(
         self,
         pool: Injected[Pool],

@@ -87,6 +87,7 @@ class SuppressionController(Controller):
     @get(
         "/",
         summary="Suppressed email addresses, newest first",
+        responses=problems(400),
         description="`reason` filters; `limit` a page, `offset` where it starts (pass "
         "`next_offset` for the next page).",
     )
