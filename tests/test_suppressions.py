@@ -289,3 +289,5 @@ async def test_sendgrid_routes_refuse_bad_values_in_sendgrids_shape(
     assert resp.status_code == 400 and "errors" in resp.json()
     resp = await c.request("DELETE", "/v3/suppression/bounces", json={})
     assert resp.status_code == 400 and "delete_all" in resp.json()["errors"][0]["message"]
+    resp = await c.request("DELETE", "/v3/suppression/bounces", json={"delete_all": 0})
+    assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "delete_all"

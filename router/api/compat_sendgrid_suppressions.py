@@ -9,15 +9,23 @@ to `spamreport`, invalid emails to `invalid`. Errors use SendGrid's `{"errors": 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.openapi.spec import Operation
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from router.api.compat_sendgrid import EXCEPTION_HANDLERS, sendgrid_error
+from router.api.compat_sendgrid import (
+    EXCEPTION_HANDLERS,
+    MEDIA_TYPE,
+    inlined_schema,
+    sendgrid_error,
+)
 from router.api.dependencies import Injected
+from router.api.errors import field_path
 from router.api.openapi import sendgrid_problems
 from router.database import Pool
 from router.identifiers import MAX_EMAIL, InvalidIdentifier, normalize_email
@@ -157,6 +165,30 @@ async def _listed(
         )
 
 
+def _strict_body(body: bytes) -> DeleteBounces:
+    """The body decoded as JSON's own types say (`"delete_all": 0` is not `false`)."""
+    try:
+        return msgspec.json.decode(body, type=DeleteBounces)
+    except msgspec.ValidationError as exc:
+        field, message = field_path(str(exc))
+        raise Refused(400, [SendGridError(message=message, field=field or None)]) from exc
+    except msgspec.DecodeError as exc:
+        raise Refused(400, [SendGridError(message=f"the body is not valid JSON ({exc})")]) from exc
+
+
+@dataclass
+class _DeleteBouncesOperation(Operation):
+    """The body the route reads itself."""
+
+    def to_schema(self) -> dict[str, Any]:
+        schema = super().to_schema()
+        schema["requestBody"] = {
+            "required": True,
+            "content": {MEDIA_TYPE: {"schema": inlined_schema(DeleteBounces)}},
+        }
+        return schema
+
+
 def _refused(_: object, exc: Refused) -> Response[bytes]:
     return sendgrid_error(exc.status, exc.errors)
 
@@ -192,8 +224,10 @@ class SendGridSuppressionController(Controller):
     @delete(
         "/suppression/bounces",
         summary="SendGrid: lift bounces, every one (`delete_all`) or the listed `emails`",
+        operation_class=_DeleteBouncesOperation,
     )
-    async def delete_bounces(self, data: JSONBody[DeleteBounces], pool: Injected[Pool]) -> None:
+    async def delete_bounces(self, request: Request[Any, Any, Any], pool: Injected[Pool]) -> None:
+        data = _strict_body(await request.body())
         if data.delete_all == (data.emails is not None):
             message = "give either delete_all: true or emails, not both"
             raise Refused(400, [SendGridError(message=message)])
