@@ -148,11 +148,21 @@ class Failed(msgspec.Struct, frozen=True, tag=True):
     """Permanent failure. `fallback` says whether another channel may carry the message.
 
     `dropped`: the message was not sent for a reason of the sender's (quota used up, content
-    that cannot be built), not refused for the recipient; reported as dropped, not bounced."""
+    that cannot be built), not refused for the recipient; reported as dropped, not bounced.
+    `suppress`: the refusal says the address is bad (channels.smtp_bounces)."""
 
     error: str
     fallback: bool = True
     dropped: bool = False
+    suppress: Suppress | None = None
+
+
+class Suppress(msgspec.Struct, frozen=True):
+    """The recipient's server refused the address for good: email is not sent to it again.
+    `reason` is a suppression reason ('bounce', 'invalid'); `detail` the server's reply."""
+
+    reason: str
+    detail: str
 
 
 class Uncertain(msgspec.Struct, frozen=True, tag=True):

@@ -36,6 +36,7 @@ from channels.base import (
     Retry,
     SendOutcome,
     Sent,
+    Suppress,
     Uncertain,
 )
 from channels.dkim import load_signer
@@ -46,6 +47,7 @@ from channels.email_compose import (
     message_id_domain,
     without_tags,
 )
+from channels.smtp_bounces import Stage, hard_bounce, reply_detail
 from channels.smtp_exchange import content_bytes, transact
 from router.config import Config, EmailConfig
 from router.content import EmailContent
@@ -276,10 +278,11 @@ class SmtpChannel:
             reply = await client.send_to(sender, message.address, data, options)
             return Sent(provider_ref=mid, queue_id=_final_reply(reply))
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            return _by_code(exc.recipients[0].code, exc.recipients[0].message)
+            return _by_code(exc.recipients[0].code, exc.recipients[0].message, "recipient")
         except aiosmtplib.SMTPResponseException as exc:
             _drop(client)
-            return _by_code(exc.code, exc.message)
+            stage: Stage = "sender" if isinstance(exc, aiosmtplib.SMTPSenderRefused) else "message"
+            return _by_code(exc.code, exc.message, stage)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             _drop(client)
             if client.message_written:
@@ -328,8 +331,12 @@ def _drop(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-def _by_code(code: int, text: str) -> Outcome:
+def _by_code(code: int, text: str, stage: Stage) -> Outcome:
     error = f"SMTP {code}: {text}"
     if 400 <= code < 500:
         return Retry(error)
-    return Failed(error)  # the mailbox refused it: another channel may still reach them
+    # The mailbox refused it: another channel may still reach them.
+    reason = hard_bounce(code, text, stage)
+    if reason is None:
+        return Failed(error)
+    return Failed(error, suppress=Suppress(reason, reply_detail(code, text)))

@@ -18,6 +18,7 @@ from router.api.auth import auth_middleware_factory
 from router.api.campaigns import CampaignController
 from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import SendGridController
+from router.api.compat_sendgrid_suppressions import SendGridSuppressionController
 from router.api.coupon_pools import CouponPoolController
 from router.api.dependencies import ApiDependencies, Injected
 from router.api.errors import EXCEPTION_HANDLERS
@@ -32,6 +33,7 @@ from router.api.rate_limits import api_key_rates
 from router.api.relayed import RelayedMessageController
 from router.api.shopify import shopify_webhook
 from router.api.struct_schemas import StructSchemas
+from router.api.suppressions import SuppressionController
 from router.api.unsubscribe import UnsubscribeController
 from router.database import Pool
 from router.intake.group_commit import GroupCommit
@@ -113,6 +115,8 @@ def create_app(runtime: Runtime) -> Litestar:
             LineController,
             line_webhook,
             SendGridController,
+            SendGridSuppressionController,
+            SuppressionController,
             listmonk_postback,
             EventController,
             member_events,

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.spec import Operation
 
 from router.api.dependencies import Injected
@@ -53,6 +53,17 @@ def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]
     else:
         message = exc.detail
     return sendgrid_error(exc.status_code, [SendGridError(message=message)])
+
+
+def _from_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    """A path, query or body value the route's types refuse, one entry per field."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    errors = [
+        SendGridError(message=str(item.get("message")), field=str(item.get("key") or "body"))
+        for item in extra
+        if isinstance(item, dict)
+    ] or [SendGridError(message=exc.detail)]
+    return sendgrid_error(400, errors)
 
 
 def _from_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -112,14 +123,19 @@ class _MailSendOperation(Operation):
         return schema
 
 
+# Every /v3 controller answers errors in SendGrid's shape.
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ProblemError: _from_problem,
+    ValidationException: _from_validation,
+    HTTPException: _from_http,
+    Exception: _from_unexpected,
+}
+
+
 class SendGridController(Controller):
     path = "/v3/mail"
     tags = ["compatibility"]  # noqa: RUF012
-    exception_handlers = {  # noqa: RUF012
-        ProblemError: _from_problem,
-        HTTPException: _from_http,
-        Exception: _from_unexpected,
-    }
+    exception_handlers = EXCEPTION_HANDLERS
 
     @post(
         "/send",

@@ -35,6 +35,7 @@ _DESCRIPTIONS = {
 }
 _SENDGRID_DESCRIPTIONS = {
     400: "Invalid request, in SendGrid's error shape: each entry names its `field`",
+    404: "No such entry, in SendGrid's error shape",
     401: "Missing or unknown API key, in SendGrid's error shape",
     413: "Request body too large, in SendGrid's error shape",
     429: "Too many requests for this API key: retry after `Retry-After` seconds",
@@ -82,6 +83,11 @@ def _sendgrid_response(description: str) -> ResponseSpec:
         media_type="application/json",
         generate_examples=False,
     )
+
+
+def sendgrid_problems(*codes: int) -> dict[int, ResponseSpec]:
+    """`problems` for a /v3 route: SendGrid's error body."""
+    return {code: _sendgrid_response(_SENDGRID_DESCRIPTIONS[code]) for code in sorted(codes)}
 
 
 def _reads_body(handler: HTTPRouteHandler) -> bool:

@@ -55,6 +55,8 @@ def result_of(
             error=outcome.error,
             fallback=outcome.fallback,
             failure="dropped" if outcome.dropped else "bounce",
+            suppress=outcome.suppress.reason if outcome.suppress else None,
+            suppress_detail=outcome.suppress.detail if outcome.suppress else None,
         )
     if isinstance(outcome, Uncertain):
         return Result(delivery_id, "uncertain", error=outcome.error)

@@ -1,7 +1,7 @@
 """Recording what happened to claimed deliveries, with the events and fallbacks that follow.
 
 A permanent failure whose intent has a fallback creates the fallback delivery in the same
-transaction that records it; with events configured, each outcome's event is written there
+transaction that records it, and a hard bounce suppresses its address there too; with events configured, each outcome's event is written there
 too, so none is lost and none reports a change that was rolled back.
 """
 
@@ -14,7 +14,7 @@ from asyncpg import Record
 
 from router.channel_rules import confirmed_by_provider, confirmed_response
 from router.database import Connection
-from router.store import deliveries, delivery_events
+from router.store import deliveries, delivery_events, suppressions
 from router.store.deliveries import Result
 from router.store.delivery_events import Recorded
 
@@ -59,6 +59,18 @@ async def _follow_up(
         channels = {row["id"]: row["channel"] for row in rows}
         await delivery_events.record(
             conn, [e for r in results if (e := event_of(r, channels.get(r.delivery_id)))]
+        )
+    bounced = [
+        by_id[row["id"]]
+        for row in rows
+        if by_id[row["id"]].status == "failed" and by_id[row["id"]].suppress is not None
+    ]
+    if bounced:
+        await suppressions.add_for_deliveries(
+            conn,
+            [r.delivery_id for r in bounced],
+            [r.suppress or "bounce" for r in bounced],
+            [r.suppress_detail or "" for r in bounced],
         )
     if failed_over:
         await deliveries.add_fallbacks(conn, failed_over, events=events)

@@ -55,6 +55,10 @@ class Result(msgspec.Struct, frozen=True):
     queue_id: str | None = None  # the receiving SMTP server's final reply
     # The attempt timed out: the provider may have taken it, so a cancel leaves it 'uncertain'.
     maybe_sent: bool = False
+    # The recipient's server refused the address for good: suppress it ('bounce' | 'invalid')
+    # with the server's reply, in the transaction that records the failure.
+    suppress: str | None = None
+    suppress_detail: str | None = None
 
 
 # Deliveries sent on their own, one queue per channel. The claim joins the member as they are
