@@ -190,7 +190,11 @@ async def start_runtime(config: Config) -> Runtime:
         runtime.workers.start()
     try:
         runtime.smtp_server = await start_smtp_ingress(
-            config.smtp_ingress, pool, runtime.accept_intents, runtime.intake_channels
+            config.smtp_ingress,
+            pool,
+            runtime.accept_intents,
+            runtime.intake_channels,
+            config.email,
         )
     except OSError as exc:
         await runtime.aclose()

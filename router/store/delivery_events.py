@@ -20,7 +20,7 @@ from router.queue import claims
 from router.queue.wakeups import notify
 from router.store import group_state
 
-EventName = Literal["processed", "delivered", "deferred", "bounce", "dropped"]
+EventName = Literal["processed", "delivered", "deferred", "bounce", "dropped", "spamreport"]
 
 
 class Recorded(msgspec.Struct, frozen=True):
