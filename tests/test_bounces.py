@@ -4,6 +4,8 @@ bounce domain's MX, and mark the delivery and suppress the address."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -162,6 +164,22 @@ def arf_complaint(to: str, original_headers: str) -> bytes:
     return "\r\n".join(lines).encode()
 
 
+async def campaign_delivery(dsn: str, campaign_id: str) -> tuple[UUID, UUID]:
+    """The intent and delivery of a one-member campaign, once its fan-out made them."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + 15
+        while (row := await conn.fetchrow(
+            "SELECT d.intent_id, d.id FROM deliveries d JOIN intents i ON i.id = d.intent_id"
+            " WHERE i.campaign_id = $1", UUID(campaign_id),
+        )) is None:  # fmt: skip
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    return row["intent_id"], row["id"]
+
+
 async def send_unauthenticated(port: int, recipients: list[str], data: bytes) -> Any:
     """Deliver as another domain's MTA does to an MX: no AUTH, null sender."""
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
@@ -247,7 +265,21 @@ async def test_a_complaint_marks_the_delivery_and_suppresses_the_address(
     dsn: str, smtp: SmtpSink
 ) -> None:
     async with router_with_mx(dsn, smtp) as (r, port):
-        intent_id, delivery_id = await sent_email(r, "angry@example.org")
+        # A campaign's email: its counts follow the delivery's new status.
+        resp = await r.client.put("/v1/members/angry", json={"email": "angry@example.org"})
+        assert resp.status_code in (200, 201), resp.text
+        resp = await r.client.post(
+            "/v1/audiences",
+            data={"name": "a", "type": "email"},
+            files={"file": ("list.csv", b"angry@example.org\n", "text/csv")},
+        )
+        resp = await r.client.post(
+            "/v1/campaigns", json={"audience_ids": [resp.json()["id"]], "email": MAIL}
+        )
+        assert resp.status_code == 202, resp.text
+        campaign_id = resp.json()["id"]
+        intent_id, delivery_id = await campaign_delivery(dsn, campaign_id)
+        await r.wait_for(str(intent_id))
         to = bounce_address(secret_of(r), delivery_id, BOUNCE_DOMAIN)
         errors, reply = await send_unauthenticated(
             port, [to], arf_complaint(to, headers_of(smtp, "angry@example.org"))
@@ -257,19 +289,20 @@ async def test_a_complaint_marks_the_delivery_and_suppresses_the_address(
         assert status == "complained"
         assert events == [("spamreport", "feedback-type abuse")]
         assert suppression["reason"] == "spamreport"
-        body = await r.intent(intent_id)
+        body = await r.intent(str(intent_id))
         # The message arrived: the complaint came after delivery.
         assert body["status"] == "delivered" and body["deliveries"][0]["status"] == "complained"
+        counts = (await r.client.get(f"/v1/campaigns/{campaign_id}")).json()["deliveries"]
+        assert [(c["channel"], c["status"], c["deliveries"]) for c in counts] == [
+            ("email", "complained", 1)
+        ]
 
-        # An address-only recipient has no member row to refuse at intake; the check at
-        # send time stops the next email.
+        # The address is refused at intake from now on, by member or by address.
         resp = await r.client.post(
             "/v1/intents",
             json={"email_address": "angry@example.org", "route": "email_only", "email": MAIL},
         )
-        failed = await r.wait_for(resp.json()["id"], ("failed",))
-        assert "suppressed: spamreport" in (failed["deliveries"][0]["last_error"] or "")
-        assert len([m for m in smtp.mails if "angry@example.org" in m.rcpt_to]) == 1
+        assert resp.status_code == 422 and "suppressed: spamreport" in resp.text, resp.text
 
 
 async def test_forged_tokens_other_mailboxes_and_outside_recipients(
