@@ -15,6 +15,7 @@ import aiosmtplib
 import asyncpg
 import pytest
 
+from router.deliverability.feedback import Complaint, DeliveryReport, Original, read_report
 from router.deliverability.secret import token_secret
 from router.deliverability.tokens import Unsubscribe, bounce_address, unsubscribe_token
 from router.passwords import hash_password
@@ -387,3 +388,31 @@ async def test_without_a_bounce_domain_nothing_is_taken_without_auth(
             )
         assert refused.value.code == 530
         assert await facts(dsn, delivery_id) == ("sent", [], None)
+
+
+def test_reports_are_read_from_their_machine_readable_parts() -> None:
+    headers = "Message-ID: <0190-1@shop.example.jp>\r\nReturn-Path: <bounce+x@b.example>"
+    gave_up = read_report(
+        postfix_dsn("b@x", "r@example.jp", headers, action="failed", status="4.4.7")
+    )
+    assert isinstance(gave_up, DeliveryReport)
+    outcome = gave_up.outcome()
+    assert outcome is not None and outcome[0] == "deferred"
+    assert gave_up.original == Original("<0190-1@shop.example.jp>", "bounce+x@b.example")
+    invalid = read_report(postfix_dsn("b@x", "r@example.jp", headers, status="5.1.3"))
+    assert isinstance(invalid, DeliveryReport)
+    assert invalid.outcome() == ("bounce", invalid.recipients[0])
+    assert invalid.recipients[0].status == "5.1.3"
+    not_spam = arf_complaint("b@x", headers).replace(
+        b"Feedback-Type: abuse", b"Feedback-Type: not-spam"
+    )
+    assert read_report(not_spam) == Complaint(
+        "not-spam", Original("<0190-1@shop.example.jp>", "bounce+x@b.example")
+    )
+    # Not reports: plain text, and a report without its machine-readable part.
+    assert read_report(b"Subject: Mail delivery failed\r\n\r\n550 5.1.1 unknown user\r\n") is None
+    truncated = (
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nsorry\r\n--b--\r\n"
+    )
+    assert read_report(truncated) is None

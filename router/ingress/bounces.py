@@ -10,8 +10,7 @@ Tokens are verified at DATA, not at RCPT: a token with the right shape is accept
 it verifies or not, so the answer tells a prober nothing about which tokens are real, and a
 message to a forged one is taken and dropped without a trace in the store. The delivery a
 report is about is the one its address's token names; the Message-ID of the original in a
-report is not used to find it, since every recipient of a message sees its Message-ID and
-could then report another's delivery.
+report is not consulted: it is unsigned, and the verified token already names the delivery.
 """
 
 from __future__ import annotations
