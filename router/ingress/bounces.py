@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 BOUNCE_PREFIX = "bounce+"
 UNSUBSCRIBE_LOCAL_PART = "unsubscribe"
 _TOKEN_LENGTH = len(bounce_token(b"shape", UUID(int=0)))
-_TOKEN_SHAPE = re.compile(rf"[a-z2-7]{{{_TOKEN_LENGTH}}}")
+# Letters and digits of the token's length: its encoding (lower-case, since mail systems may
+# change the case of a local part) is tokens.py's to choose.
+_TOKEN_SHAPE = re.compile(rf"[0-9a-z]{{{_TOKEN_LENGTH}}}")
 NO_SUCH_MAILBOX = "550 5.1.1 no such mailbox at the bounce domain"
 Mailbox = Literal["bounce", "unsubscribe"]
 
