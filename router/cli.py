@@ -506,6 +506,8 @@ def describe(
         lines.append(
             f"smtp ingress: listening on {ingress.listen} for {len(ingress.users)} sender(s)"
         )
+        if config.email.bounce_domain:
+            lines.append(f"smtp ingress: the MX of {config.email.bounce_domain} (bounces)")
     elif ingress.listen:
         lines.append("smtp ingress: off until [smtp_ingress] users are set")
     if config.journeys.directory:

@@ -125,6 +125,9 @@ class DeliveryView(msgspec.Struct, kw_only=True):
     updated_at: datetime
     sent_at: datetime | None
     confirmed_at: datetime | None
+    # Email: when the recipient's mail system reported a bounce or a complaint after it was
+    # sent (status `bounced` or `complained`).
+    feedback_at: datetime | None = None
     # Set when the delivery went out in a LINE narrowcast instead of a push or multicast.
     narrowcast: NarrowcastNote | None = None
 
@@ -171,7 +174,8 @@ FROM intents WHERE id = $1
 _VIEW_DELIVERIES = f"""
 SELECT id, channel, status, fallback, attempts, last_error, provider_ref, smtp_queue_id,
        CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,
-       created_at, updated_at, sent_at, confirmed_at, narrowcast_status, narrowcast_request_id
+       created_at, updated_at, sent_at, confirmed_at, feedback_at, narrowcast_status,
+       narrowcast_request_id
 FROM (
     SELECT d.id, d.channel, {group_state.status("d", "s")} AS status,
            d.is_fallback AS fallback, {group_state.field("d", "s", "attempts")} AS attempts,
@@ -179,7 +183,7 @@ FROM (
            {group_state.field("d", "s", "provider_ref")} AS provider_ref, d.smtp_queue_id,
            {group_state.field("d", "s", "next_attempt_at")} AS next_attempt_at,
            d.created_at, {group_state.field("d", "s", "updated_at")} AS updated_at,
-           {group_state.field("d", "s", "sent_at")} AS sent_at, d.confirmed_at,
+           {group_state.field("d", "s", "sent_at")} AS sent_at, d.confirmed_at, d.feedback_at,
            n.status AS narrowcast_status, n.request_id AS narrowcast_request_id
     FROM deliveries d LEFT JOIN line_narrowcasts n ON n.send_group_id = d.send_group_id
     LEFT JOIN send_groups s ON s.id = d.send_group_id
@@ -252,7 +256,8 @@ def intent_status(
         and (d.channel in confirmed_by or d.narrowcast is not None)
         for d in active
     )
-    delivered = sum(d.status == "sent" for d in active) - unconfirmed
+    # A complaint came after delivery: the message arrived. A bounce came instead of it.
+    delivered = sum(d.status in ("sent", "complained") for d in active) - unconfirmed
     if route == "both":
         if unconfirmed:
             return "sent"

@@ -190,7 +190,12 @@ async def start_runtime(config: Config) -> Runtime:
         runtime.workers.start()
     try:
         runtime.smtp_server = await start_smtp_ingress(
-            config.smtp_ingress, pool, runtime.accept_intents, runtime.intake_channels
+            config.smtp_ingress,
+            pool,
+            runtime.accept_intents,
+            runtime.intake_channels,
+            config.email,
+            events=config.events_configured,
         )
     except OSError as exc:
         await runtime.aclose()

@@ -17,10 +17,11 @@ import asyncpg
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from router import intents, members
-from router.config import SmtpIngressConfig, is_loopback, split_listen
+from router.config import EmailConfig, SmtpIngressConfig, is_loopback, split_listen
 from router.content import Content, EmailContent, Relayed
 from router.database import Pool
 from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
+from router.ingress.bounces import NO_SUCH_MAILBOX, BounceMailbox
 from router.ingress.mime import MalformedMessage, read
 from router.ingress.smtp_auth import AuthGuard, Credentials
 from router.ingress.smtp_session import RelaySMTP
@@ -48,14 +49,26 @@ STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutE
 class IngressHandler:
     """aiosmtpd's handler: RCPT is checked against who can be reached, DATA is accepted."""
 
-    def __init__(self, pool: Pool, accept_intents: AcceptIntents, channels: IntakeChannels) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        accept_intents: AcceptIntents,
+        channels: IntakeChannels,
+        bounces: BounceMailbox | None = None,
+    ) -> None:
         self._pool = pool
         self._accept_intents = accept_intents
         self._channels = channels
+        self._bounces = bounces
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if self._bounces is not None and self._bounces.is_ours(address):
+            if self._bounces.mailbox(address) is None:
+                return NO_SUCH_MAILBOX
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 OK"
         try:
             normalized = normalize_email(address)
         except InvalidIdentifier as exc:
@@ -78,6 +91,18 @@ class IngressHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
+        if self._bounces is not None:
+            bounces = self._bounces
+            ours = [rcpt for rcpt in envelope.rcpt_tos if bounces.is_ours(rcpt)]
+            if ours:
+                try:
+                    await bounces.receive(self._pool, ours, data)
+                except STORE_ERRORS as exc:
+                    log.warning("SMTP ingress could not record a report: %s", type(exc).__name__)
+                    return TEMPORARY_FAILURE
+                envelope.rcpt_tos = [r for r in envelope.rcpt_tos if not bounces.is_ours(r)]
+                if not envelope.rcpt_tos:
+                    return "250 2.0.0 OK"
         try:
             message = read(data)
         except MalformedMessage as exc:
@@ -135,19 +160,26 @@ async def start_smtp_ingress(
     pool: Pool,
     accept_intents: AcceptIntents,
     channels: IntakeChannels,
+    email: EmailConfig | None = None,
+    *,
+    events: bool = False,
 ) -> asyncio.Server | None:
-    """Listen if `[smtp_ingress] listen` and `users` are set; None when off.
+    """Listen if `[smtp_ingress] listen` and `users` (or `[email] bounce_domain`, whose MX
+    this listener is) are set; None when off.
 
     `channels` decides at RCPT which recipients can be reached at all, so a
     sender learns of one that cannot before sending the message."""
-    if not config.listen or not config.users:
+    bounces = (
+        BounceMailbox(email, events=events) if email is not None and email.bounce_domain else None
+    )
+    if not config.listen or not (config.users or bounces):
         return None
     host, port = split_listen(config.listen)
     tls: ssl.SSLContext | None = None
     if config.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(config.tls_cert, config.tls_key)
-    handler = IngressHandler(pool, accept_intents, channels)
+    handler = IngressHandler(pool, accept_intents, channels, bounces)
     credentials = Credentials(dict(config.users))
     guard = AuthGuard(config.auth_attempts, config.auth_delay_seconds)
     # A certificate means STARTTLS is offered; it is required for AUTH off loopback only
@@ -159,6 +191,7 @@ async def start_smtp_ingress(
             handler,
             credentials=credentials,
             guard=guard,
+            open_domain=bounces.domain if bounces else None,
             hostname=config.hostname or None,
             data_size_limit=config.max_message_bytes,
             auth_required=True,

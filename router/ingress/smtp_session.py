@@ -10,6 +10,9 @@
 - AUTH guessing is limited (router.ingress.smtp_auth): after `auth_attempts` failures on a
   connection the answer is `421 4.7.0` and the connection is closed; an address that must
   wait is answered `454 4.7.0` without its password being checked.
+- With `open_domain` (the bounce domain, whose MX this listener is), a client that has not
+  authenticated may still send MAIL, RCPT to addresses at that domain, and DATA: any other
+  recipient gets the usual `530 5.7.0` answer.
 """
 
 from __future__ import annotations
@@ -85,7 +88,13 @@ class RelaySMTP(SMTP):
     """One connection to the relay."""
 
     def __init__(
-        self, handler: Any, *, credentials: Credentials, guard: AuthGuard, **kwargs: Any
+        self,
+        handler: Any,
+        *,
+        credentials: Credentials,
+        guard: AuthGuard,
+        open_domain: str | None = None,
+        **kwargs: Any,
     ) -> None:
         # Arguments are read as UTF-8 so that a non-ASCII address reaches the checks below
         # (and is refused with the right code); SMTPUTF8 itself is never offered.
@@ -97,6 +106,8 @@ class RelaySMTP(SMTP):
         self._greeted = False
         self._plain_replies = False  # the EHLO/HELO answer carries no enhanced codes
         self._ehlo_answer: list[str] | None = None
+        self._open_domain = open_domain
+        self._rcpt_is_open = False  # the RCPT being read names an address at open_domain
 
     async def push(self, status: AnyStr) -> None:
         if not isinstance(status, str):
@@ -137,7 +148,29 @@ class RelaySMTP(SMTP):
         await self._refuse_utf8_or(super().smtp_MAIL, arg, "MAIL", "sender")
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        await self._refuse_utf8_or(super().smtp_RCPT, arg, "RCPT", "recipient")
+        self._rcpt_is_open = self._names_open_domain(arg)
+        try:
+            await self._refuse_utf8_or(super().smtp_RCPT, arg, "RCPT", "recipient")
+        finally:
+            self._rcpt_is_open = False
+
+    def _names_open_domain(self, arg: str | None) -> bool:
+        if self._open_domain is None or arg is None:
+            return False
+        stripped = self._strip_command_keyword("TO:", arg)
+        if stripped is None:
+            return False
+        address, _ = self._getaddr(stripped)
+        return bool(address) and str(address).rpartition("@")[2].lower() == self._open_domain
+
+    async def check_auth_needed(self, caller_method: str) -> bool:
+        """Mail to the open domain needs no AUTH: MAIL and DATA are let through (an
+        unauthenticated envelope can only hold recipients there), RCPT only for them."""
+        if self._open_domain is not None and (
+            caller_method in ("MAIL", "DATA") or (caller_method == "RCPT" and self._rcpt_is_open)
+        ):
+            return False
+        return await super().check_auth_needed(caller_method)
 
     async def _refuse_utf8_or(self, command: Any, arg: str | None, name: str, role: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed(name):

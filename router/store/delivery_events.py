@@ -21,7 +21,14 @@ from router.queue.wakeups import notify
 from router.store import group_state
 
 EventName = Literal[
-    "processed", "delivered", "deferred", "bounce", "dropped", "unsubscribe", "group_unsubscribe"
+    "processed",
+    "delivered",
+    "deferred",
+    "bounce",
+    "dropped",
+    "unsubscribe",
+    "group_unsubscribe",
+    "spamreport",
 ]
 
 
