@@ -18,6 +18,7 @@ from router.api.auth import auth_middleware_factory
 from router.api.campaigns import CampaignController
 from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import SendGridController
+from router.api.consent_records import ConsentRecordController
 from router.api.coupon_pools import CouponPoolController
 from router.api.dependencies import ApiDependencies, Injected
 from router.api.errors import EXCEPTION_HANDLERS
@@ -101,6 +102,7 @@ def create_app(runtime: Runtime) -> Litestar:
             CampaignController,
             healthz,
             MemberController,
+            ConsentRecordController,
             IntentController,
             JourneyRunsController,
             JourneyController,
