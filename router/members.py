@@ -7,14 +7,15 @@ user ID and friend status, their email address, and their opt-outs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from router.database import Connection
-from router.deliverability import rules
+from router.deliverability import consent, rules
+from router.deliverability.consent import EmailConsent
 from router.identifiers import (
     MAX_MEMBER_ID,
     MEMBER_ID,
@@ -47,10 +48,27 @@ class MemberFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     attributes: dict[str, Any] | UnsetType = UNSET
     email_opt_out: bool | UnsetType = UNSET
     line_opt_out: bool | UnsetType = UNSET
+    # Consent to promotional email; `null` withdraws it.
+    email_consent: EmailConsent | UnsetType | None = UNSET
 
 
 class MemberBatchItem(MemberFields, kw_only=True, forbid_unknown_fields=True):
     member_id: MemberId
+
+
+class CategoryOptOut(msgspec.Struct, kw_only=True):
+    """A category of promotional email the member unsubscribed from, and when."""
+
+    category: str
+    created_at: datetime
+
+
+class EmailSuppression(msgspec.Struct, kw_only=True):
+    """Why and since when the member's address is not mailed (a bounce, a complaint...)."""
+
+    reason: str
+    detail: str | None
+    created_at: datetime
 
 
 class Member(msgspec.Struct, kw_only=True):
@@ -64,6 +82,10 @@ class Member(msgspec.Struct, kw_only=True):
     line_opt_out: bool
     created_at: datetime
     updated_at: datetime
+    # What decides whether email reaches the member, beyond the flags above.
+    email_consent: EmailConsent | None = None
+    email_category_opt_outs: list[CategoryOptOut] = msgspec.field(default_factory=list)
+    email_suppression: EmailSuppression | None = None
 
 
 class PreparedMember(msgspec.Struct, kw_only=True):
@@ -81,6 +103,7 @@ class PreparedMember(msgspec.Struct, kw_only=True):
     attributes: dict[str, Any] | None = None
     email_opt_out: bool = False
     line_opt_out: bool = False
+    email_consent: EmailConsent | None = None
 
 
 def check_member_id(member_id: str) -> str | None:
@@ -133,6 +156,10 @@ def prepare(
         out.email_opt_out = fields.email_opt_out
     if isinstance(fields.line_opt_out, bool):
         out.line_opt_out = fields.line_opt_out
+    if isinstance(fields.email_consent, EmailConsent):
+        if reason := consent.check(fields.email_consent, datetime.now(UTC)):
+            errors.append(FieldError(f"{prefix}email_consent.granted_at", reason))
+        out.email_consent = fields.email_consent
     return errors or out
 
 
@@ -150,6 +177,7 @@ _MERGED_FIELDS = (
     ("attributes",),
     ("email_opt_out",),
     ("line_opt_out",),
+    ("email_consent",),
 )
 
 
@@ -201,6 +229,7 @@ def _row(m: PreparedMember) -> MemberRow:
         attributes=m.attributes if m.attributes is not None else {},
         email_opt_out=m.email_opt_out,
         line_opt_out=m.line_opt_out,
+        email_consent=m.email_consent,
     )
 
 
@@ -240,12 +269,27 @@ async def _line_ids_taken(conn: Connection, members: Sequence[PreparedMember]) -
     return owners
 
 
+# A member with their consent, category opt-outs and address suppression, in one statement.
+_GET = f"""
+SELECT {_COLUMNS}, email_consent::text AS email_consent,
+    (SELECT json_agg(json_build_object('category', o.category, 'created_at', o.created_at)
+                     ORDER BY o.category)::text
+     FROM email_category_opt_outs o WHERE o.member_id = m.member_id) AS email_category_opt_outs,
+    (SELECT json_build_object('reason', s.reason, 'detail', s.detail,
+                              'created_at', s.created_at)::text
+     FROM email_suppressions s WHERE s.address = m.email) AS email_suppression
+FROM members m WHERE member_id = $1"""  # noqa: S608 - constant columns
+
+
 async def get(conn: Connection, member_id: str) -> Member | None:
-    row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM members WHERE member_id = $1",  # noqa: S608 - constant columns
-        member_id,
-    )
-    return None if row is None else Member(**dict(row))
+    row = await conn.fetchrow(_GET, member_id)
+    if row is None:
+        return None
+    found = dict(row)
+    for name in ("email_consent", "email_category_opt_outs", "email_suppression"):
+        found[name] = None if found[name] is None else msgspec.json.decode(found[name])
+    found["email_category_opt_outs"] = found["email_category_opt_outs"] or []
+    return msgspec.convert(found, Member)
 
 
 async def erase(conn: Connection, member_id: str) -> bool:

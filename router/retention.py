@@ -7,13 +7,17 @@ A relayed message lives as long as a content names it; one no content ever named
 refused every recipient) is finished from the start and goes after the same window.
 
 Audiences (hashes of uploaded addresses, numbers and LINE user IDs) are kept until deleted,
-unless `[retention] audience_days` is set: then one unused for that long is deleted."""
+unless `[retention] audience_days` is set: then one unused for that long is deleted.
+
+The email consent of an erased member is kept until its `keep_until` (one month after the last
+promotional email sent to them) and deleted then, whatever `[retention]` says: the law sets
+that window."""
 
 from __future__ import annotations
 
 from router.database import Pool
 from router.queue.loops import QueueWorker
-from router.store import relayed_messages
+from router.store import consent_records, relayed_messages
 
 SWEEP_SECONDS = 600.0
 BATCH = 5_000
@@ -62,6 +66,8 @@ async def prune(
     audiences unused for `audience_days` (None: not these); how many went from each."""
     deleted: dict[str, int] = {}
     async with pool.acquire() as conn:
+        status = await conn.execute(consent_records.PRUNE_EXPIRED, batch)
+        deleted["email_consent_records"] = _count(status)
         if days is not None:
             for table, statement in _PRUNE.items():
                 deleted[table] = _count(await conn.execute(statement, days, batch))
@@ -76,7 +82,8 @@ def _count(status: str) -> int:
 
 
 class Retention(QueueWorker):
-    """Prunes every few minutes, batch after batch until nothing expired is left."""
+    """Prunes every few minutes, batch after batch until nothing expired is left. Runs in
+    every router: expired consent records go even with both windows off."""
 
     def __init__(self, pool: Pool, days: int, audience_days: int = 0) -> None:
         """`days`, `audience_days`: the configured windows, 0 for off."""

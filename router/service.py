@@ -255,8 +255,7 @@ def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
     if events:
         runtime.delivery_events = EventPoster(pool, config.events)
         found.append(runtime.delivery_events)
-    if config.retention.days > 0 or config.retention.audience_days > 0:
-        found.append(Retention(pool, config.retention.days, config.retention.audience_days))
+    found.append(Retention(pool, config.retention.days, config.retention.audience_days))
     runtime.campaign_fan_out = CampaignFanOut(
         pool,
         lambda: runtime.intake_channels,

@@ -19,6 +19,7 @@ from router.api.campaigns import CampaignController
 from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import SendGridController
 from router.api.compat_sendgrid_suppressions import SendGridSuppressionController
+from router.api.consent_records import ConsentRecordController
 from router.api.coupon_pools import CouponPoolController
 from router.api.dependencies import ApiDependencies, Injected
 from router.api.errors import EXCEPTION_HANDLERS
@@ -106,6 +107,7 @@ def create_app(runtime: Runtime) -> Litestar:
             CampaignController,
             healthz,
             MemberController,
+            ConsentRecordController,
             IntentController,
             JourneyRunsController,
             JourneyController,

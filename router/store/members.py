@@ -18,7 +18,8 @@ from typing import Any, Literal
 import msgspec
 
 from router.database import Connection
-from router.store import relayed_messages
+from router.deliverability.consent import EmailConsent
+from router.store import consent_records, relayed_messages
 
 
 class MemberRow(msgspec.Struct, kw_only=True):
@@ -34,11 +35,13 @@ class MemberRow(msgspec.Struct, kw_only=True):
     attributes: dict[str, Any]
     email_opt_out: bool
     line_opt_out: bool
+    email_consent: EmailConsent | None = None
 
 
 _ROW_COLUMNS = (
     "member_id, email, email_sha256, phone, phone_sha256, line_user_id, line_friend,"
-    " attributes::text AS attributes, email_opt_out, line_opt_out"
+    " attributes::text AS attributes, email_opt_out, line_opt_out,"
+    " email_consent::text AS email_consent"
 )
 
 
@@ -52,28 +55,38 @@ async def lock(conn: Connection, member_ids: Sequence[str]) -> dict[str, MemberR
     )
     return {
         r["member_id"]: MemberRow(
-            **{**dict(r), "attributes": msgspec.json.decode(r["attributes"])},
+            **{
+                **dict(r),
+                "attributes": msgspec.json.decode(r["attributes"]),
+                "email_consent": _consent(r["email_consent"]),
+            },
         )
         for r in rows
     }
 
 
+def _consent(stored: str | None) -> EmailConsent | None:
+    return None if stored is None else msgspec.json.decode(stored, type=EmailConsent)
+
+
 _WRITE = """
 INSERT INTO members AS m (
     member_id, email, email_sha256, phone, phone_sha256, line_user_id, line_friend,
-    attributes, email_opt_out, line_opt_out)
+    attributes, email_opt_out, line_opt_out, email_consent)
 SELECT u.member_id, u.email, u.email_sha256, u.phone, u.phone_sha256, u.line_user_id,
-       u.line_friend, u.attributes::jsonb, u.email_opt_out, u.line_opt_out
+       u.line_friend, u.attributes::jsonb, u.email_opt_out, u.line_opt_out,
+       u.email_consent::jsonb
 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::text[],
-            $7::bool[], $8::text[], $9::bool[], $10::bool[])
+            $7::bool[], $8::text[], $9::bool[], $10::bool[], $11::text[])
      AS u(member_id, email, email_sha256, phone, phone_sha256, line_user_id, line_friend,
-          attributes, email_opt_out, line_opt_out)
+          attributes, email_opt_out, line_opt_out, email_consent)
 ON CONFLICT (member_id) DO UPDATE SET
     email = excluded.email, email_sha256 = excluded.email_sha256,
     phone = excluded.phone, phone_sha256 = excluded.phone_sha256,
     line_user_id = excluded.line_user_id, line_friend = excluded.line_friend,
     attributes = excluded.attributes, email_opt_out = excluded.email_opt_out,
-    line_opt_out = excluded.line_opt_out, updated_at = now()
+    line_opt_out = excluded.line_opt_out, email_consent = excluded.email_consent,
+    updated_at = now()
 """
 
 
@@ -93,6 +106,10 @@ async def write(conn: Connection, rows: Sequence[MemberRow]) -> None:
         [msgspec.json.encode(m.attributes).decode() for m in rows],
         [m.email_opt_out for m in rows],
         [m.line_opt_out for m in rows],
+        [
+            None if m.email_consent is None else msgspec.json.encode(m.email_consent).decode()
+            for m in rows
+        ],
     )
 
 
@@ -100,8 +117,11 @@ async def erase(conn: Connection, member_id: str) -> bool:
     """Delete a member and everything of theirs; False if there was no such member.
 
     Their intents, deliveries and link nonces go by cascade; then the contents no other
-    intent uses, and the relayed messages no remaining content names. Run it in a
-    transaction: the contents are chosen before the member's intents are gone."""
+    intent uses, and the relayed messages no remaining content names. Their email consent
+    alone is kept, while the law asks for it (router.store.consent_records). Run it in a
+    transaction: the contents and the last promotional send are read before the member's
+    intents are gone."""
+    await consent_records.keep_for_erasure(conn, member_id)
     content_ids = [
         r["content_id"]
         for r in await conn.fetch(
