@@ -30,7 +30,7 @@ class Reach(msgspec.Struct, frozen=True, gc=False):
     email_refusal: str | None = None
 
     @classmethod
-    def address_only(cls, email: str | None) -> Reach:
+    def address_only(cls, email: str | None, suppressed: str | None = None) -> Reach:
         """A recipient known only by an email address: no member record."""
         return cls(
             member_id=None,
@@ -39,6 +39,7 @@ class Reach(msgspec.Struct, frozen=True, gc=False):
             line_opt_out=False,
             email=email,
             email_opt_out=False,
+            email_suppressed=suppressed,
         )
 
     @property

@@ -214,3 +214,29 @@ def test_password_hashes() -> None:
     assert verify_password(PASSWORD, HASHED) and not verify_password("other", HASHED)
     assert hash_password(PASSWORD) != HASHED  # salted
     assert verify_password("plain", "plain") and not verify_password("plain", "other")
+
+
+async def test_a_suppressed_recipient_is_refused_at_rcpt(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    async with ingress(dsn, line_sim, smtp) as (r, port):
+        resp = await r.client.post(
+            "/v1/suppressions",
+            json={"suppressions": [{"address": "gone@example.org", "reason": "bounce"},
+                                   {"address": "mail@example.jp", "reason": "spamreport"}]},
+        )  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        recipients = ["gone@example.org", "mail@example.jp", "stranger@example.org"]
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await client.connect()
+        await client.login(USER, PASSWORD)
+        errors, _ = await client.sendmail(
+            "bounce@shop.example.jp", recipients, campaign(recipients)
+        )
+        await client.quit()
+        # Refused before the message is sent: a member's address and a stranger's alike.
+        assert set(errors) == {"gone@example.org", "mail@example.jp"}
+        for code, text in errors.values():
+            assert code == 550 and "suppressed" in text
+        await wait_until(lambda: len(smtp.mails) == 1)
+    assert [m.rcpt_to for m in smtp.mails] == [["stranger@example.org"]]

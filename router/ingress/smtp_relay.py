@@ -20,6 +20,7 @@ from router import intents, members
 from router.config import EmailConfig, SmtpIngressConfig, is_loopback, split_listen
 from router.content import Content, EmailContent, Relayed
 from router.database import Pool
+from router.deliverability import rules
 from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
 from router.ingress.bounces import NO_SUCH_MAILBOX, BounceMailbox
 from router.ingress.mime import MalformedMessage, read
@@ -30,7 +31,7 @@ from router.intake.routing import Unroutable, plan
 from router.intake_port import AcceptIntents
 from router.intents import IntentRequest
 from router.reach import Reach
-from router.store import relayed_messages
+from router.store import relayed_messages, suppressions
 
 log = logging.getLogger(__name__)
 # AUTH without TLS is allowed on loopback (and only there), a choice made below on purpose.
@@ -85,9 +86,15 @@ class IngressHandler:
         return "250 2.1.5 OK"
 
     async def _reach(self, address: str) -> Reach:
+        """How the recipient can be reached by a relayed message: a suppressed address is
+        refused here, at RCPT, so the sender learns of it before sending."""
         async with self._pool.acquire(timeout=5) as conn:
             _, by_email = await members.resolve(conn, [], [email_sha256(address)])
-        return by_email.get(email_sha256(address)) or Reach.address_only(address)
+            reach = by_email.get(email_sha256(address))
+            if reach is None:
+                why = (await suppressions.reasons(conn, [address])).get(address)
+                reach = Reach.address_only(address, why)
+        return rules.for_intent(reach, "promotional", None, composed=False, require_consent=False)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""

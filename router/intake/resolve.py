@@ -18,6 +18,7 @@ from router.intents import IntentResult, rejected
 from router.problems import FieldError
 from router.reach import Reach
 from router.store import intents as intent_store
+from router.store import suppressions
 
 
 async def drop_replays(
@@ -66,6 +67,15 @@ async def recipients(
         [p.request.member_id for p in pending if p.request.member_id is not None],
         [p.email_hash for p in pending if p.email_hash is not None],
     )
+    # Recipients known by an address no member has: only a suppression can be known of them.
+    unknown = [
+        p.email_address
+        for p in pending
+        if p.request.member_id is None
+        and p.email_hash not in by_email
+        and p.email_address is not None
+    ]
+    suppressed = await suppressions.reasons(conn, unknown)
     found: list[tuple[Validated, Reach]] = []
     for p in pending:
         if p.request.member_id is not None:
@@ -80,6 +90,8 @@ async def recipients(
                 continue
         else:
             assert p.email_hash is not None
-            reach = by_email.get(p.email_hash) or Reach.address_only(p.email_address)
+            reach = by_email.get(p.email_hash) or Reach.address_only(
+                p.email_address, suppressed.get(p.email_address or "")
+            )
         found.append((p, reach))
     return found

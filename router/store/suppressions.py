@@ -144,3 +144,16 @@ async def of(conn: Connection, addresses: Sequence[str]) -> list[Suppression]:
         list(addresses),
     )
     return [_of(r) for r in rows]
+
+
+async def reasons(conn: Connection, addresses: Sequence[str]) -> dict[str, str]:
+    """Why each of these addresses is suppressed ("bounce (550 5.1.1 ...)"), for those that
+    are: what `Reach.email_suppressed` says of a recipient with no member record."""
+    if not addresses:
+        return {}
+    rows = await conn.fetch(
+        "SELECT address, reason || coalesce(' (' || detail || ')', '') AS why"
+        " FROM email_suppressions WHERE address = ANY($1::text[])",
+        list(set(addresses)),
+    )
+    return {r["address"]: r["why"] for r in rows}
