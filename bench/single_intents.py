@@ -87,7 +87,14 @@ def _figures(latencies: list[float], elapsed: float, failed: int) -> LoadFigures
 def _bodies(count: int) -> list[bytes]:
     mail = {"subject": "Your order has shipped", "text": "Order 1 is on its way."}
     return [
-        msgspec.json.encode({"member_id": f"f{i % MEMBERS}", "route": "email_only", "email": mail})
+        msgspec.json.encode(
+            {
+                "member_id": f"f{i % MEMBERS}",
+                "route": "email_only",
+                "kind": "transactional",  # a shipping notice needs no consent to promotion
+                "email": mail,
+            }
+        )
         for i in range(count)
     ]
 

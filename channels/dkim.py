@@ -111,6 +111,12 @@ class DkimSigner:
         # for every message of a content, so it is folded and canonicalised once.
         self._templates: dict[tuple[int, tuple[str, ...], int], _Template] = {}
 
+    @property
+    def uses_rsa(self) -> bool:
+        """An RSA signature takes about a millisecond of CPU, during which OpenSSL lets go of
+        the interpreter: worth running beside the event loop, on another core."""
+        return any(isinstance(k.key, rsa.RSAPrivateKey) for k in self.keys)
+
     def sign(self, message: bytes) -> bytes:
         """The DKIM-Signature field(s), folded and CRLF-terminated, to put before `message`
         (CRLF line ends). Raises ValueError for a message without a From field."""

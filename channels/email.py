@@ -17,6 +17,7 @@ import re
 import ssl
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -39,7 +40,7 @@ from channels.base import (
     Suppress,
     Uncertain,
 )
-from channels.dkim import load_signer
+from channels.dkim import DkimSigner, load_signer
 from channels.email_compose import (
     Composer,
     RecipientHead,
@@ -80,12 +81,28 @@ EMAIL = ChannelDescriptor(
     no_content="the intent has no email content",
     address_is_email=True,
     sends_relayed=True,
-    describe=lambda config: f"SMTP {config.email.host}:{config.email.port}",
+    describe=lambda config: _describe(config.email),
     describe_unconfigured=(
         "not configured ([email] host, from_address) - email_only intents are refused and "
         "LINE failures have no fallback"
     ),
 )
+
+
+def _describe(email: EmailConfig) -> str:
+    """What `router serve` says of email: the upstream and what composed mail carries."""
+    parts = [f"SMTP {email.host}:{email.port}"]
+    if email.dkim_domain:
+        selectors = ", ".join(filter(None, (email.dkim_selector, email.dkim_second_selector)))
+        parts.append(f"DKIM d={email.dkim_domain} s={selectors}")
+    if email.public_base_url:
+        parts.append(f"unsubscribe links at {email.public_base_url.rstrip('/')}/u/")
+    else:
+        parts.append("no unsubscribe links ([email] public_base_url)")
+    parts.append(
+        "promotional email needs consent" if email.require_consent else "consent not required"
+    )
+    return "; ".join(parts)
 
 
 def build(config: Config, built: object) -> SmtpChannel | None:
@@ -226,6 +243,13 @@ class SmtpChannel:
         # A private CA: the upstream's certificate is checked against `ca_file` only.
         self._tls_context = ssl.create_default_context(cafile=config.ca_file or None)
         self._dkim = load_signer(config)  # composed mail only: relayed bytes stay as they are
+        # RSA signing runs in threads (OpenSSL releases the GIL), so the event loop goes on
+        # sending while a message is signed; Ed25519 is cheaper than the hop.
+        self._signing = (
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim")
+            if self._dkim is not None and self._dkim.uses_rsa
+            else None
+        )
         self.max_concurrency = max(1, config.connections)
         self._idle: asyncio.Queue[Upstream] = asyncio.Queue()
         for _ in range(self.max_concurrency):
@@ -272,7 +296,7 @@ class SmtpChannel:
                 message, email
             )
             if self._dkim is not None:  # the composed message's bytes are final here
-                data = self._dkim.sign(data) + data
+                data = await self._signed(self._dkim, data)
             options = await _body_options(client, data)
             sender = self._composer.envelope_sender(message)
             reply = await client.send_to(sender, message.address, data, options)
@@ -295,7 +319,15 @@ class SmtpChannel:
         finally:
             self._idle.put_nowait(client)
 
+    async def _signed(self, signer: DkimSigner, data: bytes) -> bytes:
+        if self._signing is None:
+            return signer.sign(data) + data
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._signing, signer.sign, data) + data
+
     async def aclose(self) -> None:
+        if self._signing is not None:
+            self._signing.shutdown(wait=False)
         while not self._idle.empty():
             client = self._idle.get_nowait()
             if client.is_connected:

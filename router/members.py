@@ -194,6 +194,7 @@ async def upsert(
     Runs in the caller's transaction. Returns, per input, the outcome or the reason the
     member was not written (a LINE user ID already linked to another member)."""
     existing = await member_store.lock(conn, [m.member_id for m in members])
+    had_consent = {i for i, row in existing.items() if row.email_consent is not None}
     for m in members:
         if (row := existing.get(m.member_id)) is not None:
             for group in _MERGED_FIELDS:
@@ -214,7 +215,40 @@ async def upsert(
         results.append(UpsertResult(m.member_id, created=m.member_id not in existing))
         to_write.append(_row(m))
     await member_store.write(conn, to_write)
+    written = {r.member_id for r in to_write}
+    await _follow_consent(conn, [m for m in members if m.member_id in written], had_consent)
     return results
+
+
+async def _follow_consent(
+    conn: Connection, members: Sequence[PreparedMember], had_consent: set[str]
+) -> None:
+    """A withdrawn consent stops promotional email already queued, as a one-click
+    unsubscribe does: it is recorded as the opt-out of all promotional email (category '*'),
+    which every send checks. A consent given after such an opt-out lifts it; one given
+    before (a sync resending the same record) does not."""
+    given = [m for m in members if "email_consent" in m.given]
+    withdrawn = [
+        m.member_id for m in given if m.email_consent is None and m.member_id in had_consent
+    ]
+    granted = [m for m in given if m.email_consent is not None]
+    if withdrawn:
+        await conn.execute(
+            "INSERT INTO email_category_opt_outs (member_id, category)"
+            " SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING",
+            withdrawn,
+            rules.ALL_PROMOTIONAL,
+        )
+    if granted:
+        await conn.execute(
+            "DELETE FROM email_category_opt_outs o"
+            " USING unnest($1::text[], $2::timestamptz[]) AS g(member_id, granted_at)"
+            " WHERE o.member_id = g.member_id AND o.category = $3"
+            "   AND g.granted_at > o.created_at",
+            [m.member_id for m in granted],
+            [m.email_consent.granted_at for m in granted if m.email_consent is not None],
+            rules.ALL_PROMOTIONAL,
+        )
 
 
 def _row(m: PreparedMember) -> MemberRow:

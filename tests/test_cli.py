@@ -274,11 +274,20 @@ async def test_serve_with_configured_keys_generates_none(dsn: str, tmp_path: Pat
         ROUTER_DATABASE_URL=dsn,
         ROUTER_DATABASE_POOL_SIZE="2",
         ROUTER_API_KEYS="key-one,key-two",
+        ROUTER_EMAIL_HOST="127.0.0.1",
+        ROUTER_EMAIL_PORT="2599",
+        ROUTER_EMAIL_FROM_ADDRESS="news@shop.example.jp",
+        ROUTER_EMAIL_PUBLIC_BASE_URL="https://mail.shop.example.jp/",
     )
     async with serving(env, port, tmp_path) as served, httpx.AsyncClient(timeout=10) as client:
         lines = await served.read_until(lambda line: line.startswith("channel email:"), 20)
         await served.wait_until_serving(client)
         assert not any(line.startswith("API key") for line in lines), lines
+        # What composed email will carry is said once, at start.
+        assert lines[-1] == (
+            "channel email: SMTP 127.0.0.1:2599; unsubscribe links at"
+            " https://mail.shop.example.jp/u/; promotional email needs consent"
+        ), lines
         assert (await get_member(client, served.base_url, "key-one")).status_code == 404
         assert (await get_member(client, served.base_url, "key-two")).status_code == 404
         assert (await get_member(client, served.base_url, "key-three")).status_code == 401

@@ -196,3 +196,25 @@ async def test_erasure_keeps_consent_a_month_after_the_last_promotional_email(
         await conn.close()
     assert (await retention.prune(router.runtime.pool, None))["email_consent_records"] == 1
     assert (await router.client.get("/v1/consent-records/buyer")).status_code == 404
+
+
+async def test_withdrawing_consent_stops_email_already_queued_and_new_consent_lifts_it(
+    router: RouterUnderTest, smtp: SmtpSink
+) -> None:
+    await put_member(router, "fan", email="fan@example.jp", email_consent=CONSENT)
+    later = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    queued = await send(router, "fan", route="email_only", send_at=later)
+    assert queued.status_code == 202, queued.text
+    await put_member(router, "fan", email_consent=None)
+    stopped = await router.wait_for(queued.json()["id"], ("failed",))
+    assert "opted out of promotional email" in stopped["deliveries"][0]["last_error"]
+    assert smtp.mails == []
+
+    # The same record sent again (a nightly sync) does not undo the withdrawal's opt-out...
+    await put_member(router, "fan", email_consent=CONSENT)
+    assert (await send(router, "fan", route="email_only")).status_code == 422
+    # ...a consent given after it does.
+    fresh = {**CONSENT, "granted_at": datetime.now(UTC).isoformat()}
+    await put_member(router, "fan", email_consent=fresh)
+    await delivered(router, "fan", route="email_only")
+    assert [r for m in smtp.mails for r in m.rcpt_to] == ["fan@example.jp"]

@@ -83,10 +83,10 @@ async def test_one_click_stops_promotional_email_and_nothing_else(
     # promotional email is refused at once, whatever its category ...
     for category in (None, "newsletter"):
         refused = await intent(router, 422, member_id="m-1", route="email_only", category=category)
-        assert "unsubscribed from promotional email" in refused["detail"]
+        assert "opted out of promotional email" in refused["detail"]
     # ... and one accepted before is not sent either
     body = await router.wait_for(queued["id"], ("failed",))
-    assert "unsubscribed from promotional email" in body["deliveries"][0]["last_error"]
+    assert "opted out of promotional email" in body["deliveries"][0]["last_error"]
     # transactional email still goes out, and LINE still carries promotional messages
     sent = await intent(router, member_id="m-1", route="email_only", kind="transactional")
     await router.wait_for(sent["id"])

@@ -19,7 +19,9 @@ ALL_PROMOTIONAL = "*"
 """The category a member's opt-out of all promotional email is recorded under (a global
 one-click unsubscribe). No intent can name it: categories start with a letter or digit.
 `members.email_opt_out` is not used for it, since that flag stops transactional email too."""
-ALL_PROMOTIONAL_REFUSAL = "the member unsubscribed from promotional email"
+ALL_PROMOTIONAL_REFUSAL = (
+    "the member opted out of promotional email (unsubscribed, or withdrew consent)"
+)
 
 ADDRESS_ONLY_PREFIX = "email:"
 """Member IDs the router gives recipients known only by an address (router.members): no
