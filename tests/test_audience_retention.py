@@ -108,7 +108,10 @@ async def test_audiences_unused_for_the_window_are_deleted_with_their_entries(ds
             assert not await conn.fetchval(
                 "SELECT count(*) FROM audience_entries WHERE audience_id = ANY($1::uuid[])", gone
             )
-            assert (await retention.prune(pool, days=None, audience_days=30)) == {"audiences": 0}
+            assert (await retention.prune(pool, days=None, audience_days=30)) == {
+                "audiences": 0,
+                "email_consent_records": 0,
+            }
             # A shorter window takes what was used within the longer one.
             await retention.prune(pool, days=None, audience_days=1)
             assert await names(conn) == {"named by an old campaign still fanning out"}

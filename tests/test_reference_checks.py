@@ -35,6 +35,7 @@ def intent_columns(ids: list[UUID], member_ids: list[str | None]) -> IntentColum
         idempotency_key=[None] * len(ids),
         request_sha256=[None] * len(ids),
         kind=[None] * len(ids),
+        category=[None] * len(ids),
         journey_id=[None] * len(ids),
         journey_step=[None] * len(ids),
         journey_run=[None] * len(ids),

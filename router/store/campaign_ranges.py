@@ -47,7 +47,9 @@ async def split(conn: Connection, campaign_id: UUID, members_per_range: int) -> 
     estimate: float = await conn.fetchval(
         "SELECT reltuples FROM pg_class WHERE oid = 'members'::regclass"
     )
-    if estimate < 0:  # never analysed: count
+    if estimate < 10 * members_per_range:
+        # Never analysed (-1), or analysed while the table was small: statistics that old
+        # would make one range of a table that has grown since. Counting a small table is cheap.
         estimate = float(await conn.fetchval("SELECT count(*) FROM members"))
     ranges = min(MAX_RANGES, max(1, -(-int(estimate) // members_per_range)))
     bounds: list[str] = []
