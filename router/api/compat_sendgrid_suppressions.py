@@ -165,6 +165,16 @@ async def _listed(
         )
 
 
+async def _lift(pool: Pool, email: str, reason: Reason) -> None:
+    """Lift one address's suppression of this reason (SendGrid's lists are one reason
+    each); 404 in SendGrid's shape when it has none."""
+    address = _address(email, "email")
+    async with pool.acquire() as conn:
+        removed = await suppressions.remove(conn, [address], [reason])
+    if not removed:
+        raise _not_found()
+
+
 def _strict_body(body: bytes) -> DeleteBounces:
     """The body decoded as JSON's own types say (`"delete_all": 0` is not `false`)."""
     try:
@@ -244,11 +254,7 @@ class SendGridSuppressionController(Controller):
         responses=sendgrid_problems(404),
     )
     async def delete_bounce(self, email: EmailParam, pool: Injected[Pool]) -> None:
-        address = _address(email, "email")
-        async with pool.acquire() as conn:
-            removed = await suppressions.remove(conn, [address], ["bounce"])
-        if not removed:
-            raise _not_found()
+        await _lift(pool, email, "bounce")
 
     @post(
         "/asm/suppressions/global",
@@ -283,11 +289,7 @@ class SendGridSuppressionController(Controller):
         responses=sendgrid_problems(404),
     )
     async def delete_global(self, email: EmailParam, pool: Injected[Pool]) -> None:
-        address = _address(email, "email")
-        async with pool.acquire() as conn:
-            removed = await suppressions.remove(conn, [address], ["unsubscribe"])
-        if not removed:
-            raise _not_found()
+        await _lift(pool, email, "unsubscribe")
 
     @get(
         "/suppression/unsubscribes",
