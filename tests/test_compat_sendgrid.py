@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.message import Message
 from typing import Any
 
@@ -34,7 +34,6 @@ from sendgrid.helpers.mail import (
     TrackingSettings,
 )
 
-from router.ingress import sendgrid as compat
 from tests.harness import API_KEY, RouterUnderTest, SmtpSink, running_router
 
 FRIEND = "U" + "f" * 32
@@ -195,7 +194,7 @@ async def test_categories_and_custom_args_land_in_intents(
     for intent in stored.values():
         assert intent["campaign"] == "newsletter"
         assert intent["tags"] == ["newsletter", "autumn-sale"]
-        assert intent["idempotency_key"].startswith("sendgrid:")
+        assert intent["idempotency_key"] is None  # no Idempotency-Key: every request sends
     assert stored["a@example.org"]["metadata"] == {
         "order": "top",
         "shared": "top",
@@ -323,46 +322,53 @@ async def test_limits_on_personalizations_and_recipients(router: RouterUnderTest
     assert len(await stored_intents(dsn)) == 1000
 
 
-async def test_retrying_the_identical_request_creates_no_new_intents(
+async def test_the_same_body_twice_is_two_sends_as_with_sendgrid(
+    router: RouterUnderTest, dsn: str, smtp: SmtpSink
+) -> None:
+    # A "send the code again" button posts the same body again: SendGrid sends it again.
+    first = await send(router, newsletter("a@example.org"))
+    again = await send(router, newsletter("a@example.org"))
+    assert first.status_code == again.status_code == 202
+    assert first.headers["X-Message-Id"] != again.headers["X-Message-Id"]
+    intents = await stored_intents(dsn)
+    assert len(intents) == 2
+    for intent in intents:
+        await router.wait_for(intent["id"])
+    assert [m.rcpt_to for m in smtp.mails] == [["a@example.org"], ["a@example.org"]]
+
+
+async def test_an_idempotency_key_makes_a_retry_send_nothing_more(
     router: RouterUnderTest, dsn: str
 ) -> None:
-    first = await send(router, newsletter("a@example.org", "b@example.org"))
+    body = newsletter("a@example.org", "b@example.org").get()
+
+    async def post(payload: dict[str, Any], key: str) -> httpx.Response:
+        return await router.client.post(
+            "/v3/mail/send",
+            json=payload,
+            headers={"Idempotency-Key": key, "Authorization": f"Bearer {API_KEY}"},
+        )
+
+    first = await post(body, "order-1042-receipt")
+    assert first.status_code == 202, first.text
     before = await stored_intents(dsn)
     assert len(before) == 2
-    again = await send(router, newsletter("a@example.org", "b@example.org"))
-    assert again.status_code == 202
-    assert again.headers["X-Message-Id"] == first.headers["X-Message-Id"]
+    retry = await post(body, "order-1042-receipt")
+    assert retry.status_code == 202
+    assert retry.headers["X-Message-Id"] == first.headers["X-Message-Id"]
     assert await stored_intents(dsn) == before
-
-    # the same keys in another order are the same request
-    reordered = dict(reversed(list(newsletter("a@example.org", "b@example.org").get().items())))
-    assert (await send(router, reordered)).headers["X-Message-Id"] == first.headers["X-Message-Id"]
+    # The same key on another body is the client's mistake, not a retry.
+    changed = {**body, "subject": "Autumn sale, last day"}
+    conflict = await post(changed, "order-1042-receipt")
+    assert conflict.status_code == 409, conflict.text
+    assert conflict.json()["errors"][0]["message"]
     assert await stored_intents(dsn) == before
-
-    # any change is a new message
-    changed = newsletter("a@example.org", "b@example.org")
-    changed.subject = "Autumn sale, last day"
-    other = await send(router, changed)
-    assert other.headers["X-Message-Id"] != first.headers["X-Message-Id"]
+    # Another key is another send.
+    other = await post(body, "order-1043-receipt")
+    assert other.status_code == 202
     assert len(await stored_intents(dsn)) == 4
-
-
-async def test_a_retry_in_the_next_hour_is_still_a_retry(router: RouterUnderTest) -> None:
-    body = json.dumps(newsletter("a@example.org").get()).encode()
-    late = datetime(2030, 1, 1, 9, 59, 50, tzinfo=UTC)
-    runtime = router.runtime
-    accept = runtime.accept_intents
-    async with runtime.pool.acquire() as conn:
-        first = await compat.submit(conn, body, accept, now=late)
-        retry = await compat.submit(conn, body, accept, now=late + timedelta(seconds=20))
-        later = await compat.submit(conn, body, accept, now=late + timedelta(hours=2))
-    assert [r.status for r in first.results] == ["accepted"]
-    assert [r.status for r in retry.results] == ["duplicate"]
-    assert retry.results[0].id == first.results[0].id
-    assert retry.message_id == first.message_id
-    # two hours on, the same body is a new send (a reminder, not a retry)
-    assert [r.status for r in later.results] == ["accepted"]
-    assert later.message_id != first.message_id
+    too_long = await post(body, "k" * 256)
+    assert too_long.status_code == 400 and "Idempotency-Key" in too_long.text
 
 
 async def test_send_at_schedules_delivery(

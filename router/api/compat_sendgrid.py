@@ -17,6 +17,7 @@ from litestar.openapi.spec import Operation
 
 from router.api.dependencies import Injected
 from router.api.errors import database_unavailable
+from router.api.openapi import sendgrid_problems
 from router.database import Pool
 from router.ingress import sendgrid
 from router.ingress.sendgrid import SendGridError
@@ -94,7 +95,8 @@ def inlined_schema(struct_type: type) -> dict[str, Any]:
 
 _MESSAGE_ID = {
     "X-Message-Id": {
-        "description": "The id SendGrid clients keep; a retry of the same body gets the same one",
+        "description": "The id SendGrid clients keep; a retry under the same Idempotency-Key"
+        " gets the same one",
         "required": True,
         "schema": {"type": "string"},
     }
@@ -104,7 +106,7 @@ _MESSAGE_ID = {
 @dataclass
 class _MailSendOperation(Operation):
     """The body and the empty answers Litestar cannot infer: the route reads the body itself
-    (a retry is recognised by its bytes) and answers SendGrid's way."""
+    (its rules are SendGrid's) and answers SendGrid's way."""
 
     def to_schema(self) -> dict[str, Any]:
         schema = super().to_schema()
@@ -112,6 +114,17 @@ class _MailSendOperation(Operation):
             "required": True,
             "content": {MEDIA_TYPE: {"schema": inlined_schema(sendgrid.MailSend)}},
         }
+        schema.setdefault("parameters", []).append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Makes a retry of this request send nothing more (the router's"
+                " own; SendGrid has none): the same key again gets the first answer, the same key"
+                " on another body 409",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }
+        )
         schema["responses"]["202"] = {
             "description": "Accepted: one intent per recipient (empty body)",
             "headers": _MESSAGE_ID,
@@ -143,9 +156,12 @@ class SendGridController(Controller):
         summary="SendGrid v3 Mail Send, delivered as one intent per recipient",
         description="SendGrid's request body and error shape. Each `to` recipient becomes an "
         "intent routed `prefer_line`; cc and bcc recipients get the email only. 202 with an "
-        "empty body and `X-Message-Id`; an identical request within the hour is answered the "
-        "same way without sending again.",
+        "empty body and `X-Message-Id`. As with SendGrid, every request is a send (the same "
+        "body twice is two emails); with an `Idempotency-Key` header a retry under the same "
+        "key is answered with the first one's `X-Message-Id` without sending again, and the "
+        "same key on another body is refused with 409.",
         operation_class=_MailSendOperation,
+        responses=sendgrid_problems(409),
     )
     async def send(
         self,
@@ -156,7 +172,9 @@ class SendGridController(Controller):
         body = await request.body()
         try:
             async with pool.acquire() as conn:
-                submitted = await sendgrid.submit(conn, body, accept_intents)
+                submitted = await sendgrid.submit(
+                    conn, body, accept_intents, key=request.headers.get("idempotency-key")
+                )
         except sendgrid.Invalid as exc:
             return sendgrid_error(exc.status, exc.errors)
         headers = {"X-Message-Id": submitted.message_id}
@@ -171,5 +189,7 @@ class SendGridController(Controller):
                 len(submitted.results),
             )
         if not submitted.taken:
-            return sendgrid_error(400, rejected)
+            # The key was used before for another body: the conflict is the request's.
+            reused = all(r.code == 409 for r in submitted.results)
+            return sendgrid_error(409 if reused else 400, rejected)
         return Response(b"", status_code=202, headers=headers, media_type=MEDIA_TYPE)

@@ -36,6 +36,7 @@ _DESCRIPTIONS = {
 _SENDGRID_DESCRIPTIONS = {
     400: "Invalid request, in SendGrid's error shape: each entry names its `field`",
     404: "No such entry, in SendGrid's error shape",
+    409: "This Idempotency-Key was used before for another request body",
     401: "Missing or unknown API key, in SendGrid's error shape",
     413: "Request body too large, in SendGrid's error shape",
     429: "Too many requests for this API key: retry after `Retry-After` seconds",

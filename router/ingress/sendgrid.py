@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import formataddr
 from typing import Any, Literal
+from uuid import uuid4
 
 import msgspec
 
@@ -40,8 +41,7 @@ MAX_CATEGORY_LENGTH = 100
 MAX_CUSTOM_ARGS_BYTES = 10_000
 MAX_SEND_AHEAD = timedelta(hours=72)
 MAX_SUBJECT_LENGTH = 998
-RETRY_WINDOW_SECONDS = 3600
-"""Identical requests this close together are one send (see `retry_bucket`)."""
+MAX_IDEMPOTENCY_KEY = 255
 
 DOCS = "https://www.twilio.com/docs/sendgrid/api-reference/mail-send/errors"
 UNAUTHORIZED = "The provided authorization grant is invalid, expired, or revoked"
@@ -418,25 +418,17 @@ def _content_errors(content: EmailContent, i: int, p: Personalization) -> list[S
     return mapped
 
 
-def canonical_digest(body: bytes) -> str:
-    """SHA-256 of the body with keys sorted, so a retry that reorders keys is still a retry."""
-    return hashlib.sha256(
-        msgspec.json.encode(msgspec.json.decode(body), order="sorted")
-    ).hexdigest()
-
-
-def retry_bucket(now: datetime) -> int:
-    return int(now.timestamp()) // RETRY_WINDOW_SECONDS
-
-
-def message_id(digest: str, bucket: int) -> str:
-    """A SendGrid-like 22-character id: equal for a retry, different for any other request."""
-    raw = hashlib.sha256(f"{digest}:{bucket}".encode()).digest()[:16]
+def message_id(scope: str) -> str:
+    """A SendGrid-like 22-character id for one request (`scope`: its own random one, or the
+    client's idempotency key, so a retry under that key gets the id the first one got)."""
+    raw = hashlib.sha256(scope.encode()).digest()[:16]
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def idempotency_key(digest: str, bucket: int, recipient: _Recipient) -> str:
-    token = f"{digest}:{bucket}:{recipient.index}:{recipient.address.lower()}"
+def idempotency_key(key: str, recipient: _Recipient) -> str:
+    """One intent's key under the client's `Idempotency-Key`: a retry of the request finds
+    each of its recipients' intents, and the same key on another body is refused (409)."""
+    token = f"{key}:{recipient.index}:{recipient.address.lower()}"
     return "sendgrid:" + hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -448,7 +440,7 @@ class Conversion(msgspec.Struct, kw_only=True):
     fields: list[str]
 
 
-def convert(mail: MailSend, digest: str, bucket: int, now: datetime) -> Conversion:
+def convert(mail: MailSend, key: str | None, now: datetime) -> Conversion:
     """Validate the whole request, then build one intent per recipient; raises `Invalid`."""
     errors = _check_request(mail, now)
     recipients = _recipients(mail, errors)
@@ -461,7 +453,7 @@ def convert(mail: MailSend, digest: str, bucket: int, now: datetime) -> Conversi
     if errors:
         raise Invalid(errors)
 
-    sg_message_id = message_id(digest, bucket)
+    sg_message_id = message_id("key:" + key if key is not None else "request:" + uuid4().hex)
     categories = list(dict.fromkeys(mail.categories))
     kind, category = _kind_and_category(mail)
     requests: list[IntentRequest] = []
@@ -478,7 +470,7 @@ def convert(mail: MailSend, digest: str, bucket: int, now: datetime) -> Conversi
                 # A copy is a copy of the email: only the addressee is worth a LINE push.
                 route="prefer_line" if r.kind == "to" else "email_only",
                 email=contents[r.index],
-                idempotency_key=idempotency_key(digest, bucket, r),
+                idempotency_key=None if key is None else idempotency_key(key, r),
                 campaign=categories[0] if categories else None,
                 kind=kind,
                 category=category,
@@ -527,18 +519,24 @@ class Submitted(msgspec.Struct, kw_only=True):
 
 
 async def submit(
-    conn: Connection, body: bytes, accept_intents: AcceptIntents, now: datetime | None = None
+    conn: Connection,
+    body: bytes,
+    accept_intents: AcceptIntents,
+    now: datetime | None = None,
+    *,
+    key: str | None = None,
 ) -> Submitted:
     """Validate a Mail Send body and accept one intent per recipient.
 
-    An identical body within `RETRY_WINDOW_SECONDS` is a retry: it gets the same message id
-    and creates no intent. The window is anchored to the clock hour, so a retry in the hour
-    after the original is found by also looking up the previous hour's keys."""
+    As with SendGrid, every accepted request is a send: the same body twice is two emails
+    (a "send the code again" button). Only a client's `Idempotency-Key` (`key`) makes a
+    retry: the same key again answers with the first request's message id and sends
+    nothing more; the same key on a different body is refused with 409."""
     now = now or datetime.now(UTC)
     mail = decode(body)
-    digest = canonical_digest(body)
-    bucket = retry_bucket(now)
-    conversion = convert(mail, digest, bucket, now)
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise Invalid([_error(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters.")])
+    conversion = convert(mail, key, now)
     if (
         mail.mail_settings
         and mail.mail_settings.sandbox_mode
@@ -547,12 +545,6 @@ async def submit(
         return Submitted(
             message_id=conversion.message_id, sandbox=True, results=[], fields=conversion.fields
         )
-    earlier = convert(mail, digest, bucket - 1, now)
-    keys = [r.idempotency_key for r in earlier.requests]
-    if await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM intents WHERE idempotency_key = ANY($1::text[]))", keys
-    ):
-        conversion = earlier
     results = await accept_intents(conn, conversion.requests)
     return Submitted(
         message_id=conversion.message_id,
