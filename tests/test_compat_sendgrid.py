@@ -12,12 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from python_http_client.exceptions import (
-    BadRequestsError,
-    HTTPError,
-    NotFoundError,
-    UnauthorizedError,
-)
+from python_http_client.exceptions import BadRequestsError, HTTPError, UnauthorizedError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import (
     Asm,
@@ -274,21 +269,6 @@ async def test_wrong_or_missing_api_key_gets_sendgrid_401(
     assert resp.status_code == 401
     assert resp.json()["errors"][0]["message"] == "authorization required"
     assert await stored_intents(dsn) == []
-
-
-async def test_paths_and_methods_the_router_lacks_answer_in_sendgrids_shape(
-    router: RouterUnderTest,
-) -> None:
-    client = SendGridAPIClient(api_key=API_KEY, host=router.base_url)
-    with pytest.raises(NotFoundError) as missing:
-        await asyncio.to_thread(client.client.whitelabel.domains.get)
-    assert missing.value.to_dict["errors"][0]["message"].startswith("Not found")
-    assert "GET /v3/whitelabel/domains" in missing.value.to_dict["errors"][0]["message"]
-    wrong_method = await router.client.delete("/v3/mail/send")
-    assert wrong_method.status_code == 405
-    assert wrong_method.headers["content-type"].startswith("application/json")
-    assert "POST" in wrong_method.headers["allow"]
-    assert list(wrong_method.json()) == ["errors"]
 
 
 async def test_missing_subject_or_content_is_refused_naming_the_field(

@@ -12,7 +12,6 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from router.database_outage import is_unavailable
 from router.identifiers import MEMBER_ID_PATTERN, MEMBER_ID_RULE
-from router.ingress.sendgrid import SendGridError, error_body
 from router.intents import IntentResult
 from router.log_safety import describe
 from router.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemError
@@ -135,16 +134,6 @@ _MEMBER_SUBPATH = re.compile(r"/v1/members/[^/]+/.")
 
 def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
-    if request.url.path.startswith("/v3/"):
-        # A SendGrid client reads SendGrid's error body on every /v3 answer, a path the
-        # router does not have (404) or a method it does not take (405) included.
-        message = f"{_TITLES.get(status, 'Error')}: {request.method} {request.url.path}"
-        return Response(
-            error_body([SendGridError(message=message)]),
-            status_code=status,
-            media_type="application/json",
-            headers=exc.headers,
-        )
     detail = exc.detail if exc.detail != _TITLES.get(status) else None
     if status == 413:
         detail = "the request body is larger than this endpoint accepts"
