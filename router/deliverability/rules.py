@@ -75,16 +75,15 @@ OPTED_OUT_CATEGORIES_SQL = (
 )
 
 
-def refusal_sql(
-    address: str, member_id: str, kind: str, category: str, composed: str, consent: str
-) -> str:
+def refusal_sql(address: str, member_id: str, kind: str, category: str, consent: str) -> str:
     """`email_refusal` in SQL: a reason (text) or NULL. Each argument is an SQL expression:
-    the address mailed, the member, the intent's kind and category, whether the email is
-    composed (not relayed), and whether the member's consent is required and missing."""
+    the address mailed, the member, the intent's kind and category, and whether the member's
+    consent is required and missing. Both callers judge composed email (a relayed message has
+    no category, and consent is not asked of it at send time), so relaying is not a term."""
     return f"""coalesce(
         (SELECT 'suppressed: ' || s.reason || coalesce(' (' || s.detail || ')', '')
          FROM email_suppressions s WHERE s.address = {address}),
-        CASE WHEN coalesce({kind}, 'promotional') = 'promotional' AND {composed} THEN
+        CASE WHEN coalesce({kind}, 'promotional') = 'promotional' THEN
             coalesce(
                 -- one look at the member's opt-outs finds both '*' and the category
                 (SELECT CASE WHEN o.category = '{ALL_PROMOTIONAL}'
@@ -110,7 +109,6 @@ SEND_TIME_REFUSAL_SQL = refusal_sql(
     member_id="i.member_id",
     kind="i.kind",
     category="i.category",
-    composed="true",
     consent="false",
 )
 
@@ -124,4 +122,4 @@ def campaign_refusal_sql(kind: str, category: str | None, require_consent: bool)
         if require_consent
         else "false"
     )
-    return refusal_sql("m.email", "m.member_id", f"'{kind}'", literal, "true", consent)
+    return refusal_sql("m.email", "m.member_id", f"'{kind}'", literal, consent)
