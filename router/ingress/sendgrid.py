@@ -250,49 +250,9 @@ def _check_request(mail: MailSend, now: datetime) -> list[SendGridError]:
                 "personalizations",
             )
         )
-    if mail.template_id is not None:
-        errors.append(
-            _error(
-                "delivery-router has no templates: send the message itself in content[] "
-                "(text/plain and/or text/html) instead of a template_id.",
-                "template_id",
-            )
-        )
-    elif not mail.content:
-        errors.append(
-            _error(
-                "Unless a valid template_id is provided, the content parameter is required. "
-                "There must be at least one defined content block.",
-                "content",
-            )
-        )
-    for k, part in enumerate(mail.content):
-        if part.type not in ("text/plain", "text/html"):
-            errors.append(
-                _error(
-                    "delivery-router sends text/plain and text/html content only; "
-                    f"{part.type} cannot be delivered.",
-                    f"content.{k}.type",
-                )
-            )
-        elif not part.value:
-            errors.append(
-                _error(
-                    "The content value must be a string at least one character in length.",
-                    f"content.{k}.value",
-                )
-            )
-    if mail.attachments:
-        errors.append(
-            _error(
-                "delivery-router does not send attachments; link to the file instead.",
-                "attachments",
-            )
-        )
-    if len(mail.reply_to_list) > 1:
-        errors.append(
-            _error("delivery-router sends one Reply-To address; give reply_to.", "reply_to_list")
-        )
+    errors.extend(_content_rules(mail))
+    errors.extend(_attachment_rules(mail))
+    errors.extend(_reply_to_rules(mail))
     if mail.from_ is None:
         errors.append(
             _error(
@@ -343,6 +303,67 @@ def _check_request(mail: MailSend, now: datetime) -> list[SendGridError]:
         if len(subject) > MAX_SUBJECT_LENGTH:
             field = f"personalizations.{i}.subject" if p.subject else "subject"
             errors.append(_error(f"The subject is at most {MAX_SUBJECT_LENGTH} characters.", field))
+    return errors
+
+
+def _content_rules(mail: MailSend) -> list[SendGridError]:
+    """The template or the content parts."""
+    errors: list[SendGridError] = []
+    if mail.template_id is not None:
+        errors.append(
+            _error(
+                "delivery-router has no templates: send the message itself in content[] "
+                "(text/plain and/or text/html) instead of a template_id.",
+                "template_id",
+            )
+        )
+    elif not mail.content:
+        errors.append(
+            _error(
+                "Unless a valid template_id is provided, the content parameter is required. "
+                "There must be at least one defined content block.",
+                "content",
+            )
+        )
+    for k, part in enumerate(mail.content):
+        if part.type not in ("text/plain", "text/html"):
+            errors.append(
+                _error(
+                    "delivery-router sends text/plain and text/html content only; "
+                    f"{part.type} cannot be delivered.",
+                    f"content.{k}.type",
+                )
+            )
+        elif not part.value:
+            errors.append(
+                _error(
+                    "The content value must be a string at least one character in length.",
+                    f"content.{k}.value",
+                )
+            )
+    return errors
+
+
+def _attachment_rules(mail: MailSend) -> list[SendGridError]:
+    """Files and inline images."""
+    errors: list[SendGridError] = []
+    if mail.attachments:
+        errors.append(
+            _error(
+                "delivery-router does not send attachments; link to the file instead.",
+                "attachments",
+            )
+        )
+    return errors
+
+
+def _reply_to_rules(mail: MailSend) -> list[SendGridError]:
+    """Where replies go."""
+    errors: list[SendGridError] = []
+    if len(mail.reply_to_list) > 1:
+        errors.append(
+            _error("delivery-router sends one Reply-To address; give reply_to.", "reply_to_list")
+        )
     return errors
 
 
