@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import msgspec
 
 from channels.base import Channel, Failed, Outbound, Retry, SendOutcome, Sent, Uncertain
 from router import ratelimit
@@ -27,7 +28,7 @@ from router.log_safety import describe
 from router.queue import claims
 from router.queue.backoff import retry_delay
 from router.queue.loops import DATABASE_AWAY, LeasedWorker, Work
-from router.store import deliveries
+from router.store import deliveries, relayed_recipients
 from router.store.deliveries import Claimed, Result
 
 # Deliveries of a claim marked 'sending' in one statement (at least the channel's
@@ -40,13 +41,21 @@ MARKING_CHUNK = 8
 REPLAY_MARGIN = timedelta(hours=1)
 
 
+# A relayed email's DSN parameters went to an upstream that offers DSN: it reports success.
+PASSED_ON = "passed_on"
+
+
 def result_of(
     delivery_id: uuid.UUID, outcome: SendOutcome, attempts: int, config: WorkersConfig
 ) -> Result:
     """What to record for a channel's outcome; a retry past `max_attempts` fails for good."""
     if isinstance(outcome, Sent):
         return Result(
-            delivery_id, "sent", provider_ref=outcome.provider_ref, queue_id=outcome.queue_id
+            delivery_id,
+            "sent",
+            provider_ref=outcome.provider_ref,
+            queue_id=outcome.queue_id,
+            relay_report=PASSED_ON if outcome.dsn_passed_on else None,
         )
     if isinstance(outcome, Failed):
         return Result(
@@ -76,6 +85,17 @@ def result_of(
         retry_in_seconds=retry_backoff(attempts, outcome, config),
         maybe_sent=outcome.maybe_sent,
     )
+
+
+def with_relay_report(result: Result) -> Result:
+    """A relayed email's result, marked with what its envelope sender may be told: that it
+    failed for good, or that it went to an upstream that will not report (no DSN)."""
+    if result.status == "failed":
+        return msgspec.structs.replace(result, relay_report="failed")
+    if result.status == "sent":
+        report = None if result.relay_report == PASSED_ON else "relayed"
+        return msgspec.structs.replace(result, relay_report=report)
+    return result
 
 
 def retry_backoff(attempts: int, outcome: Retry, config: WorkersConfig) -> float:
@@ -185,6 +205,21 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
         contents = await self._contents.get_many(self.pool, [c.content_id for c in claimed])
         results: list[Result] = []
         sendable: list[Outbound] = []
+        # Relayed email: its outcome may be reported to the envelope sender, and its
+        # recipients' DSN parameters go to the upstream.
+        relayed_ids = {
+            c.delivery_id
+            for c in claimed
+            if (content := contents.get(c.content_id)) is not None
+            and content.relayed is not None
+            and sends_relayed_bytes(channel.name)
+        }
+        recipients = {}
+        if relayed_ids:
+            async with self.pool.acquire() as conn:
+                recipients = await relayed_recipients.load(
+                    conn, [c.intent_id for c in claimed if c.delivery_id in relayed_ids]
+                )
         for c in claimed:
             content = contents.get(c.content_id)
             if not c.reachable:
@@ -214,6 +249,7 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
                         content_id=c.content_id,
                         content=content,
                         relayed_message=raw,
+                        relay_recipient=recipients.get(c.intent_id),
                         member_id=c.member_id,
                         kind=c.kind,
                         category=c.category,
@@ -229,6 +265,8 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
                     result_of(m.delivery_id, o, m.attempt, self._config)
                     for m, o in zip(sendable, outcomes_, strict=True)
                 )
+        if relayed_ids:
+            results = [with_relay_report(r) if r.delivery_id in relayed_ids else r for r in results]
         return results
 
     async def record(self, conn: Connection, token: uuid.UUID, outcome: list[Result]) -> None:
