@@ -7,6 +7,7 @@ reaches the envelope sender through the same upstream, from the null reverse pat
 from __future__ import annotations
 
 import asyncio
+from email import message_from_bytes
 from email.message import Message
 from typing import Any
 
@@ -147,7 +148,8 @@ async def test_a_refused_recipient_is_reported_to_the_envelope_sender(
     dsn: str, line_sim: Any, smtp: SmtpSink
 ) -> None:
     data = campaign(["mail@example.jp"], "<refused@shop.example.jp>")
-    async with ingress(dsn, line_sim, smtp) as (_, port):
+    busy = campaign(["stranger@example.org"], "<busy@shop.example.jp>")
+    async with ingress(dsn, line_sim, smtp, ROUTER_WORKERS_MAX_ATTEMPTS="2") as (_, port):
         smtp.fail_next_rcpt("550 5.1.1 <mail@example.jp>: Recipient address rejected")
         await relay(
             port,
@@ -157,8 +159,19 @@ async def test_a_refused_recipient_is_reported_to_the_envelope_sender(
             ["NOTIFY=FAILURE", "ORCPT=rfc822;Mail+40example.jp"],
         )
         await wait_until(lambda: len(smtp.mails) == 1)
-    (report,) = smtp.mails
-    assert report.mail_from in ("", "<>")  # MAIL FROM:<>
+        # Temporary refusals until the attempts run out: reported too, with the whole
+        # message under RET=FULL.
+        smtp.fail_next_rcpt("451 4.2.0 mailbox busy", "451 4.2.0 mailbox busy")
+        await relay(port, busy, "stranger@example.org", ["RET=FULL"], [])
+        await wait_until(lambda: len(smtp.mails) == 2)
+    report, gave_up = smtp.mails
+    _, (_, expired), whole = parts(gave_up.message)
+    assert gave_up.rcpt_to == [SENDER]
+    assert (expired["Action"], expired["Status"]) == ("failed", "5.4.7")
+    assert expired["Diagnostic-Code"] == "smtp; 451 4.2.0 mailbox busy"
+    assert whole.get_content_type() == "message/rfc822"
+    assert whole.get_payload(0).as_bytes() == message_from_bytes(busy).as_bytes()
+    assert report.mail_from == "<>"  # MAIL FROM:<>, as aiosmtpd records it
     assert report.rcpt_to == [SENDER]
     human, (per_message, per_recipient), returned = parts(report.message)
     assert "mail@example.jp" in human.get_payload()
@@ -184,12 +197,18 @@ async def test_no_report_for_notify_never_nor_for_a_null_sender(
         smtp.fail_next_rcpt("550 5.1.1 no such user", "550 5.1.1 no such user")
         never = campaign(["mail@example.jp"], "<never@shop.example.jp>")
         await relay(port, never, "mail@example.jp", [], ["NOTIFY=NEVER"])
-        from_null = campaign(["mail@example.jp"], "<null@shop.example.jp>")
-        await relay(port, from_null, "mail@example.jp", [], [], sender="")
+        # (another recipient: the first refusal suppresses its address)
+        from_null = campaign(["stranger@example.org"], "<null@shop.example.jp>")
+        await relay(port, from_null, "stranger@example.org", [], [], sender="")
         # A report would be queued in the transaction that records the failure.
         await wait_for_count(dsn, "SELECT count(*) FROM deliveries WHERE status = 'failed'", 2)
         assert await reports_queued(dsn) == 0
-    assert smtp.mails == []
+        # A message from the null sender (a report itself) goes on with MAIL FROM:<>.
+        delivered = campaign(["other@example.org"], "<null-2@shop.example.jp>")
+        await relay(port, delivered, "other@example.org", [], [], sender="")
+        await wait_until(lambda: len(smtp.mails) == 1)
+    (mail,) = smtp.mails
+    assert (mail.mail_from, mail.rcpt_to, mail.data) == ("<>", ["other@example.org"], delivered)
 
 
 async def test_notify_success_reports_a_relayed_message_with_it_whole(

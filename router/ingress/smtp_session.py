@@ -187,8 +187,12 @@ class RelaySMTP(SMTP):
         finally:
             self._rcpt_is_open = False
 
+    def _reads_parameters(self) -> bool:
+        """Parameters come only after EHLO; after HELO aiosmtpd refuses any, DSN's too."""
+        return self.session is not None and bool(self.session.extended_smtp)
+
     async def _mail_with_dsn(self, arg: str | None) -> None:
-        if arg is None or self.envelope is None:
+        if arg is None or self.envelope is None or not self._reads_parameters():
             await super().smtp_MAIL(arg)
             return
         head, params = split_parameters("FROM:", arg, self._strip_command_keyword, self._getaddr)
@@ -207,7 +211,7 @@ class RelaySMTP(SMTP):
 
     async def _rcpt_with_dsn(self, arg: str | None) -> None:
         envelope = self.envelope
-        if arg is None or not isinstance(envelope, RelayEnvelope):
+        if arg is None or not isinstance(envelope, RelayEnvelope) or not self._reads_parameters():
             await super().smtp_RCPT(arg)
             return
         head, params = split_parameters("TO:", arg, self._strip_command_keyword, self._getaddr)
