@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import msgspec
 
 from channels.base import Channel, Failed, Outbound, Retry, SendOutcome, Sent, Uncertain
 from router import ratelimit
 from router.channel_rules import not_reachable_now, sends_relayed_bytes
 from router.config import WorkersConfig
+from router.content import RelayRecipient
 from router.database import Connection, Pool
-from router.delivery import outcomes
+from router.delivery import outcomes, relay_reports
 from router.delivery.caches import ContentCache, RelayedCache
 from router.log_safety import describe
 from router.queue import claims
@@ -41,10 +41,6 @@ MARKING_CHUNK = 8
 REPLAY_MARGIN = timedelta(hours=1)
 
 
-# A relayed email's DSN parameters went to an upstream that offers DSN: it reports success.
-PASSED_ON = "passed_on"
-
-
 def result_of(
     delivery_id: uuid.UUID, outcome: SendOutcome, attempts: int, config: WorkersConfig
 ) -> Result:
@@ -55,7 +51,7 @@ def result_of(
             "sent",
             provider_ref=outcome.provider_ref,
             queue_id=outcome.queue_id,
-            relay_report=PASSED_ON if outcome.dsn_passed_on else None,
+            relay_report=relay_reports.PASSED_ON if outcome.dsn_passed_on else None,
         )
     if isinstance(outcome, Failed):
         return Result(
@@ -85,17 +81,6 @@ def result_of(
         retry_in_seconds=retry_backoff(attempts, outcome, config),
         maybe_sent=outcome.maybe_sent,
     )
-
-
-def with_relay_report(result: Result) -> Result:
-    """A relayed email's result, marked with what its envelope sender may be told: that it
-    failed for good, or that it went to an upstream that will not report (no DSN)."""
-    if result.status == "failed":
-        return msgspec.structs.replace(result, relay_report="failed")
-    if result.status == "sent":
-        report = None if result.relay_report == PASSED_ON else "relayed"
-        return msgspec.structs.replace(result, relay_report=report)
-    return result
 
 
 def retry_backoff(attempts: int, outcome: Retry, config: WorkersConfig) -> float:
@@ -207,18 +192,18 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
         sendable: list[Outbound] = []
         # Relayed email: its outcome may be reported to the envelope sender, and its
         # recipients' DSN parameters go to the upstream.
-        relayed_ids = {
-            c.delivery_id
+        relayed = {
+            c.delivery_id: (c.intent_id, content.relayed)
             for c in claimed
             if (content := contents.get(c.content_id)) is not None
             and content.relayed is not None
             and sends_relayed_bytes(channel.name)
         }
-        recipients = {}
-        if relayed_ids:
+        recipients: dict[uuid.UUID, RelayRecipient] = {}
+        if relayed:
             async with self.pool.acquire() as conn:
                 recipients = await relayed_recipients.load(
-                    conn, [c.intent_id for c in claimed if c.delivery_id in relayed_ids]
+                    conn, [intent_id for intent_id, _ in relayed.values()]
                 )
         for c in claimed:
             content = contents.get(c.content_id)
@@ -265,8 +250,13 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
                     result_of(m.delivery_id, o, m.attempt, self._config)
                     for m, o in zip(sendable, outcomes_, strict=True)
                 )
-        if relayed_ids:
-            results = [with_relay_report(r) if r.delivery_id in relayed_ids else r for r in results]
+        if relayed:
+            results = [
+                r
+                if (about := relayed.get(r.delivery_id)) is None
+                else relay_reports.marked(r, about[1], recipients.get(about[0]))
+                for r in results
+            ]
         return results
 
     async def record(self, conn: Connection, token: uuid.UUID, outcome: list[Result]) -> None:

@@ -17,13 +17,19 @@ from collections.abc import Mapping, Sequence
 from email.utils import format_datetime, formatdate
 from uuid import UUID
 
+import msgspec
+
+from router.content import Relayed, RelayRecipient
 from router.database import Connection
 from router.identifiers import InvalidIdentifier, normalize_email
 from router.store import relay_reports
+from router.store.deliveries import Result
 from router.store.relay_reports import Report, Reported
 
 FAILED = "failed"
 RELAYED = "relayed"
+# A relayed email's DSN parameters went to an upstream that offers DSN: it reports success.
+PASSED_ON = "passed_on"
 _SMTP_REPLY = re.compile(r"SMTP (?P<code>[245]\d\d): (?P<text>.*)", re.DOTALL)
 _ENHANCED = re.compile(r"5\.\d{1,3}\.\d{1,3}(?= |$)")
 _NULL_SENDERS = frozenset({"", "<>"})
@@ -39,11 +45,27 @@ async def queue(conn: Connection, actions: Mapping[UUID, str]) -> None:
     )
 
 
-def wanted(item: Reported, action: str) -> bool:
+def marked(result: Result, relayed: Relayed, recipient: RelayRecipient | None) -> Result:
+    """A relayed email's result, marked with the report its envelope sender is owed: that
+    it failed for good, or that it went to an upstream that will not report (no DSN).
+    Deciding here, where the parameters are at hand, keeps outcomes without a report from
+    reading anything more."""
+    action = None
+    if result.status == "failed":
+        action = FAILED
+    elif result.status == "sent" and result.relay_report != PASSED_ON:
+        action = RELAYED
+    wanted_action = action if action is not None and wanted(relayed, recipient, action) else None
+    if wanted_action == result.relay_report:
+        return result
+    return msgspec.structs.replace(result, relay_report=wanted_action)
+
+
+def wanted(relayed: Relayed, recipient: RelayRecipient | None, action: str) -> bool:
     """Whether the envelope sender asked (or, by default, expects) to hear of `action`."""
-    if item.relayed.envelope_from.strip() in _NULL_SENDERS:
+    if relayed.envelope_from.strip() in _NULL_SENDERS:
         return False  # never report on a report
-    notify = item.recipient.notify if item.recipient is not None else None
+    notify = recipient.notify if recipient is not None else None
     if action == FAILED:
         return notify is None or "FAILURE" in notify
     return notify is not None and "SUCCESS" in notify
@@ -51,7 +73,7 @@ def wanted(item: Reported, action: str) -> bool:
 
 def report(item: Reported, action: str) -> Report | None:
     """The report on one delivery, or None when none is wanted or it has nowhere to go."""
-    if not wanted(item, action):
+    if not wanted(item.relayed, item.recipient, action):
         return None
     try:
         to = normalize_email(item.relayed.envelope_from)

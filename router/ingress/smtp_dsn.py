@@ -9,6 +9,7 @@ refused at the command with a `501` that names the parameter and what is wrong w
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import msgspec
 
@@ -22,7 +23,7 @@ _ADDR_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+")  # an atom (RFC 532
 
 
 class MailParameters(msgspec.Struct, frozen=True):
-    ret: str | None = None
+    ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
 
 
@@ -47,10 +48,14 @@ def _split(params: list[str], names: frozenset[str]) -> tuple[dict[str, str], li
 def mail_parameters(params: list[str]) -> tuple[MailParameters, list[str]]:
     """RET and ENVID from MAIL FROM's parameters; the other parameters, untouched."""
     found, rest = _split(params, frozenset({"RET", "ENVID"}))
-    ret = found.get("RET")
-    if ret is not None:
-        ret = ret.upper()
-        if ret not in ("FULL", "HDRS"):
+    ret: Literal["FULL", "HDRS"] | None = None
+    given = found.get("RET")
+    if given is not None:
+        if given.upper() == "FULL":
+            ret = "FULL"
+        elif given.upper() == "HDRS":
+            ret = "HDRS"
+        else:
             raise BadParameter("501 5.5.4 RET must be FULL or HDRS")
     envid = found.get("ENVID")
     if envid is not None:

@@ -141,7 +141,7 @@ class IngressHandler:
             message_sha256=digest.hex(),
             envelope_from=str(envelope.mail_from or ""),
             message_id=message.message_id,
-            ret=dsn.ret,  # type: ignore[arg-type]  # checked: FULL or HDRS
+            ret=dsn.ret,
             envid=dsn.envid,
             relay_host=server.hostname,
         )
