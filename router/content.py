@@ -111,6 +111,8 @@ class Relayed(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, gc=
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
     relay_host: str | None = None  # the name the relay received it under (Reporting-MTA)
+    # Some recipient gave NOTIFY or ORCPT (kept in relayed_recipients): only then are they read.
+    recipient_dsn: bool = False
 
 
 class RelayRecipient(msgspec.Struct, kw_only=True, frozen=True, gc=False):

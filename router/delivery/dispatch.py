@@ -200,11 +200,10 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
             and sends_relayed_bytes(channel.name)
         }
         recipients: dict[uuid.UUID, RelayRecipient] = {}
-        if relayed:
+        with_parameters = [i for i, about in relayed.values() if about.recipient_dsn]
+        if with_parameters:
             async with self.pool.acquire() as conn:
-                recipients = await relayed_recipients.load(
-                    conn, [intent_id for intent_id, _ in relayed.values()]
-                )
+                recipients = await relayed_recipients.load(conn, with_parameters)
         for c in claimed:
             content = contents.get(c.content_id)
             if not c.reachable:

@@ -144,6 +144,7 @@ class IngressHandler:
             ret=dsn.ret,
             envid=dsn.envid,
             relay_host=server.hostname,
+            recipient_dsn=bool(rcpt_dsn),
         )
         try:
             async with self._pool.acquire(timeout=5) as conn, conn.transaction():

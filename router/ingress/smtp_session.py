@@ -201,12 +201,13 @@ class RelaySMTP(SMTP):
         except BadParameter as exc:
             await self.push(str(exc))
             return
-        if not rest and not params:
+        if not params:
             await super().smtp_MAIL(arg)
             return
+        nested = bool(self.envelope.mail_from)  # refused by aiosmtpd: keeps the first MAIL's
         await super().smtp_MAIL(" ".join([head, *rest]))
         envelope = self.envelope
-        if isinstance(envelope, RelayEnvelope) and envelope.mail_from:
+        if isinstance(envelope, RelayEnvelope) and envelope.mail_from and not nested:
             envelope.dsn = dsn
 
     async def _rcpt_with_dsn(self, arg: str | None) -> None:
