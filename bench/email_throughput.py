@@ -39,6 +39,8 @@ Usage:
   python bench/email_throughput.py --emails 20000 --connections 8 --sinks smtp-sink --base ''
   python bench/email_throughput.py --emails 5000 --sinks smtp-sink --base '' --promotional
   python bench/email_throughput.py --emails 5000 --sinks smtp-sink --base '' --dkim rsa
+  python bench/email_throughput.py --emails 3000 --sinks smtp-sink --relayed  # relayed email
+  (--relayed: every delivery is a relayed message, so router/old is the relay's send path)
 """
 
 from __future__ import annotations
@@ -254,18 +256,31 @@ async def create_database(admin_dsn: str, name: str, tree: Path) -> Database:
     return Database(tree, dsn)
 
 
-async def seed(db: Database, emails: int) -> tuple[float, int]:
+async def seed(db: Database, emails: int, relayed: bool = False) -> tuple[float, int]:
     """Members, the content, intents and held-back email deliveries, all by COPY. Returns the
-    seconds it took and the content id's size (a check that the row is the router's)."""
+    seconds it took and the content id's size (a check that the row is the router's). With
+    `relayed`, the content is a message the SMTP relay received (sent on byte for byte)."""
+    import hashlib
+
     import msgspec
 
-    from router.content import content_id
+    from router.content import Relayed, content_id
 
-    body = msgspec.json.encode(CONTENT)
-    cid = content_id(body)
+    content = CONTENT
     start = time.perf_counter()
     conn = await asyncpg.connect(db.dsn)
     try:
+        if relayed:
+            data = sample_message()
+            digest = hashlib.sha256(data).digest()
+            await conn.execute(
+                "INSERT INTO relayed_messages (id, data) VALUES ($1, $2)", digest, data
+            )
+            content = msgspec.structs.replace(
+                CONTENT, relayed=Relayed(message_sha256=digest.hex(), envelope_from=SENDER)
+            )
+        body = msgspec.json.encode(content)
+        cid = content_id(body)
         await conn.execute(
             "INSERT INTO contents (id, body) VALUES ($1, $2::jsonb)", cid, body.decode()
         )
@@ -525,7 +540,7 @@ async def measure(
     databases: dict[str, Database] = {}
     for label, tree in trees.items():
         db = await create_database(admin_dsn, f"bench_email_{label}", tree)
-        seconds, _ = await seed(db, args.emails)
+        seconds, _ = await seed(db, args.emails, relayed=args.relayed)
         print(f"seeded {args.emails:,} deliveries for {label} ({tree}) in {seconds:.1f} s")
         databases[label] = db
     size = f"message size {len(sample_message())} bytes"
@@ -627,6 +642,11 @@ async def main() -> None:
         dest="raw_again",
         action="store_false",
         help="measure the raw loop only before the routers (by default also after: the mean)",
+    )
+    parser.add_argument(
+        "--relayed",
+        action="store_true",
+        help="seed messages the SMTP relay received (sent byte for byte) instead of composed",
     )
     parser.add_argument(
         "--promotional",

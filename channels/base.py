@@ -21,7 +21,7 @@ from uuid import UUID
 import msgspec
 
 from router.config import Config
-from router.content import Content
+from router.content import Content, RelayRecipient
 from router.reach import Reach
 
 ALL_KINDS = frozenset({"promotional", "transactional"})
@@ -114,6 +114,7 @@ class Outbound(msgspec.Struct, frozen=True, kw_only=True):
     content_id: bytes
     content: Content
     relayed_message: bytes | None = None  # the original bytes, for relayed email
+    relay_recipient: RelayRecipient | None = None  # its recipient's DSN parameters, if any
     # Whom and what it is for: the recipient's member ID, the intent's kind ("promotional",
     # "transactional") and category. Email composes the unsubscribe link from these.
     member_id: str | None = None
@@ -128,6 +129,9 @@ class Sent(msgspec.Struct, frozen=True, tag=True):
 
     provider_ref: str
     queue_id: str | None = None
+    # A relayed message's DSN parameters went on to an upstream that offers DSN (RFC 3461),
+    # which now reports success itself.
+    dsn_passed_on: bool = False
 
 
 class Retry(msgspec.Struct, frozen=True, tag=True):

@@ -51,9 +51,10 @@ from channels.email_compose import (
 from channels.smtp_bounces import Stage, hard_bounce, reply_detail
 from channels.smtp_exchange import content_bytes, transact
 from router.config import Config, EmailConfig
-from router.content import EmailContent
+from router.content import EmailContent, Relayed, RelayRecipient
 from router.deliverability.rules import SEND_TIME_REFUSAL_SQL, campaign_refusal_sql
 from router.reach import EMAIL_REACHABLE_SQL, Reach
+from router.smtp_xtext import xtext_encode
 
 log = logging.getLogger(__name__)
 
@@ -190,21 +191,34 @@ class Upstream(aiosmtplib.SMTP):
         finally:
             del protocol.write  # the class's own again
 
-    async def send_to(self, sender: str, recipient: str, message: bytes, options: list[str]) -> str:
+    async def send_to(
+        self,
+        sender: str,
+        recipient: str,
+        message: bytes,
+        options: list[str],
+        rcpt_options: Sequence[str] = (),
+    ) -> str:
         """One message to one recipient: the server's reply to it. `sendmail` parses both
         addresses four times with the standard library's RFC 822 parser, about a third of
         the CPU a message took; addresses that are plain ASCII without spaces or angle
         brackets (every validated address) need no quoting and go as they are, in one
         transaction whose envelope is pipelined when the server allows (`smtp_exchange`)."""
         if not (_PLAIN_ADDRESS.fullmatch(sender) and _PLAIN_ADDRESS.fullmatch(recipient)):
-            _, reply = await self.sendmail(sender, [recipient], message, mail_options=options)
+            _, reply = await self.sendmail(
+                sender,
+                [recipient],
+                message,
+                mail_options=options,
+                rcpt_options=list(rcpt_options),
+            )
             return reply
         await self._ehlo_or_helo_if_needed()
         normalized = normalize_message_line_endings(message)
         if self.supports_extension("size"):  # RFC 1870: the message's octets, CRLF line ends
             options = [f"SIZE={len(normalized)}", *options]
         mail = " ".join([f"MAIL FROM:<{sender}>", *options]).encode("ascii")
-        rcpt = f"RCPT TO:<{recipient}>".encode("ascii")
+        rcpt = " ".join([f"RCPT TO:<{recipient}>", *rcpt_options]).encode("ascii")
         try:
             final = await transact(
                 self,
@@ -289,9 +303,20 @@ class SmtpChannel:
                 # Byte for byte, so DKIM signatures and tracking links stay intact.
                 data = message.relayed_message
                 options = await _body_options(client, data)
-                reply = await client.send_to(relayed.envelope_from, message.address, data, options)
+                mail_dsn, rcpt_dsn = await _dsn_options(client, relayed, message.relay_recipient)
+                reply = await client.send_to(
+                    null_as_empty(relayed.envelope_from),
+                    message.address,
+                    data,
+                    options + (mail_dsn or []),
+                    rcpt_dsn or [],
+                )
                 ref = relayed.message_id or relayed.message_sha256
-                return Sent(provider_ref=ref, queue_id=_final_reply(reply))
+                return Sent(
+                    provider_ref=ref,
+                    queue_id=_final_reply(reply),
+                    dsn_passed_on=mail_dsn is not None,
+                )
             mid, data = self._composer.render(message, email) or self._rendered.render(
                 message, email
             )
@@ -345,6 +370,34 @@ async def _body_options(client: aiosmtplib.SMTP, data: bytes) -> list[str]:
     if client.is_ehlo_or_helo_needed:
         await client.ehlo()
     return ["BODY=8BITMIME"] if client.supports_extension("8bitmime") else []
+
+
+def null_as_empty(sender: str) -> str:
+    """The null reverse path as aiosmtplib writes it: "" (`MAIL FROM:<>`), not "<>"."""
+    return "" if sender.strip() == "<>" else sender
+
+
+async def _dsn_options(
+    client: aiosmtplib.SMTP, relayed: Relayed, recipient: RelayRecipient | None
+) -> tuple[list[str] | None, list[str] | None]:
+    """The relayed sender's DSN parameters for MAIL and RCPT (RFC 3461), when the upstream
+    offers DSN; (None, None) when it does not (it would refuse them), or none were given."""
+    if relayed.ret is None and relayed.envid is None and recipient is None:
+        return None, None
+    if client.is_ehlo_or_helo_needed:
+        await client.ehlo()
+    if not client.supports_extension("dsn"):
+        return None, None
+    mail = [f"RET={relayed.ret}"] if relayed.ret else []
+    if relayed.envid is not None:
+        mail.append(f"ENVID={xtext_encode(relayed.envid)}")
+    rcpt: list[str] = []
+    if recipient is not None and recipient.notify:
+        rcpt.append(f"NOTIFY={','.join(recipient.notify)}")
+    if recipient is not None and recipient.orcpt:
+        addr_type, _, address = recipient.orcpt.partition(";")
+        rcpt.append(f"ORCPT={addr_type};{xtext_encode(address)}")
+    return mail, rcpt
 
 
 # The upstream's final reply is kept on the delivery (it names the upstream's queue id);

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from email.utils import parseaddr
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -98,12 +98,30 @@ class LineContent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=F
     ]
 
 
-class Relayed(msgspec.Struct, kw_only=True, frozen=True, gc=False):
-    """An email received by the SMTP relay: sent on unchanged, from its original sender."""
+class Relayed(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, gc=False):
+    """An email received by the SMTP relay: sent on unchanged, from its original sender.
+
+    `ret` and `envid` are the sender's DSN parameters of MAIL FROM (RFC 3461), decoded:
+    what a delivery status notification returns (FULL message or HDRS only) and the
+    envelope's own id, reported back as Original-Envelope-Id."""
 
     message_sha256: str  # hex; the bytes are in relayed_messages
     envelope_from: str
     message_id: str | None = None
+    ret: Literal["FULL", "HDRS"] | None = None
+    envid: str | None = None
+    relay_host: str | None = None  # the name the relay received it under (Reporting-MTA)
+    # Some recipient gave NOTIFY or ORCPT (kept in relayed_recipients): only then are they read.
+    recipient_dsn: bool = False
+
+
+class RelayRecipient(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """One relayed recipient's DSN parameters of RCPT TO (RFC 3461), decoded: `notify` is
+    None (not given: failures are reported), ["NEVER"], or some of SUCCESS, FAILURE, DELAY;
+    `orcpt` is the original recipient as `addr-type;address`."""
+
+    notify: list[str] | None = None
+    orcpt: str | None = None
 
 
 class Content(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

@@ -30,6 +30,50 @@ class Relayed:
     rcpt_to: list[str]
     data: bytes
     queue_id: str
+    # With `dsn`: the DSN parameters of MAIL and of each RCPT, as the client wrote them.
+    dsn_mail: list[str] = field(default_factory=list)
+    dsn_rcpt: list[list[str]] = field(default_factory=list)
+
+
+DSN_PARAMETERS = ("RET=", "ENVID=", "NOTIFY=", "ORCPT=")
+
+
+class DsnSMTP(SMTP):
+    """aiosmtpd, which knows no DSN parameters, taking them (RFC 3461) off MAIL and RCPT
+    before it reads the command, and keeping them as written on the envelope."""
+
+    def _create_envelope(self) -> Envelope:
+        envelope = Envelope()
+        envelope.dsn_mail = []  # type: ignore[attr-defined]
+        envelope.dsn_rcpt = []  # type: ignore[attr-defined]
+        return envelope
+
+    @staticmethod
+    def _split(arg: str | None) -> tuple[str | None, list[str]]:
+        if arg is None:
+            return None, []
+        words = arg.split(" ")
+        dsn = [w for w in words if w.upper().startswith(DSN_PARAMETERS)]
+        return " ".join(w for w in words if w not in dsn), dsn
+
+    async def smtp_MAIL(self, arg: str | None) -> None:  # type: ignore[override]
+        rest, dsn = self._split(arg)
+        await super().smtp_MAIL(rest)  # type: ignore[arg-type]
+        if self.envelope is not None and self.envelope.mail_from:
+            self.envelope.dsn_mail = dsn  # type: ignore[attr-defined]
+
+    async def smtp_RCPT(self, arg: str | None) -> None:  # type: ignore[override]
+        rest, dsn = self._split(arg)
+        assert self.envelope is not None
+        before = len(self.envelope.rcpt_tos)
+        await super().smtp_RCPT(rest)  # type: ignore[arg-type]
+        if len(self.envelope.rcpt_tos) > before:
+            self.envelope.dsn_rcpt.append(dsn)  # type: ignore[attr-defined]
+
+
+class DsnController(Controller):
+    def factory(self) -> SMTP:
+        return DsnSMTP(self.handler, **self.SMTP_kwargs)
 
 
 @dataclass
@@ -48,6 +92,7 @@ class PostfixLike:
     # Replies for the next MAILs and RCPTs, instead of 250 (each used once).
     mail_replies: list[str] = field(default_factory=list)
     rcpt_replies: list[str] = field(default_factory=list)
+    dsn: bool = False  # DSN offered (RFC 3461), its parameters recorded
 
     async def handle_EHLO(
         self,
@@ -60,6 +105,8 @@ class PostfixLike:
         session.host_name = hostname
         if self.pipelining:
             responses.insert(1, "250-PIPELINING")
+        if self.dsn:
+            responses.insert(1, "250-DSN")
         return responses
 
     async def handle_MAIL(
@@ -108,6 +155,8 @@ class PostfixLike:
                     list(envelope.rcpt_tos),
                     bytes(envelope.original_content or b""),
                     queue_id,
+                    list(getattr(envelope, "dsn_mail", [])),
+                    list(getattr(envelope, "dsn_rcpt", [])),
                 )
             )
         return f"250 2.0.0 Ok: queued as {queue_id}"
@@ -119,13 +168,15 @@ class PostfixLike:
 
 @contextlib.contextmanager
 def upstream(
-    tls: ssl.SSLContext | None = None, *, pipelining: bool = False
+    tls: ssl.SSLContext | None = None, *, pipelining: bool = False, dsn: bool = False
 ) -> Iterator[tuple[PostfixLike, int]]:
-    """The server on a free loopback port; with `tls`, STARTTLS is required before MAIL."""
-    handler = PostfixLike(pipelining=pipelining)
+    """The server on a free loopback port; with `tls`, STARTTLS is required before MAIL;
+    with `dsn`, DSN is offered and its parameters kept."""
+    handler = PostfixLike(pipelining=pipelining, dsn=dsn)
     port = _free_port()
     extra = {"tls_context": tls, "require_starttls": True} if tls is not None else {}
-    controller = Controller(handler, hostname="127.0.0.1", port=port, decode_data=False, **extra)
+    kind = DsnController if dsn else Controller
+    controller = kind(handler, hostname="127.0.0.1", port=port, decode_data=False, **extra)
     controller.start()
     try:
         yield handler, port

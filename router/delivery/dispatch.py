@@ -20,14 +20,15 @@ from channels.base import Channel, Failed, Outbound, Retry, SendOutcome, Sent, U
 from router import ratelimit
 from router.channel_rules import not_reachable_now, sends_relayed_bytes
 from router.config import WorkersConfig
+from router.content import RelayRecipient
 from router.database import Connection, Pool
-from router.delivery import outcomes
+from router.delivery import outcomes, relay_reports
 from router.delivery.caches import ContentCache, RelayedCache
 from router.log_safety import describe
 from router.queue import claims
 from router.queue.backoff import retry_delay
 from router.queue.loops import DATABASE_AWAY, LeasedWorker, Work
-from router.store import deliveries
+from router.store import deliveries, relayed_recipients
 from router.store.deliveries import Claimed, Result
 
 # Deliveries of a claim marked 'sending' in one statement (at least the channel's
@@ -46,7 +47,11 @@ def result_of(
     """What to record for a channel's outcome; a retry past `max_attempts` fails for good."""
     if isinstance(outcome, Sent):
         return Result(
-            delivery_id, "sent", provider_ref=outcome.provider_ref, queue_id=outcome.queue_id
+            delivery_id,
+            "sent",
+            provider_ref=outcome.provider_ref,
+            queue_id=outcome.queue_id,
+            relay_report=relay_reports.PASSED_ON if outcome.dsn_passed_on else None,
         )
     if isinstance(outcome, Failed):
         return Result(
@@ -185,6 +190,20 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
         contents = await self._contents.get_many(self.pool, [c.content_id for c in claimed])
         results: list[Result] = []
         sendable: list[Outbound] = []
+        # Relayed email: its outcome may be reported to the envelope sender, and its
+        # recipients' DSN parameters go to the upstream.
+        relayed = {
+            c.delivery_id: (c.intent_id, content.relayed)
+            for c in claimed
+            if (content := contents.get(c.content_id)) is not None
+            and content.relayed is not None
+            and sends_relayed_bytes(channel.name)
+        }
+        recipients: dict[uuid.UUID, RelayRecipient] = {}
+        with_parameters = [i for i, about in relayed.values() if about.recipient_dsn]
+        if with_parameters:
+            async with self.pool.acquire() as conn:
+                recipients = await relayed_recipients.load(conn, with_parameters)
         for c in claimed:
             content = contents.get(c.content_id)
             if not c.reachable:
@@ -214,6 +233,7 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
                         content_id=c.content_id,
                         content=content,
                         relayed_message=raw,
+                        relay_recipient=recipients.get(c.intent_id),
                         member_id=c.member_id,
                         kind=c.kind,
                         category=c.category,
@@ -229,6 +249,13 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
                     result_of(m.delivery_id, o, m.attempt, self._config)
                     for m, o in zip(sendable, outcomes_, strict=True)
                 )
+        if relayed:
+            results = [
+                r
+                if (about := relayed.get(r.delivery_id)) is None
+                else relay_reports.marked(r, about[1], recipients.get(about[0]))
+                for r in results
+            ]
         return results
 
     async def record(self, conn: Connection, token: uuid.UUID, outcome: list[Result]) -> None:

@@ -2,7 +2,9 @@
 
 A permanent failure whose intent has a fallback creates the fallback delivery in the same
 transaction that records it, and a hard bounce suppresses its address there too; with events configured, each outcome's event is written there
-too, so none is lost and none reports a change that was rolled back.
+too, so none is lost and none reports a change that was rolled back. The delivery status
+notification a relayed email's outcome owes its envelope sender is queued there as well
+(relay_reports).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from asyncpg import Record
 
 from router.channel_rules import confirmed_by_provider, confirmed_response
 from router.database import Connection
+from router.delivery import relay_reports
 from router.store import deliveries, delivery_events, suppressions
 from router.store.deliveries import Result
 from router.store.delivery_events import Recorded
@@ -74,6 +77,9 @@ async def _follow_up(
         )
     if failed_over:
         await deliveries.add_fallbacks(conn, failed_over, events=events)
+    reports = relay_reports.actions_of([(row["id"], by_id[row["id"]].relay_report) for row in rows])
+    if reports:
+        await relay_reports.queue(conn, reports)
 
 
 def event_of(result: Result, channel: str | None) -> Recorded | None:

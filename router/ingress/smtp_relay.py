@@ -25,13 +25,14 @@ from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
 from router.ingress.bounces import NO_SUCH_MAILBOX, BounceMailbox
 from router.ingress.mime import MalformedMessage, read
 from router.ingress.smtp_auth import AuthGuard, Credentials
-from router.ingress.smtp_session import RelaySMTP
+from router.ingress.smtp_dsn import MailParameters
+from router.ingress.smtp_session import RelayEnvelope, RelaySMTP
 from router.intake import IntakeChannels
 from router.intake.routing import Unroutable, plan
 from router.intake_port import AcceptIntents
 from router.intents import IntentRequest
 from router.reach import Reach
-from router.store import relayed_messages, suppressions
+from router.store import relayed_messages, relayed_recipients, suppressions
 
 log = logging.getLogger(__name__)
 # AUTH without TLS is allowed on loopback (and only there), a choice made below on purpose.
@@ -117,7 +118,13 @@ class IngressHandler:
         route = message.route or "prefer_line"
         if route not in ROUTES:
             return f"554 5.6.0 X-Router-Route must be one of {', '.join(sorted(ROUTES))}"
-        key_base = message.idempotency_key or message.message_id
+        digest = hashlib.sha256(data).digest()
+        # The sender's own key de-duplicates as it says; a Message-ID only with the same bytes
+        # (the same message retried by the sending MTA): another message that reuses the
+        # Message-ID is a message of its own.
+        key_base = message.idempotency_key or (
+            f"{message.message_id}:{digest.hex()}" if message.message_id else None
+        )
         requests: list[IntentRequest | intents.IntentResult] = [
             IntentRequest(
                 email_address=rcpt,
@@ -128,16 +135,29 @@ class IngressHandler:
             )
             for rcpt in envelope.rcpt_tos
         ]
-        digest = hashlib.sha256(data).digest()
+        dsn = envelope.dsn if isinstance(envelope, RelayEnvelope) else MailParameters()
+        rcpt_dsn = envelope.rcpt_dsn if isinstance(envelope, RelayEnvelope) else {}
         relayed = Relayed(
             message_sha256=digest.hex(),
             envelope_from=str(envelope.mail_from or ""),
             message_id=message.message_id,
+            ret=dsn.ret,
+            envid=dsn.envid,
+            relay_host=server.hostname,
+            recipient_dsn=bool(rcpt_dsn),
         )
         try:
             async with self._pool.acquire(timeout=5) as conn, conn.transaction():
                 await relayed_messages.store(conn, digest, data)
                 results = await self._accept_intents(conn, requests, relayed=relayed)
+                await relayed_recipients.store(
+                    conn,
+                    [
+                        (r.id, rcpt_dsn[rcpt])
+                        for r, rcpt in zip(results, envelope.rcpt_tos, strict=True)
+                        if r.status == "accepted" and r.id is not None and rcpt in rcpt_dsn
+                    ],
+                )
         except STORE_ERRORS as exc:
             log.warning("SMTP ingress could not store a message: %s", type(exc).__name__)
             return TEMPORARY_FAILURE
@@ -154,8 +174,8 @@ class IngressHandler:
 
 
 def _idempotency_key(base: str | None, rcpt: str) -> str | None:
-    """Message-ID (or the sender's key) plus recipient: a resent message is not delivered
-    twice. Long values are hashed to fit the 255-character limit."""
+    """Message-ID and bytes (or the sender's key) plus recipient: a resent message is not
+    delivered twice. Long values are hashed to fit the 255-character limit."""
     if not base:
         return None
     key = f"smtp:{base}:{rcpt}"

@@ -10,6 +10,9 @@
 - AUTH guessing is limited (router.ingress.smtp_auth): after `auth_attempts` failures on a
   connection the answer is `421 4.7.0` and the connection is closed; an address that must
   wait is answered `454 4.7.0` without its password being checked.
+- DSN (RFC 3461) is offered: MAIL's RET and ENVID and RCPT's NOTIFY and ORCPT are read
+  (router.ingress.smtp_dsn) before aiosmtpd sees the command, which would refuse them, and
+  kept on the envelope (`RelayEnvelope`); a malformed one is answered `501 5.5.4`.
 - With `open_domain` (the bounce domain, whose MX this listener is), a client that has not
   authenticated may still send MAIL, RCPT to addresses at that domain, and DATA: any other
   recipient gets the usual `530 5.7.0` answer.
@@ -23,7 +26,10 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from router.content import RelayRecipient
 from router.ingress.smtp_auth import AuthGuard, Credentials
+from router.ingress.smtp_dsn import MailParameters, mail_parameters, rcpt_parameters
+from router.smtp_xtext import BadParameter
 
 # The enhanced code a reply gets when aiosmtpd's text has none (RFC 3463, RFC 5248).
 DEFAULT_ENHANCED = {
@@ -49,7 +55,7 @@ DEFAULT_ENHANCED = {
 _FINAL_REPLY = re.compile(r"(?P<code>[245]\d\d)(?P<sep>[ -]|$)(?P<text>.*)", re.DOTALL)
 _HAS_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
 
-ADDED_KEYWORDS = ("PIPELINING", "ENHANCEDSTATUSCODES")
+ADDED_KEYWORDS = ("PIPELINING", "ENHANCEDSTATUSCODES", "DSN")
 WITHHELD_KEYWORDS = frozenset({"SMTPUTF8"})
 
 
@@ -65,7 +71,7 @@ def with_enhanced_code(reply: str) -> str:
 
 
 def ehlo_lines(lines: list[str]) -> list[str]:
-    """aiosmtpd's EHLO answer with PIPELINING and ENHANCEDSTATUSCODES added and SMTPUTF8
+    """aiosmtpd's EHLO answer with PIPELINING, ENHANCEDSTATUSCODES and DSN added and SMTPUTF8
     taken out, continuation marks redone."""
     words = [line[4:] for line in lines]
     kept = [w for w in words if w.split(" ", 1)[0].upper() not in WITHHELD_KEYWORDS]
@@ -82,6 +88,30 @@ def utf8_refusal(arg: str | None, role: str) -> str | None:
     if not arg.isascii():
         return f"553 5.6.7 non-ASCII {role} addresses are not accepted (no SMTPUTF8)"
     return None
+
+
+class RelayEnvelope(Envelope):
+    """aiosmtpd's envelope with the DSN parameters of its MAIL and of each accepted RCPT
+    (by the address the handler appended to `rcpt_tos`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dsn = MailParameters()
+        self.rcpt_dsn: dict[str, RelayRecipient] = {}
+
+
+def split_parameters(keyword: str, arg: str, strip: Any, getaddr: Any) -> tuple[str, list[str]]:
+    """`FROM:<a@b> RET=HDRS SIZE=9` -> (`FROM:<a@b>`, [`RET=HDRS`, `SIZE=9`]), the case of the
+    values kept (aiosmtpd upper-cases them, and xtext is case-sensitive). An argument it cannot
+    read is returned whole, for aiosmtpd to refuse as it does."""
+    stripped = strip(keyword, arg)
+    if stripped is None:
+        return arg, []
+    address, params = getaddr(stripped)
+    if not address or not params:
+        return arg, []
+    head = arg[: len(arg) - len(params)].rstrip()
+    return head, params.split()
 
 
 class RelaySMTP(SMTP):
@@ -144,15 +174,60 @@ class RelaySMTP(SMTP):
         finally:
             self._plain_replies = False
 
+    def _create_envelope(self) -> RelayEnvelope:
+        return RelayEnvelope()
+
     async def smtp_MAIL(self, arg: str | None) -> None:
-        await self._refuse_utf8_or(super().smtp_MAIL, arg, "MAIL", "sender")
+        await self._refuse_utf8_or(self._mail_with_dsn, arg, "MAIL", "sender")
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         self._rcpt_is_open = self._names_open_domain(arg)
         try:
-            await self._refuse_utf8_or(super().smtp_RCPT, arg, "RCPT", "recipient")
+            await self._refuse_utf8_or(self._rcpt_with_dsn, arg, "RCPT", "recipient")
         finally:
             self._rcpt_is_open = False
+
+    def _reads_parameters(self) -> bool:
+        """Parameters come only after EHLO; after HELO aiosmtpd refuses any, DSN's too."""
+        return self.session is not None and bool(self.session.extended_smtp)
+
+    async def _mail_with_dsn(self, arg: str | None) -> None:
+        if arg is None or self.envelope is None or not self._reads_parameters():
+            await super().smtp_MAIL(arg)
+            return
+        head, params = split_parameters("FROM:", arg, self._strip_command_keyword, self._getaddr)
+        try:
+            dsn, rest = mail_parameters(params)
+        except BadParameter as exc:
+            await self.push(str(exc))
+            return
+        if not params:
+            await super().smtp_MAIL(arg)
+            return
+        nested = bool(self.envelope.mail_from)  # refused by aiosmtpd: keeps the first MAIL's
+        await super().smtp_MAIL(" ".join([head, *rest]))
+        envelope = self.envelope
+        if isinstance(envelope, RelayEnvelope) and envelope.mail_from and not nested:
+            envelope.dsn = dsn
+
+    async def _rcpt_with_dsn(self, arg: str | None) -> None:
+        envelope = self.envelope
+        if arg is None or not isinstance(envelope, RelayEnvelope) or not self._reads_parameters():
+            await super().smtp_RCPT(arg)
+            return
+        head, params = split_parameters("TO:", arg, self._strip_command_keyword, self._getaddr)
+        try:
+            dsn, rest = rcpt_parameters(params)
+        except BadParameter as exc:
+            await self.push(str(exc))
+            return
+        if dsn is None:
+            await super().smtp_RCPT(arg)
+            return
+        before = len(envelope.rcpt_tos)
+        await super().smtp_RCPT(" ".join([head, *rest]))
+        if len(envelope.rcpt_tos) > before:
+            envelope.rcpt_dsn[envelope.rcpt_tos[-1]] = dsn
 
     def _names_open_domain(self, arg: str | None) -> bool:
         if self._open_domain is None or arg is None:

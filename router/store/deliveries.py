@@ -59,6 +59,9 @@ class Result(msgspec.Struct, frozen=True):
     # with the server's reply, in the transaction that records the failure.
     suppress: str | None = None
     suppress_detail: str | None = None
+    # A relayed email's outcome to report to its envelope sender (router.delivery.
+    # relay_reports): 'failed', or 'relayed' (sent to an upstream that reports no DSN).
+    relay_report: str | None = None
 
 
 # Deliveries sent on their own, one queue per channel. The claim joins the member as they are
