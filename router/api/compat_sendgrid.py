@@ -50,7 +50,8 @@ def _from_problem(_: Request[Any, Any, Any], exc: ProblemError) -> Response[byte
 
 def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     """Also a path no route has (404) and a method the path does not take (405, its `Allow`
-    kept): the message names the request, as SendGrid's own does not need to."""
+    kept): their message names the method and path, so a client's log says which call the
+    router lacks."""
     if exc.status_code == 413:
         message = "The JSON payload you have included in your request is too large."
     elif exc.status_code in (404, 405):
