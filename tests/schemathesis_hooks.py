@@ -10,6 +10,11 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import strategies as st
 
+from tests import ast_parse_guard
+
+# Two schemathesis workers parse with `ast` at once (Hypothesis reads lambda sources).
+ast_parse_guard.install()
+
 # Numbers phonenumbers accepts for the router's default region (JP) and in E.164.
 PHONES = ["+819012345678", "090-1234-5678", "+14155552671", "+447400123456", "03-1234-5678"]
 

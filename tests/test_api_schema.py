@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests import ast_parse_guard
 from tests.harness import API_KEY, RouterUnderTest, SmtpSink, running_router
 from tests.test_api_members import problem
 
@@ -173,6 +174,36 @@ async def test_schemathesis_finds_no_failure(full_router: RouterUnderTest, tmp_p
     assert process.returncode == 0, report
     selected = re.search(r"Operations:\s+(\d+) selected / (\d+) total", report)
     assert selected and selected[1] == selected[2] and int(selected[1]) >= 20, report
+
+
+async def test_schemathesis_workers_parse_with_ast_without_failing() -> None:
+    """Its two worker threads both run `ast.parse` (Hypothesis reads lambda sources), which
+    CPython 3.11.7 cannot do at once (tests/ast_parse_guard.py): the run failed on that
+    "AST constructor recursion depth mismatch" when the machine was busy. The race is forced
+    here, in processes of their own: without the hooks schemathesis loads, it fails on an
+    affected interpreter; with them, never."""
+
+    async def race(*args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.ast_parse_race",
+            *args,
+            cwd=TESTS.parent,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        assert process.returncode == 0, output
+        return output.decode().strip()
+
+    bare = await race("30")
+    if ast_parse_guard.AFFECTED:
+        assert "AST constructor recursion depth mismatch" in bare, bare
+    else:
+        assert bare == "ok", bare
+    # B cannot parse until A is done, so A stops waiting for it after half a second
+    assert await race("--guarded", "0.5") == "ok"
 
 
 async def test_what_schemathesis_found_is_answered_as_documented(router: RouterUnderTest) -> None:

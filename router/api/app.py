@@ -14,15 +14,16 @@ from litestar.openapi.spec import Components, SecurityScheme
 from router.api import body_checks
 from router.api.allow import complete_allow_header
 from router.api.audiences import AudienceController
-from router.api.auth import auth_middleware_factory
+from router.api.auth import SENDGRID_PREFIX, auth_middleware_factory
 from router.api.campaigns import CampaignController
 from router.api.compat_listmonk import listmonk_postback
+from router.api.compat_sendgrid import EXCEPTION_HANDLERS as SENDGRID_EXCEPTION_HANDLERS
 from router.api.compat_sendgrid import SendGridController
 from router.api.compat_sendgrid_suppressions import SendGridSuppressionController
 from router.api.consent_records import ConsentRecordController
 from router.api.coupon_pools import CouponPoolController
 from router.api.dependencies import ApiDependencies, Injected
-from router.api.errors import EXCEPTION_HANDLERS
+from router.api.errors import EXCEPTION_HANDLERS, by_path_prefix
 from router.api.events import EventController, member_events
 from router.api.intents import IntentController
 from router.api.journey_runs import JourneyRunsController
@@ -128,7 +129,9 @@ def create_app(runtime: Runtime) -> Litestar:
         dependencies=dependencies(runtime).providers(),
         middleware=[complete_allow_header, auth_middleware_factory(runtime.api_key_hashes)],
         plugins=[StructSchemas(), StandardResponses()],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=by_path_prefix(
+            EXCEPTION_HANDLERS, SENDGRID_PREFIX, SENDGRID_EXCEPTION_HANDLERS
+        ),
         before_request=before_request(runtime),
         request_max_body_size=runtime.config.http.max_body_bytes,
         # Litestar sets up the root logger when the app starts: with the router's format, which

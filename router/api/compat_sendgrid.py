@@ -16,7 +16,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.spec import Operation
 
 from router.api.dependencies import Injected
-from router.api.errors import database_unavailable
+from router.api.errors import database_unavailable, whole_body_detail
 from router.api.openapi import sendgrid_problems
 from router.database import Pool
 from router.ingress import sendgrid
@@ -48,12 +48,19 @@ def _from_problem(_: Request[Any, Any, Any], exc: ProblemError) -> Response[byte
     return sendgrid_error(problem.status, errors, exc.headers or None)
 
 
-def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Also a path no route has (404) and a method the path does not take (405, its `Allow`
+    kept): their message names the method and path, so a client's log says which call the
+    router lacks."""
     if exc.status_code == 413:
         message = "The JSON payload you have included in your request is too large."
+    elif exc.status_code in (404, 405):
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+    elif exc.status_code == 400:
+        message = whole_body_detail(exc.detail)
     else:
         message = exc.detail
-    return sendgrid_error(exc.status_code, [SendGridError(message=message)])
+    return sendgrid_error(exc.status_code, [SendGridError(message=message)], exc.headers)
 
 
 def _from_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
@@ -63,7 +70,7 @@ def _from_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Res
         SendGridError(message=str(item.get("message")), field=str(item.get("key") or "body"))
         for item in extra
         if isinstance(item, dict)
-    ] or [SendGridError(message=exc.detail)]
+    ] or [SendGridError(message=whole_body_detail(exc.detail))]
     return sendgrid_error(400, errors)
 
 
@@ -136,7 +143,8 @@ class _MailSendOperation(Operation):
         return schema
 
 
-# Every /v3 controller answers errors in SendGrid's shape.
+# Every error under /v3 is answered in SendGrid's shape: the app applies these by path prefix
+# (router.api.errors.by_path_prefix), so a /v3 controller needs no handlers of its own.
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     ProblemError: _from_problem,
     ValidationException: _from_validation,

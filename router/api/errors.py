@@ -1,9 +1,11 @@
-"""Every error leaves the HTTP API as an RFC 9457 problem (`application/problem+json`)."""
+"""Every error leaves the HTTP API as an RFC 9457 problem (`application/problem+json`), except
+under a prefix whose clients expect another shape (`by_path_prefix`)."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -112,6 +114,13 @@ def field_path(message: str) -> tuple[str, str]:
     return match.group("path").lstrip("."), readable(message[: match.start()])
 
 
+def whole_body_detail(detail: str) -> str:
+    """The framework's refusal of a whole body, saying so when the body is not JSON at all."""
+    if "truncated" in detail or "JSON" in detail or "malformed" in detail.lower():
+        return f"the body is not valid JSON ({detail})"
+    return detail
+
+
 def _from_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     errors: list[FieldError] = []
     extra = exc.extra if isinstance(exc.extra, list) else []
@@ -119,11 +128,7 @@ def _from_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Res
         if isinstance(item, dict):
             message = readable(str(item.get("message")))
             errors.append(FieldError(str(item.get("key") or "body"), message))
-    detail = exc.detail
-    if errors:
-        detail = f"{errors[0].field}: {errors[0].message}"
-    elif "truncated" in detail or "JSON" in detail or "malformed" in detail.lower():
-        detail = f"the body is not valid JSON ({exc.detail})"
+    detail = f"{errors[0].field}: {errors[0].message}" if errors else whole_body_detail(exc.detail)
     return problem_response(
         Problem(title="Invalid request", status=400, detail=detail, errors=errors)
     )
@@ -164,3 +169,28 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: _from_http,
     Exception: _from_unexpected,
 }
+
+
+ExceptionHandler = Callable[[Request[Any, Any, Any], Any], Response[bytes]]
+
+
+def by_path_prefix(
+    default: dict[Any, Any], prefix: str, prefixed: dict[Any, Any]
+) -> dict[Any, Any]:
+    """App-wide handlers answering with `prefixed`'s handler for a path under `prefix` and with
+    `default`'s elsewhere, whatever the exception.
+
+    A rule by path, not by controller: a path no route has (404), a method a path does not take
+    (405) and an error before any controller is chosen reach only the app's handlers, and a
+    controller added under the prefix needs nothing of its own."""
+    if default.keys() != prefixed.keys():
+        raise ValueError("both shapes must handle the same exception types")
+
+    def choose(plain: ExceptionHandler, special: ExceptionHandler) -> ExceptionHandler:
+        def handle(request: Request[Any, Any, Any], exc: Any) -> Response[bytes]:
+            handler = special if request.url.path.startswith(prefix) else plain
+            return handler(request, exc)
+
+        return handle
+
+    return {kind: choose(default[kind], prefixed[kind]) for kind in default}
