@@ -126,7 +126,7 @@ def create_app(runtime: Runtime) -> Litestar:
             UnsubscribeController,
         ],
         dependencies=dependencies(runtime).providers(),
-        middleware=[complete_allow_header, auth_middleware_factory(runtime.api_key_hashes)],
+        middleware=[complete_allow_header, auth_middleware_factory(runtime.api_keys)],
         plugins=[StructSchemas(), StandardResponses()],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=before_request(runtime),
