@@ -63,6 +63,13 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
         "unknown",
     ),
     ("PUT", "/v1/coupon-pools/welcome", {"nmae": "Welcome"}, "nmae", "unknown"),
+    (
+        "PUT",
+        "/v1/journeys/nudge",
+        {"name": "N", "trigger": {"event": "e"}, "steps": [{"wait": "PT1H"}], "exit_onn": []},
+        "exit_onn",
+        "unknown",
+    ),
 ]
 
 
