@@ -1,4 +1,4 @@
-"""`router` command line: serve, migrate, line-simulator, email dkim-keygen."""
+"""`router` command line: serve, migrate, keys, line-simulator, email dkim-keygen, ..."""
 
 from __future__ import annotations
 
@@ -13,15 +13,19 @@ import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from router.config import (
+    DATABASE_URL_FALLBACK,
     Config,
     ConfigError,
     default_journeys_directory,
     load_config,
     split_listen,
 )
+from router.config_file import ConfigFile, find_config_file
+from router.database import DatabaseUnreachable
 from router.log_safety import configure_logging
 
 if TYPE_CHECKING:
@@ -75,7 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="router", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP API and the delivery workers")
-    serve.add_argument("--config", help="TOML file (default: none; every key has a default)")
+    serve.add_argument(
+        "--config",
+        help="TOML file (default: $ROUTER_CONFIG, else ./router.toml, else ./config/router.toml)",
+    )
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument("--config")
     line = sub.add_parser("line", help="LINE account tasks")
@@ -112,6 +119,16 @@ def _parser() -> argparse.ArgumentParser:
     journey_status = journeys_sub.add_parser("status", help="a journey's runs, step by step")
     journey_status.add_argument("journey_id")
     journey_status.add_argument("--config")
+    keys = sub.add_parser("keys", help="API keys stored in the database")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="make a key and print it once")
+    create.add_argument("--name", default="", help="what the key is for (shown by list)")
+    create.add_argument("--config")
+    keys_list = keys_sub.add_parser("list", help="stored keys: id, name, created, last used")
+    keys_list.add_argument("--config")
+    revoke = keys_sub.add_parser("revoke", help="delete a stored key (401 within a second)")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--config")
     email = sub.add_parser("email", help="email tasks")
     email_sub = email.add_subparsers(dest="email_command", required=True)
     keygen = email_sub.add_parser(
@@ -156,17 +173,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rates = parse_fault_rates(args.faults)
             except ValueError as exc:
                 return _fail(f"--faults: {exc}", 2)
-            run(
-                args.listen,
-                list(args.token),
-                fault_rates=rates,
-                fault_seed=args.faults_seed,
-                late_seconds=args.late_seconds,
-            )
+            try:
+                run(
+                    args.listen,
+                    list(args.token),
+                    fault_rates=rates,
+                    fault_seed=args.faults_seed,
+                    late_seconds=args.late_seconds,
+                )
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else exc.strerror
+                return _fail(f"line-simulator cannot listen on {args.listen}: {reason}", 1)
             return 0
         if args.command == "email":
             return _dkim_keygen(args.domain, args.selector, args.algorithm, args.bits, args.out)
-        config = load_config(args.config)
+        config_file = find_config_file(args.config, os.environ, Path.cwd())
+        config = load_config(config_file.path)
+        if args.command == "keys":
+            return asyncio.run(_keys(config, args))
         if args.command == "migrate":
             return asyncio.run(_migrate(config))
         if args.command == "audiences" and args.audiences_command == "line-sync":
@@ -179,11 +203,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_campaign_status(config, args.campaign_id))
         if args.command == "journeys":
             return asyncio.run(_journey_status(config, args.journey_id))
-        if args.config and not config.journeys.directory:
-            config.journeys.directory = default_journeys_directory(args.config)
-        return _serve(config)
+        if config_file.path is not None and not config.journeys.directory:
+            config.journeys.directory = default_journeys_directory(config_file.path)
+        return _serve(config, config_file)
     except ConfigError as exc:
         return _fail(str(exc), 2)
+    except DatabaseUnreachable as exc:
+        return _fail(str(exc), 1)
+
+
+async def _keys(config: Config, args: argparse.Namespace) -> int:
+    """`router keys create|list|revoke`: stored keys, named by id; a key is printed only when
+    it is made."""
+    from router import api_keys
+
+    wanted = _parse_id(args.key_id, "an API key") if args.keys_command == "revoke" else None
+    if args.keys_command == "revoke" and wanted is None:
+        return 2
+    async with _database(config, 1) as pool, pool.acquire() as conn:
+        if args.keys_command == "create":
+            key_id, token = await api_keys.create(conn, args.name.strip())
+            print(f"API key {key_id} (shown once, stored only as a hash):", file=sys.stderr)
+            print(token)
+            return 0
+        if wanted is not None:
+            if not await api_keys.revoke(conn, wanted):
+                return _fail(f"no stored API key with id {wanted}", 1)
+            print(f"revoked {wanted}")
+            return 0
+        stored = await api_keys.stored_keys(conn)
+    for key in stored:
+        used = key.last_used_at.isoformat(timespec="seconds") if key.last_used_at else "never"
+        created = key.created_at.isoformat(timespec="seconds")
+        print(f"{key.id}  created {created}  last used {used}  {key.name}".rstrip())
+    if config.api.keys:
+        print(f"(and {len(config.api.keys)} configured in [api] keys / ROUTER_API_KEYS)")
+    return 0
 
 
 async def _campaign_status(config: Config, campaign_id: str) -> int:
@@ -398,17 +453,19 @@ async def _sync_followers(config: Config) -> int:
     return 0
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, config_file: ConfigFile) -> int:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    return asyncio.run(serve(config))
+    return asyncio.run(serve(config, config_file=config_file))
 
 
-async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
+async def serve(
+    config: Config, ready: asyncio.Event | None = None, config_file: ConfigFile | None = None
+) -> int:
     import uvicorn
 
     from router.api.app import create_app
@@ -445,6 +502,8 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
             config,
             sock.getsockname()[1],
             database=runtime.target.description,
+            config_file=config_file,
+            api_keys=runtime.api_keys.describe(),
             channels=runtime.configured_channels,
             smtp_listening=runtime.smtp_server is not None,
             generated_api_key=runtime.generated_api_key,
@@ -483,6 +542,8 @@ def describe(
     smtp_listening: bool,
     generated_api_key: str | None,
     journey_files: Sequence[bool] = (),
+    config_file: ConfigFile | None = None,
+    api_keys: str = "",
 ) -> list[str]:
     """The few lines `router serve` prints: where, which database, which channels.
 
@@ -492,7 +553,8 @@ def describe(
     host, _ = split_listen(config.http.listen)
     lines = [
         f"delivery-router listening on http://{host}:{port} (OpenAPI at /schema)",
-        f"database: {database}",
+        f"config: {(config_file or ConfigFile(None, '')).describe()}",
+        f"database: {database}{_database_url_source(config)}",
     ]
     from channels.registry import descriptors
 
@@ -517,8 +579,16 @@ def describe(
         )
     if not config.workers.enabled:
         lines.append("workers: off in this process ([workers] enabled = false); API only")
+    if api_keys:
+        lines.append(f"API keys: {api_keys}")
     if generated_api_key:
         lines.append(f"API key (shown once, stored only as a hash): {generated_api_key}")
-    elif not config.api.keys:
-        lines.append("API keys: the ones generated earlier (stored as hashes)")
     return lines
+
+
+def _database_url_source(config: Config) -> str:
+    """ " (from DATABASE_URL)" when the URL came from that variable, not ROUTER_DATABASE_URL."""
+    fallback = os.environ.get(DATABASE_URL_FALLBACK)
+    if "ROUTER_DATABASE_URL" in os.environ or not fallback or config.database.url != fallback:
+        return ""
+    return f" (from {DATABASE_URL_FALLBACK})"

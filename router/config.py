@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,10 @@ from typing import Annotated, Any
 import msgspec
 
 ENV_PREFIX = "ROUTER_"
+DATABASE_URL_FALLBACK = "DATABASE_URL"
+"""Read as the database URL when ROUTER_DATABASE_URL is not set (the variable most hosts set)."""
+TRUE_WORDS = frozenset({"true", "1", "yes"})
+FALSE_WORDS = frozenset({"false", "0", "no"})
 
 # Numbers that are only meaningful in a range: a rate or a pool of 0 would stall the router
 # without a word, so it is refused when the configuration is read.
@@ -276,8 +281,96 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 raise ConfigError(f"{name}: give name:value pairs separated by commas")
             out.setdefault(section, {})[key] = {k.strip(): v for k, _, v in pairs}
         else:
-            out.setdefault(section, {})[key] = value
+            out.setdefault(section, {})[key] = _env_value(name, value, kind)
+    # The variable most PostgreSQL tools and hosts set: taken when ROUTER_DATABASE_URL is not.
+    if "url" not in out.get("database", {}) and environ.get(DATABASE_URL_FALLBACK):
+        out.setdefault("database", {})["url"] = environ[DATABASE_URL_FALLBACK]
     return out
+
+
+def _env_value(name: str, value: str, kind: Any) -> Any:
+    """An environment value as its key's type; a wrong one names the variable and says what
+    the key accepts. Text is passed on as it is (it may be a secret, never echoed)."""
+    info = msgspec.inspect.type_info(kind)
+    if isinstance(info, msgspec.inspect.StrType):
+        return value
+    if isinstance(info, msgspec.inspect.BoolType):
+        word = value.strip().lower()
+        if word in TRUE_WORDS | FALSE_WORDS:
+            return word in TRUE_WORDS
+    else:
+        try:
+            return msgspec.convert(value.strip(), kind, strict=False)
+        except msgspec.ValidationError:
+            pass
+    raise ConfigError(f"{name}={value}: expected {accepted(kind, environment=True)}")
+
+
+def accepted(kind: Any, *, environment: bool = False) -> str:
+    """What a key of type `kind` takes, in words: "an integer 1-65535"."""
+    info = msgspec.inspect.type_info(kind)
+    if isinstance(info, msgspec.inspect.BoolType):
+        return "a boolean: true/false, 1/0 or yes/no" if environment else "true or false"
+    if isinstance(info, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+        what = "an integer" if isinstance(info, msgspec.inspect.IntType) else "a number"
+        if info.ge is not None and info.le is not None:
+            return f"{what} {info.ge}-{info.le}"
+        if info.ge is not None:
+            return f"{what} of at least {info.ge}"
+        if info.gt is not None:
+            return f"{what} greater than {info.gt}"
+        return what
+    if isinstance(info, msgspec.inspect.StrType):
+        return f"text matching {info.pattern}" if info.pattern else "text"
+    if isinstance(info, msgspec.inspect.ListType):
+        return "a list of text (comma-separated in the environment)"
+    if isinstance(info, msgspec.inspect.DictType):
+        return "a table of name = text (name:value,... in the environment)"
+    return "a table of keys"
+
+
+_AT = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`$")
+
+
+def _invalid(
+    exc: msgspec.ValidationError, source: str, overrides: dict[str, dict[str, Any]]
+) -> ConfigError:
+    """A validation error naming the variable or the file's key, and what it accepts."""
+    found = _AT.match(str(exc))
+    message, at = (found.group("message"), found.group("path")) if found else (str(exc), "")
+    path = [part.partition("[")[0] for part in at.lstrip(".").split(".")]  # keys[0]: keys
+    if (unknown := _UNKNOWN.match(message)) is not None:
+        name = unknown.group("name")
+        if path == [""]:
+            return ConfigError(f"{source}: there is no section [{name}]")
+        return ConfigError(f"{source}: [{path[0]}] has no key {name!r}")
+    sections = _section_fields()
+    if path[0] not in sections:
+        return ConfigError(f"{source}: {message}")
+    if len(path) < 2 or path[1] not in sections[path[0]]:
+        return ConfigError(f"{source}: [{path[0]}] must be a table of keys")
+    section, key = path[0], path[1]
+    if key in overrides.get(section, {}):
+        variable = f"{ENV_PREFIX}{section}_{key}".upper()
+        return ConfigError(
+            f"{variable}: expected {accepted(sections[section][key], environment=True)}"
+        )
+    return ConfigError(f"{source}: [{section}] {key}: expected {accepted(sections[section][key])}")
+
+
+_TOML_POSITION = re.compile(r"^(?P<message>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)$")
+
+
+def _toml_error(path: str | Path, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    """ "router.toml, line 3, column 7: Invalid value": where, then what."""
+    found = _TOML_POSITION.match(str(exc))
+    if found is None:
+        return ConfigError(f"{path}: not valid TOML: {exc}")
+    return ConfigError(
+        f"{path}, line {found.group('line')}, column {found.group('column')}:"
+        f" not valid TOML: {found.group('message')}"
+    )
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -291,7 +384,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from exc
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
+            raise _toml_error(path, exc) from exc
     data = _renamed(data)
     overrides = _env_overrides(os.environ if environ is None else environ)
     try:
@@ -300,7 +393,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         # are left to that value; environment values are text, converted below.
         msgspec.convert(_without(data, overrides), Config, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise _invalid(exc, str(path), {}) from exc
     for section, values in overrides.items():
         table = data.setdefault(section, {})
         if not isinstance(table, dict):
@@ -309,7 +402,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     try:
         config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+        raise _invalid(exc, str(path or "configuration"), overrides) from exc
     _check_values(config)
     config.journeys.directory = _journeys_directory(config.journeys.directory, path)
     return config

@@ -9,6 +9,8 @@ finds nothing left to do.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import urllib.parse
 from dataclasses import dataclass
 from importlib import resources
@@ -78,6 +80,45 @@ def redact_dsn(dsn: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+class DatabaseUnreachable(Exception):
+    """The database could not be connected to at start; the message is one line saying
+    where (host and port, never the password) and why."""
+
+
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    ValueError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+"""What connecting raises for an unreachable server, a refused login or an unusable URL."""
+
+
+def connect_failure(dsn: str, exc: BaseException) -> str:
+    """Why connecting to `dsn` failed, in one line: "cannot reach PostgreSQL at db:5432
+    (connection refused)". The URL's password never appears."""
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    except ValueError:
+        return f"the database URL is not valid: {redact_dsn(dsn)}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot reach PostgreSQL at {where} (host name not found)"
+    if isinstance(exc, OSError) and (exc.errno or exc.strerror):
+        # asyncpg words its own strerror ("connect call failed ..."); the errno says it plainly.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc.strerror)
+        return f"cannot reach PostgreSQL at {where} ({reason.lower()})"
+    if isinstance(exc, TimeoutError):
+        return f"cannot reach PostgreSQL at {where} (no answer in time)"
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"PostgreSQL at {where} refused the connection: {exc}"
+    reason = (
+        str(exc).replace(dsn, redact_dsn(dsn)).splitlines()[0] if str(exc) else type(exc).__name__
+    )
+    return f"the database URL {redact_dsn(dsn)} cannot be used: {reason}"
+
+
 async def _init_connection(conn: Connection) -> None:
     # jsonb travels as text; msgspec does the (de)serialisation at the edges.
     await conn.set_type_codec(
@@ -101,14 +142,17 @@ async def create_pool(dsn: str, size: int) -> Pool:
     # While the database is down the pool retries its connection floor, logging each failure
     # with a traceback: one line each is enough.
     logging.getLogger("asyncpg.pool").addFilter(_POOL_LOG)
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=1,
-        max_size=size,
-        init=_init_connection,
-        reset=_keep_session,
-        command_timeout=60,
-    )
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=size,
+            init=_init_connection,
+            reset=_keep_session,
+            command_timeout=60,
+        )
+    except CONNECT_ERRORS as exc:
+        raise DatabaseUnreachable(connect_failure(dsn, exc)) from exc
     assert pool is not None
     return pool
 
@@ -131,7 +175,10 @@ def migration_files() -> list[tuple[int, str, str]]:
 
 async def migrate(dsn: str) -> list[str]:
     """Apply pending migrations; return the names applied by this call."""
-    conn: Any = await asyncpg.connect(dsn)
+    try:
+        conn: Any = await asyncpg.connect(dsn)
+    except CONNECT_ERRORS as exc:
+        raise DatabaseUnreachable(connect_failure(dsn, exc)) from exc
     applied: list[str] = []
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)

@@ -7,6 +7,7 @@ This is the composition root: the only module that turns configuration into adap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -14,6 +15,7 @@ from uuid import UUID
 from channels import registry
 from channels.base import Channel, GroupChannel, LineAccount
 from router import intake
+from router.api_keys import KeyRing
 from router.api_keys import bootstrap as bootstrap_api_keys
 from router.campaigns import CampaignFanOut
 from router.channel_rules import confirmed_by_provider
@@ -59,7 +61,7 @@ class Runtime:
     target: DatabaseTarget
     pool: Pool
     channels: dict[str, Channel]
-    api_key_hashes: frozenset[bytes]
+    api_keys: KeyRing
     generated_api_key: str | None = None
     line_account: LineAccount | None = None
     # Every queue worker of this process (None: `[workers] enabled = false`, API only), and
@@ -146,6 +148,8 @@ class Runtime:
             await channel.aclose()
         if self.line_account is not None:
             await self.line_account.aclose()
+        with contextlib.suppress(Exception):  # a last use unrecorded is no reason to fail a stop
+            await self.api_keys.flush()
         await self.pool.close()
 
 
@@ -172,7 +176,7 @@ async def start_runtime(config: Config) -> Runtime:
     except BaseException:
         await pool.close()
         raise
-    hashes, generated = await bootstrap_api_keys(pool, config)
+    api_keys, generated = await bootstrap_api_keys(pool, config)
     await fill_token_secret(pool, config.email)
     channels, line_account = registry.build_adapters(config, MonthlyQuota(pool))
     runtime = Runtime(
@@ -180,7 +184,7 @@ async def start_runtime(config: Config) -> Runtime:
         target=target,
         pool=pool,
         channels=channels,
-        api_key_hashes=hashes,
+        api_keys=api_keys,
         generated_api_key=generated,
         line_account=line_account,
         journey_files=tuple(journey_files),

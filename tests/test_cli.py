@@ -27,8 +27,11 @@ FAKE_PASSWORD = "pw-that-must-not-be-printed"
 
 
 def router_env(**values: str) -> dict[str, str]:
-    """The test process's environment without any ROUTER_ setting, plus `values`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    """The test process's environment without any ROUTER_ setting (nor DATABASE_URL, its
+    fallback), plus `values`."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("ROUTER_") and k != "DATABASE_URL"
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(values)
     return env
@@ -185,7 +188,11 @@ async def serving(env: dict[str, str], port: int, tmp_path: Path) -> AsyncIterat
 
 
 def is_api_key_line(line: str) -> bool:
-    return line.startswith("API key")
+    return line.startswith("API key (shown once")
+
+
+def is_key_source_line(line: str) -> bool:
+    return line.startswith("API keys:")
 
 
 async def get_member(client: httpx.AsyncClient, base: str, key: str) -> httpx.Response:
@@ -247,10 +254,10 @@ async def test_serve_prints_its_setup_and_a_generated_key_once(dsn: str, tmp_pat
     port = _free_port()
     env = router_env(ROUTER_HTTP_LISTEN=f"127.0.0.1:{port}", **env_values)
     async with serving(env, port, tmp_path) as served, httpx.AsyncClient(timeout=10) as client:
-        lines = await served.read_until(is_api_key_line, START_TIMEOUT)
+        lines = await served.read_until(is_key_source_line, START_TIMEOUT)
         text = "\n".join(lines)
         assert lines[0].startswith(f"delivery-router listening on http://127.0.0.1:{port}")
-        assert "generated earlier" in lines[-1], text
+        assert lines[-1].startswith("API keys: 1 stored (router keys list; "), text
         assert not any(line.startswith("API key (shown once") for line in lines), text
         assert key not in text
 
@@ -282,7 +289,7 @@ async def test_serve_with_configured_keys_generates_none(dsn: str, tmp_path: Pat
     async with serving(env, port, tmp_path) as served, httpx.AsyncClient(timeout=10) as client:
         lines = await served.read_until(lambda line: line.startswith("channel email:"), 20)
         await served.wait_until_serving(client)
-        assert not any(line.startswith("API key") for line in lines), lines
+        assert not any(is_api_key_line(line) for line in lines), lines
         # What composed email will carry is said once, at start.
         assert lines[-1] == (
             "channel email: SMTP 127.0.0.1:2599; unsubscribe links at"
@@ -294,7 +301,14 @@ async def test_serve_with_configured_keys_generates_none(dsn: str, tmp_path: Pat
         assert await served.terminate() == 0
         assert served.proc.stdout is not None
         rest = (await asyncio.wait_for(served.proc.stdout.read(), 5)).decode()
-        assert "API key" not in rest
+        assert "shown once" not in rest
+        # Which keys are active, by fingerprint: never the keys.
+        digests = sorted(hashlib.sha256(k.encode()).hexdigest()[:8] for k in ("key-one", "key-two"))
+        assert (
+            f"API keys: 2 configured ([api] keys; sha256:{digests[0]}, sha256:{digests[1]})" in rest
+        )
+        assert "key-one" not in rest
+        assert "key-two" not in rest
 
     conn = await asyncpg.connect(dsn)
     try:
@@ -382,7 +396,7 @@ async def test_wrongly_typed_environment_value_exits_2(dsn: str) -> None:
     env = router_env(ROUTER_EMAIL_PORT="smtp", ROUTER_DATABASE_URL=dsn)
     code, out, err = await run_router("serve", env=env)
     assert code == 2, out + err
-    assert "email.port" in err
+    assert err == "router: ROUTER_EMAIL_PORT=smtp: expected an integer 1-65535\n"
 
 
 async def test_out_of_range_port_exits_2_with_a_message(dsn: str) -> None:

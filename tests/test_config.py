@@ -212,36 +212,100 @@ def test_unknown_environment_key_of_a_known_section_is_named() -> None:
 
 
 @pytest.mark.parametrize(
-    ("env", "where"),
+    ("env", "said"),
     [
-        ({"ROUTER_EMAIL_PORT": "smtp"}, "email.port"),
-        ({"ROUTER_EMAIL_PORT": ""}, "email.port"),
-        ({"ROUTER_HTTP_MAX_BODY_BYTES": "1.5"}, "http.max_body_bytes"),
-        ({"ROUTER_WORKERS_ENABLED": "maybe"}, "workers.enabled"),
-        ({"ROUTER_LINE_TIMEOUT_SECONDS": "soon"}, "line.timeout_seconds"),
+        ({"ROUTER_EMAIL_PORT": "smtp"}, "ROUTER_EMAIL_PORT=smtp: expected an integer 1-65535"),
+        ({"ROUTER_EMAIL_PORT": ""}, "ROUTER_EMAIL_PORT=: expected an integer 1-65535"),
+        (
+            {"ROUTER_HTTP_MAX_BODY_BYTES": "1.5"},
+            "ROUTER_HTTP_MAX_BODY_BYTES=1.5: expected an integer of at least 1",
+        ),
+        (
+            {"ROUTER_WORKERS_ENABLED": "maybe"},
+            "ROUTER_WORKERS_ENABLED=maybe: expected a boolean: true/false, 1/0 or yes/no",
+        ),
+        (
+            {"ROUTER_LINE_TIMEOUT_SECONDS": "soon"},
+            "ROUTER_LINE_TIMEOUT_SECONDS=soon: expected a number greater than 0",
+        ),
+        (
+            {"ROUTER_JOURNEYS_MAX_DEFERRAL": "3 days"},
+            "ROUTER_JOURNEYS_MAX_DEFERRAL: expected text matching ^P",
+        ),
     ],
 )
-def test_environment_value_of_the_wrong_type_is_refused(env: dict[str, str], where: str) -> None:
-    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+def test_environment_value_of_the_wrong_type_names_the_variable_and_what_it_takes(
+    env: dict[str, str], said: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
         load_config(None, env)
+    assert str(info.value).startswith(said), info.value
 
 
 @pytest.mark.parametrize(
-    ("text", "where"),
+    ("text", "said"),
     [
-        ('[email]\nport = "smtp"\n', "email.port"),
-        ("[http]\nlisten = 8080\n", "http.listen"),
-        ('[api]\nkeys = "k1,k2"\n', "api.keys"),
-        ("[api]\nkeys = [1, 2]\n", "api.keys"),
-        ("[line]\npush_per_second = 2.5\n", "line.push_per_second"),
-        ('[workers]\nenabled = "perhaps"\n', "workers.enabled"),
-        ("http = 8080\n", "http"),
+        ('[email]\nport = "smtp"\n', "[email] port: expected an integer 1-65535"),
+        ("[http]\nlisten = 8080\n", "[http] listen: expected text"),
+        ('[api]\nkeys = "k1,k2"\n', "[api] keys: expected a list of text"),
+        ("[api]\nkeys = [1, 2]\n", "[api] keys: expected a list of text"),
+        ("[line]\npush_per_second = 2.5\n", "[line] push_per_second: expected an integer"),
+        ('[workers]\nenabled = "perhaps"\n', "[workers] enabled: expected true or false"),
+        ("http = 8080\n", "[http] must be a table of keys"),
+        ("[emial]\nport = 25\n", "there is no section [emial]"),
+        ("[email]\nprot = 25\n", "[email] has no key 'prot'"),
     ],
 )
-def test_file_value_of_the_wrong_type_is_refused(tmp_path: Path, text: str, where: str) -> None:
+def test_file_value_of_the_wrong_type_names_the_key_and_what_it_takes(
+    tmp_path: Path, text: str, said: str
+) -> None:
     path = write(tmp_path, text)
-    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+    with pytest.raises(ConfigError) as info:
         load_config(path, {})
+    assert str(info.value).startswith(f"{path}: {said}"), info.value
+
+
+@pytest.mark.parametrize(
+    ("word", "value"),
+    [("true", True), ("YES", True), ("1", True), ("false", False), ("no", False), ("0", False)],
+)
+def test_environment_booleans_take_true_false_yes_no_one_zero(word: str, value: bool) -> None:
+    assert load_config(None, {"ROUTER_EMAIL_STARTTLS": word}).email.starttls is value
+
+
+def test_broken_toml_names_the_file_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "[email]\nport = 25\nhost = \n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert str(info.value) == f"{path}, line 3, column 8: not valid TOML: Invalid value"
+
+
+def test_database_url_is_the_fallback_of_router_database_url() -> None:
+    fallback = "postgresql://app@db.example:5432/router"
+    assert load_config(None, {"DATABASE_URL": fallback}).database.url == fallback
+    own = "postgresql://router@other.example/router"
+    both = {"DATABASE_URL": fallback, "ROUTER_DATABASE_URL": own}
+    assert load_config(None, both).database.url == own
+    # Set empty, ROUTER_DATABASE_URL still wins: the embedded database.
+    assert (
+        load_config(None, {"DATABASE_URL": fallback, "ROUTER_DATABASE_URL": ""}).database.url == ""
+    )
+
+
+def test_config_file_is_found_by_flag_variable_then_working_directory(tmp_path: Path) -> None:
+    from router.config_file import find_config_file
+
+    assert find_config_file(None, {}, tmp_path).path is None
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "router.toml").write_text("")
+    assert find_config_file(None, {}, tmp_path).path == Path("config/router.toml")
+    (tmp_path / "router.toml").write_text("")
+    assert find_config_file(None, {}, tmp_path).path == Path("router.toml")
+    named = {"ROUTER_CONFIG": "/etc/router/router.toml"}
+    assert find_config_file(None, named, tmp_path).path == Path("/etc/router/router.toml")
+    assert find_config_file("mine.toml", named, tmp_path).path == Path("mine.toml")
+    # ROUTER_CONFIG is not a key of any section.
+    assert load_config(None, named).database.url == ""
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
@@ -376,29 +440,29 @@ def test_a_number_written_as_text_in_the_file_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, '[email]\nport = "587"\n')
     with pytest.raises(ConfigError) as info:
         load_config(path, {})
-    assert "$.email.port" in str(info.value) and "Expected `int`" in str(info.value)
+    assert str(info.value) == f"{path}: [email] port: expected an integer 1-65535"
     # The environment is text, so there the same value is read as a number.
     assert load_config(None, {"ROUTER_EMAIL_PORT": "587"}).email.port == 587
 
 
 @pytest.mark.parametrize(
-    ("variable", "value", "where"),
+    ("variable", "value", "accepted"),
     [
-        ("ROUTER_WORKERS_CONCURRENCY", "0", "$.workers.concurrency"),
-        ("ROUTER_LINE_MULTICAST_PER_SECOND", "0", "$.line.multicast_per_second"),
-        ("ROUTER_LINE_PUSH_PER_SECOND", "-5", "$.line.push_per_second"),
-        ("ROUTER_EMAIL_PORT", "70000", "$.email.port"),
-        ("ROUTER_WORKERS_LEASE_SECONDS", "0", "$.workers.lease_seconds"),
-        ("ROUTER_CAMPAIGNS_FAN_OUT_CHUNK", "0", "$.campaigns.fan_out_chunk"),
-        ("ROUTER_RETENTION_DAYS", "-1", "$.retention.days"),
+        ("ROUTER_WORKERS_CONCURRENCY", "0", "an integer of at least 1"),
+        ("ROUTER_LINE_MULTICAST_PER_SECOND", "0", "an integer of at least 1"),
+        ("ROUTER_LINE_PUSH_PER_SECOND", "-5", "an integer of at least 1"),
+        ("ROUTER_EMAIL_PORT", "70000", "an integer 1-65535"),
+        ("ROUTER_WORKERS_LEASE_SECONDS", "0", "a number greater than 0"),
+        ("ROUTER_CAMPAIGNS_FAN_OUT_CHUNK", "0", "an integer of at least 1"),
+        ("ROUTER_RETENTION_DAYS", "-1", "an integer of at least 0"),
     ],
 )
 def test_values_that_would_stall_the_router_are_refused(
-    variable: str, value: str, where: str
+    variable: str, value: str, accepted: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, {variable: value})
-    assert where in str(info.value)
+    assert str(info.value) == f"{variable}={value}: expected {accepted}"
 
 
 # renamed keys

@@ -127,7 +127,7 @@ def create_app(runtime: Runtime) -> Litestar:
             UnsubscribeController,
         ],
         dependencies=dependencies(runtime).providers(),
-        middleware=[complete_allow_header, auth_middleware_factory(runtime.api_key_hashes)],
+        middleware=[complete_allow_header, auth_middleware_factory(runtime.api_keys)],
         plugins=[StructSchemas(), StandardResponses()],
         exception_handlers=by_path_prefix(
             EXCEPTION_HANDLERS, SENDGRID_PREFIX, SENDGRID_EXCEPTION_HANDLERS

@@ -22,7 +22,7 @@ from litestar.types import (
     Send,
 )
 
-from router.api_keys import key_hash
+from router.api_keys import KeyRing, key_hash
 from router.ingress import sendgrid
 from router.problems import PROBLEM_MEDIA_TYPE, Problem
 
@@ -54,11 +54,11 @@ def _basic_password(credentials: str) -> str | None:
     return password if colon and password else None
 
 
-def auth_middleware_factory(key_hashes: frozenset[bytes]) -> Middleware:
+def auth_middleware_factory(keys: KeyRing) -> Middleware:
     """ASGI middleware: a missing or unknown key gets 401 and the request goes no further.
 
-    Keys are compared by SHA-256 digest set membership, so the time taken says nothing about
-    how close a guess was, and only digests are held in memory."""
+    Keys are compared by SHA-256 digest (set membership, then an indexed look-up), so the time
+    taken says nothing about how close a guess was, and only digests are held in memory."""
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
@@ -69,7 +69,7 @@ def auth_middleware_factory(key_hashes: frozenset[bytes]) -> Middleware:
                 basic = path.rstrip("/") in BASIC_AUTH_PATHS
                 token = bearer_token(scope, basic=basic)
                 digest = key_hash(token) if token is not None else None
-                if digest is None or digest not in key_hashes:
+                if digest is None or not await keys.accepts(digest):
                     if path.startswith(SENDGRID_PREFIX):
                         await _unauthorized_sendgrid(send, missing=token is None)
                     else:

@@ -106,12 +106,25 @@ def readable(message: str) -> str:
     return message
 
 
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`")
+
+
+def own_path(path: str, message: str) -> str:
+    """The path of the field a message is about: msgspec names an unknown field's object
+    ("Object contains unknown field `emial`" at `$`); the field itself is `emial`."""
+    unknown = _UNKNOWN_FIELD.match(message)
+    if unknown is None:
+        return path
+    return f"{path}.{unknown.group('name')}" if path else unknown.group("name")
+
+
 def field_path(message: str) -> tuple[str, str]:
     """Split msgspec's "Expected `str`, got `int` - at `$.email.subject`" into path and text."""
     match = _AT_PATH.search(message)
     if not match:
-        return "", readable(message)
-    return match.group("path").lstrip("."), readable(message[: match.start()])
+        return own_path("", message), readable(message)
+    text = message[: match.start()]
+    return own_path(match.group("path").lstrip("."), text), readable(text)
 
 
 def whole_body_detail(detail: str) -> str:
@@ -127,7 +140,10 @@ def _from_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Res
     for item in extra:
         if isinstance(item, dict):
             message = readable(str(item.get("message")))
-            errors.append(FieldError(str(item.get("key") or "body"), message))
+            key = str(item.get("key") or "")  # "data": the body as a whole
+            errors.append(
+                FieldError(own_path("" if key == "data" else key, message) or "body", message)
+            )
     detail = f"{errors[0].field}: {errors[0].message}" if errors else whole_body_detail(exc.detail)
     return problem_response(
         Problem(title="Invalid request", status=400, detail=detail, errors=errors)
