@@ -13,10 +13,11 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 import asyncpg
 
-from channels.base import Channel, Failed, Outbound, Retry, SendOutcome, Sent, Uncertain
+from channels.base import Channel, Failed, Link, Outbound, Retry, SendOutcome, Sent, Uncertain
 from router import ratelimit
 from router.channel_rules import not_reachable_now, sends_relayed_bytes
 from router.config import WorkersConfig
@@ -46,7 +47,11 @@ def result_of(
     """What to record for a channel's outcome; a retry past `max_attempts` fails for good."""
     if isinstance(outcome, Sent):
         return Result(
-            delivery_id, "sent", provider_ref=outcome.provider_ref, queue_id=outcome.queue_id
+            delivery_id,
+            "sent",
+            provider_ref=outcome.provider_ref,
+            queue_id=outcome.queue_id,
+            **_link_fields(outcome.link),
         )
     if isinstance(outcome, Failed):
         return Result(
@@ -57,6 +62,8 @@ def result_of(
             failure="dropped" if outcome.dropped else "bounce",
             suppress=outcome.suppress.reason if outcome.suppress else None,
             suppress_detail=outcome.suppress.detail if outcome.suppress else None,
+            status_code=outcome.status,
+            **_link_fields(outcome.link),
         )
     if isinstance(outcome, Uncertain):
         return Result(delivery_id, "uncertain", error=outcome.error)
@@ -68,6 +75,8 @@ def result_of(
             error=f"gave up after {attempts} attempts: {outcome.error}",
             fallback=True,
             failure="blocked",
+            status_code=outcome.status,
+            **_link_fields(outcome.link),
         )
     return Result(
         delivery_id,
@@ -75,7 +84,21 @@ def result_of(
         error=outcome.error,
         retry_in_seconds=retry_backoff(attempts, outcome, config),
         maybe_sent=outcome.maybe_sent,
+        status_code=outcome.status,
+        **_link_fields(outcome.link),
     )
+
+
+class _LinkFields(TypedDict):
+    local_ip: str | None
+    tls: bool | None
+
+
+def _link_fields(link: Link | None) -> _LinkFields:
+    """What the delivery events report of the connection an answer came over."""
+    if link is None:
+        return {"local_ip": None, "tls": None}
+    return {"local_ip": link.local_ip, "tls": link.encrypted}
 
 
 def retry_backoff(attempts: int, outcome: Retry, config: WorkersConfig) -> float:

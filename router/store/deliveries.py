@@ -59,6 +59,11 @@ class Result(msgspec.Struct, frozen=True):
     # with the server's reply, in the transaction that records the failure.
     suppress: str | None = None
     suppress_detail: str | None = None
+    # For the delivery events only: the provider's status code (SMTP enhanced: 5.1.1) and the
+    # connection it answered on (the router's local address; whether it was encrypted).
+    status_code: str | None = None
+    local_ip: str | None = None
+    tls: bool | None = None
 
 
 # Deliveries sent on their own, one queue per channel. The claim joins the member as they are
