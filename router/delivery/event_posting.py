@@ -4,7 +4,8 @@ Email systems already consume SendGrid's `processed`, `delivered`, `deferred`, `
 `dropped`, `unsubscribe` and `group_unsubscribe` events (bounce handling, suppression lists);
 posting the same shape lets them follow LINE deliveries too. Events are rows in `delivery_events` (router/store/delivery_events.py),
 written in the transaction of the state change that causes them. `EventPoster` posts them in
-order of recording, in batches signed with `X-Router-Signature`; a batch is marked sent only
+order of recording, in batches signed with `X-Router-Signature` and, as SendGrid signs them,
+with ECDSA (router/delivery/event_signing.py); a batch is marked sent only
 after a 2xx, so delivery to the receiver is at least once and a receiver drops an
 `sg_event_id` it has already seen.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -21,10 +23,12 @@ from typing import Any
 import aiohttp
 import asyncpg
 import msgspec
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from router import http_post
 from router.config import EventsConfig
-from router.database import Pool
+from router.database import Connection, Pool
+from router.delivery import event_signing
 from router.delivery.bounce_classes import bounce_classification
 from router.queue.backoff import retry_delay
 from router.queue.loops import QueueWorker
@@ -162,6 +166,7 @@ class EventPoster(QueueWorker):
         super().__init__(delivery_events.QUEUE.queue_name)
         self._pool = pool
         self._config = config
+        self._key = event_signing.configured_key(config)
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=config.timeout_seconds), trust_env=False
         )
@@ -172,15 +177,24 @@ class EventPoster(QueueWorker):
 
     async def step(self) -> int:
         """Post the oldest unsent events if due; how many the receiver accepted."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:
+            if self._key is None:
+                self._key = await event_signing.signing_key(conn, self._config)
+            return await self._post_head(conn, self._key)
+
+    async def _post_head(self, conn: Connection, key: ec.EllipticCurvePrivateKey) -> int:
+        async with conn.transaction():
             rows = await delivery_events.head(conn, self._config.events_per_post)
             if not rows:
                 return 0
             ids = [r["id"] for r in rows]
             body = encode(rows)
+            timestamp = str(int(time.time()))
             headers = {
                 "Content-Type": "application/json",
                 SIGNATURE_HEADER: signature(self._config.signing_secret, body),
+                event_signing.TIMESTAMP_HEADER: timestamp,
+                event_signing.SIGNATURE_HEADER: event_signing.sign(key, timestamp, body),
             }
             error = await http_post.post(self._session, self._config.webhook_url, body, headers)
             if error is None:
