@@ -122,6 +122,14 @@ class Outbound(msgspec.Struct, frozen=True, kw_only=True):
     category: str | None = None
 
 
+class Link(msgspec.Struct, frozen=True):
+    """The connection an answer came over, as delivery events report it (SendGrid's `ip` and
+    `tls`): the router's own address on it and whether it was encrypted."""
+
+    local_ip: str
+    encrypted: bool
+
+
 class Sent(msgspec.Struct, frozen=True, tag=True):
     """The provider accepted the message; `provider_ref` is its id for it (for email the
     Message-ID) and `queue_id` the receiving SMTP server's final reply, which names the id
@@ -132,6 +140,7 @@ class Sent(msgspec.Struct, frozen=True, tag=True):
     # A relayed message's DSN parameters went on to an upstream that offers DSN (RFC 3461),
     # which now reports success itself.
     dsn_passed_on: bool = False
+    link: Link | None = None
 
 
 class Retry(msgspec.Struct, frozen=True, tag=True):
@@ -146,6 +155,8 @@ class Retry(msgspec.Struct, frozen=True, tag=True):
     after_seconds: float | None = None
     maybe_sent: bool = False
     throttled: bool = False
+    status: str | None = None  # the provider's status code for it (SMTP enhanced: 4.2.0)
+    link: Link | None = None
 
 
 class Failed(msgspec.Struct, frozen=True, tag=True):
@@ -159,6 +170,8 @@ class Failed(msgspec.Struct, frozen=True, tag=True):
     fallback: bool = True
     dropped: bool = False
     suppress: Suppress | None = None
+    status: str | None = None  # the provider's status code for it (SMTP enhanced: 5.1.1)
+    link: Link | None = None
 
 
 class Suppress(msgspec.Struct, frozen=True):

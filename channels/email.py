@@ -32,6 +32,7 @@ from aiosmtplib.typing import Default
 from channels.base import (
     ChannelDescriptor,
     Failed,
+    Link,
     Outbound,
     Outcome,
     Retry,
@@ -48,7 +49,7 @@ from channels.email_compose import (
     message_id_domain,
     without_tags,
 )
-from channels.smtp_bounces import Stage, hard_bounce, reply_detail
+from channels.smtp_bounces import Stage, enhanced_status, hard_bounce, reply_detail
 from channels.smtp_exchange import content_bytes, transact
 from router.config import Config, EmailConfig
 from router.content import EmailContent, Relayed, RelayRecipient
@@ -296,9 +297,11 @@ class SmtpChannel:
             return Failed("the relayed message's bytes are missing", fallback=False)
         client = await self._idle.get()
         client.message_written = False
+        link: Link | None = None
         try:
             if not client.is_connected:
                 await client.connect()
+            link = _link(client)
             if relayed is not None and message.relayed_message is not None:
                 # Byte for byte, so DKIM signatures and tracking links stay intact.
                 data = message.relayed_message
@@ -316,6 +319,7 @@ class SmtpChannel:
                     provider_ref=ref,
                     queue_id=_final_reply(reply),
                     dsn_passed_on=mail_dsn is not None,
+                    link=link,
                 )
             mid, data = self._composer.render(message, email) or self._rendered.render(
                 message, email
@@ -325,13 +329,14 @@ class SmtpChannel:
             options = await _body_options(client, data)
             sender = self._composer.envelope_sender(message)
             reply = await client.send_to(sender, message.address, data, options)
-            return Sent(provider_ref=mid, queue_id=_final_reply(reply))
+            return Sent(provider_ref=mid, queue_id=_final_reply(reply), link=link)
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            return _by_code(exc.recipients[0].code, exc.recipients[0].message, "recipient")
+            refused = exc.recipients[0]
+            return _by_code(refused.code, refused.message, "recipient", link)
         except aiosmtplib.SMTPResponseException as exc:
             _drop(client)
             stage: Stage = "sender" if isinstance(exc, aiosmtplib.SMTPSenderRefused) else "message"
-            return _by_code(exc.code, exc.message, stage)
+            return _by_code(exc.code, exc.message, stage, link)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             _drop(client)
             if client.message_written:
@@ -416,12 +421,28 @@ def _drop(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-def _by_code(code: int, text: str, stage: Stage) -> Outcome:
+def _link(client: aiosmtplib.SMTP) -> Link | None:
+    """The connection's local address and whether it is encrypted (TLS from the start, or
+    after STARTTLS: `connect` has done both by now)."""
+    transport = client.transport
+    if transport is None:
+        return None
+    local = transport.get_extra_info("sockname")
+    if not isinstance(local, tuple) or not local:
+        return None
+    return Link(
+        local_ip=str(local[0]), encrypted=transport.get_extra_info("ssl_object") is not None
+    )
+
+
+def _by_code(code: int, text: str, stage: Stage, link: Link | None = None) -> Outcome:
     error = f"SMTP {code}: {text}"
+    status = enhanced_status(code, text)
     if 400 <= code < 500:
-        return Retry(error)
+        return Retry(error, status=status, link=link)
     # The mailbox refused it: another channel may still reach them.
     reason = hard_bounce(code, text, stage)
     if reason is None:
-        return Failed(error)
-    return Failed(error, suppress=Suppress(reason, reply_detail(code, text)))
+        return Failed(error, status=status, link=link)
+    suppress = Suppress(reason, reply_detail(code, text))
+    return Failed(error, suppress=suppress, status=status, link=link)

@@ -45,6 +45,18 @@ def hard_bounce(code: int, text: str, stage: Stage) -> SuppressReason | None:
     return None
 
 
+_ANY_ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def enhanced_status(code: int, text: str) -> str:
+    """The reply's enhanced status code (RFC 3463: `5.1.1`), or one made from its basic code
+    (`5.0.0`) when the server gave none, as delivery events report it."""
+    found = _ANY_ENHANCED.match(text)
+    if found is not None and found.group(1) == str(code)[:1]:
+        return ".".join(found.groups())
+    return f"{code // 100}.0.0"
+
+
 def reply_detail(code: int, text: str) -> str:
     """`550 5.1.1 <...>: Recipient address rejected`, on one line."""
     return " ".join(f"{code} {text}".split())[:MAX_DETAIL_CHARS]

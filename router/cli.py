@@ -139,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     keygen.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa")
     keygen.add_argument("--bits", type=int, default=2048, help="RSA key size (at least 2048)")
     keygen.add_argument("--out", required=True, help="the private key's file (made, mode 0600)")
+    events = sub.add_parser("events", help="delivery event tasks")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    public_key = events_sub.add_parser(
+        "public-key",
+        help="print the public key that verifies the signed event posts (SendGrid's form)",
+    )
+    public_key.add_argument("--config")
     sim = sub.add_parser("line-simulator", help="run the local LINE Messaging API simulator")
     sim.add_argument("--listen", default="127.0.0.1:9100")
     sim.add_argument("--token", action="append", required=True, help="accepted access token")
@@ -203,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_campaign_status(config, args.campaign_id))
         if args.command == "journeys":
             return asyncio.run(_journey_status(config, args.journey_id))
+        if args.command == "events":
+            return asyncio.run(_events_public_key(config))
         if config_file.path is not None and not config.journeys.directory:
             config.journeys.directory = default_journeys_directory(config_file.path)
         return _serve(config, config_file)
@@ -238,6 +247,19 @@ async def _keys(config: Config, args: argparse.Namespace) -> int:
         print(f"{key.id}  created {created}  last used {used}  {key.name}".rstrip())
     if config.api.keys:
         print(f"(and {len(config.api.keys)} configured in [api] keys / ROUTER_API_KEYS)")
+    return 0
+
+
+async def _events_public_key(config: Config) -> int:
+    """The key a receiver verifies `X-Twilio-Email-Event-Webhook-Signature` with: base64 DER
+    SubjectPublicKeyInfo, what SendGrid's console shows and its verifiers take."""
+    from router.delivery import event_signing
+
+    key = event_signing.configured_key(config.events)
+    if key is None:
+        async with _database(config, 1) as pool, pool.acquire() as conn:
+            key = await event_signing.signing_key(conn, config.events)
+    print(event_signing.public_key_text(key))
     return 0
 
 

@@ -169,6 +169,9 @@ class CampaignsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class EventsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_url: str = ""
     signing_secret: str = ""
+    # SendGrid's signed Event Webhook: a PEM EC private key on P-256. Empty: the router makes
+    # one and keeps it in the database (`router events public-key` prints its public key).
+    signing_key_file: str = ""
     events_per_post: Count = 500
     timeout_seconds: Seconds = 10.0
     backoff_base_seconds: Seconds = 2.0

@@ -52,6 +52,12 @@ ChannelName = Annotated[
 ]
 
 
+CUSTOM_ARGS_KEY = "custom_args"
+"""The metadata key whose object (string, number or boolean values) delivery events echo at
+their top level, as SendGrid echoes custom_args; the SendGrid door keeps a request's
+custom_args there, apart from its own keys (sg_message_id, sg_recipient_type)."""
+
+
 class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     """One message for one recipient: a member, or an email address."""
 

@@ -53,6 +53,7 @@ class ReceivedMail:
 class _Handler:
     mails: list[ReceivedMail] = field(default_factory=list)
     rcpt_replies: list[str] = field(default_factory=list)
+    refusals: dict[str, str] = field(default_factory=dict)  # address -> reply to its RCPT
     sessions: int = 0
     data_seconds: float = 0.0  # how long the end of DATA waits for its 250
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -75,6 +76,7 @@ class _Handler:
     ) -> str:
         with self.lock:
             reply = self.rcpt_replies.pop(0) if self.rcpt_replies else None
+            reply = self.refusals.get(address, reply)
         if reply is not None:
             return reply
         envelope.rcpt_tos.append(address)
@@ -114,6 +116,7 @@ class SmtpSink:
         with self.handler.lock:
             self.handler.mails.clear()
             self.handler.rcpt_replies.clear()
+            self.handler.refusals.clear()
             self.handler.sessions = 0
             self.handler.data_seconds = 0.0
 
@@ -136,6 +139,11 @@ class SmtpSink:
     def fail_next_rcpt(self, *replies: str) -> None:
         with self.handler.lock:
             self.handler.rcpt_replies.extend(replies)
+
+    def refuse(self, address: str, reply: str) -> None:
+        """Answer every RCPT of `address` with `reply`, whatever order deliveries come in."""
+        with self.handler.lock:
+            self.handler.refusals[address] = reply
 
 
 def _free_port() -> int:

@@ -195,15 +195,14 @@ async def test_categories_and_custom_args_land_in_intents(
         assert intent["campaign"] == "newsletter"
         assert intent["tags"] == ["newsletter", "autumn-sale"]
         assert intent["idempotency_key"] is None  # no Idempotency-Key: every request sends
+    # custom_args are kept apart from the door's own keys, so events echo only them
     assert stored["a@example.org"]["metadata"] == {
-        "order": "top",
-        "shared": "top",
+        "custom_args": {"order": "top", "shared": "top"},
         "sg_message_id": message_id,
     }
     # a personalization's custom_args win over the message's
     assert stored["b@example.org"]["metadata"] == {
-        "order": "top",
-        "shared": "personal",
+        "custom_args": {"order": "top", "shared": "personal"},
         "sg_message_id": message_id,
     }
 

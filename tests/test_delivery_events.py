@@ -35,6 +35,8 @@ class Receiver:
     refused: list[list[Event]] = field(default_factory=list)
     bad_signatures: int = 0
     failures_left: int = 0
+    # Every accepted post as it came: the raw body and the headers, for signature checks.
+    posts: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
 
     @property
     def events(self) -> list[Event]:
@@ -52,6 +54,7 @@ class Receiver:
             self.refused.append(batch)
             return web.Response(status=503)
         self.accepted.append(batch)
+        self.posts.append((body, dict(request.headers)))
         return web.Response(status=200)
 
     async def wait_until(

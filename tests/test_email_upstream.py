@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from channels.base import Failed, Outbound, Retry, Sent, Uncertain
+from channels.base import Failed, Link, Outbound, Retry, Sent, Uncertain
 from channels.email import SmtpChannel
 from router.config import ConfigError, EmailConfig, load_config
 from router.content import Content, EmailContent, Relayed
@@ -63,6 +63,29 @@ async def test_a_private_ca_is_trusted_through_ca_file(tmp_path: Path) -> None:
     (mail,) = server.received()
     assert mail.rcpt_to == ["taro@example.jp"]
     assert trusted.queue_id == f"250 2.0.0 Ok: queued as {mail.queue_id}"
+
+
+async def test_outcomes_carry_the_connection_and_the_enhanced_status(tmp_path: Path) -> None:
+    """What delivery events report as `ip`, `tls` and `status`: the local address of the
+    connection, whether STARTTLS encrypted it, and the refusal's enhanced code (made from the
+    basic code when the server gave none)."""
+    ca = make_private_ca(tmp_path)
+    with upstream(tls=ca.server) as (server, port):
+        server.rcpt_replies = ["250 2.1.5 Ok", "550 5.1.1 no such user", "451 try later"]
+        config = email_config(port, starttls=True, ca_file=str(ca.ca_file), connections=1)
+        channel = SmtpChannel(config)
+        try:
+            sent, refused, later = [(await channel.send([a_message()]))[0] for _ in range(3)]
+        finally:
+            await channel.aclose()
+    encrypted = Link(local_ip="127.0.0.1", encrypted=True)
+    assert isinstance(sent, Sent) and sent.link == encrypted
+    assert isinstance(refused, Failed) and refused.link == encrypted
+    assert refused.status == "5.1.1"
+    assert isinstance(later, Retry) and later.status == "4.0.0" and later.link == encrypted
+    with upstream() as (server, port):
+        plain = await send_one(email_config(port), a_message())
+    assert isinstance(plain, Sent) and plain.link == Link(local_ip="127.0.0.1", encrypted=False)
 
 
 def test_ca_file_is_read_from_the_environment_and_must_exist(tmp_path: Path) -> None:

@@ -13,10 +13,11 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 import asyncpg
 
-from channels.base import Channel, Failed, Outbound, Retry, SendOutcome, Sent, Uncertain
+from channels.base import Channel, Failed, Link, Outbound, Retry, SendOutcome, Sent, Uncertain
 from router import ratelimit
 from router.channel_rules import not_reachable_now, sends_relayed_bytes
 from router.config import WorkersConfig
@@ -52,6 +53,7 @@ def result_of(
             provider_ref=outcome.provider_ref,
             queue_id=outcome.queue_id,
             relay_report=relay_reports.PASSED_ON if outcome.dsn_passed_on else None,
+            **_link_fields(outcome.link),
         )
     if isinstance(outcome, Failed):
         return Result(
@@ -62,6 +64,8 @@ def result_of(
             failure="dropped" if outcome.dropped else "bounce",
             suppress=outcome.suppress.reason if outcome.suppress else None,
             suppress_detail=outcome.suppress.detail if outcome.suppress else None,
+            status_code=outcome.status,
+            **_link_fields(outcome.link),
         )
     if isinstance(outcome, Uncertain):
         return Result(delivery_id, "uncertain", error=outcome.error)
@@ -73,6 +77,8 @@ def result_of(
             error=f"gave up after {attempts} attempts: {outcome.error}",
             fallback=True,
             failure="blocked",
+            status_code=outcome.status,
+            **_link_fields(outcome.link),
         )
     return Result(
         delivery_id,
@@ -80,7 +86,21 @@ def result_of(
         error=outcome.error,
         retry_in_seconds=retry_backoff(attempts, outcome, config),
         maybe_sent=outcome.maybe_sent,
+        status_code=outcome.status,
+        **_link_fields(outcome.link),
     )
+
+
+class _LinkFields(TypedDict):
+    local_ip: str | None
+    tls: bool | None
+
+
+def _link_fields(link: Link | None) -> _LinkFields:
+    """What the delivery events report of the connection an answer came over."""
+    if link is None:
+        return {"local_ip": None, "tls": None}
+    return {"local_ip": link.local_ip, "tls": link.encrypted}
 
 
 def retry_backoff(attempts: int, outcome: Retry, config: WorkersConfig) -> float:

@@ -87,19 +87,37 @@ def event_of(result: Result, channel: str | None) -> Recorded | None:
     only when the confirmation comes (see `confirm`), not when the provider takes it."""
     if channel is None:
         return None  # no longer ours: the new holder reports it
+    # The status code and the connection's facts, as SendGrid reports them (status, ip, tls).
+    status, ip, tls = result.status_code, result.local_ip, result.tls
     if result.status == "sent":
         if channel in confirmed_by_provider():
             return None
         # SendGrid's `response` is the receiving server's reply; `smtp-id` has the Message-ID.
         response = result.queue_id or result.provider_ref
-        return Recorded(result.delivery_id, "delivered", response=response)
+        return Recorded(result.delivery_id, "delivered", response=response, ip=ip, tls=tls)
     if result.status == "uncertain":
         return None  # none of SendGrid's events says "may or may not have been sent"
     if result.status == "pending":
-        return Recorded(result.delivery_id, "deferred", reason=result.error, response=result.error)
+        return Recorded(
+            result.delivery_id,
+            "deferred",
+            reason=result.error,
+            response=result.error,
+            status=status,
+            ip=ip,
+            tls=tls,
+        )
     if result.failure == "dropped":
-        return Recorded(result.delivery_id, "dropped", reason=result.error)
-    return Recorded(result.delivery_id, "bounce", reason=result.error, bounce_type=result.failure)
+        return Recorded(result.delivery_id, "dropped", reason=result.error, status=status)
+    return Recorded(
+        result.delivery_id,
+        "bounce",
+        reason=result.error,
+        bounce_type=result.failure,
+        status=status,
+        ip=ip,
+        tls=tls,
+    )
 
 
 async def expire_unconfirmed(conn: Connection, seconds: float, *, events: bool = False) -> int:

@@ -31,7 +31,7 @@ from router.content import Content, EmailContent, check_content
 from router.database import Connection
 from router.identifiers import InvalidIdentifier, normalize_email
 from router.intake_port import AcceptIntents
-from router.intents import IntentRequest, IntentResult, Kind
+from router.intents import CUSTOM_ARGS_KEY, IntentRequest, IntentResult, Kind
 
 MAX_PERSONALIZATIONS = 1000
 MAX_RECIPIENTS = 1000
@@ -48,6 +48,9 @@ UNAUTHORIZED = "The provided authorization grant is invalid, expired, or revoked
 AUTHORIZATION_REQUIRED = "authorization required"
 
 RecipientKind = Literal["to", "cc", "bcc"]
+
+CustomArgs = dict[str, str | int | float | bool]
+"""SendGrid takes numbers and booleans as custom_args values too, and echoes them as strings."""
 
 
 # --- the wire: SendGrid's request and error bodies -------------------------------------------
@@ -67,7 +70,7 @@ class Personalization(msgspec.Struct, kw_only=True):
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     substitutions: dict[str, str] = msgspec.field(default_factory=dict)
     dynamic_template_data: dict[str, Any] | None = None
-    custom_args: dict[str, str] = msgspec.field(default_factory=dict)
+    custom_args: CustomArgs = msgspec.field(default_factory=dict)
     send_at: int | None = None
 
 
@@ -113,7 +116,7 @@ class MailSend(msgspec.Struct, kw_only=True):
     sections: dict[str, str] = msgspec.field(default_factory=dict)
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     categories: list[str] = msgspec.field(default_factory=list)
-    custom_args: dict[str, str] = msgspec.field(default_factory=dict)
+    custom_args: CustomArgs = msgspec.field(default_factory=dict)
     send_at: int | None = None
     batch_id: str | None = None
     asm: Asm | None = None
@@ -291,8 +294,7 @@ def _check_request(mail: MailSend, now: datetime) -> list[SendGridError]:
                 )
             )
     for i, p in enumerate(mail.personalizations):
-        merged = {**mail.custom_args, **p.custom_args}
-        if len(msgspec.json.encode(merged)) > MAX_CUSTOM_ARGS_BYTES:
+        if len(msgspec.json.encode(merged_custom_args(mail, p))) > MAX_CUSTOM_ARGS_BYTES:
             errors.append(
                 _error(
                     f"custom_args may total at most {MAX_CUSTOM_ARGS_BYTES:,} bytes.",
@@ -480,8 +482,10 @@ def convert(mail: MailSend, key: str | None, now: datetime) -> Conversion:
     requests: list[IntentRequest] = []
     for r in recipients:
         p = mail.personalizations[r.index]
-        metadata: dict[str, Any] = {**mail.custom_args, **p.custom_args}
-        metadata["sg_message_id"] = sg_message_id
+        metadata: dict[str, Any] = {"sg_message_id": sg_message_id}
+        custom_args = merged_custom_args(mail, p)
+        if custom_args:
+            metadata[CUSTOM_ARGS_KEY] = custom_args
         if r.kind != "to":
             metadata["sg_recipient_type"] = r.kind
         send_at = p.send_at if p.send_at is not None else mail.send_at
@@ -503,6 +507,15 @@ def convert(mail: MailSend, key: str | None, now: datetime) -> Conversion:
     return Conversion(
         message_id=sg_message_id, requests=requests, fields=[r.field for r in recipients]
     )
+
+
+def merged_custom_args(mail: MailSend, p: Personalization) -> dict[str, str]:
+    """The message's custom_args under the personalization's (which win), every value a
+    string as SendGrid posts them: numbers and booleans as their JSON text (7, 1.5, true)."""
+    merged = {**mail.custom_args, **p.custom_args}
+    return {
+        k: v if isinstance(v, str) else msgspec.json.encode(v).decode() for k, v in merged.items()
+    }
 
 
 def _kind_and_category(mail: MailSend) -> tuple[Kind, str | None]:

@@ -62,6 +62,11 @@ class Result(msgspec.Struct, frozen=True):
     # A relayed email's outcome to report to its envelope sender (router.delivery.
     # relay_reports): 'failed', or 'relayed' (sent to an upstream that reports no DSN).
     relay_report: str | None = None
+    # For the delivery events only: the provider's status code (SMTP enhanced: 5.1.1) and the
+    # connection it answered on (the router's local address; whether it was encrypted).
+    status_code: str | None = None
+    local_ip: str | None = None
+    tls: bool | None = None
 
 
 # Deliveries sent on their own, one queue per channel. The claim joins the member as they are

@@ -16,6 +16,7 @@ import msgspec
 
 from router import channel_rules
 from router.database import Connection
+from router.intents import CUSTOM_ARGS_KEY
 from router.queue import claims
 from router.queue.wakeups import notify
 from router.store import group_state
@@ -41,6 +42,9 @@ class Recorded(msgspec.Struct, frozen=True):
     response: str | None = None
     bounce_type: str | None = None  # 'bounce' (refused) | 'blocked' (gave up retrying)
     category: str | None = None  # what a group_unsubscribe unsubscribed from
+    status: str | None = None  # the provider's status code (SMTP enhanced: 5.1.1)
+    ip: str | None = None  # the router's local address on the connection that answered
+    tls: bool | None = None  # whether that connection was encrypted
 
 
 # One queue for the whole table: events reach the receiver in the order they were recorded.
@@ -51,8 +55,9 @@ QUEUE = claims.Ordered(
     unfinished="e.sent_at IS NULL",
     columns=f"""e.id, e.event_id, e.event, e.intent_id, e.delivery_id, e.channel, e.email,
        e.reason, e.response, e.bounce_type, e.attempt, e.occurred_at, e.post_attempts,
-       e.category,
-       i.member_id, i.tags::text AS tags,
+       e.category, e.status_code, e.local_ip, e.tls,
+       i.member_id, i.tags::text AS tags, i.category AS intent_category,
+       (i.metadata -> '{CUSTOM_ARGS_KEY}')::text AS custom_args,
        coalesce(i.metadata ->> 'sg_message_id', i.id::text) AS sg_message_id,
        {channel_rules.smtp_id_sql()} AS smtp_id""",
     joins="JOIN intents i ON i.id = e.intent_id LEFT JOIN deliveries d ON d.id = e.delivery_id",
@@ -62,12 +67,14 @@ QUEUE = claims.Ordered(
 def _record_sql() -> str:
     return f"""
 INSERT INTO delivery_events (event, intent_id, delivery_id, channel, email, reason, response,
-                             bounce_type, attempt, category)
+                             bounce_type, attempt, category, status_code, local_ip, tls)
 SELECT e.event, d.intent_id, d.id, d.channel, {channel_rules.event_email_sql()},
        e.reason, e.response, e.bounce_type, {group_state.field("d", "s", "attempts")},
-       e.category
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-     WITH ORDINALITY AS e(delivery_id, event, reason, response, bounce_type, category, n)
+       e.category, e.status_code, e.local_ip, e.tls
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::bool[])
+     WITH ORDINALITY AS e(delivery_id, event, reason, response, bounce_type, category,
+                          status_code, local_ip, tls, n)
 JOIN deliveries d ON d.id = e.delivery_id
 LEFT JOIN send_groups s ON s.id = d.send_group_id
 JOIN intents i ON i.id = d.intent_id
@@ -89,6 +96,9 @@ async def record(conn: Connection, events: Sequence[Recorded]) -> int:
         [e.response for e in events],
         [e.bounce_type for e in events],
         [e.category for e in events],
+        [e.status for e in events],
+        [e.ip for e in events],
+        [e.tls for e in events],
     )
     await notify(conn, QUEUE.queue_name)
     return int(status.rsplit(" ", 1)[-1])
