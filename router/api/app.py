@@ -19,6 +19,7 @@ from router.api.campaigns import CampaignController
 from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import SendGridController
 from router.api.compat_sendgrid_suppressions import SendGridSuppressionController
+from router.api.compat_sendgrid_templates import SendGridTemplateController
 from router.api.consent_records import ConsentRecordController
 from router.api.coupon_pools import CouponPoolController
 from router.api.dependencies import ApiDependencies, Injected
@@ -118,6 +119,7 @@ def create_app(runtime: Runtime) -> Litestar:
             line_webhook,
             SendGridController,
             SendGridSuppressionController,
+            SendGridTemplateController,
             SuppressionController,
             listmonk_postback,
             EventController,
