@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import asyncpg
 import pytest
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
+from router import cli
 from router.handlebars import TemplateError, render
-from router.ingress.sendgrid_template_import import import_export
 from tests import node_clients
 from tests.harness import API_KEY, RouterUnderTest, SmtpSink
-from tests.test_cli import router_env, run_router
 from tests.test_compat_sendgrid import FRIEND, friend, stored_intents
 
 SENDER = "orders@shop.example.jp"
@@ -221,6 +220,10 @@ async def test_templates_api_pages_changes_and_refuses(router: RouterUnderTest) 
             break
         (params["page_token"],) = parse_qs(urlsplit(page["_metadata"]["next"]).query)["page_token"]
     assert seen == ids
+    wrong_key = SendGridAPIClient(api_key="SG.wrong", host=router.base_url)
+    with pytest.raises(HTTPError) as info:
+        await call(router, wrong_key.client.templates.get, query_params=params)
+    assert info.value.status_code == 401 and "errors" in info.value.to_dict
     with pytest.raises(HTTPError) as info:  # page_size is required, as with SendGrid
         await call(router, sg.client.templates.get, query_params={"generations": "dynamic"})
     assert info.value.status_code == 400 and "errors" in info.value.to_dict
@@ -371,12 +374,27 @@ def export(subject: str) -> list[dict[str, Any]]:
 
 
 async def test_import_keeps_ids_is_idempotent_and_names_bad_entries(
-    router: RouterUnderTest, smtp: SmtpSink, dsn: str, tmp_path: Path
+    router: RouterUnderTest,
+    smtp: SmtpSink,
+    dsn: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The `router templates import` command, run in this process (tests/test_cli.py starts
+    the command as a process; its imports alone take seconds)."""
+    for name in [k for k in os.environ if k.startswith("ROUTER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ROUTER_DATABASE_URL", dsn)
     path = tmp_path / "export.json"
-    path.write_text(json.dumps(export("Hello {{name}}")))
-    env = router_env(ROUTER_DATABASE_URL=dsn)
-    code, out, err = await run_router("templates", "import", str(path), env=env)
+
+    async def run(entries: list[dict[str, Any]]) -> tuple[int, str, str]:
+        path.write_text(json.dumps(entries))
+        code = await asyncio.to_thread(cli.main, ["templates", "import", str(path)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = await run(export("Hello {{name}}"))
     assert code == 1
     assert out.splitlines() == [f"imported {EXPORT_ID}"]
     refused = err.strip().splitlines()
@@ -384,13 +402,8 @@ async def test_import_keeps_ids_is_idempotent_and_names_bad_entries(
     assert refused[0].startswith("router: refused entry 1 (d-bad):") and "versions" in refused[0]
     assert "entry 2" in refused[1] and "shout" in refused[1] and "subject" in refused[1]
 
-    # the same export again (what the command runs), the subject changed: replaced, not doubled
-    conn = await asyncpg.connect(dsn)
-    try:
-        report = await import_export(conn, json.dumps(export("Hi {{name}}")[:1]).encode())
-    finally:
-        await conn.close()
-    assert (report.imported, report.refused) == ([EXPORT_ID], [])
+    # the same export again, the subject changed: replaced, not doubled
+    assert await run(export("Hi {{name}}")[:1]) == (0, f"imported {EXPORT_ID}\n", "")
     sg = python_client(router)
     got = json.loads((await call(router, sg.client.templates._(EXPORT_ID).get)).body)
     assert [(v["id"], v["subject"], v["active"]) for v in got["versions"]] == [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -141,6 +142,10 @@ def _refused(_: object, exc: Refused) -> Response[bytes]:
     return sendgrid_error(exc.status, exc.errors)
 
 
+def _template_gone(_: object, exc: email_templates.TemplateMissing) -> Response[bytes]:
+    return _refused(_, _template_not_found())
+
+
 def _time(moment: datetime | None) -> str:
     return moment.strftime(TIME_FORMAT) if moment is not None else ""
 
@@ -224,7 +229,11 @@ def _token(t: Template) -> str:
 class SendGridTemplateController(Controller):
     path = "/v3/templates"
     tags = ["compatibility"]  # noqa: RUF012
-    exception_handlers = {**EXCEPTION_HANDLERS, Refused: _refused}  # noqa: RUF012
+    exception_handlers = {  # noqa: RUF012
+        **EXCEPTION_HANDLERS,
+        Refused: _refused,
+        email_templates.TemplateMissing: _template_gone,
+    }
 
     @post("", status_code=201, summary="SendGrid: create a template (no versions yet)")
     async def create(self, data: JSONBody[NewTemplate], pool: Injected[Pool]) -> TemplateOut:
@@ -255,6 +264,9 @@ class SendGridTemplateController(Controller):
             QueryParameter(max_length=500, description="`_metadata.next`'s token: the next page"),
         ] = None,
     ) -> TemplatePage:
+        if re.fullmatch(_GENERATIONS, generations) is None:
+            message = "generations is legacy, dynamic or legacy,dynamic"
+            raise Refused(400, [SendGridError(message=message, field="generations")])
         kinds: list[Generation] = [g for g in ("legacy", "dynamic") if g in generations]
         async with pool.acquire() as conn:
             found, total = await email_templates.page(conn, kinds, page_size, _after(page_token))
@@ -329,8 +341,6 @@ class SendGridTemplateController(Controller):
             )
         )
         async with pool.acquire() as conn:
-            if await email_templates.get(conn, template_id) is None:
-                raise _template_not_found()
             return version_out(await email_templates.save_version(conn, version))
 
     @get(

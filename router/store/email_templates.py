@@ -156,13 +156,21 @@ class VersionIdTaken(Exception):
     """The version id is already another template's."""
 
 
+class TemplateMissing(Exception):
+    """The version's template does not exist (or was deleted meanwhile)."""
+
+
 async def save_version(conn: Connection, version: Version) -> Version:
     """Insert or replace a version of its template; active, it becomes the only active one.
-    Raises `VersionIdTaken` (and stores nothing) when the id is another template's."""
+    Raises `VersionIdTaken` (and stores nothing) when the id is another template's, and
+    `TemplateMissing` when the template is gone."""
     async with conn.transaction():
-        await conn.execute(
+        # Also the lock that makes saves of one template's versions take turns.
+        touched = await conn.execute(
             "UPDATE email_templates SET updated_at = now() WHERE id = $1", version.template_id
         )
+        if touched == "UPDATE 0":
+            raise TemplateMissing(version.template_id)
         if version.active:
             # The one-active index holds row by row, so the others step down first.
             await conn.execute(
