@@ -272,8 +272,11 @@ def render(source: str, data: dict[str, Any], *, escape: bool = True) -> str:
         return source
     template = _compiled(source, escape)
     try:
-        return template.render(data)
+        rendered = template.render(data)
     except TemplateError:
         raise
     except (HandlebarsError, RecursionError, ValueError, TypeError) as exc:
         raise TemplateError(str(exc) or type(exc).__name__) from None
+    if len(rendered) > MAX_OUTPUT:
+        raise TemplateError(f"the rendered text is longer than {MAX_OUTPUT:,} characters")
+    return rendered

@@ -333,6 +333,9 @@ def test_rendering_follows_handlebars_as_sendgrid_uses_it() -> None:
     ):
         with pytest.raises(TemplateError, match=re.escape(why)):
             render(bad, data)
+    huge = {"xs": list(range(200)), "big": "x" * 10_000}
+    with pytest.raises(TemplateError, match="exceeds maximum"):
+        render("{{#each xs}}{{{../big}}}{{/each}}", huge)
 
 
 EXPORT_ID = "d-" + "a" * 32

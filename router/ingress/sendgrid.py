@@ -19,6 +19,7 @@ rendered for each personalization (router/ingress/sendgrid_templates.py).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -623,7 +624,11 @@ async def submit(
     if mail.template_id:
         found = await email_templates.active_version(conn, mail.template_id)
         chosen = ChosenTemplate(*found) if found is not None else ChosenTemplate(None, None)
-    conversion = convert(mail, key, now, chosen)
+    if chosen is None:
+        conversion = convert(mail, key, now)
+    else:
+        # Rendering up to 1,000 personalizations takes a while: not on the event loop.
+        conversion = await asyncio.to_thread(convert, mail, key, now, chosen)
     if (
         mail.mail_settings
         and mail.mail_settings.sandbox_mode
