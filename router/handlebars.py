@@ -44,22 +44,19 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _block(
-    context: Any, args: tuple[Any, ...], options: HelperOptions, name: str
-) -> tuple[Any, ...]:
+def _pair(args: tuple[Any, ...], name: str) -> tuple[Any, ...]:
     if len(args) != 2:
         raise TemplateError(f"{{{{#{name}}}}} takes two values, got {len(args)}")
-    del context
     return args
 
 
 def _equals(context: Any, *args: Any, options: HelperOptions) -> str:
-    a, b = _block(context, args, options, "equals")
+    a, b = _pair(args, "equals")
     return options.fn() if _same(a, b) else options.inverse()
 
 
 def _not_equals(context: Any, *args: Any, options: HelperOptions) -> str:
-    a, b = _block(context, args, options, "notEquals")
+    a, b = _pair(args, "notEquals")
     return options.inverse() if _same(a, b) else options.fn()
 
 
@@ -71,13 +68,13 @@ def _number(value: Any, name: str) -> float:
 
 
 def _greater_than(context: Any, *args: Any, options: HelperOptions) -> str:
-    a, b = _block(context, args, options, "greaterThan")
+    a, b = _pair(args, "greaterThan")
     greater = _number(a, "greaterThan") > _number(b, "greaterThan")
     return options.fn() if greater else options.inverse()
 
 
 def _less_than(context: Any, *args: Any, options: HelperOptions) -> str:
-    a, b = _block(context, args, options, "lessThan")
+    a, b = _pair(args, "lessThan")
     less = _number(a, "lessThan") < _number(b, "lessThan")
     return options.fn() if less else options.inverse()
 
