@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="delete a stored key (401 within a second)")
     revoke.add_argument("key_id")
     revoke.add_argument("--config")
+    templates = sub.add_parser("templates", help="email templates")
+    templates_sub = templates.add_subparsers(dest="templates_command", required=True)
+    template_import = templates_sub.add_parser(
+        "import", help="store templates exported from SendGrid (GET /v3/templates/{id} JSON)"
+    )
+    template_import.add_argument("file")
+    template_import.add_argument("--config")
     email = sub.add_parser("email", help="email tasks")
     email_sub = email.add_subparsers(dest="email_command", required=True)
     keygen = email_sub.add_parser(
@@ -212,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_journey_status(config, args.journey_id))
         if args.command == "events":
             return asyncio.run(_events_public_key(config))
+        if args.command == "templates":
+            return _templates_import(config, args.file)
         if config_file.path is not None and not config.journeys.directory:
             config.journeys.directory = default_journeys_directory(config_file.path)
         return _serve(config, config_file)
@@ -308,6 +317,30 @@ async def _journey_status(config: Config, journey_id: str) -> int:
             for reason, n in sorted(reasons.items()):
                 print(f"    {what} {n:,}: {reason}")
     return 0
+
+
+def _templates_import(config: Config, path: str) -> int:
+    """Each template imported or refused gets one line; 1 if any was refused."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return _fail(f"cannot read {path}: {exc.strerror}", 2)
+    return asyncio.run(_import_templates(config, path, data))
+
+
+async def _import_templates(config: Config, path: str, data: bytes) -> int:
+    from router.ingress.sendgrid_template_import import import_export
+
+    async with _database(config, 1) as pool, pool.acquire() as conn:
+        try:
+            report = await import_export(conn, data)
+        except ValueError as exc:
+            return _fail(f"{path}: {exc}", 2)
+    for template_id in report.imported:
+        print(f"imported {template_id}")
+    for line in report.refused:
+        print(f"router: refused {line}", file=sys.stderr)
+    return 1 if report.refused else 0
 
 
 def _audiences_upload(config: Config, path: str, kind: str, name: str) -> int:

@@ -288,7 +288,7 @@ async def test_missing_subject_or_content_is_refused_naming_the_field(
     template = {**no_content, "template_id": "d-0123456789abcdef"}
     exc = await refused(router, template)
     assert error_fields(exc) == ["template_id"]
-    assert "no templates" in exc.to_dict["errors"][0]["message"]
+    assert "does not name a template" in exc.to_dict["errors"][0]["message"]
     bad_address = {**body, "personalizations": [{"to": [{"email": "not an address"}]}]}
     assert error_fields(await refused(router, bad_address)) == ["personalizations.0.to.0.email"]
     bad_header = {**body, "headers": {"Bcc": "spy@example.org"}}

@@ -20,6 +20,7 @@ from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import EXCEPTION_HANDLERS as SENDGRID_EXCEPTION_HANDLERS
 from router.api.compat_sendgrid import SendGridController
 from router.api.compat_sendgrid_suppressions import SendGridSuppressionController
+from router.api.compat_sendgrid_templates import SendGridTemplateController
 from router.api.consent_records import ConsentRecordController
 from router.api.coupon_pools import CouponPoolController
 from router.api.dependencies import ApiDependencies, Injected
@@ -119,6 +120,7 @@ def create_app(runtime: Runtime) -> Litestar:
             line_webhook,
             SendGridController,
             SendGridSuppressionController,
+            SendGridTemplateController,
             SuppressionController,
             listmonk_postback,
             EventController,

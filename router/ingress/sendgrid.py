@@ -6,16 +6,20 @@ a subject and content) and either everything is taken or nothing is. Each recipi
 becomes one intent, so a member who is a linked LINE friend gets a LINE push instead of the
 email.
 
-What SendGrid does and the router cannot is refused with a clear error (templates,
-attachments, non-text content parts); what only changes how SendGrid itself tracks mail is
+What SendGrid does and the router cannot is refused with a clear error (attachments,
+non-text content parts); what only changes how SendGrid itself tracks mail is
 accepted and ignored (tracking_settings other than subscription tracking, mail_settings other
 than sandbox mode, batch_id, ip_pool_name). An unsubscribe group (`asm`) or subscription
 tracking makes the mail promotional, with the router's own unsubscribe link and opt-outs
 (docs/deliverability.md); without either it is transactional.
+
+A `template_id` names a template stored through `/v3/templates`; its active version is
+rendered for each personalization (router/ingress/sendgrid_templates.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -27,11 +31,14 @@ from uuid import uuid4
 
 import msgspec
 
-from router.content import Content, EmailContent, check_content
+from router.content import Content, EmailContent, LineContent, check_content
 from router.database import Connection
 from router.identifiers import InvalidIdentifier, normalize_email
+from router.ingress import sendgrid_templates
 from router.intake_port import AcceptIntents
 from router.intents import CUSTOM_ARGS_KEY, IntentRequest, IntentResult, Kind
+from router.store import email_templates
+from router.store.email_templates import Template, Version
 
 MAX_PERSONALIZATIONS = 1000
 MAX_RECIPIENTS = 1000
@@ -42,6 +49,7 @@ MAX_CUSTOM_ARGS_BYTES = 10_000
 MAX_SEND_AHEAD = timedelta(hours=72)
 MAX_SUBJECT_LENGTH = 998
 MAX_IDEMPOTENCY_KEY = 255
+MAX_TEMPLATE_ID = 64
 
 DOCS = "https://www.twilio.com/docs/sendgrid/api-reference/mail-send/errors"
 UNAUTHORIZED = "The provided authorization grant is invalid, expired, or revoked"
@@ -264,7 +272,8 @@ def _check_request(mail: MailSend, now: datetime) -> list[SendGridError]:
                 "from",
             )
         )
-    if not (mail.subject or all(p.subject for p in mail.personalizations)):
+    # A template's subject is known once it is rendered (`_templated`).
+    if not (mail.template_id or mail.subject or all(p.subject for p in mail.personalizations)):
         errors.append(
             _error(
                 "The subject is required. You can get around this requirement if you use a "
@@ -312,13 +321,8 @@ def _content_rules(mail: MailSend) -> list[SendGridError]:
     """The template or the content parts."""
     errors: list[SendGridError] = []
     if mail.template_id is not None:
-        errors.append(
-            _error(
-                "delivery-router has no templates: send the message itself in content[] "
-                "(text/plain and/or text/html) instead of a template_id.",
-                "template_id",
-            )
-        )
+        # Looked up among the stored templates when the request is submitted.
+        errors.extend(_template_id_rules(mail.template_id))
     elif not mail.content:
         errors.append(
             _error(
@@ -344,6 +348,12 @@ def _content_rules(mail: MailSend) -> list[SendGridError]:
                 )
             )
     return errors
+
+
+def _template_id_rules(template_id: str) -> list[SendGridError]:
+    if not template_id or len(template_id) > MAX_TEMPLATE_ID:
+        return [_error("The template_id must be a template's id.", "template_id")]
+    return []
 
 
 def _attachment_rules(mail: MailSend) -> list[SendGridError]:
@@ -463,16 +473,67 @@ class Conversion(msgspec.Struct, kw_only=True):
     fields: list[str]
 
 
-def convert(mail: MailSend, key: str | None, now: datetime) -> Conversion:
-    """Validate the whole request, then build one intent per recipient; raises `Invalid`."""
+class ChosenTemplate(msgspec.Struct, frozen=True):
+    """The stored template a request's `template_id` names, with its active version."""
+
+    template: Template | None
+    version: Version | None
+
+
+def _templated(
+    mail: MailSend, i: int, p: Personalization, chosen: ChosenTemplate, content: EmailContent
+) -> tuple[EmailContent, LineContent | None, list[SendGridError]]:
+    """One personalization's content from the template (errors name their field)."""
+    reason = sendgrid_templates.unusable(chosen.template, chosen.version)
+    if reason is not None or chosen.template is None or chosen.version is None:
+        return content, None, [_error(reason or "no template", "template_id")]
+    if chosen.template.generation == "legacy":
+        if p.dynamic_template_data is not None:
+            message = (
+                f"The template {chosen.template.id} is a legacy template: it takes "
+                "substitutions, not dynamic_template_data; use a dynamic (d-) template."
+            )
+            return content, None, [_error(message, "template_id")]
+        return sendgrid_templates.legacy_content(chosen.version, content), None, []
+    email, line, problems = sendgrid_templates.dynamic_content(
+        chosen.version,
+        content,
+        p.dynamic_template_data or {},
+        f"personalizations.{i}.dynamic_template_data",
+    )
+    errors = [_error(problem.message, problem.field) for problem in problems]
+    if not email.subject and not problems:
+        errors.append(
+            _error(
+                "The subject is required: the template's active version has none, and "
+                "neither the request nor this personalization gives one.",
+                "subject",
+            )
+        )
+    return email, line, errors
+
+
+def convert(
+    mail: MailSend, key: str | None, now: datetime, chosen: ChosenTemplate | None = None
+) -> Conversion:
+    """Validate the whole request, then build one intent per recipient; raises `Invalid`.
+    `chosen`: the template `template_id` names, as looked up by `submit`."""
     errors = _check_request(mail, now)
     recipients = _recipients(mail, errors)
     contents: list[EmailContent] = []
+    lines: list[LineContent | None] = []
     for i, p in enumerate(mail.personalizations):
         content = _email_content(mail, p)
-        if mail.content and mail.from_ is not None:
+        line = None
+        if chosen is not None and not errors:
+            content, line, problems = _templated(mail, i, p, chosen, content)
+            errors.extend(problems)
+            if problems:
+                break
+        if (mail.content or chosen is not None) and mail.from_ is not None:
             errors.extend(_content_errors(content, i, p))
         contents.append(content)
+        lines.append(line)
     if errors:
         raise Invalid(errors)
 
@@ -495,6 +556,8 @@ def convert(mail: MailSend, key: str | None, now: datetime) -> Conversion:
                 # A copy is a copy of the email: only the addressee is worth a LINE push.
                 route="prefer_line" if r.kind == "to" else "email_only",
                 email=contents[r.index],
+                # A template's LINE version is for the addressee, who may be a LINE friend.
+                line=lines[r.index] if r.kind == "to" else None,
                 idempotency_key=None if key is None else idempotency_key(key, r),
                 campaign=categories[0] if categories else None,
                 kind=kind,
@@ -570,7 +633,15 @@ async def submit(
     mail = decode(body)
     if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
         raise Invalid([_error(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters.")])
-    conversion = convert(mail, key, now)
+    chosen = None
+    if mail.template_id:
+        found = await email_templates.active_version(conn, mail.template_id)
+        chosen = ChosenTemplate(*found) if found is not None else ChosenTemplate(None, None)
+    if chosen is None:
+        conversion = convert(mail, key, now)
+    else:
+        # Rendering up to 1,000 personalizations takes a while: not on the event loop.
+        conversion = await asyncio.to_thread(convert, mail, key, now, chosen)
     if (
         mail.mail_settings
         and mail.mail_settings.sandbox_mode
