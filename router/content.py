@@ -82,8 +82,9 @@ MailboxList = Annotated[
 MIME_TYPE = r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(?:[ \t]*;[ \t]*[!-~]+)*$"
 """`type/subtype`, optionally with `; name=value` parameters; nothing that starts a new line."""
 MimeType = Annotated[str, documented(pattern=MIME_TYPE)]
-BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
-"""Base64 as encoders write it for an API (what `decoded_size` takes): no line breaks."""
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$"
+"""Base64 as encoders write it for an API (what `decoded_size` takes): not empty, no line
+breaks."""
 MAX_ATTACHMENT_BYTES = 30 * 1024 * 1024
 """The files of one email together, decoded: SendGrid's limit for a whole message."""
 ATTACHMENTS_TOO_LARGE = (
