@@ -9,21 +9,35 @@ mail composed per recipient (channels/email_compose.py: `[email] public_base_url
 signed unsubscribe link in List-Unsubscribe and in the footer of each part, quoted-printable)
 against the cached rendering, as "composed /s" and composed/router.
 
-Usage: python bench/email_render.py [--messages N]
+Two more contents: one message shown to several people (To and Cc named by the content, so
+the recipient's own To line is left out), and an invoice with a 100 KB PDF and an inline
+logo (channels/email_mime.py); for the latter the baseline renders the content whole per
+recipient (`content_bytes_of`, no cache).
+
+With --base DIR (default /work/base when it exists; '' to leave it out) the same script of the
+tree at DIR runs too, and each content both trees know is printed with the router and
+composed rates of both and their ratio (this/base): the plain paths must not get slower.
+
+Usage: python bench/email_render.py [--messages N] [--base DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import os
+import subprocess
+import sys
 import time
 import uuid
 from email.policy import SMTP
+from pathlib import Path
 
 from channels.base import Outbound
-from channels.email import RenderedContents, build_message
-from channels.email_compose import Composer
+from channels.email import RenderedContents, build_message, content_bytes_of
+from channels.email_compose import Composer, RecipientHead
 from router.config import EmailConfig
-from router.content import Content, EmailContent
+from router.content import Attachment, Content, EmailContent
 
 SENDER = "news@shop.example.jp"
 CONTENTS = {
@@ -34,6 +48,31 @@ CONTENTS = {
         html="<p>いつもご利用ありがとうございます。</p>" * 20,
         reply_to="support@shop.example.jp",
         headers={"List-Unsubscribe": "<https://shop.example.jp/u>"},
+    ),
+    "to+cc, 3 shown": EmailContent(
+        subject="Meeting on Friday",
+        text="See you at ten.\n" * 10,
+        to=["Yamada Taro <taro@example.jp>", "jiro@example.jp"],
+        cc=["鈴木花子 <hanako@example.jp>"],
+    ),
+    "invoice, 2 files": EmailContent(
+        subject="ご請求書",
+        text="請求書を添付しました。\n" * 10,
+        html='<p>請求書を添付しました。</p><img src="cid:logo">' * 10,
+        attachments=[
+            Attachment(
+                content=base64.b64encode(bytes(range(256)) * 400).decode(),
+                filename="請求書.pdf",
+                type="application/pdf",
+            ),
+            Attachment(
+                content=base64.b64encode(bytes(range(256)) * 8).decode(),
+                filename="logo.png",
+                type="image/png",
+                disposition="inline",
+                content_id="logo",
+            ),
+        ],
     ),
 }
 
@@ -58,10 +97,54 @@ def per_second(count: int, started: float) -> float:
     return count / (time.perf_counter() - started)
 
 
+def whole_per_recipient(message: Outbound, content: EmailContent) -> bytes:
+    """The baseline for contents with files: everything rendered for every recipient."""
+    _, head = RecipientHead(SENDER).render(message, not content.to)
+    return head + content_bytes_of(content, SENDER)
+
+
+def rates_of(output: str) -> dict[str, tuple[float, float | None]]:
+    """`content -> (router /s, composed /s or None)` from this script's table (an older
+    one has no composed column)."""
+    rates: dict[str, tuple[float, float | None]] = {}
+    for line in output.splitlines()[1:]:
+        numbers = [float(n.replace(",", "").rstrip("x")) for n in line[20:].split()]
+        if len(numbers) >= 3:
+            rates[line[:20].strip()] = (numbers[1], numbers[3] if len(numbers) > 3 else None)
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
-    count = parser.parse_args().messages
+    parser.add_argument("--base", default="/work/base" if Path("/work/base").is_dir() else "")
+    args = parser.parse_args()
+    count = args.messages
+    table = run_table(count)
+    print(table)
+    if args.base:
+        base = Path(args.base)
+        env = {**os.environ, "PYTHONPATH": str(base)}
+        script = base / "bench" / "email_render.py"
+        command = [sys.executable, str(script), "--messages", str(count)]
+        if "--base" in script.read_text():
+            command += ["--base", ""]
+        other = subprocess.run(
+            command, cwd=base, env=env, capture_output=True, text=True, check=True
+        ).stdout
+        ours, theirs = rates_of(table), rates_of(other)
+        print(f"\nagainst {base} (same run): router /s and composed /s, this tree and base")
+        print(
+            f"{'content':<20}{'router':>10}{'base':>10}{'ratio':>7}{'composed':>10}{'base':>10}{'ratio':>7}"
+        )
+        for name in [n for n in ours if n in theirs]:
+            (r, c), (br, bc) = ours[name], theirs[name]
+            composed = "" if c is None or bc is None else f"{c:>10,.0f}{bc:>10,.0f}{c / bc:>7.2f}"
+            print(f"{name:<20}{r:>10,.0f}{br:>10,.0f}{r / br:>7.2f}{composed}")
+
+
+def run_table(count: int) -> str:
+    lines: list[str] = []
     composer = Composer(
         EmailConfig(
             host="127.0.0.1",
@@ -73,15 +156,19 @@ def main() -> None:
             sender_postal_address="東京都千代田区外神田1-1-1",
         )
     )
-    print(
+    lines.append(
         f"{'content':<20}{'baseline /s':>14}{'router /s':>12}{'ratio':>8}"
         f"{'composed /s':>14}{'composed/router':>17}"
     )
     for name, content in CONTENTS.items():
         batch = deliveries(content, count)
         started = time.perf_counter()
-        for message in batch:
-            build_message(message, content, SENDER).as_bytes(policy=SMTP)
+        if content.attachments:
+            for message in batch:
+                whole_per_recipient(message, content)
+        else:
+            for message in batch:
+                build_message(message, content, SENDER).as_bytes(policy=SMTP)
         baseline = per_second(count, started)
         rendered = RenderedContents(SENDER)
         started = time.perf_counter()
@@ -93,10 +180,11 @@ def main() -> None:
             composer.render(message, content)
             composer.envelope_sender(message)
         composed = per_second(count, started)
-        print(
+        lines.append(
             f"{name:<20}{baseline:>14,.0f}{ours:>12,.0f}{ours / baseline:>7.0f}x"
             f"{composed:>14,.0f}{composed / ours:>17.2f}"
         )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.policy import SMTP
 from email.utils import formatdate
 from typing import Literal
@@ -43,12 +43,14 @@ from channels.base import (
 )
 from channels.dkim import DkimSigner, load_signer
 from channels.email_compose import (
+    MAX_CACHED_BYTES,
     Composer,
     RecipientHead,
     header_part,
     message_id_domain,
     without_tags,
 )
+from channels.email_mime import add_other_parts, wrapping
 from channels.smtp_bounces import Stage, enhanced_status, hard_bounce, reply_detail
 from channels.smtp_exchange import content_bytes, transact
 from router.config import Config, EmailConfig
@@ -118,14 +120,21 @@ def message_id(delivery_id: object, from_address: str) -> str:
 def build_message(message: Outbound, email: EmailContent, default_from: str) -> EmailMessage:
     """The whole message as one EmailMessage (the reference the cached rendering matches)."""
     msg = _content_part(email, default_from)
-    msg["To"] = message.address
+    if not email.to:
+        msg["To"] = message.address
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = message_id(message.delivery_id, default_from)
     return msg
 
 
 def _content_part(email: EmailContent, default_from: str) -> EmailMessage:
+    """The headers and the text (without files: `content_bytes_of` wraps those around it)."""
     msg = header_part(email, default_from)
+    _set_text(msg, email)
+    return msg
+
+
+def _set_text(msg: EmailMessage | MIMEPart, email: EmailContent) -> None:
     if email.text is not None:
         msg.set_content(email.text)
         if email.html is not None:
@@ -133,7 +142,29 @@ def _content_part(email: EmailContent, default_from: str) -> EmailMessage:
     else:
         assert email.html is not None
         msg.set_content(email.html, subtype="html")
-    return msg
+    add_other_parts(msg, email.other_parts)
+
+
+def content_bytes_of(email: EmailContent, default_from: str) -> bytes:
+    """The content rendered once: headers (but To, Date, Message-ID unless the content
+    names its To), MIME structure and body, files included."""
+    wrapped = wrapping(email.attachments)
+    if wrapped is None:
+        return _content_part(email, default_from).as_bytes(policy=SMTP)
+    head = header_part(email, default_from).as_bytes(policy=SMTP)[:-2]  # less the blank line
+    body = MIMEPart()
+    _set_text(body, email)
+    return b"".join(
+        (
+            head,
+            b"MIME-Version: 1.0\r\n",
+            wrapped.content_type,
+            b"\r\n",
+            wrapped.opening,
+            body.as_bytes(policy=SMTP),
+            wrapped.closing,
+        )
+    )
 
 
 class RenderedContents:
@@ -152,11 +183,12 @@ class RenderedContents:
         """The Message-ID and the message's bytes for this delivery."""
         body = self._items.get(message.content_id)
         if body is None:
-            body = _content_part(without_tags(email), self._default_from).as_bytes(policy=SMTP)
-            self._items[message.content_id] = body
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
-        mid, head = self._heads.render(message)
+            body = content_bytes_of(without_tags(email), self._default_from)
+            if len(body) <= MAX_CACHED_BYTES:
+                self._items[message.content_id] = body
+                if len(self._items) > self._size:
+                    self._items.popitem(last=False)
+        mid, head = self._heads.render(message, not email.to)
         return mid, head + body
 
 

@@ -24,8 +24,10 @@ from email.utils import formatdate
 from pathlib import Path
 
 import jinja2
+import msgspec
 
 from channels.base import Outbound
+from channels.email_mime import other_part_type, wrapping
 from router.config import ConfigError, EmailConfig
 from router.content import EmailContent
 from router.deliverability.secret import token_secret
@@ -57,6 +59,10 @@ DEFAULT_FOOTER_HTML = """\
 {% endif %}<p><a href="{{ unsubscribe_url }}">配信停止はこちら / Unsubscribe</a></p>
 </div>
 """
+MAX_CACHED_BYTES = 256 * 1024
+"""A rendering kept for the next recipient is at most this large (files make it larger): the
+cache of 256 contents stays small, and a large file is encoded again per recipient."""
+
 # Stands for the URL while a footer template renders; split on afterwards. Characters no
 # template escapes (HTML autoescaping leaves it alone) and no sender field holds.
 _URL_MARK = "\x00unsubscribe-url\x00"
@@ -76,10 +82,14 @@ class RecipientHead:
             self._date = (second, formatdate(second, localtime=False, usegmt=True))
         return self._date[1]
 
-    def render(self, message: Outbound) -> tuple[str, bytes]:
-        """The Message-ID and the lines."""
+    def render(self, message: Outbound, own_to: bool = True) -> tuple[str, bytes]:
+        """The Message-ID and the lines; no To when the content names whom it shows
+        (`own_to` false: one message to several people, written with the content)."""
         mid = f"<{message.delivery_id}@{self._domain}>"
-        head = f"To: {message.address}\r\nDate: {self._date_now()}\r\nMessage-ID: {mid}\r\n"
+        if own_to:
+            head = f"To: {message.address}\r\nDate: {self._date_now()}\r\nMessage-ID: {mid}\r\n"
+        else:
+            head = f"Date: {self._date_now()}\r\nMessage-ID: {mid}\r\n"
         return mid, head.encode("ascii")
 
 
@@ -90,12 +100,17 @@ def message_id_domain(from_address: str) -> str:
 def header_part(
     email: EmailContent, default_from: str, leave_out: frozenset[str] = frozenset()
 ) -> EmailMessage:
-    """From, Subject, Reply-To and the caller's headers (less `leave_out`, lower case)."""
+    """From, Subject, Reply-To, the To and Cc shown when the content names them, and the
+    caller's headers (less `leave_out`, lower case)."""
     msg = EmailMessage()
     msg["From"] = email.from_address or default_from
     msg["Subject"] = email.subject
     if email.reply_to:
         msg["Reply-To"] = email.reply_to
+    if email.to:
+        msg["To"] = ", ".join(email.to)
+    if email.cc:
+        msg["Cc"] = ", ".join(email.cc)
     for name, value in email.headers.items():
         if name.lower() not in leave_out:
             msg[name] = value
@@ -110,13 +125,10 @@ def without_tags(email: EmailContent) -> EmailContent:
     """The content with its unsubscribe tags removed: mail with no link to give them."""
     if not has_tag(email):
         return email
-    return EmailContent(
-        subject=email.subject,
+    return msgspec.structs.replace(
+        email,
         text=None if email.text is None else _TAG.sub("", email.text),
         html=None if email.html is None else _TAG.sub("", email.html),
-        from_address=email.from_address,
-        reply_to=email.reply_to,
-        headers=email.headers,
     )
 
 
@@ -173,8 +185,9 @@ def _joined(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
 
 
 _PART_HEADERS = (
-    'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n'
+    'Content-Type: {}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n'
 )
+_OTHER_PART_HEADERS = "Content-Type: {}\r\nContent-Transfer-Encoding: quoted-printable\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +220,7 @@ class _Prepared:
     parts: tuple[_Part, ...]
     tail: bytes
     list_headers: bool
+    own_to: bool  # the recipient's own To line: the content names no To of its own
 
 
 class Composer:
@@ -252,14 +266,15 @@ class Composer:
             prepared = self._items[key]
         except KeyError:
             prepared = self._prepare(email, promotional)
-            self._items[key] = prepared
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
+            if prepared is None or len(prepared.tail) <= MAX_CACHED_BYTES:
+                self._items[key] = prepared
+                if len(self._items) > self._size:
+                    self._items.popitem(last=False)
         if prepared is None:
             return None
         token = unsubscribe_token(self._key(), self._unsubscribe(message))
         url = f"{self._base_url}/u/{token}"
-        mid, head = self._heads.render(message)
+        mid, head = self._heads.render(message, prepared.own_to)
         out = [head]
         if prepared.list_headers:
             out.append(self._list_headers(url, token))
@@ -314,11 +329,25 @@ class Composer:
         headers = header_part(email, self._from, LIST_HEADERS if promotional else frozenset())
         head = headers.as_bytes(policy=SMTP)[:-2]  # less the blank line: MIME headers follow
         head += b"MIME-Version: 1.0\r\n"
-        found = [(p, is_html) for p, is_html in ((text, False), (markup, True)) if p is not None]
+        # Each text's part headers; the extra alternatives have no URL in them.
+        found = [
+            (p, is_html, _PART_HEADERS.format("text/html" if is_html else "text/plain"))
+            for p, is_html in ((text, False), (markup, True))
+            if p is not None
+        ]
+        found += [
+            ((_ended(o.value),), False, _OTHER_PART_HEADERS.format(other_part_type(o)))
+            for o in email.other_parts
+        ]
+        tail = b""
+        if (wrapped := wrapping(email.attachments)) is not None:
+            head += wrapped.content_type + b"\r\n" + wrapped.opening
+            tail = wrapped.closing
+        own_to = not email.to
         if len(found) == 1:
-            pieces, is_html = found[0]
-            head += _PART_HEADERS.format("html" if is_html else "plain").encode("ascii") + b"\r\n"
-            return _Prepared(head, (_Part.of(b"", pieces, is_html),), b"", promotional)
+            pieces, is_html, part_headers = found[0]
+            head += part_headers.encode() + b"\r\n"
+            return _Prepared(head, (_Part.of(b"", pieces, is_html),), tail, promotional, own_to)
         # "=_" never occurs in quoted-printable text ("=" is always "=3D" there).
         boundary = "=_" + secrets.token_hex(12)
         head += f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode()
@@ -328,14 +357,15 @@ class Composer:
             _Part.of(
                 (b"" if i == 0 else b"\r\n")
                 + f"--{boundary}\r\n".encode()
-                + _PART_HEADERS.format("html" if is_html else "plain").encode()
+                + part_headers.encode()
                 + b"\r\n",
                 pieces,
                 is_html,
             )
-            for i, (pieces, is_html) in enumerate(found)
+            for i, (pieces, is_html, part_headers) in enumerate(found)
         )
-        return _Prepared(head, parts, f"\r\n--{boundary}--\r\n".encode(), promotional)
+        tail = f"\r\n--{boundary}--\r\n".encode() + tail
+        return _Prepared(head, parts, tail, promotional, own_to)
 
 
 def _ended(text: str) -> str:

@@ -6,9 +6,10 @@ to many members is one row, and deliveries that share it can be sent together.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import re
-from email.utils import parseaddr
+from email.utils import getaddresses, parseaddr
 from typing import Annotated, ClassVar, Literal
 
 import msgspec
@@ -70,6 +71,63 @@ Mailbox = Annotated[
 ]
 
 
+MailboxList = Annotated[
+    str,
+    documented(
+        format="mailbox",
+        description="One or more addresses, each an address or `Name <address>`, separated by"
+        " commas (RFC 5322 address list), on one line",
+    ),
+]
+MIME_TYPE = r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(?:[ \t]*;[ \t]*[!-~]+)*$"
+"""`type/subtype`, optionally with `; name=value` parameters; nothing that starts a new line."""
+MimeType = Annotated[str, documented(pattern=MIME_TYPE)]
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$"
+"""Base64 as encoders write it for an API (what `decoded_size` takes): not empty, no line
+breaks."""
+MAX_ATTACHMENT_BYTES = 30 * 1024 * 1024
+"""The files of one email together, decoded: SendGrid's limit for a whole message."""
+ATTACHMENTS_TOO_LARGE = (
+    f"The attachments of one email may total at most 30 MB ({MAX_ATTACHMENT_BYTES:,} bytes"
+    " decoded)."
+)
+
+
+class Attachment(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A file sent with the email as given: inline ones (with a `content_id` the HTML refers
+    to as `cid:`) beside the text in multipart/related, the others in multipart/mixed."""
+
+    content: Annotated[
+        str,
+        documented(
+            minLength=1,
+            pattern=BASE64,
+            description="The file's bytes in base64 (RFC 4648, padded, without line breaks)",
+        ),
+    ]
+    filename: Annotated[str, documented(minLength=1, pattern=ONE_LINE)]
+    type: Annotated[
+        str | None,
+        documented(pattern=MIME_TYPE, description="Its MIME type; application/octet-stream"),
+    ] = None
+    disposition: Literal["attachment", "inline"] = "attachment"
+    content_id: Annotated[
+        str | None,
+        documented(
+            pattern=r"^[!-;=?-~]+$",
+            description="The Content-ID (without angle brackets); required when inline",
+        ),
+    ] = None
+
+
+class BodyPart(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One more alternative of the body (text/calendar, text/x-amp-html, ...), sent after the
+    text and HTML parts in the order given."""
+
+    type: MimeType
+    value: str
+
+
 class EmailContent(
     msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, gc=False
 ):
@@ -77,8 +135,28 @@ class EmailContent(
     text: str | None = None
     html: str | None = None
     from_address: Mailbox | None = msgspec.field(default=None, name="from")
-    reply_to: Mailbox | None = None
+    reply_to: MailboxList | None = None
     headers: dict[HeaderName, HeaderValue] = msgspec.field(default_factory=dict)
+    to: Annotated[
+        list[Mailbox],
+        msgspec.Meta(
+            description="The To: header every recipient sees (one message to several people);"
+            " empty: the recipient's own address. It is display only: the email goes to the"
+            " intent's recipient alone"
+        ),
+    ] = msgspec.field(default_factory=list)
+    cc: Annotated[
+        list[Mailbox],
+        msgspec.Meta(description="The Cc: header every recipient sees; display only"),
+    ] = msgspec.field(default_factory=list)
+    other_parts: list[BodyPart] = msgspec.field(default_factory=list)
+    attachments: Annotated[
+        list[Attachment],
+        msgspec.Meta(
+            description="Files, at most 30 MB together decoded. Under `prefer_line` an intent"
+            " with attachments goes by email as well as to a LINE friend"
+        ),
+    ] = msgspec.field(default_factory=list)
 
     alternatives: ClassVar[tuple[Alternatives, ...]] = (
         Alternatives(("text", "html"), "give text, html or both"),
@@ -154,8 +232,19 @@ def check_content(content: Content, prefix: str = "") -> list[FieldError]:
         for rule in unmet(email):
             errors.append(FieldError(f"{prefix}email", rule.message))
         for name, field in (("from", email.from_address), ("reply_to", email.reply_to)):
-            if field is not None and (reason := _address_problem(field)):
+            if field is not None and (reason := _address_problem(field, name == "reply_to")):
                 errors.append(FieldError(f"{prefix}email.{name}", reason))
+        for name, mailboxes in (("to", email.to), ("cc", email.cc)):
+            for n, mailbox in enumerate(mailboxes):
+                if reason := _address_problem(mailbox):
+                    errors.append(FieldError(f"{prefix}email.{name}[{n}]", reason))
+        for n, part in enumerate(email.other_parts):
+            if not re.fullmatch(MIME_TYPE, part.type) or "\n" in part.type:
+                errors.append(FieldError(f"{prefix}email.other_parts[{n}].type", "not a MIME type"))
+        for file in attachment_problems(email.attachments):
+            errors.append(
+                FieldError(f"{prefix}email.attachments[{file.index}]{file.field}", file.message)
+            )
         for name, value in email.headers.items():
             if not _FIELD_NAME.fullmatch(name):
                 errors.append(FieldError(f"{prefix}email.headers", f"bad header name {name!r}"))
@@ -175,12 +264,81 @@ def check_content(content: Content, prefix: str = "") -> list[FieldError]:
     return errors
 
 
-def _address_problem(value: str) -> str | None:
+def _address_problem(value: str, several: bool = False) -> str | None:
     if "\r" in value or "\n" in value:
         return "line breaks are not allowed"
-    _, address = parseaddr(value)
-    try:
-        normalize_email(address)
-    except InvalidIdentifier as exc:
-        return str(exc)
+    addresses = [a for _, a in getaddresses([value])] if several else [parseaddr(value)[1]]
+    for address in addresses or [""]:
+        try:
+            normalize_email(address)
+        except InvalidIdentifier as exc:
+            return str(exc)
     return None
+
+
+class AttachmentProblem(msgspec.Struct, frozen=True):
+    """`field`: `""` for the attachment as a whole, else `.content`, `.filename`, ..."""
+
+    index: int
+    field: str
+    message: str
+
+
+_CONTENT_ID = re.compile(r"[!-;=?-~]+")
+
+
+def attachment_problems(attachments: list[Attachment]) -> list[AttachmentProblem]:
+    """What SendGrid refuses in attachments: content that is not base64, no filename, an
+    inline file without a content_id, and more than 30 MB of files in one message."""
+    problems: list[AttachmentProblem] = []
+    total = 0
+    for n, a in enumerate(attachments):
+        size = decoded_size(a.content)
+        if not a.content:
+            problems.append(AttachmentProblem(n, ".content", "The attachment content is required."))
+        elif size is None:
+            problems.append(
+                AttachmentProblem(n, ".content", "The attachment content must be base64 encoded.")
+            )
+        if size is not None:
+            total += size
+        if not a.filename:
+            problems.append(
+                AttachmentProblem(n, ".filename", "The attachment filename parameter is required.")
+            )
+        elif "\r" in a.filename or "\n" in a.filename:
+            problems.append(AttachmentProblem(n, ".filename", "line breaks are not allowed"))
+        if a.type is not None and not re.fullmatch(MIME_TYPE, a.type):
+            problems.append(
+                AttachmentProblem(n, ".type", "The attachment type must be a MIME type.")
+            )
+        if a.disposition == "inline" and not a.content_id:
+            problems.append(
+                AttachmentProblem(
+                    n,
+                    ".content_id",
+                    "The content_id parameter is required if the disposition is set to inline.",
+                )
+            )
+        if a.content_id is not None and not _CONTENT_ID.fullmatch(a.content_id):
+            problems.append(
+                AttachmentProblem(
+                    n, ".content_id", "The content_id may hold printable ASCII but <, > and spaces."
+                )
+            )
+        if total > MAX_ATTACHMENT_BYTES:
+            problems.append(AttachmentProblem(n, "", ATTACHMENTS_TOO_LARGE))
+            break
+    return problems
+
+
+def decoded_size(content: str) -> int | None:
+    """The size of base64 `content` decoded, or None when it is not `BASE64`: whole groups
+    of four, padding only at the end, nothing but the alphabet (what strict decoding holds
+    to)."""
+    if len(content) % 4:
+        return None
+    try:
+        return len(binascii.a2b_base64(content, strict_mode=True))
+    except (binascii.Error, ValueError):
+        return None

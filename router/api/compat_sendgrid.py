@@ -163,7 +163,9 @@ class SendGridController(Controller):
         status_code=202,
         summary="SendGrid v3 Mail Send, delivered as one intent per recipient",
         description="SendGrid's request body and error shape. Each `to` recipient becomes an "
-        "intent routed `prefer_line`; cc and bcc recipients get the email only. 202 with an "
+        "intent routed `prefer_line`; cc and bcc recipients get the email only. Every copy of "
+        "a personalization shows its To and Cc (bcc hidden); attachments are sent as given, "
+        "and a LINE friend gets them by email as well. 202 with an "
         "empty body and `X-Message-Id`. As with SendGrid, every request is a send (the same "
         "body twice is two emails); with an `Idempotency-Key` header a retry under the same "
         "key is answered with the first one's `X-Message-Id` without sending again, and the "

@@ -51,13 +51,16 @@ def _string_schema(t: msgspec.inspect.Type) -> Schema | None:
     if not isinstance(t, msgspec.inspect.StrType):
         return None
     pattern = t.pattern or extra.get("pattern")
-    if pattern is None and t.min_length is None and t.max_length is None:
+    # A format the router names itself ("mailbox"), which OpenAPIFormat does not list.
+    named_format: Any = extra.get("format")
+    if pattern is None and named_format is None and t.min_length is None and t.max_length is None:
         return None
     return Schema(
         type=OpenAPIType.STRING,
         pattern=pattern,
         min_length=t.min_length,
         max_length=t.max_length,
+        format=named_format,
     )
 
 
@@ -74,7 +77,7 @@ def _complete(prop: Schema | Reference, t: msgspec.inspect.Type) -> None:
     ):
         for arm in prop.one_of or [prop]:
             if isinstance(arm, Schema) and isinstance(arm.items, Schema):
-                for name in ("pattern", "min_length", "max_length"):
+                for name in ("pattern", "min_length", "max_length", "format"):
                     if (value := getattr(item_limits, name)) is not None:
                         setattr(arm.items, name, value)
         return

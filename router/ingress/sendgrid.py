@@ -6,15 +6,14 @@ a subject and content) and either everything is taken or nothing is. Each recipi
 becomes one intent, so a member who is a linked LINE friend gets a LINE push instead of the
 email.
 
-What SendGrid does and the router cannot is refused with a clear error (attachments,
-non-text content parts); what only changes how SendGrid itself tracks mail is
-accepted and ignored (tracking_settings other than subscription tracking, mail_settings other
-than sandbox mode, batch_id, ip_pool_name). An unsubscribe group (`asm`) or subscription
-tracking makes the mail promotional, with the router's own unsubscribe link and opt-outs
-(docs/deliverability.md); without either it is transactional.
-
+A personalization stays one message: every copy shows its To and Cc (bcc hidden), files go
+as given, and an intent with files reaches a LINE friend by email as well (docs/sendgrid.md).
 A `template_id` names a template stored through `/v3/templates`; its active version is
-rendered for each personalization (router/ingress/sendgrid_templates.py).
+rendered for each personalization (router/ingress/sendgrid_templates.py). What only changes
+how SendGrid itself tracks mail is accepted and ignored (tracking_settings other than
+subscription tracking, mail_settings other than sandbox mode, ip_pool_name). An unsubscribe
+group (`asm`) or subscription tracking makes the mail promotional, with the router's own
+unsubscribe link and opt-outs (docs/deliverability.md); without either it is transactional.
 """
 
 from __future__ import annotations
@@ -31,7 +30,17 @@ from uuid import uuid4
 
 import msgspec
 
-from router.content import Content, EmailContent, LineContent, check_content
+from router.content import (
+    ATTACHMENTS_TOO_LARGE,
+    MIME_TYPE,
+    BodyPart,
+    Content,
+    EmailContent,
+    LineContent,
+    attachment_problems,
+    check_content,
+)
+from router.content import Attachment as FileAttachment
 from router.database import Connection
 from router.identifiers import InvalidIdentifier, normalize_email
 from router.ingress import sendgrid_templates
@@ -50,6 +59,7 @@ MAX_SEND_AHEAD = timedelta(hours=72)
 MAX_SUBJECT_LENGTH = 998
 MAX_IDEMPOTENCY_KEY = 255
 MAX_TEMPLATE_ID = 64
+MAX_REPLY_TO_LIST = 1000
 
 DOCS = "https://www.twilio.com/docs/sendgrid/api-reference/mail-send/errors"
 UNAUTHORIZED = "The provided authorization grant is invalid, expired, or revoked"
@@ -88,8 +98,10 @@ class ContentPart(msgspec.Struct, kw_only=True):
 
 
 class Attachment(msgspec.Struct, kw_only=True):
-    content: str
-    filename: str
+    """Content and filename are required; their absence is answered as SendGrid words it."""
+
+    content: str | None = None
+    filename: str | None = None
     type: str | None = None
     disposition: str | None = None
     content_id: str | None = None
@@ -331,12 +343,15 @@ def _content_rules(mail: MailSend) -> list[SendGridError]:
                 "content",
             )
         )
+    ranks = [_CONTENT_RANK.get(part.type.lower(), 2) for part in mail.content]
+    if ranks != sorted(ranks):
+        errors.append(_error(CONTENT_ORDER, "content"))
     for k, part in enumerate(mail.content):
-        if part.type not in ("text/plain", "text/html"):
+        if not re.fullmatch(MIME_TYPE, part.type):
             errors.append(
                 _error(
-                    "delivery-router sends text/plain and text/html content only; "
-                    f"{part.type} cannot be delivered.",
+                    f"The content type must be a MIME type such as text/plain; {part.type!r} is"
+                    " not one.",
                     f"content.{k}.type",
                 )
             )
@@ -356,26 +371,70 @@ def _template_id_rules(template_id: str) -> list[SendGridError]:
     return []
 
 
+CONTENT_ORDER = (
+    "If present, text/plain must be first, followed by text/html, followed by any other content."
+)
+_CONTENT_RANK = {"text/plain": 0, "text/html": 1}
+
+
 def _attachment_rules(mail: MailSend) -> list[SendGridError]:
     """Files and inline images."""
     errors: list[SendGridError] = []
-    if mail.attachments:
-        errors.append(
-            _error(
-                "delivery-router does not send attachments; link to the file instead.",
-                "attachments",
+    for n, a in enumerate(mail.attachments):
+        if a.disposition not in (None, "attachment", "inline"):
+            errors.append(
+                _error(
+                    'The disposition of an attachment can be either "inline" or "attachment".',
+                    f"attachments.{n}.disposition",
+                )
             )
-        )
+        if a.content is None:
+            errors.append(_error("The attachment content is required.", f"attachments.{n}.content"))
+        if a.filename is None:
+            errors.append(
+                _error(
+                    "The attachment filename parameter is required.", f"attachments.{n}.filename"
+                )
+            )
+    for problem in attachment_problems(_attachments(mail)):
+        errors.append(_error(problem.message, f"attachments.{problem.index}{problem.field}"))
     return errors
+
+
+def _attachments(mail: MailSend) -> list[FileAttachment]:
+    return [
+        FileAttachment(
+            content=a.content or "",
+            filename=a.filename if a.filename is not None else "-",
+            type=a.type,
+            disposition="inline" if a.disposition == "inline" else "attachment",
+            content_id=a.content_id,
+        )
+        for a in mail.attachments
+    ]
 
 
 def _reply_to_rules(mail: MailSend) -> list[SendGridError]:
     """Where replies go."""
     errors: list[SendGridError] = []
-    if len(mail.reply_to_list) > 1:
+    if mail.reply_to is not None and mail.reply_to_list:
         errors.append(
-            _error("delivery-router sends one Reply-To address; give reply_to.", "reply_to_list")
+            _error(
+                "The reply_to and reply_to_list parameters are mutually exclusive; give one.",
+                "reply_to_list",
+            )
         )
+    if len(mail.reply_to_list) > MAX_REPLY_TO_LIST:
+        errors.append(
+            _error(f"reply_to_list holds at most {MAX_REPLY_TO_LIST} addresses.", "reply_to_list")
+        )
+    for n, a in enumerate(mail.reply_to_list):
+        try:
+            normalize_email(a.email)
+        except InvalidIdentifier as exc:
+            errors.append(
+                _error(f"Does not contain a valid address: {exc}.", f"reply_to_list.{n}.email")
+            )
     return errors
 
 
@@ -412,37 +471,65 @@ def _mailbox(address: Address) -> str:
         return email
 
 
-def _email_content(mail: MailSend, p: Personalization) -> EmailContent:
-    text = next((c.value for c in mail.content if c.type == "text/plain"), None)
-    html = next((c.value for c in mail.content if c.type == "text/html"), None)
+def _email_content(
+    mail: MailSend, p: Personalization, attachments: list[FileAttachment]
+) -> EmailContent:
+    text = next((c.value for c in mail.content if c.type.lower() == "text/plain"), None)
+    html = next((c.value for c in mail.content if c.type.lower() == "text/html"), None)
     subject = p.subject or mail.subject or ""
 
     def fill(value: str | None) -> str | None:
         return substitute(substitute(value, p.substitutions), mail.sections)
 
     sender = p.from_ or mail.from_
-    reply_to = mail.reply_to or (mail.reply_to_list[0] if mail.reply_to_list else None)
+    reply_to = [mail.reply_to] if mail.reply_to is not None else mail.reply_to_list
     return EmailContent(
         subject=fill(subject) or subject,
         text=fill(text),
         html=fill(html),
         from_address=_mailbox(sender) if sender is not None else None,
-        reply_to=_mailbox(reply_to) if reply_to is not None else None,
+        reply_to=", ".join(_mailbox(a) for a in reply_to) if reply_to else None,
         headers={**mail.headers, **p.headers},
+        to=_shown_to(p),
+        cc=[_mailbox(a) for a in p.cc],
+        other_parts=[
+            BodyPart(type=c.type, value=fill(c.value) or "")
+            for c in mail.content
+            if c.type.lower() not in _CONTENT_RANK
+        ],
+        attachments=attachments,
     )
 
 
-def _content_errors(content: EmailContent, i: int, p: Personalization) -> list[SendGridError]:
+def _shown_to(p: Personalization) -> list[str]:
+    """The personalization's To: header, for every copy of its message. One bare address
+    with no copies is what each recipient's own To: says already: left out, so such
+    personalizations with the same body share one stored content."""
+    if len(p.to) == 1 and not p.to[0].name and not p.cc and not p.bcc:
+        return []
+    return [_mailbox(a) for a in p.to]
+
+
+def _content_errors(
+    content: EmailContent, i: int, p: Personalization, mail_reply_to: bool
+) -> list[SendGridError]:
     """The router's own content rules (header safety, addresses), named as SendGrid names them."""
     mapped: list[SendGridError] = []
     for problem in check_content(Content(email=content)):
         name = problem.field.removeprefix("email").lstrip(".")
-        if name.startswith("headers"):
+        if name.startswith("attachments"):
+            continue  # the door's own attachment rules named these already
+        if name.startswith(("to[", "cc[")):
+            kind, _, rest = name.partition("[")
+            field = f"personalizations.{i}.{kind}.{rest.partition(']')[0]}.email"
+        elif name.startswith("other_parts"):
+            field = "content"
+        elif name.startswith("headers"):
             field = f"personalizations.{i}.headers" if p.headers else "headers"
         elif name == "from":
             field = f"personalizations.{i}.from.email" if p.from_ else "from.email"
         elif name == "reply_to":
-            field = "reply_to.email"
+            field = "reply_to.email" if mail_reply_to else "reply_to_list"
         elif name == "subject":
             field = f"personalizations.{i}.subject" if p.subject else "subject"
         else:
@@ -520,10 +607,11 @@ def convert(
     `chosen`: the template `template_id` names, as looked up by `submit`."""
     errors = _check_request(mail, now)
     recipients = _recipients(mail, errors)
+    attachments = _attachments(mail)
     contents: list[EmailContent] = []
     lines: list[LineContent | None] = []
     for i, p in enumerate(mail.personalizations):
-        content = _email_content(mail, p)
+        content = _email_content(mail, p, attachments)
         line = None
         if chosen is not None and not errors:
             content, line, problems = _templated(mail, i, p, chosen, content)
@@ -531,11 +619,12 @@ def convert(
             if problems:
                 break
         if (mail.content or chosen is not None) and mail.from_ is not None:
-            errors.extend(_content_errors(content, i, p))
+            errors.extend(_content_errors(content, i, p, mail.reply_to is not None))
         contents.append(content)
         lines.append(line)
     if errors:
-        raise Invalid(errors)
+        too_large = any(e.message == ATTACHMENTS_TOO_LARGE for e in errors)
+        raise Invalid(errors, 413 if too_large else 400)
 
     sg_message_id = message_id("key:" + key if key is not None else "request:" + uuid4().hex)
     categories = list(dict.fromkeys(mail.categories))

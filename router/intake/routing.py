@@ -62,6 +62,15 @@ def plan(
     return plan_by_reach(route, lambda c: c.unreachable(reach), content, routes, configured, kind)
 
 
+def effective_route(route: Route, content: Content) -> Route:
+    """The route an intent is planned on. Files (an invoice, a ticket) cannot go in a LINE
+    text, so an email with attachments under `prefer_line` goes by email as well as to a
+    LINE friend: `both`."""
+    if route == "prefer_line" and content.email is not None and content.email.attachments:
+        return "both"
+    return route
+
+
 def plan_by_reach(
     route: Route,
     unreachable: Callable[[ChannelDescriptor], str | None],
@@ -72,6 +81,7 @@ def plan_by_reach(
 ) -> Plan | Unroutable:
     """`plan`, with who the channels reach given as `unreachable` (why a channel does not
     reach the recipient, or None): the same rules decide a campaign's routing table in SQL."""
+    route = effective_route(route, content)
     ranked = routes.ranked(route)
     if route in EVERY_CHANNEL:
         why = {c.name: _why_not(c, unreachable, content, configured, kind) for c in ranked}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from channels.base import ChannelDescriptor
 from router.content import Content
-from router.intake.routing import Plan, Routes, plan_by_reach
+from router.intake.routing import Plan, Routes, effective_route, plan_by_reach
 from router.intents import Kind, Route
 
 MAX_CHANNELS = 8
@@ -58,7 +58,7 @@ def routing_sql(
     """`refusals`: per channel, SQL over `members m` yielding why the channel may not carry
     this campaign to the member although it reaches them (NULL: it may)."""
     refusals = refusals or {}
-    ranked: tuple[ChannelDescriptor, ...] = routes.ranked(route)
+    ranked: tuple[ChannelDescriptor, ...] = routes.ranked(effective_route(route, content))
     if len(ranked) > MAX_CHANNELS:
         raise ValueError(f"route {route!r} has more than {MAX_CHANNELS} channels")
     decisions: list[Plan | None] = []
