@@ -18,6 +18,8 @@ from router.api.auth import auth_middleware_factory
 from router.api.campaigns import CampaignController
 from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import SendGridController
+from router.api.compat_sendgrid_batches import SendGridBatchController
+from router.api.compat_sendgrid_groups import SendGridGroupController
 from router.api.compat_sendgrid_suppressions import SendGridSuppressionController
 from router.api.consent_records import ConsentRecordController
 from router.api.coupon_pools import CouponPoolController
@@ -118,6 +120,8 @@ def create_app(runtime: Runtime) -> Litestar:
             line_webhook,
             SendGridController,
             SendGridSuppressionController,
+            SendGridGroupController,
+            SendGridBatchController,
             SuppressionController,
             listmonk_postback,
             EventController,
