@@ -40,9 +40,15 @@ MAX_DESCRIPTION = 100
 MAX_GROUPS = 200
 MAX_EMAILS = 1_000
 
+# Text, not int: a path segment that is no number is answered 400 in SendGrid's shape here,
+# where an int parameter would make it match no route at all.
 GroupIdParam = Annotated[
-    int, PathParameter(ge=1, le=2**31 - 1, description="The unsubscribe group's id")
+    str,
+    PathParameter(
+        min_length=1, max_length=10, pattern=r"^[0-9]+$", description="The unsubscribe group's id"
+    ),
 ]
+MAX_GROUP_ID = 2**31 - 1
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
 Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
 Emails = Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_EMAILS)]
@@ -164,6 +170,14 @@ def refused(_: object, exc: Refused) -> Response[bytes]:
     return sendgrid_error(exc.status, exc.errors)
 
 
+def _group_id(text: str) -> int:
+    """The path's group id; one past what any group can have names no group (404)."""
+    number = int(text)
+    if not 0 < number <= MAX_GROUP_ID:
+        raise _no_group()
+    return number
+
+
 async def _known(conn: Connection, group_id: int) -> None:
     if not await asm_groups.existing(conn, [group_id]):
         raise _no_group()
@@ -201,19 +215,20 @@ class SendGridGroupController(Controller):
             return [_view(g) for g in await asm_groups.listed(conn)]
 
     @get(
-        "/groups/{group_id:int}",
+        "/groups/{group_id:str}",
         summary="SendGrid: one unsubscribe group",
         responses=sendgrid_problems(400, 404),
     )
     async def group(self, group_id: GroupIdParam, pool: Injected[Pool]) -> GroupView:
+        number = _group_id(group_id)
         async with pool.acquire() as conn:
-            found = await asm_groups.get(conn, group_id)
+            found = await asm_groups.get(conn, number)
         if found is None:
             raise _no_group()
         return _view(found)
 
     @patch(
-        "/groups/{group_id:int}",
+        "/groups/{group_id:str}",
         status_code=201,
         summary="SendGrid: change a group's name, description or is_default (201, as SendGrid)",
         responses=sendgrid_problems(404),
@@ -222,11 +237,12 @@ class SendGridGroupController(Controller):
     async def change(
         self, group_id: GroupIdParam, request: Request[Any, Any, Any], pool: Injected[Pool]
     ) -> GroupView:
+        number = _group_id(group_id)
         data = _strict(await request.body(), GroupChange)
         async with pool.acquire() as conn:
             try:
                 found = await asm_groups.update(
-                    conn, group_id, data.name, data.description, data.is_default
+                    conn, number, data.name, data.description, data.is_default
                 )
             except NameTaken:
                 raise _name_taken(data.name or "") from None
@@ -235,27 +251,29 @@ class SendGridGroupController(Controller):
         return _view(found)
 
     @delete(
-        "/groups/{group_id:int}",
+        "/groups/{group_id:str}",
         summary="SendGrid: delete a group and its suppressions (its addresses are mailed again)",
         responses=sendgrid_problems(400, 404),
     )
     async def remove(self, group_id: GroupIdParam, pool: Injected[Pool]) -> None:
+        number = _group_id(group_id)
         async with pool.acquire() as conn:
-            if not await asm_groups.delete(conn, group_id):
+            if not await asm_groups.delete(conn, number):
                 raise _no_group()
 
     @get(
-        "/groups/{group_id:int}/suppressions",
+        "/groups/{group_id:str}/suppressions",
         summary="SendGrid: the addresses suppressed from a group",
         responses=sendgrid_problems(400, 404),
     )
     async def group_suppressions(self, group_id: GroupIdParam, pool: Injected[Pool]) -> list[str]:
+        number = _group_id(group_id)
         async with pool.acquire() as conn:
-            await _known(conn, group_id)
-            return [s.email for s in await asm_groups.suppressed(conn, group_id)]
+            await _known(conn, number)
+            return [s.email for s in await asm_groups.suppressed(conn, number)]
 
     @post(
-        "/groups/{group_id:int}/suppressions",
+        "/groups/{group_id:str}/suppressions",
         status_code=201,
         summary="SendGrid: suppress addresses from a group",
         description="Each address stops getting mail sent with this group, queued mail "
@@ -266,15 +284,16 @@ class SendGridGroupController(Controller):
     async def suppress(
         self, group_id: GroupIdParam, data: JSONBody[RecipientEmails], pool: Injected[Pool]
     ) -> RecipientEmails:
+        number = _group_id(group_id)
         addresses = _addresses(data.recipient_emails, "recipient_emails")
         async with pool.acquire() as conn, conn.transaction():
-            await _known(conn, group_id)
+            await _known(conn, number)
             await members.existing_or_address_only(conn, [], addresses)
-            await asm_groups.suppress(conn, group_id, list(addresses))
+            await asm_groups.suppress(conn, number, list(addresses))
         return RecipientEmails(recipient_emails=list(addresses.values()))
 
     @post(
-        "/groups/{group_id:int}/suppressions/search",
+        "/groups/{group_id:str}/suppressions/search",
         status_code=200,
         summary="SendGrid: which of these addresses are suppressed from a group",
         responses=sendgrid_problems(404),
@@ -282,24 +301,26 @@ class SendGridGroupController(Controller):
     async def search(
         self, group_id: GroupIdParam, data: JSONBody[RecipientEmails], pool: Injected[Pool]
     ) -> list[str]:
+        number = _group_id(group_id)
         addresses = _addresses(data.recipient_emails, "recipient_emails")
         async with pool.acquire() as conn:
-            await _known(conn, group_id)
-            found = await asm_groups.suppressed(conn, group_id, list(addresses))
+            await _known(conn, number)
+            found = await asm_groups.suppressed(conn, number, list(addresses))
         return [s.email for s in found]
 
     @delete(
-        "/groups/{group_id:int}/suppressions/{email:str}",
+        "/groups/{group_id:str}/suppressions/{email:str}",
         summary="SendGrid: lift an address's suppression from a group",
         responses=sendgrid_problems(404),
     )
     async def unsuppress(
         self, group_id: GroupIdParam, email: EmailParam, pool: Injected[Pool]
     ) -> None:
+        number = _group_id(group_id)
         (email_hash,) = _addresses([email], "email")
         async with pool.acquire() as conn:
-            await _known(conn, group_id)
-            if not await asm_groups.unsuppress(conn, group_id, email_hash):
+            await _known(conn, number)
+            if not await asm_groups.unsuppress(conn, number, email_hash):
                 message = "The address is not suppressed from this group"
                 raise Refused(404, [SendGridError(message=message)])
 
