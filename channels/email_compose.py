@@ -39,8 +39,10 @@ TAGS = (
     "<%unsubscribe_url%>",
     "<%asm_global_unsubscribe_raw_url%>",
     "<%asm_group_unsubscribe_raw_url%>",
+    "<%asm_preferences_raw_url%>",
 )
-"""Body tags replaced by the recipient's unsubscribe URL (SendGrid's spellings too)."""
+"""Body tags replaced by the recipient's unsubscribe URL (SendGrid's spellings too; its
+preferences page is the router's unsubscribe page)."""
 _TAG = re.compile("|".join(re.escape(tag) for tag in TAGS))
 
 # Headers the router writes on promotional mail it links; a caller's own are left out then.

@@ -27,7 +27,9 @@ class AcceptIntents(Protocol):
     intent sends unchanged; `campaign_id` ties a campaign's intents to it. With `multicast`
     (the default), identical LINE content for many friends is sent as LINE multicast; intents
     sent one request each and stored together (router.intake.group_commit) are not.
-    `origins`, one per request, says where each intent the router made itself came from."""
+    `origins`, one per request, says where each intent the router made itself came from.
+    `batch_id` ties every intent to a SendGrid batch (its scheduled send can be cancelled or
+    paused: router.store.mail_batches)."""
 
     async def __call__(
         self,
@@ -39,4 +41,5 @@ class AcceptIntents(Protocol):
         campaign_id: UUID | None = None,
         multicast: bool = True,
         origins: Sequence[IntentOrigin | None] | None = None,
+        batch_id: str | None = None,
     ) -> list[IntentResult]: ...

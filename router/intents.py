@@ -253,7 +253,7 @@ def intent_status(
     channel in `confirmed_by` is delivered only once the provider confirms it; until then
     the intent is `sent`, never more than its deliveries say."""
     active = [d for d in deliveries if d.status != "cancelled"]
-    if any(d.status in ("pending", "claimed", "sending") for d in active):
+    if any(d.status in ("pending", "claimed", "sending", "held") for d in active):
         return "queued"
     # A narrowcast's deliveries are never confirmed per member: LINE reports only totals.
     unconfirmed = sum(

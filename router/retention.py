@@ -11,13 +11,16 @@ unless `[retention] audience_days` is set: then one unused for that long is dele
 
 The email consent of an erased member is kept until its `keep_until` (one month after the last
 promotional email sent to them) and deleted then, whatever `[retention]` says: the law sets
-that window."""
+that window.
+
+Deliveries of a paused SendGrid batch that were never resumed are cancelled 72 hours after
+their send time, as SendGrid discards them (router.store.mail_batches), by the same sweep."""
 
 from __future__ import annotations
 
 from router.database import Pool
 from router.queue.loops import QueueWorker
-from router.store import consent_records, relayed_messages
+from router.store import consent_records, mail_batches, relayed_messages
 
 SWEEP_SECONDS = 600.0
 BATCH = 5_000
@@ -68,6 +71,7 @@ async def prune(
     async with pool.acquire() as conn:
         status = await conn.execute(consent_records.PRUNE_EXPIRED, batch)
         deleted["email_consent_records"] = _count(status)
+        deleted["expired_paused_deliveries"] = await mail_batches.expire_paused(conn, batch)
         if days is not None:
             for table, statement in _PRUNE.items():
                 deleted[table] = _count(await conn.execute(statement, days, batch))

@@ -123,6 +123,7 @@ class Runtime:
         campaign_id: UUID | None = None,
         multicast: bool = True,
         origins: Sequence[IntentOrigin | None] | None = None,
+        batch_id: str | None = None,
     ) -> list[IntentResult]:
         """The `AcceptIntents` every front door (JSON API, SMTP relay, compatibility APIs) is
         given: with this router's channels, recording events when they are configured."""
@@ -136,6 +137,7 @@ class Runtime:
             campaign_id=campaign_id,
             multicast=multicast,
             origins=origins,
+            batch_id=batch_id,
         )
 
     async def aclose(self) -> None:

@@ -111,6 +111,7 @@ async def test_audiences_unused_for_the_window_are_deleted_with_their_entries(ds
             assert (await retention.prune(pool, days=None, audience_days=30)) == {
                 "audiences": 0,
                 "email_consent_records": 0,
+                "expired_paused_deliveries": 0,
             }
             # A shorter window takes what was used within the longer one.
             await retention.prune(pool, days=None, audience_days=1)

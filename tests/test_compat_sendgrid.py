@@ -210,8 +210,11 @@ async def test_categories_and_custom_args_land_in_intents(
 async def test_an_unsubscribe_group_makes_mail_promotional_in_that_category(
     router: RouterUnderTest, dsn: str
 ) -> None:
+    made = await router.client.post("/v3/asm/groups", json={"name": "Sales"})
+    assert made.status_code == 201, made.text
+    group_id = made.json()["id"]
     grouped = newsletter("grouped@example.org")
-    grouped.asm = Asm(GroupId(42))
+    grouped.asm = Asm(GroupId(group_id))
     tracked = newsletter("tracked@example.org")
     tracked.tracking_settings = TrackingSettings(
         subscription_tracking=SubscriptionTracking(enable=True)
@@ -224,7 +227,7 @@ async def test_an_unsubscribe_group_makes_mail_promotional_in_that_category(
     finally:
         await conn.close()
     assert {r["email_address"]: (r["kind"], r["category"]) for r in rows} == {
-        "grouped@example.org": ("promotional", "asm-42"),
+        "grouped@example.org": ("promotional", f"asm-{group_id}"),
         "tracked@example.org": ("promotional", None),
         "plain@example.org": ("transactional", None),
     }

@@ -73,8 +73,11 @@ async def counts(conn: asyncpg.Connection) -> dict[str, int]:
 
 def swept(each: int) -> dict[str, int]:
     """What one sweep reports: `each` from every table, none of the (absent) consent records
-    (tests/test_consent.py sweeps those)."""
-    return dict.fromkeys(retention._PRUNE, each) | {"email_consent_records": 0}
+    (tests/test_consent.py sweeps those) and paused deliveries (tests/test_compat_sendgrid_batches.py)."""
+    return dict.fromkeys(retention._PRUNE, each) | {
+        "email_consent_records": 0,
+        "expired_paused_deliveries": 0,
+    }
 
 
 async def test_prune_deletes_only_what_finished_before_the_window(dsn: str) -> None:

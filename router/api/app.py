@@ -19,6 +19,8 @@ from router.api.campaigns import CampaignController
 from router.api.compat_listmonk import listmonk_postback
 from router.api.compat_sendgrid import EXCEPTION_HANDLERS as SENDGRID_EXCEPTION_HANDLERS
 from router.api.compat_sendgrid import SendGridController
+from router.api.compat_sendgrid_batches import SendGridBatchController
+from router.api.compat_sendgrid_groups import SendGridGroupController
 from router.api.compat_sendgrid_suppressions import SendGridSuppressionController
 from router.api.compat_sendgrid_templates import SendGridTemplateController
 from router.api.consent_records import ConsentRecordController
@@ -121,6 +123,8 @@ def create_app(runtime: Runtime) -> Litestar:
             SendGridController,
             SendGridSuppressionController,
             SendGridTemplateController,
+            SendGridGroupController,
+            SendGridBatchController,
             SuppressionController,
             listmonk_postback,
             EventController,

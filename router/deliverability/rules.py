@@ -101,12 +101,22 @@ def refusal_sql(address: str, member_id: str, kind: str, category: str, consent:
         END)"""  # noqa: S608 - SQL expressions of the caller's, never values
 
 
+def address_only_id_sql(address: str) -> str:
+    """`router.members.address_only_id` of an address, in SQL: the member an opt-out of an
+    address without a member is recorded on (SendGrid's group suppressions)."""
+    return (
+        f"('{ADDRESS_ONLY_PREFIX}' ||"
+        f" left(encode(sha256(convert_to(lower({address}), 'UTF8')), 'hex'), 32))"
+    )
+
+
 # At send time, over `deliveries d`, `intents i` and `members m`. Consent is judged when the
 # intent is accepted (a withdrawal is an opt-out, which the send-time check sees); a relayed
-# message has no category, so only its address is checked.
+# message has no category, so only its address is checked. An intent accepted for an
+# address no member had is checked against the address-only member opted out since.
 SEND_TIME_REFUSAL_SQL = refusal_sql(
     address="d.address",
-    member_id="i.member_id",
+    member_id=f"coalesce(i.member_id, {address_only_id_sql('d.address')})",
     kind="i.kind",
     category="i.category",
     consent="false",

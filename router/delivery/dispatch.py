@@ -30,7 +30,7 @@ from router.queue import claims
 from router.queue.backoff import retry_delay
 from router.queue.loops import DATABASE_AWAY, LeasedWorker, Work
 from router.store import deliveries, relayed_recipients
-from router.store.deliveries import Claimed, Result
+from router.store.deliveries import BATCH_HELD, Claimed, Result
 
 # Deliveries of a claim marked 'sending' in one statement (at least the channel's
 # connections), for a channel without de-duplication. The larger, the fewer statements per
@@ -226,7 +226,9 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
                 recipients = await relayed_recipients.load(conn, with_parameters)
         for c in claimed:
             content = contents.get(c.content_id)
-            if not c.reachable:
+            if c.batch_hold is not None:  # settled by router.store.mail_batches, not sent
+                results.append(Result(c.delivery_id, BATCH_HELD))
+            elif not c.reachable:
                 error, fallback = not_reachable_now(channel.name)
                 left_out = Failed(error, fallback=fallback, dropped=True)
                 results.append(result_of(c.delivery_id, left_out, c.attempts, self._config))

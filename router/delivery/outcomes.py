@@ -17,7 +17,7 @@ from asyncpg import Record
 from router.channel_rules import confirmed_by_provider, confirmed_response
 from router.database import Connection
 from router.delivery import relay_reports
-from router.store import deliveries, delivery_events, suppressions
+from router.store import deliveries, delivery_events, mail_batches, suppressions
 from router.store.deliveries import Result
 from router.store.delivery_events import Recorded
 
@@ -30,10 +30,14 @@ async def record(
     Returns how many rows were still ours to record (a lease may have been taken over)."""
     if not results:
         return 0
+    held = [r.delivery_id for r in results if r.status == deliveries.BATCH_HELD]
+    if held:
+        results = [r for r in results if r.status != deliveries.BATCH_HELD]
     async with conn.transaction():
-        rows = await deliveries.record(conn, token, results)
+        settled = await mail_batches.settle_claimed(conn, token, held)
+        rows = await deliveries.record(conn, token, results) if results else []
         await _follow_up(conn, rows, results, events=events)
-    return len(rows)
+    return len(rows) + settled
 
 
 async def record_grouped(

@@ -12,8 +12,11 @@ A `template_id` names a template stored through `/v3/templates`; its active vers
 rendered for each personalization (router/ingress/sendgrid_templates.py). What only changes
 how SendGrid itself tracks mail is accepted and ignored (tracking_settings other than
 subscription tracking, mail_settings other than sandbox mode, ip_pool_name). An unsubscribe
-group (`asm`) or subscription tracking makes the mail promotional, with the router's own
-unsubscribe link and opt-outs (docs/deliverability.md); without either it is transactional.
+group (`asm`, one made with `/v3/asm/groups`) or subscription tracking makes the mail
+promotional, with the router's own unsubscribe link and opt-outs (docs/deliverability.md);
+without either it is transactional. A `batch_id` (made with `/v3/mail/batch`) is stored
+with the intents, so the scheduled send can be cancelled or paused
+(router.store.mail_batches).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from router.identifiers import InvalidIdentifier, normalize_email
 from router.ingress import sendgrid_templates
 from router.intake_port import AcceptIntents
 from router.intents import CUSTOM_ARGS_KEY, IntentRequest, IntentResult, Kind
-from router.store import email_templates
+from router.store import asm_groups, email_templates, mail_batches
 from router.store.email_templates import Template, Version
 
 MAX_PERSONALIZATIONS = 1000
@@ -60,6 +63,7 @@ MAX_SUBJECT_LENGTH = 998
 MAX_IDEMPOTENCY_KEY = 255
 MAX_TEMPLATE_ID = 64
 MAX_REPLY_TO_LIST = 1000
+MAX_GROUPS_TO_DISPLAY = 25
 
 DOCS = "https://www.twilio.com/docs/sendgrid/api-reference/mail-send/errors"
 UNAUTHORIZED = "The provided authorization grant is invalid, expired, or revoked"
@@ -438,6 +442,44 @@ def _reply_to_rules(mail: MailSend) -> list[SendGridError]:
     return errors
 
 
+async def _unknown_references(conn: Connection, mail: MailSend) -> list[SendGridError]:
+    """The unsubscribe groups and the batch the request names must exist, as with SendGrid
+    (an unknown group would give recipients a link to a group no one can list or manage)."""
+    errors: list[SendGridError] = []
+    if mail.asm is not None:
+        asm = mail.asm
+        if len(asm.groups_to_display) > MAX_GROUPS_TO_DISPLAY:
+            errors.append(
+                _error(
+                    f"groups_to_display may list at most {MAX_GROUPS_TO_DISPLAY} groups.",
+                    "asm.groups_to_display",
+                )
+            )
+        named = [asm.group_id, *asm.groups_to_display]
+        known = await asm_groups.existing(conn, [i for i in named if 0 < i < 2**31])
+        if asm.group_id not in known:
+            errors.append(
+                _error(
+                    f"No unsubscribe group has the id {asm.group_id}: create it with "
+                    "POST /v3/asm/groups first.",
+                    "asm.group_id",
+                )
+            )
+        for k, group_id in enumerate(asm.groups_to_display):
+            if group_id not in known:
+                errors.append(
+                    _error(
+                        f"No unsubscribe group has the id {group_id}.",
+                        f"asm.groups_to_display.{k}",
+                    )
+                )
+    if mail.batch_id is not None and not await mail_batches.exists(conn, mail.batch_id):
+        errors.append(
+            _error("The batch_id is not valid: create one with POST /v3/mail/batch.", "batch_id")
+        )
+    return errors
+
+
 def _send_times(mail: MailSend) -> Iterator[tuple[str, int]]:
     if mail.send_at is not None:
         yield "", mail.send_at
@@ -731,6 +773,8 @@ async def submit(
     else:
         # Rendering up to 1,000 personalizations takes a while: not on the event loop.
         conversion = await asyncio.to_thread(convert, mail, key, now, chosen)
+    if errors := await _unknown_references(conn, mail):
+        raise Invalid(errors)
     if (
         mail.mail_settings
         and mail.mail_settings.sandbox_mode
@@ -739,7 +783,10 @@ async def submit(
         return Submitted(
             message_id=conversion.message_id, sandbox=True, results=[], fields=conversion.fields
         )
-    results = await accept_intents(conn, conversion.requests)
+    # A batch's deliveries are sent one by one (no LINE multicast), so each can be held alone.
+    results = await accept_intents(
+        conn, conversion.requests, batch_id=mail.batch_id, multicast=mail.batch_id is None
+    )
     return Submitted(
         message_id=conversion.message_id,
         sandbox=False,

@@ -71,6 +71,7 @@ async def accept(
     campaign_id: UUID | None = None,
     multicast: bool = True,
     origins: Sequence[IntentOrigin | None] | None = None,
+    batch_id: str | None = None,
 ) -> list[IntentResult]:
     """Accept a batch; `requests` may already hold per-item decoding failures (kept as-is).
 
@@ -119,6 +120,7 @@ async def accept(
                 campaign_id=campaign_id,
                 group_sizes=channels.group_sizes if multicast else {},
                 returning_deliveries=events,
+                batch_id=batch_id,
             )
             if events:
                 await delivery_events.record(

@@ -51,6 +51,7 @@ async def persist(
     campaign_id: UUID | None,
     group_sizes: Mapping[str, int],
     returning_deliveries: bool,
+    batch_id: str | None = None,
 ) -> Persisted:
     contents = {p.intent.content_id: p.intent.content_json for p in planned}
     deliveries = [
@@ -83,6 +84,7 @@ async def persist(
         campaign_id,
         returning_deliveries=returning_deliveries,
         wake=notices.payloads(),
+        batch_id=batch_id,
     )
     return Persisted(inserted.intents, inserted.deliveries)
 

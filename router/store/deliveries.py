@@ -38,13 +38,20 @@ class Claimed(msgspec.Struct, frozen=True):
     category: str | None = None
     # Why the channel may not carry it now although it reaches them (a suppressed address).
     refusal: str | None = None
+    # 'cancel' or 'pause': the intent's SendGrid batch is held (router.store.mail_batches).
+    batch_hold: str | None = None
+
+
+BATCH_HELD = "batch_held"
+"""A claimed delivery's outcome when its SendGrid batch is held: not sent, settled by
+`router.store.mail_batches.settle_claimed`."""
 
 
 class Result(msgspec.Struct, frozen=True):
     """What to record for one claimed delivery."""
 
     delivery_id: UUID
-    status: str  # 'sent' | 'failed' | 'pending' | 'uncertain'
+    status: str  # 'sent' | 'failed' | 'pending' | 'uncertain' | BATCH_HELD
     provider_ref: str | None = None
     error: str | None = None
     retry_in_seconds: float | None = None
@@ -69,6 +76,12 @@ class Result(msgspec.Struct, frozen=True):
     tls: bool | None = None
 
 
+# The hold of the intent's SendGrid batch, looked up only for an intent that has one.
+BATCH_HOLD_SQL = (
+    "CASE WHEN i.batch_id IS NULL THEN NULL"
+    " ELSE (SELECT b.hold FROM mail_batches b WHERE b.batch_id = i.batch_id) END"
+)
+
 # Deliveries sent on their own, one queue per channel. The claim joins the member as they are
 # now, for the send-time reachability check.
 QUEUE = claims.Leased(
@@ -82,7 +95,7 @@ QUEUE = claims.Leased(
         f"""d.id, d.intent_id, d.address, d.attempts, d.first_attempt_at,
           i.content_id, {channel_rules.still_reachable(channel)} AS reachable,
           i.member_id, coalesce(i.kind, 'promotional'), i.category,
-          {channel_rules.refusal(channel)} AS refusal"""
+          {channel_rules.refusal(channel)} AS refusal, {BATCH_HOLD_SQL} AS batch_hold"""
     ),
     requeued_error="the worker holding this delivery stopped; requeued",
     in_doubt=claims.InDoubt(

@@ -111,7 +111,8 @@ def _insert_statement(*, returning_deliveries: bool) -> str:
     p_groups = p_intents + width(IntentColumns)
     p_deliveries = p_groups + width(SendGroupRow)
     p_campaign = p_deliveries + width(DeliveryRow)
-    p_wake = p_campaign + 1
+    p_batch = p_campaign + 1
+    p_wake = p_batch + 1
     # Referenced by the answer, so it runs: a CTE that only selects runs only when read.
     answer = "SELECT 'intent' AS kind, id FROM added UNION ALL SELECT 'woken', NULL FROM woken"
     returning = ""
@@ -126,10 +127,10 @@ WITH new_contents AS (
 ), added AS (
     INSERT INTO intents (id, member_id, email_address, content_id, route, fallback, campaign,
                          tags, metadata, idempotency_key, request_sha256, campaign_id, kind,
-                         category, journey_id, journey_step, journey_run)
+                         category, journey_id, journey_step, journey_run, batch_id)
     SELECT id, member_id, email_address, content_id, route, fallback, campaign, tags::jsonb,
            metadata::jsonb, idempotency_key, request_sha256, ${p_campaign}::uuid, kind,
-           category, journey_id, journey_step, journey_run
+           category, journey_id, journey_step, journey_run, ${p_batch}::text
     FROM {unnest(IntentColumns, _INTENT_TYPES, p_intents, "i")}
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
@@ -172,8 +173,10 @@ async def insert(
     *,
     returning_deliveries: bool = False,
     wake: Sequence[str] = (),
+    batch_id: str | None = None,
 ) -> Inserted:
-    """Write the rows; `wake` holds `router.queue.wakeups` payloads to notify at commit."""
+    """Write the rows; `wake` holds `router.queue.wakeups` payloads to notify at commit;
+    `batch_id` is the SendGrid batch every intent of the call belongs to."""
     rows: list[asyncpg.Record] = await conn.fetch(
         _INSERT_RETURNING_DELIVERIES if returning_deliveries else _INSERT,
         *columns(ContentRow, contents),
@@ -181,6 +184,7 @@ async def insert(
         *columns(SendGroupRow, groups),
         *columns(DeliveryRow, deliveries),
         campaign_id,
+        batch_id,
         list(wake),
     )
     return Inserted(
