@@ -70,7 +70,6 @@ async def test_sendgrid_sends_come_back_with_custom_args_smtp_facts_and_sendgrid
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     mail = newsletter("kept@example.org")
-    mail.asm = Asm(GroupId(42))
     mail.add_custom_arg(CustomArg("order", 1234))  # an int: SendGrid takes it, posts "1234"
     mail.add_custom_arg(CustomArg("vip", True))
     mail.add_custom_arg(CustomArg("shop", "渋谷店"))
@@ -81,6 +80,10 @@ async def test_sendgrid_sends_come_back_with_custom_args_smtp_facts_and_sendgrid
     mail.add_personalization(personal)
     smtp.refuse("gone@example.org", "550 5.1.1 <gone@example.org>: Recipient address rejected")
     async with receiver() as hook, router_with_events(dsn, line_sim, smtp, hook) as r:
+        made = await r.client.post("/v3/asm/groups", json={"name": "News"})
+        assert made.status_code == 201, made.text
+        group_id = made.json()["id"]
+        mail.asm = Asm(GroupId(group_id))
         resp = await sendgrid_send(r, mail)
         assert resp.status_code == 202
         events = await hook.wait_until(lambda seen: len(seen) >= 4)
@@ -105,7 +108,7 @@ async def test_sendgrid_sends_come_back_with_custom_args_smtp_facts_and_sendgrid
     assert set(kept) == {"processed", "delivered"} and set(gone) == {"processed", "bounce"}
     assert set(api) == {"processed", "deferred", "delivered"}
     for e in [*kept.values(), *gone.values()]:
-        assert e["vip"] == "true" and e["shop"] == "渋谷店" and e["asm_group_id"] == 42
+        assert e["vip"] == "true" and e["shop"] == "渋谷店" and e["asm_group_id"] == group_id
         assert e["event"] in ("processed", "delivered", "bounce")
     assert kept["processed"]["order"] == kept["delivered"]["order"] == "1234"
     assert gone["processed"]["order"] == gone["bounce"]["order"] == "99.5"

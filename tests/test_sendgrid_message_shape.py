@@ -109,7 +109,9 @@ async def test_files_and_inline_images_arrive_as_given(
     async with running_router(dsn, line_sim.base_url, smtp, **env) as r:
         receipt = invoice("receipt@example.org")
         promo = invoice("promo@example.org")
-        promo_body = promo.get() | {"asm": {"group_id": 7}}
+        made = await r.client.post("/v3/asm/groups", json={"name": "Offers"})
+        assert made.status_code == 201, made.text
+        promo_body = promo.get() | {"asm": {"group_id": made.json()["id"]}}
         assert (await send(r, receipt)).status_code == 202
         assert (await send(r, promo_body)).status_code == 202
         for intent in await stored_intents(dsn):
