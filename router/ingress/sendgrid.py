@@ -310,7 +310,10 @@ def _check_request(mail: MailSend, now: datetime) -> list[SendGridError]:
                 )
             )
     for where, send_at in _send_times(mail):
-        moment = datetime.fromtimestamp(send_at, UTC) if send_at >= 0 else None
+        try:
+            moment = datetime.fromtimestamp(send_at, UTC) if send_at >= 0 else None
+        except (OverflowError, OSError, ValueError):  # past what a clock can hold
+            moment = None
         if moment is None or moment - now > MAX_SEND_AHEAD:
             errors.append(
                 _error(
