@@ -132,6 +132,9 @@ async def full_router(dsn: str, line_sim: Any, smtp: SmtpSink) -> AsyncIterator[
         yield r
 
 
+# Every operation of the document, each with its examples, coverage and fuzzing: about 100 s
+# on an idle machine of two cores, so the suite's 120 s per test would leave no margin.
+@pytest.mark.timeout(600)
 async def test_schemathesis_finds_no_failure(full_router: RouterUnderTest, tmp_path: Path) -> None:
     """Every schemathesis check, over real HTTP, against the router on real PostgreSQL.
 
