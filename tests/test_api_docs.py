@@ -42,6 +42,7 @@ async def test_schema_pages_load_only_the_routers_own_files(dsn: str) -> None:
         assert (await web.get("/schema/assets/no-such-file.js")).status_code == 404
         # the document itself is where it was
         assert (await web.get("/schema/openapi.json")).json()["info"]["title"] == "delivery-router"
+        assert "title: delivery-router" in (await web.get("/schema/openapi.yaml")).text
 
 
 def test_the_licence_ships_beside_the_files() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from litestar.openapi.plugins import OpenAPIRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import OpenAPIRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
@@ -23,7 +23,8 @@ SWAGGER_UI_VERSION: Final = "5.35.0"
 
 
 def render_plugins() -> list[OpenAPIRenderPlugin]:
-    """Swagger UI at /schema and /schema/swagger, with every asset from `ASSETS_PATH`."""
+    """Swagger UI at /schema and /schema/swagger, with every asset from `ASSETS_PATH`; the
+    document as YAML at /schema/openapi.yaml as before (the JSON one Litestar adds)."""
     return [
         SwaggerRenderPlugin(
             version=SWAGGER_UI_VERSION,
@@ -32,7 +33,8 @@ def render_plugins() -> list[OpenAPIRenderPlugin]:
             standalone_preset_js_url=f"{ASSETS_PATH}/swagger-ui-standalone-preset.js",
             favicon=f"<link rel='icon' type='image/png' href='{ASSETS_PATH}/favicon-32x32.png'>",
             path=["/", "/swagger"],
-        )
+        ),
+        YamlRenderPlugin(),
     ]
 
 
