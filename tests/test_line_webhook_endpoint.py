@@ -51,6 +51,10 @@ async def test_set_show_and_test_reach_the_router(
     assert err.startswith("router: LINE refused the webhook URL: 400 ")
     assert "HTTPS" in err and len(err.splitlines()) == 1
     assert sim.webhook_url is None
+    # another path is taken (a proxy may rewrite it), with a note of where the router listens
+    code, out, err = await run(capsys, "set", "https://shop.example.jp/line")
+    assert (code, out) == (0, "LINE webhook URL: https://shop.example.jp/line (active)\n")
+    assert err == "router: note: the router receives LINE webhooks at /webhooks/line\n"
 
     async with running_router(dsn, sim.base_url, None, ROUTER_LINE_CHANNEL_SECRET=SECRET) as r:
         url = f"{r.base_url}/webhooks/line"
@@ -113,3 +117,16 @@ async def test_simulator_answers_in_lines_shapes(sim: LineSimulator) -> None:
             }
         async with http.get(endpoint, headers={"Authorization": "Bearer wrong"}) as resp:
             assert resp.status == 401
+
+
+async def test_without_an_access_token_nothing_is_asked(
+    sim: LineSimulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("ROUTER_LINE_CHANNEL_ACCESS_TOKEN")
+    for args in (["show"], ["set", "https://shop.example.jp/webhooks/line"], ["test"]):
+        assert await run(capsys, *args) == (
+            2,
+            "",
+            "router: [line] channel_access_token is not set\n",
+        )
+    assert sim.received == []
