@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from linesim import LineSimulator
 from router import cli
@@ -130,3 +131,39 @@ async def test_without_an_access_token_nothing_is_asked(
             "router: [line] channel_access_token is not set\n",
         )
     assert sim.received == []
+
+
+async def test_a_receiver_too_slow_is_reported_as_timeout() -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/webhooks/line", slow)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhooks/line"
+    try:
+        async with (
+            LineSimulator(
+                access_tokens=[LINE_TOKEN], channel_secret=SECRET, webhook_timeout=0.2
+            ) as simulator,
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{simulator.base_url}/v2/bot/channel/webhook/test",
+                json={"endpoint": url},
+                headers={"Authorization": f"Bearer {LINE_TOKEN}"},
+            ) as resp,
+        ):
+            answer = await resp.json()
+    finally:
+        await runner.cleanup()
+    assert resp.status == 200
+    assert (answer["success"], answer["statusCode"], answer["reason"]) == (
+        False,
+        0,
+        "REQUEST_TIMEOUT",
+    )
+    assert answer["timestamp"].endswith("Z")
