@@ -3,7 +3,7 @@
 LINE offers no sandbox, so the router's tests and benchmarks run the real ``line-bot-sdk``
 against this HTTP server instead.  It implements the parts of the Messaging API the router
 uses (push, multicast, reply, quota, follower IDs, link tokens, LINE notification messages
-by phone number, audiences of uploaded user IDs) with the documented behaviour that matters
+by phone number, audiences of uploaded user IDs, the webhook URL: set, read, test) with the documented behaviour that matters
 for durable delivery: bearer authentication, request validation, ``X-Line-Retry-Key``
 de-duplication, rate limits, the monthly message quota, the 2 MB body limit and an
 ``X-Line-Request-Id`` on every response.  Shapes follow LINE's OpenAPI files

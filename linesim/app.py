@@ -5,7 +5,8 @@ Tests and benchmarks hold a ``LineSimulator``: they start it on a port, point th
 faults or play users.  It owns the wiring (access tokens, the aiohttp application, the
 listener) and delegates everything else to the area that plays that part of LINE:
 ``messages`` (sends), ``audiences``, ``accounts`` (quota, followers, linking), ``login``
-(ID tokens), ``events`` and ``webhooks`` (LINE calling the bot), ``faults``, and ``control``
+(ID tokens), ``events`` and ``webhooks`` (LINE calling the bot), ``webhook_endpoint`` (setting
+and testing where it calls), ``faults``, and ``control``
 (the same over HTTP).  The areas share one ``SimState`` and one ``Exchange`` (the request
 log).
 """
@@ -43,6 +44,7 @@ from linesim.paths import PNP_PATH, PUSH_PATHS, REPLY_PATH
 from linesim.state import SimState
 from linesim.stats import SimulatorStats, collect_stats
 from linesim.validation import USER_ID
+from linesim.webhook_endpoint import WebhookEndpoint
 from linesim.webhooks import SentWebhook, Webhooks
 
 
@@ -136,7 +138,8 @@ class LineSimulator:
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
-        for area in (messages, accounts, id_tokens, audiences, narrowcasts):
+        endpoint = WebhookEndpoint(state, exchange, webhooks)
+        for area in (messages, accounts, id_tokens, audiences, narrowcasts, endpoint):
             self.app.add_routes(area.routes())
         self.app.add_routes(Control(self, exchange, webhooks).routes())
         self.app.on_response_prepare.append(exchange.ensure_request_id)

@@ -5,6 +5,8 @@ router's quick start, ``bench/``) can do over HTTP what an in-process test does 
 methods of ``LineSimulator``: list recorded requests, read counters, reset, inject faults,
 wire up the webhook, make users follow, write or link, register phone numbers, mint ID
 tokens and look at audiences.  Each handler decodes its body and calls the same method.
+Answers are indented JSON, one field a line, so ``curl .../__simulator/requests`` reads as
+is; ``?pretty=0`` gives one compact line for programs that fetch large logs.
 """
 
 from __future__ import annotations
@@ -156,11 +158,24 @@ def _json(payload: object, status: int = 200) -> web.Response:
 def _answering(handler: Handler) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         try:
-            return await handler(request)
+            response = await handler(request)
         except _Refused as refused:
-            return _json(ErrorResponse(message=refused.message), refused.status)
+            response = _json(ErrorResponse(message=refused.message), refused.status)
+        return _indented(response) if _wants_indented(request) else response
 
     return handle
+
+
+def _wants_indented(request: web.Request) -> bool:
+    """Answers are indented for people (curl, a browser) unless ``?pretty=0`` asks for one
+    compact line."""
+    return request.query.get("pretty", "1").lower() not in ("0", "false", "no")
+
+
+def _indented(response: web.Response) -> web.Response:
+    if isinstance(response.body, bytes) and response.content_type == "application/json":
+        response.body = msgspec.json.format(response.body, indent=2) + b"\n"
+    return response
 
 
 async def _body(request: web.Request, kind: type[_T]) -> _T:

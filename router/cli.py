@@ -91,6 +91,19 @@ def _parser() -> argparse.ArgumentParser:
         "sync-followers", help="correct friend flags from LINE's follower list"
     )
     sync.add_argument("--config")
+    webhook = line_sub.add_parser("webhook", help="the channel's webhook URL at LINE")
+    webhook_sub = webhook.add_subparsers(dest="webhook_command", required=True)
+    webhook_set = webhook_sub.add_parser(
+        "set", help="make URL (https://<host>/webhooks/line) the channel's webhook URL"
+    )
+    webhook_set.add_argument("url")
+    webhook_show = webhook_sub.add_parser("show", help="the webhook URL LINE holds")
+    webhook_test = webhook_sub.add_parser(
+        "test", help="have LINE send a test webhook (to URL, else to the URL set)"
+    )
+    webhook_test.add_argument("url", nargs="?")
+    for command in (webhook_set, webhook_show, webhook_test):
+        command.add_argument("--config")
     hasher = sub.add_parser(
         "hash-password", help="hash a password for [smtp_ingress] users (reads it from stdin)"
     )
@@ -156,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("line-simulator", help="run the local LINE Messaging API simulator")
     sim.add_argument("--listen", default="127.0.0.1:9100")
     sim.add_argument("--token", action="append", required=True, help="accepted access token")
+    sim.add_argument("--channel-secret", help="the secret that signs the webhooks it sends")
     sim.add_argument(
         "--faults",
         default="",
@@ -191,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run(
                     args.listen,
                     list(args.token),
+                    channel_secret=args.channel_secret,
                     fault_rates=rates,
                     fault_seed=args.faults_seed,
                     late_seconds=args.late_seconds,
@@ -211,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_audiences_line_sync(config, args.audience_id))
         if args.command == "audiences":
             return _audiences_upload(config, args.file, args.type, args.name)
+        if args.command == "line" and args.line_command == "webhook":
+            return asyncio.run(
+                _line_webhook(config, args.webhook_command, getattr(args, "url", None))
+            )
         if args.command == "line":
             return asyncio.run(_sync_followers(config))
         if args.command == "campaigns":
@@ -483,6 +502,17 @@ async def _migrate(config: Config) -> int:
         f"{target.description}: applied {len(applied)} migration(s) {', '.join(applied)}".rstrip()
     )
     return 0
+
+
+async def _line_webhook(config: Config, command: str, url: str | None) -> int:
+    from router import cli_line_webhook
+
+    if command == "set":
+        assert url is not None
+        return await cli_line_webhook.set_endpoint(config.line, url)
+    if command == "test":
+        return await cli_line_webhook.send_test(config.line, url)
+    return await cli_line_webhook.show_endpoint(config.line)
 
 
 async def _sync_followers(config: Config) -> int:

@@ -608,6 +608,13 @@ async def test_control_api(simulator: LineSimulator, http: aiohttp.ClientSession
     assert limited[-1]["request_id"] == received[-1]["request_id"]
     async with http.get(f"{base}/__simulator/requests?status=409") as resp:
         assert len(await resp.json()) == 1
+    # indented for people by default, one line with ?pretty=0; the same JSON either way
+    async with http.get(f"{base}/__simulator/requests?limit=1") as resp:
+        text = await resp.text()
+    assert text.startswith('[\n  {\n    "method": "POST",\n') and text.endswith("\n]\n")
+    async with http.get(f"{base}/__simulator/requests?limit=1&pretty=0") as resp:
+        compact = await resp.text()
+    assert "\n" not in compact and json.loads(compact) == json.loads(text)
 
     async with http.get(f"{base}/__simulator/stats") as resp:
         stats = await resp.json()

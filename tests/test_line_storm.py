@@ -118,6 +118,8 @@ async def test_line_simulator_command_takes_fault_rates() -> None:
         "503=1",
         "--faults-seed",
         "4",
+        "--channel-secret",
+        "webhook-secret",
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -130,7 +132,10 @@ async def test_line_simulator_command_takes_fault_rates() -> None:
                 json={"to": friend_id(1), "messages": [{"type": "text", "text": "x"}]},
                 headers={"Authorization": "Bearer t"},
             )
-        assert resp.status_code == 503
+            assert resp.status_code == 503
+            # webhooks it sends are signed with the secret given
+            wiring = await client.post("/__simulator/webhook", json={"url": None})
+            assert wiring.json()["signed"] is True
     finally:
         process.terminate()
         await process.wait()

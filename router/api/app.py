@@ -11,7 +11,7 @@ from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from router.api import body_checks
+from router.api import api_docs, body_checks
 from router.api.allow import complete_allow_header
 from router.api.audiences import AudienceController
 from router.api.auth import SENDGRID_PREFIX, auth_middleware_factory
@@ -131,6 +131,7 @@ def create_app(runtime: Runtime) -> Litestar:
             member_events,
             shopify_webhook,
             UnsubscribeController,
+            api_docs.assets_router(),
         ],
         dependencies=dependencies(runtime).providers(),
         middleware=[complete_allow_header, auth_middleware_factory(runtime.api_keys)],
@@ -147,6 +148,7 @@ def create_app(runtime: Runtime) -> Litestar:
             title="delivery-router",
             version="0.1.0",
             path="/schema",
+            render_plugins=api_docs.render_plugins(),
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(type="http", scheme="bearer", description="API key")
