@@ -33,6 +33,7 @@ from router.api.journey_runs import JourneyRunsController
 from router.api.journeys import JourneyController
 from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
+from router.api.metrics import metrics_handler
 from router.api.openapi import StandardResponses, problem_response
 from router.api.rate_limits import api_key_rates
 from router.api.relayed import RelayedMessageController
@@ -131,6 +132,7 @@ def create_app(runtime: Runtime) -> Litestar:
             member_events,
             shopify_webhook,
             UnsubscribeController,
+            metrics_handler(runtime.pool, list(runtime.channels), runtime.config.line_configured),
         ],
         dependencies=dependencies(runtime).providers(),
         middleware=[complete_allow_header, auth_middleware_factory(runtime.api_keys)],
