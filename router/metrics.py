@@ -67,13 +67,13 @@ COUNT_CAP = 100_000
 
 # Each part walks a partial index only: deliveries_due and send_groups_due ((channel,
 # next_attempt_at) WHERE status = 'pending'), journey_runs_due (WHERE status = 'active'); the
-# campaigns table holds one row per campaign. `min(next_attempt_at)` is the index's first
+# campaigns table holds one row per campaign and is read whole. `min(next_attempt_at)` is the index's first
 # entry for the channel. The quota row is the month's one row.
 _SCRAPE = """
 SELECT 'queue' AS kind, q.queue, due.n::float8 AS n, lag.s AS seconds
 FROM (SELECT 'deliveries:' || c AS queue, c AS channel, false AS grouped FROM unnest($1::text[]) c
       UNION ALL
-      SELECT 'send_groups:' || c, c, true FROM unnest($1::text[]) c) q
+      SELECT 'send_groups:' || c, c, true FROM unnest($3::text[]) c) q
 CROSS JOIN LATERAL (
     SELECT count(*) AS n FROM (
         SELECT 1 FROM deliveries d
@@ -110,10 +110,13 @@ class ScrapeRow(msgspec.Struct, frozen=True):
     seconds: float | None
 
 
-async def read_figures(pool: Pool, channels: Sequence[str]) -> list[ScrapeRow]:
-    """The scrape-time figures, by one statement."""
+async def read_figures(
+    pool: Pool, channels: Sequence[str], grouped: Sequence[str]
+) -> list[ScrapeRow]:
+    """The scrape-time figures, by one statement: the delivery queues of `channels`, the
+    send group queues of `grouped` (the channels that send to many at once)."""
     async with pool.acquire(timeout=5.0) as conn:
-        rows = await conn.fetch(_SCRAPE, list(channels), COUNT_CAP)
+        rows = await conn.fetch(_SCRAPE, list(channels), COUNT_CAP, list(grouped))
     return [ScrapeRow(r["kind"], r["queue"], r["n"], r["seconds"]) for r in rows]
 
 

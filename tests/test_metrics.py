@@ -97,6 +97,7 @@ async def test_metrics_move_with_sends_through_line_and_email(
     # Read at scrape time: nothing is left due once both were sent.
     assert value(after, "router_queue_due", queue="deliveries:email") == 0
     assert ("router_queue_oldest_due_seconds", (("queue", "send_groups:line"),)) in after
+    assert ("router_queue_due", (("queue", "send_groups:email"),)) not in after  # no groups
     assert value(after, "router_campaigns", status="sending") == 0
     assert ("router_journey_runs_active", ()) in after
     assert (

@@ -135,7 +135,12 @@ def create_app(runtime: Runtime) -> Litestar:
             member_events,
             shopify_webhook,
             UnsubscribeController,
-            metrics_handler(runtime.pool, list(runtime.channels), runtime.config.line_configured),
+            metrics_handler(
+                runtime.pool,
+                list(runtime.channels),
+                list(runtime.intake_channels.group_sizes),
+                runtime.config.line_configured,
+            ),
         ],
         dependencies=dependencies(runtime).providers(),
         middleware=[

@@ -16,14 +16,17 @@ from router.metrics import exposition, read_figures
 from router.store.line_quota import MonthlyQuota
 
 
-def metrics_handler(pool: Pool, channels: Sequence[str], line: bool) -> HTTPRouteHandler:
-    """The handler for this router's channels; the LINE quota gauge only when LINE is set up."""
-    names = sorted(channels)
+def metrics_handler(
+    pool: Pool, channels: Sequence[str], grouped: Sequence[str], line: bool
+) -> HTTPRouteHandler:
+    """The handler for this router's channels (`grouped`: those with send groups); the LINE
+    quota gauge only when LINE is set up."""
+    names, groups = sorted(channels), sorted(grouped)
     quota = MonthlyQuota(pool) if line else None
 
     @get(METRICS_PATH, include_in_schema=False)
     async def metrics() -> Response[bytes]:
-        rows = await read_figures(pool, names)
+        rows = await read_figures(pool, names, groups)
         figures = await quota.figures(None) if quota is not None else None
         return Response(exposition(rows, figures), media_type=CONTENT_TYPE_LATEST)
 
