@@ -512,6 +512,7 @@ async def _sync_followers(config: Config) -> int:
 
 
 def _summary_record(line: str) -> logging.LogRecord:
+    """A start-up line as a log record, so that in JSON mode it is one JSON object too."""
     return logging.LogRecord("router.start", logging.INFO, __file__, 0, line, None, None)
 
 

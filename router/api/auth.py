@@ -1,4 +1,5 @@
-"""API-key authentication for `/v1` and `/v3`, checked before a request body is read.
+"""API-key authentication for `/v1`, `/v3` and `/metrics`, checked before a request body is
+read.
 
 The key comes as `Authorization: Bearer <key>`. listmonk's messenger settings offer only
 HTTP basic auth, so its postback path also takes the key as the basic-auth password. `/v3`
