@@ -15,6 +15,7 @@ import contextlib
 import logging
 import re
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,7 @@ from channels.email_compose import (
     without_tags,
 )
 from channels.email_mime import add_other_parts, wrapping
+from channels.metrics import SMTP_SEND_SECONDS
 from channels.smtp_bounces import Stage, enhanced_status, hard_bounce, reply_detail
 from channels.smtp_exchange import content_bytes, transact
 from router.config import Config, EmailConfig
@@ -330,6 +332,8 @@ class SmtpChannel:
         client = await self._idle.get()
         client.message_written = False
         link: Link | None = None
+        started = time.perf_counter()
+        status = "error"
         try:
             if not client.is_connected:
                 await client.connect()
@@ -346,6 +350,7 @@ class SmtpChannel:
                     options + (mail_dsn or []),
                     rcpt_dsn or [],
                 )
+                status = "250"
                 ref = relayed.message_id or relayed.message_sha256
                 return Sent(
                     provider_ref=ref,
@@ -361,12 +366,15 @@ class SmtpChannel:
             options = await _body_options(client, data)
             sender = self._composer.envelope_sender(message)
             reply = await client.send_to(sender, message.address, data, options)
+            status = "250"
             return Sent(provider_ref=mid, queue_id=_final_reply(reply), link=link)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
+            status = str(refused.code)
             return _by_code(refused.code, refused.message, "recipient", link)
         except aiosmtplib.SMTPResponseException as exc:
             _drop(client)
+            status = str(exc.code)
             stage: Stage = "sender" if isinstance(exc, aiosmtplib.SMTPSenderRefused) else "message"
             return _by_code(exc.code, exc.message, stage, link)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
@@ -379,6 +387,7 @@ class SmtpChannel:
                 )
             return Retry(f"SMTP connection failed: {type(exc).__name__}: {exc}")
         finally:
+            SMTP_SEND_SECONDS.labels(status).observe(time.perf_counter() - started)
             self._idle.put_nowait(client)
 
     async def _signed(self, signer: DkimSigner, data: bytes) -> bytes:

@@ -31,6 +31,7 @@ from router.intents import MAX_SCHEDULE_AHEAD, Category, Kind, Route, SendAt, Ta
 from router.line import narrowcast
 from router.line.narrowcast import NarrowcastView
 from router.log_safety import describe
+from router.metrics import INTENTS_ACCEPTED
 from router.problems import FieldError
 from router.queue import claims
 from router.queue.loops import QueueWorker
@@ -398,6 +399,7 @@ class CampaignFanOut(QueueWorker):
             )
             if not counted:
                 raise _Stopped
+            INTENTS_ACCEPTED.labels("campaign").inc(chunk.accepted)
             if finished and not await campaign_ranges.any_left(conn, campaign_id):
                 await conn.execute(
                     "UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1",

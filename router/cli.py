@@ -26,6 +26,7 @@ from router.config import (
 )
 from router.config_file import ConfigFile, find_config_file
 from router.database import DatabaseUnreachable
+from router.log_json import JsonFormatter, use_json_logs
 from router.log_safety import configure_logging
 
 if TYPE_CHECKING:
@@ -218,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dkim_keygen(args.domain, args.selector, args.algorithm, args.bits, args.out)
         config_file = find_config_file(args.config, os.environ, Path.cwd())
         config = load_config(config_file.path)
+        if config.log.format == "json":
+            use_json_logs()
         if args.command == "keys":
             return asyncio.run(_keys(config, args))
         if args.command == "migrate":
@@ -538,6 +541,11 @@ async def _sync_followers(config: Config) -> int:
     return 0
 
 
+def _summary_record(line: str) -> logging.LogRecord:
+    """A start-up line as a log record, so that in JSON mode it is one JSON object too."""
+    return logging.LogRecord("router.start", logging.INFO, __file__, 0, line, None, None)
+
+
 def _serve(config: Config, config_file: ConfigFile) -> int:
     try:
         import uvloop
@@ -557,6 +565,7 @@ async def serve(
     from router.journeys.files import JourneyFileError
     from router.service import ListenError, start_runtime
 
+    json_logs = config.log.format == "json"
     host, port = split_listen(config.http.listen)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -595,12 +604,17 @@ async def serve(
             journey_files=[file.journey.enabled for file in runtime.journey_files],
         )
         for line in summary:
-            print(line, flush=True)
+            if json_logs:  # every line of the output one JSON object
+                print(JsonFormatter().format(_summary_record(line)), flush=True)
+            else:
+                print(line, flush=True)
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(runtime),
                 log_level="warning",
                 access_log=False,
+                # JSON: uvicorn's own records go through the root logger's JSON handler.
+                log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
                 http="httptools",
                 lifespan="on",
             )

@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -196,6 +196,12 @@ class ShopifyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_secret: str = ""
 
 
+class LogConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # "text": one line per record for people; "json": one JSON object per line (with the
+    # HTTP request's id) for log collectors.
+    format: Literal["text", "json"] = "text"
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -210,6 +216,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     journeys: JourneysConfig = msgspec.field(default_factory=JourneysConfig)
     shopify: ShopifyConfig = msgspec.field(default_factory=ShopifyConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     @property
     def line_configured(self) -> bool:

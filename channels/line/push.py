@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -44,6 +45,7 @@ from channels.base import (
     Split,
 )
 from channels.line.quota import LineQuota
+from channels.metrics import LINE_REQUEST_SECONDS
 from router.config import Config, LineConfig
 from router.content import Content
 from router.reach import LINE_REACHABLE_SQL, Reach
@@ -253,20 +255,31 @@ class LinePushChannel:
 
     async def post_json(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
         """POST a JSON body already built (and checked) by the router through the SDK's
-        client: its pool, bearer auth and `ApiException` for non-2xx answers."""
-        return await self._client.call_api(
-            path,
-            "POST",
-            header_params={
-                **headers,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
-            body=body,
-            response_types_map={},
-            auth_settings=["Bearer"],
-            _request_timeout=self._timeout,
-        )
+        client: its pool, bearer auth and `ApiException` for non-2xx answers. Timed by
+        path and status (`channels.metrics`)."""
+        started = time.perf_counter()
+        status = "error"
+        try:
+            response = await self._client.call_api(
+                path,
+                "POST",
+                header_params={
+                    **headers,
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                },
+                body=body,
+                response_types_map={},
+                auth_settings=["Bearer"],
+                _request_timeout=self._timeout,
+            )
+            status = str(getattr(response, "status", None) or getattr(response, "status_code", 200))
+        except ApiException as exc:
+            status = str(exc.status)
+            raise
+        finally:
+            LINE_REQUEST_SECONDS.labels(path, status).observe(time.perf_counter() - started)
+        return response
 
     async def _post(self, path: str, key: uuid.UUID, body: dict[str, Any]) -> Outcome | _Refused:
         async with self._slots:

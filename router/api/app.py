@@ -33,15 +33,18 @@ from router.api.journey_runs import JourneyRunsController
 from router.api.journeys import JourneyController
 from router.api.line import LineController, line_webhook
 from router.api.members import MemberController
+from router.api.metrics import metrics_handler
 from router.api.openapi import StandardResponses, problem_response
 from router.api.rate_limits import api_key_rates
 from router.api.relayed import RelayedMessageController
+from router.api.request_ids import request_id_middleware
 from router.api.shopify import shopify_webhook
 from router.api.struct_schemas import StructSchemas
 from router.api.suppressions import SuppressionController
 from router.api.unsubscribe import UnsubscribeController
 from router.database import Pool
 from router.intake.group_commit import GroupCommit
+from router.log_json import JsonFormatter
 from router.log_safety import SafeFormatter
 from router.problems import ProblemError
 from router.service import Runtime
@@ -106,6 +109,7 @@ def before_request(runtime: Runtime) -> Callable[[Request[Any, Any, Any]], Await
 
 
 def create_app(runtime: Runtime) -> Litestar:
+    json_logs = runtime.config.log.format == "json"
     return Litestar(
         route_handlers=[
             CampaignController,
@@ -132,9 +136,19 @@ def create_app(runtime: Runtime) -> Litestar:
             shopify_webhook,
             UnsubscribeController,
             api_docs.assets_router(),
+            metrics_handler(
+                runtime.pool,
+                list(runtime.channels),
+                list(runtime.intake_channels.group_sizes),
+                runtime.config.line_configured,
+            ),
         ],
         dependencies=dependencies(runtime).providers(),
-        middleware=[complete_allow_header, auth_middleware_factory(runtime.api_keys)],
+        middleware=[
+            request_id_middleware(access_log=json_logs),
+            complete_allow_header,
+            auth_middleware_factory(runtime.api_keys),
+        ],
         plugins=[StructSchemas(), StandardResponses()],
         exception_handlers=by_path_prefix(
             EXCEPTION_HANDLERS, SENDGRID_PREFIX, SENDGRID_EXCEPTION_HANDLERS
@@ -143,7 +157,10 @@ def create_app(runtime: Runtime) -> Litestar:
         request_max_body_size=runtime.config.http.max_body_bytes,
         # Litestar sets up the root logger when the app starts: with the router's format, which
         # escapes control characters a client put in a path or a field.
-        logging_config=LoggingConfig(formatters={"standard": {"()": SafeFormatter}}),
+        # With `[log] format = "json"`, one JSON object per line instead (router/log_json.py).
+        logging_config=LoggingConfig(
+            formatters={"standard": {"()": JsonFormatter if json_logs else SafeFormatter}}
+        ),
         openapi_config=OpenAPIConfig(
             title="delivery-router",
             version="0.1.0",

@@ -1,4 +1,5 @@
-"""API-key authentication for `/v1` and `/v3`, checked before a request body is read.
+"""API-key authentication for `/v1`, `/v3` and `/metrics`, checked before a request body is
+read.
 
 The key comes as `Authorization: Bearer <key>`. listmonk's messenger settings offer only
 HTTP basic auth, so its postback path also takes the key as the basic-auth password. `/v3`
@@ -28,6 +29,8 @@ from router.problems import PROBLEM_MEDIA_TYPE, Problem
 
 PROTECTED_PREFIX = "/v1/"
 SENDGRID_PREFIX = "/v3/"
+METRICS_PATH = "/metrics"
+"""Behind the same keys: the figures say how much is sent, to whom by channel."""
 BASIC_AUTH_PATHS = frozenset({"/v1/compat/listmonk"})
 """Paths whose callers can only send basic auth: the password is checked as an API key."""
 
@@ -62,8 +65,9 @@ def auth_middleware_factory(keys: KeyRing) -> Middleware:
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == ScopeType.HTTP and scope["path"].startswith(
-                (PROTECTED_PREFIX, SENDGRID_PREFIX)
+            if scope["type"] == ScopeType.HTTP and (
+                scope["path"].startswith((PROTECTED_PREFIX, SENDGRID_PREFIX))
+                or scope["path"] == METRICS_PATH
             ):
                 path: str = scope["path"]
                 basic = path.rstrip("/") in BASIC_AUTH_PATHS

@@ -21,6 +21,7 @@ from router.database import Pool
 from router.intake.group_commit import GroupCommit
 from router.intake_port import AcceptIntents
 from router.intents import MAX_BATCH, IntentRequest, IntentResult, IntentView
+from router.metrics import count_accepted
 from router.problems import FieldError
 
 
@@ -60,6 +61,7 @@ class IntentController(Controller):
         # One dependency only: Litestar resolves two or more in a task group of their own,
         # which costs more than the rest of the request's own work.
         result = await single_intents.accept(data)
+        count_accepted("api", [result])
         if result.status == "accepted":
             return Response(result, status_code=202)
         if result.status == "duplicate":
@@ -91,6 +93,7 @@ class IntentController(Controller):
             results = await accept_intents(
                 conn, [_as_result(item) for item in decoded], prefix="intents[{i}]."
             )
+        count_accepted("batch", results)
         return IntentBatchResponse(results)
 
     @get(

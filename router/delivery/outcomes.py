@@ -17,6 +17,7 @@ from asyncpg import Record
 from router.channel_rules import confirmed_by_provider, confirmed_response
 from router.database import Connection
 from router.delivery import relay_reports
+from router.metrics import count_recorded
 from router.store import deliveries, delivery_events, mail_batches, suppressions
 from router.store.deliveries import Result
 from router.store.delivery_events import Recorded
@@ -37,6 +38,7 @@ async def record(
         settled = await mail_batches.settle_claimed(conn, token, held)
         rows = await deliveries.record(conn, token, results) if results else []
         await _follow_up(conn, rows, results, events=events)
+    _count(rows, results)
     return len(rows) + settled
 
 
@@ -49,7 +51,21 @@ async def record_grouped(
         return 0
     rows = await deliveries.record_grouped(conn, group_id, results)
     await _follow_up(conn, rows, results, events=events)
+    _count(rows, results)
     return len(rows)
+
+
+def _count(rows: Sequence[Record], results: Sequence[Result]) -> None:
+    """The recorded rows in the process's metrics (router/metrics.py)."""
+    by_id = {r.delivery_id: r for r in results}
+    count_recorded(
+        (
+            row["channel"],
+            by_id[row["id"]].status,
+            by_id[row["id"]].status == "failed" and by_id[row["id"]].fallback,
+        )
+        for row in rows
+    )
 
 
 async def _follow_up(

@@ -27,6 +27,7 @@ from router.delivery.dispatch import (
     result_of,
     retry_backoff,
 )
+from router.metrics import count_grouped
 from router.queue import claims
 from router.store import delivery_events, send_groups
 from router.store.deliveries import Result
@@ -55,6 +56,8 @@ class GroupResult(msgspec.Struct, frozen=True):
     halve: bool = False
     staying: list[Result] = msgspec.field(default_factory=list)
     maybe_sent: bool = False
+    # How many deliveries stay in the group and take its status (for the metrics).
+    staying_count: int = 0
 
 
 async def record(
@@ -81,6 +84,8 @@ async def record(
             # deliveries, and with a misleading estimate PostgreSQL reads the list once per
             # row; 4,000 at once (eight groups) took 6 s that way.
             await outcomes.record_grouped(conn, r.group_id, r.deliveries, events=events)
+            if r.staying_count:
+                count_grouped(channel, r.status, r.staying_count)
             if events and r.staying:
                 await delivery_events.record(
                     conn, [e for x in r.staying if (e := outcomes.event_of(x, channel))]
@@ -173,7 +178,12 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
                 [self._result(i, outcome, group.attempts) for i in ids] if self._events else []
             )
             return GroupResult(
-                group.group_id, "sent", [], provider_ref=outcome.provider_ref, staying=staying
+                group.group_id,
+                "sent",
+                [],
+                provider_ref=outcome.provider_ref,
+                staying=staying,
+                staying_count=len(ids),
             )
         if isinstance(outcome, Failed):
             return done(outcome)
@@ -192,6 +202,7 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
                 retry_in_seconds=delay,
                 staying=staying,
                 maybe_sent=outcome.maybe_sent,
+                staying_count=len(ids),
             )
         assert isinstance(outcome, Split)
         return self._split(group, outcome)

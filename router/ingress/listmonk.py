@@ -20,6 +20,7 @@ from router.database import Connection
 from router.identifiers import EmailAddress, InvalidIdentifier, normalize_email
 from router.intake_port import AcceptIntents
 from router.intents import IntentRequest, IntentResult
+from router.metrics import count_accepted
 from router.problems import FieldError
 
 # Content types listmonk always sends as HTML. "markdown" arrives rendered to HTML inside the
@@ -177,6 +178,6 @@ async def submit(conn: Connection, message: Postback, accept_intents: AcceptInte
     errors = check(message)
     if errors:
         raise Refused(errors)
-    return Outcome(
-        results=await accept_intents(conn, to_intents(message), prefix="recipients[{i}].")
-    )
+    results = await accept_intents(conn, to_intents(message), prefix="recipients[{i}].")
+    count_accepted("listmonk", results)
+    return Outcome(results=results)

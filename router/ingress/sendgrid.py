@@ -49,6 +49,7 @@ from router.identifiers import InvalidIdentifier, normalize_email
 from router.ingress import sendgrid_templates
 from router.intake_port import AcceptIntents
 from router.intents import CUSTOM_ARGS_KEY, IntentRequest, IntentResult, Kind
+from router.metrics import count_accepted
 from router.store import asm_groups, email_templates, mail_batches
 from router.store.email_templates import Template, Version
 
@@ -790,6 +791,7 @@ async def submit(
     results = await accept_intents(
         conn, conversion.requests, batch_id=mail.batch_id, multicast=mail.batch_id is None
     )
+    count_accepted("sendgrid", results)
     return Submitted(
         message_id=conversion.message_id,
         sandbox=False,

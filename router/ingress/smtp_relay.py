@@ -31,6 +31,7 @@ from router.intake import IntakeChannels
 from router.intake.routing import Unroutable, plan
 from router.intake_port import AcceptIntents
 from router.intents import IntentRequest
+from router.metrics import count_accepted
 from router.reach import Reach
 from router.store import relayed_messages, relayed_recipients, suppressions
 
@@ -150,6 +151,7 @@ class IngressHandler:
             async with self._pool.acquire(timeout=5) as conn, conn.transaction():
                 await relayed_messages.store(conn, digest, data)
                 results = await self._accept_intents(conn, requests, relayed=relayed)
+                count_accepted("smtp", results)
                 await relayed_recipients.store(
                     conn,
                     [

@@ -34,6 +34,7 @@ from router.journeys.clock import Clock
 from router.journeys.definition import Condition, Journey, SendStep
 from router.journeys.entering import Definitions
 from router.journeys.sending import SendFailed, idempotency_key, intent_for, pools_of
+from router.metrics import count_accepted
 from router.queue.loops import QueueWorker
 from router.queue.wakeups import notify
 from router.reach import Reach
@@ -370,6 +371,7 @@ class JourneyTimers(QueueWorker):
             if run.send is not None
         ]
         results = await self._accept(conn, requests, prefix="", multicast=False, origins=origins)
+        count_accepted("journey", results)
         for run, result in zip(sending, results, strict=True):
             assert run.send is not None
             if result.status in ("accepted", "duplicate") and result.id is not None:
