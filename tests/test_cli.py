@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 
 from tests.harness import _free_port
+from tests.router_command import run_router_command
 from tests.test_migrations import MIGRATION_NAMES, fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,24 +54,7 @@ def url_with_password(dsn: str) -> tuple[str, str | None]:
 
 
 async def run_router(*args: str, env: dict[str, str], timeout: float = 30) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "router",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_router_command(*args, env=env, timeout=timeout)
 
 
 # router migrate

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import re
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ import asyncpg
 
 import router.migrations
 from router.database import MIGRATION_LOCK_ID, migrate
+from tests.router_command import run_router_command
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATION_NAMES = sorted(
@@ -168,24 +168,7 @@ async def test_two_router_migrate_processes_apply_each_migration_exactly_once(
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
 
         async def run() -> tuple[int, str, str]:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "router",
-                "migrate",
-                cwd=ROOT,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            try:
-                out, err = await asyncio.wait_for(proc.communicate(), 30)
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
-            assert proc.returncode is not None
-            return proc.returncode, out.decode(), err.decode()
+            return await run_router_command("migrate", env=env, timeout=30)
 
         holder = await asyncpg.connect(url)
         try:

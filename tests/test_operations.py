@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 from pathlib import Path
 
 import httpx
 
 from tests.harness import RouterUnderTest, _free_port
+from tests.router_command import run_router_command
 from tests.test_cli import (
     get_member,
     is_key_source_line,
@@ -26,24 +26,7 @@ START_DEADLINE = 60.0
 
 async def run_in(cwd: Path, *args: str, env: dict[str, str]) -> tuple[int, str, str]:
     """`python -m router ARGS` run in `cwd`: exit code, stdout, stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "router",
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_router_command(*args, env=env, cwd=cwd, timeout=60)
 
 
 async def test_config_file_found_in_the_working_directory_and_keys_made_used_and_revoked(
