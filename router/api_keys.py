@@ -10,6 +10,7 @@ key made since is looked up at its first use.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -74,6 +75,7 @@ class KeyRing:
         self._refresh_seconds = refresh_seconds
         self._loaded_at = time.monotonic()
         self._used: set[bytes] = set()
+        self._refreshing: asyncio.Task[None] | None = None
 
     @property
     def stored_ids(self) -> list[UUID]:
@@ -94,8 +96,10 @@ class KeyRing:
     async def accepts(self, digest: bytes) -> bool:
         if digest in self.configured:
             return True
-        if time.monotonic() - self._loaded_at >= self._refresh_seconds:
-            await self.refresh()
+        if time.monotonic() - self._loaded_at >= self._refresh_seconds and not self._refreshing:
+            # Beside the request, not in it: this request is answered from the copy in hand.
+            self._loaded_at = time.monotonic()
+            self._refreshing = asyncio.create_task(self._refresh_beside())
         if digest not in self._stored:
             async with self._pool.acquire() as conn:
                 found = await conn.fetchval("SELECT id FROM api_keys WHERE key_sha256 = $1", digest)
@@ -122,8 +126,18 @@ class KeyRing:
             return
         self._stored = {r["key_sha256"]: r["id"] for r in rows}
 
+    async def _refresh_beside(self) -> None:
+        try:
+            await self.refresh()
+        except Exception as exc:  # a task's failure has no caller to reach
+            log.error("API keys not re-read: %s", describe(exc))
+        finally:
+            self._refreshing = None
+
     async def flush(self) -> None:
         """Record the last uses before the process stops."""
+        if self._refreshing is not None:
+            await self._refreshing
         used, self._used = self._used, set()
         if used:
             async with self._pool.acquire() as conn:
