@@ -202,6 +202,12 @@ class LogConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     format: Literal["text", "json"] = "text"
 
 
+class SandboxConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # On: LINE goes to the bundled simulator and email to a built-in capture, both inside this
+    # process, and nothing leaves the machine (`router serve --sandbox`).
+    enabled: bool = False
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -217,6 +223,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     journeys: JourneysConfig = msgspec.field(default_factory=JourneysConfig)
     shopify: ShopifyConfig = msgspec.field(default_factory=ShopifyConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    sandbox: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
 
     @property
     def line_configured(self) -> bool:

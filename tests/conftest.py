@@ -123,6 +123,15 @@ async def router(dsn: str, line_sim: object, smtp: SmtpSink) -> AsyncIterator[ob
         yield r
 
 
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Any]:
+    """Headless Debian chromium for the dashboard's tests (tests/browser.py), one per process."""
+    from tests.browser import chromium
+
+    async with chromium() as launched:
+        yield launched
+
+
 # For the simulator's own tests: each of those modules defines the `simulator` these use and
 # the access `TOKEN` it accepts.
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, get
+from litestar.datastructures import State
 from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -48,6 +49,7 @@ from router.log_json import JsonFormatter
 from router.log_safety import SafeFormatter
 from router.problems import ProblemError
 from router.service import Runtime
+from router.ui import dashboard_for, ui_router
 
 
 class Health(msgspec.Struct):
@@ -136,6 +138,7 @@ def create_app(runtime: Runtime) -> Litestar:
             shopify_webhook,
             UnsubscribeController,
             api_docs.assets_router(),
+            ui_router(),
             metrics_handler(
                 runtime.pool,
                 list(runtime.channels),
@@ -144,6 +147,7 @@ def create_app(runtime: Runtime) -> Litestar:
             ),
         ],
         dependencies=dependencies(runtime).providers(),
+        state=State({"dashboard": dashboard_for(runtime)}),
         middleware=[
             request_id_middleware(access_log=json_logs),
             complete_allow_header,

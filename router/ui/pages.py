@@ -1,0 +1,179 @@
+"""What every dashboard page shares: templates, the signed-in session, security headers.
+
+Pages are rendered on the server with Jinja2 (autoescaped) and enhanced with htmx, whose file
+ships in `static/` with its licence, so the dashboard works with no internet. No page runs an
+inline script: the Content-Security-Policy below allows scripts from the router only, and
+images, frames, fonts and connections to the router only, so a page can never make the browser
+reach another host (remote images in a previewed message included).
+
+Every route under `/ui` is behind `require_session` (a guard on the whole router) unless its
+handler says `opt={"public": True}` (the login form, the static files).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import jinja2
+from litestar import Request, Response
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.response import Redirect
+
+from router.service import Runtime
+from router.ui.session import (
+    COOKIE_NAME,
+    UNSAFE_METHODS,
+    LoginRequired,
+    Session,
+    Sessions,
+    check_csrf,
+)
+
+TEMPLATES: Final = Path(__file__).parent / "templates"
+STATIC: Final = Path(__file__).parent / "static"
+STATIC_PATH: Final = "/ui/static"
+PUBLIC: Final[dict[str, Any]] = {"public": True}
+"""Handler `opt` of the few routes reachable without a session."""
+
+CONTENT_SECURITY_POLICY: Final = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "frame-src 'self'",
+        "frame-ancestors 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    ]
+)
+SECURITY_HEADERS: Final = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+NAVIGATION: Final = (
+    ("overview", "Overview", "/ui"),
+    ("intents", "Intents", "/ui/intents"),
+    ("campaigns", "Campaigns", "/ui/campaigns"),
+    ("audiences", "Audiences", "/ui/audiences"),
+    ("journeys", "Journeys", "/ui/journeys"),
+    ("members", "Members", "/ui/members"),
+    ("sandbox", "Sandbox", "/ui/sandbox"),
+    ("previews", "Previews", "/ui/previews"),
+)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """Given to every dashboard handler as `dashboard`: the running router, sessions and
+    templates, and the two ways to answer (`page`, `fragment`)."""
+
+    runtime: Runtime
+    sessions: Sessions
+    templates: jinja2.Environment
+
+    @property
+    def sandbox(self) -> bool:
+        return self.runtime.config.sandbox.enabled
+
+    def page(
+        self,
+        request: Request[Any, Any, Any],
+        template: str,
+        *,
+        active: str,
+        status_code: int = 200,
+        **context: Any,
+    ) -> Response[str]:
+        """A whole page: `template` extends `ui/base.html`; `active` names the navigation item
+        to highlight (one of `NAVIGATION`, or "" for none)."""
+        return self._render(request, template, active=active, status_code=status_code, **context)
+
+    def fragment(
+        self, request: Request[Any, Any, Any], template: str, **context: Any
+    ) -> Response[str]:
+        """Part of a page, for an htmx request (`hx-get` polling a chart, say)."""
+        return self._render(request, template, active="", status_code=200, **context)
+
+    def _render(
+        self,
+        request: Request[Any, Any, Any],
+        template: str,
+        *,
+        active: str,
+        status_code: int,
+        **context: Any,
+    ) -> Response[str]:
+        session = current_session(request)
+        html = self.templates.get_template(template).render(
+            sandbox=self.sandbox,
+            navigation=NAVIGATION,
+            active=active,
+            csrf_token=session.csrf_token if session is not None else "",
+            static=STATIC_PATH,
+            **context,
+        )
+        return Response(html, media_type="text/html; charset=utf-8", status_code=status_code)
+
+
+def templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def current_session(request: Request[Any, Any, Any]) -> Session | None:
+    session: Session | None = request.scope.get("state", {}).get("ui_session")
+    return session
+
+
+def signed_in(request: Request[Any, Any, Any]) -> Session:
+    """The session `require_session` found (every non-public handler has one)."""
+    session = current_session(request)
+    if session is None:  # pragma: no cover - the guard stops such a request first
+        raise LoginRequired(request.url.path)
+    return session
+
+
+async def require_session(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """The guard of every `/ui` route: a valid session cookie, and on an unsafe method the
+    CSRF token and a same-site origin."""
+    if handler.opt.get("public"):
+        return
+    dashboard: Dashboard = connection.app.state["dashboard"]
+    session = await dashboard.sessions.read(connection.cookies.get(COOKIE_NAME))
+    if session is None:
+        query = connection.scope.get("query_string", b"").decode("latin-1")
+        raise LoginRequired(connection.url.path + (f"?{query}" if query else ""))
+    connection.scope.setdefault("state", {})["ui_session"] = session
+    if connection.scope.get("method") in UNSAFE_METHODS:
+        await check_csrf(Request(connection.scope, connection.receive), session)
+
+
+def to_login(request: Request[Any, Any, Any], exc: LoginRequired) -> Response[Any]:
+    """Pages redirect to the login form; htmx requests are told to load it whole."""
+    from urllib.parse import quote
+
+    target = f"/ui/login?next={quote(exc.next_path, safe='/')}"
+    if request.headers.get("hx-request"):
+        return Response("", status_code=401, headers={"HX-Redirect": target})
+    return Redirect(target, status_code=303)
+
+
+def add_security_headers(response: Response[Any]) -> Response[Any]:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
