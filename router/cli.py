@@ -23,6 +23,7 @@ from router.config import (
     default_journeys_directory,
     load_config,
     split_listen,
+    unread_environment,
 )
 from router.config_file import ConfigFile, find_config_file
 from router.database import DatabaseUnreachable
@@ -219,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dkim_keygen(args.domain, args.selector, args.algorithm, args.bits, args.out)
         config_file = find_config_file(args.config, os.environ, Path.cwd())
         config = load_config(config_file.path)
+        for note in unread_environment(os.environ):
+            print(f"router: {note}", file=sys.stderr)
         if config.log.format == "json":
             use_json_logs()
         if args.command == "keys":

@@ -7,6 +7,7 @@ without writing files.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -262,6 +263,30 @@ def _renamed(data: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"[{section}] give {new} only ({old} is its older name)")
             table[new] = table.pop(old)
     return data
+
+
+NOT_SETTINGS = frozenset({"ROUTER_CONFIG"})
+"""ROUTER_ variables that name no setting: read elsewhere (the config file's path)."""
+
+
+def unread_environment(environ: Mapping[str, str]) -> list[str]:
+    """One sentence for each ROUTER_ variable that names no section, so a misspelt one
+    (ROUTER_EMIAL_HOST) is reported instead of silently leaving the default in place.
+
+    Not an error: other software may use the prefix for its own variables."""
+    sections = _section_fields()
+    every_key = sorted(f"{ENV_PREFIX}{s}_{k}".upper() for s, keys in sections.items() for k in keys)
+    notes = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        if any(rest.startswith(section + "_") for section in sections):
+            continue
+        close = difflib.get_close_matches(name, every_key, n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        notes.append(f"{name} names no configuration section and is ignored{hint}")
+    return notes
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from router.config import Config, ConfigError, load_config, split_listen
+from router.config import Config, ConfigError, load_config, split_listen, unread_environment
 from router.database import redact_dsn
 
 
@@ -487,3 +487,14 @@ def test_a_key_under_both_names_is_refused(tmp_path: Path) -> None:
     for environ in (both, dict(reversed(both.items()))):
         with pytest.raises(ConfigError, match="ROUTER_WORKERS_BATCH_SIZE: give ROUTER_WORKERS_CLA"):
             load_config(None, environ)
+
+
+def test_a_misspelt_section_is_reported_with_the_likely_name() -> None:
+    env = {"ROUTER_EMIAL_HOST": "smtp.example.jp", "ROUTER_CONFIG": "x.toml", "ROUTER_X": "1"}
+    assert load_config(None, env) == Config()  # still not an error
+    assert unread_environment(env) == [
+        "ROUTER_EMIAL_HOST names no configuration section and is ignored;"
+        " did you mean ROUTER_EMAIL_HOST?",
+        "ROUTER_X names no configuration section and is ignored",
+    ]
+    assert unread_environment({"ROUTER_EMAIL_HOST": "h", "PATH": "/bin"}) == []
