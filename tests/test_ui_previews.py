@@ -428,3 +428,23 @@ async def test_flex_bubble_with_a_remote_hero_in_chromium(
         await expect(frame.locator("p")).to_have_text("Hi")
         assert await page.locator(".lp-message").count() == 1
     guard.assert_none()
+
+
+def test_odd_input_degrades_to_neutral_boxes() -> None:
+    """Shapes no page should get still draw (other pages pass stored messages straight in)."""
+    from router.line.messages import decode_messages
+    from router.ui.pages import templates
+
+    macro = templates().get_template("ui/previews.html").module.line_bubbles  # type: ignore[attr-defined]
+    deep: dict[str, Any] = {"type": "text", "text": "deep"}
+    for _ in range(200):
+        deep = {"type": "box", "layout": "vertical", "contents": [deep]}
+    flex = {"type": "flex", "altText": "x", "contents": {"type": "bubble", "body": deep}}
+    html = str(macro([flex, "text", None, {"type": "text", "text": 5}]))
+    assert "boxes nested too deep to preview" in html
+    assert html.count('data-type="unknown"') == 2  # the string and the None
+    assert "A str message" in html and "A NoneType message" in html
+    structs = decode_messages(json.dumps(MEDIA_AND_TEXT[:1]))
+    page = Page(str(macro(structs)))
+    assert page.kinds() == ["text"] and page.having("lp-emoji")
+    assert "No messages." in str(macro({"messages": []}))

@@ -49,6 +49,8 @@ _BUBBLE_WIDTH: Final = {
     "mega": 300,
     "giga": 386,
 }
+FLEX_DEPTH_MAX: Final = 40
+"""Boxes nested deeper than this are drawn as one unknown box (templates recurse per level)."""
 _ALIGN: Final = {"start": "flex-start", "end": "flex-end", "center": "center"}
 _JUSTIFY: Final = {
     "flex-start": "flex-start",
@@ -131,11 +133,17 @@ def _flex_grow(entry: Mapping[str, object], default: int) -> str:
 
 
 def flex_node(
-    value: object, parent_layout: str = "vertical", spacing: str | None = None, first: bool = True
+    value: object,
+    parent_layout: str = "vertical",
+    spacing: str | None = None,
+    first: bool = True,
+    depth: int = 0,
 ) -> FlexNode:
     """A flex component; in a horizontal or baseline box children default to `flex: 1`."""
     entry = as_dict(value)
     kind = entry.get("type")
+    if depth > FLEX_DEPTH_MAX:
+        return FlexNode("unknown", type_name="boxes nested too deep to preview")
     horizontal = parent_layout in ("horizontal", "baseline")
     margin = None if first else _flex_margin(entry, spacing)
     margin_side = "margin-left" if horizontal else "margin-top"
@@ -150,7 +158,7 @@ def flex_node(
         layout = layout if layout in ("vertical", "horizontal", "baseline") else "vertical"
         own_spacing = css_length(entry.get("spacing"), _SPACING)
         children = [
-            flex_node(child, layout, own_spacing, number == 0)
+            flex_node(child, layout, own_spacing, number == 0, depth + 1)
             for number, child in enumerate(as_list(entry.get("contents")))
         ]
         style = inline_style(

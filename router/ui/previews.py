@@ -2,12 +2,12 @@
 
 `line_preview` turns message objects (decoded JSON or the router's Structs, as sent to LINE)
 into small typed records the templates only lay out: text cut into runs (plain, link, LINE
-emoji, mention), media reduced to the host they would load from, flex components with their
-layout already turned into a safe inline style. Nothing here trusts the message: a color is
-kept only as #RRGGBB or #RRGGBBAA, lengths only as known keywords or plain px/% numbers,
-links only as http(s) URLs, and media URLs never reach a `src` unless they are `data:image`
-or on the router's own origin. A type or field this module does not know becomes an
-`Unknown` box naming it, never an error.
+emoji, mention), media reduced to the host they would load from, template cards with their
+actions as buttons, flex bubbles (`router.ui.preview_flex`) with their layout already turned
+into a safe inline style. Nothing here trusts the message (`router.ui.preview_parts` keeps
+only checked colors, lengths, links and media). A type this module does not know becomes an
+`Unknown` box naming it and its fields, never an error: the previews also show messages
+that LINE would refuse, so a page can show what is wrong next to them.
 """
 
 from __future__ import annotations

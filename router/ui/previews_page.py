@@ -125,7 +125,7 @@ def read_line_json(text: str) -> LineInput:
         return LineInput(messages=None, problems=[])
     try:
         decoded: Any = msgspec.json.decode(text)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         return LineInput(None, [FieldProblem("messages", f"not valid JSON: {exc}")])
     if isinstance(decoded, dict) and "messages" in decoded:
         decoded = decoded["messages"]
@@ -138,8 +138,11 @@ def read_line_json(text: str) -> LineInput:
     except msgspec.ValidationError as exc:
         path, reason = field_path(str(exc))
         return LineInput(decoded, [FieldProblem(_message_path(path), reason)])
-    problems = [FieldProblem(p.field, p.reason) for p in check_messages(structs)]
-    return LineInput(decoded, problems)
+    try:
+        checked = check_messages(structs)
+    except (TypeError, RecursionError) as exc:  # a shape the checks do not expect
+        return LineInput(decoded, [FieldProblem("messages", f"could not be checked: {exc}")])
+    return LineInput(decoded, [FieldProblem(p.field, p.reason) for p in checked])
 
 
 def _render(request: Request[Any, Any, Any], form: PreviewForm, line: LineInput) -> Response[str]:
