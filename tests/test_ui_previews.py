@@ -419,6 +419,7 @@ async def test_flex_bubble_with_a_remote_hero_in_chromium(
         await page.fill(
             "textarea[name=email_html]", '<p>Hi</p><img src="https://tracker.example/o.gif">'
         )
+        await page.evaluate("window.notReloaded = true")
         await page.click("form.pv-form button[type=submit]")
         hero = page.locator(".lp-message[data-type=flex] .lf-hero .lp-remote")
         await expect(hero).to_have_attribute("data-host", "images.example.net")
@@ -427,6 +428,7 @@ async def test_flex_bubble_with_a_remote_hero_in_chromium(
         frame = page.frame_locator(".email-preview iframe")
         await expect(frame.locator("p")).to_have_text("Hi")
         assert await page.locator(".lp-message").count() == 1
+        assert await page.evaluate("window.notReloaded") is True  # htmx swapped it in place
     guard.assert_none()
 
 
