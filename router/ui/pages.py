@@ -23,6 +23,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Redirect
 
 from router.service import Runtime
+from router.ui.previews import line_preview
 from router.ui.session import (
     COOKIE_NAME,
     UNSAFE_METHODS,
@@ -124,13 +125,16 @@ class Dashboard:
 
 
 def templates() -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # `line_bubbles` in ui/previews.html draws the view models this makes.
+    environment.globals["line_preview"] = line_preview
+    return environment
 
 
 def current_session(request: Request[Any, Any, Any]) -> Session | None:
