@@ -206,3 +206,25 @@ async def test_the_depth_limit_is_exact_and_deep_flex_messages_pass(
     (result,) = resp.json()["results"]
     assert result["status"] == "accepted", result
     await router.wait_for(result["id"])
+
+
+async def test_a_quick_reply_action_type_that_is_not_text_is_a_400_not_a_500(
+    router: RouterUnderTest,
+) -> None:
+    await router.client.put("/v1/members/qr", json={"line_user_id": FRIEND})
+    for kind in ([], {}, ["message"], 7):
+        body = {
+            "member_id": "qr",
+            "line": {
+                "messages": [
+                    {
+                        "type": "text",
+                        "text": "hi",
+                        "quickReply": {"items": [{"type": "action", "action": {"type": kind}}]},
+                    }
+                ]
+            },
+        }
+        resp = await router.client.post("/v1/intents", json=body)
+        assert resp.status_code == 400, (kind, resp.text)
+        assert any("quickReply.items[0].action" in field for field in fields(resp)), resp.text

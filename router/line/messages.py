@@ -364,11 +364,12 @@ def _check_common(out: list[MessageProblem], path: str, message: _Message) -> No
                 _https_url(out, f"{where}.imageUrl", item["imageUrl"])
             action = item.get("action")
             # An unknown action type is the schema walk's to report.
-            if isinstance(action, dict) and action.get("type") in _NOT_QUICK_REPLY_ACTIONS:
+            kind = action.get("type") if isinstance(action, dict) else None
+            if isinstance(kind, str) and kind in _NOT_QUICK_REPLY_ACTIONS:
                 out.append(
                     MessageProblem(
                         f"{where}.action.type",
-                        f"{action.get('type')!r} actions cannot be quick reply buttons",
+                        f"{kind!r} actions cannot be quick reply buttons",
                     )
                 )
             _check_action(out, f"{where}.action", action)
