@@ -15,7 +15,7 @@ from litestar.static_files import create_static_files_router
 
 from router.api.body_checks import BODY_CHECKS
 from router.service import Runtime
-from router.ui import audiences, login, overview
+from router.ui import audiences, journeys, login, overview
 from router.ui.pages import (
     STATIC,
     STATIC_PATH,
@@ -37,6 +37,7 @@ PAGES: list[HTTPRouteHandler] = [
     audiences.audience_page,
     audiences.audience_reach,
     audiences.audience_upload,
+    journeys.journeys_page,
 ]
 """Every dashboard route; a new page adds its handlers here."""
 
