@@ -85,9 +85,22 @@ async def test_upload_through_the_dashboard_reports_what_the_api_reports(
         assert '<tr><td class="num">2</td><td>' in plain.text
         assert 'data-figure="lines">17<' in plain.text  # 15 + 2, as the API adds them
 
+        campaign = await router.client.post(
+            "/v1/campaigns",
+            json={
+                "audience_ids": [api.json()["id"]],
+                "exclude_audience_ids": [again.rsplit("/", 1)[1]],
+                "email": {"subject": "Autumn", "text": "Hello"},
+            },
+        )
+        assert campaign.status_code == 202, campaign.text
         listing = await client.get("/ui/audiences")
         assert listing.status_code == 200
-        assert "autumn from the dashboard" in listing.text and "again" in listing.text
+        exclusions, everything = listing.text.split("<h2>All audiences</h2>")
+        exclusions = exclusions.split("<h2>Exclusion lists</h2>")[1]
+        assert re.findall(r">([^<]+)</a> <span class=\"tag\">exclusion", exclusions) == ["again"]
+        assert "autumn from the dashboard</a></td>" in everything
+        assert "again</a> <span" in everything
         reach = await client.get(f"{again}/reach")
         assert reach.status_code == 200
         assert re.findall(r'<td class="num">(\d+)</td>', reach.text) == ["5", "1", "4"]
@@ -156,4 +169,10 @@ async def test_choosing_a_file_in_chromium_shows_progress_and_the_report(
         await expect(page.locator('[data-figure="valid"]')).to_have_text("3,999")
         await expect(page.locator(".rejected-lines tbody td")).to_have_text(
             ["3", "not an email address (name@domain)"]
+        )
+        # The list loads each row's reach after the page (htmx): no member has these emails.
+        await page.click("text=Audiences")
+        row = page.locator("table.audiences tbody tr", has_text="spring").last
+        await expect(row.locator("td")).to_have_text(
+            ["spring", "email", "4,000", "3,999", "1", "0", "0", "0", "0"]
         )
