@@ -8,7 +8,7 @@ from the request stream, so a 20 MB file passes through in 64 KiB pieces and is 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -139,11 +139,21 @@ async def _fields_before_file(
     raise invalid([FieldError("file", "missing: send the file as the part named file")])
 
 
-async def _upload(
-    request: Request[Any, Any, Any], pool: Pool, region: str, audience_id: uuid.UUID | None
+async def upload(
+    request: Request[Any, Any, Any],
+    pool: Pool,
+    region: str,
+    audience_id: uuid.UUID | None,
+    check_fields: Callable[[dict[str, str]], None] | None = None,
 ) -> AudienceReport:
+    """Stream the multipart file into a new audience (`audience_id` None) or an existing one.
+
+    `check_fields` sees the text fields that came before the file and may refuse the upload
+    (the dashboard checks its CSRF field there) before any of the file is read."""
     events = _events(request, _boundary(request))
     fields = await _fields_before_file(events)
+    if check_fields is not None:
+        check_fields(fields)
     errors: list[FieldError] = []
     kind: AudienceType | FieldError | None = None
     if audience_id is None:
@@ -252,7 +262,7 @@ class AudienceController(Controller):
         pool: Injected[Pool],
         members_config: Injected[MembersConfig],
     ) -> AudienceReport:
-        return await _upload(request, pool, members_config.default_region, None)
+        return await upload(request, pool, members_config.default_region, None)
 
     @post(
         "/{audience_id:uuid}/uploads",
@@ -270,7 +280,7 @@ class AudienceController(Controller):
         pool: Injected[Pool],
         members_config: Injected[MembersConfig],
     ) -> AudienceReport:
-        return await _upload(request, pool, members_config.default_region, audience_id)
+        return await upload(request, pool, members_config.default_region, audience_id)
 
     @get("/{audience_id:uuid}", summary="An audience and who it reaches", responses=problems(404))
     async def read(self, audience_id: AudienceIdParam, pool: Injected[Pool]) -> AudienceReport:

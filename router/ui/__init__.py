@@ -15,7 +15,7 @@ from litestar.static_files import create_static_files_router
 
 from router.api.body_checks import BODY_CHECKS
 from router.service import Runtime
-from router.ui import login, overview, previews_page
+from router.ui import audiences, journeys, login, overview, previews_page
 from router.ui.pages import (
     STATIC,
     STATIC_PATH,
@@ -34,6 +34,12 @@ PAGES: list[HTTPRouteHandler] = [
     overview.overview,
     previews_page.previews_form,
     previews_page.previews_render,
+    audiences.audience_list,
+    audiences.audience_create,
+    audiences.audience_page,
+    audiences.audience_reach,
+    audiences.audience_upload,
+    journeys.journeys_page,
 ]
 """Every dashboard route; a new page adds its handlers here."""
 

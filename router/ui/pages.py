@@ -12,6 +12,8 @@ handler says `opt={"public": True}` (the login form, the static files).
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -19,18 +21,23 @@ from typing import Any, Final
 import jinja2
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Redirect
 
+from router.api.body_checks import STREAMED
 from router.service import Runtime
 from router.ui.previews import line_preview
 from router.ui.session import (
     COOKIE_NAME,
+    CSRF_FIELD,
+    CSRF_HEADER,
     UNSAFE_METHODS,
     LoginRequired,
     Session,
     Sessions,
     check_csrf,
+    check_origin,
 )
 
 TEMPLATES: Final = Path(__file__).parent / "templates"
@@ -38,6 +45,11 @@ STATIC: Final = Path(__file__).parent / "static"
 STATIC_PATH: Final = "/ui/static"
 PUBLIC: Final[dict[str, Any]] = {"public": True}
 """Handler `opt` of the few routes reachable without a session."""
+STREAMED_FORM: Final[dict[str, Any]] = {**STREAMED, "csrf_in_stream": True}
+"""Handler `opt` of a route that streams a multipart body (a file upload): the guard cannot
+read the form's CSRF field without reading the whole body first, so when the token is not in
+the header it checks the origin only, and the handler must pass `streamed_csrf_check(request)`
+to the code that reads the fields before the file."""
 
 CONTENT_SECURITY_POLICY: Final = "; ".join(
     [
@@ -164,7 +176,29 @@ async def require_session(
         raise LoginRequired(connection.url.path + (f"?{query}" if query else ""))
     connection.scope.setdefault("state", {})["ui_session"] = session
     if connection.scope.get("method") in UNSAFE_METHODS:
-        await check_csrf(Request(connection.scope, connection.receive), session)
+        request: Request[Any, Any, Any] = Request(connection.scope, connection.receive)
+        if handler.opt.get("csrf_in_stream") and CSRF_HEADER not in request.headers:
+            check_origin(request)  # the token is checked in the stream: streamed_csrf_check
+            return
+        await check_csrf(request, session)
+
+
+def streamed_csrf_check(request: Request[Any, Any, Any]) -> Callable[[dict[str, str]], None]:
+    """For a `STREAMED_FORM` route: checks the form's CSRF field (sent before the file) unless
+    the guard already checked the token in the header."""
+    session = signed_in(request)
+    in_header = CSRF_HEADER in request.headers
+
+    def check(fields: dict[str, str]) -> None:
+        if in_header:
+            return
+        token = fields.get(CSRF_FIELD)
+        if token is None or not hmac.compare_digest(token, session.csrf_token):
+            raise HTTPException(
+                status_code=403, detail="missing or wrong CSRF token; reload the page"
+            )
+
+    return check
 
 
 def to_login(request: Request[Any, Any, Any], exc: LoginRequired) -> Response[Any]:
