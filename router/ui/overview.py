@@ -8,7 +8,7 @@ backlog (the figures `/metrics` reads) and the month's LINE quota priced under e
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from litestar import Request, Response, get
@@ -22,7 +22,8 @@ from router.ui.charts import LAYOUTS, Chart, deliveries_chart
 from router.ui.overview_reads import RANGES, ChannelTotals, totals, window, window_counts
 from router.ui.pages import Dashboard
 
-POLL_SECONDS = 5
+POLL_SECONDS: Final = {"24h": 5, "7d": 30, "30d": 60}
+"""How often the panel reloads: the longer windows count more rows and change more slowly."""
 
 
 class QueueBacklog(msgspec.Struct, frozen=True):
@@ -128,7 +129,7 @@ async def overview(request: Request[Any, Any, Any]) -> Response[str]:
         figures=figures,
         ranges=tuple(RANGES),
         layouts=LAYOUTS,
-        poll_seconds=POLL_SECONDS,
+        poll_seconds=POLL_SECONDS[range_name],
     )
 
 
@@ -143,5 +144,5 @@ async def overview_figures(request: Request[Any, Any, Any]) -> Response[str]:
         return _bad_request(exc)
     figures = await read_overview(dashboard.runtime, range_name, layout)
     return dashboard.fragment(
-        request, "ui/overview_figures.html", figures=figures, poll_seconds=POLL_SECONDS
+        request, "ui/overview_figures.html", figures=figures, poll_seconds=POLL_SECONDS[range_name]
     )
