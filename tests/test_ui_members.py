@@ -76,6 +76,8 @@ async def test_member_search_and_page(
         assert found_ids(none.text) == [] and 'id="members-none"' in none.text
         odd = await client.get("/ui/members", params={"q": "12"})
         assert "not searched as a phone number" in odd.text
+        plain = await client.get("/ui/members", params={"q": "member-12"})
+        assert "not searched as" not in plain.text and found_ids(plain.text) == []
 
         page = await client.get("/ui/members/hanako")
         assert page.status_code == 200

@@ -8,6 +8,7 @@ deliveries found through `deliveries (intent_id, channel)`; events use `events_m
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Final
 from uuid import UUID
@@ -24,6 +25,8 @@ from router.identifiers import (
 )
 from router.store import group_state
 
+_PHONE_LIKE: Final = re.compile(r"\+?[0-9][0-9 ().-]*")
+"""What is also read as a phone number: digits and the separators people write them with."""
 SEARCH_LIMIT: Final = 20
 HISTORY_PAGE: Final = 20
 EVENTS_SHOWN: Final = 20
@@ -58,7 +61,7 @@ def read_query(text: str, default_region: str) -> Query:
             email_hash = email_sha256(normalize_email(text))
         except InvalidIdentifier as exc:
             notes.append(f"not searched as an email address: {exc}")
-    elif any(ch.isdigit() for ch in text) and not text.startswith("U"):
+    elif _PHONE_LIKE.fullmatch(text):
         try:
             phone_hash = phone_sha256(normalize_phone(text, default_region))
         except InvalidIdentifier as exc:
