@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import msgspec
 
@@ -20,6 +20,7 @@ from router.content import Content, EmailContent, Relayed, RelayRecipient, conte
 from router.database import Connection
 from router.queue.wakeups import notify
 from router.store.deliveries import QUEUE as DELIVERIES
+from router.store.row_ids import uuid7s
 
 
 class Reported(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,7 +116,7 @@ async def add(conn: Connection, reports: Sequence[Report]) -> None:
     ]
     await conn.execute(
         _ADD,
-        [uuid4() for _ in reports],
+        uuid7s(len(reports)),  # time-ordered, like every intent id
         [content_id(body) for body in bodies],
         [body.decode() for body in bodies],
         [r.to for r in reports],

@@ -15,7 +15,7 @@ from litestar.static_files import create_static_files_router
 
 from router.api.body_checks import BODY_CHECKS
 from router.service import Runtime
-from router.ui import audiences, journeys, login, overview, previews_page
+from router.ui import audiences, journeys, login, members, overview, previews_page
 from router.ui.pages import (
     STATIC,
     STATIC_PATH,
@@ -40,6 +40,9 @@ PAGES: list[HTTPRouteHandler] = [
     audiences.audience_reach,
     audiences.audience_upload,
     journeys.journeys_page,
+    overview.overview_figures,
+    members.members,
+    members.member,
 ]
 """Every dashboard route; a new page adds its handlers here."""
 
