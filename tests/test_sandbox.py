@@ -1,0 +1,202 @@
+"""Sandbox mode: `router serve --sandbox` as a user runs it, with no other process; the
+README's quick start run from its own text; the captured list over HTTP and on the dashboard
+in chromium; and what the routes say outside sandbox mode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.async_api import Browser, expect
+
+from tests.browser import open_page
+from tests.harness import API_KEY, RouterUnderTest, _free_port
+from tests.router_command import ROOT, ServingRouter, serving_router
+from tests.router_processes import wait_healthy
+from tests.test_cli import router_env
+from tests.test_ui_session import anonymous, signed_in
+
+LINE_USER = "U0123456789abcdef0123456789abcdef"
+
+
+def quick_start_blocks() -> list[str]:
+    """The shell blocks of README's quick start that talk to the router (curl)."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Five-minute quick start")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+    return [block for block in blocks if "curl" in block]
+
+
+def run_block(block: str, port: int, key: str) -> str:
+    """One README block in bash, against this router, with `KEY` set as the reader would."""
+    script = block.replace("localhost:8080", f"127.0.0.1:{port}")
+    done = subprocess.run(
+        ["bash", "-euc", script],
+        env={"KEY": key, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def wait_for_messages(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 20
+    while True:
+        resp = await client.get("/v1/sandbox/messages")
+        assert resp.status_code == 200, resp.text
+        messages: list[dict[str, Any]] = resp.json()["messages"]
+        if len(messages) >= count:
+            return messages
+        assert time.monotonic() < deadline, f"only {len(messages)} message(s) captured"
+        await asyncio.sleep(0.1)
+
+
+async def test_sandbox_runs_the_quick_start_alone_and_shows_what_was_sent(
+    migrated: str, dsn: str, tmp_path: Path, browser: Browser
+) -> None:
+    """No LINE token, no SMTP server, no simulator process: the README's commands end with
+    one LINE push and one email captured, listed, filtered, paged, shown and cleared."""
+    port = _free_port()
+    env = router_env(ROUTER_DATABASE_URL=dsn, ROUTER_HTTP_LISTEN=f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}"
+    async with serving_router("--sandbox", env=env, cwd=tmp_path) as router:
+        await wait_healthy(base)
+        key = printed_key(router)
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        ) as client:
+            health = (await client.get("/healthz")).json()
+            assert health == {"status": "ok", "database": "ok", "sandbox": True}
+            blocks = quick_start_blocks()
+            assert len(blocks) == 3, blocks  # members, intents, the sandbox list
+            run_block(blocks[0], port, key)
+            accepted = json.loads(run_block(blocks[1], port, key))
+            assert [r["status"] for r in accepted["results"]] == ["accepted", "accepted"]
+            await wait_for_messages(client, 2)
+            listed = json.loads(run_block(blocks[2], port, key))["messages"]
+            assert [m["channel"] for m in listed] == ["email", "line"] or [
+                m["channel"] for m in listed
+            ] == ["line", "email"]
+            assert listed[0]["id"] > listed[1]["id"]  # newest first
+            line = next(m for m in listed if m["channel"] == "line")
+            email = next(m for m in listed if m["channel"] == "email")
+            assert (line["kind"], line["member_id"], line["recipient"]) == (
+                "push",
+                "m-1",
+                LINE_USER,
+            )
+            assert line["email"] is None
+            assert line["line"]["messages"][0]["type"] == "text"
+            assert "20% off until Sunday" in line["line"]["messages"][0]["text"]
+            assert (email["kind"], email["member_id"], email["recipient"]) == (
+                "smtp",
+                "m-2",
+                "hanako@example.jp",
+            )
+            assert email["email"]["subject"] == "Autumn sale"
+            assert "20% off until Sunday" in email["email"]["text"]
+            headers = {h["name"].lower(): h["value"] for h in email["email"]["headers"]}
+            assert headers["to"] == "hanako@example.jp"
+            await check_filters_and_paging(client, line, email)
+            await check_dashboard(browser, base, key, client)
+            cleared = await client.delete("/v1/sandbox/messages")
+            assert cleared.status_code == 200 and cleared.json() == {"removed": 0}
+    start = "\n".join(router.output)
+    assert "SANDBOX MODE: nothing leaves this machine" in start
+    assert re.search(r"bundled simulator at http://127\.0\.0\.1:\d+", start), start
+
+
+def printed_key(router: ServingRouter) -> str:
+    prefix = "API key (shown once, stored only as a hash):"
+    key = router.printed(prefix)
+    assert key, router.output
+    return key
+
+
+async def check_filters_and_paging(
+    client: httpx.AsyncClient, line: dict[str, Any], email: dict[str, Any]
+) -> None:
+    async def ids(**params: Any) -> tuple[list[int], int | None]:
+        resp = await client.get("/v1/sandbox/messages", params=params)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        return [m["id"] for m in body["messages"]], body.get("next_before")
+
+    assert await ids(channel="email") == ([email["id"]], None)
+    assert await ids(channel="line_notification") == ([], None)
+    assert await ids(member_id="m-1") == ([line["id"]], None)
+    assert await ids(recipient="hanako@example.jp") == ([email["id"]], None)
+    assert await ids(recipient=LINE_USER, channel="email") == ([], None)
+    newest, older = sorted([line["id"], email["id"]], reverse=True)
+    assert await ids(limit=1) == ([newest], newest)
+    assert await ids(limit=1, before=newest) == ([older], None)
+    bad = await client.get("/v1/sandbox/messages", params={"channel": "fax", "limit": 0})
+    assert bad.status_code == 400
+    assert {e["field"] for e in bad.json()["errors"]} >= {"channel", "limit"}
+    async with httpx.AsyncClient(base_url=str(client.base_url)) as nobody:
+        assert (await nobody.get("/v1/sandbox/messages")).status_code == 401
+
+
+async def check_dashboard(browser: Browser, base: str, key: str, client: httpx.AsyncClient) -> None:
+    """Signed in with the printed key, the page shows the LINE bubble; an HTML email sent
+    while it is open appears without a reload, its frame showing the HTML but never loading
+    a remote image; the clear button empties the list."""
+    async with open_page(browser) as (page, guard):
+        await page.goto(f"{base}/ui/sandbox")
+        await page.fill("input[name=api_key]", key)
+        await page.click("button[type=submit]")
+        await page.wait_for_url(f"{base}/ui/sandbox")
+        await expect(page.locator(".sandbox-banner")).to_be_visible()
+        bubble = page.locator("[data-channel=line] .line-bubble")
+        await expect(bubble).to_contain_text("20% off until Sunday")
+        sent = await client.post(
+            "/v1/intents",
+            json={
+                "member_id": "m-2",
+                "route": "email_only",
+                "email": {
+                    "subject": "Preview me",
+                    "text": "plain part",
+                    "html": '<p>Hello <b id="who">Hanako</b></p>'
+                    '<img src="https://tracker.example.com/pixel.gif" alt="">',
+                },
+            },
+        )
+        assert sent.status_code == 202, sent.text
+        frame = page.frame_locator("[data-channel=email] iframe").first
+        await expect(frame.locator("#who")).to_have_text("Hanako", timeout=10_000)
+        await expect(page.locator("[data-channel=email] .email-text").first).to_have_text(
+            re.compile("plain part")
+        )
+        await page.click("form.sandbox-clear button")
+        await expect(page.locator(".sandbox-empty")).to_be_visible()
+        guard.assert_none()
+    assert (await client.get("/v1/sandbox/messages")).json() == {"messages": []}
+
+
+async def test_outside_sandbox_mode_the_list_is_a_conflict(router: RouterUnderTest) -> None:
+    async with httpx.AsyncClient(
+        base_url=router.base_url, headers={"Authorization": f"Bearer {API_KEY}"}
+    ) as client:
+        for method in ("GET", "DELETE"):
+            resp = await client.request(method, "/v1/sandbox/messages")
+            assert resp.status_code == 409, resp.text
+            assert resp.headers["content-type"].startswith("application/problem+json")
+            assert resp.json()["title"] == "Sandbox mode is off"
+            assert "--sandbox" in resp.json()["detail"]
+        assert (await client.get("/healthz")).json()["sandbox"] is False
+    async with anonymous(router) as ui:
+        await signed_in(ui)
+        page = await ui.get("/ui/sandbox")
+        assert page.status_code == 200
+        assert "Sandbox mode is off" in page.text and "sandbox-banner" not in page.text
