@@ -5,6 +5,7 @@ in chromium; and what the routes say outside sandbox mode."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import subprocess
@@ -16,7 +17,7 @@ import httpx
 from playwright.async_api import Browser, expect
 
 from tests.browser import open_page
-from tests.harness import API_KEY, RouterUnderTest, _free_port
+from tests.harness import API_KEY, RouterUnderTest, _free_port, router_config, running_router
 from tests.router_command import ROOT, ServingRouter, serving_router
 from tests.router_processes import wait_healthy
 from tests.test_cli import router_env
@@ -200,3 +201,54 @@ async def test_outside_sandbox_mode_the_list_is_a_conflict(router: RouterUnderTe
         page = await ui.get("/ui/sandbox")
         assert page.status_code == 200
         assert "Sandbox mode is off" in page.text and "sandbox-banner" not in page.text
+
+
+async def test_sandbox_captures_multicasts_and_notification_messages_with_their_members(
+    dsn: str,
+) -> None:
+    """In-process (no LINE token, no SMTP server configured): a multicast is one entry per
+    friend, a LINE notification message names the member of its delivery and the phone's
+    hash, never the number."""
+    config = router_config(
+        dsn,
+        None,
+        None,
+        ROUTER_SANDBOX_ENABLED="true",
+        ROUTER_LINE_NOTIFICATION_MESSAGES="true",
+    )
+    async with running_router(dsn, None, None, config=config) as r:
+        assert r.runtime.sandbox is not None and r.runtime.config.line_configured
+        members = [
+            {"member_id": "f1", "line_user_id": f"U{1:032x}"},
+            {"member_id": "f2", "line_user_id": f"U{2:032x}"},
+            {"member_id": "p", "phone": "080-1234-5678", "email": "p@example.jp"},
+        ]
+        resp = await r.client.post("/v1/members/batch", json={"members": members})
+        assert resp.status_code == 200, resp.text
+        same = {"email": {"subject": "Hello", "text": "to both friends"}}
+        resp = await r.client.post(
+            "/v1/intents/batch",
+            json={
+                "intents": [
+                    {"member_id": "f1", **same},
+                    {"member_id": "f2", **same},
+                    {
+                        "member_id": "p",
+                        "kind": "transactional",
+                        "route": "notification_first",
+                        "email": {"subject": "Order", "text": "shipped"},
+                    },
+                ]
+            },
+        )
+        assert resp.status_code == 200, resp.text
+        captured = await wait_for_messages(r.client, 3)
+    got = {(m["kind"], m["member_id"], m["recipient"]) for m in captured}
+    assert got == {
+        ("multicast", "f1", f"U{1:032x}"),
+        ("multicast", "f2", f"U{2:032x}"),
+        ("notification", "p", hashlib.sha256(b"+818012345678").hexdigest()),
+    }
+    notification = next(m for m in captured if m["kind"] == "notification")
+    assert notification["channel"] == "line_notification"
+    assert notification["line"]["messages"][0]["text"].endswith("shipped")
