@@ -238,17 +238,44 @@ async def test_sandbox_captures_multicasts_and_notification_messages_with_their_
                         "route": "notification_first",
                         "email": {"subject": "Order", "text": "shipped"},
                     },
+                    {
+                        "member_id": "p",
+                        "route": "email_only",
+                        "email": {"subject": "News", "html": "<p id='x'>styled</p>"},
+                    },
                 ]
             },
         )
         assert resp.status_code == 200, resp.text
-        captured = await wait_for_messages(r.client, 3)
+        captured = await wait_for_messages(r.client, 4)
+        await check_email_frame_and_poll(r, captured)
     got = {(m["kind"], m["member_id"], m["recipient"]) for m in captured}
     assert got == {
         ("multicast", "f1", f"U{1:032x}"),
         ("multicast", "f2", f"U{2:032x}"),
         ("notification", "p", hashlib.sha256(b"+818012345678").hexdigest()),
+        ("smtp", "p", "p@example.jp"),
     }
     notification = next(m for m in captured if m["kind"] == "notification")
     assert notification["channel"] == "line_notification"
     assert notification["line"]["messages"][0]["text"].endswith("shipped")
+
+
+async def check_email_frame_and_poll(r: RouterUnderTest, captured: list[dict[str, Any]]) -> None:
+    """The HTML part is served alone under its own strict policy; the page's poll returns
+    only what is newer than it has."""
+    email = next(m for m in captured if m["channel"] == "email")
+    line = next(m for m in captured if m["channel"] == "line")
+    async with anonymous(r) as ui:
+        await signed_in(ui)
+        html = await ui.get(f"/ui/sandbox/{email['id']}/email.html")
+        assert html.status_code == 200 and "<p id='x'>styled</p>" in html.text
+        policy = html.headers["content-security-policy"]
+        assert policy.startswith("default-src 'none'; style-src 'unsafe-inline'; img-src data:")
+        assert (await ui.get(f"/ui/sandbox/{line['id']}/email.html")).status_code == 404
+        newest = max(m["id"] for m in captured)
+        older = await ui.get("/ui/sandbox/newer", params={"after": newest - 1})
+        assert older.text.count('class="sandbox-message"') == 1
+        assert f'after={newest}"' in older.text
+        none = await ui.get("/ui/sandbox/newer", params={"after": newest})
+        assert "sandbox-message" not in none.text and f'after={newest}"' in none.text

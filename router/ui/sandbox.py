@@ -69,6 +69,8 @@ async def sandbox_newer(
     if dashboard.sandbox:
         async with dashboard.runtime.pool.acquire() as conn:
             messages = await sandbox_messages.page(conn, limit=PAGE_SIZE, after_id=after)
+    if len(messages) == PAGE_SIZE:  # perhaps more than a page arrived: show the page anew
+        return Response("", status_code=200, headers={"HX-Refresh": "true"})
     return dashboard.fragment(
         request,
         "ui/sandbox_messages.html",
