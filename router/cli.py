@@ -87,9 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--sandbox",
         action="store_true",
-        help="LINE to the bundled simulator and email to a built-in capture, in this process:"
-        " no LINE channel or SMTP server needed, nothing leaves the machine"
-        " (same as [sandbox] enabled = true)",
+        help="LINE and email stay in this process: nothing leaves the machine ([sandbox])",
     )
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument("--config")
@@ -252,8 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _templates_import(config, args.file)
         if config_file.path is not None and not config.journeys.directory:
             config.journeys.directory = default_journeys_directory(config_file.path)
-        if args.sandbox:
-            config.sandbox.enabled = True
+        config.sandbox.enabled = config.sandbox.enabled or args.sandbox
         return _serve(config, config_file)
     except ConfigError as exc:
         return _fail(str(exc), 2)
@@ -612,8 +609,7 @@ async def serve(
             generated_api_key=runtime.generated_api_key,
             journey_files=[file.journey.enabled for file in runtime.journey_files],
         )
-        if runtime.sandbox is not None:
-            summary[1:1] = runtime.sandbox.describe()
+        summary[1:1] = runtime.sandbox.describe() if runtime.sandbox is not None else []
         for line in summary:
             if json_logs:  # every line of the output one JSON object
                 print(JsonFormatter().format(_summary_record(line)), flush=True)

@@ -187,13 +187,12 @@ async def start_runtime(config: Config) -> Runtime:
         await pool.close()
         raise
     sandbox = None
-    if config.sandbox.enabled:  # the simulator is loaded only by a sandbox
-        from router.sandbox import start_sandbox
-
-        sandbox = await start_sandbox(config, pool)
-    if sandbox is not None:
-        config = sandbox.config
     try:
+        if config.sandbox.enabled:  # the simulator is loaded only by a sandbox
+            from router.sandbox import start_sandbox
+
+            sandbox = await start_sandbox(config, pool)
+            config = sandbox.config
         api_keys, generated = await bootstrap_api_keys(pool, config)
         await fill_token_secret(pool, config.email)
     except BaseException:

@@ -5,6 +5,7 @@ in chromium; and what the routes say outside sandbox mode."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -19,7 +20,6 @@ from playwright.async_api import Browser, expect
 from tests.browser import open_page
 from tests.harness import API_KEY, RouterUnderTest, _free_port, router_config, running_router
 from tests.router_command import ROOT, ServingRouter, serving_router
-from tests.router_processes import wait_healthy
 from tests.test_cli import router_env
 from tests.test_ui_session import anonymous, signed_in
 
@@ -51,7 +51,7 @@ def run_block(block: str, port: int, key: str) -> str:
 
 
 async def wait_for_messages(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a bound for a busy machine, not a speed check
     while True:
         resp = await client.get("/v1/sandbox/messages")
         assert resp.status_code == 200, resp.text
@@ -71,7 +71,7 @@ async def test_sandbox_runs_the_quick_start_alone_and_shows_what_was_sent(
     env = router_env(ROUTER_DATABASE_URL=dsn, ROUTER_HTTP_LISTEN=f"127.0.0.1:{port}")
     base = f"http://127.0.0.1:{port}"
     async with serving_router("--sandbox", env=env, cwd=tmp_path) as router:
-        await wait_healthy(base)
+        await wait_serving(router, base)
         key = printed_key(router)
         async with httpx.AsyncClient(
             base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10
@@ -117,6 +117,20 @@ async def test_sandbox_runs_the_quick_start_alone_and_shows_what_was_sent(
     assert re.search(r"bundled simulator at http://127\.0\.0\.1:\d+", start), start
 
 
+async def wait_serving(router: ServingRouter, base: str) -> None:
+    """Until /healthz answers; a process that stops first fails the test with its output.
+    The bound is generous: importing the router takes seconds on a busy machine."""
+    deadline = time.monotonic() + 120
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+        while True:
+            assert router.process.returncode is None, "\n".join(router.output)
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            assert time.monotonic() < deadline, "\n".join(router.output)
+            await asyncio.sleep(0.1)
+
+
 def printed_key(router: ServingRouter) -> str:
     prefix = "API key (shown once, stored only as a hash):"
     key = router.printed(prefix)
@@ -148,6 +162,9 @@ async def check_filters_and_paging(
         assert (await nobody.get("/v1/sandbox/messages")).status_code == 401
 
 
+WAIT_MS = 30_000  # how long a locator may take to match on a busy machine
+
+
 async def check_dashboard(browser: Browser, base: str, key: str, client: httpx.AsyncClient) -> None:
     """Signed in with the printed key, the page shows the LINE bubble; an HTML email sent
     while it is open appears without a reload, its frame showing the HTML but never loading
@@ -156,10 +173,10 @@ async def check_dashboard(browser: Browser, base: str, key: str, client: httpx.A
         await page.goto(f"{base}/ui/sandbox")
         await page.fill("input[name=api_key]", key)
         await page.click("button[type=submit]")
-        await page.wait_for_url(f"{base}/ui/sandbox")
-        await expect(page.locator(".sandbox-banner")).to_be_visible()
+        await page.wait_for_url(f"{base}/ui/sandbox", timeout=WAIT_MS)
+        await expect(page.locator(".sandbox-banner")).to_be_visible(timeout=WAIT_MS)
         bubble = page.locator("[data-channel=line] .line-bubble")
-        await expect(bubble).to_contain_text("20% off until Sunday")
+        await expect(bubble).to_contain_text("20% off until Sunday", timeout=WAIT_MS)
         sent = await client.post(
             "/v1/intents",
             json={
@@ -175,12 +192,12 @@ async def check_dashboard(browser: Browser, base: str, key: str, client: httpx.A
         )
         assert sent.status_code == 202, sent.text
         frame = page.frame_locator("[data-channel=email] iframe").first
-        await expect(frame.locator("#who")).to_have_text("Hanako", timeout=10_000)
+        await expect(frame.locator("#who")).to_have_text("Hanako", timeout=WAIT_MS)
         await expect(page.locator("[data-channel=email] .email-text").first).to_have_text(
-            re.compile("plain part")
+            re.compile("plain part"), timeout=WAIT_MS
         )
         await page.click("form.sandbox-clear button")
-        await expect(page.locator(".sandbox-empty")).to_be_visible()
+        await expect(page.locator(".sandbox-empty")).to_be_visible(timeout=WAIT_MS)
         guard.assert_none()
     assert (await client.get("/v1/sandbox/messages")).json() == {"messages": []}
 
