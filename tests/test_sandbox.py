@@ -105,6 +105,7 @@ async def test_sandbox_runs_the_quick_start_alone_and_shows_what_was_sent(
                 "hanako@example.jp",
             )
             assert email["email"]["subject"] == "Autumn sale"
+            assert email["email"]["envelope_from"] == "sandbox@delivery-router.invalid"
             assert "20% off until Sunday" in email["email"]["text"]
             headers = {h["name"].lower(): h["value"] for h in email["email"]["headers"]}
             assert headers["to"] == "hanako@example.jp"
@@ -112,6 +113,7 @@ async def test_sandbox_runs_the_quick_start_alone_and_shows_what_was_sent(
             await check_dashboard(browser, base, key, client)
             cleared = await client.delete("/v1/sandbox/messages")
             assert cleared.status_code == 200 and cleared.json() == {"removed": 0}
+    assert router.process.returncode == 0, router.output  # a clean stop on SIGTERM
     start = "\n".join(router.output)
     assert "SANDBOX MODE: nothing leaves this machine" in start
     assert re.search(r"bundled simulator at http://127\.0\.0\.1:\d+", start), start
