@@ -48,7 +48,7 @@ from linesim.events import (
     UserSource,
     WebhookEvent,
 )
-from linesim.exchange import ReceivedRequest
+from linesim.exchange import ReceivedRequest, SendHook
 from linesim.faults import (
     AudienceLimit,
     DelayNext,
@@ -186,6 +186,7 @@ __all__ = [
     "ReceivedRequest",
     "ReplyMessageRequest",
     "ReplyMessageResponse",
+    "SendHook",
     "SentMessage",
     "SentWebhook",
     "SimulatorStats",

@@ -22,7 +22,7 @@ from linesim.accounts import Accounts
 from linesim.audiences import AudienceGroupState, Audiences
 from linesim.control import Control
 from linesim.events import Events
-from linesim.exchange import Exchange, ReceivedRequest
+from linesim.exchange import Exchange, ReceivedRequest, SendHook
 from linesim.faults import Faults
 from linesim.limits import (
     DEFAULT_AUDIENCE_RATE,
@@ -56,6 +56,10 @@ class LineSimulator:
     Webhook events go to ``webhook_url`` signed with ``channel_secret``; both
     are wiring rather than state, so :meth:`reset` keeps them.
 
+    ``on_accepted_send`` is awaited with each accepted send before it is answered (a host
+    that keeps what was sent); ``every_phone_reachable`` makes a LINE notification message
+    to any phone number delivered, as to a user of its own, instead of refused as unknown.
+
     Methods that act (``follow``, ``fail_next``, ``register_phone``, ``mint_id_token``...)
     are the owning area's own, bound in ``__init__``; their documentation is there.
     """
@@ -79,6 +83,8 @@ class LineSimulator:
         max_webhooks: int = DEFAULT_MAX_WEBHOOKS,
         audience_rate: int = DEFAULT_AUDIENCE_RATE,
         audience_window_seconds: float = DEFAULT_AUDIENCE_WINDOW,
+        on_accepted_send: SendHook | None = None,
+        every_phone_reachable: bool = False,
     ) -> None:
         if isinstance(access_tokens, str):
             raise TypeError("access_tokens must be a collection of tokens, not one string")
@@ -105,6 +111,7 @@ class LineSimulator:
             raise ValueError("audience_rate must be >= 0 and audience_window_seconds > 0")
         self._state = state = SimState(monthly_quota)
         self._exchange = exchange = Exchange(state, tokens, max_recorded)
+        exchange.on_accepted_send = on_accepted_send
         self._faults = faults = Faults(state)
         events = Events(state)
         self._webhooks = webhooks = Webhooks(
@@ -127,6 +134,7 @@ class LineSimulator:
             reply_rate=reply_rate_per_second,
             pnp_rate=pnp_rate_per_second,
             max_retry_keys=max_retry_keys,
+            every_phone_reachable=every_phone_reachable,
         )
         self._audiences = audiences = Audiences(
             state, exchange, audience_rate, audience_window_seconds

@@ -19,7 +19,12 @@ import msgspec
 from aiohttp import web
 
 from linesim.limits import MAX_BODY_BYTES
-from linesim.paths import ACCEPTED_REQUEST_ID_HEADER, REQUEST_ID_HEADER, RETRY_KEY_HEADER
+from linesim.paths import (
+    ACCEPTED_REQUEST_ID_HEADER,
+    REQUEST_ID_HEADER,
+    RETRY_KEY_HEADER,
+    SEND_PATHS,
+)
 from linesim.schemas import ErrorDetail
 from linesim.state import SimState
 from linesim.validation import (
@@ -99,6 +104,9 @@ class Entry(msgspec.Struct, gc=False):
 
 Step = Callable[[web.Request, Entry], Awaitable[web.Response]]
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+SendHook = Callable[[ReceivedRequest], Awaitable[None]]
+"""Called with each send LINE accepted (push, multicast, narrowcast, reply, notification
+message), before its answer goes out: how a program hosting the simulator keeps what was sent."""
 
 
 def _bearer_token(header: str | None) -> str | None:
@@ -119,6 +127,7 @@ class Exchange:
         # Request ids look like UUIDs; a counter after a random prefix keeps them unique.
         self._request_id_prefix = str(uuid.uuid4())[:24]
         self._request_seq = 0
+        self.on_accepted_send: SendHook | None = None
 
     def reset(self) -> None:
         self.recorded.clear()
@@ -145,9 +154,13 @@ class Exchange:
         async def handle(request: web.Request) -> web.Response:
             entry = self.begin(request, request.path if path is None else path)
             try:
-                return await step(request, entry)
+                response = await step(request, entry)
             except Refusal as refusal:
                 return self.refuse(entry, refusal)
+            hook = self.on_accepted_send
+            if hook is not None and entry.status in (200, 202) and entry.path in SEND_PATHS:
+                await hook(entry.public())
+            return response
 
         return handle
 

@@ -230,8 +230,10 @@ class Messages:
         reply_rate: int,
         pnp_rate: int,
         max_retry_keys: int,
+        every_phone_reachable: bool = False,
     ) -> None:
         self._state = state
+        self._every_phone_reachable = every_phone_reachable
         self._exchange = exchange
         self._faults = faults
         self._webhooks = webhooks
@@ -388,6 +390,8 @@ class Messages:
         parsed = exchange.decode(request, raw, _PNP_DECODER, partial(_check_pnp, raw=raw))
         counters = self._state.counters
         user_id = self._state.phones.get(parsed.to)
+        if user_id is None and self._every_phone_reachable:
+            user_id = "U" + parsed.to[:32]  # a user of its own, stable per phone
         if user_id is None:
             counters.pnp_undeliverable += 1
             raise Refusal(422, _PNP_UNDELIVERABLE)

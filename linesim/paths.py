@@ -39,3 +39,5 @@ DELIVERY_TAG_HEADER: Final = "X-Line-Delivery-Tag"
 SIGNATURE_HEADER: Final = "X-Line-Signature"
 # What ``accepted_pushes()`` lists: the requests that send to user IDs.
 PUSH_PATHS: Final = (PUSH_PATH, MULTICAST_PATH)
+# What ``LineSimulator(on_accepted_send=...)`` is told about: every request that sends messages.
+SEND_PATHS: Final = (PUSH_PATH, MULTICAST_PATH, NARROWCAST_PATH, REPLY_PATH, PNP_PATH)

@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         help="TOML file (default: $ROUTER_CONFIG, else ./router.toml, else ./config/router.toml)",
     )
+    serve.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="LINE and email stay in this process: nothing leaves the machine ([sandbox])",
+    )
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument("--config")
     line = sub.add_parser("line", help="LINE account tasks")
@@ -248,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _templates_import(config, args.file)
         if config_file.path is not None and not config.journeys.directory:
             config.journeys.directory = default_journeys_directory(config_file.path)
+        config.sandbox.enabled = config.sandbox.enabled or args.sandbox
         return _serve(config, config_file)
     except ConfigError as exc:
         return _fail(str(exc), 2)
@@ -596,7 +602,7 @@ async def serve(
     gc.freeze()
     try:
         summary = describe(
-            config,
+            runtime.config,
             sock.getsockname()[1],
             database=runtime.target.description,
             config_file=config_file,
@@ -606,6 +612,7 @@ async def serve(
             generated_api_key=runtime.generated_api_key,
             journey_files=[file.journey.enabled for file in runtime.journey_files],
         )
+        summary[1:1] = runtime.sandbox.describe() if runtime.sandbox is not None else []
         for line in summary:
             if json_logs:  # every line of the output one JSON object
                 print(JsonFormatter().format(_summary_record(line)), flush=True)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from channels import registry
@@ -54,6 +55,9 @@ from router.store import coupon_pools
 from router.store import journeys as stored_journeys
 from router.store.line_quota import MonthlyQuota
 
+if TYPE_CHECKING:
+    from router.sandbox import Sandbox
+
 
 @dataclass
 class Runtime:
@@ -76,6 +80,8 @@ class Runtime:
     journey_timers: JourneyTimers | None = None
     # The journey files read at this start (`[journeys] directory`), saved as versions.
     journey_files: tuple[JourneyFile, ...] = ()
+    # Sandbox mode: the in-process LINE simulator and SMTP capture `config` points at.
+    sandbox: Sandbox | None = None
     _intake_channels: tuple[tuple[object, ...], IntakeChannels] | None = field(
         default=None, repr=False, compare=False
     )
@@ -150,6 +156,8 @@ class Runtime:
             await channel.aclose()
         if self.line_account is not None:
             await self.line_account.aclose()
+        if self.sandbox is not None:
+            await self.sandbox.aclose()
         with contextlib.suppress(Exception):  # a last use unrecorded is no reason to fail a stop
             await self.api_keys.flush()
         await self.pool.close()
@@ -178,8 +186,20 @@ async def start_runtime(config: Config) -> Runtime:
     except BaseException:
         await pool.close()
         raise
-    api_keys, generated = await bootstrap_api_keys(pool, config)
-    await fill_token_secret(pool, config.email)
+    sandbox = None
+    try:
+        if config.sandbox.enabled:  # the simulator is loaded only by a sandbox
+            from router.sandbox import start_sandbox
+
+            sandbox = await start_sandbox(config, pool)
+            config = sandbox.config
+        api_keys, generated = await bootstrap_api_keys(pool, config)
+        await fill_token_secret(pool, config.email)
+    except BaseException:
+        if sandbox is not None:
+            await sandbox.aclose()
+        await pool.close()
+        raise
     channels, line_account = registry.build_adapters(config, MonthlyQuota(pool))
     runtime = Runtime(
         config=config,
@@ -190,6 +210,7 @@ async def start_runtime(config: Config) -> Runtime:
         generated_api_key=generated,
         line_account=line_account,
         journey_files=tuple(journey_files),
+        sandbox=sandbox,
     )
     if config.workers.enabled:
         runtime.workers = Workers(target.dsn, _queue_workers(runtime))

@@ -39,6 +39,7 @@ from router.api.openapi import StandardResponses, problem_response
 from router.api.rate_limits import api_key_rates
 from router.api.relayed import RelayedMessageController
 from router.api.request_ids import request_id_middleware
+from router.api.sandbox import SandboxController
 from router.api.shopify import shopify_webhook
 from router.api.struct_schemas import StructSchemas
 from router.api.suppressions import SuppressionController
@@ -55,6 +56,8 @@ from router.ui import dashboard_for, ui_router
 class Health(msgspec.Struct):
     status: str
     database: str
+    sandbox: bool
+    """Sandbox mode: LINE and email go to this process's simulator and capture, not out."""
 
 
 @get(
@@ -64,13 +67,13 @@ class Health(msgspec.Struct):
     security=[],
     responses={503: problem_response("The database does not answer")},
 )
-async def healthz(pool: Injected[Pool]) -> Health:
+async def healthz(pool: Injected[Pool], sandbox_enabled: Injected[bool]) -> Health:
     try:
         async with pool.acquire(timeout=2.0) as conn:
             await conn.fetchval("SELECT 1")
     except Exception as exc:
         raise ProblemError(503, "Service unavailable", "the database does not answer") from exc
-    return Health(status="ok", database="ok")
+    return Health(status="ok", database="ok", sandbox=sandbox_enabled)
 
 
 def dependencies(runtime: Runtime) -> ApiDependencies:
@@ -86,6 +89,7 @@ def dependencies(runtime: Runtime) -> ApiDependencies:
         shopify_config=runtime.config.shopify,
         email_config=runtime.config.email,
         events_configured=runtime.config.events_configured,
+        sandbox_enabled=runtime.config.sandbox.enabled,
     )
 
 
@@ -137,6 +141,7 @@ def create_app(runtime: Runtime) -> Litestar:
             member_events,
             shopify_webhook,
             UnsubscribeController,
+            SandboxController,
             api_docs.assets_router(),
             ui_router(),
             metrics_handler(

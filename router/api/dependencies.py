@@ -45,6 +45,8 @@ class ApiDependencies:
     """Its token secret is filled in at start (router.deliverability.secret)."""
     events_configured: bool
     """Delivery events are recorded: someone receives them ([events] webhook_url)."""
+    sandbox_enabled: bool
+    """Sandbox mode: LINE and email go to this process's simulator and capture."""
 
     def providers(self) -> dict[str, Provide]:
         return {

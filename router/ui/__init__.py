@@ -15,7 +15,7 @@ from litestar.static_files import create_static_files_router
 
 from router.api.body_checks import BODY_CHECKS
 from router.service import Runtime
-from router.ui import audiences, journeys, login, members, overview, previews_page
+from router.ui import audiences, journeys, login, members, overview, previews_page, sandbox
 from router.ui.pages import (
     STATIC,
     STATIC_PATH,
@@ -43,6 +43,10 @@ PAGES: list[HTTPRouteHandler] = [
     overview.overview_figures,
     members.members,
     members.member,
+    sandbox.sandbox_page,
+    sandbox.sandbox_newer,
+    sandbox.sandbox_email_html,
+    sandbox.sandbox_clear,
 ]
 """Every dashboard route; a new page adds its handlers here."""
 
