@@ -304,7 +304,7 @@ async def _events_public_key(config: Config) -> int:
 
 
 async def _campaign_status(config: Config, campaign_id: str) -> int:
-    from router import campaigns
+    from router import campaigns, cli_status
 
     wanted = _parse_id(campaign_id, "a campaign")
     if wanted is None:
@@ -313,40 +313,19 @@ async def _campaign_status(config: Config, campaign_id: str) -> int:
         found = await campaigns.view(conn, wanted)
     if found is None:
         return _fail(f"no campaign with id {wanted}", 1)
-    print(
-        f"{found.status}: {found.targeted:,} members targeted, {found.accepted:,} intents,"
-        f" {found.rejected:,} not reachable"
-    )
-    if found.error is not None:
-        print(f"  {found.error}")
-    for count in found.deliveries:
-        batched = f"  in {count.multicasts:,} multicasts" if count.multicasts else ""
-        print(f"  {count.channel:<18} {count.status:<10} {count.deliveries:>10,}{batched}")
+    cli_status.print_campaign(found)
     return 0
 
 
 async def _journey_status(config: Config, journey_id: str) -> int:
+    from router import cli_status
     from router.journeys.progress import journey_progress
 
     async with _database(config, 1) as pool, pool.acquire() as conn:
         found = await journey_progress(conn, journey_id)
     if found is None:
         return _fail(f"no journey with id {journey_id!r}", 1)
-    print(
-        f"{found.entered:,} entered, {found.active:,} active, {found.completed:,} completed,"
-        f" {found.exited_by_goal:,} exited by goal ({found.conversion_rate:.1%}),"
-        f" {found.exited:,} exited, {found.ended:,} ended"
-    )
-    for step in found.steps:
-        sent = ", ".join(f"{n:,} by {channel}" for channel, n in sorted(step.sent.items()))
-        print(
-            f"  {step.step:<24} {step.type:<5} waiting {step.waiting:>8,}"
-            + (f"  sent {sent}" if sent else "")
-            + (f"  deferred {step.deferred:,}" if step.deferred else "")
-        )
-        for what, reasons in (("skipped", step.skipped), ("failed", step.failed)):
-            for reason, n in sorted(reasons.items()):
-                print(f"    {what} {n:,}: {reason}")
+    cli_status.print_journey(found)
     return 0
 
 
