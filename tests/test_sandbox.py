@@ -177,7 +177,7 @@ async def check_dashboard(browser: Browser, base: str, key: str, client: httpx.A
         await page.click("button[type=submit]")
         await page.wait_for_url(f"{base}/ui/sandbox", timeout=WAIT_MS)
         await expect(page.locator(".sandbox-banner")).to_be_visible(timeout=WAIT_MS)
-        bubble = page.locator("[data-channel=line] .line-bubble")
+        bubble = page.locator("[data-channel=line] .lp-bubble")
         await expect(bubble).to_contain_text("20% off until Sunday", timeout=WAIT_MS)
         sent = await client.post(
             "/v1/intents",
