@@ -19,6 +19,7 @@ from msgspec import Meta, UnsetType
 
 from linesim.exchange import Entry, Exchange, Handler
 from linesim.faults import FaultsRequest
+from linesim.insight import UnitMarks
 from linesim.limits import ID_TOKEN_TTL_SECONDS
 from linesim.paths import CONTROL_PREFIX, PUSH_PATHS
 from linesim.schemas import ErrorResponse, encode
@@ -237,6 +238,7 @@ class Control:
             (web.post, "phones", self._phones),
             (web.post, "id-tokens", self._id_tokens),
             (web.get, "audience-groups", self._audience_groups),
+            (web.post, "aggregation-units/{unit}/events", self._unit_events),
         ]
         return [
             route(f"{CONTROL_PREFIX}/{name}", _answering(handler))
@@ -357,3 +359,15 @@ class Control:
             amr=parsed.amr,
         )
         return _json(IdTokenState(id_token=id_token))
+
+    async def _unit_events(self, request: web.Request) -> web.Response:
+        """Mark recipients of a unit's messages as having displayed them, opened a URL or
+        played their media, so that LINE's statistics per unit show exact figures."""
+        marks = await _body(request, UnitMarks)
+        try:
+            marked = self._sim.mark_unit(request.match_info["unit"], marks)
+        except KeyError:
+            raise _Refused("no message was sent under this aggregation unit", 404) from None
+        except ValueError as error:
+            raise _Refused(str(error), 400) from None
+        return _json({"marked": marked})
