@@ -33,7 +33,7 @@ LINE_PERIOD_DAYS: Final = 30  # the longest period LINE's statistics per unit co
 _LINE_DAYS: Final = timezone(timedelta(hours=9))  # LINE's insight dates are UTC+9
 # Statuses of deliveries the provider took, and of those not yet settled.
 _SENT: Final = frozenset({"sent", "bounced", "complained"})
-_WAITING: Final = frozenset({"pending", "claimed", "sending", "held", "grouped"})
+WAITING_STATUSES: Final = frozenset({"pending", "claimed", "sending", "held", "grouped"})
 
 
 class ChannelResults(msgspec.Struct, kw_only=True):
@@ -150,7 +150,7 @@ def _channels(
         ChannelResults(
             channel=channel,
             deliveries=sum(statuses.values()),
-            waiting=sum(n for s, n in statuses.items() if s in _WAITING),
+            waiting=sum(n for s, n in statuses.items() if s in WAITING_STATUSES),
             sent=sum(n for s, n in statuses.items() if s in _SENT),
             delivered=outcomes.get((channel, "delivered"), 0) if events else None,
             failed=statuses.get("failed", 0),

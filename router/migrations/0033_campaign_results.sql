@@ -14,6 +14,8 @@ CREATE TABLE campaign_results (
 
 -- The name a campaign's LINE pushes and multicasts carry in customAggregationUnits.
 ALTER TABLE campaigns ADD COLUMN line_aggregation_unit text;
+-- The dashboard lists campaigns newest first, a page at a time (keyset on created_at, id).
+CREATE INDEX campaigns_newest ON campaigns (created_at DESC, id DESC);
 
 CREATE FUNCTION campaign_results_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
