@@ -18,6 +18,7 @@ from uuid import UUID
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
 from router import campaign_results, campaigns
@@ -136,7 +137,9 @@ async def _listed(dashboard: Dashboard, before: tuple[datetime, UUID] | None) ->
 
 
 @get("/campaigns", name="ui-campaigns")
-async def campaign_list(request: Request[Any, Any, Any], after: str | None = None) -> Response[str]:
+async def campaign_list(
+    request: Request[Any, Any, Any], after: FromQuery[str | None] = None
+) -> Response[str]:
     """`after`: the last campaign of the previous page, as `<created_at>_<id>`."""
     dashboard: Dashboard = request.app.state["dashboard"]
     before = None
@@ -198,7 +201,9 @@ async def _template(dashboard: Dashboard, campaign_id: UUID) -> CampaignRequest:
 
 
 @get("/campaigns/{campaign_id:uuid}", name="ui-campaign")
-async def campaign_page(request: Request[Any, Any, Any], campaign_id: UUID) -> Response[str]:
+async def campaign_page(
+    request: Request[Any, Any, Any], campaign_id: FromPath[UUID]
+) -> Response[str]:
     dashboard: Dashboard = request.app.state["dashboard"]
     template = await _template(dashboard, campaign_id)
     async with dashboard.runtime.pool.acquire() as conn:
@@ -225,7 +230,9 @@ async def campaign_page(request: Request[Any, Any, Any], campaign_id: UUID) -> R
 
 
 @get("/campaigns/{campaign_id:uuid}/progress", name="ui-campaign-progress")
-async def campaign_progress(request: Request[Any, Any, Any], campaign_id: UUID) -> Response[str]:
+async def campaign_progress(
+    request: Request[Any, Any, Any], campaign_id: FromPath[UUID]
+) -> Response[str]:
     """The part of the page that changes: chart, counts, results (polled while running)."""
     dashboard: Dashboard = request.app.state["dashboard"]
     results = await _results(dashboard, campaign_id)
@@ -238,7 +245,7 @@ async def campaign_progress(request: Request[Any, Any, Any], campaign_id: UUID) 
 
 
 @post("/campaigns/{campaign_id:uuid}/cancel", name="ui-campaign-cancel")
-async def campaign_cancel(request: Request[Any, Any, Any], campaign_id: UUID) -> Redirect:
+async def campaign_cancel(request: Request[Any, Any, Any], campaign_id: FromPath[UUID]) -> Redirect:
     """The API's cancel (`router.campaigns.cancel`), from the page's form."""
     dashboard: Dashboard = request.app.state["dashboard"]
     async with dashboard.runtime.pool.acquire() as conn:
@@ -249,7 +256,9 @@ async def campaign_cancel(request: Request[Any, Any, Any], campaign_id: UUID) ->
 
 
 @get("/campaigns/{campaign_id:uuid}/email.html", name="ui-campaign-email")
-async def campaign_email(request: Request[Any, Any, Any], campaign_id: UUID) -> Response[str]:
+async def campaign_email(
+    request: Request[Any, Any, Any], campaign_id: FromPath[UUID]
+) -> Response[str]:
     """The email's HTML part for the preview frame, under a policy that lets it load nothing
     (no scripts, no remote images or styles) and keeps it out of the router's origin."""
     dashboard: Dashboard = request.app.state["dashboard"]
