@@ -4,7 +4,8 @@ LINE has no such thing; it exists so that a test or benchmark in another process
 router's quick start, ``bench/``) can do over HTTP what an in-process test does with the
 methods of ``LineSimulator``: list recorded requests, read counters, reset, inject faults,
 wire up the webhook, make users follow, write or link, register phone numbers, mint ID
-tokens and look at audiences.  Each handler decodes its body and calls the same method.
+tokens, look at audiences and mark what users did with messages sent under an aggregation
+unit.  Each handler decodes its body and calls the same method.
 Answers are indented JSON, one field a line, so ``curl .../__simulator/requests`` reads as
 is; ``?pretty=0`` gives one compact line for programs that fetch large logs.
 """
