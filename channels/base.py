@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
@@ -366,7 +366,24 @@ class LineAccount(Protocol):
         """The audience's status at LINE (READY, EXPIRED, ...); None if LINE has no such one."""
         ...
 
+    async def unit_statistics(self, unit: str, start: date, end: date) -> UnitStatistics:
+        """LINE's figures for the messages sent under an aggregation unit from `start` to
+        `end` (LINE's days, UTC+9; at most 30 days apart). Raises ProviderError."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+class UnitStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """LINE's own figures for an aggregation unit (its insight "statistics per unit"): how
+    many users displayed a message, opened a URL in it, played its media (to the end).
+    None where LINE gives no figure."""
+
+    unique_impressions: int | None
+    unique_clicks: int | None
+    unique_media_played: int | None
+    unique_media_played_100_percent: int | None
+    clicks: int | None  # URL opens, repeats included
 
 
 class FollowerPage(msgspec.Struct, frozen=True):

@@ -6,7 +6,7 @@ faults or play users.  It owns the wiring (access tokens, the aiohttp applicatio
 listener) and delegates everything else to the area that plays that part of LINE:
 ``messages`` (sends), ``audiences``, ``accounts`` (quota, followers, linking), ``login``
 (ID tokens), ``events`` and ``webhooks`` (LINE calling the bot), ``webhook_endpoint`` (setting
-and testing where it calls), ``faults``, and ``control``
+and testing where it calls), ``faults``, ``insight`` (aggregation units and their statistics), and ``control``
 (the same over HTTP).  The areas share one ``SimState`` and one ``Exchange`` (the request
 log).
 """
@@ -24,6 +24,7 @@ from linesim.control import Control
 from linesim.events import Events
 from linesim.exchange import Exchange, ReceivedRequest, SendHook
 from linesim.faults import Faults
+from linesim.insight import AggregationUnits
 from linesim.limits import (
     DEFAULT_AUDIENCE_RATE,
     DEFAULT_AUDIENCE_WINDOW,
@@ -124,11 +125,13 @@ class LineSimulator:
             timeout=webhook_timeout,
             max_webhooks=max_webhooks,
         )
+        self._units = units = AggregationUnits(state, exchange)
         self._messages = messages = Messages(
             state,
             exchange,
             faults,
             webhooks,
+            units,
             push_rate=push_rate_per_second,
             multicast_rate=multicast_rate_per_second,
             reply_rate=reply_rate_per_second,
@@ -147,7 +150,7 @@ class LineSimulator:
         self._base_url: str | None = None
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
         endpoint = WebhookEndpoint(state, exchange, webhooks)
-        for area in (messages, accounts, id_tokens, audiences, narrowcasts, endpoint):
+        for area in (messages, units, accounts, id_tokens, audiences, narrowcasts, endpoint):
             self.app.add_routes(area.routes())
         self.app.add_routes(Control(self, exchange, webhooks).routes())
         self.app.on_response_prepare.append(exchange.ensure_request_id)
@@ -183,6 +186,8 @@ class LineSimulator:
         self.delivery = webhooks.delivery
         self.redeliver = webhooks.redeliver
         self.drain_webhooks = webhooks.drain
+        self.mark_unit = units.mark
+        self.unit_recipients = units.sent_to
 
     # --- lifecycle ---
 
@@ -245,6 +250,7 @@ class LineSimulator:
         self._audiences.reset()
         self._accounts.reset()
         self._narrowcasts.reset()
+        self._units.reset()
 
     # --- inspection ---
 

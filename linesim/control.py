@@ -4,7 +4,8 @@ LINE has no such thing; it exists so that a test or benchmark in another process
 router's quick start, ``bench/``) can do over HTTP what an in-process test does with the
 methods of ``LineSimulator``: list recorded requests, read counters, reset, inject faults,
 wire up the webhook, make users follow, write or link, register phone numbers, mint ID
-tokens and look at audiences.  Each handler decodes its body and calls the same method.
+tokens, look at audiences and mark what users did with messages sent under an aggregation
+unit.  Each handler decodes its body and calls the same method.
 Answers are indented JSON, one field a line, so ``curl .../__simulator/requests`` reads as
 is; ``?pretty=0`` gives one compact line for programs that fetch large logs.
 """
@@ -19,6 +20,7 @@ from msgspec import Meta, UnsetType
 
 from linesim.exchange import Entry, Exchange, Handler
 from linesim.faults import FaultsRequest
+from linesim.insight import UnitMarks
 from linesim.limits import ID_TOKEN_TTL_SECONDS
 from linesim.paths import CONTROL_PREFIX, PUSH_PATHS
 from linesim.schemas import ErrorResponse, encode
@@ -237,6 +239,7 @@ class Control:
             (web.post, "phones", self._phones),
             (web.post, "id-tokens", self._id_tokens),
             (web.get, "audience-groups", self._audience_groups),
+            (web.post, "aggregation-units/{unit}/events", self._unit_events),
         ]
         return [
             route(f"{CONTROL_PREFIX}/{name}", _answering(handler))
@@ -357,3 +360,15 @@ class Control:
             amr=parsed.amr,
         )
         return _json(IdTokenState(id_token=id_token))
+
+    async def _unit_events(self, request: web.Request) -> web.Response:
+        """Mark recipients of a unit's messages as having displayed them, opened a URL or
+        played their media, so that LINE's statistics per unit show exact figures."""
+        marks = await _body(request, UnitMarks)
+        try:
+            marked = self._sim.mark_unit(request.match_info["unit"], marks)
+        except KeyError:
+            raise _Refused("no message was sent under this aggregation unit", 404) from None
+        except ValueError as error:
+            raise _Refused(str(error), 400) from None
+        return _json({"marked": marked})

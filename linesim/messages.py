@@ -25,6 +25,7 @@ from msgspec import UNSET
 
 from linesim.exchange import Entry, Exchange, Step
 from linesim.faults import Faults
+from linesim.insight import AggregationUnits, check_units
 from linesim.limits import (
     MAX_ALT_TEXT_UTF16,
     MAX_DELIVERY_TAG,
@@ -132,6 +133,7 @@ def _check_push(request: PushMessageRequest, raw: bytes) -> list[ErrorDetail]:
     details: list[ErrorDetail] = []
     if _PUSH_TARGET_ID.fullmatch(request.to) is None:
         details.append(ErrorDetail(message="Must be a valid user, group or room ID", property="to"))
+    check_units(request.customAggregationUnits, details)
     return check_messages(request.messages, details, raw)
 
 
@@ -141,6 +143,7 @@ def _check_multicast(request: MulticastRequest, raw: bytes) -> list[ErrorDetail]
     for index, user_id in enumerate(request.to):
         if USER_ID.fullmatch(user_id) is None:
             details.append(ErrorDetail(message="Must be a valid user ID", property=f"to[{index}]"))
+    check_units(request.customAggregationUnits, details)
     return check_messages(request.messages, details, raw)
 
 
@@ -224,6 +227,7 @@ class Messages:
         exchange: Exchange,
         faults: Faults,
         webhooks: Webhooks,
+        units: AggregationUnits,
         *,
         push_rate: int,
         multicast_rate: int,
@@ -237,6 +241,7 @@ class Messages:
         self._exchange = exchange
         self._faults = faults
         self._webhooks = webhooks
+        self._units = units
         self.push_limit = PerSecondLimit(push_rate)
         self.multicast_limit = PerSecondLimit(multicast_rate)
         self.reply_limit = PerSecondLimit(reply_rate)
@@ -306,6 +311,7 @@ class Messages:
         parsed = self._exchange.decode(request, raw, _PUSH_DECODER, partial(_check_push, raw=raw))
         self._use_quota(len(parsed.messages), recipients=1)
         self._state.counters.accepted_pushes += 1
+        self._units.record(parsed.customAggregationUnits, [parsed.to], len(parsed.messages))
         sent = [self._sent_message(message) for message in parsed.messages]
         if retry_key is not None:
             self.retry_keys.remember(retry_key, now, entry.request_id, sent)
@@ -318,6 +324,7 @@ class Messages:
         )
         self._use_quota(len(parsed.messages), recipients=len(parsed.to))
         self._state.counters.accepted_multicasts += 1
+        self._units.record(parsed.customAggregationUnits, parsed.to, len(parsed.messages))
         if retry_key is not None:
             self.retry_keys.remember(retry_key, now, entry.request_id, None)
         return self._exchange.answer(entry, 200, EMPTY_OBJECT)

@@ -22,6 +22,7 @@ import asyncpg
 import msgspec
 
 from router import audiences
+from router.campaign_units import UnitName, derived_unit
 from router.content import Content, EmailContent, LineContent, check_content, content_id
 from router.database import Connection, Pool
 from router.database_outage import is_unavailable
@@ -79,6 +80,9 @@ class CampaignRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # How the LINE part goes out: multicasts of up to 500, or one narrowcast to the
     # audiences' synced LINE audiences (router.line.narrowcast).
     line_delivery: Literal["multicast", "narrowcast"] = "multicast"
+    # The LINE aggregation unit its pushes and multicasts are counted under
+    # (router.campaign_units); derived from the campaign's id when not given.
+    line_aggregation_unit: UnitName | None = None
 
     alternatives: ClassVar[tuple[Alternatives, ...]] = (
         Alternatives(("email", "line"), "give email content, LINE messages, or both"),
@@ -106,6 +110,8 @@ class CampaignView(msgspec.Struct, kw_only=True):
     created_at: datetime
     updated_at: datetime
     narrowcast: NarrowcastView | None = None  # with "line_delivery": "narrowcast"
+    # The name LINE counts its pushes' and multicasts' impressions and clicks under.
+    line_aggregation_unit: str | None = None
 
 
 def check(request: CampaignRequest) -> list[FieldError]:
@@ -150,11 +156,12 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
     for audience in sorted(wanted - found):
         raise KeyError(str(audience))
     campaign_id = uuid7()
-    content = await _store_content(conn, request)
+    unit = request.line_aggregation_unit or derived_unit(campaign_id)
+    content = await _store_content(conn, request, unit)
     await conn.execute(
         "INSERT INTO campaigns (id, name, audience_ids, exclude_audience_ids, template,"
-        " idempotency_key, request_sha256, status, content_id)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, 'fanning_out', $8)",
+        " idempotency_key, request_sha256, status, content_id, line_aggregation_unit)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, 'fanning_out', $8, $9)",
         campaign_id,
         request.name,
         request.audience_ids,
@@ -163,6 +170,7 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
         request.idempotency_key,
         fingerprint,
         content,
+        unit,
     )
     if request.line_delivery == "narrowcast":
         await narrowcast.create(
@@ -172,10 +180,10 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
     return campaign_id, True
 
 
-async def _store_content(conn: Connection, request: CampaignRequest) -> bytes:
+async def _store_content(conn: Connection, request: CampaignRequest, unit: str | None) -> bytes:
     """Store the campaign's content once, canonical, as every one of its intents will name it
-    (checked by `check` before); its id."""
-    encoded = Content(email=request.email, line=request.line).encode()
+    (checked by `check` before), with its LINE aggregation unit; its id."""
+    encoded = Content(email=request.email, line=request.line, line_aggregation_unit=unit).encode()
     stored = content_id(encoded)
     await conn.execute(
         "INSERT INTO contents (id, body) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING",
@@ -237,6 +245,7 @@ async def cancel(conn: Connection, campaign_id: UUID) -> bool:
 async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
     row = await conn.fetchrow(
         "SELECT id, name, status, targeted, accepted, rejected, created_at, updated_at,"
+        " line_aggregation_unit,"
         " CASE WHEN status = 'failed' THEN 'the fan-out stopped: a chunk failed '"
         "   || failed_chunks || ' times in a row (' || last_error || ')'"
         " ELSE last_error END AS error"
@@ -332,14 +341,14 @@ class CampaignFanOut(QueueWorker):
             working.append(campaign_id)
             row = await conn.fetchrow(
                 "SELECT audience_ids, exclude_audience_ids, template::text AS template,"
-                " content_id FROM campaigns WHERE id = $1",
+                " content_id, line_aggregation_unit FROM campaigns WHERE id = $1",
                 campaign_id,
             )
             assert row is not None
             template = msgspec.json.decode(row["template"], type=CampaignRequest)
             content = row["content_id"]
             if content is None:  # created before contents were stored with the campaign
-                content = await _store_content(conn, template)
+                content = await _store_content(conn, template, row["line_aggregation_unit"])
                 await conn.execute(
                     "UPDATE campaigns SET content_id = $2 WHERE id = $1", campaign_id, content
                 )

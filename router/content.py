@@ -206,6 +206,10 @@ class Content(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     email: EmailContent | None = None
     line: LineContent | None = None
     relayed: Relayed | None = None
+    # A campaign's LINE aggregation unit (router.campaign_units): its pushes and multicasts
+    # carry it as `customAggregationUnits`, so LINE counts their impressions and clicks
+    # under it. Part of the content, so each campaign's content is its own.
+    line_aggregation_unit: str | None = None
 
     def encode(self) -> bytes:
         return msgspec.json.encode(self)

@@ -196,7 +196,7 @@ class LinePushChannel:
             messages = self.wire_messages(message)
         except ValueError as exc:
             return Failed(f"LINE messages could not be built: {exc}", fallback=True, dropped=True)
-        body = {"to": message.address, "messages": messages}
+        body = _with_unit({"to": message.address, "messages": messages}, message.content)
         outcome = await self._post(PUSH_PATH, retry_key(message.delivery_id), body)
         assert not isinstance(outcome, _Refused)  # only a multicast's 400 is kept apart
         return outcome
@@ -211,7 +211,7 @@ class LinePushChannel:
             messages = self.wire_content(group.content_id, group.content)
         except ValueError as exc:
             return Failed(f"LINE messages could not be built: {exc}", fallback=True, dropped=True)
-        body = {"to": group.addresses, "messages": messages}
+        body = _with_unit({"to": group.addresses, "messages": messages}, group.content)
         key = multicast_retry_key(group.group_id)
         recipients = len(group.addresses)
         outcome = await self._within_quota(
@@ -336,6 +336,14 @@ class LinePushChannel:
     async def aclose(self) -> None:
         await self._client.close()
         await self._sdk_session.close()
+
+
+def _with_unit(body: dict[str, Any], content: Content) -> dict[str, Any]:
+    """A campaign's request names its aggregation unit, so LINE counts its impressions and
+    clicks under it; other requests carry none."""
+    if content.line_aggregation_unit is not None:
+        body["customAggregationUnits"] = [content.line_aggregation_unit]
+    return body
 
 
 def _sent(outcome: object, recipients: int) -> int:

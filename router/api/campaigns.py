@@ -9,10 +9,12 @@ from litestar import Controller, get, post
 from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
-from router import campaigns
+from channels.base import LineAccount
+from router import campaign_results, campaigns
 from router.api.dependencies import Injected
 from router.api.errors import found
 from router.api.openapi import problems
+from router.campaign_results import CampaignResults
 from router.campaigns import CampaignRequest, CampaignView
 from router.database import Pool
 from router.problems import FieldError, ProblemError, invalid
@@ -72,6 +74,29 @@ class CampaignController(Controller):
         async with pool.acquire() as conn:
             view = await campaigns.view(conn, campaign_id)
         return found(view, f"no campaign with id {campaign_id}")
+
+    @get(
+        "/{campaign_id:uuid}/results",
+        summary="What became of its messages: counts per channel, email events, LINE's figures",
+        description=(
+            "Deliveries per channel (sent, delivered, failed, fell back), the delivery events"
+            " recorded for its email, and LINE's own figures for its aggregation unit (unique"
+            " impressions, clicks, media plays), read through LINE's insight API and kept a"
+            " few minutes; when LINE cannot be read, `line.error` says why."
+        ),
+        responses=problems(404),
+    )
+    async def results(
+        self,
+        campaign_id: FromPath[UUID],
+        pool: Injected[Pool],
+        line_account: Injected[LineAccount | None],
+        events_configured: Injected[bool],
+    ) -> CampaignResults:
+        results = await campaign_results.read(
+            pool, campaign_id, line_account, events=events_configured
+        )
+        return found(results, f"no campaign with id {campaign_id}")
 
     @post(
         "/{campaign_id:uuid}/cancel",

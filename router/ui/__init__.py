@@ -15,7 +15,16 @@ from litestar.static_files import create_static_files_router
 
 from router.api.body_checks import BODY_CHECKS
 from router.service import Runtime
-from router.ui import audiences, journeys, login, members, overview, previews_page, sandbox
+from router.ui import (
+    audiences,
+    campaigns,
+    journeys,
+    login,
+    members,
+    overview,
+    previews_page,
+    sandbox,
+)
 from router.ui.pages import (
     STATIC,
     STATIC_PATH,
@@ -47,6 +56,11 @@ PAGES: list[HTTPRouteHandler] = [
     sandbox.sandbox_newer,
     sandbox.sandbox_email_html,
     sandbox.sandbox_clear,
+    campaigns.campaign_list,
+    campaigns.campaign_page,
+    campaigns.campaign_progress,
+    campaigns.campaign_cancel,
+    campaigns.campaign_email,
 ]
 """Every dashboard route; a new page adds its handlers here."""
 
