@@ -15,7 +15,7 @@ from litestar.static_files import create_static_files_router
 
 from router.api.body_checks import BODY_CHECKS
 from router.service import Runtime
-from router.ui import login, overview
+from router.ui import intents, login, overview
 from router.ui.pages import (
     STATIC,
     STATIC_PATH,
@@ -32,6 +32,9 @@ PAGES: list[HTTPRouteHandler] = [
     login.login,
     login.logout,
     overview.overview,
+    intents.intents_page,
+    intents.intent_page,
+    intents.intent_email,
 ]
 """Every dashboard route; a new page adds its handlers here."""
 
