@@ -73,7 +73,9 @@ class EmailTarget(msgspec.Struct, frozen=True, kw_only=True):
     category: str | None
 
 
-def render(config: EmailConfig, target: EmailTarget, content: Content) -> RenderedEmail | None:
+def render_email(
+    config: EmailConfig, target: EmailTarget, content: Content
+) -> RenderedEmail | None:
     """The email as it is (or would be) sent, or None when the intent has no email part."""
     email = content.email
     if email is None:

@@ -358,7 +358,7 @@ FROM delivery_events WHERE intent_id = $1 ORDER BY id LIMIT $2
 """
 
 
-async def record(conn: Connection, intent_id: UUID) -> IntentRecord | None:
+async def read_record(conn: Connection, intent_id: UUID) -> IntentRecord | None:
     """The intent with its deliveries and events, or None when there is no such intent."""
     row = await conn.fetchrow(_INTENT, intent_id)
     if row is None:

@@ -18,8 +18,19 @@ from litestar.params import FromPath
 from channels.line.push import multicast_retry_key, retry_key
 from router.content import Content
 from router.identifiers import InvalidIdentifier, normalize_email
-from router.ui import email_render, intent_reads
-from router.ui.intent_reads import PAGE_SIZES, STATUSES, Cursor, IntentRecord, IntentSearch
+from router.ui.email_render import PREVIEW_ADDRESS, EmailTarget, render_email
+from router.ui.intent_reads import (
+    PAGE_SIZES,
+    SCAN_WINDOW,
+    STATUSES,
+    Cursor,
+    IntentRecord,
+    IntentSearch,
+    SearchPage,
+    members_by_email,
+    read_record,
+    search,
+)
 from router.ui.pages import Dashboard
 
 EMAIL_HTML_POLICY: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -70,7 +81,7 @@ def _instant(text: str) -> datetime | None:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-async def _search(dashboard: Dashboard, form: SearchForm, after: str) -> intent_reads.SearchPage:
+async def _search(dashboard: Dashboard, form: SearchForm, after: str) -> SearchPage:
     v = form.values
     cursor = Cursor.decode(after) if after else None
     async with dashboard.runtime.pool.acquire() as conn:
@@ -78,7 +89,7 @@ async def _search(dashboard: Dashboard, form: SearchForm, after: str) -> intent_
         address: str | None = None
         if v["email"]:
             address = normalize_email(v["email"]).lower()
-            member_ids = await intent_reads.members_by_email(conn, address)
+            member_ids = await members_by_email(conn, address)
         if v["member"]:
             address = None
             member_ids = (
@@ -98,7 +109,7 @@ async def _search(dashboard: Dashboard, form: SearchForm, after: str) -> intent_
             after=cursor,
             page_size=form.size,
         )
-        return await intent_reads.search(conn, query)
+        return await search(conn, query)
 
 
 def _link(form: SearchForm, **extra: str) -> str:
@@ -125,7 +136,7 @@ async def intents_page(request: Request[Any, Any, Any]) -> Response[str]:
         "page_sizes": PAGE_SIZES,
         "next_link": _link(form, after=page.next.encode()) if page and page.next else None,
         "first_link": _link(form) if after else None,
-        "scan_window": intent_reads.SCAN_WINDOW,
+        "scan_window": SCAN_WINDOW,
     }
     status_code = 400 if form.errors else 200
     if request.headers.get("hx-request") and not request.headers.get("hx-history-restore-request"):
@@ -149,7 +160,7 @@ async def _record(dashboard: Dashboard, text: str) -> IntentRecord | None:
     if intent_id is None:
         return None
     async with dashboard.runtime.pool.acquire() as conn:
-        return await intent_reads.record(conn, intent_id)
+        return await read_record(conn, intent_id)
 
 
 def _not_found(request: Request[Any, Any, Any], dashboard: Dashboard, text: str) -> Response[str]:
@@ -158,13 +169,13 @@ def _not_found(request: Request[Any, Any, Any], dashboard: Dashboard, text: str)
     )
 
 
-def _email_target(record: IntentRecord) -> email_render.EmailTarget:
+def _email_target(record: IntentRecord) -> EmailTarget:
     """The intent's email delivery, or a stand-in when it planned none."""
     delivery = next((d for d in record.deliveries if d.view.channel == "email"), None)
-    return email_render.EmailTarget(
+    return EmailTarget(
         delivery_id=record.id if delivery is None else delivery.view.id,
         intent_id=record.id,
-        address=email_render.PREVIEW_ADDRESS if delivery is None else delivery.address,
+        address=PREVIEW_ADDRESS if delivery is None else delivery.address,
         content_id=record.content_id,
         member_id=record.member_id,
         kind=record.kind,
@@ -229,7 +240,7 @@ async def intent_page(request: Request[Any, Any, Any], intent_id: FromPath[str])
     if record is None:
         return _not_found(request, dashboard, intent_id)
     content = msgspec.json.decode(record.content, type=Content)
-    email = email_render.render(dashboard.runtime.config.email, _email_target(record), content)
+    email = render_email(dashboard.runtime.config.email, _email_target(record), content)
     on_line = any(d.view.channel.startswith("line") for d in record.deliveries)
     line_messages = (
         [msgspec.to_builtins(m) for m in content.line_messages()]
@@ -258,7 +269,7 @@ async def intent_email(request: Request[Any, Any, Any], intent_id: FromPath[str]
     if record is None:
         return _not_found(request, dashboard, intent_id)
     content = msgspec.json.decode(record.content, type=Content)
-    email = email_render.render(dashboard.runtime.config.email, _email_target(record), content)
+    email = render_email(dashboard.runtime.config.email, _email_target(record), content)
     if email is None or email.html is None:
         return _not_found(request, dashboard, intent_id)
     return Response(
