@@ -217,6 +217,8 @@ def _provider_ids(record: IntentRecord) -> dict[UUID, list[tuple[str, str]]]:
         if v.provider_ref:
             label = "Message-ID" if v.channel == "email" else "x-line-request-id"
             ids.append((label, v.provider_ref))
+        if v.channel == "line" and v.status == "sent":
+            ids.append(("sent message ids", "not kept by the router (LINE's request id names it)"))
         if v.smtp_queue_id:
             ids.append(("upstream SMTP reply", v.smtp_queue_id))
         found[v.id] = ids
