@@ -6,7 +6,7 @@
 -- of the rows these indexes give (router/ui/intent_reads.py), so they need none.
 CREATE INDEX intents_created ON intents (created_at, id);
 CREATE INDEX intents_member_created ON intents (member_id, created_at, id);
-DROP INDEX intents_member;
+DROP INDEX IF EXISTS intents_member;  -- another migration may have replaced it already
 CREATE INDEX intents_address_created ON intents (lower(email_address), created_at, id)
     WHERE email_address IS NOT NULL;
 CREATE INDEX intents_campaign_created ON intents (campaign, created_at, id)
