@@ -109,5 +109,5 @@ async def test_a_campaign_reaches_100_percent_live_in_chromium(
         await expect(bars).to_have_count(2)
         assert await page.evaluate("document.body.dataset.loadedOnce") == "yes"  # no reload
         await expect(page.locator(".results-line")).to_contain_text("Unique impressions")
-        await expect(page.locator(".line-bubble").first).to_be_visible()
+        await expect(page.locator(".lp-bubble").first).to_be_visible()
     assert sorted(line_sim.unit_recipients(unit)) == [friend_id(i) for i in range(30)]

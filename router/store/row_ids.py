@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import datetime
 
 
 def uuid7() -> uuid.UUID:
@@ -14,6 +15,13 @@ def uuid7() -> uuid.UUID:
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return uuid.UUID(int=value)
+
+
+def uuid7_floor(at: datetime) -> uuid.UUID:
+    """The smallest version-7 UUID of the millisecond `at`: ids at or after `at` compare at
+    least this, so a time range over time-ordered ids is an id range."""
+    ms = int(at.timestamp() * 1000) & 0xFFFF_FFFF_FFFF
+    return uuid.UUID(int=ms << 80 | 0x7 << 76 | 0x2 << 62)
 
 
 _RANDOM_BITS = ((1 << 80) - 1) & ~(0xF << 76) & ~(0x3 << 62)  # less version and variant

@@ -18,6 +18,7 @@ from router.service import Runtime
 from router.ui import (
     audiences,
     campaigns,
+    intents,
     journeys,
     login,
     members,
@@ -61,6 +62,9 @@ PAGES: list[HTTPRouteHandler] = [
     campaigns.campaign_progress,
     campaigns.campaign_cancel,
     campaigns.campaign_email,
+    intents.intents_page,
+    intents.intent_page,
+    intents.intent_email,
 ]
 """Every dashboard route; a new page adds its handlers here."""
 
