@@ -1,7 +1,7 @@
 -- Campaign results without counting rows: what happened to a campaign's messages after they
 -- were sent, per channel: the delivery events recorded for its intents (delivered, bounce,
 -- dropped, unsubscribe, spamreport, ...) and the fallback deliveries made for it. Kept by
--- statement-level insert triggers in the transactions that record them, sharded by backend
+-- insert triggers in the transactions that record them, sharded by backend
 -- like campaign_counts; never decremented, so erasing old events keeps a campaign's results.
 CREATE TABLE campaign_results (
     campaign_id  uuid NOT NULL,  -- no foreign key: its check would wait on a fan-out's lock
@@ -31,13 +31,14 @@ BEGIN
 END
 $$;
 
+-- Fallback rows are few (made only when a channel failed for good), and every intake inserts
+-- deliveries: a row trigger whose WHEN is checked in the executor costs intake nothing, where a
+-- statement trigger would keep and scan every inserted row.
 CREATE FUNCTION campaign_results_fallbacks() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO campaign_results AS c (campaign_id, channel, outcome, shard, n)
-    SELECT campaign_id, channel, 'fell_back', pg_backend_pid() % 16, count(*)
-    FROM new_rows WHERE is_fallback AND campaign_id IS NOT NULL
-    GROUP BY 1, 2 ORDER BY 1, 2
-    ON CONFLICT (campaign_id, channel, outcome, shard) DO UPDATE SET n = c.n + excluded.n;
+    VALUES (NEW.campaign_id, NEW.channel, 'fell_back', pg_backend_pid() % 16, 1)
+    ON CONFLICT (campaign_id, channel, outcome, shard) DO UPDATE SET n = c.n + 1;
     RETURN NULL;
 END
 $$;
@@ -46,7 +47,7 @@ CREATE TRIGGER delivery_events_campaign_results AFTER INSERT ON delivery_events
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION campaign_results_events();
 CREATE TRIGGER deliveries_campaign_fallbacks AFTER INSERT ON deliveries
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    FOR EACH ROW WHEN (NEW.is_fallback AND NEW.campaign_id IS NOT NULL)
     EXECUTE FUNCTION campaign_results_fallbacks();
 
 INSERT INTO campaign_results (campaign_id, channel, outcome, shard, n)
