@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -49,7 +50,12 @@ class DatabaseTarget:
 
 def embedded_target(data_dir: str | Path) -> DatabaseTarget:
     """Start (or reuse) the PostgreSQL server shipped by `pgserver` in `data_dir`."""
-    from pgserver.postgres_server import get_server
+    with warnings.catch_warnings():
+        # pgserver keeps its lock file in the user's runtime directory, which platformdirs
+        # replaces with /tmp/runtime-<uid> when XDG_RUNTIME_DIR is unset (a server, a
+        # container) and says so on stderr: harmless, and the first line a new user saw.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from pgserver.postgres_server import get_server
 
     path = Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
