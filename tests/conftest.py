@@ -32,6 +32,11 @@ def database_dsn() -> Iterator[str]:
 
     with tempfile.TemporaryDirectory(prefix="router-test-pg-") as tmp:
         server = pgserver.get_server(tmp, cleanup_mode="stop")
+        # A server that lives only as long as this run: commits need not wait for the disk
+        # (tests/separate_postgres.py does the same). A commit still reaches the operating
+        # system before it is answered, so a crash of PostgreSQL or of the router loses none.
+        server.psql("ALTER SYSTEM SET fsync = off")
+        server.psql("SELECT pg_reload_conf()")
         yield server.get_uri()
         server.cleanup()
 
@@ -76,12 +81,30 @@ async def tables(migrated: str) -> list[str]:
     return [r["name"] for r in rows]
 
 
+@pytest.fixture(scope="session")
+def nonempty_tables_query(tables: list[str]) -> str:
+    """One query naming the tables that hold a row: asking each costs a few ms in all, where
+    TRUNCATE of every table (new files for each table and index) cost seconds on a busy
+    machine."""
+    probes = ", ".join(
+        f"CASE WHEN EXISTS (SELECT FROM {name}) THEN {_literal(name)} END" for name in tables
+    )
+    return f"SELECT array_remove(ARRAY[{probes}]::text[], NULL)"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 @pytest.fixture
-async def dsn(migrated: str, tables: list[str]) -> str:
-    """A migrated database with no rows left by earlier tests."""
+async def dsn(migrated: str, nonempty_tables_query: str) -> str:
+    """A migrated database with no rows left by earlier tests: each table that has one is
+    emptied (TRUNCATE ... CASCADE, as every table was before; the others are empty already)."""
     conn = await asyncpg.connect(migrated)
     try:
-        await conn.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+        nonempty: list[str] = await conn.fetchval(nonempty_tables_query)
+        if nonempty:
+            await conn.execute(f"TRUNCATE {', '.join(nonempty)} CASCADE")
     finally:
         await conn.close()
     return migrated
@@ -123,9 +146,23 @@ async def router(dsn: str, line_sim: object, smtp: SmtpSink) -> AsyncIterator[ob
         yield r
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Where a test of this process's run uses the browser, chromium starts being installed
+    now if it is missing (in each test process: a lock makes one of them install it), so that
+    the install overlaps the tests that run before the first browser test."""
+    runs_tests = hasattr(session.config, "workerinput") or not session.config.getoption(
+        "numprocesses", None
+    )
+    if runs_tests and any("browser" in getattr(i, "fixturenames", ()) for i in session.items):
+        from tests.browser import start_installing_chromium
+
+        start_installing_chromium()
+
+
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Any]:
-    """Headless Debian chromium for the dashboard's tests (tests/browser.py), one per process."""
+    """Headless Debian chromium for the dashboard's tests (tests/browser.py), one per process;
+    it waits for the install started at session start where one was needed."""
     from tests.browser import chromium
 
     async with chromium() as launched:
