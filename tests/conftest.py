@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,13 @@ import pytest
 
 from router.database import MIGRATIONS_TABLE, migrate
 from tests.harness import LINE_TOKEN, SmtpSink, running_router
+
+# Every router start makes TLS client contexts (LINE's API clients, the SMTP upstream, the test's
+# httpx client), and each parsed the system's ~150 certificate authorities: about 0.3 s of CPU
+# per start, a large share of the suite. No test reaches a public server and every test of TLS
+# names its own private CA (`[email] ca_file`, a cert bundle), so the run trusts by default
+# only a CA that signed nothing (also in the router processes tests start, which inherit it).
+os.environ.setdefault("SSL_CERT_FILE", str(Path(__file__).with_name("no_public_cas.pem")))
 
 
 @pytest.fixture(scope="session")
