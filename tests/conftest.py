@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,13 @@ import pytest
 
 from router.database import MIGRATIONS_TABLE, migrate
 from tests.harness import LINE_TOKEN, SmtpSink, running_router
+
+# Every router start makes TLS client contexts (LINE's API clients, the SMTP upstream, the test's
+# httpx client), and each parsed the system's ~150 certificate authorities: about 0.3 s of CPU
+# per start, a large share of the suite. No test reaches a public server and every test of TLS
+# names its own private CA (`[email] ca_file`, a cert bundle), so the run trusts by default
+# only a CA that signed nothing (also in the router processes tests start, which inherit it).
+os.environ.setdefault("SSL_CERT_FILE", str(Path(__file__).with_name("no_public_cas.pem")))
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +40,11 @@ def database_dsn() -> Iterator[str]:
 
     with tempfile.TemporaryDirectory(prefix="router-test-pg-") as tmp:
         server = pgserver.get_server(tmp, cleanup_mode="stop")
+        # A server that lives only as long as this run: commits need not wait for the disk
+        # (tests/separate_postgres.py does the same). A commit still reaches the operating
+        # system before it is answered, so a crash of PostgreSQL or of the router loses none.
+        server.psql("ALTER SYSTEM SET fsync = off")
+        server.psql("SELECT pg_reload_conf()")
         yield server.get_uri()
         server.cleanup()
 
@@ -76,12 +89,26 @@ async def tables(migrated: str) -> list[str]:
     return [r["name"] for r in rows]
 
 
+# The tables written since they were last emptied: a table's file has no page until a row is
+# written to it (TRUNCATE gives it a new, empty file), whether that row is still there, deleted
+# or rolled back. Asking costs a few ms, where TRUNCATE of every table (new files for each
+# table and index) cost seconds on a busy machine.
+WRITTEN_TABLES = (
+    "SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM unnest($1::text[]) AS name"
+    " WHERE pg_relation_size(name::regclass) > 0"
+)
+
+
 @pytest.fixture
 async def dsn(migrated: str, tables: list[str]) -> str:
-    """A migrated database with no rows left by earlier tests."""
+    """A migrated database with no rows left by earlier tests: every table written since it
+    was last emptied is emptied (TRUNCATE ... CASCADE, as every table was before); the
+    others are exactly as TRUNCATE left them."""
     conn = await asyncpg.connect(migrated)
     try:
-        await conn.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+        written: list[str] = await conn.fetchval(WRITTEN_TABLES, tables)
+        if written:
+            await conn.execute(f"TRUNCATE {', '.join(written)} CASCADE")
     finally:
         await conn.close()
     return migrated
@@ -123,9 +150,23 @@ async def router(dsn: str, line_sim: object, smtp: SmtpSink) -> AsyncIterator[ob
         yield r
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Where a test of this process's run uses the browser, chromium starts being installed
+    now if it is missing (in each test process: a lock makes one of them install it), so that
+    the install overlaps the tests that run before the first browser test."""
+    runs_tests = hasattr(session.config, "workerinput") or not session.config.getoption(
+        "numprocesses", None
+    )
+    if runs_tests and any("browser" in getattr(i, "fixturenames", ()) for i in session.items):
+        from tests.browser import start_installing_chromium
+
+        start_installing_chromium()
+
+
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Any]:
-    """Headless Debian chromium for the dashboard's tests (tests/browser.py), one per process."""
+    """Headless Debian chromium for the dashboard's tests (tests/browser.py), one per process;
+    it waits for the install started at session start where one was needed."""
     from tests.browser import chromium
 
     async with chromium() as launched:

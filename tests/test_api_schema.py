@@ -143,6 +143,9 @@ async def test_schemathesis_finds_no_failure(full_router: RouterUnderTest, tmp_p
     NUL characters are not generated: every string and key refuses U+0000 with a 400 naming the
     field (PostgreSQL cannot store it; docs/limits.md says so once), a rule the document states
     in words rather than as a pattern on every string of every schema."""
+    # The document is built on its first request and kept: built here (within the client's
+    # 30 s), schemathesis's 10 s for loading it never depend on how busy the machine is.
+    await document(full_router)
     st = Path(sys.executable).parent / "st"
     env = {
         **os.environ,
