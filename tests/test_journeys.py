@@ -214,6 +214,35 @@ async def test_reentry_rules(dsn: str, smtp: SmtpSink) -> None:
         }
 
 
+async def test_one_claim_that_starts_a_run_and_ends_it_keeps_the_run_that_follows(
+    dsn: str, smtp: SmtpSink
+) -> None:
+    """Events queued while no process handles them arrive in one claim: a run begun and
+    ended in it (an `always` restart, an exit event) is stored ended, and the run after it
+    is the member's active one."""
+    journey = {"trigger": {"event": "ping"}, "exit_on": ["stop"], "reentry": "always"}
+    steps = [{"wait": "P1D"}, {"send": _email("x")}]
+    async with running_router(dsn, None, smtp, ROUTER_WORKERS_ENABLED="false") as api:
+        await add_member(api, "m1")
+        await put_journey(api.client, "restart", {"name": "r", **journey, "steps": steps})
+        for name in ("ping", "ping", "ping", "stop", "ping"):
+            await add_event(api.client, "m1", name)
+        assert await _unhandled(dsn) == 5
+    async with running_router(dsn, None, smtp):
+        await until(lambda: _unhandled_none(dsn))
+        statuses = [(r["status"], r["exit_reason"]) for r in await runs(dsn, "restart")]
+    assert statuses == [
+        ("ended", "restarted"),
+        ("ended", "restarted"),
+        ("exited", "goal"),
+        ("active", None),
+    ]
+
+
+async def _unhandled_none(dsn: str) -> bool:
+    return await _unhandled(dsn) == 0
+
+
 async def _unhandled(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:

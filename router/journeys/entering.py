@@ -125,24 +125,25 @@ class JourneyEvents(QueueWorker):
                 self._definitions.add(journey_id, version, text)
             ended: dict[UUID, tuple[str, str]] = {}
             started: list[NewRun] = []
-            # One id per event covers the common case; more come one at a time.
-            ids = itertools.chain(uuid7s(len(events)), iter(uuid7, None))
+            # One id per event covers the common case; more come one at a time. Sorted, so
+            # runs begun by one claim keep its events' order (a restart's new run sorts last).
+            ids = itertools.chain(sorted(uuid7s(len(events))), iter(uuid7, None))
             for event in events:
                 self._handle(event, live, entered, active, ended, started, ids, now)
             # Runs that were active before end first (an `always` restart frees its slot),
-            # then the new runs start, then new runs a later event of the claim ended.
+            # then the new runs start; those a later event of the claim ended start ended.
             new_ids = {r.id for r in started}
-            for which in (False, True):
-                ending = [(i, e) for i, e in ended.items() if (i in new_ids) is which]
-                await journey_runs.end_runs(
-                    conn,
-                    [i for i, _ in ending],
-                    [s for _, (s, _) in ending],
-                    [r for _, (_, r) in ending],
-                    now,
-                )
-                if not which:
-                    await journey_runs.start_runs(conn, started)
+            ending = [(i, e) for i, e in ended.items() if i not in new_ids]
+            await journey_runs.end_runs(
+                conn,
+                [i for i, _ in ending],
+                [s for _, (s, _) in ending],
+                [r for _, (_, r) in ending],
+                now,
+            )
+            await journey_runs.start_runs(
+                conn, started, {i: e for i, e in ended.items() if i in new_ids}, now
+            )
             await journey_runs.mark_handled(conn, [e["id"] for e in events], now)
         return len(events)
 

@@ -8,7 +8,7 @@ each other), and the runs queue by due time as the journey clock reads it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -123,16 +123,29 @@ async def runs_of_members(conn: Connection, member_ids: Sequence[str]) -> list[a
     )
 
 
-async def start_runs(conn: Connection, runs: Sequence[NewRun]) -> None:
-    """New active runs, due at once (their first step decides when anything happens)."""
+async def start_runs(
+    conn: Connection,
+    runs: Sequence[NewRun],
+    ended: Mapping[UUID, tuple[str, str]] | None = None,
+    ended_at: datetime | None = None,
+) -> None:
+    """New active runs, due at once (their first step decides when anything happens).
+
+    A run that a later event of the same claim already ended (an `always` restart, an exit
+    event) is stored ended, with its status and reason from `ended`: stored active, it would
+    hold the member's one active slot and the run replacing it could not be stored."""
     if not runs:
         return
+    ended = ended or {}
     await conn.execute(
         "INSERT INTO journey_runs (id, journey_id, version, member_id, trigger_event_id,"
-        " due_at, entered_at)"
-        " SELECT id, journey_id, version, member_id, trigger_event_id, at, at"
+        " due_at, entered_at, status, exit_reason, ended_at)"
+        " SELECT id, journey_id, version, member_id, trigger_event_id,"
+        "  CASE WHEN status = 'active' THEN at END, at, status, reason,"
+        "  CASE WHEN status = 'active' THEN NULL ELSE $9::timestamptz END"
         " FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::uuid[],"
-        "  $6::timestamptz[]) AS r(id, journey_id, version, member_id, trigger_event_id, at)"
+        "  $6::timestamptz[], $7::text[], $8::text[])"
+        "  AS r(id, journey_id, version, member_id, trigger_event_id, at, status, reason)"
         " ON CONFLICT (journey_id, member_id) WHERE status = 'active' DO NOTHING",
         [r.id for r in runs],
         [r.journey_id for r in runs],
@@ -140,6 +153,9 @@ async def start_runs(conn: Connection, runs: Sequence[NewRun]) -> None:
         [r.member_id for r in runs],
         [r.trigger_event_id for r in runs],
         [r.at for r in runs],
+        [ended[r.id][0] if r.id in ended else "active" for r in runs],
+        [ended[r.id][1] if r.id in ended else None for r in runs],
+        ended_at,
     )
     await notify(conn, RUNS.queue_name)
 
