@@ -150,6 +150,26 @@ def _finished(
     return Finished
 
 
+_FINISHED: dict[tuple[int, bool, tuple[int, ...], bool], type[Operation]] = {}
+
+
+def _finished_once(
+    operation_class: type[Operation], sendgrid: bool, codes: tuple[int, ...], *, public: bool
+) -> type[Operation]:
+    """`_finished`, made once per distinct argument: every application built in a process
+    (each test's router, say) registers copies of the same handlers, and making a dataclass
+    per handler per application was a sixth of building one."""
+    key = (id(operation_class), sendgrid, codes, public)
+    made = _FINISHED.get(key)
+    if made is None or made.__mro__[1] is not operation_class:
+        headers = _HEADERS if sendgrid else _PROBLEM_HEADERS
+        made = _finished(
+            operation_class, {c: h for c, h in headers.items() if c in codes}, public=public
+        )
+        _FINISHED[key] = made
+    return made
+
+
 class StandardResponses(ReceiveRoutePlugin):
     """Adds the shared responses to every route as it is registered; a route's own
     declaration of a status wins over the shared one."""
@@ -171,10 +191,10 @@ class StandardResponses(ReceiveRoutePlugin):
                         else problem_response(_DESCRIPTIONS[code])
                     )
             handler.responses = {**added, **own}
-            headers = _HEADERS if sendgrid else _PROBLEM_HEADERS
-            handler.operation_class = _finished(
+            handler.operation_class = _finished_once(
                 handler.operation_class,
-                {c: h for c, h in headers.items() if c in added},
+                sendgrid,
+                tuple(sorted(added)),
                 public=handler.security == [],
             )
             handler._standard_responses = True  # type: ignore[attr-defined]
