@@ -10,6 +10,7 @@ from typing import Any
 from playwright.async_api import Browser, expect
 
 from router.campaign_units import derived_unit
+from router.ui.pages import EMAIL_FRAME_POLICY
 from tests.browser import open_page, sign_in
 from tests.harness import RouterUnderTest
 from tests.test_multicast import add_members, friend_id
@@ -63,9 +64,7 @@ async def test_list_detail_email_frame_and_cancel_over_http(router: RouterUnderT
 
         frame = await client.get(f"/ui/campaigns/{campaign_id}/email.html")
         assert frame.status_code == 200 and frame.text == HTML
-        assert frame.headers["content-security-policy"] == (
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-        )
+        assert frame.headers["content-security-policy"] == EMAIL_FRAME_POLICY
 
         refused = await client.post(f"/ui/campaigns/{campaign_id}/cancel", data={})
         assert refused.status_code == 403

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import httpx
 from playwright.async_api import Browser, expect
 
-from router.ui.intents import EMAIL_HTML_POLICY
+from router.ui.pages import EMAIL_FRAME_POLICY
 from tests.browser import open_page, sign_in
 from tests.harness import RouterUnderTest, SmtpSink
 from tests.test_ui_session import anonymous, signed_in
@@ -166,7 +166,7 @@ async def test_an_intents_page_shows_provider_ids_fallback_errors_and_escapes_wh
         assert f'src="/ui/intents/{attached}/email.html"' in page.text
         frame = await client.get(f"/ui/intents/{attached}/email.html")
         assert frame.status_code == 200
-        assert frame.headers["content-security-policy"] == EMAIL_HTML_POLICY
+        assert frame.headers["content-security-policy"] == EMAIL_FRAME_POLICY
         assert frame.headers["content-type"].startswith("text/html")
         assert "<p>Hello</p>" in frame.text  # the HTML as the channel sent it, framed apart
 

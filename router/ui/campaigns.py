@@ -26,11 +26,10 @@ from router.campaign_results import CampaignResults, ChannelResults
 from router.campaigns import CampaignRequest
 from router.content import Content
 from router.store import campaign_counts
-from router.ui.pages import Dashboard
+from router.ui.pages import Dashboard, email_frame
 
 PAGE_SIZE: Final = 25
 POLL_SECONDS: Final = 1
-EMAIL_POLICY: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 # Segments of a channel's bar, in order, with the colour each is drawn in.
 SEGMENTS: Final = (
     ("sent", "#06c755"),
@@ -265,8 +264,4 @@ async def campaign_email(
     template = await _template(dashboard, campaign_id)
     if template.email is None or not template.email.html:
         raise NotFoundException("this campaign has no HTML email")
-    return Response(
-        template.email.html,
-        media_type="text/html; charset=utf-8",
-        headers={"content-security-policy": EMAIL_POLICY},
-    )
+    return email_frame(template.email.html)

@@ -31,11 +31,7 @@ from router.ui.intent_reads import (
     read_record,
     search,
 )
-from router.ui.pages import Dashboard
-
-EMAIL_HTML_POLICY: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-"""The email's HTML may style itself and show images it carries, nothing else: no scripts,
-no remote images (which would tell the sender it was opened), no frames, no forms."""
+from router.ui.pages import Dashboard, email_frame
 
 FILTERS: Final = ("member", "email", "campaign", "tag", "status", "channel", "from", "to")
 MAX_FILTER_LENGTH: Final = 320
@@ -274,8 +270,4 @@ async def intent_email(request: Request[Any, Any, Any], intent_id: FromPath[str]
     email = render_email(dashboard.runtime.config.email, _email_target(record), content)
     if email is None or email.html is None:
         return _not_found(request, dashboard, intent_id)
-    return Response(
-        email.html,
-        media_type="text/html; charset=utf-8",
-        headers={"content-security-policy": EMAIL_HTML_POLICY},
-    )
+    return email_frame(email.html)

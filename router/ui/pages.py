@@ -71,6 +71,30 @@ SECURITY_HEADERS: Final = {
     "cache-control": "no-store",
 }
 
+EMAIL_FRAME_POLICY: Final = "; ".join(
+    [
+        "default-src 'none'",
+        "style-src 'unsafe-inline'",
+        "img-src data:",
+        "frame-ancestors 'self'",
+        "form-action 'none'",
+        "base-uri 'none'",
+    ]
+)
+"""An email's HTML part in its preview frame may style itself and show images it carries,
+nothing more: no scripts, no remote images (which would tell the sender it was opened), no
+forms; and only the dashboard may frame it."""
+
+
+def email_frame(html: str) -> Response[str]:
+    """An email's HTML part, served alone for a preview frame under `EMAIL_FRAME_POLICY`."""
+    return Response(
+        html,
+        media_type="text/html; charset=utf-8",
+        headers={"content-security-policy": EMAIL_FRAME_POLICY},
+    )
+
+
 NAVIGATION: Final = (
     ("overview", "Overview", "/ui"),
     ("intents", "Intents", "/ui/intents"),

@@ -16,20 +16,9 @@ from litestar.params import PathParameter, QueryParameter
 from litestar.response import Redirect
 
 from router.store import sandbox_messages
-from router.ui.pages import Dashboard
+from router.ui.pages import Dashboard, email_frame
 
 PAGE_SIZE: Final = 50
-EMAIL_POLICY: Final = "; ".join(
-    [
-        "default-src 'none'",
-        "style-src 'unsafe-inline'",
-        "img-src data:",
-        "frame-ancestors 'self'",
-        "form-action 'none'",
-        "base-uri 'none'",
-    ]
-)
-"""What an email's HTML part may do in its preview frame: style itself, nothing more."""
 
 Position = Annotated[int | None, QueryParameter(ge=0, le=2**63 - 1)]
 
@@ -92,11 +81,7 @@ async def sandbox_email_html(
         return Response(
             "no such email HTML part", media_type="text/plain; charset=utf-8", status_code=404
         )
-    return Response(
-        found.email.html,
-        media_type="text/html; charset=utf-8",
-        headers={"content-security-policy": EMAIL_POLICY},
-    )
+    return email_frame(found.email.html)
 
 
 @post("/sandbox/clear", name="ui-sandbox-clear")
