@@ -113,15 +113,24 @@ def _bad_request(exc: BadChoice) -> Response[str]:
     return Response(f"Bad request: {exc}", media_type="text/plain; charset=utf-8", status_code=400)
 
 
-@get("/", name="ui-overview")
-async def overview(request: Request[Any, Any, Any]) -> Response[str]:
+async def _requested(request: Request[Any, Any, Any]) -> tuple[OverviewFigures, str] | BadChoice:
+    """The figures of the window and layout the query string asks for, and the window."""
     dashboard: Dashboard = request.app.state["dashboard"]
     try:
         range_name = _choice(request, "range", tuple(RANGES))
         layout = _choice(request, "layout", LAYOUTS)
     except BadChoice as exc:
-        return _bad_request(exc)
-    figures = await read_overview(dashboard.runtime, range_name, layout)
+        return exc
+    return await read_overview(dashboard.runtime, range_name, layout), range_name
+
+
+@get("/", name="ui-overview")
+async def overview(request: Request[Any, Any, Any]) -> Response[str]:
+    dashboard: Dashboard = request.app.state["dashboard"]
+    found = await _requested(request)
+    if isinstance(found, BadChoice):
+        return _bad_request(found)
+    figures, range_name = found
     return dashboard.page(
         request,
         "ui/overview.html",
@@ -137,12 +146,10 @@ async def overview(request: Request[Any, Any, Any]) -> Response[str]:
 async def overview_figures(request: Request[Any, Any, Any]) -> Response[str]:
     """The figures panel alone, for htmx's polling."""
     dashboard: Dashboard = request.app.state["dashboard"]
-    try:
-        range_name = _choice(request, "range", tuple(RANGES))
-        layout = _choice(request, "layout", LAYOUTS)
-    except BadChoice as exc:
-        return _bad_request(exc)
-    figures = await read_overview(dashboard.runtime, range_name, layout)
+    found = await _requested(request)
+    if isinstance(found, BadChoice):
+        return _bad_request(found)
+    figures, range_name = found
     return dashboard.fragment(
         request, "ui/overview_figures.html", figures=figures, poll_seconds=POLL_SECONDS[range_name]
     )
