@@ -31,7 +31,9 @@ ALL_KINDS = frozenset({"promotional", "transactional"})
 class ChannelDescriptor:
     """One registration per channel: everything the core knows about it, in one place.
 
-    SQL fragments are spelled over `members m` (the recipient as they are now) and, for
+    SQL fragments are spelled over `members m` (the recipient as they are now), the
+    member's LINE identity `member_line_accounts l` under the intent's LINE account (joined
+    by `router.reach.line_identity_join`, NULL columns when there is none) and, for
     `still_reachable_sql`, `deliveries d`; they are interpolated into the core's statements, so
     they are constants written here, never values from a request."""
 

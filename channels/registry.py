@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from channels import email
 from channels.base import Channel, ChannelDescriptor, LineAccount, Narrowcaster, QuotaLedger
 from channels.line import notification, push
-from router.config import Config
+from router.config import DEFAULT_LINE_ACCOUNT, Config
 
 Builder = Callable[[Config, Mapping[str, Channel]], Channel | None]
 """Makes a channel's adapter from configuration and the adapters built before it."""
@@ -46,25 +46,34 @@ def descriptor(name: str) -> ChannelDescriptor:
     return _registered[name][0]
 
 
+LedgerFor = Callable[[str], QuotaLedger]
+"""Where a LINE account's monthly quota is reserved, given the account's name."""
+
+
 def build_adapters(
-    config: Config, quota_ledger: QuotaLedger | None = None
-) -> tuple[dict[str, Channel], LineAccount | None]:
-    """The adapters this configuration enables, by channel name, and the LINE account.
-    `quota_ledger` is where LINE's monthly quota is reserved (in memory without one)."""
+    config: Config, quota_ledger: LedgerFor | None = None
+) -> tuple[dict[str, Channel], dict[str, LineAccount]]:
+    """The adapters this configuration enables, by channel name, and each configured LINE
+    account's operations by account name. `quota_ledger` gives where an account's monthly
+    quota is reserved (in memory without one)."""
     channels: dict[str, Channel] = {}
     for name, (_, build) in _registered.items():
         adapter = build(config, channels)
         if adapter is not None:
             channels[name] = adapter
-    account: LineAccount | None = None
+    accounts: dict[str, LineAccount] = {}
     line = channels.get(push.LINE.name)
     if isinstance(line, push.LinePushChannel):
-        if quota_ledger is not None:
-            line.quota.ledger = quota_ledger
         from channels.line.account import LineAccountApi
 
-        account = LineAccountApi(config.line, line.quota)
-    return channels, account
+        for account, settings in config.line_accounts().items():
+            # The sending channel's quota is the default account's; another account's is
+            # read through that account's own client.
+            api = LineAccountApi(settings, line.quota if account == DEFAULT_LINE_ACCOUNT else None)
+            if quota_ledger is not None:
+                api.line_quota.ledger = quota_ledger(account)
+            accounts[account] = api
+    return channels, accounts
 
 
 def narrowcaster(channels: Mapping[str, Channel]) -> Narrowcaster | None:

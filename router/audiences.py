@@ -24,7 +24,7 @@ import phonenumbers
 from router.database import Connection
 from router.identifiers import LINE_USER_ID
 from router.problems import FieldError, ProblemError
-from router.reach import EMAIL_REACHABLE_SQL, LINE_REACHABLE_SQL
+from router.reach import EMAIL_REACHABLE_SQL, LINE_REACHABLE_SQL, line_identity_join
 from router.store import journey_triggers
 from router.store.row_ids import uuid7
 from router.upload_pieces import parsed_pieces
@@ -61,15 +61,28 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _COPY_ROW = b"\x00\x01" + (32).to_bytes(4, "big")
 _COPY_TRAILER = b"\xff\xff"
 
-# How a member's key for each audience type is written in SQL. LINE user IDs are hashed on
-# the fly: members.line_user_id is stored raw, the audience keeps only its hash. The LINE
-# expression is the one members_line_user_id_sha256 indexes (migration 0008): an ID is ASCII,
-# so its bytea cast is its UTF-8 bytes.
+# How a member's key for each audience type is written in SQL, over `members m` and their
+# LINE identity `member_line_accounts l` under the account in question. LINE user IDs are
+# hashed on the fly: they are stored raw, the audience keeps only its hash. The LINE
+# expression is the one member_line_accounts_user_id_sha256 indexes (migration 0037): an ID
+# is ASCII, so its bytea cast is its UTF-8 bytes.
 MEMBER_KEY: dict[str, str] = {
     "email": "m.email_sha256",
     "phone": "m.phone_sha256",
-    "line_user_id": "sha256(m.line_user_id::bytea)",
+    "line_user_id": "sha256(l.user_id::bytea)",
 }
+
+
+def members_by_key(kind: str, hashes: str, account_sql: str = "'default'") -> str:
+    """Joins after `FROM {hashes}` (rows with `value_sha256`) to the members whose key of
+    `kind` is among them, as `members m` (and `l`), each through its own index."""
+    if kind == "line_user_id":
+        return (
+            f"JOIN member_line_accounts l ON l.account = {account_sql}"
+            f" AND sha256(l.user_id::bytea) = {hashes}.value_sha256"
+            " JOIN members m ON m.member_id = l.member_id"
+        )
+    return f"JOIN members m ON {MEMBER_KEY[kind]} = {hashes}.value_sha256"
 
 
 class LineError(msgspec.Struct, frozen=True):
@@ -356,7 +369,8 @@ async def _insert(conn: Connection, audience_id: uuid.UUID, kind: AudienceType) 
     if await journey_triggers.audience_wanted(conn, audience_id):
         # Members newly in the audience enter the journeys that start on it.
         added: int = await conn.fetchval(
-            journey_triggers.audience_joined_sql(insert, MEMBER_KEY[kind]), audience_id
+            journey_triggers.audience_joined_sql(insert, members_by_key(kind, "added")),
+            audience_id,
         )
         return added
     status = await conn.execute(insert, audience_id)
@@ -399,9 +413,10 @@ async def record(conn: Connection, audience_id: uuid.UUID, counts: UploadCounts)
         await conn.execute("ANALYZE audiences, audience_entries")
 
 
-def _members_in(kind: str) -> str:
+def _members_in(kind: str, account_sql: str = "'default'") -> str:
     return (
-        "FROM members m WHERE EXISTS (SELECT 1 FROM audience_entries e"  # noqa: S608 - constants
+        f"FROM members m {line_identity_join(account_sql)}"  # noqa: S608 - constants
+        " WHERE EXISTS (SELECT 1 FROM audience_entries e"
         f" WHERE e.audience_id = $1 AND e.value_sha256 = {MEMBER_KEY[kind]})"
     )
 
@@ -460,11 +475,11 @@ async def line_user_ids(
     if kind is None:
         return
     cursor = await conn.cursor(
-        f"SELECT m.line_user_id {_members_in(kind)} AND {LINE_REACHABLE_SQL} ORDER BY m.line_user_id",
+        f"SELECT l.user_id {_members_in(kind)} AND {LINE_REACHABLE_SQL} ORDER BY l.user_id",
         audience_id,
     )
     while rows := await cursor.fetch(batch):
-        yield [r["line_user_id"] for r in rows]
+        yield [r["user_id"] for r in rows]
 
 
 class LineSyncLease(msgspec.Struct, frozen=True):
@@ -577,13 +592,13 @@ async def line_user_id_page(
     """The next `limit` LINE user IDs of matched members who are friends and have not opted
     out, in ID order after `after`: one short query per page (keyset), no snapshot held."""
     rows = await conn.fetch(
-        f"SELECT m.line_user_id {_members_in(kind)} AND {LINE_REACHABLE_SQL}"
-        " AND m.line_user_id > $2 ORDER BY m.line_user_id LIMIT $3",
+        f"SELECT l.user_id {_members_in(kind)} AND {LINE_REACHABLE_SQL}"
+        " AND l.user_id > $2 ORDER BY l.user_id LIMIT $3",
         audience_id,
         after or "",
         limit,
     )
-    return [r["line_user_id"] for r in rows]
+    return [r["user_id"] for r in rows]
 
 
 async def finish_line_sync(

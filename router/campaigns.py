@@ -26,17 +26,20 @@ from router.campaign_units import UnitName, derived_unit
 from router.content import Content, EmailContent, LineContent, check_content, content_id
 from router.database import Connection, Pool
 from router.database_outage import is_unavailable
+from router.identifiers import LineAccountName
 from router.intake import IntakeChannels
 from router.intake.routing_sql import routing_sql
 from router.intents import MAX_SCHEDULE_AHEAD, Category, Kind, Route, SendAt, Tags
 from router.line import narrowcast
 from router.line.narrowcast import NarrowcastView
+from router.line_plans import LineBudget
 from router.log_safety import describe
 from router.metrics import INTENTS_ACCEPTED
 from router.problems import FieldError
 from router.queue import claims
 from router.queue.loops import QueueWorker
 from router.queue.wakeups import Notices, notify
+from router.reach import DEFAULT_LINE_ACCOUNT
 from router.store import (
     campaign_chunks,
     campaign_counts,
@@ -83,6 +86,12 @@ class CampaignRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # The LINE aggregation unit its pushes and multicasts are counted under
     # (router.campaign_units); derived from the campaign's id when not given.
     line_aggregation_unit: UnitName | None = None
+    # The LINE Official Account it goes out under, and what it may spend on LINE (None: the
+    # account's default_budget for a promotional campaign, unlimited otherwise).
+    line_account: LineAccountName = DEFAULT_LINE_ACCOUNT
+    line_budget: LineBudget | None = None
+    # Answer what the campaign would send and cost, and send nothing.
+    dry_run: bool = False
 
     alternatives: ClassVar[tuple[Alternatives, ...]] = (
         Alternatives(("email", "line"), "give email content, LINE messages, or both"),
@@ -133,19 +142,46 @@ def unworkable(request: CampaignRequest) -> list[FieldError]:
     return errors
 
 
+# Fields added to campaign requests over time, with the value that means "not given": a
+# request that leaves them so is fingerprinted as it was before they existed, so its
+# idempotency key still matches the campaign it made then.
+_ADDED_FIELDS: tuple[tuple[str, object], ...] = (
+    ("line_aggregation_unit", None),
+    ("line_account", DEFAULT_LINE_ACCOUNT),
+    ("line_budget", None),
+    ("dry_run", False),
+)
+
+
+def fingerprints(request: CampaignRequest) -> list[bytes]:
+    """The request's SHA-256 as stored now, then as stored by earlier versions (which
+    wrote `line_aggregation_unit` even when not given)."""
+    fields = msgspec.to_builtins(request)
+    current = {k: v for k, v in fields.items() if (k, v) not in _ADDED_FIELDS}
+    found = [hashlib.sha256(msgspec.json.encode(current)).digest()]
+    if request.line_aggregation_unit is None:
+        legacy = {
+            k: v
+            for k, v in fields.items()
+            if (k, v) not in _ADDED_FIELDS or k == "line_aggregation_unit"
+        }
+        found.append(hashlib.sha256(msgspec.json.encode(legacy)).digest())
+    return found
+
+
 async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool]:
     """Store the campaign (or find the one with this idempotency key); True if new.
 
     Raises KeyError naming an audience that does not exist, ValueError on a key reused with
     another request."""
-    fingerprint = hashlib.sha256(msgspec.json.encode(request)).digest()
+    fingerprint, *earlier = fingerprints(request)
     if request.idempotency_key is not None:
         row = await conn.fetchrow(
             "SELECT id, request_sha256 FROM campaigns WHERE idempotency_key = $1",
             request.idempotency_key,
         )
         if row is not None:
-            if row["request_sha256"] != fingerprint:
+            if row["request_sha256"] not in (fingerprint, *earlier):
                 raise ValueError("this idempotency_key was used with a different campaign")
             return row["id"], False
     wanted = set(request.audience_ids) | set(request.exclude_audience_ids)

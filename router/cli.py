@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from router.config import (
     DATABASE_URL_FALLBACK,
+    DEFAULT_LINE_ACCOUNT,
     Config,
     ConfigError,
     default_journeys_directory,
@@ -63,15 +64,17 @@ async def _database(config: Config, connections: int) -> AsyncIterator[Pool]:
 
 
 @contextlib.asynccontextmanager
-async def _line_account(config: Config) -> AsyncIterator[LineAccount | None]:
-    """The LINE account of the configured channel (None: LINE is not configured)."""
+async def _line_account(
+    config: Config, name: str = DEFAULT_LINE_ACCOUNT
+) -> AsyncIterator[LineAccount | None]:
+    """The LINE account `name` (None: it is not configured)."""
     from channels.registry import build_adapters
 
-    channels, account = build_adapters(config)
+    channels, accounts = build_adapters(config)
     try:
-        yield account
+        yield accounts.get(name)
     finally:
-        if account is not None:
+        for account in accounts.values():
             await account.aclose()
         for channel in channels.values():
             await channel.aclose()

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from router.line_plans import LineBudget, LinePlan, NonNegativeYen, PlanName, plan_terms
+
 ENV_PREFIX = "ROUTER_"
 DATABASE_URL_FALLBACK = "DATABASE_URL"
 """Read as the database URL when ROUTER_DATABASE_URL is not set (the variable most hosts set)."""
@@ -79,6 +81,74 @@ class LineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # took a narrowcast the router stops asking (its deliveries are then 'uncertain').
     narrowcast_poll_seconds: Seconds = 5.0
     narrowcast_give_up_seconds: Seconds = 21600.0
+    # What the account's LINE messages cost: its plan ("free", "light", "standard", "custom";
+    # "" when not said: then only the limit LINE reports is known), overridden or completed
+    # by the messages it includes and the yen per message beyond them.
+    plan: PlanName = ""
+    included_messages: NonNegative | None = None
+    extra_message_yen: NonNegativeYen | None = None
+    # The LINE budget of a promotional intent or campaign that sets none of its own.
+    default_budget: LineBudget = "included_only"
+    # Further LINE Official Accounts, by name; this section itself is the account "default".
+    accounts: dict[str, LineAccountConfig] = msgspec.field(default_factory=dict)
+
+    def plan_terms(self) -> LinePlan | None:
+        """The account's plan with its overrides; None when the router is not told it."""
+        return plan_terms(self.plan, self.included_messages, self.extra_message_yen)
+
+
+class LineAccountConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`[line.accounts.<name>]`: one more LINE Official Account. A key left out takes the
+    `[line]` section's value, except the channel's own credentials and webhook forwarding,
+    which belong to one channel only."""
+
+    channel_access_token: str = ""
+    channel_secret: str = ""
+    login_channel_id: str = ""
+    forward_webhooks_to: list[str] = msgspec.field(default_factory=list)
+    api_base: str | None = None
+    push_per_second: Count | None = None
+    multicast: bool | None = None
+    multicast_per_second: Count | None = None
+    max_connections: Count | None = None
+    timeout_seconds: Seconds | None = None
+    link_invite_text: str | None = None
+    link_url_template: str | None = None
+    account_link_base: str | None = None
+    link_nonce_ttl_seconds: Count | None = None
+    check_quota: bool | None = None
+    notification_messages: bool | None = None
+    notification_confirm_seconds: Seconds | None = None
+    quota_cache_seconds: NonNegativeSeconds | None = None
+    narrowcast_poll_seconds: Seconds | None = None
+    narrowcast_give_up_seconds: Seconds | None = None
+    plan: PlanName | None = None
+    included_messages: NonNegative | None = None
+    extra_message_yen: NonNegativeYen | None = None
+    default_budget: LineBudget | None = None
+
+
+_OWN_TO_ONE_CHANNEL = frozenset(
+    {"channel_access_token", "channel_secret", "login_channel_id", "forward_webhooks_to"}
+)
+DEFAULT_LINE_ACCOUNT = "default"
+BUDGET_FORMS = '"included_only", "unlimited", { max_messages = N } or { max_yen = N }'
+LINE_ACCOUNT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+"""An account's name: it appears in URLs (`/webhooks/line/<name>`) and metric labels."""
+
+
+def _account_config(line: LineConfig, account: LineAccountConfig) -> LineConfig:
+    """The effective settings of one further account: its own keys over `[line]`'s."""
+    own: dict[str, Any] = {}
+    for field in msgspec.structs.fields(LineAccountConfig):
+        value = getattr(account, field.name)
+        if field.name in _OWN_TO_ONE_CHANNEL or value is not None:
+            own[field.name] = value
+    if "included_messages" not in own and "plan" in own:
+        # A plan named here is priced as that plan, not with [line]'s overrides.
+        own["included_messages"] = None
+        own.setdefault("extra_message_yen", None)
+    return msgspec.structs.replace(line, accounts={}, **own)
 
 
 class EmailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -228,7 +298,19 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     @property
     def line_configured(self) -> bool:
-        return bool(self.line.channel_access_token)
+        """Whether any LINE account is configured."""
+        return bool(self.line_accounts())
+
+    def line_accounts(self) -> dict[str, LineConfig]:
+        """Every configured LINE account's effective settings, by name: `[line]` itself as
+        "default" when it has a token, then each `[line.accounts.<name>]` in file order."""
+        accounts: dict[str, LineConfig] = {}
+        if self.line.channel_access_token:
+            accounts[DEFAULT_LINE_ACCOUNT] = msgspec.structs.replace(self.line, accounts={})
+        for name, account in self.line.accounts.items():
+            if account.channel_access_token:
+                accounts[name] = _account_config(self.line, account)
+        return accounts
 
     @property
     def email_configured(self) -> bool:
@@ -351,6 +433,10 @@ def _env_value(name: str, value: str, kind: Any) -> Any:
 def accepted(kind: Any, *, environment: bool = False) -> str:
     """What a key of type `kind` takes, in words: "an integer 1-65535"."""
     info = msgspec.inspect.type_info(kind)
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return "one of " + ", ".join(f'"{value}"' for value in info.values)
+    if isinstance(info, msgspec.inspect.UnionType) and kind == LineBudget:
+        return BUDGET_FORMS
     if isinstance(info, msgspec.inspect.BoolType):
         return "a boolean: true/false, 1/0 or yes/no" if environment else "true or false"
     if isinstance(info, msgspec.inspect.IntType | msgspec.inspect.FloatType):
@@ -401,6 +487,33 @@ def _invalid(
     return ConfigError(f"{source}: [{section}] {key}: expected {accepted(sections[section][key])}")
 
 
+def _check_account_tables(data: dict[str, Any], source: str) -> None:
+    """Each `[line.accounts.<name>]` table on its own, so an error names its account (a
+    validation error inside a table of tables does not say which)."""
+    line = data.get("line")
+    accounts = line.get("accounts") if isinstance(line, dict) else None
+    if accounts is None:
+        return
+    if not isinstance(accounts, dict):
+        raise ConfigError(f"{source}: [line] accounts must be tables: [line.accounts.<name>]")
+    fields = {f.name: f.type for f in msgspec.structs.fields(LineConfig)}
+    for name, table in accounts.items():
+        where = f"[line.accounts.{name}]"
+        try:
+            msgspec.convert(table, LineAccountConfig, strict=True)
+        except msgspec.ValidationError as exc:
+            found = _AT.match(str(exc))
+            message, at = (found.group("message"), found.group("path")) if found else (str(exc), "")
+            if (unknown := _UNKNOWN.match(message)) is not None:
+                raise ConfigError(
+                    f"{source}: {where} has no key {unknown.group('name')!r}"
+                ) from None
+            key = at.lstrip(".").split(".")[0].partition("[")[0]
+            if key in fields and not (key == "default_budget" and "exactly one" in message):
+                message = f"expected {accepted(fields[key])}"
+            raise ConfigError(f"{source}: {where} {key}: {message}") from None
+
+
 _TOML_POSITION = re.compile(r"^(?P<message>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)$")
 
 
@@ -428,6 +541,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         except tomllib.TOMLDecodeError as exc:
             raise _toml_error(path, exc) from exc
     data = _renamed(data)
+    _check_account_tables(data, str(path))
     overrides = _env_overrides(os.environ if environ is None else environ)
     try:
         # The file is typed (TOML has numbers and booleans), so what it sets is checked
@@ -478,9 +592,47 @@ def _without(data: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict
     }
 
 
+def _check_line_accounts(line: LineConfig) -> None:
+    for name, account in line.accounts.items():
+        if not LINE_ACCOUNT_NAME.fullmatch(name):
+            raise ConfigError(
+                f"[line.accounts.{name}]: an account name is 1-32 lower-case letters, digits,"
+                " _ or -, starting with a letter"
+            )
+        if name == DEFAULT_LINE_ACCOUNT and line.channel_access_token:
+            raise ConfigError(
+                "[line.accounts.default]: the account named default is the [line] section"
+                " itself; give it there or name this account otherwise"
+            )
+        if not account.channel_access_token:
+            raise ConfigError(f"[line.accounts.{name}] channel_access_token is required")
+        effective = _account_config(line, account)
+        _check_plan(f"[line.accounts.{name}]", effective)
+    if line.channel_access_token:
+        _check_plan("[line]", line)
+
+
+def _check_plan(where: str, line: LineConfig) -> None:
+    if line.plan == "custom" and line.included_messages is None:
+        raise ConfigError(f'{where} plan = "custom" needs included_messages')
+    terms = line.plan_terms()
+    if (
+        terms is not None
+        and terms.extra_message_yen is None
+        and line.extra_message_yen is not None
+        and line.plan in ("free", "light")
+    ):
+        raise ConfigError(
+            f"{where} the {line.plan} plan sells no messages beyond the ones it includes:"
+            ' extra_message_yen does not apply (use plan = "standard" or "custom")'
+        )
+
+
 def _check_values(config: Config) -> None:
     """Values whose type is right but whose meaning is not."""
     import phonenumbers
+
+    _check_line_accounts(config.line)
 
     region = config.members.default_region
     if region not in phonenumbers.SUPPORTED_REGIONS:

@@ -63,6 +63,14 @@ MemberId = Annotated[
     ),
 ]
 LineUserId = Annotated[str, documented(pattern=f"^{LINE_USER_ID.pattern}$")]
+LineAccountName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern="^[a-z][a-z0-9_-]{0,31}$",
+        description="A LINE Official Account configured on the router ([line.accounts.<name>];"
+        ' "default" is the [line] section).',
+    ),
+]
 EmailAddress = Annotated[
     str,
     documented(

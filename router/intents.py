@@ -17,8 +17,10 @@ import msgspec
 from router.channel_rules import confirmed_by_provider
 from router.content import EmailContent, LineContent
 from router.database import Connection
-from router.identifiers import EmailAddress, MemberId
+from router.identifiers import EmailAddress, LineAccountName, MemberId
+from router.line_plans import LineBudget
 from router.problems import FieldError
+from router.reach import DEFAULT_LINE_ACCOUNT
 from router.store import group_state
 from router.wire_rules import Alternatives
 
@@ -73,6 +75,10 @@ class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc
     tags: Tags = msgspec.field(default_factory=list)
     metadata: dict[str, Any] | None = None
     send_at: SendAt | None = None
+    # The LINE Official Account the intent goes out under, and what it may spend on LINE
+    # (None: the account's default_budget for promotional intents, unlimited otherwise).
+    line_account: LineAccountName = DEFAULT_LINE_ACCOUNT
+    line_budget: LineBudget | None = None
 
     alternatives: ClassVar[tuple[Alternatives, ...]] = (
         Alternatives(

@@ -7,9 +7,14 @@ fees in yen, before consumption tax.
 
 from __future__ import annotations
 
-from typing import Final
+import math
+from typing import Annotated, Final, Literal
 
 import msgspec
+
+PlanName = Literal["", "free", "light", "standard", "custom"]
+"""An account's plan as configured ("": not said, so only LINE's reported limit is known)."""
+NonNegativeYen = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class LinePlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -19,7 +24,7 @@ class LinePlan(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     monthly_fee_yen: int
     included_messages: int
-    extra_message_yen: int | None
+    extra_message_yen: float | None
 
 
 JAPAN_PLANS: Final[tuple[LinePlan, ...]] = (
@@ -62,7 +67,7 @@ def cost(plan: LinePlan, messages: int) -> PlanCost:
         messages=messages,
         sent=messages,
         extra_messages=over,
-        cost_yen=plan.monthly_fee_yen + over * plan.extra_message_yen,
+        cost_yen=plan.monthly_fee_yen + math.ceil(over * plan.extra_message_yen),
         blocked=0,
     )
 
@@ -70,3 +75,49 @@ def cost(plan: LinePlan, messages: int) -> PlanCost:
 def costs(messages: int, plans: tuple[LinePlan, ...] = JAPAN_PLANS) -> list[PlanCost]:
     """The month's messages under every plan of `plans`, in their order."""
     return [cost(plan, messages) for plan in plans]
+
+
+_BY_NAME: Final[dict[str, LinePlan]] = {plan.name.lower(): plan for plan in JAPAN_PLANS}
+
+
+def plan_terms(
+    name: str, included_messages: int | None = None, extra_message_yen: float | None = None
+) -> LinePlan | None:
+    """An account's plan: a named one with the overrides given, a custom one from them alone,
+    or None when no plan is configured (nothing is known of its price)."""
+    if not name:
+        return None
+    if name == "custom":
+        return LinePlan(
+            name="Custom",
+            monthly_fee_yen=0,
+            included_messages=included_messages or 0,
+            extra_message_yen=extra_message_yen,
+        )
+    base = _BY_NAME[name]
+    return msgspec.structs.replace(
+        base,
+        included_messages=base.included_messages
+        if included_messages is None
+        else included_messages,
+        extra_message_yen=base.extra_message_yen
+        if extra_message_yen is None
+        else extra_message_yen,
+    )
+
+
+class BudgetLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A LINE budget as a ceiling: at most `max_messages` messages, or at most `max_yen` yen
+    of messages beyond the plan's included ones. Exactly one is given."""
+
+    max_messages: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    max_yen: NonNegativeYen | None = None
+
+    def __post_init__(self) -> None:
+        if (self.max_messages is None) == (self.max_yen is None):
+            raise ValueError("give exactly one of max_messages and max_yen")
+
+
+LineBudget = Literal["included_only", "unlimited"] | BudgetLimit
+"""How much LINE an intent or campaign may spend before its `prefer_line` members get email:
+only the messages the plan includes, no limit, or a ceiling."""

@@ -204,7 +204,8 @@ class _Capture:
             else []
         )
         found = await conn.fetch(
-            "SELECT line_user_id, member_id FROM members WHERE line_user_id = ANY($1::text[])",
+            "SELECT user_id AS line_user_id, member_id FROM member_line_accounts"
+            " WHERE user_id = ANY($1::text[])",
             users,
         )
         members: dict[str, str] = {row["line_user_id"]: row["member_id"] for row in found}

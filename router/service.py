@@ -49,7 +49,7 @@ from router.line.events import LineEventProcessor
 from router.line.webhook_forwarding import WebhookForwarder
 from router.queue.claims import Holdings
 from router.queue.loops import LeaseHeartbeat, QueueWorker, Workers
-from router.reach import Reach
+from router.reach import DEFAULT_LINE_ACCOUNT, Reach
 from router.retention import Retention
 from router.store import coupon_pools
 from router.store import journeys as stored_journeys
@@ -68,6 +68,9 @@ class Runtime:
     api_keys: KeyRing
     generated_api_key: str | None = None
     line_account: LineAccount | None = None
+    """The LINE account "default" (the `[line]` section), when configured."""
+    line_accounts: dict[str, LineAccount] = field(default_factory=dict)
+    """Every configured LINE account by name, "default" included."""
     # Every queue worker of this process (None: `[workers] enabled = false`, API only), and
     # the ones reached from outside the loops.
     workers: Workers | None = None
@@ -154,8 +157,8 @@ class Runtime:
             await self.workers.stop()
         for channel in self.channels.values():
             await channel.aclose()
-        if self.line_account is not None:
-            await self.line_account.aclose()
+        for account in self.line_accounts.values():
+            await account.aclose()
         if self.sandbox is not None:
             await self.sandbox.aclose()
         with contextlib.suppress(Exception):  # a last use unrecorded is no reason to fail a stop
@@ -200,7 +203,9 @@ async def start_runtime(config: Config) -> Runtime:
             await sandbox.aclose()
         await pool.close()
         raise
-    channels, line_account = registry.build_adapters(config, MonthlyQuota(pool))
+    channels, line_accounts = registry.build_adapters(
+        config, lambda account: MonthlyQuota(pool, account)
+    )
     runtime = Runtime(
         config=config,
         target=target,
@@ -208,7 +213,8 @@ async def start_runtime(config: Config) -> Runtime:
         channels=channels,
         api_keys=api_keys,
         generated_api_key=generated,
-        line_account=line_account,
+        line_account=line_accounts.get(DEFAULT_LINE_ACCOUNT),
+        line_accounts=line_accounts,
         journey_files=tuple(journey_files),
         sandbox=sandbox,
     )

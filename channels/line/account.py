@@ -73,7 +73,7 @@ class AudienceData(msgspec.Struct):
 class LineAccountApi:
     """The LINE account behind the configured channel access token."""
 
-    def __init__(self, config: LineConfig, quota: LineQuota) -> None:
+    def __init__(self, config: LineConfig, quota: LineQuota | None = None) -> None:
         configuration = Configuration(
             host=config.api_base, access_token=config.channel_access_token
         )
@@ -83,13 +83,15 @@ class LineAccountApi:
         self._base = config.api_base.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
-        self._quota = quota
+        # The account's monthly quota: shared with the sending channel when it sends for
+        # this account, else read through this account's own client.
+        self.line_quota = quota or LineQuota(self._client, config.quota_cache_seconds)
         self._config = config
         self._audience_client: line_audience.AsyncApiClient | None = None
         self._insight_client: line_insight.AsyncApiClient | None = None
 
     async def quota(self) -> QuotaFigures:
-        return await self._quota.figures()
+        return await self.line_quota.figures()
 
     async def issue_link_token(self, line_user_id: str) -> str:
         try:

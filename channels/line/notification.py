@@ -47,7 +47,7 @@ LINE_NOTIFICATION = ChannelDescriptor(
         "([line] notification_messages; LINE must have approved the account)"
     ),
     unreachable=_unreachable,
-    reachable_sql="(m.phone IS NOT NULL AND NOT m.line_opt_out)",
+    reachable_sql="(m.phone IS NOT NULL AND NOT coalesce(l.opt_out, false))",
     still_reachable_sql="true",  # transactional: what was accepted is sent
     # LINE addresses a notification by the SHA-256 of the E.164 number, never the number.
     address=lambda reach: None if reach.phone is None else phone_sha256_hex(reach.phone),

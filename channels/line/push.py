@@ -103,9 +103,9 @@ LINE = ChannelDescriptor(
     unreachable=_unreachable,
     reachable_sql=LINE_REACHABLE_SQL,
     # The member must still hold the user ID the delivery was addressed to.
-    still_reachable_sql=f"({LINE_REACHABLE_SQL} AND m.line_user_id = d.address)",
+    still_reachable_sql=f"({LINE_REACHABLE_SQL} AND l.user_id = d.address)",
     address=lambda reach: reach.line_user_id,
-    address_sql="m.line_user_id",
+    address_sql="l.user_id",
     address_noun="LINE user ID",
     carries=lambda content: content.line is not None or content.email is not None,
     no_content="the intent has neither LINE messages nor email content to derive them from",
@@ -124,7 +124,7 @@ LINE = ChannelDescriptor(
 
 
 def build(config: Config, built: object) -> LinePushChannel | None:
-    return LinePushChannel(config.line) if config.line_configured else None
+    return LinePushChannel(config.line) if config.line.channel_access_token else None
 
 
 class LinePushChannel:

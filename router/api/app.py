@@ -86,6 +86,7 @@ def dependencies(runtime: Runtime) -> ApiDependencies:
         members_config=runtime.config.members,
         line_config=runtime.config.line,
         line_account=runtime.line_account,
+        line_accounts=runtime.line_accounts,
         shopify_config=runtime.config.shopify,
         email_config=runtime.config.email,
         events_configured=runtime.config.events_configured,

@@ -10,6 +10,7 @@ stops the application from being built.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import TypeAlias, TypeVar
 
 from litestar.di import NamedDependency, Provide
@@ -39,7 +40,9 @@ class ApiDependencies:
     members_config: MembersConfig
     line_config: LineConfig
     line_account: LineAccount | None
-    """None when this router has no LINE channel (see `require_line_account`)."""
+    """The account "default"; None when it is not configured (see `require_line_account`)."""
+    line_accounts: Mapping[str, LineAccount]
+    """Every configured LINE account by name, "default" included."""
     shopify_config: ShopifyConfig
     email_config: EmailConfig
     """Its token secret is filled in at start (router.deliverability.secret)."""

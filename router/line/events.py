@@ -19,6 +19,7 @@ from router.database import Connection, Pool
 from router.delivery import outcomes
 from router.line import identity as line_identity
 from router.queue.loops import QueueWorker
+from router.reach import DEFAULT_LINE_ACCOUNT
 from router.store import journey_triggers, line_webhook_events
 from router.store import members as member_store
 
@@ -77,7 +78,9 @@ class LineEventProcessor(QueueWorker):
     async def _handle(self, conn: Connection, event: Event, at: datetime) -> str:
         user = event.source.user_id if event.source else None
         if event.type in ("follow", "unfollow") and user:
-            members = await member_store.record_friendship(conn, user, event.type == "follow", at)
+            members = await member_store.record_friendship(
+                conn, DEFAULT_LINE_ACCOUNT, user, event.type == "follow", at
+            )
             if event.type == "follow":
                 await journey_triggers.line_followed(conn, members, at)
             if event.type == "unfollow":

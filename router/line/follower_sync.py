@@ -22,6 +22,7 @@ import msgspec
 
 from channels.base import LineAccount, ProviderError
 from router.database import Pool
+from router.reach import DEFAULT_LINE_ACCOUNT
 from router.store import follower_syncs
 from router.store import members as member_store
 from router.store.follower_syncs import FollowerSyncState
@@ -95,7 +96,7 @@ async def _run(
     while True:
         async with pool.acquire() as conn, conn.transaction():
             last, chunk_changed = await member_store.correct_friend_flags(
-                conn, phase, started, after, CORRECTION_CHUNK
+                conn, DEFAULT_LINE_ACCOUNT, phase, started, after, CORRECTION_CHUNK
             )
             if phase == "members" and last is None:
                 _held(await follower_syncs.finish(conn, holder))

@@ -8,6 +8,7 @@ import urllib.parse
 from datetime import datetime, timedelta
 
 from router.database import Connection
+from router.reach import DEFAULT_LINE_ACCOUNT
 from router.store import members as member_store
 
 NONCE_BYTES = 24  # 192 bits; LINE asks for at least 128
@@ -17,9 +18,12 @@ class LinkRefused(Exception):
     """The link would break a rule; the message says which."""
 
 
-async def link(conn: Connection, member_id: str, line_user_id: str) -> None:
-    """Give a member a LINE user ID. An ID belongs to at most one member."""
-    outcome = await member_store.link_line_user(conn, member_id, line_user_id)
+async def link(
+    conn: Connection, member_id: str, line_user_id: str, account: str = DEFAULT_LINE_ACCOUNT
+) -> None:
+    """Give a member a LINE user ID under `account`. An ID belongs to at most one member
+    per account."""
+    outcome = await member_store.link_line_user(conn, account, member_id, line_user_id)
     if outcome == "held_by_another":
         raise LinkRefused("this LINE user is already linked to another member")
     if outcome == "no_member":

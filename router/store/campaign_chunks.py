@@ -19,6 +19,7 @@ import msgspec
 
 from router import channel_rules
 from router.database import Connection
+from router.reach import DEFAULT_LINE_ACCOUNT, line_identity_join
 from router.store import group_state
 
 # A time-ordered (version 7) UUID made by PostgreSQL, like `row_ids.uuid7`: the current
@@ -73,14 +74,14 @@ def chunk_sql(routing: ChunkRouting, audience_joins: str, audience_where: str) -
     deliveries all join one campaign-wide group, and that group (a narrowcast), or NULLs. Answers one row: members
     looked at, intents made, the last member, and the channels of new deliveries outside and
     inside send groups. $20 the range's last member (NULL: no upper bound); $21/$22 the
-    intents' kind and category."""
+    intents' kind and category; $23 their LINE account."""
     event_email = channel_rules.event_email_sql("a")
     return f"""
 WITH bases AS MATERIALIZED (
     SELECT uuid_send({UUID7_SQL}) AS intents, uuid_send({UUID7_SQL}) AS deliveries
 ), targets AS MATERIALIZED (
     SELECT m.member_id, {routing.code} AS code, {routing.addresses} AS addresses
-    FROM members m {audience_joins}
+    FROM members m {line_identity_join("$23::text")} {audience_joins}
     WHERE ($1::text IS NULL OR m.member_id > $1) AND ($20::text IS NULL OR m.member_id <= $20)
       AND {audience_where}
     ORDER BY m.member_id
@@ -91,8 +92,9 @@ WITH bases AS MATERIALIZED (
     FROM targets CROSS JOIN bases b
 ), added AS (
     INSERT INTO intents (id, member_id, content_id, route, fallback, campaign, tags, campaign_id,
-                         kind, category)
-    SELECT intent_id, member_id, $10, $11, fallback, $12, $13::jsonb, $9, $21::text, $22::text
+                         kind, category, line_account)
+    SELECT intent_id, member_id, $10, $11, fallback, $12, $13::jsonb, $9, $21::text, $22::text,
+           $23::text
     FROM planned WHERE channels IS NOT NULL
     ORDER BY intent_id
     ON CONFLICT (campaign_id, member_id) WHERE campaign_id IS NOT NULL DO NOTHING
@@ -107,8 +109,9 @@ WITH bases AS MATERIALIZED (
     SELECT * FROM unnest($15::text[], $16::int[]) AS s(channel, size)
 ), groups AS MATERIALIZED ({send_group_of("wanted", "sizes")}
 ), new_groups AS (
-    INSERT INTO send_groups (id, channel, content_id, status, next_attempt_at)
-    SELECT id, channel, $10, 'pending', greatest(coalesce($14, now()), now()) FROM groups
+    INSERT INTO send_groups (id, channel, content_id, status, next_attempt_at, line_account)
+    SELECT id, channel, $10, 'pending', greatest(coalesce($14, now()), now()), $23::text
+    FROM groups
 ), inserted AS (
     INSERT INTO deliveries (id, intent_id, channel, address, status, next_attempt_at,
                             send_group_id, campaign_id)
@@ -157,6 +160,7 @@ class ChunkTemplate:
     send_at: datetime | None
     kind: str = "promotional"
     category: str | None = None
+    line_account: str = DEFAULT_LINE_ACCOUNT
 
 
 async def fan_out_chunk(
@@ -196,6 +200,7 @@ async def fan_out_chunk(
         last,
         template.kind,
         template.category,
+        template.line_account,
     )
     assert row is not None
     return Chunk(

@@ -20,6 +20,7 @@ from router import channel_rules
 from router.database import Connection
 from router.queue import claims
 from router.queue.wakeups import notify
+from router.reach import line_identity_join
 from router.store import delivery_events
 
 
@@ -89,7 +90,10 @@ QUEUE = claims.Leased(
     alias="d",
     lane="channel",
     only="send_group_id IS NULL",
-    joins="intents i LEFT JOIN members m ON m.member_id = i.member_id",
+    joins=(
+        "intents i LEFT JOIN members m ON m.member_id = i.member_id "
+        + line_identity_join("i.line_account")
+    ),
     join_on="i.id = d.intent_id",
     returning=lambda channel: (
         f"""d.id, d.intent_id, d.address, d.attempts, d.first_attempt_at,
@@ -194,11 +198,12 @@ def _add_fallbacks_sql() -> str:
     `dropped`. Each intent's fallback channel addresses it from the member as they are now."""
     address = channel_rules.fallback_address_sql()
     reachable = channel_rules.fallback_reachable_sql()
+    identity = line_identity_join("i.line_account")
     return f"""
 WITH added AS (
     INSERT INTO deliveries (intent_id, channel, address, status, is_fallback, campaign_id)
     SELECT i.id, i.fallback, {address}, 'pending', true, i.campaign_id
-    FROM intents i JOIN members m ON m.member_id = i.member_id
+    FROM intents i JOIN members m ON m.member_id = i.member_id {identity}
     WHERE i.id = ANY($1::uuid[]) AND i.fallback IS NOT NULL AND {reachable}
     ON CONFLICT (intent_id, channel) DO NOTHING
     RETURNING id, intent_id, channel, address
@@ -211,7 +216,7 @@ WITH added AS (
 ), dropped AS (
     INSERT INTO delivery_events (event, intent_id, channel, email, reason)
     SELECT 'dropped', i.id, i.fallback, m.email, {channel_rules.fallback_refused_sql()}
-    FROM intents i JOIN members m ON m.member_id = i.member_id
+    FROM intents i JOIN members m ON m.member_id = i.member_id {identity}
     WHERE $2::boolean AND i.id = ANY($1::uuid[]) AND i.fallback IS NOT NULL
       AND NOT {reachable}
 )

@@ -200,8 +200,12 @@ async def mark_handled(conn: Connection, event_ids: Sequence[UUID], at: datetime
 
 async def members_of(conn: Connection, member_ids: Sequence[str]) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT member_id, email, phone, attributes::text AS attributes, line_user_id,"
-        " line_friend, line_opt_out, email_opt_out FROM members WHERE member_id = ANY($1::text[])",
+        "SELECT m.member_id, m.email, m.phone, m.attributes::text AS attributes,"
+        " l.user_id AS line_user_id, coalesce(l.friend, false) AS line_friend,"
+        " coalesce(l.opt_out, false) AS line_opt_out, m.email_opt_out"
+        " FROM members m LEFT JOIN member_line_accounts l"
+        "   ON l.member_id = m.member_id AND l.account = 'default'"
+        " WHERE m.member_id = ANY($1::text[])",
         list(member_ids),
     )
 

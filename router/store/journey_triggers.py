@@ -48,17 +48,18 @@ async def audience_wanted(conn: Connection, audience_id: UUID) -> bool:
     return wanted
 
 
-def audience_joined_sql(insert_entries: str, member_key: str) -> str:
+def audience_joined_sql(insert_entries: str, members_by_key: str) -> str:
     """`insert_entries` (an INSERT of the audience's new entries, $1 the audience), returning
     how many entries it added, and writing `router:audience_joined` for each member whose key
-    (`member_key` over `members m`) is among them, in one statement."""
+    is among them (`members_by_key`: joins after `FROM added` to `members m`), in one
+    statement."""
     return f"""
 WITH added AS ({insert_entries} RETURNING value_sha256),
 joined AS (
     INSERT INTO events (id, member_id, name, properties, occurred_at, source)
     SELECT gen_random_uuid(), m.member_id, 'router:audience_joined',
            jsonb_build_object('audience_id', $1::text), now(), 'router'
-    FROM added JOIN members m ON {member_key} = added.value_sha256
+    FROM added {members_by_key}
     RETURNING 1),
 woken AS (
     SELECT pg_notify('router_queues', '{QUEUE}') FROM (SELECT 1 FROM joined LIMIT 1) j)

@@ -20,6 +20,7 @@ import msgspec
 from router import channel_rules
 from router.database import Connection
 from router.queue import claims
+from router.reach import line_identity_join
 
 LINE_CHANNEL = "line"
 
@@ -117,6 +118,7 @@ WITH held AS (
     UPDATE deliveries d SET status = 'sending', claim_token = $2, attempts = d.attempts + 1,
            first_attempt_at = coalesce(d.first_attempt_at, now()), updated_at = now()
     FROM intents i LEFT JOIN members m ON m.member_id = i.member_id
+         {line_identity_join("i.line_account")}
     WHERE d.send_group_id = $1 AND d.status = 'pending' AND i.id = d.intent_id
     RETURNING d.id, {channel_rules.still_reachable(LINE_CHANNEL)} AS reachable
 )

@@ -15,6 +15,7 @@ import asyncpg
 
 from channels.base import QuotaAnswer, QuotaFigures
 from router.database import Pool
+from router.reach import DEFAULT_LINE_ACCOUNT
 
 _MONTH = "date_trunc('month', now() AT TIME ZONE 'Asia/Tokyo')::date"
 """LINE counts messages per calendar month in Japan time."""
@@ -27,29 +28,34 @@ SELECT q.quota_limit, q.line_usage, q.sent_since_read,
        extract(epoch FROM q.read_at)::float8 AS read_at,
        ($1::float8 IS NULL OR q.read_at > now() - make_interval(secs => $1)) AS fresh,
        coalesce((SELECT sum(r.messages) FROM line_quota_reservations r
-                 WHERE r.month = q.month AND r.created_at > now() - {_ABANDONED}), 0)::bigint
+                 WHERE r.account = q.account AND r.month = q.month
+                   AND r.created_at > now() - {_ABANDONED}), 0)::bigint
        AS reserved
-FROM line_quota q WHERE q.month = {_MONTH}
+FROM line_quota q WHERE q.account = $2 AND q.month = {_MONTH}
 """
 
 _REFRESH = f"""
-INSERT INTO line_quota AS q (month, quota_limit, line_usage, sent_since_read, read_at)
-VALUES ({_MONTH}, $1, $2, 0, now())
-ON CONFLICT (month) DO UPDATE
+INSERT INTO line_quota AS q (account, month, quota_limit, line_usage, sent_since_read, read_at)
+VALUES ($3, {_MONTH}, $1, $2, 0, now())
+ON CONFLICT (account, month) DO UPDATE
 SET quota_limit = excluded.quota_limit, line_usage = excluded.line_usage,
     sent_since_read = 0, read_at = excluded.read_at
 """
 
-_LOCK_MONTH = f"SELECT 1 FROM line_quota WHERE month = {_MONTH} FOR UPDATE"
+_LOCK_MONTH = f"SELECT 1 FROM line_quota WHERE account = $1 AND month = {_MONTH} FOR UPDATE"
 _DROP_ABANDONED = f"""
 DELETE FROM line_quota_reservations
 WHERE month < {_MONTH} OR NOT created_at > now() - {_ABANDONED}
 """
 _HOLD = f"""
-INSERT INTO line_quota_reservations (id, month, messages) VALUES ($1, {_MONTH}, $2)
+INSERT INTO line_quota_reservations (id, account, month, messages)
+VALUES ($1, $3, {_MONTH}, $2)
 ON CONFLICT (id) DO UPDATE SET messages = excluded.messages, created_at = now()
 """
-_COUNT_SENT = f"UPDATE line_quota SET sent_since_read = sent_since_read + $1 WHERE month = {_MONTH}"
+_COUNT_SENT = (
+    "UPDATE line_quota SET sent_since_read = sent_since_read + $1"
+    f" WHERE account = $2 AND month = {_MONTH}"
+)
 
 
 class MonthlyQuota:
@@ -57,8 +63,9 @@ class MonthlyQuota:
     while a reservation is weighed against what is left, so concurrent requests, in any
     process, are granted one after another and never together pass the limit."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, account: str = DEFAULT_LINE_ACCOUNT) -> None:
         self._pool = pool
+        self.account = account
 
     async def reserve(
         self, key: UUID, messages: int, fresh_for: float | None
@@ -66,31 +73,31 @@ class MonthlyQuota:
         async with self._pool.acquire() as conn, conn.transaction():
             # Lock the month first; the figures are then read by a statement of their own, whose
             # snapshot includes every reservation committed while this one waited.
-            await conn.execute(_LOCK_MONTH)
-            row = await conn.fetchrow(_FIGURES, fresh_for)
+            await conn.execute(_LOCK_MONTH, self.account)
+            row = await conn.fetchrow(_FIGURES, fresh_for, self.account)
             if row is None or not row["fresh"]:
                 return None
             figures = _figures(row)
             granted = figures.remaining is None or figures.remaining >= messages
             if granted:
                 await conn.execute(_DROP_ABANDONED)
-                await conn.execute(_HOLD, key, messages)
+                await conn.execute(_HOLD, key, messages, self.account)
             return QuotaAnswer(granted=granted, figures=figures)
 
     async def refresh(self, limit: int | None, used: int) -> None:
         async with self._pool.acquire() as conn:
-            await conn.execute(_REFRESH, limit, used)
+            await conn.execute(_REFRESH, limit, used, self.account)
 
     async def settle(self, key: UUID | None, sent: int) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             if key is not None:
                 await conn.execute("DELETE FROM line_quota_reservations WHERE id = $1", key)
             if sent:
-                await conn.execute(_COUNT_SENT, sent)
+                await conn.execute(_COUNT_SENT, sent, self.account)
 
     async def figures(self, fresh_for: float | None) -> QuotaFigures | None:
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(_FIGURES, fresh_for)
+            row = await conn.fetchrow(_FIGURES, fresh_for, self.account)
         return _figures(row) if row is not None and row["fresh"] else None
 
 

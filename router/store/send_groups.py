@@ -53,8 +53,12 @@ QUEUE = claims.Leased(
         # One primary-key probe per delivery (LIMIT 1 keeps the planner from turning them into
         # a hash join over every intent and member).
         read_joins="""
-    JOIN LATERAL (SELECT i.member_id FROM intents i WHERE i.id = d.intent_id LIMIT 1) i ON true
-    LEFT JOIN LATERAL (SELECT * FROM members WHERE member_id = i.member_id LIMIT 1) m ON true""",
+    JOIN LATERAL (SELECT i.member_id, i.line_account FROM intents i
+                  WHERE i.id = d.intent_id LIMIT 1) i ON true
+    LEFT JOIN LATERAL (SELECT * FROM members WHERE member_id = i.member_id LIMIT 1) m ON true
+    LEFT JOIN LATERAL (SELECT * FROM member_line_accounts a
+                       WHERE a.member_id = i.member_id AND a.account = i.line_account
+                       LIMIT 1) l ON true""",
         returning=lambda channel: (
             f"d.id, d.address,"
             f" {channel_rules.still_reachable(channel, 'claimed.attempts')} AS reachable"

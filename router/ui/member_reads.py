@@ -70,9 +70,11 @@ def read_query(text: str, default_region: str) -> Query:
 
 
 _SEARCH = """
-SELECT member_id, email, phone, line_user_id, created_at FROM members
-WHERE member_id = $1 OR line_user_id = $1 OR email_sha256 = $2 OR phone_sha256 = $3
-ORDER BY member_id LIMIT $4
+SELECT m.member_id, m.email, m.phone, l.user_id AS line_user_id, m.created_at FROM members m
+LEFT JOIN member_line_accounts l ON l.member_id = m.member_id AND l.account = 'default'
+WHERE m.member_id = $1 OR m.email_sha256 = $2 OR m.phone_sha256 = $3
+   OR m.member_id IN (SELECT a.member_id FROM member_line_accounts a WHERE a.user_id = $1)
+ORDER BY m.member_id LIMIT $4
 """
 
 
@@ -91,7 +93,9 @@ class LineLink(msgspec.Struct, frozen=True, kw_only=True):
     account_linked_at: datetime | None
 
 
-_LINE_USER = "SELECT friend, status_at FROM line_users WHERE line_user_id = $1"
+_LINE_USER = (
+    "SELECT friend, status_at FROM line_users WHERE account = 'default' AND line_user_id = $1"
+)
 _ACCOUNT_LINKED = """
 SELECT max(used_at) FROM line_link_nonces WHERE member_id = $1 AND used_at IS NOT NULL
 """
