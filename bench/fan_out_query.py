@@ -24,23 +24,25 @@ import asyncpg
 
 from router import campaigns
 from router.database import migrate
+from router.reach import line_identity_join
 
 BASELINE = """
 SELECT m.member_id FROM members m
+LEFT JOIN member_line_accounts l ON l.member_id = m.member_id AND l.account = 'default'
 WHERE ($3::text IS NULL OR m.member_id > $3)
   AND EXISTS (
       SELECT 1 FROM audiences a JOIN audience_entries e ON e.audience_id = a.id
       WHERE a.id = ANY($1::uuid[])
         AND e.value_sha256 = CASE a.type WHEN 'email' THEN m.email_sha256
                                          WHEN 'phone' THEN m.phone_sha256
-                                         WHEN 'line_user_id' THEN sha256(m.line_user_id::bytea)
+                                         WHEN 'line_user_id' THEN sha256(l.user_id::bytea)
                                          END)
   AND NOT EXISTS (
       SELECT 1 FROM audiences a JOIN audience_entries e ON e.audience_id = a.id
       WHERE a.id = ANY($2::uuid[])
         AND e.value_sha256 = CASE a.type WHEN 'email' THEN m.email_sha256
                                          WHEN 'phone' THEN m.phone_sha256
-                                         WHEN 'line_user_id' THEN sha256(m.line_user_id::bytea)
+                                         WHEN 'line_user_id' THEN sha256(l.user_id::bytea)
                                          END)
 ORDER BY m.member_id
 LIMIT $4
@@ -48,7 +50,7 @@ LIMIT $4
 CHUNK = 5_000
 # The member walk of the router's chunk statement (router/store/campaign_chunks.py).
 ROUTER = f"""
-SELECT m.member_id FROM members m {campaigns.AUDIENCE_JOINS}
+SELECT m.member_id FROM members m {line_identity_join("'default'")} {campaigns.AUDIENCE_JOINS}
 WHERE ($1::text IS NULL OR m.member_id > $1) AND {campaigns.AUDIENCE_WHERE}
 ORDER BY m.member_id
 LIMIT $8

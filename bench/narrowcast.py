@@ -45,8 +45,13 @@ async def seed(dsn: str, friends: int) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(
-            "INSERT INTO members (member_id, line_user_id, line_friend)"
-            " SELECT 'f' || lpad(i::text, 8, '0'), 'U' || md5('f' || i), true"
+            "INSERT INTO members (member_id)"
+            " SELECT 'f' || lpad(i::text, 8, '0') FROM generate_series(0, $1 - 1) i",
+            friends,
+        )
+        await conn.execute(
+            "INSERT INTO member_line_accounts (member_id, account, user_id, friend)"
+            " SELECT 'f' || lpad(i::text, 8, '0'), 'default', 'U' || md5('f' || i), true"
             " FROM generate_series(0, $1 - 1) i",
             friends,
         )
@@ -149,7 +154,7 @@ async def run(dsn: str, args: argparse.Namespace) -> None:
         async with running_router(dsn, sim.base_url, None, **env) as router:
             await seed(dsn, friends)
             conn = await asyncpg.connect(dsn)
-            ids = [r[0] for r in await conn.fetch("SELECT line_user_id FROM members")]
+            ids = [r[0] for r in await conn.fetch("SELECT user_id FROM member_line_accounts")]
             await conn.close()
             sim.set_followers(ids)
             audience_id = await audience(router, dsn, friends)

@@ -52,8 +52,8 @@ async def test_counters_equal_row_counts_after_a_mixed_run(
     try:
         # Two IDs LINE refuses by name: they fail alone and fall back to email.
         await conn.execute(
-            "UPDATE members SET line_user_id = 'U-not-valid-' || member_id"
-            " WHERE member_id IN ('f00003', 'f00011')"
+            "UPDATE member_line_accounts SET user_id = 'U-not-valid-' || member_id"
+            " WHERE account = 'default' AND member_id IN ('f00003', 'f00011')"
         )
         everyone = await audience_of_everyone(router, 30, 10)
         line_sim.fail_next(1, status=500)  # the first multicast is retried
