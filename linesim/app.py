@@ -21,9 +21,9 @@ from typing import Final
 from aiohttp import web
 
 from linesim.audiences import AudienceGroupState
-from linesim.channel import LineChannel, RouteKey, check_access_tokens
+from linesim.channel import LineChannel, RouteHandler, RouteKey, check_access_tokens
 from linesim.control import Control
-from linesim.exchange import Handler, ReceivedRequest, SendHook, bearer_token
+from linesim.exchange import ReceivedRequest, SendHook, bearer_token
 from linesim.limits import (
     DEFAULT_AUDIENCE_RATE,
     DEFAULT_AUDIENCE_WINDOW,
@@ -278,10 +278,10 @@ class LineSimulator:
                     return channel
         return self._first
 
-    def _dispatcher(self, route: web.RouteDef) -> Handler:
+    def _dispatcher(self, route: web.RouteDef) -> RouteHandler:
         key: RouteKey = (route.method, route.path)
 
-        async def handle(request: web.Request) -> web.Response:
+        async def handle(request: web.Request) -> web.StreamResponse:
             return await self._channel_for(request).handlers[key](request)
 
         return handle
