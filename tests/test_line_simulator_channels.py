@@ -30,6 +30,7 @@ from linebot.v3.messaging import (
     AsyncMessagingApi,
     Configuration,
     MulticastRequest,
+    PnpMessagesRequest,
     PushMessageRequest,
     SetWebhookEndpointRequest,
     TextMessage,
@@ -212,6 +213,15 @@ async def test_a_user_of_one_account_is_nobody_under_another(
     assert len(shop.accepted_pushes()) == 1 + 1
     assert (shop.total_usage, shop.stats().foreign_recipients) == (2, 3)
     assert simulator.stats().foreign_recipients == 1
+
+    # A phone number reaches the user it was registered for, under that user's account only.
+    phone_hash = shop.register_phone("+818033334444", shop_user)
+    by_phone = PnpMessagesRequest(to=phone_hash, messages=[TextMessage(text="parcel")])
+    with pytest.raises(ApiException) as unknown_phone:
+        await api.push_messages_by_phone(by_phone)
+    assert unknown_phone.value.status == 422
+    await shop_api.push_messages_by_phone(by_phone)
+    assert [sent.recipient for sent in shop.accepted_pnp()] == [shop_user]
 
     # A test cannot make one user ID both providers'.
     with pytest.raises(ValueError, match="differ per provider"):
