@@ -12,15 +12,15 @@ de-duplication, rate limits, the monthly message quota, the 2 MB body limit and 
 LINE also calls the bot: the simulator sends signed webhook events (follow, unfollow,
 message, accountLink, delivery) to a configured URL, stands in for the account-link dialog
 on ``access.line.me`` and for LINE Login's ID token verification endpoint, so the identity
-features can be tested end to end.
+features can be tested end to end.  A control API under ``/__simulator/`` (and the
+matching methods on :class:`LineSimulator`) lets a test inspect what was received, trigger
+webhook events and inject faults: failures, slow responses, tighter limits and a movable
+clock.
 
 Like LINE at one base URL, it serves several channels (Official Accounts): each API request
 acts on the channel its bearer token belongs to, with that channel's own followers, quota,
 retry keys, rate limits, faults and webhook secret; a user ID one provider's channel knows
-names nobody under another provider's (``LineSimulator.add_channel``).  A control API under ``/__simulator/`` (and the
-matching methods on :class:`LineSimulator`) lets a test inspect what was received, trigger
-webhook events and inject faults: failures, slow responses, tighter limits and a movable
-clock.
+names nobody under another provider's (``LineSimulator.add_channel``, ``?channel=NAME``).
 
 The package imports nothing from ``router`` or ``channels``: it is written from LINE's
 documentation, so it stays an independent check of the code that talks to LINE.

@@ -5,7 +5,8 @@ an ``X-Line-Retry-Key`` accepted once makes a repeat answer 409 with the origina
 (and, for a push, the original ``sentMessages``) for 24 hours; each endpoint has its own
 per-second rate limit; push and multicast use the monthly quota, one message per recipient;
 a reply needs a live reply token; a notification message goes to the LINE user behind a
-hashed phone number, or is answered 422, and is later confirmed by a delivery event.
+hashed phone number, or is answered 422, and is later confirmed by a delivery event.  A push
+or multicast naming a user ID of another provider's channel is refused 400 (``users``).
 Message objects are checked as LINE checks them: count, text and altText lengths, and the
 whole tree against LINE's schemas (``message_rules``).
 """
