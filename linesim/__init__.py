@@ -17,12 +17,17 @@ matching methods on :class:`LineSimulator`) lets a test inspect what was receive
 webhook events and inject faults: failures, slow responses, tighter limits and a movable
 clock.
 
+Like LINE at one base URL, it serves several channels (Official Accounts): each API request
+acts on the channel its bearer token belongs to, with that channel's own followers, quota,
+retry keys, rate limits, faults and webhook secret; a user ID one provider's channel knows
+names nobody under another provider's (``LineSimulator.add_channel``, ``?channel=NAME``).
+
 The package imports nothing from ``router`` or ``channels``: it is written from LINE's
 documentation, so it stays an independent check of the code that talks to LINE.
 """
 
 from linesim.accounts import hash_phone_number
-from linesim.app import LineSimulator
+from linesim.app import DEFAULT_CHANNEL, LineSimulator
 from linesim.audiences import (
     AddAudienceToAudienceGroupRequest,
     Audience,
@@ -33,6 +38,8 @@ from linesim.audiences import (
     CreateAudienceGroupResponse,
     GetAudienceDataResponse,
 )
+from linesim.channel import LineChannel
+from linesim.control import ChannelConfig, ChannelState
 from linesim.events import (
     AccountLinkEvent,
     CallbackRequest,
@@ -110,7 +117,7 @@ from linesim.schemas import (
     ReplyMessageResponse,
     SentMessage,
 )
-from linesim.serve import parse_listen, run
+from linesim.serve import ChannelSpec, parse_channel, parse_listen, run
 from linesim.stats import SimulatorStats
 from linesim.validation import utf16_length
 from linesim.webhooks import SentWebhook
@@ -122,6 +129,7 @@ __all__ = [
     "AUDIENCE_UPLOAD_PATH",
     "CONSUMPTION_PATH",
     "CONTROL_PREFIX",
+    "DEFAULT_CHANNEL",
     "DELIVERY_TAG_HEADER",
     "FOLLOWERS_PATH",
     "ID_TOKEN_ISSUER",
@@ -151,6 +159,9 @@ __all__ = [
     "AudienceGroupState",
     "AudienceLimit",
     "CallbackRequest",
+    "ChannelConfig",
+    "ChannelSpec",
+    "ChannelState",
     "CreateAudienceGroupRequest",
     "CreateAudienceGroupResponse",
     "DelayNext",
@@ -167,6 +178,7 @@ __all__ = [
     "GetFollowersResponse",
     "IdTokenClaims",
     "IssueLinkTokenResponse",
+    "LineChannel",
     "LineSimulator",
     "LinkContent",
     "LoginErrorResponse",
@@ -195,6 +207,7 @@ __all__ = [
     "UserSource",
     "WebhookEvent",
     "hash_phone_number",
+    "parse_channel",
     "parse_fault_rates",
     "parse_listen",
     "run",

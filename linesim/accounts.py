@@ -73,11 +73,6 @@ def hash_phone_number(phone: str) -> str:
     return hashlib.sha256(phone.encode()).hexdigest()
 
 
-def _check_user_id(user_id: str) -> None:
-    if USER_ID.fullmatch(user_id) is None:
-        raise ValueError(f"not a LINE user ID: {user_id!r}")
-
-
 def _html_page(title: str, text: str) -> bytes:
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
@@ -117,17 +112,20 @@ class Accounts:
     def link_tokens(self) -> int:
         return len(self._link_tokens)
 
+    def issued(self, link_token: str) -> bool:
+        """Whether this channel issued ``link_token`` (the dialog is the channel's that did)."""
+        return link_token in self._link_tokens
+
     def set_followers(self, user_ids: Iterable[str]) -> None:
         """Replace the follower set that ``GET /v2/bot/followers/ids`` pages over."""
         followers = dict.fromkeys(user_ids)
-        for user_id in followers:
-            _check_user_id(user_id)
+        self._state.users.learn_all(followers)
         self._state.followers = followers
 
     def register_phone(self, phone: str, user_id: str) -> str:
         """Make ``phone`` (E.164) reach ``user_id`` by PNP; returns the hash LINE expects."""
-        _check_user_id(user_id)
         phone_hash = hash_phone_number(phone)
+        self._state.users.learn(user_id)
         self._state.phones[phone_hash] = user_id
         return phone_hash
 
@@ -181,8 +179,9 @@ class Accounts:
     async def _link_token(self, request: web.Request, entry: Entry) -> web.Response:
         self._exchange.authorize_read(request, entry)
         user_id = request.match_info["userId"]
-        if USER_ID.fullmatch(user_id) is None:
+        if USER_ID.fullmatch(user_id) is None or self._state.users.foreign(user_id):
             raise Refusal(400, _BAD_USER_ID)
+        self._state.users.learn(user_id)
         now = self._state.clock.now()
         if len(self._link_tokens) > 1000:
             self._link_tokens = {

@@ -6,6 +6,11 @@ methods of ``LineSimulator``: list recorded requests, read counters, reset, inje
 wire up the webhook, make users follow, write or link, register phone numbers, mint ID
 tokens, look at audiences and mark what users did with messages sent under an aggregation
 unit.  Each handler decodes its body and calls the same method.
+
+Each request acts on one channel: the one ``?channel=<name>`` names, or the first one
+without it, so a one-channel caller never names one (``GET /__simulator/channels`` lists
+them, ``POST`` adds one).  ``POST /__simulator/reset`` without ``?channel`` resets them
+all and the clock; ``advance_clock`` moves the one clock every channel shares.
 Answers are indented JSON, one field a line, so ``curl .../__simulator/requests`` reads as
 is; ``?pretty=0`` gives one compact line for programs that fetch large logs.
 """
@@ -18,18 +23,19 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, UnsetType
 
-from linesim.exchange import Entry, Exchange, Handler
+from linesim.exchange import Entry, Handler
 from linesim.faults import FaultsRequest
 from linesim.insight import UnitMarks
 from linesim.limits import ID_TOKEN_TTL_SECONDS
 from linesim.paths import CONTROL_PREFIX, PUSH_PATHS
 from linesim.schemas import ErrorResponse, encode
-from linesim.webhooks import SentWebhook, Webhooks
+from linesim.webhooks import SentWebhook
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from linesim.app import LineSimulator
+    from linesim.channel import LineChannel
 
 UserId = Annotated[str, Meta(pattern=r"^U[0-9a-f]{32}$")]
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
@@ -49,6 +55,43 @@ class WebhookState(msgspec.Struct):
     url: str | None
     destination: str
     signed: bool
+
+
+class ChannelConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``POST /__simulator/channels``: another channel, as ``add_channel`` takes it."""
+
+    name: Annotated[str, Meta(min_length=1)]
+    access_tokens: Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(min_length=1)]
+    channel_secret: str | None = None
+    webhook_url: str | None = None
+    monthly_quota: Annotated[int, Meta(ge=0)] | None = None
+    bot_user_id: UserId | None = None
+    provider: str | None = None
+
+
+class ChannelState(msgspec.Struct):
+    """One channel in ``GET /__simulator/channels``: its name, provider, webhook wiring
+    (``destination`` is its bot user ID) and month so far."""
+
+    name: str
+    provider: str
+    destination: str
+    webhook_url: str | None
+    signed: bool
+    monthly_quota: int | None
+    total_usage: int
+
+
+def channel_state(channel: LineChannel) -> ChannelState:
+    return ChannelState(
+        name=channel.name,
+        provider=channel.provider,
+        destination=channel.bot_user_id,
+        webhook_url=channel.webhook_url,
+        signed=channel.channel_secret is not None,
+        monthly_quota=channel.monthly_quota,
+        total_usage=channel.total_usage,
+    )
 
 
 class _UserEventRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -188,8 +231,8 @@ async def _body(request: web.Request, kind: type[_T]) -> _T:
         raise _Refused(str(error), 400) from None
 
 
-def apply_faults(sim: LineSimulator, faults: FaultsRequest) -> None:
-    """Everything ``POST /__simulator/faults`` asked for, through the simulator's setters."""
+def apply_faults(sim: LineChannel, faults: FaultsRequest) -> None:
+    """Everything ``POST /__simulator/faults`` asked for, through the channel's setters."""
     if faults.advance_clock is not None:
         sim.advance_clock(faults.advance_clock)
     if faults.rate_limits is not None:
@@ -220,13 +263,13 @@ def apply_faults(sim: LineSimulator, faults: FaultsRequest) -> None:
 class Control:
     """The ``/__simulator/`` handlers of one simulator."""
 
-    def __init__(self, sim: LineSimulator, exchange: Exchange, webhooks: Webhooks) -> None:
+    def __init__(self, sim: LineSimulator) -> None:
         self._sim = sim
-        self._exchange = exchange
-        self._webhooks = webhooks
 
     def routes(self) -> list[web.RouteDef]:
         routes = [
+            (web.get, "channels", self._channels),
+            (web.post, "channels", self._add_channel),
             (web.get, "requests", self._requests),
             (web.get, "stats", self._stats),
             (web.post, "reset", self._reset),
@@ -246,6 +289,33 @@ class Control:
             for route, name, handler in routes
         ]
 
+    def _channel(self, request: web.Request) -> LineChannel:
+        """The channel ``?channel=`` names (404 if none has that name), else the first."""
+        name = request.query.get("channel")
+        try:
+            return self._sim.channel(self._sim.name if name is None else name)
+        except KeyError:
+            raise _Refused(f"no channel named {name!r}", 404) from None
+
+    async def _channels(self, request: web.Request) -> web.Response:
+        return _json([channel_state(channel) for channel in self._sim.channels])
+
+    async def _add_channel(self, request: web.Request) -> web.Response:
+        config = await _body(request, ChannelConfig)
+        try:
+            channel = self._sim.add_channel(
+                config.name,
+                access_tokens=config.access_tokens,
+                channel_secret=config.channel_secret,
+                webhook_url=config.webhook_url,
+                monthly_quota=config.monthly_quota,
+                bot_user_id=config.bot_user_id,
+                provider=config.provider,
+            )
+        except ValueError as error:
+            raise _Refused(str(error), 409) from None
+        return _json(channel_state(channel))
+
     async def _requests(self, request: web.Request) -> web.Response:
         query = request.query
         try:
@@ -255,8 +325,9 @@ class Control:
             raise _Refused("limit and status are integers", 400) from None
         path = query.get("path")
         accepted_only = query.get("accepted", "").lower() in ("1", "true", "yes")
+        exchange = self._channel(request).exchange
         entries: Iterable[Entry] = (
-            self._exchange.accepted(PUSH_PATHS) if accepted_only else self._exchange.recorded
+            exchange.accepted(PUSH_PATHS) if accepted_only else exchange.recorded
         )
         selected = [
             entry
@@ -268,36 +339,42 @@ class Control:
         return _json([entry.public() for entry in selected])
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return _json(self._sim.stats())
+        return _json(self._channel(request).stats())
 
     async def _reset(self, request: web.Request) -> web.Response:
-        self._sim.reset()
-        return _json(self._sim.stats())
+        channel = self._channel(request)
+        if "channel" in request.query:
+            channel.reset()
+        else:
+            self._sim.reset()
+        return _json(channel.stats())
 
     async def _faults(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
         try:
-            apply_faults(self._sim, await _body(request, FaultsRequest))
+            apply_faults(channel, await _body(request, FaultsRequest))
         except ValueError as error:
             raise _Refused(str(error), 400) from None
-        return _json(self._sim.stats())
+        return _json(channel.stats())
 
     async def _webhook(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
         config = await _body(request, WebhookConfig)
-        webhooks = self._webhooks
-        webhooks.configure(config.url, config.channel_secret)
+        channel.set_webhook(config.url, config.channel_secret)
         state = WebhookState(
-            url=webhooks.url,
-            destination=webhooks.bot_user_id,
-            signed=webhooks.channel_secret is not None,
+            url=channel.webhook_url,
+            destination=channel.bot_user_id,
+            signed=channel.channel_secret is not None,
         )
         return _json(state)
 
     async def _webhooks_sent(self, request: web.Request) -> web.Response:
-        return _json(self._sim.sent_webhooks)
+        return _json(self._channel(request).sent_webhooks)
 
     async def _drain(self, request: web.Request) -> web.Response:
-        await self._sim.drain_webhooks()
-        return _json(self._sim.sent_webhooks)
+        channel = self._channel(request)
+        await channel.drain_webhooks()
+        return _json(channel.sent_webhooks)
 
     async def _event(self, request: web.Request) -> web.Response:
         """``POST /__simulator/events/{follow,unfollow,message,accountLink,delivery,redeliver}``."""
@@ -305,47 +382,43 @@ class Control:
         body_type = _EVENT_REQUESTS.get(kind)
         if body_type is None:
             raise _Refused(f"unknown event kind {kind!r}", 404)
+        channel = self._channel(request)
         parsed = await _body(request, body_type)
-        sim = self._sim
         try:
-            self._webhooks.target()
+            channel.webhooks.target()
         except RuntimeError as error:
             raise _Refused(str(error), 409) from None
-        match parsed:
-            case _FollowRequest(user_id=user_id, is_unblocked=unblocked, forge_signature=forge):
-                status = await sim.follow(user_id, is_unblocked=unblocked, forge_signature=forge)
-            case _UserEventRequest(user_id=user_id, forge_signature=forge):
-                status = await sim.unfollow(user_id, forge_signature=forge)
-            case _MessageRequest(user_id=user_id, text=text, forge_signature=forge):
-                status = await sim.message(user_id, text, forge_signature=forge)
-            case _AccountLinkRequest(user_id=user_id, nonce=nonce, ok=ok, forge_signature=forge):
-                status = await sim.account_link(user_id, nonce, ok=ok, forge_signature=forge)
-            case _DeliveryRequest(data=data, forge_signature=forge):
-                status = await sim.delivery(data, forge_signature=forge)
-            case _RedeliverRequest(webhook_event_id=event_id, forge_signature=forge):
-                try:
-                    status = await sim.redeliver(event_id, forge_signature=forge)
-                except KeyError as error:
-                    raise _Refused(str(error.args[0]), 404) from None
-            case _:
-                raise AssertionError(f"no event for {parsed!r}")
-        return _json(EventSent(status=status, webhook=sim.sent_webhooks[-1]))
+        try:
+            status = await _send_event(channel, parsed)
+        except KeyError as error:
+            raise _Refused(str(error.args[0]), 404) from None
+        except ValueError as error:
+            raise _Refused(str(error), 400) from None
+        return _json(EventSent(status=status, webhook=channel.sent_webhooks[-1]))
 
     async def _followers(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
         parsed = await _body(request, _FollowersRequest)
-        self._sim.set_followers(parsed.user_ids)
-        return _json(FollowersState(followers=self._sim.followers))
+        try:
+            channel.set_followers(parsed.user_ids)
+        except ValueError as error:
+            raise _Refused(str(error), 400) from None
+        return _json(FollowersState(followers=channel.followers))
 
     async def _phones(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
         parsed = await _body(request, _PhonesRequest)
-        hashes = {
-            entry.phone: self._sim.register_phone(entry.phone, entry.user_id)
-            for entry in parsed.phones
-        }
+        try:
+            hashes = {
+                entry.phone: channel.register_phone(entry.phone, entry.user_id)
+                for entry in parsed.phones
+            }
+        except ValueError as error:
+            raise _Refused(str(error), 400) from None
         return _json(PhonesState(hashes=hashes))
 
     async def _audience_groups(self, request: web.Request) -> web.Response:
-        return _json(self._sim.audience_groups)
+        return _json(self._channel(request).audience_groups)
 
     async def _id_tokens(self, request: web.Request) -> web.Response:
         parsed = await _body(request, _IdTokenRequest)
@@ -364,11 +437,30 @@ class Control:
     async def _unit_events(self, request: web.Request) -> web.Response:
         """Mark recipients of a unit's messages as having displayed them, opened a URL or
         played their media, so that LINE's statistics per unit show exact figures."""
+        channel = self._channel(request)
         marks = await _body(request, UnitMarks)
         try:
-            marked = self._sim.mark_unit(request.match_info["unit"], marks)
+            marked = channel.mark_unit(request.match_info["unit"], marks)
         except KeyError:
             raise _Refused("no message was sent under this aggregation unit", 404) from None
         except ValueError as error:
             raise _Refused(str(error), 400) from None
         return _json({"marked": marked})
+
+
+async def _send_event(channel: LineChannel, parsed: msgspec.Struct) -> int:
+    """Play the event a ``POST /__simulator/events/{kind}`` body describes on ``channel``."""
+    match parsed:
+        case _FollowRequest(user_id=user_id, is_unblocked=unblocked, forge_signature=forge):
+            return await channel.follow(user_id, is_unblocked=unblocked, forge_signature=forge)
+        case _UserEventRequest(user_id=user_id, forge_signature=forge):
+            return await channel.unfollow(user_id, forge_signature=forge)
+        case _MessageRequest(user_id=user_id, text=text, forge_signature=forge):
+            return await channel.message(user_id, text, forge_signature=forge)
+        case _AccountLinkRequest(user_id=user_id, nonce=nonce, ok=ok, forge_signature=forge):
+            return await channel.account_link(user_id, nonce, ok=ok, forge_signature=forge)
+        case _DeliveryRequest(data=data, forge_signature=forge):
+            return await channel.delivery(data, forge_signature=forge)
+        case _RedeliverRequest(webhook_event_id=event_id, forge_signature=forge):
+            return await channel.redeliver(event_id, forge_signature=forge)
+    raise AssertionError(f"no event for {parsed!r}")

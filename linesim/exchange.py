@@ -109,7 +109,7 @@ SendHook = Callable[[ReceivedRequest], Awaitable[None]]
 message), before its answer goes out: how a program hosting the simulator keeps what was sent."""
 
 
-def _bearer_token(header: str | None) -> str | None:
+def bearer_token(header: str | None) -> str | None:
     if header is None or len(header) < 8 or header[:7].lower() != "bearer ":
         return None
     return header[7:].strip()
@@ -212,7 +212,7 @@ class Exchange:
 
     def authorize(self, request: web.Request) -> str:
         """The request's access token; refused 401 unless it is one of the channel's."""
-        token = _bearer_token(request.headers.get("Authorization"))
+        token = bearer_token(request.headers.get("Authorization"))
         if token is None or token not in self._tokens:
             raise Refusal(401, UNAUTHORIZED)
         return token

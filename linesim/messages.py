@@ -5,7 +5,8 @@ an ``X-Line-Retry-Key`` accepted once makes a repeat answer 409 with the origina
 (and, for a push, the original ``sentMessages``) for 24 hours; each endpoint has its own
 per-second rate limit; push and multicast use the monthly quota, one message per recipient;
 a reply needs a live reply token; a notification message goes to the LINE user behind a
-hashed phone number, or is answered 422, and is later confirmed by a delivery event.
+hashed phone number, or is answered 422, and is later confirmed by a delivery event.  A push
+or multicast naming a user ID of another provider's channel is refused 400 (``users``).
 Message objects are checked as LINE checks them: count, text and altText lengths, and the
 whole tree against LINE's schemas (``message_rules``).
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Final
 
@@ -86,6 +87,11 @@ _BAD_RETRY_KEY: Final = encode(
             ErrorDetail(message="Must be a UUID in hexadecimal format", property=RETRY_KEY_HEADER)
         ],
     )
+)
+# LINE's answer to a send naming a user ID that is not a user of the channel's provider
+# (a user ID of another provider, as LINE gives each provider its own IDs for one person).
+_FOREIGN_USER: Final = encode(
+    ErrorResponse(message="The property, 'to', in the request body is invalid (line: -, column: -)")
 )
 _INVALID_REPLY_TOKEN: Final = encode(ErrorResponse(message="Invalid reply token"))
 # LINE's error message for a message that could not be sent; a phone number with no
@@ -309,6 +315,7 @@ class Messages:
     def _accept_push(self, request: web.Request, entry: Entry, raw: bytes) -> web.Response:
         now, retry_key = self._admit_send(request, entry, self.push_limit)
         parsed = self._exchange.decode(request, raw, _PUSH_DECODER, partial(_check_push, raw=raw))
+        self._refuse_foreign((parsed.to,))
         self._use_quota(len(parsed.messages), recipients=1)
         self._state.counters.accepted_pushes += 1
         self._units.record(parsed.customAggregationUnits, [parsed.to], len(parsed.messages))
@@ -322,6 +329,7 @@ class Messages:
         parsed = self._exchange.decode(
             request, raw, _MULTICAST_DECODER, partial(_check_multicast, raw=raw)
         )
+        self._refuse_foreign(parsed.to)
         self._use_quota(len(parsed.messages), recipients=len(parsed.to))
         self._state.counters.accepted_multicasts += 1
         self._units.record(parsed.customAggregationUnits, parsed.to, len(parsed.messages))
@@ -350,6 +358,14 @@ class Messages:
             )
             raise Refusal(409, encode(conflict), accepted.request_id)
         return now, key
+
+    def _refuse_foreign(self, user_ids: Iterable[str]) -> None:
+        """A send to another provider's user ID is refused whole, as LINE refuses an ID that
+        names nobody under the channel; nothing of it is sent or counted."""
+        users = self._state.users
+        if any(users.foreign(user_id) for user_id in user_ids):
+            self._state.counters.foreign_recipients += 1
+            raise Refusal(400, _FOREIGN_USER)
 
     def _use_quota(self, messages: int, *, recipients: int) -> None:
         """LINE counts a request's message objects (up to five) as one message per recipient."""

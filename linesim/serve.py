@@ -3,7 +3,8 @@
 A process on its own port is how the quick start and ``bench/`` use the simulator: the
 router under test talks to it as to LINE, and the control API (``/__simulator/``) steers
 it.  It prints its base URL once listening, so a parent that asked for port 0 learns the
-port, and stops cleanly on SIGINT or SIGTERM.
+port, and stops cleanly on SIGINT or SIGTERM.  Besides its first channel it serves any
+further channels given as ``NAME:TOKEN[:SECRET]`` (``--channel``), each at the same URL.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import msgspec
 
 from linesim.app import LineSimulator
 from linesim.limits import DEFAULT_MULTICAST_RATE, DEFAULT_PUSH_RATE
@@ -28,6 +31,22 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, port
+
+
+class ChannelSpec(msgspec.Struct, frozen=True):
+    """A further channel to serve: its name, access token and webhook secret."""
+
+    name: str
+    access_token: str
+    channel_secret: str | None = None
+
+
+def parse_channel(text: str) -> ChannelSpec:
+    """``NAME:TOKEN`` or ``NAME:TOKEN:SECRET`` as a channel to serve."""
+    parts = text.split(":")
+    if not 2 <= len(parts) <= 3 or not all(parts):
+        raise ValueError(f"expected NAME:TOKEN or NAME:TOKEN:SECRET, got {len(parts)} part(s)")
+    return ChannelSpec(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -72,6 +91,7 @@ def run(
     fault_rates: dict[str, float] | None = None,
     fault_seed: int = 0,
     late_seconds: float = 5.0,
+    channels: Sequence[ChannelSpec] = (),
 ) -> None:
     """Serve on ``listen`` (``HOST:PORT``) until SIGINT or SIGTERM.
 
@@ -79,6 +99,8 @@ def run(
     started with port 0 can learn the port.  Webhooks can also be wired up
     later through ``POST /__simulator/webhook``. ``fault_rates`` makes send requests fail or
     answer late at random (``{"500": 0.2, "429": 0.1, "timeout": 0.05}``, see FaultRates).
+    ``channels`` are served besides the first (named ``default``), each at the same URL under
+    its own token; ``?channel=NAME`` points a control request at one of them.
     """
     host, port = parse_listen(listen)
     simulator = LineSimulator(
@@ -89,6 +111,10 @@ def run(
         channel_secret=channel_secret,
         webhook_url=webhook_url,
     )
+    for spec in channels:
+        simulator.add_channel(
+            spec.name, access_tokens=[spec.access_token], channel_secret=spec.channel_secret
+        )
     if fault_rates:
         simulator.set_fault_rates(fault_rates, seed=fault_seed, late_seconds=late_seconds)
     with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:

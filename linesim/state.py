@@ -1,4 +1,4 @@
-"""The in-memory model of the LINE account that more than one API area reads or changes.
+"""The in-memory model of one LINE channel (Official Account) that several API areas share.
 
 A follow event adds a follower that ``GET /v2/bot/followers/ids`` then lists; a webhook
 event hands out the reply token that ``POST /v2/bot/message/reply`` spends; a registered
@@ -16,6 +16,7 @@ from collections import deque
 import msgspec
 
 from linesim.limits import REPLY_TOKEN_TTL_SECONDS, MonthlyQuota
+from linesim.users import ChannelUsers
 
 
 class Clock:
@@ -59,6 +60,7 @@ class Counters(msgspec.Struct):
     accepted_audience_uploads: int = 0
     accepted_narrowcasts: int = 0
     narrowcast_recipients: int = 0
+    foreign_recipients: int = 0  # sends refused for naming another provider's user
 
 
 class ExpiringToken(msgspec.Struct, gc=False):
@@ -125,19 +127,24 @@ class MessageIds:
 
 
 class SimState:
-    """The shared model; :meth:`reset` forgets everything but the message id sequence."""
+    """One channel's model.  The clock and the message id sequence are the simulator's, shared
+    by its channels; so is the directory behind ``users`` (whose user each user ID is).
+    :meth:`reset` forgets the channel's own state; the clock is the simulator's to reset."""
 
-    def __init__(self, monthly_quota: int | None) -> None:
-        self.clock = Clock()
+    def __init__(
+        self, monthly_quota: int | None, clock: Clock, message_ids: MessageIds, users: ChannelUsers
+    ) -> None:
+        self.clock = clock
         self.counters = Counters()
         self.quota = MonthlyQuota(monthly_quota)
         self.followers: dict[str, None] = {}  # insertion-ordered set
         self.phones: dict[str, str] = {}  # phone hash -> user ID
         self.reply_tokens = ReplyTokens()
-        self.message_ids = MessageIds()
+        self.message_ids = message_ids
+        self.users = users
 
     def reset(self) -> None:
-        self.clock.offset = 0.0
+        self.users.forget()
         self.counters = Counters()
         self.quota.reset()
         self.followers = {}

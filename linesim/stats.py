@@ -20,7 +20,8 @@ from linesim.webhooks import Webhooks
 
 
 class SimulatorStats(msgspec.Struct):
-    """Counters kept for every request, whatever the bound on recorded requests."""
+    """One channel's counters, kept for every request whatever the bound on recorded
+    requests; ``foreign_recipients`` counts sends refused for naming another provider's user."""
 
     requests: int
     accepted_pushes: int
@@ -63,9 +64,12 @@ class SimulatorStats(msgspec.Struct):
     accepted_audience_uploads: int
     audience_requests_per_window: int
     audience_window_seconds: float
+    channel: str = "default"
+    foreign_recipients: int = 0
 
 
 def collect_stats(
+    channel: str,
     state: SimState,
     exchange: Exchange,
     faults: Faults,
@@ -119,4 +123,6 @@ def collect_stats(
         accepted_audience_uploads=counters.accepted_audience_uploads,
         audience_requests_per_window=audiences.create_limit.limit,
         audience_window_seconds=audiences.create_limit.window,
+        channel=channel,
+        foreign_recipients=counters.foreign_recipients,
     )

@@ -141,6 +141,7 @@ class Webhooks:
         """``user_id`` adds the bot as a friend (or unblocks it): follower set and event."""
         self.target()
         event = self._events.follow_event(user_id, is_unblocked=is_unblocked)
+        self._state.users.learn(user_id)
         self._state.followers[user_id] = None
         return await self.send_events([event], forge_signature=forge_signature)
 
@@ -148,6 +149,7 @@ class Webhooks:
         """``user_id`` blocks the bot: leaves the follower set, and the bot is told."""
         self.target()
         event = self._events.unfollow_event(user_id)
+        self._state.users.learn(user_id)
         self._state.followers.pop(user_id, None)
         return await self.send_events([event], forge_signature=forge_signature)
 
@@ -155,6 +157,7 @@ class Webhooks:
         """``user_id`` sends the bot a text message."""
         self.target()
         event = self._events.message_event(user_id, text)
+        self._state.users.learn(user_id)
         return await self.send_events([event], forge_signature=forge_signature)
 
     async def account_link(
@@ -163,6 +166,7 @@ class Webhooks:
         """An accountLink event without going through a link token and the dialog."""
         self.target()
         event = self._events.account_link_event(user_id, nonce, ok=ok)
+        self._state.users.learn(user_id)
         return await self.send_events([event], forge_signature=forge_signature)
 
     async def delivery(self, tag: str, *, forge_signature: bool = False) -> int:

@@ -181,6 +181,13 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--token", action="append", required=True, help="accepted access token")
     sim.add_argument("--channel-secret", help="the secret that signs the webhooks it sends")
     sim.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="NAME:TOKEN[:SECRET]",
+        help="serve a further LINE channel at the same URL (repeatable)",
+    )
+    sim.add_argument(
         "--faults",
         default="",
         help="send requests fail or answer late at these rates, e.g. 500=0.2,429=0.1,timeout=0.05",
@@ -205,12 +212,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(hash_password(password))
             return 0
         if args.command == "line-simulator":
-            from linesim import parse_fault_rates, run
+            from linesim import parse_channel, parse_fault_rates, run
 
             try:
                 rates = parse_fault_rates(args.faults)
             except ValueError as exc:
                 return _fail(f"--faults: {exc}", 2)
+            try:
+                channels = [parse_channel(text) for text in args.channel]
+            except ValueError as exc:
+                return _fail(f"--channel: {exc}", 2)
             try:
                 run(
                     args.listen,
@@ -219,10 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     fault_rates=rates,
                     fault_seed=args.faults_seed,
                     late_seconds=args.late_seconds,
+                    channels=channels,
                 )
             except OSError as exc:
                 reason = os.strerror(exc.errno) if exc.errno else exc.strerror
                 return _fail(f"line-simulator cannot listen on {args.listen}: {reason}", 1)
+            except ValueError as exc:  # a bad --listen, or two channels of one name or token
+                return _fail(f"line-simulator: {exc}", 2)
             return 0
         if args.command == "email":
             return _dkim_keygen(args.domain, args.selector, args.algorithm, args.bits, args.out)

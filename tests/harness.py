@@ -19,6 +19,7 @@ import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from linesim import LineChannel, LineSimulator
 from router.api.app import create_app
 from router.config import Config, load_config
 from router.service import Runtime, start_runtime
@@ -245,3 +246,20 @@ async def running_router(
             server.should_exit = True
             await task
             await runtime.aclose()
+
+
+def line_channel(
+    simulator: LineSimulator, name: str, token: str, *, channel_secret: str | None = None
+) -> LineChannel:
+    """The session simulator's LINE channel `name` under `token`, added on first use.
+
+    `reset()` keeps channels, so tests of several accounts share the session's simulator:
+    each asks for the channel it needs and gets the same one every time.
+    """
+    try:
+        channel = simulator.channel(name)
+    except KeyError:
+        return simulator.add_channel(name, access_tokens=[token], channel_secret=channel_secret)
+    if token not in channel.access_tokens:
+        raise ValueError(f"the simulator's channel {name!r} takes another token")
+    return channel
