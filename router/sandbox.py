@@ -135,6 +135,26 @@ async def start_sandbox(config: Config, pool: Pool) -> Sandbox:
         ca_file="",
         from_address=config.email.from_address or SANDBOX_FROM_ADDRESS,
     )
+    accounts = {}
+    for name, account in config.line.accounts.items():
+        # Each further LINE account is a channel of its own in the simulator (its own token,
+        # user IDs and quota), as it is a channel of its own at LINE.
+        account_token = secrets.token_urlsafe(24)
+        simulator.add_channel(
+            name,
+            access_tokens=[account_token],
+            provider=name,
+            on_accepted_send=capture.line_send,
+            every_phone_reachable=True,
+        )
+        accounts[name] = msgspec.structs.replace(
+            account,
+            channel_access_token=account_token,
+            api_base=simulator.base_url,
+            account_link_base=simulator.base_url,
+            forward_webhooks_to=[],
+        )
+    line = msgspec.structs.replace(line, accounts=accounts)
     sandboxed = msgspec.structs.replace(config, line=line, email=email)
     return Sandbox(sandboxed, simulator, smtp, smtp_port, overridden)
 
@@ -148,6 +168,10 @@ def _configured_upstreams(config: Config) -> list[str]:
         found.append(f"the SMTP server {config.email.host}:{config.email.port}")
     if config.line.forward_webhooks_to:
         found.append("[line] forward_webhooks_to")
+    for name, account in config.line.accounts.items():
+        found.append(f"the LINE channel of [line.accounts.{name}]")
+        if account.forward_webhooks_to:
+            found.append(f"[line.accounts.{name}] forward_webhooks_to")
     return found
 
 
