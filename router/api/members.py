@@ -16,7 +16,7 @@ from router.api.batch import decode_batch
 from router.api.dependencies import Injected
 from router.api.errors import found, not_found
 from router.api.openapi import batch_operation, problems, ref
-from router.config import MembersConfig
+from router.config import LineConfig, MembersConfig
 from router.database import Pool
 from router.identifiers import MAX_MEMBER_ID, MEMBER_ID_PATTERN, MEMBER_ID_RULE
 from router.members import Member, MemberBatchItem, MemberFields
@@ -74,8 +74,11 @@ class MemberController(Controller):
         data: JSONBody[MemberFields],
         pool: Injected[Pool],
         members_config: Injected[MembersConfig],
+        line_config: Injected[LineConfig],
     ) -> Response[Member]:
-        prepared = members.prepare(member_id, data, members_config.default_region)
+        prepared = members.prepare(
+            member_id, data, members_config.default_region, line_accounts=line_config.accounts
+        )
         if isinstance(prepared, list):
             raise invalid(prepared)
         async with pool.acquire() as conn, conn.transaction():
@@ -144,6 +147,7 @@ class MemberController(Controller):
         request: Request[Any, Any, Any],
         pool: Injected[Pool],
         members_config: Injected[MembersConfig],
+        line_config: Injected[LineConfig],
     ) -> MemberBatchResponse:
         decoded = decode_batch(
             await request.body(), "members", MemberBatchItem, MAX_MEMBERS_PER_BATCH
@@ -156,7 +160,13 @@ class MemberController(Controller):
             if isinstance(item, list):
                 results[i] = MemberResult(member_id=None, status="rejected", errors=item)
                 continue
-            p = members.prepare(item.member_id, item, region, prefix=f"members[{i}].")
+            p = members.prepare(
+                item.member_id,
+                item,
+                region,
+                prefix=f"members[{i}].",
+                line_accounts=line_config.accounts,
+            )
             if isinstance(p, list):
                 results[i] = MemberResult(member_id=item.member_id, status="rejected", errors=p)
             elif p.member_id in seen:
