@@ -615,13 +615,7 @@ def _check_line_accounts(line: LineConfig) -> None:
 def _check_plan(where: str, line: LineConfig) -> None:
     if line.plan == "custom" and line.included_messages is None:
         raise ConfigError(f'{where} plan = "custom" needs included_messages')
-    terms = line.plan_terms()
-    if (
-        terms is not None
-        and terms.extra_message_yen is None
-        and line.extra_message_yen is not None
-        and line.plan in ("free", "light")
-    ):
+    if line.extra_message_yen is not None and line.plan in ("free", "light"):
         raise ConfigError(
             f"{where} the {line.plan} plan sells no messages beyond the ones it includes:"
             ' extra_message_yen does not apply (use plan = "standard" or "custom")'

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from router.config import Config, ConfigError, load_config, split_listen, unread_environment
 from router.database import redact_dsn
+from router.line_plans import LineBudget
 
 
 def write(tmp_path: Path, text: str, name: str = "router.toml") -> Path:
@@ -498,3 +500,78 @@ def test_a_misspelt_section_is_reported_with_the_likely_name() -> None:
         "ROUTER_X names no configuration section and is ignored",
     ]
     assert unread_environment({"ROUTER_EMAIL_HOST": "h", "PATH": "/bin"}) == []
+
+
+ACCOUNTS = """
+[line]
+channel_access_token = "t0"
+channel_secret = "s0"
+api_base = "http://127.0.0.1:9"
+plan = "light"
+push_per_second = 50
+forward_webhooks_to = ["https://bot.example.jp/hook"]
+
+[line.accounts.shop-b]
+channel_access_token = "t1"
+channel_secret = "s1"
+plan = "standard"
+default_budget = { max_yen = 500 }
+"""
+
+
+def test_line_accounts_take_their_own_credentials_and_the_rest_from_line(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ACCOUNTS), {})
+    accounts = config.line_accounts()
+    assert list(accounts) == ["default", "shop-b"]
+    shop = accounts["shop-b"]
+    assert (shop.channel_access_token, shop.channel_secret) == ("t1", "s1")
+    assert (shop.api_base, shop.push_per_second) == ("http://127.0.0.1:9", 50)
+    assert shop.forward_webhooks_to == []  # one channel's own, never inherited
+    assert accounts["default"].forward_webhooks_to == ["https://bot.example.jp/hook"]
+    light, standard = accounts["default"].plan_terms(), shop.plan_terms()
+    assert light is not None and standard is not None
+    assert (light.included_messages, light.extra_message_yen) == (5_000, None)
+    assert (standard.included_messages, standard.extra_message_yen) == (30_000, 3)
+    assert accounts["default"].default_budget == "included_only"
+    assert shop.default_budget == msgspec.convert({"max_yen": 500}, LineBudget)
+    assert config.line_configured
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('plan = "gold"', '[line.accounts.shop-b] plan: expected one of "", "custom"'),
+        ("colour = 1", "[line.accounts.shop-b] has no key 'colour'"),
+        (
+            "default_budget = { max_messages = 3, max_yen = 2.0 }",
+            "[line.accounts.shop-b] default_budget: give exactly one of max_messages and max_yen",
+        ),
+        (
+            'default_budget = "sometimes"',
+            '[line.accounts.shop-b] default_budget: expected "included_only", "unlimited",',
+        ),
+        ("push_per_second = 0", "[line.accounts.shop-b] push_per_second: expected an integer"),
+        ('plan = "custom"', '[line.accounts.shop-b] plan = "custom" needs included_messages'),
+        (
+            'plan = "light"\nextra_message_yen = 2.5',
+            "[line.accounts.shop-b] the light plan sells no messages beyond",
+        ),
+    ],
+)
+def test_a_bad_account_key_is_named_with_its_account(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    text = ACCOUNTS.replace('plan = "standard"\ndefault_budget = { max_yen = 500 }', line)
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), {})
+    assert message in str(caught.value)
+
+
+def test_account_names_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[line.accounts.Shop B\]: an account name is"):
+        load_config(write(tmp_path, ACCOUNTS.replace("shop-b", '"Shop B"')), {})
+    with pytest.raises(ConfigError, match="the account named default is the"):
+        load_config(write(tmp_path, ACCOUNTS.replace("shop-b", "default")), {})
+    without_token = ACCOUNTS.replace('channel_access_token = "t1"\n', "")
+    with pytest.raises(ConfigError, match=r"\[line.accounts.shop-b\] channel_access_token"):
+        load_config(write(tmp_path, without_token), {})
