@@ -1,9 +1,10 @@
 """What the members page reads: finding a member, their LINE identity under each LINE
 account, history and events.
 
-Every statement is bounded and walks an index: search ORs three equality look-ups (the
-primary key, `members_email_sha256`, `members_phone_sha256`) and a LINE user ID under any
-account (`member_line_accounts (user_id, account)`, the unique key, by its leading column);
+Every statement is bounded and walks an index: search unites four equality look-ups, each
+its own index scan (an OR of them would walk the whole primary key): the member ID (primary
+key), `members_email_sha256`, `members_phone_sha256`, and a LINE user ID under any account
+(`member_line_accounts (user_id, account)`, the unique key, by its leading column);
 the found members' identities come by the primary key `(member_id, account)`. A member's
 LINE link reads `line_users` by its primary key `(account, line_user_id)` and the redeemed
 account-link nonces by `line_link_nonces_redeemed (member_id, used_at)` (a member's
@@ -89,9 +90,14 @@ def read_query(text: str, default_region: str) -> Query:
 
 
 _SEARCH = """
-SELECT m.member_id, m.email, m.phone, m.created_at FROM members m
-WHERE m.member_id = $1 OR m.email_sha256 = $2 OR m.phone_sha256 = $3
-   OR m.member_id IN (SELECT a.member_id FROM member_line_accounts a WHERE a.user_id = $1)
+WITH matched AS (
+    SELECT $1::text AS member_id
+    UNION (SELECT member_id FROM members WHERE email_sha256 = $2 ORDER BY member_id LIMIT $4)
+    UNION (SELECT member_id FROM members WHERE phone_sha256 = $3 ORDER BY member_id LIMIT $4)
+    UNION (SELECT member_id FROM member_line_accounts WHERE user_id = $1
+           ORDER BY member_id LIMIT $4)
+)
+SELECT m.member_id, m.email, m.phone, m.created_at FROM matched JOIN members m USING (member_id)
 ORDER BY m.member_id LIMIT $4
 """
 _FOUND_IDENTITIES = """
