@@ -152,6 +152,7 @@ async def test_member_search_and_page(
 SHOP_B_ONLY = "U" + "b" * 31 + "1"
 BOTH_DEFAULT = "U" + "c" * 31 + "2"
 BOTH_SHOP_B = "U" + "d" * 31 + "3"
+CLOSED_SHOP = "U" + "e" * 31 + "4"
 
 
 async def test_member_line_identity_per_account(dsn: str, line_sim: Any, smtp: SmtpSink) -> None:
@@ -178,6 +179,12 @@ async def test_member_line_identity_per_account(dsn: str, line_sim: Any, smtp: S
                 " (nonce, member_id, link_token, expires_at, used_at, account)"
                 " VALUES ('n-1', 'both', 't', $1, $1, 'shop-b')",
                 linked_at,
+            )
+            # An identity under an account since taken out of the configuration.
+            await conn.execute(
+                "INSERT INTO member_line_accounts (member_id, account, user_id, friend)"
+                " VALUES ('only-b', 'closed-shop', $1, true)",
+                CLOSED_SHOP,
             )
 
         async with anonymous(router) as client:
@@ -221,8 +228,11 @@ async def test_member_line_identity_per_account(dsn: str, line_sim: Any, smtp: S
             assert channel_reach(html) == {
                 ("line", "default"): "no",
                 ("line", "shop-b"): "yes",
+                ("line", "closed-shop"): "no",
                 ("email", ""): "no",
             }
+            assert "this account is not in the router&#39;s configuration" in html
+            assert line_facts(html, "closed-shop")["line_user_id"] == CLOSED_SHOP
             assert line_facts(html, "default") == {
                 "line_user_id": "not linked",
                 "friend": "—",
