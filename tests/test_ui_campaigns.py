@@ -61,6 +61,17 @@ async def test_list_detail_email_frame_and_cancel_over_http(router: RouterUnderT
         assert derived_unit(uuid.UUID(campaign_id)) in page.text
         assert 'hx-trigger="every 1s"' in page.text  # still to send: the page polls
         assert f'src="/ui/campaigns/{campaign_id}/email.html"' in page.text
+        assert '<dd id="campaign-line-account">default</dd>' in page.text
+        assert '<td class="line-account">default</td>' in listed.text
+        async with router.runtime.pool.acquire() as conn:
+            # The account the pages read is the stored campaigns.line_account.
+            await conn.execute(
+                "UPDATE campaigns SET line_account = 'shop-b' WHERE id = $1", uuid.UUID(campaign_id)
+            )
+        page = await client.get(f"/ui/campaigns/{campaign_id}")
+        assert '<dd id="campaign-line-account">shop-b</dd>' in page.text
+        listed = await client.get("/ui/campaigns")
+        assert '<td class="line-account">shop-b</td>' in listed.text
 
         frame = await client.get(f"/ui/campaigns/{campaign_id}/email.html")
         assert frame.status_code == 200 and frame.text == HTML

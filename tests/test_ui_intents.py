@@ -77,6 +77,12 @@ async def test_each_filter_finds_exactly_its_intents_and_paging_neither_repeats_
     scheduled = {r["id"] for r in resp.json()["results"]}
     assert len(scheduled) == 30
     created = {i: (await router.intent(i))["created_at"] for i in (line, mail, later)}
+    async with router.runtime.pool.acquire() as conn:
+        # The account the pages read is the stored intents.line_account (the account the
+        # intent was accepted for); these two go out under a second account.
+        await conn.execute(
+            "UPDATE intents SET line_account = 'shop-b' WHERE id = ANY($1::uuid[])", [mail, later]
+        )
 
     async with anonymous(router) as client:
         await signed_in(client)
@@ -95,6 +101,19 @@ async def test_each_filter_finds_exactly_its_intents_and_paging_neither_repeats_
             address_only,
         }
         assert set(await found(client, status="delivered")) == {line, mail, later, address_only}
+        assert await found(client, account="shop-b") == [later, mail]
+        assert await found(client, account="default", campaign="autumn") == [line]
+        assert await found(client, account="shop-b", member="m-line") == []
+        listed = (await client.get("/ui/intents", params={"campaign": "autumn"})).text
+        assert re.findall(r'<td class="line-account">([^<]*)</td>', listed) == ["shop-b", "default"]
+        shop_b = (await client.get("/ui/intents", params={"account": "shop-b"})).text
+        assert '<option value="shop-b" selected>' in shop_b  # not configured, still searchable
+        page = (await client.get(f"/ui/intents/{later}")).text
+        shown = re.search(r'id="intent-line-account">([^ <]+)', page)
+        assert shown is not None and shown.group(1) == "shop-b"
+        page = (await client.get(f"/ui/intents/{line}")).text
+        shown = re.search(r'id="intent-line-account">([^ <]+)', page)
+        assert shown is not None and shown.group(1) == "default"
         window = {"from": created[mail], "to": created[later]}
         assert await found(client, **window) == [mail]
 
@@ -106,9 +125,9 @@ async def test_each_filter_finds_exactly_its_intents_and_paging_neither_repeats_
         assert pages == 2 and len(queued) == len(set(queued)) == 30 and set(queued) == scheduled
         assert queued == everything[:30]
 
-        bad = await client.get("/ui/intents?status=lost&from=yesterday&size=7")
+        bad = await client.get("/ui/intents?status=lost&from=yesterday&size=7&account=Shop+B")
         assert bad.status_code == 400
-        for field in ("status", "from", "size"):
+        for field in ("status", "from", "size", "account"):
             assert f'data-field="{field}"' in bad.text
         htmx = await client.get("/ui/intents?tag=vip", headers={"HX-Request": "true"})
         assert htmx.status_code == 200 and "<html" not in htmx.text

@@ -52,6 +52,7 @@ class Listed(msgspec.Struct, kw_only=True):
     status: str
     created_at: datetime
     accepted: int
+    line_account: str
     deliveries: int
     settled: int
 
@@ -113,13 +114,13 @@ async def _listed(dashboard: Dashboard, before: tuple[datetime, UUID] | None) ->
     async with dashboard.runtime.pool.acquire() as conn:
         if before is None:
             rows = await conn.fetch(
-                "SELECT id, name, status, created_at, accepted FROM campaigns"
+                "SELECT id, name, status, created_at, accepted, line_account FROM campaigns"
                 " ORDER BY created_at DESC, id DESC LIMIT $1",
                 PAGE_SIZE,
             )
         else:
             rows = await conn.fetch(
-                "SELECT id, name, status, created_at, accepted FROM campaigns"
+                "SELECT id, name, status, created_at, accepted, line_account FROM campaigns"
                 " WHERE (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $1",
                 PAGE_SIZE,
                 *before,
@@ -188,15 +189,25 @@ def _progress_context(results: CampaignResults) -> dict[str, Any]:
     }
 
 
-async def _template(dashboard: Dashboard, campaign_id: UUID) -> CampaignRequest:
-    """The campaign's request as stored, for its content (by primary key)."""
+class StoredCampaign(msgspec.Struct, frozen=True):
+    """What the pages read of the campaign's row beyond its view: the request as stored, for
+    its content, and the LINE account it goes out under."""
+
+    template: CampaignRequest
+    line_account: str
+
+
+async def _stored(dashboard: Dashboard, campaign_id: UUID) -> StoredCampaign:
+    """The campaign's stored request and LINE account (by primary key)."""
     async with dashboard.runtime.pool.acquire() as conn:
         row = await conn.fetchrow(
-            "SELECT template::text AS template FROM campaigns WHERE id = $1", campaign_id
+            "SELECT template::text AS template, line_account FROM campaigns WHERE id = $1",
+            campaign_id,
         )
     if row is None:
         raise NotFoundException(f"no campaign with id {campaign_id}")
-    return msgspec.json.decode(row["template"], type=CampaignRequest)
+    template = msgspec.json.decode(row["template"], type=CampaignRequest)
+    return StoredCampaign(template, row["line_account"])
 
 
 @get("/campaigns/{campaign_id:uuid}", name="ui-campaign")
@@ -204,7 +215,8 @@ async def campaign_page(
     request: Request[Any, Any, Any], campaign_id: FromPath[UUID]
 ) -> Response[str]:
     dashboard: Dashboard = request.app.state["dashboard"]
-    template = await _template(dashboard, campaign_id)
+    stored = await _stored(dashboard, campaign_id)
+    template = stored.template
     async with dashboard.runtime.pool.acquire() as conn:
         view = await campaigns.view(conn, campaign_id)
     if view is None:
@@ -218,6 +230,7 @@ async def campaign_page(
         "ui/campaign.html",
         active="campaigns",
         campaign=view,
+        line_account=stored.line_account,
         line_messages=line_messages,
         email_html_url=(
             f"/ui/campaigns/{campaign_id}/email.html" if email and email.html else None
@@ -261,7 +274,7 @@ async def campaign_email(
     """The email's HTML part for the preview frame, under a policy that lets it load nothing
     (no scripts, no remote images or styles) and keeps it out of the router's origin."""
     dashboard: Dashboard = request.app.state["dashboard"]
-    template = await _template(dashboard, campaign_id)
+    template = (await _stored(dashboard, campaign_id)).template
     if template.email is None or not template.email.html:
         raise NotFoundException("this campaign has no HTML email")
     return email_frame(template.email.html)

@@ -13,9 +13,12 @@ time-ordered (UUIDv7, `router.store.row_ids`), so "newest first" costs no index 
   moment before its row's `created_at`), then `created_at` itself is checked exactly; the
   keyset cursor is the last id.
 
-Tag, channel and status are checked on the rows those give, at most `SCAN_WINDOW` a page,
-so a rare value never turns a page into a scan of the table: a page that found fewer than
-its size says how far it looked and continues from there. The deliveries of a page's
+Tag, channel, status and LINE account are checked on the rows those give, at most
+`SCAN_WINDOW` a page, so a rare value never turns a page into a scan of the table: a page that found fewer than
+its size says how far it looked and continues from there. The LINE account has no index of
+its own: every intent would pay an entry for it on intake, the busiest write, while most
+searches narrow by member, address or campaign first, and within those (or within a time
+range) a page's window finds an account's intents as it finds a tag's. The deliveries of a page's
 intents come by `deliveries (intent_id, channel)` (the unique key), their events by
 `delivery_events_intent`, their content by the primary key of `contents`.
 """
@@ -89,6 +92,7 @@ class IntentSearch(msgspec.Struct, frozen=True, kw_only=True):
     tag: str | None = None
     status: str | None = None
     channel: str | None = None
+    line_account: str | None = None
     created_from: datetime | None = None
     created_before: datetime | None = None
     after: Cursor | None = None
@@ -96,7 +100,8 @@ class IntentSearch(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def checks_rows(self) -> bool:
-        return any(v is not None for v in (self.tag, self.status, self.channel))
+        checked = (self.tag, self.status, self.channel, self.line_account)
+        return any(v is not None for v in checked)
 
 
 class IntentRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,6 +115,7 @@ class IntentRow(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     status: str
     channels: list[str]  # its deliveries', primary first
+    line_account: str  # the LINE account it goes out under
 
 
 class SearchPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -119,7 +125,9 @@ class SearchPage(msgspec.Struct, frozen=True, kw_only=True):
     window_exhausted: bool  # the page stopped at SCAN_WINDOW, not at its size
 
 
-_SEARCH_COLUMNS = "i.id, i.member_id, i.route, i.campaign, i.tags::text AS tags, i.created_at"
+_SEARCH_COLUMNS = (
+    "i.id, i.member_id, i.route, i.campaign, i.tags::text AS tags, i.created_at, i.line_account"
+)
 
 
 def _bounds(search: IntentSearch, first: int) -> tuple[list[str], list[Any]]:
@@ -281,6 +289,7 @@ def _row(candidate: asyncpg.Record, deliveries: list[DeliveryDetail]) -> IntentR
         created_at=candidate["created_at"],
         status=derived_status(candidate["route"], deliveries),
         channels=[d.view.channel for d in deliveries],
+        line_account=candidate["line_account"],
     )
 
 
@@ -289,6 +298,7 @@ def _matches(query: IntentSearch, row: IntentRow) -> bool:
         (query.tag is None or query.tag in row.tags)
         and (query.channel is None or query.channel in row.channels)
         and (query.status is None or query.status == row.status)
+        and (query.line_account is None or query.line_account == row.line_account)
     )
 
 
@@ -330,6 +340,7 @@ class IntentRecord(msgspec.Struct, frozen=True, kw_only=True):
     fallback: str | None
     campaign: str | None
     campaign_id: UUID | None
+    line_account: str
     tags: list[str]
     metadata: dict[str, Any] | None
     idempotency_key: str | None
@@ -350,7 +361,7 @@ class IntentRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 _INTENT = """
 SELECT i.id, i.member_id, i.email_address, i.route, i.fallback, i.campaign, i.campaign_id,
-       i.tags::text AS tags, i.metadata::text AS metadata, i.idempotency_key, i.kind,
+       i.line_account, i.tags::text AS tags, i.metadata::text AS metadata, i.idempotency_key, i.kind,
        i.category, i.journey_id, i.journey_step, i.journey_run, i.batch_id, i.created_at,
        i.content_id, c.body::text AS content
 FROM intents i JOIN contents c ON c.id = i.content_id

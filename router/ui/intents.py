@@ -16,6 +16,7 @@ from litestar import Request, Response, get
 from litestar.params import FromPath
 
 from channels.line.push import multicast_retry_key, retry_key
+from router.config import LINE_ACCOUNT_NAME
 from router.content import Content
 from router.identifiers import InvalidIdentifier, normalize_email
 from router.ui.email_render import PREVIEW_ADDRESS, EmailTarget, render_email
@@ -33,7 +34,17 @@ from router.ui.intent_reads import (
 )
 from router.ui.pages import Dashboard, email_frame
 
-FILTERS: Final = ("member", "email", "campaign", "tag", "status", "channel", "from", "to")
+FILTERS: Final = (
+    "member",
+    "email",
+    "campaign",
+    "tag",
+    "status",
+    "channel",
+    "account",
+    "from",
+    "to",
+)
 MAX_FILTER_LENGTH: Final = 320
 
 
@@ -55,6 +66,11 @@ def _form(request: Request[Any, Any, Any]) -> SearchForm:
     if not size:
         errors["size"] = f"page size must be one of {', '.join(map(str, PAGE_SIZES))}"
         size = PAGE_SIZES[0]
+    if values["account"] and not LINE_ACCOUNT_NAME.fullmatch(values["account"]):
+        errors["account"] = (
+            "account must be a LINE account name: 1-32 lower-case letters, digits, - or _,"
+            " starting with a letter"
+        )
     if values["status"] and values["status"] not in STATUSES:
         errors["status"] = f"status must be one of {', '.join(STATUSES)}"
     for name in ("from", "to"):
@@ -100,12 +116,20 @@ async def _search(dashboard: Dashboard, form: SearchForm, after: str) -> SearchP
             tag=v["tag"] or None,
             status=v["status"] or None,
             channel=v["channel"] or None,
+            line_account=v["account"] or None,
             created_from=_instant(v["from"]) if v["from"] else None,
             created_before=_instant(v["to"]) if v["to"] else None,
             after=cursor,
             page_size=form.size,
         )
         return await search(conn, query)
+
+
+def _account_choices(dashboard: Dashboard, chosen: str) -> list[str]:
+    """The configured LINE accounts, and the one asked for if it is no longer configured (its
+    intents are still there to find)."""
+    accounts = list(dashboard.runtime.config.line_accounts())
+    return [*accounts, chosen] if chosen and chosen not in accounts else accounts
 
 
 def _link(form: SearchForm, **extra: str) -> str:
@@ -129,6 +153,7 @@ async def intents_page(request: Request[Any, Any, Any]) -> Response[str]:
         "page": page,
         "statuses": STATUSES,
         "channels": sorted(dashboard.runtime.channels),
+        "line_accounts": _account_choices(dashboard, form.values["account"]),
         "page_sizes": PAGE_SIZES,
         "next_link": _link(form, after=page.next.encode()) if page and page.next else None,
         "first_link": _link(form) if after else None,

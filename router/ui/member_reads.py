@@ -1,14 +1,22 @@
-"""What the members page reads: finding a member, their LINE identity, history and events.
+"""What the members page reads: finding a member, their LINE identity under each LINE
+account, history and events.
 
-Every statement is bounded and walks an index: search ORs three equality look-ups (the
-primary key, `members_email_sha256`, `members_phone_sha256`) and the LINE user ID's unique
-index; history is keyset-paged over `intents_member_recent (member_id, id)` with each page's
-deliveries found through `deliveries (intent_id, channel)`; events use `events_member`.
+Every statement is bounded and walks an index: search unites four equality look-ups, each
+its own index scan (an OR of them would walk the whole primary key): the member ID (primary
+key), `members_email_sha256`, `members_phone_sha256`, and a LINE user ID under any account
+(`member_line_accounts (user_id, account)`, the unique key, by its leading column);
+the found members' identities come by the primary key `(member_id, account)`. A member's
+LINE link reads `line_users` by its primary key `(account, line_user_id)` and the redeemed
+account-link nonces by `line_link_nonces_redeemed (member_id, used_at)` (a member's
+nonces are few: retention prunes them once expired). History is keyset-paged over
+`intents_member_recent (member_id, id)` with each page's deliveries found through
+`deliveries (intent_id, channel)`; events use `events_member`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Final
 from uuid import UUID
@@ -32,14 +40,26 @@ HISTORY_PAGE: Final = 20
 EVENTS_SHOWN: Final = 20
 
 
-class Found(msgspec.Struct, frozen=True):
-    """A member a search matched, with what it matched on."""
+class LineIdentityFound(msgspec.Struct, frozen=True):
+    """A found member's LINE user ID under one account; `matched` when the search text is it."""
+
+    account: str
+    user_id: str
+    matched: bool
+
+
+class Found(msgspec.Struct, frozen=True, kw_only=True):
+    """A member a search matched, with their LINE user IDs (and which one matched)."""
 
     member_id: str
     email: str | None
     phone: str | None
-    line_user_id: str | None
     created_at: datetime
+    line: list[LineIdentityFound]
+
+    @property
+    def matched_accounts(self) -> list[str]:
+        return [i.account for i in self.line if i.matched]
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,46 +90,99 @@ def read_query(text: str, default_region: str) -> Query:
 
 
 _SEARCH = """
-SELECT m.member_id, m.email, m.phone, l.user_id AS line_user_id, m.created_at FROM members m
-LEFT JOIN member_line_accounts l ON l.member_id = m.member_id AND l.account = 'default'
-WHERE m.member_id = $1 OR m.email_sha256 = $2 OR m.phone_sha256 = $3
-   OR m.member_id IN (SELECT a.member_id FROM member_line_accounts a WHERE a.user_id = $1)
+WITH matched AS (
+    SELECT $1::text AS member_id
+    UNION (SELECT member_id FROM members WHERE email_sha256 = $2 ORDER BY member_id LIMIT $4)
+    UNION (SELECT member_id FROM members WHERE phone_sha256 = $3 ORDER BY member_id LIMIT $4)
+    UNION (SELECT member_id FROM member_line_accounts WHERE user_id = $1
+           ORDER BY member_id LIMIT $4)
+)
+SELECT m.member_id, m.email, m.phone, m.created_at FROM matched JOIN members m USING (member_id)
 ORDER BY m.member_id LIMIT $4
+"""
+_FOUND_IDENTITIES = """
+SELECT member_id, account, user_id FROM member_line_accounts
+WHERE member_id = ANY($1::text[]) AND user_id IS NOT NULL
+ORDER BY member_id, account <> 'default', account
 """
 
 
 async def search(conn: Connection, query: Query) -> list[Found]:
+    """The members the text names (at most `SEARCH_LIMIT`), each with every account's LINE
+    user ID, the one equal to the text marked: the same person has a different ID under
+    each provider, so the page says under which account the ID matched."""
     rows = await conn.fetch(_SEARCH, query.text, query.email_hash, query.phone_hash, SEARCH_LIMIT)
-    return [Found(**dict(r)) for r in rows]
+    identities: dict[str, list[LineIdentityFound]] = {r["member_id"]: [] for r in rows}
+    if rows:
+        for i in await conn.fetch(_FOUND_IDENTITIES, list(identities)):
+            identities[i["member_id"]].append(
+                LineIdentityFound(i["account"], i["user_id"], i["user_id"] == query.text)
+            )
+    return [Found(line=identities[r["member_id"]], **dict(r)) for r in rows]
 
 
 class LineLink(msgspec.Struct, frozen=True, kw_only=True):
-    """What the router knows of a member's LINE user: LINE's last word on friendship (a
-    follow, or an unfollow, which is also how LINE reports a block) and how the link was made."""
+    """What the router knows of a member's LINE user under one account: the identity stored
+    for them, LINE's last word on friendship (a follow, or an unfollow, which is also how LINE
+    reports a block) and when they last linked through that account's account link."""
 
-    line_user_id: str
+    account: str
+    configured: bool  # the router has this account in its configuration now
+    line_user_id: str | None
     friend: bool
+    opt_out: bool
     friend_status_at: datetime | None
     account_linked_at: datetime | None
 
 
-_LINE_USER = (
-    "SELECT friend, status_at FROM line_users WHERE account = 'default' AND line_user_id = $1"
-)
+class StoredIdentity(msgspec.Struct, frozen=True):
+    """A member's stored identity under one account (`member_line_accounts`)."""
+
+    user_id: str | None
+    friend: bool
+    opt_out: bool
+
+
+_LINE_USERS = """
+SELECT u.account, u.status_at FROM unnest($1::text[], $2::text[]) AS k(account, line_user_id)
+JOIN line_users u ON u.account = k.account AND u.line_user_id = k.line_user_id
+"""
 _ACCOUNT_LINKED = """
-SELECT max(used_at) FROM line_link_nonces WHERE member_id = $1 AND used_at IS NOT NULL
+SELECT account, max(used_at) AS linked_at FROM line_link_nonces
+WHERE member_id = $1 AND used_at IS NOT NULL GROUP BY account
 """
 
 
-async def line_link(conn: Connection, member_id: str, line_user_id: str, friend: bool) -> LineLink:
-    user = await conn.fetchrow(_LINE_USER, line_user_id)
-    linked_at: datetime | None = await conn.fetchval(_ACCOUNT_LINKED, member_id)
-    return LineLink(
-        line_user_id=line_user_id,
-        friend=friend,
-        friend_status_at=None if user is None else user["status_at"],
-        account_linked_at=linked_at,
-    )
+async def line_links(
+    conn: Connection,
+    member_id: str,
+    stored: Mapping[str, StoredIdentity],
+    configured: Sequence[str],
+) -> list[LineLink]:
+    """One row per configured account (in configuration order) and per account the member
+    has an identity under: an account without one reads as "not linked"."""
+    accounts = [*configured, *sorted(a for a in stored if a not in configured)]
+    with_id = [(a, i.user_id) for a, i in stored.items() if i.user_id is not None]
+    status_at: dict[str, datetime | None] = {}
+    if with_id:
+        keys = [a for a, _ in with_id], [u for _, u in with_id]
+        status_at = {r["account"]: r["status_at"] for r in await conn.fetch(_LINE_USERS, *keys)}
+    linked = {r["account"]: r["linked_at"] for r in await conn.fetch(_ACCOUNT_LINKED, member_id)}
+    links: list[LineLink] = []
+    for account in accounts:
+        identity = stored.get(account, StoredIdentity(None, False, False))
+        links.append(
+            LineLink(
+                account=account,
+                configured=account in configured,
+                line_user_id=identity.user_id,
+                friend=identity.friend,
+                opt_out=identity.opt_out,
+                friend_status_at=status_at.get(account),
+                account_linked_at=linked.get(account),
+            )
+        )
+    return links
 
 
 class ChannelOutcome(msgspec.Struct, frozen=True):

@@ -1,6 +1,7 @@
-"""The members pages: find a member by ID, email, phone or LINE user ID, and see one member:
-the channels that reach them and why not, their LINE link, opt-outs, consent, suppression,
-their intents (newest first) and their events.
+"""The members pages: find a member by ID, email, phone or LINE user ID (under any LINE
+account), and see one member: the channels that reach them and why not (LINE once per
+account), their LINE identity under each account, opt-outs, consent, suppression, their
+intents (newest first) and their events.
 
 Personal data is shown as `GET /v1/members/{id}` shows it to the same API key's holder.
 """
@@ -20,9 +21,11 @@ from router.service import Runtime
 from router.ui.member_reads import (
     SEARCH_LIMIT,
     Found,
+    LineLink,
+    StoredIdentity,
     events,
     history,
-    line_link,
+    line_links,
     read_query,
     search,
 )
@@ -30,27 +33,36 @@ from router.ui.pages import Dashboard
 
 
 class ChannelReach(msgspec.Struct, frozen=True):
-    """Whether one channel reaches the member now, and if not, why."""
+    """Whether one channel reaches the member now, and if not, why. `account` names the LINE
+    account for the LINE channel (each account is a separate identity)."""
 
     channel: str
     reachable: bool
     detail: str
+    account: str | None = None
 
 
-def reach(member: Member, runtime: Runtime) -> list[ChannelReach]:
+def _line_reach(link: LineLink) -> ChannelReach:
+    """Whether LINE reaches the member through one account, by `Reach.line_reachable`'s rule."""
+    if not link.configured:
+        why = "this account is not in the router's configuration"
+        return ChannelReach("line", False, why, link.account)
+    if link.line_user_id is None:
+        return ChannelReach("line", False, "no LINE user ID linked", link.account)
+    if link.opt_out:
+        return ChannelReach("line", False, "opted out of LINE", link.account)
+    if not link.friend:
+        why = "not a friend of the account (unfollowed or blocked)"
+        return ChannelReach("line", False, why, link.account)
+    return ChannelReach("line", True, "a friend, not opted out", link.account)
+
+
+def reach(member: Member, links: list[LineLink], runtime: Runtime) -> list[ChannelReach]:
     """The member's channels by the rules routing applies (router/reach.py and the email
-    deliverability rules), in words."""
-    out: list[ChannelReach] = []
-    if member.line_user_id is None:
-        out.append(ChannelReach("line", False, "no LINE user ID linked"))
-    elif member.line_opt_out:
-        out.append(ChannelReach("line", False, "opted out of LINE"))
-    elif not member.line_friend:
-        out.append(
-            ChannelReach("line", False, "not a friend of the account (unfollowed or blocked)")
-        )
-    else:
-        out.append(ChannelReach("line", True, "a friend, not opted out"))
+    deliverability rules), in words: LINE once per account in `links`."""
+    out = [_line_reach(link) for link in links]
+    if not links:
+        out.append(ChannelReach("line", False, "no LINE account configured"))
     if member.email is None:
         out.append(ChannelReach("email", False, "no email address"))
     elif member.email_opt_out:
@@ -131,11 +143,12 @@ async def member(
                 member_id=member_id,
                 member=None,
             )
-        link = (
-            None
-            if found.line_user_id is None
-            else await line_link(conn, member_id, found.line_user_id, found.line_friend)
-        )
+        stored = {
+            account: StoredIdentity(i.user_id, i.friend, i.opt_out)
+            for account, i in found.line.items()
+        }
+        configured = list(dashboard.runtime.config.line_accounts())
+        links = await line_links(conn, member_id, stored, configured)
         page = await history(conn, member_id, before)
         latest = await events(conn, member_id)
     return dashboard.page(
@@ -144,8 +157,8 @@ async def member(
         active="members",
         member_id=member_id,
         member=found,
-        channels=reach(found, dashboard.runtime),
-        link=link,
+        channels=reach(found, links, dashboard.runtime),
+        line_links=links,
         history=page,
         before=before,
         events=latest,
