@@ -21,7 +21,7 @@ from router import channel_rules
 from router.database import Connection
 from router.queue import claims
 from router.queue.wakeups import notify
-from router.store import group_state
+from router.store import group_state, line_budgets
 from router.store.intents import DeliveryRow, SendGroupRow
 
 
@@ -33,6 +33,13 @@ class ClaimedGroup(msgspec.Struct, frozen=True):
     delivery_ids: list[UUID]  # to send, in the order of `addresses`
     addresses: list[str]
     unreachable: list[UUID]  # not to send: see channel_rules.still_reachable
+    # The LINE budget check (router.store.line_budgets): deliveries already granted, the
+    # group's account and its campaign's budget (None: none to check).
+    granted: list[UUID] = msgspec.field(default_factory=list)
+    line_account: str | None = None
+    line_budget_id: UUID | None = None
+    own_budgets: list[str | None] = msgspec.field(default_factory=list)  # per delivery_ids
+    kinds: list[str] = msgspec.field(default_factory=list)  # per delivery_ids
 
 
 # Only the group rows are written; their grouped deliveries are read. A group with no grouped
@@ -53,7 +60,7 @@ QUEUE = claims.Leased(
         # One primary-key probe per delivery (LIMIT 1 keeps the planner from turning them into
         # a hash join over every intent and member).
         read_joins="""
-    JOIN LATERAL (SELECT i.member_id, i.line_account FROM intents i
+    JOIN LATERAL (SELECT i.member_id, i.line_account, i.line_budget, i.kind FROM intents i
                   WHERE i.id = d.intent_id LIMIT 1) i ON true
     LEFT JOIN LATERAL (SELECT * FROM members WHERE member_id = i.member_id LIMIT 1) m ON true
     LEFT JOIN LATERAL (SELECT * FROM member_line_accounts a
@@ -61,11 +68,14 @@ QUEUE = claims.Leased(
                        LIMIT 1) l ON true""",
         returning=lambda channel: (
             f"d.id, d.address,"
-            f" {channel_rules.still_reachable(channel, 'claimed.attempts')} AS reachable"
+            f" {channel_rules.still_reachable(channel, 'claimed.attempts')} AS reachable,"
+            f" {line_budgets.GROUP_PART_COLUMNS}"
         ),
         collect="""coalesce(array_agg(id ORDER BY id) FILTER (WHERE reachable), '{}') AS ids,
            coalesce(array_agg(address ORDER BY id) FILTER (WHERE reachable), '{}') AS addresses,
-           coalesce(array_agg(id) FILTER (WHERE NOT reachable), '{}') AS unreachable""",
+           coalesce(array_agg(id) FILTER (WHERE NOT reachable), '{}') AS unreachable,
+           """
+        + line_budgets.GROUP_COLLECT,
     ),
     requeued_error="the worker holding this send group stopped; requeued",
     # A group has no 'sending' status: its holder may have stopped after LINE took it, so a
