@@ -202,3 +202,41 @@ async def test_max_yen_on_standard_buys_extras_up_to_the_yen(
             assert resp.status_code == 400 and "line_budget" in resp.text, (bad, resp.text)
     assert line_recipients(line_sim) == 20
     assert friend_id(0)  # the members are the simulator's friends by these IDs
+
+
+async def test_a_crash_between_reservation_and_send_never_reserves_twice(
+    dsn: str, line_sim: Any, smtp: SmtpSink
+) -> None:
+    """The worker dies (an exception stands in for kill -9) after its reservation committed
+    and before the multicast: the group's lease runs out, another claim sends the granted
+    recipients without reserving them again, and the budget is never passed."""
+    env = {"ROUTER_WORKERS_LEASE_SECONDS": "1"}
+    async with running_router(dsn, line_sim.base_url, smtp, **env) as r:
+        line = r.runtime.channels["line"]
+        real_send_group = line.send_group  # type: ignore[attr-defined]
+        crashes: list[str] = []
+
+        async def crash_once(group: Any) -> Any:
+            if not crashes:
+                crashes.append(str(group.group_id))
+                raise RuntimeError("the worker died before LINE was asked")
+            return await real_send_group(group)
+
+        line.send_group = crash_once  # type: ignore[attr-defined]
+        await add_members(r, 30)
+        audience_id = await audience(r, 30)
+        resp = await r.client.post(
+            "/v1/campaigns", json=campaign_body(audience_id, {"max_messages": 20})
+        )
+        counts = await counts_when_done(r, resp.json()["id"], 30)
+
+    assert crashes  # the fault happened, after the reservation
+    assert counts == {"line:sent": 20, "line:failed": 10, "email:sent": 10}
+    assert line_recipients(line_sim) == 20
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT spent_messages FROM line_budgets") == 20
+        granted = await conn.fetchval("SELECT count(*) FROM deliveries WHERE line_budget_granted")
+        assert granted == 20
+    finally:
+        await conn.close()
