@@ -103,7 +103,7 @@ async def test_overview_figures_equal_what_was_sent(
         # each account under its own plan (none set: LINE's limit is what is included)
         assert row_figures(html, "data-account", "default") == {
             "used": "1",
-            "included-left": "999",
+            "includedleft": "999",
             "spent": "¥0",
             "next": "¥0.0",
         }

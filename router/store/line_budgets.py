@@ -101,15 +101,30 @@ extract(epoch FROM q.read_at)::float8 AS read_at,
 coalesce($2::float8 IS NULL OR q.read_at > now() - make_interval(secs => $2), false) AS fresh
 """
 
-_LOCK_MONTH = f"""
+_LOCK = f"""
 WITH m AS (
     INSERT INTO line_budget_months AS m (account, month) VALUES ($1, {MONTH})
     ON CONFLICT (account, month) DO UPDATE SET account = excluded.account
     RETURNING m.account, m.month, m.outstanding, m.granted, m.granted_yen
+), b AS MATERIALIZED (
+    -- After the month's row (the InitPlan reading m runs first): one lock order for all.
+    SELECT id, budget, spent_messages, spent_yen FROM line_budgets
+    WHERE id = ANY($3::uuid[]) AND (SELECT count(*) FROM m) > 0
+    ORDER BY id FOR UPDATE
 )
-SELECT m.outstanding, m.granted, m.granted_yen, {_MONTH_FIGURES}
+SELECT m.outstanding, m.granted, m.granted_yen, {_MONTH_FIGURES},
+       (SELECT coalesce(json_agg(b), '[]') FROM b)::text AS budgets
 FROM m LEFT JOIN line_quota q ON q.account = m.account AND q.month = m.month
 """
+"""Lock the account's month row, then the budgets' rows, and read both: one statement."""
+
+
+class _BudgetRow(msgspec.Struct, frozen=True):
+    id: UUID
+    budget: LineBudget
+    spent_messages: int
+    spent_yen: float
+
 
 _READ_MONTH = f"""
 SELECT coalesce(m.outstanding, 0) AS outstanding, coalesce(m.granted, 0) AS granted,
@@ -187,19 +202,12 @@ async def reserve(
     first (`fresh_for` None: use them however old)."""
     budget_ids = sorted({a.budget_id for a in asks if a.budget_id is not None})
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(_LOCK_MONTH, account, fresh_for)
+        row = await conn.fetchrow(_LOCK, account, fresh_for, budget_ids)
         assert row is not None
         figures = _month(row)
         if fresh_for is not None and not figures.fresh:
             raise Stale(account)
-        budgets = {
-            r["id"]: r
-            for r in await conn.fetch(
-                "SELECT id, budget::text AS budget, spent_messages, spent_yen FROM line_budgets"
-                " WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-                budget_ids,
-            )
-        }
+        budgets = {b.id: b for b in msgspec.json.decode(row["budgets"], type=list[_BudgetRow])}
         terms = line_costs.month_terms(plan, figures.line_limit)
         used = figures.used
         granted: list[UUID] = []
@@ -214,15 +222,17 @@ async def reserve(
                 a.budget if isinstance(a.budget, str) else str(a.delivery_id)
             )
             by_budget.setdefault(key, []).append(a)
-        for key, wanted in by_budget.items():
-            stored = isinstance(key, UUID) and wanted[0].budget_id is not None
-            found = budgets.get(key) if stored else None
-            if stored and found is None:  # removed since the claim: nothing holds them back
+        for wanted in by_budget.values():
+            stored = wanted[0].budget_id
+            found = budgets.get(stored) if stored is not None else None
+            if (
+                stored is not None and found is None
+            ):  # removed since the claim: nothing holds them back
                 granted.extend(a.delivery_id for a in wanted)
                 continue
-            budget = decode(found["budget"]) if found is not None else wanted[0].budget
-            spent_messages = found["spent_messages"] if found is not None else 0
-            spent_yen = found["spent_yen"] if found is not None else 0.0
+            budget = found.budget if found is not None else wanted[0].budget
+            spent_messages = found.spent_messages if found is not None else 0
+            spent_yen = found.spent_yen if found is not None else 0.0
             fitted = line_costs.fit(terms, used, budget, spent_messages, spent_yen, len(wanted))
             granted.extend(a.delivery_id for a in wanted[: fitted.granted])
             if fitted.refused_by is not None:
@@ -236,7 +246,7 @@ async def reserve(
                 )
                 refused.update((a.delivery_id, error) for a in wanted[fitted.granted :])
             if found is not None:
-                spent[found["id"]] = (fitted.granted, fitted.priced.extra_yen)
+                spent[found.id] = (fitted.granted, fitted.priced.extra_yen)
             used += fitted.granted
             yen_total += fitted.priced.extra_yen
         n = len(granted)
