@@ -61,16 +61,19 @@ class LineBudgetGate:
             return None
         return Ask(delivery_id, None, budget)
 
-    async def reserve(self, account: str, asks: Sequence[Ask]) -> Reservation:
-        """Grant or refuse each ask (a refused one carries its error)."""
+    async def reserve(
+        self, account: str, asks: Sequence[Ask], groups: Sequence[UUID] = ()
+    ) -> Reservation:
+        """Grant or refuse each ask (a refused one carries its error); `groups`: the send
+        groups whose recipients the asks are."""
         plan = self._plans.get(account)
         try:
             return await line_budgets.reserve(
-                self._pool, account, plan, asks, self._cache_seconds.get(account, 60.0)
+                self._pool, account, plan, asks, self._cache_seconds.get(account, 60.0), groups
             )
         except line_budgets.Stale:
             await self._read_line(account)
-            return await line_budgets.reserve(self._pool, account, plan, asks, None)
+            return await line_budgets.reserve(self._pool, account, plan, asks, None, groups)
 
     async def release(self, account: str, granted: int) -> None:
         """The granted messages were sent (and counted) or failed: stop holding them apart."""

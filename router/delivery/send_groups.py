@@ -35,6 +35,10 @@ from router.store.deliveries import Result
 from router.store.line_budgets import Ask
 from router.store.send_groups import ClaimedGroup
 
+# The error of a grouped delivery its group's earlier reservation refused (the group is being
+# retried: the reservation, and its error, are not made again).
+REFUSED_BEFORE = "not sent: LINE budget: refused when its send group was reserved"
+
 # Send groups one loop claims at a time (each is one multicast of up to 500).
 GROUPS_PER_CLAIM = 8
 
@@ -151,22 +155,27 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
         if self._budget_gate is None:
             return {}, {}
         gate = self._budget_gate
-        by_account: dict[str, list[Ask]] = {}
+        refused: dict[uuid.UUID, str] = {}
+        by_account: dict[str, tuple[list[Ask], list[uuid.UUID]]] = {}
         for g in claimed:
             if g.line_account is None or g.content_id not in contents:
                 continue
-            done = set(g.granted)
-            for d, own, kind in zip(g.delivery_ids, g.own_budgets, g.kinds, strict=True):
-                if d not in done and (
-                    ask := gate.ask(d, g.line_account, g.line_budget_id, own, kind)
-                ):
-                    by_account.setdefault(g.line_account, []).append(ask)
-        refused: dict[uuid.UUID, str] = {}
+            if g.budget_reserved:  # a retry: reserved before, its refused ones stay out
+                refused.update((d, REFUSED_BEFORE) for d in g.budget_refused)
+                continue
+            asks = [
+                ask
+                for d, own, kind in zip(g.delivery_ids, g.own_budgets, g.kinds, strict=True)
+                if (ask := gate.ask(d, g.line_account, g.line_budget_id, own, kind)) is not None
+            ]
+            if asks:
+                wanted, groups = by_account.setdefault(g.line_account, ([], []))
+                wanted.extend(asks)
+                groups.append(g.group_id)
         granted: dict[str, int] = {}
         for account in sorted(by_account):
-            if not by_account[account]:
-                continue
-            reservation = await gate.reserve(account, by_account[account])
+            wanted, groups = by_account[account]
+            reservation = await gate.reserve(account, wanted, groups)
             refused.update(reservation.refused)
             granted[account] = len(reservation.granted)
         return refused, granted

@@ -27,4 +27,9 @@ CREATE TABLE line_budget_months (
 -- intent has at most one LINE delivery, so it needs no counter. A campaign's intents count
 -- against the campaign's row (line_budgets.id = campaigns.id).
 ALTER TABLE intents ADD COLUMN line_budget jsonb;
-ALTER TABLE deliveries ADD COLUMN line_budget_granted boolean NOT NULL DEFAULT false;
+-- Deliveries sent on their own are marked granted; a send group is marked reserved as a whole
+-- (one row, whatever its size) and only its refused deliveries are marked, so a retry of the
+-- group reserves nothing again and leaves the refused ones out.
+ALTER TABLE deliveries ADD COLUMN line_budget_granted boolean NOT NULL DEFAULT false,
+                       ADD COLUMN line_budget_refused boolean NOT NULL DEFAULT false;
+ALTER TABLE send_groups ADD COLUMN line_budget_reserved boolean NOT NULL DEFAULT false;

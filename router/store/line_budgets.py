@@ -1,11 +1,13 @@
 """LINE budgets and the month's messages they reserve: the only writer of `line_budgets`,
-`line_budget_months` and `deliveries.line_budget_granted`.
+`line_budget_months`, `deliveries.line_budget_granted` / `line_budget_refused` and
+`send_groups.line_budget_reserved`.
 
 A reservation is one short transaction, taken when LINE deliveries are claimed and before
 any request: it locks the account's month row, then the budgets' rows (always in that order,
 so two reservations never deadlock), weighs what the claim asks against both with
 `router.line_costs.fit`, adds what it grants to both and marks the granted deliveries, all
-committed together. A retry of a granted delivery reserves nothing (its flag is set), and a
+committed together (a send group is marked once, with its refused deliveries, rather than
+each granted one). A retry of a granted delivery or group reserves nothing again, and a
 crash after the commit leaves the messages counted as spent, never spent twice: the total
 can fall short of a budget, never pass it.
 """
@@ -41,19 +43,21 @@ def delivery_columns(channel: str) -> str:
 
 
 GROUP_PART_COLUMNS: Final = (
-    "d.line_budget_granted AS granted, d.campaign_id, i.line_account,"
+    "d.line_budget_refused AS refused, d.campaign_id, i.line_account,"
     " i.line_budget::text AS own_budget, coalesce(i.kind, 'promotional') AS kind"
 )
 """Per grouped delivery, what the group's budget check needs (its intent is `i`)."""
-GROUP_COLLECT: Final = """coalesce(array_agg(id) FILTER (WHERE reachable AND granted), '{}')
-             AS granted,
+GROUP_COLLECT: Final = """coalesce(array_agg(id) FILTER (WHERE reachable AND refused), '{}')
+             AS budget_refused,
+           (SELECT g.line_budget_reserved FROM send_groups g
+            WHERE g.id = (array_agg(claimed_id))[1]) AS budget_reserved,
            (array_agg(line_account))[1] AS line_account,
            (SELECT b.id FROM line_budgets b WHERE b.id = (array_agg(campaign_id))[1])
              AS line_budget_id,
            coalesce(array_agg(own_budget ORDER BY id) FILTER (WHERE reachable), '{}')
              AS own_budgets,
            coalesce(array_agg(kind ORDER BY id) FILTER (WHERE reachable), '{}') AS kinds"""
-"""Per claimed group: its deliveries granted already, its account, its campaign's budget
+"""Per claimed group: its deliveries refused and whether it was reserved already, its account, its campaign's budget
 (NULL: none stored) and, in the order of its deliveries to send, their intents' own budgets
 and kinds. A send group holds deliveries of one campaign or one call."""
 
@@ -185,6 +189,10 @@ WITH spent AS (
     UPDATE line_budget_months SET outstanding = outstanding + $5, granted = granted + $5,
                                   granted_yen = granted_yen + $6
     WHERE account = $4 AND month = {MONTH}
+), groups AS (
+    UPDATE send_groups SET line_budget_reserved = true WHERE id = ANY($9::uuid[])
+), refused AS (
+    UPDATE deliveries SET line_budget_refused = true WHERE id = ANY($8::uuid[])
 )
 UPDATE deliveries SET line_budget_granted = true WHERE id = ANY($7::uuid[])
 """
@@ -196,10 +204,13 @@ async def reserve(
     plan: LinePlan | None,
     asks: Sequence[Ask],
     fresh_for: float | None,
+    groups: Sequence[UUID] = (),
 ) -> Reservation:
     """Reserve one message per ask, in the asks' order, under each one's budget and the
     account's month; raises `Stale` (nothing reserved) when LINE's figures must be read
-    first (`fresh_for` None: use them however old)."""
+    first (`fresh_for` None: use them however old). `groups`: the send groups the asks are
+    (all) the recipients of; they are marked reserved and their refused deliveries marked,
+    instead of each granted delivery."""
     budget_ids = sorted({a.budget_id for a in asks if a.budget_id is not None})
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(_LOCK, account, fresh_for, budget_ids)
@@ -258,7 +269,9 @@ async def reserve(
             account,
             n,
             yen_total,
-            granted,
+            [] if groups else granted,
+            list(refused) if groups else [],
+            list(groups),
         )
     return Reservation(granted=granted, refused=refused)
 

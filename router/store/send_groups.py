@@ -33,9 +33,11 @@ class ClaimedGroup(msgspec.Struct, frozen=True):
     delivery_ids: list[UUID]  # to send, in the order of `addresses`
     addresses: list[str]
     unreachable: list[UUID]  # not to send: see channel_rules.still_reachable
-    # The LINE budget check (router.store.line_budgets): deliveries already granted, the
-    # group's account and its campaign's budget (None: none to check).
-    granted: list[UUID] = msgspec.field(default_factory=list)
+    # The LINE budget check (router.store.line_budgets): deliveries refused by an earlier
+    # reservation and whether there was one, the group's account and its campaign's budget
+    # (None: none stored).
+    budget_refused: list[UUID] = msgspec.field(default_factory=list)
+    budget_reserved: bool = False
     line_account: str | None = None
     line_budget_id: UUID | None = None
     own_budgets: list[str | None] = msgspec.field(default_factory=list)  # per delivery_ids
@@ -127,8 +129,8 @@ _SPLIT_OFF = """
 WITH parts AS MATERIALIZED (
     SELECT part, gen_random_uuid() AS group_id FROM unnest($3::int[]) AS p(part) GROUP BY part
 ), created AS (
-    INSERT INTO send_groups (id, channel, content_id, status, split_from)
-    SELECT p.group_id, s.channel, s.content_id, 'pending', s.id
+    INSERT INTO send_groups (id, channel, content_id, status, split_from, line_budget_reserved)
+    SELECT p.group_id, s.channel, s.content_id, 'pending', s.id, s.line_budget_reserved
     FROM parts p, send_groups s WHERE s.id = $1
 )
 UPDATE deliveries d SET send_group_id = p.group_id, updated_at = now()
@@ -146,7 +148,8 @@ async def split_off(
 ) -> None:
     """In the transaction that recorded the group under its lease: move unsent deliveries of
     the group into one new group (two halves with `halve`), each with its own id and so its
-    own retry key, and wake the channel's group queue."""
+    own retry key, and wake the channel's group queue. A group's LINE budget reservation
+    goes with its deliveries: they were granted, and are not reserved again."""
     half = (len(delivery_ids) + 1) // 2 if halve else len(delivery_ids)
     parts = [int(i >= half) for i in range(len(delivery_ids))]
     await conn.execute(_SPLIT_OFF, group_id, list(delivery_ids), parts)
