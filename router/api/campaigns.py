@@ -7,6 +7,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
@@ -59,7 +60,16 @@ class CampaignController(Controller):
         "/",
         status_code=202,
         summary="Send to (union of audiences) minus (union of exclusions); fans out in the background",
-        responses=problems(400, 409, 422),
+        responses={
+            **problems(400, 409, 422),
+            200: ResponseSpec(
+                data_container=CampaignAccepted | CampaignDryRun,  # type: ignore[arg-type]
+                description=(
+                    'The campaign this idempotency_key made before; with "dry_run": true,'
+                    " what it would send and cost (nothing is stored or sent)"
+                ),
+            ),
+        },
     )
     async def create(
         self,
