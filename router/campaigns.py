@@ -28,7 +28,7 @@ from router.database import Connection, Pool
 from router.database_outage import is_unavailable
 from router.identifiers import LineAccountName
 from router.intake import IntakeChannels
-from router.intake.routing_sql import routing_sql
+from router.intake.routing_sql import RoutingSql, routing_sql
 from router.intents import MAX_SCHEDULE_AHEAD, Category, Kind, Route, SendAt, Tags
 from router.line import narrowcast
 from router.line.narrowcast import NarrowcastView
@@ -252,7 +252,7 @@ AUDIENCE_JOINS = (
 AUDIENCE_WHERE = "outside.hit IS NULL"
 
 
-async def _ids_by_type(conn: Connection, ids: list[UUID]) -> list[list[UUID]]:
+async def ids_by_type(conn: Connection, ids: list[UUID]) -> list[list[UUID]]:
     """The audience ids of each type, in `audiences.MEMBER_KEY` order."""
     found: dict[str, list[UUID]] = {kind: [] for kind in audiences.MEMBER_KEY}
     for r in await conn.fetch(
@@ -399,8 +399,8 @@ class CampaignFanOut(QueueWorker):
                 _chunk_statement(template, channels),
                 work.cursor if work.cursor is not None else work.after,
                 [
-                    *await _ids_by_type(conn, row["audience_ids"]),
-                    *await _ids_by_type(conn, row["exclude_audience_ids"]),
+                    *await ids_by_type(conn, row["audience_ids"]),
+                    *await ids_by_type(conn, row["exclude_audience_ids"]),
                 ],
                 self._chunk,
                 campaign_chunks.ChunkTemplate(
@@ -475,7 +475,23 @@ RETURNING status
 
 def _chunk_statement(template: CampaignRequest, channels: IntakeChannels) -> str:
     """The chunk statement for this campaign's route, content and kind over these channels."""
-    routing = routing_sql(
+    routing = campaign_routing(template, channels)
+    return campaign_chunks.chunk_sql(
+        campaign_chunks.ChunkRouting(
+            code=routing.code,
+            channels=routing.channels,
+            fallback=routing.fallback,
+            addresses=routing.addresses,
+            address=routing.address,
+        ),
+        AUDIENCE_JOINS,
+        AUDIENCE_WHERE,
+    )
+
+
+def campaign_routing(template: CampaignRequest, channels: IntakeChannels) -> RoutingSql:
+    """How the campaign's members are routed, in SQL: the fan-out's and the dry run's."""
+    return routing_sql(
         template.route,
         Content(email=template.email, line=template.line),
         channels.routes,
@@ -488,15 +504,4 @@ def _chunk_statement(template: CampaignRequest, channels: IntakeChannels) -> str
             for d in channels.descriptors
             if d.campaign_refusal_sql is not None
         },
-    )
-    return campaign_chunks.chunk_sql(
-        campaign_chunks.ChunkRouting(
-            code=routing.code,
-            channels=routing.channels,
-            fallback=routing.fallback,
-            addresses=routing.addresses,
-            address=routing.address,
-        ),
-        AUDIENCE_JOINS,
-        AUDIENCE_WHERE,
     )

@@ -106,7 +106,9 @@ def plan_terms(
     )
 
 
-class BudgetLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class BudgetLimit(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
     """A LINE budget as a ceiling: at most `max_messages` messages, or at most `max_yen` yen
     of messages beyond the plan's included ones. Exactly one is given."""
 

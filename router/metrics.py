@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from channels.base import QuotaFigures
 from router.database import Pool
 from router.intents import IntentResult
+from router.line_usage import LineUsage
 
 INTENTS_ACCEPTED = Counter(
     "router_intents_accepted",
@@ -123,9 +124,15 @@ async def read_figures(
 class _ScrapeFigures(Collector):
     """The gauges of one scrape, from figures already read (collection itself is sync)."""
 
-    def __init__(self, rows: Sequence[ScrapeRow], quota: QuotaFigures | None) -> None:
+    def __init__(
+        self,
+        rows: Sequence[ScrapeRow],
+        quota: QuotaFigures | None,
+        line_usage: Sequence[LineUsage] = (),
+    ) -> None:
         self._rows = rows
         self._quota = quota
+        self._line_usage = line_usage
 
     def collect(self) -> Iterable[Metric]:
         depth = GaugeMetricFamily(
@@ -162,10 +169,40 @@ class _ScrapeFigures(Collector):
                 " and reserved since.",
                 value=float(self._quota.remaining),
             )
+        yield from _line_usage_gauges(self._line_usage)
 
 
-def exposition(rows: Sequence[ScrapeRow], quota: QuotaFigures | None) -> bytes:
+def _line_usage_gauges(usage: Sequence[LineUsage]) -> Iterable[Metric]:
+    """Per LINE account, this month (Japan time): messages used, included left, yen spent."""
+    if not usage:
+        return
+    used = GaugeMetricFamily(
+        "router_line_messages_used",
+        "LINE messages used this month: LINE's count when read plus what was sent since.",
+        labels=["account"],
+    )
+    left = GaugeMetricFamily(
+        "router_line_included_left",
+        "Messages the account's plan still includes this month (absent: no limit known).",
+        labels=["account"],
+    )
+    spent = GaugeMetricFamily(
+        "router_line_spent_yen",
+        "Yen spent this month on LINE messages beyond the plan's included ones, plus its fee.",
+        labels=["account"],
+    )
+    for u in usage:
+        used.add_metric([u.account], float(u.used))
+        if u.included_left is not None:
+            left.add_metric([u.account], float(u.included_left))
+        spent.add_metric([u.account], u.monthly_fee_yen + u.extra_cost_yen)
+    yield from (used, left, spent)
+
+
+def exposition(
+    rows: Sequence[ScrapeRow], quota: QuotaFigures | None, line_usage: Sequence[LineUsage] = ()
+) -> bytes:
     """The text format: the process's counters and histograms, then this scrape's gauges."""
     scrape = CollectorRegistry(auto_describe=False)
-    scrape.register(_ScrapeFigures(rows, quota))
+    scrape.register(_ScrapeFigures(rows, quota, line_usage))
     return generate_latest(REGISTRY) + generate_latest(scrape)

@@ -36,6 +36,7 @@ from router.delivery.caches import ContentCache, RelayedCache
 from router.delivery.dispatch import DeliveryDispatch
 from router.delivery.event_posting import EventPoster
 from router.delivery.lease_sweep import LeaseSweep
+from router.delivery.line_budget_gate import LineBudgetGate
 from router.delivery.narrowcast import NarrowcastWorker
 from router.delivery.send_groups import SendGroupDispatch
 from router.ingress.smtp_relay import start_smtp_ingress
@@ -53,6 +54,7 @@ from router.reach import DEFAULT_LINE_ACCOUNT, Reach
 from router.retention import Retention
 from router.store import coupon_pools
 from router.store import journeys as stored_journeys
+from router.store.line_narrowcasts import LINE_CHANNEL
 from router.store.line_quota import MonthlyQuota
 
 if TYPE_CHECKING:
@@ -250,6 +252,18 @@ async def _save_journey_files(pool: Pool, files: list[JourneyFile]) -> None:
             await stored_journeys.save(conn, file.journey_id, file.journey, file.path)
 
 
+def line_budget_gate(runtime: Runtime) -> LineBudgetGate:
+    """The LINE budget check of this process's LINE workers, over every account's plan."""
+    accounts = runtime.config.line_accounts()
+    return LineBudgetGate(
+        runtime.pool,
+        {name: line.plan_terms() for name, line in accounts.items()},
+        runtime.line_accounts,
+        {name: line.quota_cache_seconds for name, line in accounts.items()},
+        {name: line.default_budget for name, line in accounts.items()},
+    )
+
+
 def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
     """Every queue this process works on: each channel's deliveries (and send groups), the
     lease sweep, LINE webhook events and forwards, delivery events, campaigns, retention,
@@ -258,13 +272,26 @@ def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
     contents, relayed = ContentCache(), RelayedCache()
     held = Holdings()  # the claims this process has in hand, whose leases it renews
     found: list[QueueWorker] = []
+    budgets = line_budget_gate(runtime)
     for channel in runtime.channels.values():
+        gate = budgets if channel.name == LINE_CHANNEL else None
         found.append(
-            DeliveryDispatch(pool, held, channel, config.workers, contents, relayed, events=events)
+            DeliveryDispatch(
+                pool,
+                held,
+                channel,
+                config.workers,
+                contents,
+                relayed,
+                events=events,
+                budget_gate=gate,
+            )
         )
         if isinstance(channel, GroupChannel) and channel.max_group_size > 1:
             found.append(
-                SendGroupDispatch(pool, held, channel, config.workers, contents, events=events)
+                SendGroupDispatch(
+                    pool, held, channel, config.workers, contents, events=events, budget_gate=gate
+                )
             )
     if runtime.channels:
         confirm_after = (

@@ -100,6 +100,13 @@ async def test_overview_figures_equal_what_was_sent(
             "blocked": "none",
         }
         assert row_figures(html, "data-plan", "Standard")["cost"] == "¥15,000"
+        # each account under its own plan (none set: LINE's limit is what is included)
+        assert row_figures(html, "data-account", "default") == {
+            "used": "1",
+            "includedleft": "999",
+            "spent": "¥0",
+            "next": "¥0.0",
+        }
 
         # the polled panel alone, for another window and layout
         part = await client.get("/ui/overview/figures", params={"range": "7d", "layout": "grouped"})

@@ -33,6 +33,7 @@ from router.api.intents import IntentController
 from router.api.journey_runs import JourneyRunsController
 from router.api.journeys import JourneyController
 from router.api.line import LineController, line_webhook
+from router.api.line_usage import LineUsageController
 from router.api.members import MemberController
 from router.api.metrics import metrics_handler
 from router.api.openapi import StandardResponses, problem_response
@@ -91,6 +92,8 @@ def dependencies(runtime: Runtime) -> ApiDependencies:
         email_config=runtime.config.email,
         events_configured=runtime.config.events_configured,
         sandbox_enabled=runtime.config.sandbox.enabled,
+        line_settings=runtime.config.line_accounts(),
+        intake_channels=lambda: runtime.intake_channels,
     )
 
 
@@ -130,6 +133,7 @@ def create_app(runtime: Runtime) -> Litestar:
             AudienceController,
             CouponPoolController,
             LineController,
+            LineUsageController,
             line_webhook,
             SendGridController,
             SendGridSuppressionController,
@@ -150,6 +154,7 @@ def create_app(runtime: Runtime) -> Litestar:
                 list(runtime.channels),
                 list(runtime.intake_channels.group_sizes),
                 runtime.config.line_configured,
+                runtime.config.line_accounts() if runtime.config.line_configured else {},
             ),
         ],
         dependencies=dependencies(runtime).providers(),

@@ -2,27 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.response import Response
 
 from channels.base import LineAccount
-from router import campaign_results, campaigns
+from router import campaign_budgets, campaign_results, campaigns
 from router.api.dependencies import Injected
 from router.api.errors import found
 from router.api.openapi import problems
+from router.campaign_budgets import CampaignDryRun
 from router.campaign_results import CampaignResults
 from router.campaigns import CampaignRequest, CampaignView
+from router.config import LineConfig
 from router.database import Pool
+from router.intake import IntakeChannels
 from router.problems import FieldError, ProblemError, invalid
+from router.reach import DEFAULT_LINE_ACCOUNT
 
 
 class CampaignAccepted(msgspec.Struct):
     id: UUID
     status: str
+
+
+def _unknown_audience(audience: str) -> ProblemError:
+    return ProblemError(
+        422,
+        "Unprocessable request",
+        f"no audience with id {audience}",
+        [FieldError("audience_ids", f"unknown audience {audience}")],
+    )
+
+
+def _line_settings(request: CampaignRequest, settings: Mapping[str, LineConfig]) -> LineConfig:
+    """The settings of the LINE account the campaign names (its plan and default budget)."""
+    line = settings.get(request.line_account)
+    if line is None:
+        if request.line_account == DEFAULT_LINE_ACCOUNT:
+            return LineConfig()
+        raise invalid(
+            [FieldError("line_account", f"no LINE account named {request.line_account!r}")]
+        )
+    return line
 
 
 class CampaignController(Controller):
@@ -33,13 +60,25 @@ class CampaignController(Controller):
         "/",
         status_code=202,
         summary="Send to (union of audiences) minus (union of exclusions); fans out in the background",
-        responses=problems(400, 409, 422),
+        responses={
+            **problems(400, 409, 422),
+            200: ResponseSpec(
+                data_container=CampaignAccepted | CampaignDryRun,  # type: ignore[arg-type]
+                description=(
+                    'The campaign this idempotency_key made before; with "dry_run": true,'
+                    " what it would send and cost (nothing is stored or sent)"
+                ),
+            ),
+        },
     )
     async def create(
         self,
         data: JSONBody[CampaignRequest],
         pool: Injected[Pool],
-    ) -> Response[CampaignAccepted]:
+        line_settings: Injected[Mapping[str, LineConfig]],
+        line_accounts: Injected[Mapping[str, LineAccount]],
+        intake_channels: Injected[Callable[[], IntakeChannels] | None],
+    ) -> Response[CampaignAccepted | CampaignDryRun]:
         errors = campaigns.check(data)
         if errors:
             raise invalid(errors)
@@ -48,16 +87,24 @@ class CampaignController(Controller):
             raise ProblemError(
                 422, "Unprocessable request", f"{first.field}: {first.message}", unworkable
             )
+        line = _line_settings(data, line_settings)
+        if data.dry_run:
+            assert intake_channels is not None
+            async with pool.acquire() as conn:
+                try:
+                    answer = await campaign_budgets.dry_run(
+                        conn, data, intake_channels(), line, line_accounts.get(data.line_account)
+                    )
+                except KeyError as exc:
+                    raise _unknown_audience(str(exc.args[0])) from None
+            return Response(answer, status_code=200)
         async with pool.acquire() as conn, conn.transaction():
             try:
                 campaign_id, new = await campaigns.create(conn, data)
+                if new:
+                    await campaign_budgets.store_budget(conn, campaign_id, data, line)
             except KeyError as exc:
-                raise ProblemError(
-                    422,
-                    "Unprocessable request",
-                    f"no audience with id {exc.args[0]}",
-                    [FieldError("audience_ids", f"unknown audience {exc.args[0]}")],
-                ) from None
+                raise _unknown_audience(str(exc.args[0])) from None
             except ValueError as exc:
                 raise ProblemError(409, "Conflict", str(exc)) from None
         return Response(

@@ -10,7 +10,7 @@ stops the application from being built.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TypeAlias, TypeVar
 
 from litestar.di import NamedDependency, Provide
@@ -19,6 +19,7 @@ from litestar.params import SkipValidation
 from channels.base import LineAccount
 from router.config import EmailConfig, LineConfig, MembersConfig, ShopifyConfig
 from router.database import Pool
+from router.intake import IntakeChannels
 from router.intake.group_commit import GroupCommit
 from router.intake_port import AcceptIntents
 from router.problems import ProblemError
@@ -50,6 +51,10 @@ class ApiDependencies:
     """Delivery events are recorded: someone receives them ([events] webhook_url)."""
     sandbox_enabled: bool
     """Sandbox mode: LINE and email go to this process's simulator and capture."""
+    line_settings: Mapping[str, LineConfig] = dataclasses.field(default_factory=dict)
+    """Every configured LINE account's effective settings (plan, default budget) by name."""
+    intake_channels: Callable[[], IntakeChannels] | None = None
+    """The channels intake plans over now (a campaign's dry run routes with them)."""
 
     def providers(self) -> dict[str, Provide]:
         return {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict
 
@@ -25,12 +25,14 @@ from router.content import RelayRecipient
 from router.database import Connection, Pool
 from router.delivery import outcomes, relay_reports
 from router.delivery.caches import ContentCache, RelayedCache
+from router.delivery.line_budget_gate import LineBudgetGate
 from router.log_safety import describe
 from router.queue import claims
 from router.queue.backoff import retry_delay
 from router.queue.loops import DATABASE_AWAY, LeasedWorker, Work
 from router.store import deliveries, relayed_recipients
 from router.store.deliveries import BATCH_HELD, Claimed, Result
+from router.store.line_budgets import Ask
 
 # Deliveries of a claim marked 'sending' in one statement (at least the channel's
 # connections), for a channel without de-duplication. The larger, the fewer statements per
@@ -183,6 +185,7 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
         relayed: RelayedCache,
         *,
         events: bool = False,
+        budget_gate: LineBudgetGate | None = None,
     ) -> None:
         size = min(config.claim_size, channel.requests_per_second or config.claim_size)
         super().__init__(
@@ -202,6 +205,7 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
         # Per channel, not per loop: at most this many deliveries are being sent at once.
         self._slots = asyncio.Semaphore(channel.max_concurrency)
         self._marking_chunk = max(MARKING_CHUNK, channel.max_concurrency)
+        self._budget_gate = budget_gate
 
     async def work(self, rows: list[asyncpg.Record], token: uuid.UUID) -> list[Result]:
         """Send the claimed deliveries; what to record for each one still ours."""
@@ -224,6 +228,7 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
         if with_parameters:
             async with self.pool.acquire() as conn:
                 recipients = await relayed_recipients.load(conn, with_parameters)
+        over_budget, granted = await self._reserve_budgets(claimed, contents)
         for c in claimed:
             content = contents.get(c.content_id)
             if c.batch_hold is not None:  # settled by router.store.mail_batches, not sent
@@ -234,6 +239,9 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
                 results.append(result_of(c.delivery_id, left_out, c.attempts, self._config))
             elif c.refusal is not None:
                 refused = Failed(f"not sent: {c.refusal}", fallback=True, dropped=True)
+                results.append(result_of(c.delivery_id, refused, c.attempts, self._config))
+            elif (budget_error := over_budget.get(c.delivery_id)) is not None:
+                refused = Failed(budget_error, fallback=True, dropped=True)
                 results.append(result_of(c.delivery_id, refused, c.attempts, self._config))
             elif content is None:
                 results.append(
@@ -271,6 +279,9 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
                     result_of(m.delivery_id, o, m.attempt, self._config)
                     for m, o in zip(sendable, outcomes_, strict=True)
                 )
+        if self._budget_gate is not None:
+            for account, n in granted.items():
+                await self._budget_gate.release(account, n)
         if relayed:
             results = [
                 r
@@ -279,6 +290,37 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
                 for r in results
             ]
         return results
+
+    async def _reserve_budgets(
+        self, claimed: Sequence[Claimed], contents: Mapping[bytes, object]
+    ) -> tuple[dict[uuid.UUID, str], dict[str, int]]:
+        """Reserve the LINE budget of each claimed delivery about to be sent that has one and
+        no grant yet, before any request: the refused ones with their errors, and how many
+        were granted per account. No statement when none has a budget."""
+        if self._budget_gate is None:
+            return {}, {}
+        gate = self._budget_gate
+        by_account: dict[str, list[Ask]] = {}
+        for c in claimed:
+            if (
+                c.line_account is None
+                or c.line_budget_granted
+                or not c.reachable
+                or c.refusal is not None
+                or c.batch_hold is not None
+                or c.content_id not in contents
+            ):
+                continue
+            ask = gate.ask(c.delivery_id, c.line_account, c.line_budget_id, c.line_budget, c.kind)
+            if ask is not None:
+                by_account.setdefault(c.line_account, []).append(ask)
+        refused: dict[uuid.UUID, str] = {}
+        granted: dict[str, int] = {}
+        for account in sorted(by_account):
+            reservation = await gate.reserve(account, by_account[account])
+            refused.update(reservation.refused)
+            granted[account] = len(reservation.granted)
+        return refused, granted
 
     async def record(self, conn: Connection, token: uuid.UUID, outcome: list[Result]) -> None:
         await outcomes.record(conn, token, outcome, events=self._events)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 import msgspec
@@ -27,11 +27,17 @@ from router.delivery.dispatch import (
     result_of,
     retry_backoff,
 )
+from router.delivery.line_budget_gate import LineBudgetGate
 from router.metrics import count_grouped
 from router.queue import claims
 from router.store import delivery_events, send_groups
 from router.store.deliveries import Result
+from router.store.line_budgets import Ask
 from router.store.send_groups import ClaimedGroup
+
+# The error of a grouped delivery its group's earlier reservation refused (the group is being
+# retried: the reservation, and its error, are not made again).
+REFUSED_BEFORE = "not sent: LINE budget: refused when its send group was reserved"
 
 # Send groups one loop claims at a time (each is one multicast of up to 500).
 GROUPS_PER_CLAIM = 8
@@ -107,6 +113,7 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
         contents: ContentCache,
         *,
         events: bool = False,
+        budget_gate: LineBudgetGate | None = None,
     ) -> None:
         limit = min(GROUPS_PER_CLAIM, channel.groups_per_second or GROUPS_PER_CLAIM)
         super().__init__(
@@ -122,14 +129,56 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
             per_second=channel.groups_per_second,
         )
         self._channel = channel
+        self._budget_gate = budget_gate
 
     async def work(self, rows: list[asyncpg.Record], token: uuid.UUID) -> list[GroupResult]:
         """Send the claimed groups; what becomes of each."""
         claimed = [ClaimedGroup(*r) for r in rows]
         contents = await self._contents.get_many(self.pool, [g.content_id for g in claimed])
-        return list(
-            await asyncio.gather(*(self._send(g, contents.get(g.content_id)) for g in claimed))
+        over_budget, granted = await self._reserve_budgets(claimed, contents)
+        sent = list(
+            await asyncio.gather(
+                *(self._send(g, contents.get(g.content_id), over_budget) for g in claimed)
+            )
         )
+        if self._budget_gate is not None:
+            for account, n in granted.items():
+                await self._budget_gate.release(account, n)
+        return sent
+
+    async def _reserve_budgets(
+        self, claimed: Sequence[ClaimedGroup], contents: Mapping[bytes, Content]
+    ) -> tuple[dict[uuid.UUID, str], dict[str, int]]:
+        """Reserve the LINE budget of the claimed groups' recipients not granted yet, before
+        any request (one transaction per account): the refused deliveries with their errors,
+        and how many were granted per account. No statement when no group has a budget."""
+        if self._budget_gate is None:
+            return {}, {}
+        gate = self._budget_gate
+        refused: dict[uuid.UUID, str] = {}
+        by_account: dict[str, tuple[list[Ask], list[uuid.UUID]]] = {}
+        for g in claimed:
+            if g.line_account is None or g.content_id not in contents:
+                continue
+            if g.budget_reserved:  # a retry: reserved before, its refused ones stay out
+                refused.update((d, REFUSED_BEFORE) for d in g.budget_refused)
+                continue
+            asks = [
+                ask
+                for d, own, kind in zip(g.delivery_ids, g.own_budgets, g.kinds, strict=True)
+                if (ask := gate.ask(d, g.line_account, g.line_budget_id, own, kind)) is not None
+            ]
+            if asks:
+                wanted, groups = by_account.setdefault(g.line_account, ([], []))
+                wanted.extend(asks)
+                groups.append(g.group_id)
+        granted: dict[str, int] = {}
+        for account in sorted(by_account):
+            wanted, groups = by_account[account]
+            reservation = await gate.reserve(account, wanted, groups)
+            refused.update(reservation.refused)
+            granted[account] = len(reservation.granted)
+        return refused, granted
 
     async def record(self, conn: Connection, token: uuid.UUID, outcome: list[GroupResult]) -> None:
         await record(conn, token, outcome, events=self._events)
@@ -137,16 +186,35 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
         if retries:
             self.due_in(min(retries))
 
-    async def _send(self, group: ClaimedGroup, content: Content | None) -> GroupResult:
+    async def _send(
+        self, group: ClaimedGroup, content: Content | None, over_budget: Mapping[uuid.UUID, str]
+    ) -> GroupResult:
         """Send one group and say what becomes of it and of each of its deliveries."""
+        left_out_for_budget: list[Result] = []
+        if over_budget and any(d in over_budget for d in group.delivery_ids):
+            # Refused by their LINE budget: they leave the group unsent, with fallback.
+            keep = [
+                (d, a)
+                for d, a in zip(group.delivery_ids, group.addresses, strict=True)
+                if d not in over_budget
+            ]
+            left_out_for_budget = [
+                self._result(d, Failed(over_budget[d], fallback=True, dropped=True), group.attempts)
+                for d in group.delivery_ids
+                if d in over_budget
+            ]
+            group = msgspec.structs.replace(
+                group, delivery_ids=[d for d, _ in keep], addresses=[a for _, a in keep]
+            )
         result = await self._send_reachable(group, content)
-        if not group.unreachable:
+        if not group.unreachable and not left_out_for_budget:
             return result
         error, fallback = not_reachable_now(self._channel.name)
         left_out = Failed(error, fallback=fallback, dropped=True)
         return msgspec.structs.replace(
             result,
             deliveries=[self._result(i, left_out, group.attempts) for i in group.unreachable]
+            + left_out_for_budget
             + result.deliveries,
         )
 

@@ -119,4 +119,7 @@ def _intent_columns(planned: Sequence[Planned]) -> IntentColumns:
         ],
         journey_step=[None if p.intent.origin is None else p.intent.origin.step for p in planned],
         journey_run=[None if p.intent.origin is None else p.intent.origin.run_id for p in planned],
+        line_budget=[
+            None if r.line_budget is None else encode(r.line_budget).decode() for r in requests
+        ],
     )

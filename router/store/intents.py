@@ -47,6 +47,9 @@ class IntentColumns(msgspec.Struct, frozen=True, gc=False):
     journey_id: list[str | None]
     journey_step: list[str | None]
     journey_run: list[UUID | None]
+    # The intent's own LINE budget (JSON), None: the account's default by kind (an empty
+    # list: none has one; unnest pads it with NULLs).
+    line_budget: list[str | None] = msgspec.field(default_factory=list)
 
 
 class DeliveryRow(msgspec.Struct, gc=False):
@@ -82,6 +85,7 @@ _INTENT_TYPES = {
     "journey_id": "text",
     "journey_step": "text",
     "journey_run": "uuid",
+    "line_budget": "text",
 }
 _DELIVERY_TYPES = {
     "intent_id": "uuid",
@@ -127,10 +131,11 @@ WITH new_contents AS (
 ), added AS (
     INSERT INTO intents (id, member_id, email_address, content_id, route, fallback, campaign,
                          tags, metadata, idempotency_key, request_sha256, campaign_id, kind,
-                         category, journey_id, journey_step, journey_run, batch_id)
+                         category, journey_id, journey_step, journey_run, batch_id, line_budget)
     SELECT id, member_id, email_address, content_id, route, fallback, campaign, tags::jsonb,
            metadata::jsonb, idempotency_key, request_sha256, ${p_campaign}::uuid, kind,
-           category, journey_id, journey_step, journey_run, ${p_batch}::text
+           category, journey_id, journey_step, journey_run, ${p_batch}::text,
+           line_budget::jsonb
     FROM {unnest(IntentColumns, _INTENT_TYPES, p_intents, "i")}
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id

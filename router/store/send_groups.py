@@ -21,7 +21,7 @@ from router import channel_rules
 from router.database import Connection
 from router.queue import claims
 from router.queue.wakeups import notify
-from router.store import group_state
+from router.store import group_state, line_budgets
 from router.store.intents import DeliveryRow, SendGroupRow
 
 
@@ -33,6 +33,15 @@ class ClaimedGroup(msgspec.Struct, frozen=True):
     delivery_ids: list[UUID]  # to send, in the order of `addresses`
     addresses: list[str]
     unreachable: list[UUID]  # not to send: see channel_rules.still_reachable
+    # The LINE budget check (router.store.line_budgets): deliveries refused by an earlier
+    # reservation and whether there was one, the group's account and its campaign's budget
+    # (None: none stored).
+    budget_refused: list[UUID] = msgspec.field(default_factory=list)
+    budget_reserved: bool = False
+    line_account: str | None = None
+    line_budget_id: UUID | None = None
+    own_budgets: list[str | None] = msgspec.field(default_factory=list)  # per delivery_ids
+    kinds: list[str] = msgspec.field(default_factory=list)  # per delivery_ids
 
 
 # Only the group rows are written; their grouped deliveries are read. A group with no grouped
@@ -53,7 +62,7 @@ QUEUE = claims.Leased(
         # One primary-key probe per delivery (LIMIT 1 keeps the planner from turning them into
         # a hash join over every intent and member).
         read_joins="""
-    JOIN LATERAL (SELECT i.member_id, i.line_account FROM intents i
+    JOIN LATERAL (SELECT i.member_id, i.line_account, i.line_budget, i.kind FROM intents i
                   WHERE i.id = d.intent_id LIMIT 1) i ON true
     LEFT JOIN LATERAL (SELECT * FROM members WHERE member_id = i.member_id LIMIT 1) m ON true
     LEFT JOIN LATERAL (SELECT * FROM member_line_accounts a
@@ -61,11 +70,14 @@ QUEUE = claims.Leased(
                        LIMIT 1) l ON true""",
         returning=lambda channel: (
             f"d.id, d.address,"
-            f" {channel_rules.still_reachable(channel, 'claimed.attempts')} AS reachable"
+            f" {channel_rules.still_reachable(channel, 'claimed.attempts')} AS reachable,"
+            f" {line_budgets.GROUP_PART_COLUMNS}"
         ),
         collect="""coalesce(array_agg(id ORDER BY id) FILTER (WHERE reachable), '{}') AS ids,
            coalesce(array_agg(address ORDER BY id) FILTER (WHERE reachable), '{}') AS addresses,
-           coalesce(array_agg(id) FILTER (WHERE NOT reachable), '{}') AS unreachable""",
+           coalesce(array_agg(id) FILTER (WHERE NOT reachable), '{}') AS unreachable,
+           """
+        + line_budgets.GROUP_COLLECT,
     ),
     requeued_error="the worker holding this send group stopped; requeued",
     # A group has no 'sending' status: its holder may have stopped after LINE took it, so a
@@ -117,8 +129,8 @@ _SPLIT_OFF = """
 WITH parts AS MATERIALIZED (
     SELECT part, gen_random_uuid() AS group_id FROM unnest($3::int[]) AS p(part) GROUP BY part
 ), created AS (
-    INSERT INTO send_groups (id, channel, content_id, status, split_from)
-    SELECT p.group_id, s.channel, s.content_id, 'pending', s.id
+    INSERT INTO send_groups (id, channel, content_id, status, split_from, line_budget_reserved)
+    SELECT p.group_id, s.channel, s.content_id, 'pending', s.id, s.line_budget_reserved
     FROM parts p, send_groups s WHERE s.id = $1
 )
 UPDATE deliveries d SET send_group_id = p.group_id, updated_at = now()
@@ -136,7 +148,8 @@ async def split_off(
 ) -> None:
     """In the transaction that recorded the group under its lease: move unsent deliveries of
     the group into one new group (two halves with `halve`), each with its own id and so its
-    own retry key, and wake the channel's group queue."""
+    own retry key, and wake the channel's group queue. A group's LINE budget reservation
+    goes with its deliveries: they were granted, and are not reserved again."""
     half = (len(delivery_ids) + 1) // 2 if halve else len(delivery_ids)
     parts = [int(i >= half) for i in range(len(delivery_ids))]
     await conn.execute(_SPLIT_OFF, group_id, list(delivery_ids), parts)

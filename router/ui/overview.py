@@ -14,7 +14,8 @@ import msgspec
 from litestar import Request, Response, get
 
 from channels.base import ProviderError, QuotaFigures
-from router import line_plans
+from router import line_plans, line_usage
+from router.line_usage import LineUsage
 from router.metrics import ScrapeRow, read_figures
 from router.service import Runtime
 from router.store.line_quota import MonthlyQuota
@@ -41,6 +42,8 @@ class LineMonth(msgspec.Struct, frozen=True, kw_only=True):
     messages: int
     plans: list[line_plans.PlanCost]
     note: str | None
+    # Every configured account's month under its own plan (router.line_usage).
+    accounts: list[LineUsage] = msgspec.field(default_factory=list)
 
 
 class OverviewFigures(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,8 +107,14 @@ async def _line_month(runtime: Runtime) -> LineMonth | None:
         figures = await MonthlyQuota(runtime.pool).figures(None)
         note = f"LINE's figures could not be read ({exc.status}); showing the last ones stored."
     messages = 0 if figures is None else figures.used_per_line + figures.sent_since_read
+    async with runtime.pool.acquire() as conn:
+        accounts = await line_usage.every_account(conn, runtime.config.line_accounts())
     return LineMonth(
-        figures=figures, messages=messages, plans=line_plans.costs(messages), note=note
+        figures=figures,
+        messages=messages,
+        plans=line_plans.costs(messages),
+        note=note,
+        accounts=accounts,
     )
 
 
