@@ -175,8 +175,8 @@ async def test_recipients_named_by_a_400_fail_alone_and_the_rest_go_in_a_new_bat
     try:
         # IDs LINE refuses (the router checks the format on the way in, so write them direct).
         await conn.execute(
-            "UPDATE members SET line_user_id = 'U-not-valid-' || member_id, line_friend = true"
-            " WHERE member_id IN ('f00003', 'f00011')"
+            "UPDATE member_line_accounts SET user_id = 'U-not-valid-' || member_id, friend = true"
+            " WHERE member_id IN ('f00003', 'f00011') AND account = 'default'"
         )
         campaign_id = await campaign(router, 20)
         await settled(
@@ -358,13 +358,16 @@ async def test_a_dead_workers_batch_is_requeued_with_its_deliveries(dsn: str) ->
     try:
         await conn.execute(
             "INSERT INTO contents (id, body) VALUES ('\\x01', '{}');"
-            "INSERT INTO members (member_id, line_user_id, line_friend)"
-            " SELECT 'm' || n, 'U' || lpad(to_hex(n), 32, '0'), true FROM generate_series(1, 3) n;"
+            "INSERT INTO members (member_id)"
+            " SELECT 'm' || n FROM generate_series(1, 3) n;"
+            "INSERT INTO member_line_accounts (member_id, account, user_id, friend)"
+            " SELECT 'm' || n, 'default', 'U' || lpad(to_hex(n), 32, '0'), true"
+            " FROM generate_series(1, 3) n;"
             "INSERT INTO intents (id, member_id, content_id, route)"
             " SELECT gen_random_uuid(), 'm' || n, '\\x01', 'line_only' FROM generate_series(1, 3) n;"
             "INSERT INTO deliveries (intent_id, channel, address, status)"
-            " SELECT i.id, 'line', m.line_user_id, 'grouped' FROM intents i"
-            " JOIN members m USING (member_id)"
+            " SELECT i.id, 'line', l.user_id, 'grouped' FROM intents i"
+            " JOIN member_line_accounts l USING (member_id)"
         )
         await conn.execute(
             "INSERT INTO send_groups (id, channel, content_id, status)"

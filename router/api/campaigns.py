@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from uuid import UUID
 
 import msgspec
@@ -17,7 +18,9 @@ from router.api.openapi import problems
 from router.campaign_results import CampaignResults
 from router.campaigns import CampaignRequest, CampaignView
 from router.database import Pool
+from router.intents import unknown_line_account
 from router.problems import FieldError, ProblemError, invalid
+from router.reach import DEFAULT_LINE_ACCOUNT
 
 
 class CampaignAccepted(msgspec.Struct):
@@ -39,8 +42,11 @@ class CampaignController(Controller):
         self,
         data: JSONBody[CampaignRequest],
         pool: Injected[Pool],
+        line_accounts: Injected[Mapping[str, LineAccount]],
     ) -> Response[CampaignAccepted]:
         errors = campaigns.check(data)
+        if data.line_account != DEFAULT_LINE_ACCOUNT and data.line_account not in line_accounts:
+            errors.append(unknown_line_account("line_account", data.line_account, line_accounts))
         if errors:
             raise invalid(errors)
         if unworkable := campaigns.unworkable(data):

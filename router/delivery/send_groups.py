@@ -123,6 +123,10 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
         )
         self._channel = channel
 
+    def _per_second_of(self, account: str) -> int | None:
+        assert self._per_account is not None
+        return self._per_account.groups_per_second_of(account)
+
     async def work(self, rows: list[asyncpg.Record], token: uuid.UUID) -> list[GroupResult]:
         """Send the claimed groups; what becomes of each."""
         claimed = [ClaimedGroup(*r) for r in rows]
@@ -171,6 +175,7 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
                 attempt=group.attempts,
                 content_id=group.content_id,
                 content=content,
+                line_account=group.line_account,
             )
         )
         if isinstance(outcome, Sent):
