@@ -21,6 +21,7 @@ from router.intake.routing import Plan, Routes, plan
 from router.intake.routing_sql import routing_sql
 from router.intents import Kind, Route
 from router.line.messages import text_message
+from router.reach import line_identity_join
 
 ROUTES: tuple[Route, ...] = ("prefer_line", "both", "line_only", "email_only", "notification_first")
 KINDS: tuple[Kind, ...] = ("promotional", "transactional")
@@ -51,18 +52,23 @@ async def seed_shapes(conn: asyncpg.Connection) -> list[str]:
         number = f"+8190{n:08d}" if phone else None
         await conn.execute(
             "INSERT INTO members (member_id, email, email_sha256, phone, phone_sha256,"
-            " line_user_id, line_friend, line_opt_out, email_opt_out)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            " email_opt_out) VALUES ($1, $2, $3, $4, $5, $6)",
             member_id,
             address,
             email_sha256(address) if address else None,
             number,
             phone_sha256(number) if number else None,
-            f"U{n:032x}" if line_id else None,
-            friend,
-            line_out,
             email_out,
         )
+        if line_id or friend or line_out:  # the member's identity under the account "default"
+            await conn.execute(
+                "INSERT INTO member_line_accounts (member_id, account, user_id, friend, opt_out)"
+                " VALUES ($1, 'default', $2, $3, $4)",
+                member_id,
+                f"U{n:032x}" if line_id else None,
+                friend,
+                line_out,
+            )
         ids.append(member_id)
     return ids
 
@@ -84,7 +90,7 @@ SELECT member_id, channels, fallback,
        ARRAY(SELECT {table.address} FROM unnest(channels) AS c(channel)) AS sent_to
 FROM (SELECT member_id, addresses, {table.channels} AS channels, {table.fallback} AS fallback
       FROM (SELECT m.member_id, {table.code} AS code, {table.addresses} AS addresses
-            FROM members m) AS t) AS p""")
+            FROM members m {line_identity_join("'default'")}) AS t) AS p""")
             assert len(rows) == len(ids)
             for row in rows:
                 member = reach[row["member_id"]]
