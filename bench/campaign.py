@@ -192,7 +192,7 @@ def write_friends_file(path: Path, people: Population, count: int) -> int:
 async def seed_members(dsn: str, people: Population) -> float:
     """COPY the members in, normalised and hashed by the router's own `prepare`."""
     region = MembersConfig().default_region
-    columns = ["member_id", "email", "email_sha256", "line_user_id", "line_friend"]
+    columns = ["member_id", "email", "email_sha256"]
     start = time.perf_counter()
     conn = await asyncpg.connect(dsn)
     # Every member consented to promotional email, where the tree records consent: the
@@ -203,25 +203,36 @@ async def seed_members(dsn: str, people: Population) -> float:
     )
     try:
         for offset in range(0, people.members, SEED_CHUNK):
-            records: list[tuple[str, str | None, bytes | None, str | None, bool]] = []
+            records: list[tuple[str, str | None, bytes | None]] = []
+            # Each friend's LINE identity under the account "default".
+            identities: list[tuple[str, str, str | None, bool]] = []
             for i in range(offset, min(people.members, offset + SEED_CHUNK)):
                 fields = (
-                    MemberFields(email=people.email(i), line_user_id=people.line_user_id(i))
+                    MemberFields(
+                        email=people.email(i), line_user_id=people.line_user_id(i), line_friend=True
+                    )
                     if people.is_friend(i)
                     else MemberFields(email=people.email(i))
                 )
                 m = prepare(people.member_id(i), fields, region)
                 assert isinstance(m, PreparedMember), m
-                records.append(
-                    (m.member_id, m.email, m.email_sha256, m.line_user_id, m.line_friend)
+                records.append((m.member_id, m.email, m.email_sha256))
+                identities.extend(
+                    (m.member_id, account, line.user_id, line.friend)
+                    for account, line in m.line.items()
                 )
             await conn.copy_records_to_table("members", records=records, columns=columns)
+            await conn.copy_records_to_table(
+                "member_line_accounts",
+                records=identities,
+                columns=["member_id", "account", "user_id", "friend"],
+            )
         if consent:
             await conn.execute(
                 "UPDATE members SET email_consent = jsonb_build_object('granted_at',"
                 " '2026-01-01T00:00:00+09:00', 'source', 'bench', 'evidence', 'seeded')"
             )
-        await conn.execute("VACUUM ANALYZE members")
+        await conn.execute("VACUUM ANALYZE members, member_line_accounts")
     finally:
         await conn.close()
     return time.perf_counter() - start

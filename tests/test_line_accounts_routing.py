@@ -211,3 +211,27 @@ async def test_a_campaign_multicasts_under_its_account_only(
     ]
     assert line_sim.accepted_pushes() == []
     assert [m.rcpt_to for m in smtp.mails] == [["a@example.jp"]]
+
+
+async def test_an_account_removed_before_sending_fails_to_the_fallback(
+    dsn: str, line_sim: LineSimulator, shop_sim: LineSimulator, smtp: SmtpSink
+) -> None:
+    base = router_config(dsn, line_sim.base_url, smtp)
+    shop = LineAccountConfig(channel_access_token=SHOP_TOKEN, api_base=shop_sim.base_url)
+    with_shop = msgspec.structs.replace(
+        base,
+        line=msgspec.structs.replace(base.line, accounts={"shop": shop}),
+        workers=msgspec.structs.replace(base.workers, enabled=False),  # accepts, sends nothing
+    )
+    async with running_router(dsn, None, None, with_shop) as r:
+        await _members(r)
+        accepted = await _send(r, "b", line_account="shop")
+    assert accepted["channels"] == ["line"] and accepted["fallback"] == "email"
+    async with running_router(dsn, None, None, base) as r:  # "shop" is gone from the config
+        view = await r.wait_for(accepted["id"], ("delivered", "sent", "failed"))
+    line, email = sorted(view["deliveries"], key=lambda d: d["channel"] != "line")
+    assert line["status"] == "failed"
+    assert "LINE account 'shop' is not configured" in line["last_error"]
+    assert email["channel"] == "email" and email["status"] == "sent"
+    assert [m.rcpt_to for m in smtp.mails] == [["b@example.jp"]]
+    assert line_sim.accepted_pushes() == [] and shop_sim.accepted_pushes() == []
