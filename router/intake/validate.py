@@ -23,6 +23,7 @@ from router.intents import (
     unknown_line_account,
 )
 from router.problems import FieldError
+from router.reach import DEFAULT_LINE_ACCOUNT
 from router.wire_rules import unmet
 
 
@@ -90,9 +91,14 @@ def validate(
     """Check one intent; `contents` shares content checks between the intents of one call;
     `accounts`, when given, are the LINE accounts it may name."""
     errors = [FieldError(prefix + rule.fields[0], rule.message) for rule in unmet(req)]
-    if accounts is not None and not accounts.knows_line_account(req.line_account):
+    account = req.line_account
+    if (
+        account != DEFAULT_LINE_ACCOUNT
+        and accounts is not None
+        and not accounts.knows_line_account(account)
+    ):
         errors.append(
-            unknown_line_account(f"{prefix}line_account", req.line_account, accounts.line_accounts)
+            unknown_line_account(f"{prefix}line_account", account, accounts.line_accounts)
         )
     address: str | None = None
     if req.email_address is not None:
