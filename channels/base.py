@@ -22,7 +22,7 @@ import msgspec
 
 from router.config import Config
 from router.content import Content, RelayRecipient
-from router.reach import Reach
+from router.reach import DEFAULT_LINE_ACCOUNT, Reach
 
 ALL_KINDS = frozenset({"promotional", "transactional"})
 
@@ -100,6 +100,9 @@ class ChannelDescriptor:
     """What `router serve` says of the channel when it is configured (None: nothing)."""
     describe_unconfigured: str | None = None
     """What `router serve` says when it is not: how to configure it and what follows."""
+    per_line_account: bool = False
+    """The channel sends under the intent's LINE account: it is configured for an intent only
+    when that account is (its adapter is then a `LineAccountSender`)."""
 
     @property
     def recheck_sql(self) -> str:
@@ -122,6 +125,8 @@ class Outbound(msgspec.Struct, frozen=True, kw_only=True):
     member_id: str | None = None
     kind: str = "promotional"
     category: str | None = None
+    # The LINE Official Account it goes out under (channels that send per account).
+    line_account: str = DEFAULT_LINE_ACCOUNT
 
 
 class Link(msgspec.Struct, frozen=True):
@@ -208,6 +213,7 @@ class OutboundGroup(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     content_id: bytes
     content: Content
+    line_account: str = DEFAULT_LINE_ACCOUNT  # the LINE Official Account it goes out under
 
 
 class Split(msgspec.Struct, frozen=True, tag=True):
@@ -316,6 +322,26 @@ class Channel(Protocol):
 
 
 @runtime_checkable
+class LineAccountSender(Protocol):
+    """An adapter that sends under several LINE Official Accounts, each with its own
+    credentials and provider limits, choosing by `Outbound.line_account` (a group's, a
+    narrowcast's)."""
+
+    @property
+    def line_accounts(self) -> frozenset[str]:
+        """The accounts it can send under."""
+        ...
+
+    def requests_per_second_of(self, account: str) -> int | None:
+        """The account's request limit (None: unlimited, or an account it does not have)."""
+        ...
+
+    def groups_per_second_of(self, account: str) -> int | None:
+        """The account's limit on group requests (None as above)."""
+        ...
+
+
+@runtime_checkable
 class GroupChannel(Channel, Protocol):
     """A channel that can also send one content to many recipients in one request."""
 
@@ -416,6 +442,7 @@ class OutboundNarrowcast(msgspec.Struct, frozen=True, kw_only=True):
     recipients: int
     content_id: bytes
     content: Content
+    line_account: str = DEFAULT_LINE_ACCOUNT  # the LINE Official Account it goes out under
 
 
 class NarrowcastProgress(msgspec.Struct, frozen=True, kw_only=True):
@@ -439,6 +466,8 @@ class Narrowcaster(Protocol):
         """Sent (provider_ref: LINE's request id, also for a 409 repeat), Retry or Failed."""
         ...
 
-    async def narrowcast_progress(self, request_id: str) -> NarrowcastProgress | Retry | Failed:
-        """LINE's progress of an accepted narrowcast."""
+    async def narrowcast_progress(
+        self, request_id: str, line_account: str = DEFAULT_LINE_ACCOUNT
+    ) -> NarrowcastProgress | Retry | Failed:
+        """LINE's progress of an accepted narrowcast (sent under `line_account`)."""
         ...

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from channels import email
 from channels.base import Channel, ChannelDescriptor, LineAccount, Narrowcaster, QuotaLedger
 from channels.line import notification, push
-from router.config import DEFAULT_LINE_ACCOUNT, Config
+from router.config import Config
 
 Builder = Callable[[Config, Mapping[str, Channel]], Channel | None]
 """Makes a channel's adapter from configuration and the adapters built before it."""
@@ -67,10 +67,13 @@ def build_adapters(
         from channels.line.account import LineAccountApi
 
         for account, settings in config.line_accounts().items():
-            # The sending channel's quota is the default account's; another account's is
-            # read through that account's own client.
-            api = LineAccountApi(settings, line.quota if account == DEFAULT_LINE_ACCOUNT else None)
-            if quota_ledger is not None:
+            # The account's operations share its sender's quota, so both reserve in one ledger.
+            sender = line.sender(account)
+            quota = None if sender is None else sender.quota
+            if quota is not None and quota_ledger is not None:
+                quota.ledger = quota_ledger(account)
+            api = LineAccountApi(settings, quota)
+            if quota is None and quota_ledger is not None:
                 api.line_quota.ledger = quota_ledger(account)
             accounts[account] = api
     return channels, accounts

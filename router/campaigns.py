@@ -121,6 +121,8 @@ class CampaignView(msgspec.Struct, kw_only=True):
     narrowcast: NarrowcastView | None = None  # with "line_delivery": "narrowcast"
     # The name LINE counts its pushes' and multicasts' impressions and clicks under.
     line_aggregation_unit: str | None = None
+    # The LINE Official Account it goes out under.
+    line_account: str = DEFAULT_LINE_ACCOUNT
 
 
 def check(request: CampaignRequest) -> list[FieldError]:
@@ -196,8 +198,9 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
     content = await _store_content(conn, request, unit)
     await conn.execute(
         "INSERT INTO campaigns (id, name, audience_ids, exclude_audience_ids, template,"
-        " idempotency_key, request_sha256, status, content_id, line_aggregation_unit)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, 'fanning_out', $8, $9)",
+        " idempotency_key, request_sha256, status, content_id, line_aggregation_unit,"
+        " line_account)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, 'fanning_out', $8, $9, $10)",
         campaign_id,
         request.name,
         request.audience_ids,
@@ -207,10 +210,16 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
         fingerprint,
         content,
         unit,
+        request.line_account,
     )
     if request.line_delivery == "narrowcast":
         await narrowcast.create(
-            conn, campaign_id, request.audience_ids, request.exclude_audience_ids, request.send_at
+            conn,
+            campaign_id,
+            request.audience_ids,
+            request.exclude_audience_ids,
+            request.send_at,
+            request.line_account,
         )
     await notify(conn, FANNING_OUT.queue_name)
     return campaign_id, True
@@ -281,7 +290,7 @@ async def cancel(conn: Connection, campaign_id: UUID) -> bool:
 async def view(conn: Connection, campaign_id: UUID) -> CampaignView | None:
     row = await conn.fetchrow(
         "SELECT id, name, status, targeted, accepted, rejected, created_at, updated_at,"
-        " line_aggregation_unit,"
+        " line_aggregation_unit, line_account,"
         " CASE WHEN status = 'failed' THEN 'the fan-out stopped: a chunk failed '"
         "   || failed_chunks || ' times in a row (' || last_error || ')'"
         " ELSE last_error END AS error"
@@ -412,6 +421,7 @@ class CampaignFanOut(QueueWorker):
                     send_at=template.send_at,
                     kind=template.kind,
                     category=template.category,
+                    line_account=template.line_account,
                 ),
                 channels.group_sizes,
                 events=self._events,
@@ -495,7 +505,7 @@ def campaign_routing(template: CampaignRequest, channels: IntakeChannels) -> Rou
         template.route,
         Content(email=template.email, line=template.line),
         channels.routes,
-        channels.configured,
+        channels.configured_for(template.line_account),
         template.kind,
         refusals={
             d.name: d.campaign_refusal_sql(

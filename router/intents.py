@@ -167,10 +167,20 @@ class IntentView(msgspec.Struct, kw_only=True):
     deliveries: list[DeliveryView]
     # Set when a journey's send step made the intent: the journey, the step and the run.
     journey: JourneyRef | None = None
+    # The LINE Official Account it goes out under.
+    line_account: str = DEFAULT_LINE_ACCOUNT
 
 
 def rejected(reason: str, errors: list[FieldError] | None = None, code: int = 400) -> IntentResult:
     return IntentResult(status="rejected", code=code, reason=reason, errors=errors or [])
+
+
+def unknown_line_account(field: str, account: str, configured: Collection[str]) -> FieldError:
+    """The error for a `line_account` that names no account this router has."""
+    known = ", ".join(sorted(configured)) or "none"
+    return FieldError(
+        field, f"no LINE account {account!r} is configured on this router (configured: {known})"
+    )
 
 
 _VIEW_INTENT = """
@@ -178,7 +188,7 @@ SELECT id, member_id, email_address, route, fallback, campaign, tags, metadata,
        -- a campaign's intents are keyed by (campaign, member) and carry no text key
        coalesce(idempotency_key, 'campaign:' || campaign_id || ':' || member_id)
            AS idempotency_key,
-       created_at, journey_id, journey_step, journey_run
+       created_at, journey_id, journey_step, journey_run, line_account
 FROM intents WHERE id = $1
 """
 

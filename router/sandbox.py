@@ -99,8 +99,10 @@ async def start_sandbox(config: Config, pool: Pool) -> Sandbox:
     """Start the simulator and the capture; the returned `config` sends to them."""
     capture = _Capture(pool)
     token = secrets.token_urlsafe(24)
+    # Every further LINE account goes to the simulator too, each under a token of its own.
+    account_tokens = {name: secrets.token_urlsafe(24) for name in config.line.accounts}
     simulator = LineSimulator(
-        access_tokens=[token],
+        access_tokens=[token, *account_tokens.values()],
         on_accepted_send=capture.line_send,
         every_phone_reachable=True,
     )
@@ -123,6 +125,16 @@ async def start_sandbox(config: Config, pool: Pool) -> Sandbox:
         api_base=simulator.base_url,
         account_link_base=simulator.base_url,
         forward_webhooks_to=[],
+        accounts={
+            name: msgspec.structs.replace(
+                account,
+                channel_access_token=account_tokens[name],
+                api_base=simulator.base_url,
+                account_link_base=simulator.base_url,
+                forward_webhooks_to=[],
+            )
+            for name, account in config.line.accounts.items()
+        },
     )
     email = msgspec.structs.replace(
         config.email,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from channels import registry
-from channels.base import Channel, GroupChannel, LineAccount
+from channels.base import Channel, GroupChannel, LineAccount, LineAccountSender
 from router import intake
 from router.api_keys import KeyRing
 from router.api_keys import bootstrap as bootstrap_api_keys
@@ -120,9 +120,19 @@ class Runtime:
                 if isinstance(adapter, GroupChannel) and adapter.max_group_size > 1
             },
             require_consent=self.config.email.require_consent,
+            line_accounts=self._line_account_channels(),
         )
         self._intake_channels = (key, channels)
         return channels
+
+    def _line_account_channels(self) -> dict[str, frozenset[str]]:
+        """Each configured LINE account with the channels that send under it."""
+        found: dict[str, set[str]] = {a: set() for a in self.config.line_accounts()}
+        for name, adapter in self.channels.items():
+            if isinstance(adapter, LineAccountSender):
+                for account in adapter.line_accounts:
+                    found.setdefault(account, set()).add(name)
+        return {a: frozenset(names) for a, names in found.items()}
 
     async def accept_intents(
         self,

@@ -63,3 +63,32 @@ def line_messages_line_accepts(
     if positive and isinstance(body, dict) and body.get("line") is not None:
         case.body = {**body, "line": VALID_LINE}
     return case
+
+
+@schemathesis.hook("map_case")
+def line_accounts_the_router_has(
+    context: schemathesis.HookContext, case: schemathesis.Case
+) -> schemathesis.Case:
+    """Which LINE accounts exist is the router's configuration, not the document's: a name
+    it has no account for is refused with 400 naming the field (tests/
+    test_line_accounts_routing.py). A positive case names the account "default", which every
+    router accepts."""
+    meta = case.meta
+    body = case.body
+    if meta is None or meta.generation.mode.is_negative or not isinstance(body, dict):
+        return case
+    items = body.get("intents")
+    if isinstance(items, list):
+        body = {
+            **body,
+            "intents": [
+                {**i, "line_account": "default"}
+                if isinstance(i, dict) and "line_account" in i
+                else i
+                for i in items
+            ],
+        }
+    if "line_account" in body:
+        body = {**body, "line_account": "default"}
+    case.body = body
+    return case

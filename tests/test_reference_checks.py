@@ -39,6 +39,7 @@ def intent_columns(ids: list[UUID], member_ids: list[str | None]) -> IntentColum
         journey_id=[None] * len(ids),
         journey_step=[None] * len(ids),
         journey_run=[None] * len(ids),
+        line_account=["default"] * len(ids),
     )
 
 

@@ -19,7 +19,8 @@ import msgspec
 from linebot.v3.messaging import ApiException
 
 from channels.base import Failed, NarrowcastProgress, OutboundNarrowcast, Outcome, Retry, Sent
-from channels.line.push import LinePushChannel, classify
+from channels.line.push import LinePushChannel, LineSender, account_missing, classify
+from router.reach import DEFAULT_LINE_ACCOUNT
 
 NARROWCAST_PATH = "/v2/bot/message/narrowcast"
 PROGRESS_PATH = "/v2/bot/message/progress/narrowcast"
@@ -60,15 +61,18 @@ class _Progress(msgspec.Struct, rename="camel"):
 
 
 class LineNarrowcast:
-    """Narrowcast over the LINE channel's client, quota and message cache."""
+    """Narrowcast over the LINE channel's clients, quotas and message cache, under the
+    campaign's LINE account."""
 
     def __init__(self, channel: LinePushChannel) -> None:
         self._channel = channel
 
     async def narrowcast(self, request: OutboundNarrowcast) -> Outcome:
-        channel = self._channel
+        channel = self._channel.sender(request.line_account)
+        if channel is None:
+            return account_missing(request.line_account)
         try:
-            messages = channel.wire_content(request.content_id, request.content)
+            messages = self._channel.wire_content(request.content_id, request.content)
         except ValueError as exc:
             return Failed(f"LINE messages could not be built: {exc}", fallback=True, dropped=True)
         body = {
@@ -76,12 +80,13 @@ class LineNarrowcast:
             "recipient": recipient(request.audience_group_ids, request.exclude_audience_group_ids),
         }
         key = narrowcast_retry_key(request.key_id)
-        outcome = await channel.within_quota(key, request.recipients, lambda: self._post(key, body))
+        outcome = await channel.within_quota(
+            key, request.recipients, lambda: self._post(channel, key, body)
+        )
         assert not isinstance(outcome, list)
         return outcome
 
-    async def _post(self, key: uuid.UUID, body: dict[str, Any]) -> Outcome:
-        channel = self._channel
+    async def _post(self, channel: LineSender, key: uuid.UUID, body: dict[str, Any]) -> Outcome:
         try:
             response = await channel.post_json(
                 NARROWCAST_PATH, {"X-Line-Retry-Key": str(key)}, body
@@ -95,8 +100,12 @@ class LineNarrowcast:
             return Retry("LINE accepted the narrowcast without a request id")
         return Sent(provider_ref=str(request_id))
 
-    async def narrowcast_progress(self, request_id: str) -> NarrowcastProgress | Retry | Failed:
-        channel = self._channel
+    async def narrowcast_progress(
+        self, request_id: str, line_account: str = DEFAULT_LINE_ACCOUNT
+    ) -> NarrowcastProgress | Retry | Failed:
+        channel = self._channel.sender(line_account)
+        if channel is None:
+            return account_missing(line_account)
         try:
             response = await channel.client.call_api(
                 PROGRESS_PATH,

@@ -16,7 +16,7 @@ import aiohttp
 from linebot.v3.messaging import ApiException
 
 from channels.base import Channel, ChannelDescriptor, Failed, Outbound, Outcome, Retry, Sent
-from channels.line.push import LINE, LinePushChannel, classify, describe_error
+from channels.line.push import LINE, LinePushChannel, account_missing, classify, describe_error
 from router.config import Config
 from router.identifiers import phone_sha256_hex
 from router.reach import Reach
@@ -57,19 +57,22 @@ LINE_NOTIFICATION = ChannelDescriptor(
     no_content=LINE.no_content,
     confirmed_by_provider=True,
     provider="LINE",
+    per_line_account=True,
     describe=lambda config: f"LINE notification messages via {config.line.api_base}",
 )
 
 
 def build(config: Config, built: Mapping[str, Channel]) -> LineNotificationChannel | None:
     push = built.get(LINE.name)
-    if not isinstance(push, LinePushChannel) or not config.line.notification_messages:
+    if not isinstance(push, LinePushChannel):
         return None
-    return LineNotificationChannel(push)
+    channel = LineNotificationChannel(push)
+    return channel if channel.line_accounts else None
 
 
 class LineNotificationChannel:
-    """The `line_notification` channel; shares the push channel's client and quota."""
+    """The `line_notification` channel; shares the push channel's clients and quotas, and
+    sends under each account that has `notification_messages` on."""
 
     name = LINE_NOTIFICATION.name
     replay_window: timedelta | None = None  # no retry key: never resend blindly
@@ -78,17 +81,29 @@ class LineNotificationChannel:
     def __init__(self, push: LinePushChannel) -> None:
         self._push = push
         self.max_concurrency = push.max_concurrency
+        self.line_accounts = frozenset(
+            name for name, sender in push.senders.items() if sender.notification_messages
+        )
+
+    def requests_per_second_of(self, account: str) -> int | None:
+        return None
+
+    def groups_per_second_of(self, account: str) -> int | None:
+        return None
 
     async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
         return list(await asyncio.gather(*(self._send(m) for m in batch)))
 
     async def _send(self, message: Outbound) -> Outcome:
+        sender = self._push.sender(message.line_account)
+        if sender is None or message.line_account not in self.line_accounts:
+            return account_missing(message.line_account)
         try:
             messages = self._push.wire_messages(message)
         except ValueError as exc:
             return Failed(f"LINE messages could not be built: {exc}", dropped=True)
         try:
-            response = await self._push.post_json(
+            response = await sender.post_json(
                 PNP_PATH,
                 {"X-Line-Delivery-Tag": str(message.delivery_id)},
                 {"to": message.address, "messages": messages},
@@ -102,7 +117,7 @@ class LineNotificationChannel:
                 f"LINE did not answer ({type(exc).__name__}); it may have sent the notification, "
                 "so it is not repeated"
             )
-        await self._push.settle_quota(None, 1)
+        await sender.settle_quota(None, 1)
         request_id = response.headers.get("x-line-request-id") if response.headers else None
         # Accepted; LINE's `delivery` webhook event later sets the delivery's confirmed_at.
         return Sent(provider_ref=str(request_id or ""))

@@ -25,7 +25,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -46,7 +46,7 @@ from channels.base import (
 )
 from channels.line.quota import LineQuota
 from channels.metrics import LINE_REQUEST_SECONDS
-from router.config import Config, LineConfig
+from router.config import DEFAULT_LINE_ACCOUNT, Config, LineConfig
 from router.content import Content
 from router.reach import LINE_REACHABLE_SQL, Reach
 
@@ -115,6 +115,7 @@ LINE = ChannelDescriptor(
     ),
     fallback_when_left=True,
     group_sending=True,
+    per_line_account=True,
     describe=lambda config: f"push via {config.line.api_base}",
     describe_unconfigured=(
         "not configured ([line] channel_access_token) - prefer_line intents go to email, "
@@ -124,14 +125,112 @@ LINE = ChannelDescriptor(
 
 
 def build(config: Config, built: object) -> LinePushChannel | None:
-    return LinePushChannel(config.line) if config.line.channel_access_token else None
+    accounts = config.line_accounts()
+    return LinePushChannel(config.line, accounts) if accounts else None
+
+
+def account_missing(account: str) -> Failed:
+    """Why nothing is sent under an account this router no longer has."""
+    return Failed(
+        f"not sent: the LINE account {account!r} is not configured on this router",
+        fallback=True,
+        dropped=True,
+    )
 
 
 class LinePushChannel:
-    """The `line` channel: push messages to linked friends, multicast to send groups."""
+    """The `line` channel: push messages to linked friends, multicast to send groups, under
+    the LINE account each delivery or group names (one `LineSender` per account)."""
 
     name = LINE.name
     replay_window: timedelta | None = RETRY_KEY_LIFETIME
+
+    def __init__(
+        self, config: LineConfig, accounts: Mapping[str, LineConfig] | None = None
+    ) -> None:
+        """`config` is the `[line]` section (the channel's own settings); `accounts` every
+        configured account's effective settings (without: `config` as the account
+        "default")."""
+        if accounts is None:
+            accounts = {DEFAULT_LINE_ACCOUNT: config}
+        self.senders = {name: LineSender(settings) for name, settings in accounts.items()}
+        self.line_accounts = frozenset(self.senders)
+        self.max_concurrency = config.max_connections
+        self.requests_per_second: int | None = config.push_per_second
+        # 1 when multicast is turned off: every delivery then goes out as its own push.
+        self.max_group_size = MAX_MULTICAST_RECIPIENTS if config.multicast else 1
+        self.groups_per_second: int | None = config.multicast_per_second
+        self._messages: OrderedDict[bytes, list[Any]] = OrderedDict()
+        for sender in self.senders.values():
+            sender.wire_content = self.wire_content
+
+    @property
+    def quota(self) -> LineQuota:
+        """The account "default"'s monthly quota (the first account's when it has none)."""
+        default = self.senders.get(DEFAULT_LINE_ACCOUNT) or next(iter(self.senders.values()))
+        return default.quota
+
+    def sender(self, account: str) -> LineSender | None:
+        return self.senders.get(account)
+
+    def requests_per_second_of(self, account: str) -> int | None:
+        sender = self.senders.get(account)
+        return None if sender is None else sender.push_per_second
+
+    def groups_per_second_of(self, account: str) -> int | None:
+        sender = self.senders.get(account)
+        return None if sender is None else sender.multicast_per_second
+
+    def wire_messages(self, message: Outbound) -> list[Any]:
+        """LINE's JSON for a content's messages, built once per content and reused."""
+        return self.wire_content(message.content_id, message.content)
+
+    def wire_content(self, content_id: bytes, content: Content) -> list[Any]:
+        cached = self._messages.get(content_id)
+        if cached is None:
+            cached = [msgspec.to_builtins(m) for m in content.line_messages()]
+            self._messages[content_id] = cached
+            if len(self._messages) > 1024:
+                self._messages.popitem(last=False)
+        return cached
+
+    async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
+        """Each account's pushes through its own sender; one outcome each, in order."""
+        account = batch[0].line_account if batch else DEFAULT_LINE_ACCOUNT
+        if all(m.line_account == account for m in batch):
+            return await self._send_under(account, batch)
+        by_account: dict[str, list[int]] = {}
+        for n, m in enumerate(batch):
+            by_account.setdefault(m.line_account, []).append(n)
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        sent = await asyncio.gather(
+            *(self._send_under(a, [batch[n] for n in ns]) for a, ns in by_account.items())
+        )
+        for positions, answers in zip(by_account.values(), sent, strict=True):
+            for n, outcome in zip(positions, answers, strict=True):
+                outcomes[n] = outcome
+        return [o for o in outcomes if o is not None]
+
+    async def _send_under(self, account: str, batch: Sequence[Outbound]) -> list[Outcome]:
+        sender = self.senders.get(account)
+        if sender is None:
+            return [account_missing(account)] * len(batch)
+        return await sender.send(batch)
+
+    async def send_group(self, group: OutboundGroup) -> GroupOutcome:
+        sender = self.senders.get(group.line_account)
+        if sender is None:
+            return account_missing(group.line_account)
+        return await sender.send_group(group)
+
+    async def aclose(self) -> None:
+        for sender in self.senders.values():
+            await sender.aclose()
+
+
+class LineSender:
+    """Push and multicast for one LINE account: its own SDK client (token, api_base), its
+    connections and its monthly quota."""
 
     def __init__(self, config: LineConfig) -> None:
         configuration = Configuration(
@@ -153,27 +252,16 @@ class LinePushChannel:
         self._timeout = config.timeout_seconds
         self.timeout = config.timeout_seconds
         self._slots = asyncio.Semaphore(config.max_connections)
-        self.max_concurrency = config.max_connections
-        self.requests_per_second: int | None = config.push_per_second
-        # 1 when multicast is turned off: every delivery then goes out as its own push.
-        self.max_group_size = MAX_MULTICAST_RECIPIENTS if config.multicast else 1
-        self.groups_per_second: int | None = config.multicast_per_second
-        self._messages: OrderedDict[bytes, list[Any]] = OrderedDict()
+        self.push_per_second: int | None = config.push_per_second
+        self.multicast_per_second: int | None = config.multicast_per_second
+        self.notification_messages = config.notification_messages
         self.quota = LineQuota(self._client, config.quota_cache_seconds)
         self._check_quota = config.check_quota
+        # The channel's content cache, shared by its accounts (set by the channel).
+        self.wire_content: Callable[[bytes, Content], list[Any]] = _wire_uncached
 
     def wire_messages(self, message: Outbound) -> list[Any]:
-        """LINE's JSON for a content's messages, built once per content and reused."""
         return self.wire_content(message.content_id, message.content)
-
-    def wire_content(self, content_id: bytes, content: Content) -> list[Any]:
-        cached = self._messages.get(content_id)
-        if cached is None:
-            cached = [msgspec.to_builtins(m) for m in content.line_messages()]
-            self._messages[content_id] = cached
-            if len(self._messages) > 1024:
-                self._messages.popitem(last=False)
-        return cached
 
     async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
         """One quota reservation for the whole claim; where what is left of the month's quota
@@ -336,6 +424,10 @@ class LinePushChannel:
     async def aclose(self) -> None:
         await self._client.close()
         await self._sdk_session.close()
+
+
+def _wire_uncached(content_id: bytes, content: Content) -> list[Any]:
+    return [msgspec.to_builtins(m) for m in content.line_messages()]
 
 
 def _with_unit(body: dict[str, Any], content: Content) -> dict[str, Any]:

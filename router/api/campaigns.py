@@ -22,6 +22,7 @@ from router.campaigns import CampaignRequest, CampaignView
 from router.config import LineConfig
 from router.database import Pool
 from router.intake import IntakeChannels
+from router.intents import unknown_line_account
 from router.problems import FieldError, ProblemError, invalid
 from router.reach import DEFAULT_LINE_ACCOUNT
 
@@ -80,6 +81,8 @@ class CampaignController(Controller):
         intake_channels: Injected[Callable[[], IntakeChannels] | None],
     ) -> Response[CampaignAccepted | CampaignDryRun]:
         errors = campaigns.check(data)
+        if data.line_account != DEFAULT_LINE_ACCOUNT and data.line_account not in line_accounts:
+            errors.append(unknown_line_account("line_account", data.line_account, line_accounts))
         if errors:
             raise invalid(errors)
         if unworkable := campaigns.unworkable(data):

@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict
 
 import asyncpg
 
-from channels.base import Channel, Failed, Link, Outbound, Retry, SendOutcome, Sent, Uncertain
+from channels.base import (
+    Channel,
+    Failed,
+    LineAccountSender,
+    Link,
+    Outbound,
+    Retry,
+    SendOutcome,
+    Sent,
+    Uncertain,
+)
 from router import ratelimit
 from router.channel_rules import not_reachable_now, sends_relayed_bytes
 from router.config import WorkersConfig
@@ -30,6 +41,7 @@ from router.log_safety import describe
 from router.queue import claims
 from router.queue.backoff import retry_delay
 from router.queue.loops import DATABASE_AWAY, LeasedWorker, Work
+from router.reach import DEFAULT_LINE_ACCOUNT
 from router.store import deliveries, relayed_recipients
 from router.store.deliveries import BATCH_HELD, Claimed, Result
 from router.store.line_budgets import Ask
@@ -159,6 +171,8 @@ class ChannelLane(LeasedWorker[Work]):
         self._events = events  # record delivery events with each outcome
         self._bucket = bucket
         self._per_second = per_second
+        # A channel that sends under several LINE accounts has per-second limits per account.
+        self._per_account = channel if isinstance(channel, LineAccountSender) else None
 
     async def claim(self, token: uuid.UUID) -> list[asyncpg.Record]:
         """Claim up to `full` due rows of the lane, then take them out of the provider's
@@ -167,9 +181,33 @@ class ChannelLane(LeasedWorker[Work]):
             rows = await claims.claim(
                 conn, self.table, self.lane, self.full, token, self._config.lease_seconds
             )
-            if rows and self._per_second is not None:
-                await ratelimit.wait_for_room(conn, self._bucket, len(rows), self._per_second)
+            if rows:
+                for bucket, requests, per_second in self._buckets(rows):
+                    while requests > 0:
+                        taken = min(requests, per_second)
+                        await ratelimit.wait_for_room(conn, bucket, taken, per_second)
+                        requests -= taken
         return rows
+
+    def _buckets(self, rows: Sequence[asyncpg.Record]) -> list[tuple[str, int, int]]:
+        """The per-second buckets a claim is taken out of: the lane's, or one per LINE account
+        (the account "default" keeps the lane's name, another's is suffixed `@<account>`)."""
+        if self._per_account is None:
+            if self._per_second is None:
+                return []
+            return [(self._bucket, len(rows), self._per_second)]
+        counts = Counter[str](r["line_account"] for r in rows)
+        found: list[tuple[str, int, int]] = []
+        for account, requests in counts.items():
+            per_second = self._per_second_of(account)
+            if per_second is not None:
+                suffix = "" if account == DEFAULT_LINE_ACCOUNT else f"@{account}"
+                found.append((self._bucket + suffix, requests, per_second))
+        return found
+
+    def _per_second_of(self, account: str) -> int | None:
+        assert self._per_account is not None
+        return self._per_account.requests_per_second_of(account)
 
 
 class DeliveryDispatch(ChannelLane[list[Result]]):
@@ -267,6 +305,7 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
                         member_id=c.member_id,
                         kind=c.kind,
                         category=c.category,
+                        line_account=c.line_account,
                     )
                 )
         if sendable:
@@ -303,8 +342,7 @@ class DeliveryDispatch(ChannelLane[list[Result]]):
         by_account: dict[str, list[Ask]] = {}
         for c in claimed:
             if (
-                c.line_account is None
-                or c.line_budget_granted
+                c.line_budget_granted
                 or not c.reachable
                 or c.refusal is not None
                 or c.batch_hold is not None

@@ -141,6 +141,7 @@ class NarrowcastWorker(QueueWorker):
                 recipients=count,
                 content_id=content_id,
                 content=contents[content_id],
+                line_account=row.line_account,
             )
         )
         if isinstance(outcome, Sent):
@@ -171,7 +172,7 @@ class NarrowcastWorker(QueueWorker):
     async def _poll(self, conn: Connection, row: DueNarrowcast) -> None:
         assert row.request_id is not None and row.accepted_at is not None
         overdue = datetime.now(UTC) - row.accepted_at > timedelta(seconds=self._give_up_seconds)
-        got = await self._sender.narrowcast_progress(row.request_id)
+        got = await self._sender.narrowcast_progress(row.request_id, row.line_account)
         if isinstance(got, Retry | Failed):
             if overdue:
                 await self._unknown(conn, row, got.error)

@@ -131,6 +131,10 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
         self._channel = channel
         self._budget_gate = budget_gate
 
+    def _per_second_of(self, account: str) -> int | None:
+        assert self._per_account is not None
+        return self._per_account.groups_per_second_of(account)
+
     async def work(self, rows: list[asyncpg.Record], token: uuid.UUID) -> list[GroupResult]:
         """Send the claimed groups; what becomes of each."""
         claimed = [ClaimedGroup(*r) for r in rows]
@@ -158,7 +162,7 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
         refused: dict[uuid.UUID, str] = {}
         by_account: dict[str, tuple[list[Ask], list[uuid.UUID]]] = {}
         for g in claimed:
-            if g.line_account is None or g.content_id not in contents:
+            if g.content_id not in contents:
                 continue
             if g.budget_reserved:  # a retry: reserved before, its refused ones stay out
                 refused.update((d, REFUSED_BEFORE) for d in g.budget_refused)
@@ -239,6 +243,7 @@ class SendGroupDispatch(ChannelLane[list[GroupResult]]):
                 attempt=group.attempts,
                 content_id=group.content_id,
                 content=content,
+                line_account=group.line_account,
             )
         )
         if isinstance(outcome, Sent):

@@ -32,7 +32,7 @@ from router.intake.routing import Unroutable, plan
 from router.intake_port import AcceptIntents
 from router.intents import IntentRequest
 from router.metrics import count_accepted
-from router.reach import Reach
+from router.reach import DEFAULT_LINE_ACCOUNT, Reach
 from router.store import relayed_messages, relayed_recipients, suppressions
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ class IngressHandler:
         except STORE_ERRORS:
             return TEMPORARY_FAILURE
         channels = self._channels
-        decision = plan("prefer_line", reach, ANY_MESSAGE, channels.routes, channels.configured)
+        configured = channels.configured_for(DEFAULT_LINE_ACCOUNT)  # relayed mail: the default's
+        decision = plan("prefer_line", reach, ANY_MESSAGE, channels.routes, configured)
         if isinstance(decision, Unroutable):
             return f"550 5.7.1 {decision.reason}"
         envelope.rcpt_tos.append(normalized)

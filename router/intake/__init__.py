@@ -23,7 +23,7 @@ from router.intake.persist import Planned
 from router.intake.routing import Plan, Routes, Unroutable, plan
 from router.intake.validate import ContentChecks, Validated, validate
 from router.intents import IntentOrigin, IntentRequest, IntentResult, rejected
-from router.reach import Reach
+from router.reach import DEFAULT_LINE_ACCOUNT, Reach
 from router.store import delivery_events
 from router.store.row_ids import uuid7s
 
@@ -39,8 +39,12 @@ class IntakeChannels:
     group_sizes: Mapping[str, int] = field(default_factory=dict)
     # Promotional email only to members with a recorded consent ([email] require_consent).
     require_consent: bool = True
+    # Each configured LINE account, with the channels sending under it that it has (a LINE
+    # account without a token has none: those channels are then not configured for it).
+    line_accounts: Mapping[str, frozenset[str]] = field(default_factory=dict)
     routes: Routes = field(init=False)
     by_name: Mapping[str, ChannelDescriptor] = field(init=False)
+    _configured_under: dict[str, frozenset[str]] = field(init=False)
 
     def __post_init__(self) -> None:
         # Ranked once per set of registered channels, not per request or intent.
@@ -53,6 +57,22 @@ class IntakeChannels:
             )
         object.__setattr__(self, "routes", known[0])
         object.__setattr__(self, "by_name", known[1])
+        per_account = frozenset(d.name for d in self.descriptors if d.per_line_account)
+        elsewhere = self.configured - per_account
+        under = {a: elsewhere | (self.configured & own) for a, own in self.line_accounts.items()}
+        under.setdefault(DEFAULT_LINE_ACCOUNT, elsewhere)
+        object.__setattr__(self, "_configured_under", under)
+
+    def configured_for(self, line_account: str) -> frozenset[str]:
+        """The channels configured for an intent under this LINE account: a channel that
+        sends per account only when the account is configured and has it."""
+        return self._configured_under.get(
+            line_account, self._configured_under[DEFAULT_LINE_ACCOUNT]
+        )
+
+    def knows_line_account(self, line_account: str) -> bool:
+        """Whether an intent may name this account ("default" always may)."""
+        return line_account == DEFAULT_LINE_ACCOUNT or line_account in self.line_accounts
 
 
 # The registry changes only when a channel is registered: a handful of keys per process. Each
@@ -88,7 +108,7 @@ async def accept(
         checked = (
             item
             if isinstance(item, IntentResult)
-            else validate(i, item, prefix.format(i=i), relayed, contents)
+            else validate(i, item, prefix.format(i=i), relayed, contents, channels)
         )
         if isinstance(checked, IntentResult):
             results[i] = checked
@@ -137,9 +157,9 @@ async def accept(
     return _settle_replays_within(results, planned)
 
 
-# What a routing decision depends on besides the configured channels: the route, the kind,
-# the content and how each registered channel sees the recipient.
-_PlanKey = tuple[str, str, bytes, tuple[str | None, ...]]
+# What a routing decision depends on: the route, the kind, the content, the LINE account
+# (which channels are configured for it) and how each registered channel sees the recipient.
+_PlanKey = tuple[str, str, bytes, str, tuple[str | None, ...]]
 
 
 def _plan(
@@ -152,19 +172,21 @@ def _plan(
     """Plan one intent; `decided` holds the call's decisions so far, since intents alike in
     everything routing reads (a batch's or a campaign chunk's) are decided once."""
     req = intent.request
+    account = req.line_account
     reach = rules.for_intent(
-        reach,
+        reach.under(account),
         req.kind,
         req.category,
         composed=intent.content.relayed is None,
         require_consent=channels.require_consent,
     )
     seen_by = tuple(d.unreachable(reach) for d in channels.descriptors)
-    key = (req.route, req.kind, intent.content_id, seen_by)
+    key = (req.route, req.kind, intent.content_id, account, seen_by)
     decision = decided.get(key)
     if decision is None:
+        configured = channels.configured_for(account)
         decision = decided[key] = plan(
-            req.route, reach, intent.content, channels.routes, channels.configured, req.kind
+            req.route, reach, intent.content, channels.routes, configured, req.kind
         )
     if isinstance(decision, Unroutable):
         return rejected(decision.reason, code=422)

@@ -19,7 +19,7 @@ from router.database import Connection
 from router.intake.routing import Plan
 from router.intake.validate import Validated
 from router.queue.wakeups import Notices
-from router.reach import Reach
+from router.reach import DEFAULT_LINE_ACCOUNT, Reach
 from router.store import intents as intent_store
 from router.store.deliveries import QUEUE as DELIVERIES
 from router.store.intents import ContentRow, DeliveryRow, IntentColumns, SendGroupRow
@@ -68,7 +68,12 @@ async def persist(
     content_of = {p.id: p.intent.content_id for p in planned}
     groups: list[SendGroupRow] = []
     if group_sizes:
-        deliveries, groups = deal(deliveries, content_of, group_sizes)
+        account_of = {
+            p.id: p.intent.request.line_account
+            for p in planned
+            if p.intent.request.line_account != DEFAULT_LINE_ACCOUNT
+        }
+        deliveries, groups = deal(deliveries, content_of, group_sizes, account_of)
     # Sent by the statement itself, at its commit. An intent that loses an idempotency-key race
     # has no deliveries; the wake-up it asked for finds nothing, as any early one may.
     notices = Notices()  # deliveries due later only set the queues' timers
@@ -122,4 +127,5 @@ def _intent_columns(planned: Sequence[Planned]) -> IntentColumns:
         line_budget=[
             None if r.line_budget is None else encode(r.line_budget).decode() for r in requests
         ],
+        line_account=[r.line_account for r in requests],
     )

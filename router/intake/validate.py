@@ -6,14 +6,24 @@ One bad item never affects the others: a failure becomes that item's `rejected` 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Protocol
 
 import msgspec
 
 from router.content import Content, Relayed, check_content, content_id
 from router.identifiers import InvalidIdentifier, email_sha256, normalize_email
-from router.intents import MAX_SCHEDULE_AHEAD, IntentOrigin, IntentRequest, IntentResult, rejected
+from router.intents import (
+    MAX_SCHEDULE_AHEAD,
+    IntentOrigin,
+    IntentRequest,
+    IntentResult,
+    rejected,
+    unknown_line_account,
+)
 from router.problems import FieldError
+from router.reach import DEFAULT_LINE_ACCOUNT
 from router.wire_rules import unmet
 
 
@@ -61,15 +71,35 @@ class ContentChecks:
         return known
 
 
+class LineAccounts(Protocol):
+    """The LINE accounts an intent may name."""
+
+    @property
+    def line_accounts(self) -> Mapping[str, frozenset[str]]: ...
+
+    def knows_line_account(self, line_account: str) -> bool: ...
+
+
 def validate(
     index: int,
     req: IntentRequest,
     prefix: str,
     relayed: Relayed | None = None,
     contents: ContentChecks | None = None,
+    accounts: LineAccounts | None = None,
 ) -> Validated | IntentResult:
-    """Check one intent; `contents` shares content checks between the intents of one call."""
+    """Check one intent; `contents` shares content checks between the intents of one call;
+    `accounts`, when given, are the LINE accounts it may name."""
     errors = [FieldError(prefix + rule.fields[0], rule.message) for rule in unmet(req)]
+    account = req.line_account
+    if (
+        account != DEFAULT_LINE_ACCOUNT
+        and accounts is not None
+        and not accounts.knows_line_account(account)
+    ):
+        errors.append(
+            unknown_line_account(f"{prefix}line_account", account, accounts.line_accounts)
+        )
     address: str | None = None
     if req.email_address is not None:
         try:

@@ -26,6 +26,7 @@ import msgspec
 
 from router.database import Connection
 from router.problems import FieldError, ProblemError
+from router.reach import DEFAULT_LINE_ACCOUNT
 from router.store import line_narrowcasts
 from router.store.row_ids import uuid7
 
@@ -67,6 +68,7 @@ async def create(
     audience_ids: Sequence[UUID],
     exclude_audience_ids: Sequence[UUID],
     send_at: datetime | None,
+    line_account: str = DEFAULT_LINE_ACCOUNT,
 ) -> None:
     """Fix the narrowcast's LINE recipient (in the campaign's creating transaction), or raise
     a 422 problem naming every audience that cannot be narrowcast to."""
@@ -101,6 +103,7 @@ async def create(
         [rows[i]["line_audience_group_id"] for i in audience_ids],
         [rows[i]["line_audience_group_id"] for i in exclude_audience_ids],
         send_at,
+        line_account,
     )
 
 

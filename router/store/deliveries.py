@@ -20,7 +20,7 @@ from router import channel_rules
 from router.database import Connection
 from router.queue import claims
 from router.queue.wakeups import notify
-from router.reach import line_identity_join
+from router.reach import DEFAULT_LINE_ACCOUNT, line_identity_join
 from router.store import delivery_events, line_budgets
 
 
@@ -41,9 +41,9 @@ class Claimed(msgspec.Struct, frozen=True):
     refusal: str | None = None
     # 'cancel' or 'pause': the intent's SendGrid batch is held (router.store.mail_batches).
     batch_hold: str | None = None
-    # LINE only (router.store.line_budgets): the account, the budget to reserve under (None:
-    # none) and whether this delivery's message was reserved already.
-    line_account: str | None = None
+    line_account: str = DEFAULT_LINE_ACCOUNT  # the intent's LINE Official Account
+    # LINE only (router.store.line_budgets): the budget to reserve under (None: none) and
+    # whether this delivery's message was reserved already.
     line_budget_id: UUID | None = None  # a campaign's stored budget
     line_budget: str | None = None  # the intent's own (JSON), None: the default by kind
     line_budget_granted: bool = False
@@ -105,8 +105,8 @@ QUEUE = claims.Leased(
         f"""d.id, d.intent_id, d.address, d.attempts, d.first_attempt_at,
           i.content_id, {channel_rules.still_reachable(channel)} AS reachable,
           i.member_id, coalesce(i.kind, 'promotional'), i.category,
-          {channel_rules.refusal(channel)} AS refusal, {BATCH_HOLD_SQL} AS batch_hold
-          {line_budgets.delivery_columns(channel)}"""
+          {channel_rules.refusal(channel)} AS refusal, {BATCH_HOLD_SQL} AS batch_hold,
+          i.line_account {line_budgets.delivery_columns(channel)}"""
     ),
     requeued_error="the worker holding this delivery stopped; requeued",
     in_doubt=claims.InDoubt(

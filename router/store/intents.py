@@ -17,6 +17,7 @@ import msgspec
 
 from router.database import Connection
 from router.queue import wakeups
+from router.reach import DEFAULT_LINE_ACCOUNT
 from router.store import group_state
 from router.store.rows import column_lists, columns, unnest, width
 
@@ -47,6 +48,7 @@ class IntentColumns(msgspec.Struct, frozen=True, gc=False):
     journey_id: list[str | None]
     journey_step: list[str | None]
     journey_run: list[UUID | None]
+    line_account: list[str]
     # The intent's own LINE budget (JSON), None: the account's default by kind (an empty
     # list: none has one; unnest pads it with NULLs).
     line_budget: list[str | None] = msgspec.field(default_factory=list)
@@ -65,6 +67,7 @@ class SendGroupRow(msgspec.Struct, frozen=True, gc=False):
     channel: str
     content_id: bytes
     send_at: datetime | None
+    line_account: str = DEFAULT_LINE_ACCOUNT
 
 
 _CONTENT_TYPES = {"id": "bytea", "body": "text"}
@@ -86,6 +89,7 @@ _INTENT_TYPES = {
     "journey_step": "text",
     "journey_run": "uuid",
     "line_budget": "text",
+    "line_account": "text",
 }
 _DELIVERY_TYPES = {
     "intent_id": "uuid",
@@ -99,6 +103,7 @@ _SEND_GROUP_TYPES = {
     "channel": "text",
     "content_id": "bytea",
     "send_at": "timestamptz",
+    "line_account": "text",
 }
 
 
@@ -131,17 +136,19 @@ WITH new_contents AS (
 ), added AS (
     INSERT INTO intents (id, member_id, email_address, content_id, route, fallback, campaign,
                          tags, metadata, idempotency_key, request_sha256, campaign_id, kind,
-                         category, journey_id, journey_step, journey_run, batch_id, line_budget)
+                         category, journey_id, journey_step, journey_run, batch_id, line_budget,
+                         line_account)
     SELECT id, member_id, email_address, content_id, route, fallback, campaign, tags::jsonb,
            metadata::jsonb, idempotency_key, request_sha256, ${p_campaign}::uuid, kind,
            category, journey_id, journey_step, journey_run, ${p_batch}::text,
-           line_budget::jsonb
+           line_budget::jsonb, line_account
     FROM {unnest(IntentColumns, _INTENT_TYPES, p_intents, "i")}
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 ), new_groups AS (
-    INSERT INTO send_groups (id, channel, content_id, status, next_attempt_at)
-    SELECT id, channel, content_id, 'pending', greatest(coalesce(send_at, now()), now())
+    INSERT INTO send_groups (id, channel, content_id, status, next_attempt_at, line_account)
+    SELECT id, channel, content_id, 'pending', greatest(coalesce(send_at, now()), now()),
+           line_account
     FROM {unnest(SendGroupRow, _SEND_GROUP_TYPES, p_groups, "g")}
 ), new_deliveries AS (
     INSERT INTO deliveries (intent_id, channel, address, status, next_attempt_at, send_group_id,

@@ -35,11 +35,11 @@ _BUDGET_OF_INTENT = "(SELECT b.id FROM line_budgets b WHERE b.id = i.campaign_id
 
 def delivery_columns(channel: str) -> str:
     """Columns the claim of deliveries sent on their own returns for the budget check (after
-    every other column; none for a channel that is not LINE): the intent's account, its
-    budget (NULL: none to check) and whether the delivery was granted already."""
+    every other column, the intent's account last among them; none for a channel that is not
+    LINE): its budget (NULL: none to check) and whether the delivery was granted already."""
     if channel != LINE_CHANNEL:
         return ""
-    return f", i.line_account, {_BUDGET_OF_INTENT}, i.line_budget::text, d.line_budget_granted"
+    return f", {_BUDGET_OF_INTENT}, i.line_budget::text, d.line_budget_granted"
 
 
 GROUP_PART_COLUMNS: Final = (
@@ -51,7 +51,6 @@ GROUP_COLLECT: Final = """coalesce(array_agg(id) FILTER (WHERE reachable AND ref
              AS budget_refused,
            (SELECT g.line_budget_reserved FROM send_groups g
             WHERE g.id = (array_agg(claimed_id))[1]) AS budget_reserved,
-           (array_agg(line_account))[1] AS line_account,
            (SELECT b.id FROM line_budgets b WHERE b.id = (array_agg(campaign_id))[1])
              AS line_budget_id,
            coalesce(array_agg(own_budget ORDER BY id) FILTER (WHERE reachable), '{}')

@@ -20,7 +20,7 @@ import msgspec
 from router import channel_rules
 from router.database import Connection
 from router.queue import claims
-from router.reach import line_identity_join
+from router.reach import DEFAULT_LINE_ACCOUNT, line_identity_join
 
 LINE_CHANNEL = "line"
 
@@ -30,7 +30,7 @@ DUE = claims.Locked(
     table="line_narrowcasts",
     columns="""campaign_id, send_group_id, status, audience_group_ids,
         exclude_audience_group_ids, attempts, first_attempt_at, claim_token, recipients,
-        request_id, accepted_at""",
+        request_id, accepted_at, line_account""",
     pending="""status IN ('waiting', 'accepted') AND next_attempt_at <= now()
         AND NOT EXISTS (SELECT 1 FROM campaigns c
                         WHERE c.id = line_narrowcasts.campaign_id AND c.status = 'fanning_out')""",
@@ -50,6 +50,7 @@ class DueNarrowcast(msgspec.Struct, frozen=True):
     recipients: int | None
     request_id: str | None
     accepted_at: datetime | None
+    line_account: str = DEFAULT_LINE_ACCOUNT  # the campaign's LINE Official Account
 
 
 class Progress(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,17 +73,19 @@ async def create(
     include: list[int],
     exclude: list[int],
     send_at: datetime | None,
+    line_account: str = DEFAULT_LINE_ACCOUNT,
 ) -> None:
-    """The narrowcast goes no earlier than the campaign's `send_at`."""
+    """The narrowcast goes no earlier than the campaign's `send_at`, under its LINE account."""
     await conn.execute(
         "INSERT INTO line_narrowcasts (campaign_id, send_group_id, audience_group_ids,"
-        " exclude_audience_group_ids, status, next_attempt_at)"
-        " VALUES ($1, $2, $3, $4, 'waiting', greatest(coalesce($5, now()), now()))",
+        " exclude_audience_group_ids, status, next_attempt_at, line_account)"
+        " VALUES ($1, $2, $3, $4, 'waiting', greatest(coalesce($5, now()), now()), $6)",
         campaign_id,
         group_id,
         include,
         exclude,
         send_at,
+        line_account,
     )
 
 
@@ -98,17 +101,21 @@ async def group_for(conn: Connection, campaign_id: UUID, content_id: bytes) -> U
     """The send group a LINE delivery of this campaign belongs in when the campaign is a
     narrowcast (created on first use), or None: for a fan-out that chooses each LINE
     delivery's group itself, rather than groups dealt per chunk."""
-    group_id: UUID | None = await conn.fetchval(
-        "SELECT send_group_id FROM line_narrowcasts WHERE campaign_id = $1", campaign_id
+    row = await conn.fetchrow(
+        "SELECT send_group_id, line_account FROM line_narrowcasts WHERE campaign_id = $1",
+        campaign_id,
     )
-    if group_id is not None:
-        await conn.execute(
-            "INSERT INTO send_groups (id, channel, content_id, status)"
-            " VALUES ($1, $2, $3, 'narrowcast') ON CONFLICT (id) DO NOTHING",
-            group_id,
-            LINE_CHANNEL,
-            content_id,
-        )
+    if row is None:
+        return None
+    group_id: UUID = row["send_group_id"]
+    await conn.execute(
+        "INSERT INTO send_groups (id, channel, content_id, status, line_account)"
+        " VALUES ($1, $2, $3, 'narrowcast', $4) ON CONFLICT (id) DO NOTHING",
+        group_id,
+        LINE_CHANNEL,
+        content_id,
+        row["line_account"],
+    )
     return group_id
 
 

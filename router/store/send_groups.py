@@ -21,6 +21,7 @@ from router import channel_rules
 from router.database import Connection
 from router.queue import claims
 from router.queue.wakeups import notify
+from router.reach import DEFAULT_LINE_ACCOUNT
 from router.store import group_state, line_budgets
 from router.store.intents import DeliveryRow, SendGroupRow
 
@@ -30,15 +31,14 @@ class ClaimedGroup(msgspec.Struct, frozen=True):
     content_id: bytes
     attempts: int
     first_attempt_at: datetime
+    line_account: str  # the LINE Official Account it goes out under
     delivery_ids: list[UUID]  # to send, in the order of `addresses`
     addresses: list[str]
     unreachable: list[UUID]  # not to send: see channel_rules.still_reachable
     # The LINE budget check (router.store.line_budgets): deliveries refused by an earlier
-    # reservation and whether there was one, the group's account and its campaign's budget
-    # (None: none stored).
+    # reservation and whether there was one, and its campaign's budget (None: none stored).
     budget_refused: list[UUID] = msgspec.field(default_factory=list)
     budget_reserved: bool = False
-    line_account: str | None = None
     line_budget_id: UUID | None = None
     own_budgets: list[str | None] = msgspec.field(default_factory=list)  # per delivery_ids
     kinds: list[str] = msgspec.field(default_factory=list)  # per delivery_ids
@@ -52,7 +52,7 @@ QUEUE = claims.Leased(
     table="send_groups",
     alias="s",
     lane="channel",
-    returning=lambda channel: "s.id, s.content_id, s.attempts, s.first_attempt_at",
+    returning=lambda channel: "s.id, s.content_id, s.attempts, s.first_attempt_at, s.line_account",
     parts=claims.Parts(
         table="deliveries",
         alias="d",
@@ -129,8 +129,10 @@ _SPLIT_OFF = """
 WITH parts AS MATERIALIZED (
     SELECT part, gen_random_uuid() AS group_id FROM unnest($3::int[]) AS p(part) GROUP BY part
 ), created AS (
-    INSERT INTO send_groups (id, channel, content_id, status, split_from, line_budget_reserved)
-    SELECT p.group_id, s.channel, s.content_id, 'pending', s.id, s.line_budget_reserved
+    INSERT INTO send_groups (id, channel, content_id, status, split_from, line_budget_reserved,
+                             line_account)
+    SELECT p.group_id, s.channel, s.content_id, 'pending', s.id, s.line_budget_reserved,
+           s.line_account
     FROM parts p, send_groups s WHERE s.id = $1
 )
 UPDATE deliveries d SET send_group_id = p.group_id, updated_at = now()
@@ -177,19 +179,25 @@ def deal(
     deliveries: Sequence[DeliveryRow],
     content_of: Mapping[UUID, bytes],
     group_sizes: Mapping[str, int],
+    account_of: Mapping[UUID, str] | None = None,
 ) -> tuple[list[DeliveryRow], list[SendGroupRow]]:
-    """Put deliveries that share channel, content and send time into send groups.
+    """Put deliveries that share channel, content, send time and LINE account (by intent
+    id in `account_of`; "default" when absent) into send groups: a group is one request
+    under one account.
 
     Only channels in `group_sizes` (the most recipients one request may name) are grouped.
     Deliveries are dealt round-robin into as few groups as fit, of near-equal size (1,001
     recipients: 334 + 334 + 333, not 500 + 500 + 1); a content only one delivery has is sent
     on its own. Each delivery's `send_group_id` is set in place."""
-    alike: dict[tuple[str, bytes, datetime | None], list[DeliveryRow]] = {}
+    alike: dict[tuple[str, bytes, datetime | None, str], list[DeliveryRow]] = {}
+    accounts = account_of or {}
     for d in deliveries:
         if group_sizes.get(d.channel, 1) > 1:
-            alike.setdefault((d.channel, content_of[d.intent_id], d.send_at), []).append(d)
+            account = accounts.get(d.intent_id, DEFAULT_LINE_ACCOUNT)
+            key = (d.channel, content_of[d.intent_id], d.send_at, account)
+            alike.setdefault(key, []).append(d)
     groups: list[SendGroupRow] = []
-    for (channel, content_id, send_at), members in alike.items():
+    for (channel, content_id, send_at, account), members in alike.items():
         if len(members) < 2:
             continue
         size = group_sizes[channel]
@@ -197,6 +205,9 @@ def deal(
         for n, d in enumerate(members):
             d.send_group_id = ids[n % len(ids)]
         groups.extend(
-            SendGroupRow(id=i, channel=channel, content_id=content_id, send_at=send_at) for i in ids
+            SendGroupRow(
+                id=i, channel=channel, content_id=content_id, send_at=send_at, line_account=account
+            )
+            for i in ids
         )
     return list(deliveries), groups
