@@ -32,7 +32,7 @@ from router.api.events import EventController, member_events
 from router.api.intents import IntentController
 from router.api.journey_runs import JourneyRunsController
 from router.api.journeys import JourneyController
-from router.api.line import LineController, line_webhook
+from router.api.line import LineController, line_account_webhook, line_webhook
 from router.api.members import MemberController
 from router.api.metrics import metrics_handler
 from router.api.openapi import StandardResponses, problem_response
@@ -87,6 +87,7 @@ def dependencies(runtime: Runtime) -> ApiDependencies:
         line_config=runtime.config.line,
         line_account=runtime.line_account,
         line_accounts=runtime.line_accounts,
+        line_configs=runtime.config.line_accounts(),
         shopify_config=runtime.config.shopify,
         email_config=runtime.config.email,
         events_configured=runtime.config.events_configured,
@@ -131,6 +132,7 @@ def create_app(runtime: Runtime) -> Litestar:
             CouponPoolController,
             LineController,
             line_webhook,
+            line_account_webhook,
             SendGridController,
             SendGridSuppressionController,
             SendGridTemplateController,

@@ -43,6 +43,8 @@ class ApiDependencies:
     """The account "default"; None when it is not configured (see `require_line_account`)."""
     line_accounts: Mapping[str, LineAccount]
     """Every configured LINE account by name, "default" included."""
+    line_configs: Mapping[str, LineConfig]
+    """Every configured LINE account's effective settings by name (`Config.line_accounts`)."""
     shopify_config: ShopifyConfig
     email_config: EmailConfig
     """Its token secret is filled in at start (router.deliverability.secret)."""
