@@ -92,9 +92,8 @@ def members_by_key(kind: str, hashes: str, account_sql: str = "'default'") -> st
 
 
 def account_literal(account: str) -> str:
-    """An account name as an SQL literal, for statements whose parameters are fixed. Names
-    are checked at creation (`LINE_ACCOUNT_NAME`: letters, digits, _ and -), so the quotes
-    hold; anything else is refused here as well."""
+    """An account name (`LINE_ACCOUNT_NAME`: letters, digits, _ and -, so the quotes hold)
+    as an SQL literal, for statements whose parameters are fixed."""
     if not LINE_ACCOUNT_NAME.fullmatch(account):
         raise ValueError("not a LINE account name")
     return f"'{account}'"
@@ -452,8 +451,9 @@ async def record(conn: Connection, audience_id: uuid.UUID, counts: UploadCounts)
 def _members_in(kind: str, account_sql: str = "'default'", matched_sql: str | None = None) -> str:
     """`FROM members m` with their LINE identity `l` under `account_sql`, matched by the
     audience $1's entries; a `line_user_id` audience matches by the member's ID under
-    `matched_sql` (its own account; None: the same as `account_sql`)."""
-    if kind == "line_user_id" and matched_sql is not None and matched_sql != account_sql:
+    `matched_sql` (its own account; None: the same as `account_sql`), which is then the
+    statement's $3."""
+    if kind == "line_user_id" and matched_sql is not None:
         return (
             f"FROM members m {line_identity_join(account_sql)}"  # noqa: S608 - constants
             " WHERE EXISTS (SELECT 1 FROM member_line_accounts k JOIN audience_entries e"
@@ -465,6 +465,10 @@ def _members_in(kind: str, account_sql: str = "'default'", matched_sql: str | No
         " WHERE EXISTS (SELECT 1 FROM audience_entries e"
         f" WHERE e.audience_id = $1 AND e.value_sha256 = {MEMBER_KEY[kind]})"
     )
+
+
+def _matched_by(kind: str, own: str) -> tuple[str, ...]:  # `_members_in`'s $3, if it takes one
+    return (own,) if kind == "line_user_id" else ()
 
 
 async def report(
@@ -496,7 +500,7 @@ async def report(
             f"SELECT count(*) {_members_in(row['type'], '$2', '$3')} AND {LINE_REACHABLE_SQL}",
             audience_id,
             account,
-            own,
+            *_matched_by(row["type"], own),
         )
     return AudienceReport(
         id=row["id"],
@@ -536,12 +540,14 @@ async def line_user_ids(
     row = await conn.fetchrow("SELECT type, line_account FROM audiences WHERE id = $1", audience_id)
     if row is None:
         return
+    own, under = row["line_account"], account or row["line_account"]
+    matched = _matched_by(row["type"], own) if under != own else ()
     cursor = await conn.cursor(
-        f"SELECT l.user_id {_members_in(row['type'], '$2', '$3')} AND {LINE_REACHABLE_SQL}"
-        " ORDER BY l.user_id",
+        f"SELECT l.user_id {_members_in(row['type'], '$2', '$3' if matched else None)}"
+        f" AND {LINE_REACHABLE_SQL} ORDER BY l.user_id",
         audience_id,
-        account or row["line_account"],
-        row["line_account"],
+        under,
+        *matched,
     )
     while rows := await cursor.fetch(batch):
         yield [r["user_id"] for r in rows]

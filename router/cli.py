@@ -422,16 +422,23 @@ async def _audiences_line_sync(config: Config, audience_id: str) -> int:
     if wanted is None:
         return 2
 
+    from router import audiences
+
     progress = _counter("LINE user IDs uploaded")
-    async with _line_account(config) as account:
-        if account is None:
-            return _fail("[line] channel_access_token is not set", 2)
-        try:
-            # One connection: each page, turn at LINE and record takes it only briefly.
-            async with _database(config, 1) as pool:
+    # One connection: each page, turn at LINE and record takes it only briefly.
+    async with _database(config, 1) as pool:
+        async with pool.acquire() as conn:
+            name = await audiences.line_account_of(conn, wanted)
+        if name is None:
+            return _fail(f"no audience with id {wanted}", 1)
+        async with _line_account(config, name) as account:
+            # The audience's LINE audience is made in the audience's own LINE account.
+            if account is None:
+                return _fail(f"{_section(name)} channel_access_token is not set", 2)
+            try:
                 result = await line_audience_sync.sync(pool, account, wanted, progress)
-        except ProblemError as exc:
-            return _fail(f"\n{exc.problem.detail}", 1)
+            except ProblemError as exc:
+                return _fail(f"\n{exc.problem.detail}", 1)
     print(file=sys.stderr)
     print(msgspec.json.format(msgspec.json.encode(result)).decode())
     return 0

@@ -20,7 +20,7 @@ from router import members
 from router.api.dependencies import Injected, require_line_account
 from router.api.errors import found
 from router.api.openapi import problem_response, problems
-from router.config import DEFAULT_LINE_ACCOUNT, LineConfig
+from router.config import DEFAULT_LINE_ACCOUNT, LINE_ACCOUNT_NAME, LineConfig
 from router.database import Pool
 from router.identifiers import LINE_USER_ID, LineUserId, MemberId
 from router.line import events as line_events
@@ -38,15 +38,14 @@ class WebhookAccepted(msgspec.Struct):
 AccountName = Annotated[
     str,
     msgspec.Meta(
-        min_length=1,
-        max_length=32,
+        pattern=LINE_ACCOUNT_NAME.pattern.join("^$"),
         description='A configured LINE account (`[line.accounts.<name>]`; "default": `[line]`)',
     ),
 ]
 LineAccountQuery = Annotated[
     str | None,
     QueryParameter(
-        query="line_account",
+        name="line_account",
         required=False,
         max_length=32,
         description='The LINE account (default "default"); the body\'s `line_account` wins',
