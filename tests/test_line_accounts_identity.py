@@ -24,6 +24,7 @@ from linesim import LineSimulator
 from router import cli
 from router.config import load_config
 from tests.harness import API_KEY, RouterUnderTest, running_router
+from tests.journey_helpers import put_journey
 
 TOKEN_A, TOKEN_B = "token-of-account-a", "token-of-account-b"
 SECRET_A, SECRET_B = "secret-of-account-a", "secret-of-account-b"
@@ -130,6 +131,12 @@ async def test_webhooks_and_links_are_each_accounts_own(
         )
         assert put.status_code in (200, 201), put.text
         await r.client.put("/v1/members/hanako", json={"email": "hanako@example.jp"})
+        followed = {
+            "name": "Followed",
+            "trigger": {"line_follow": True},
+            "steps": [{"wait": "P1D"}],
+        }
+        await put_journey(r.client, "followed", followed)
 
         # a body signed with A's secret, posted to b's URL: refused as a bad signature is
         a.set_webhook(f"{r.base_url}/webhooks/line/b", SECRET_A)
@@ -151,6 +158,15 @@ async def test_webhooks_and_links_are_each_accounts_own(
         assert (await outcomes(dsn, 2))[1] == ("b", "friend; members updated: 1")
         taro = (await r.client.get("/v1/members/taro")).json()
         assert taro["line"]["b"]["friend"] is True and "default" not in taro["line"]
+        conn = await asyncpg.connect(dsn)
+        try:
+            follows = await conn.fetch(
+                "SELECT member_id, properties::text AS p FROM events"
+                " WHERE name = 'router:line_follow'"
+            )
+        finally:
+            await conn.close()
+        assert [(e["member_id"], e["p"]) for e in follows] == [("taro", '{"line_account": "b"}')]
 
         # account linking under b: the nonce is b's, A's accountLink with it links nothing
         resp = await r.client.post(
