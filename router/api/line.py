@@ -37,11 +37,10 @@ class WebhookAccepted(msgspec.Struct):
 
 AccountName = Annotated[
     str,
-    # Only a length here: the name is checked against the configured accounts (400 naming
-    # `line_account`), and the framework answers a pattern refused in an optional field of a
-    # body with a 500 rather than its 400.
+    # No constraint here: the name is checked against the configured accounts (400 naming
+    # `line_account`), and the framework answers a constraint refused in an optional field
+    # of a body with a 500 rather than its 400.
     msgspec.Meta(
-        max_length=32,
         description='A configured LINE account (`[line.accounts.<name>]`; "default": `[line]`)',
     ),
 ]
