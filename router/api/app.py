@@ -85,7 +85,7 @@ def dependencies(runtime: Runtime) -> ApiDependencies:
         single_intents=GroupCommit(runtime.pool, runtime.accept_intents),
         members_config=runtime.config.members,
         line_config=runtime.config.line,
-        line_account=runtime.line_account,
+        default_line_account=runtime.line_account,
         line_accounts=runtime.line_accounts,
         line_configs=runtime.config.line_accounts(),
         shopify_config=runtime.config.shopify,

@@ -90,11 +90,11 @@ class CampaignController(Controller):
         self,
         campaign_id: FromPath[UUID],
         pool: Injected[Pool],
-        line_account: Injected[LineAccount | None],
+        default_line_account: Injected[LineAccount | None],
         events_configured: Injected[bool],
     ) -> CampaignResults:
         results = await campaign_results.read(
-            pool, campaign_id, line_account, events=events_configured
+            pool, campaign_id, default_line_account, events=events_configured
         )
         return found(results, f"no campaign with id {campaign_id}")
 

@@ -39,8 +39,10 @@ class ApiDependencies:
     """`POST /v1/intents`: single intents arriving together share one transaction."""
     members_config: MembersConfig
     line_config: LineConfig
-    line_account: LineAccount | None
-    """The account "default"; None when it is not configured (see `require_line_account`)."""
+    default_line_account: LineAccount | None
+    """The account "default"; None when it is not configured (see `require_line_account`).
+    Not named `line_account`: the framework takes a refused body field of that name for a
+    failed dependency (a 500)."""
     line_accounts: Mapping[str, LineAccount]
     """Every configured LINE account by name, "default" included."""
     line_configs: Mapping[str, LineConfig]

@@ -37,9 +37,7 @@ class WebhookAccepted(msgspec.Struct):
 
 AccountName = Annotated[
     str,
-    # No constraint here: the name is checked against the configured accounts (400 naming
-    # `line_account`), and the framework answers a constraint refused in an optional field
-    # of a body with a 500 rather than its 400.
+    # Checked against the configured accounts (400 naming `line_account`).
     msgspec.Meta(
         description='A configured LINE account (`[line.accounts.<name>]`; "default": `[line]`)',
     ),
