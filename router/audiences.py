@@ -7,6 +7,11 @@ size and Python and PostgreSQL work at the same time. One sorted INSERT then mov
 hashes into `audience_entries`. Raw values exist only in the chunk being processed: they are
 never stored, logged or quoted in an error reason. Matching against members is a join on their
 hash columns.
+
+An audience belongs to one LINE account (`line_account`, "default" unless given): a file of
+LINE user IDs holds that account's IDs (each provider gives a person a different one), so it
+matches members by their IDs under that account; its LINE reach is counted there (and under
+every configured account on request), and its LINE audience is uploaded to that account.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
 import msgspec
 import phonenumbers
 
+from router.config import DEFAULT_LINE_ACCOUNT, LINE_ACCOUNT_NAME
 from router.database import Connection
 from router.identifiers import LINE_USER_ID
 from router.problems import FieldError, ProblemError
@@ -85,6 +91,14 @@ def members_by_key(kind: str, hashes: str, account_sql: str = "'default'") -> st
     return f"JOIN members m ON {MEMBER_KEY[kind]} = {hashes}.value_sha256"
 
 
+def account_literal(account: str) -> str:
+    """An account name (`LINE_ACCOUNT_NAME`: letters, digits, _ and -, so the quotes hold)
+    as an SQL literal, for statements whose parameters are fixed."""
+    if not LINE_ACCOUNT_NAME.fullmatch(account):
+        raise ValueError("not a LINE account name")
+    return f"'{account}'"
+
+
 class LineError(msgspec.Struct, frozen=True):
     """An invalid line of the file: its number (from 1) and why; never its content."""
 
@@ -98,6 +112,9 @@ class AudienceReport(msgspec.Struct, kw_only=True):
     id: uuid.UUID
     name: str
     type: AudienceType
+    line_account: str
+    """The LINE account whose user IDs a `line_user_id` file holds, whose reach
+    `reachable_line` counts and to which `line-sync` uploads."""
     lines: int
     valid: int
     invalid: int
@@ -105,6 +122,8 @@ class AudienceReport(msgspec.Struct, kw_only=True):
     matched: int
     reachable_line: int
     reachable_email: int
+    reachable_line_by_account: dict[str, int]
+    """LINE reach of the matched members under each configured LINE account."""
     errors: list[LineError]
     # The LINE audience `POST /v1/audiences/{id}/line-sync` fills, once it has run.
     line_audience_group_id: int | None = None
@@ -368,8 +387,9 @@ async def _insert(conn: Connection, audience_id: uuid.UUID, kind: AudienceType) 
     insert = f"INSERT INTO audience_entries (audience_id, value_sha256) {select} ORDER BY 2"
     if await journey_triggers.audience_wanted(conn, audience_id):
         # Members newly in the audience enter the journeys that start on it.
+        account = account_literal(await line_account_of(conn, audience_id) or "default")
         added: int = await conn.fetchval(
-            journey_triggers.audience_joined_sql(insert, members_by_key(kind, "added")),
+            journey_triggers.audience_joined_sql(insert, members_by_key(kind, "added", account)),
             audience_id,
         )
         return added
@@ -377,12 +397,27 @@ async def _insert(conn: Connection, audience_id: uuid.UUID, kind: AudienceType) 
     return int(status.rsplit(" ", 1)[1])
 
 
-async def create(conn: Connection, name: str, kind: AudienceType) -> uuid.UUID:
+async def create(
+    conn: Connection, name: str, kind: AudienceType, line_account: str = DEFAULT_LINE_ACCOUNT
+) -> uuid.UUID:
+    account_literal(line_account)  # a name that cannot be one is never stored
     audience_id = uuid7()
     await conn.execute(
-        "INSERT INTO audiences (id, name, type) VALUES ($1, $2, $3)", audience_id, name, kind
+        "INSERT INTO audiences (id, name, type, line_account) VALUES ($1, $2, $3, $4)",
+        audience_id,
+        name,
+        kind,
+        line_account,
     )
     return audience_id
+
+
+async def line_account_of(conn: Connection, audience_id: uuid.UUID) -> str | None:
+    """The audience's LINE account; None if there is no such audience."""
+    account: str | None = await conn.fetchval(
+        "SELECT line_account FROM audiences WHERE id = $1", audience_id
+    )
+    return account
 
 
 async def lock(conn: Connection, audience_id: uuid.UUID) -> AudienceType | None:
@@ -413,7 +448,18 @@ async def record(conn: Connection, audience_id: uuid.UUID, counts: UploadCounts)
         await conn.execute("ANALYZE audiences, audience_entries")
 
 
-def _members_in(kind: str, account_sql: str = "'default'") -> str:
+def _members_in(kind: str, account_sql: str = "'default'", matched_sql: str | None = None) -> str:
+    """`FROM members m` with their LINE identity `l` under `account_sql`, matched by the
+    audience $1's entries; a `line_user_id` audience matches by the member's ID under
+    `matched_sql` (its own account; None: the same as `account_sql`), which is then the
+    statement's $3."""
+    if kind == "line_user_id" and matched_sql is not None:
+        return (
+            f"FROM members m {line_identity_join(account_sql)}"  # noqa: S608 - constants
+            " WHERE EXISTS (SELECT 1 FROM member_line_accounts k JOIN audience_entries e"
+            "   ON e.audience_id = $1 AND e.value_sha256 = sha256(k.user_id::bytea)"
+            f" WHERE k.member_id = m.member_id AND k.account = {matched_sql})"
+        )
     return (
         f"FROM members m {line_identity_join(account_sql)}"  # noqa: S608 - constants
         " WHERE EXISTS (SELECT 1 FROM audience_entries e"
@@ -421,28 +467,47 @@ def _members_in(kind: str, account_sql: str = "'default'") -> str:
     )
 
 
-async def report(conn: Connection, audience_id: uuid.UUID) -> AudienceReport | None:
-    """The audience with its match counts as of now (members change after an upload)."""
+def _matched_by(kind: str, own: str) -> tuple[str, ...]:  # `_members_in`'s $3, if it takes one
+    return (own,) if kind == "line_user_id" else ()
+
+
+async def report(
+    conn: Connection, audience_id: uuid.UUID, accounts: Sequence[str] = ()
+) -> AudienceReport | None:
+    """The audience with its match counts as of now (members change after an upload), its
+    LINE reach under its own account and each of `accounts`."""
     row = await conn.fetchrow(
-        "SELECT id, name, type, lines, valid, invalid, duplicates, errors::text AS errors,"
-        " line_audience_group_id, line_synced_at, line_synced_ids, created_at, updated_at"
-        " FROM audiences WHERE id = $1",
+        "SELECT id, name, type, line_account, lines, valid, invalid, duplicates,"
+        " errors::text AS errors, line_audience_group_id, line_synced_at, line_synced_ids,"
+        " created_at, updated_at FROM audiences WHERE id = $1",
         audience_id,
     )
     if row is None:
         return None
+    own = row["line_account"]
     counts = await conn.fetchrow(
         "SELECT count(*) AS matched,"
         f" count(*) FILTER (WHERE {LINE_REACHABLE_SQL}) AS reachable_line,"
         f" count(*) FILTER (WHERE {EMAIL_REACHABLE_SQL}) AS reachable_email "
-        + _members_in(row["type"]),
+        + _members_in(row["type"], "$2"),
         audience_id,
+        own,
     )
     assert counts is not None
+    by_account = {own: counts["reachable_line"]}
+    for account in sorted(set(accounts) - {own}):
+        by_account[account] = await conn.fetchval(
+            f"SELECT count(*) {_members_in(row['type'], '$2', '$3')} AND {LINE_REACHABLE_SQL}",
+            audience_id,
+            account,
+            *_matched_by(row["type"], own),
+        )
     return AudienceReport(
         id=row["id"],
         name=row["name"],
         type=row["type"],
+        line_account=own,
+        reachable_line_by_account=dict(sorted(by_account.items())),
         lines=row["lines"],
         valid=row["valid"],
         invalid=row["invalid"],
@@ -466,17 +531,23 @@ async def delete(conn: Connection, audience_id: uuid.UUID) -> bool:
 
 
 async def line_user_ids(
-    conn: Connection, audience_id: uuid.UUID, batch: int = 5_000
+    conn: Connection, audience_id: uuid.UUID, batch: int = 5_000, account: str | None = None
 ) -> AsyncIterator[list[str]]:
-    """LINE user IDs of matched members who are friends and have not opted out, in batches.
+    """LINE user IDs under `account` (None: the audience's own) of matched members who are
+    friends there and have not opted out, in batches.
 
     Needs a transaction (a server-side cursor), so a large export is never held whole."""
-    kind = await conn.fetchval("SELECT type FROM audiences WHERE id = $1", audience_id)
-    if kind is None:
+    row = await conn.fetchrow("SELECT type, line_account FROM audiences WHERE id = $1", audience_id)
+    if row is None:
         return
+    own, under = row["line_account"], account or row["line_account"]
+    matched = _matched_by(row["type"], own) if under != own else ()
     cursor = await conn.cursor(
-        f"SELECT l.user_id {_members_in(kind)} AND {LINE_REACHABLE_SQL} ORDER BY l.user_id",
+        f"SELECT l.user_id {_members_in(row['type'], '$2', '$3' if matched else None)}"
+        f" AND {LINE_REACHABLE_SQL} ORDER BY l.user_id",
         audience_id,
+        under,
+        *matched,
     )
     while rows := await cursor.fetch(batch):
         yield [r["user_id"] for r in rows]
@@ -488,6 +559,7 @@ class LineSyncLease(msgspec.Struct, frozen=True):
     holder: uuid.UUID
     name: str
     type: AudienceType
+    line_account: str  # the LINE account the audience is uploaded to
     group_id: int | None
     after: str | None  # the last LINE user ID LINE accepted; None: from the start
     sent: int  # IDs LINE accepted before `after`, this sync and the one it resumes
@@ -511,7 +583,8 @@ async def take_line_sync(
         "UPDATE audiences SET line_sync_holder = $2,"
         " line_sync_lease_until = now() + make_interval(secs => $3)"
         " WHERE id = $1 AND (line_sync_lease_until IS NULL OR line_sync_lease_until < now())"
-        " RETURNING name, type, line_audience_group_id, line_sync_after, line_sync_sent",
+        " RETURNING name, type, line_account, line_audience_group_id, line_sync_after,"
+        " line_sync_sent",
         audience_id,
         holder,
         lease_seconds,
@@ -522,6 +595,7 @@ async def take_line_sync(
         holder=holder,
         name=row["name"],
         type=row["type"],
+        line_account=row["line_account"],
         group_id=row["line_audience_group_id"],
         after=row["line_sync_after"],
         sent=row["line_sync_sent"] or 0,
@@ -587,16 +661,23 @@ async def release_line_sync(conn: Connection, audience_id: uuid.UUID, holder: uu
 
 
 async def line_user_id_page(
-    conn: Connection, audience_id: uuid.UUID, kind: AudienceType, after: str | None, limit: int
+    conn: Connection,
+    audience_id: uuid.UUID,
+    kind: AudienceType,
+    after: str | None,
+    limit: int,
+    account: str = DEFAULT_LINE_ACCOUNT,
 ) -> list[str]:
-    """The next `limit` LINE user IDs of matched members who are friends and have not opted
-    out, in ID order after `after`: one short query per page (keyset), no snapshot held."""
+    """The next `limit` LINE user IDs under `account` (the audience's own) of matched
+    members who are friends and have not opted out, in ID order after `after`: one short
+    query per page (keyset), no snapshot held."""
     rows = await conn.fetch(
-        f"SELECT l.user_id {_members_in(kind)} AND {LINE_REACHABLE_SQL}"
+        f"SELECT l.user_id {_members_in(kind, '$4')} AND {LINE_REACHABLE_SQL}"
         " AND l.user_id > $2 ORDER BY l.user_id LIMIT $3",
         audience_id,
         after or "",
         limit,
+        account,
     )
     return [r["user_id"] for r in rows]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Final
 from uuid import UUID
@@ -99,20 +100,22 @@ WHERE campaign_id = $1 GROUP BY channel, outcome
 
 
 async def read(
-    pool: Pool, campaign_id: UUID, account: LineAccount | None, *, events: bool
+    pool: Pool, campaign_id: UUID, accounts: Mapping[str, LineAccount], *, events: bool
 ) -> CampaignResults | None:
     """The campaign's results, or None if there is no such campaign. Reads: campaigns by its
     primary key; campaign_counts and campaign_results by theirs (a few rows per channel,
     outcome and backend shard, whatever the campaign's size). LINE is asked after the
-    connection is given back."""
+    connection is given back, through the LINE account the campaign went out under."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
-            "SELECT status, created_at, line_aggregation_unit AS unit FROM campaigns WHERE id = $1",
+            "SELECT status, created_at, line_aggregation_unit AS unit, line_account"
+            " FROM campaigns WHERE id = $1",
             campaign_id,
         )
         if row is None:
             return None
         campaign = _Row(row["status"], row["created_at"], row["unit"])
+        account = accounts.get(row["line_account"])
         counted = await campaign_counts.read(conn, campaign_id)
         outcomes: dict[tuple[str, str], int] = {
             (r["channel"], r["outcome"]): r["n"] for r in await conn.fetch(_RESULTS, campaign_id)

@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         "sync-followers", help="correct friend flags from LINE's follower list"
     )
     sync.add_argument("--config")
+    _account_option(sync)
     webhook = line_sub.add_parser("webhook", help="the channel's webhook URL at LINE")
     webhook_sub = webhook.add_subparsers(dest="webhook_command", required=True)
     webhook_set = webhook_sub.add_parser(
@@ -114,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     webhook_test.add_argument("url", nargs="?")
     for command in (webhook_set, webhook_show, webhook_test):
         command.add_argument("--config")
+        _account_option(command)
     hasher = sub.add_parser(
         "hash-password", help="hash a password for [smtp_ingress] users (reads it from stdin)"
     )
@@ -256,10 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _audiences_upload(config, args.file, args.type, args.name)
         if args.command == "line" and args.line_command == "webhook":
             return asyncio.run(
-                _line_webhook(config, args.webhook_command, getattr(args, "url", None))
+                _line_webhook(
+                    config, args.webhook_command, getattr(args, "url", None), args.account
+                )
             )
         if args.command == "line":
-            return asyncio.run(_sync_followers(config))
+            return asyncio.run(_sync_followers(config, args.account))
         if args.command == "campaigns":
             return asyncio.run(_campaign_status(config, args.campaign_id))
         if args.command == "journeys":
@@ -432,16 +436,23 @@ async def _audiences_line_sync(config: Config, audience_id: str) -> int:
     if wanted is None:
         return 2
 
+    from router import audiences
+
     progress = _counter("LINE user IDs uploaded")
-    async with _line_account(config) as account:
-        if account is None:
-            return _fail("[line] channel_access_token is not set", 2)
-        try:
-            # One connection: each page, turn at LINE and record takes it only briefly.
-            async with _database(config, 1) as pool:
+    # One connection: each page, turn at LINE and record takes it only briefly.
+    async with _database(config, 1) as pool:
+        async with pool.acquire() as conn:
+            name = await audiences.line_account_of(conn, wanted)
+        if name is None:
+            return _fail(f"no audience with id {wanted}", 1)
+        async with _line_account(config, name) as account:
+            # The audience's LINE audience is made in the audience's own LINE account.
+            if account is None:
+                return _fail(f"{_section(name)} channel_access_token is not set", 2)
+            try:
                 result = await line_audience_sync.sync(pool, account, wanted, progress)
-        except ProblemError as exc:
-            return _fail(f"\n{exc.problem.detail}", 1)
+            except ProblemError as exc:
+                return _fail(f"\n{exc.problem.detail}", 1)
     print(file=sys.stderr)
     print(msgspec.json.format(msgspec.json.encode(result)).decode())
     return 0
@@ -512,29 +523,57 @@ async def _migrate(config: Config) -> int:
     return 0
 
 
-async def _line_webhook(config: Config, command: str, url: str | None) -> int:
+def _account_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--account",
+        default=DEFAULT_LINE_ACCOUNT,
+        metavar="NAME",
+        help='the LINE account ([line.accounts.NAME]; default "default": [line])',
+    )
+
+
+def _unknown_account(config: Config, name: str) -> str | None:
+    """Why `--account name` cannot be used (None: it can)."""
+    if name == DEFAULT_LINE_ACCOUNT or name in config.line.accounts:
+        return None
+    known = ", ".join(sorted({DEFAULT_LINE_ACCOUNT, *config.line.accounts}))
+    return f"--account {name}: no such LINE account in the configuration (known: {known})"
+
+
+def _section(name: str) -> str:
+    return "[line]" if name == DEFAULT_LINE_ACCOUNT else f"[line.accounts.{name}]"
+
+
+async def _line_webhook(config: Config, command: str, url: str | None, account: str) -> int:
     from router import cli_line_webhook
 
+    if (unknown := _unknown_account(config, account)) is not None:
+        return _fail(unknown, 2)
+    settings = config.line_accounts().get(account)
+    if settings is None:
+        return _fail(f"{_section(account)} channel_access_token is not set", 2)
     if command == "set":
         assert url is not None
-        return await cli_line_webhook.set_endpoint(config.line, url)
+        return await cli_line_webhook.set_endpoint(settings, url, account)
     if command == "test":
-        return await cli_line_webhook.send_test(config.line, url)
-    return await cli_line_webhook.show_endpoint(config.line)
+        return await cli_line_webhook.send_test(settings, url)
+    return await cli_line_webhook.show_endpoint(settings)
 
 
-async def _sync_followers(config: Config) -> int:
+async def _sync_followers(config: Config, name: str) -> int:
     from channels.base import ProviderError
     from router.line.follower_sync import FollowerSyncBusy, sync_followers
 
+    if (unknown := _unknown_account(config, name)) is not None:
+        return _fail(unknown, 2)
     progress = _counter("followers read")
-    async with _line_account(config) as account:
+    async with _line_account(config, name) as account:
         if account is None:
-            return _fail("[line] channel_access_token is not set", 2)
+            return _fail(f"{_section(name)} channel_access_token is not set", 2)
         try:
             # One connection: each page and chunk takes it only briefly.
             async with _database(config, 1) as pool:
-                report = await sync_followers(pool, account, progress)
+                report = await sync_followers(pool, account, progress, name)
         except ProviderError as exc:
             return _fail(f"\nLINE refused the follower list: {exc}; run again to resume", 1)
         except FollowerSyncBusy as exc:

@@ -1,9 +1,11 @@
-"""`router line webhook set|show|test`: the channel's webhook URL at LINE, from the shell.
+"""`router line webhook set|show|test [--account NAME]`: a channel's webhook URL at LINE,
+from the shell.
 
 What the Webhook settings of LINE's console do, through LINE's Messaging API, so a deployment
-script can register the router's `https://<host>/webhooks/line` and check that LINE reaches
-it (TLS, signature, the router answering 200). Each command prints one line; a failure is one
-line on stderr, as `router: why`, with exit code 1 (2: LINE is not configured).
+script can register the router's `https://<host>/webhooks/line/<account>` (or
+`/webhooks/line` for the account "default") and check that LINE reaches it (TLS, signature,
+the router answering 200). Each command prints one line; a failure is one line on stderr, as
+`router: why`, with exit code 1 (2: the account is not configured).
 """
 
 from __future__ import annotations
@@ -13,17 +15,29 @@ import urllib.parse
 
 from channels.base import ProviderError
 from channels.line.webhook_endpoint import LineWebhookEndpoint, WebhookEndpointInfo
-from router.config import LineConfig
+from router.config import DEFAULT_LINE_ACCOUNT, LineConfig
 
 WEBHOOK_PATH = "/webhooks/line"
 
 
-async def set_endpoint(config: LineConfig, url: str) -> int:
-    """Set the URL, then read it back from LINE, so the line printed is what LINE holds."""
+def webhook_paths(account: str) -> tuple[str, ...]:
+    """Where the router receives the webhooks of LINE account `account`."""
+    own = f"{WEBHOOK_PATH}/{account}"
+    return (WEBHOOK_PATH, own) if account == DEFAULT_LINE_ACCOUNT else (own,)
+
+
+async def set_endpoint(config: LineConfig, url: str, account: str = DEFAULT_LINE_ACCOUNT) -> int:
+    """Set the URL, then read it back from LINE, so the line printed is what LINE holds.
+    A URL that is not the account's own webhook path is set, with a note."""
     if not config.channel_access_token:
         return _fail("[line] channel_access_token is not set", 2)
-    if urllib.parse.urlsplit(url).path.rstrip("/") != WEBHOOK_PATH:
-        print(f"router: note: the router receives LINE webhooks at {WEBHOOK_PATH}", file=sys.stderr)
+    if urllib.parse.urlsplit(url).path.rstrip("/") not in webhook_paths(account):
+        where = (
+            f"LINE webhooks at {WEBHOOK_PATH}"
+            if account == DEFAULT_LINE_ACCOUNT
+            else f"the webhooks of LINE account {account} at {WEBHOOK_PATH}/{account}"
+        )
+        print(f"router: note: the router receives {where}", file=sys.stderr)
     endpoint = LineWebhookEndpoint(config)
     try:
         await endpoint.set(url)

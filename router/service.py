@@ -319,7 +319,7 @@ def _queue_workers(runtime: Runtime) -> list[QueueWorker]:
     if config.line_configured:
         runtime.forwarder = WebhookForwarder(pool, config.line.timeout_seconds)
         found += [
-            LineEventProcessor(pool, runtime.line_account, config.line, events=events),
+            LineEventProcessor(pool, runtime.line_accounts, config.line_accounts(), events=events),
             runtime.forwarder,
         ]
     if events:

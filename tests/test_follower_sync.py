@@ -36,13 +36,17 @@ async def seed(dsn: str, line_sim: LineSimulator) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(
-            "INSERT INTO members (member_id, line_user_id, line_friend)"
-            " SELECT 'm-' || i, 'U' || lpad(to_hex(i), 32, '0'), false"
+            "INSERT INTO members (member_id) SELECT 'm-' || i FROM generate_series(0, 1499) i"
+            " UNION ALL VALUES ('f'), ('g')"
+        )
+        await conn.execute(
+            "INSERT INTO member_line_accounts (member_id, account, user_id, friend)"
+            " SELECT 'm-' || i, 'default', 'U' || lpad(to_hex(i), 32, '0'), false"
             " FROM generate_series(0, 1499) i"
         )
         await conn.execute(
-            "INSERT INTO members (member_id, line_user_id, line_friend)"
-            " VALUES ('f', $1, false), ('g', $2, true)",
+            "INSERT INTO member_line_accounts (member_id, account, user_id, friend)"
+            " VALUES ('f', 'default', $1, false), ('g', 'default', $2, true)",
             NEWLY_FRIEND,
             GONE,
         )
@@ -54,7 +58,7 @@ async def seed(dsn: str, line_sim: LineSimulator) -> None:
 async def check_flags(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        flags = dict(await conn.fetch("SELECT member_id, line_friend FROM members"))
+        flags = dict(await conn.fetch("SELECT member_id, friend FROM member_line_accounts"))
         assert flags.pop("g") is False
         assert all(flags.values()) and len(flags) == 1_501
         friends = await conn.fetchval("SELECT count(*) FROM line_users WHERE friend")
@@ -103,10 +107,12 @@ async def test_a_sync_that_died_is_resumed_from_its_last_step_and_counts_exactly
             raise Crash  # the chunk's corrections roll back with it
         return await record_chunk(conn, holder, phase, *rest)
 
-    async def chunk_recorded(conn: Any, phase: str, started: Any, after: Any, n: int) -> Any:
+    async def chunk_recorded(
+        conn: Any, account: str, phase: str, started: Any, after: Any, n: int
+    ) -> Any:
         if phase == "members" and after is not None:
             raise Crash  # the first members chunk is committed
-        return await correct(conn, phase, started, after, n)
+        return await correct(conn, account, phase, started, after, n)
 
     def dies_after_page_two(listed: int) -> None:
         if listed == 2_000:
@@ -166,9 +172,10 @@ async def test_no_connection_is_held_between_pages_and_changes_meanwhile_count(
             )
             states.append((row["state"], row["in_transaction"]))
             if len(states) == 1:
+                await conn.execute("INSERT INTO members (member_id) VALUES ('late')")
                 await conn.execute(
-                    "INSERT INTO members (member_id, line_user_id, line_friend)"
-                    " VALUES ('late', $1, false)",
+                    "INSERT INTO member_line_accounts (member_id, account, user_id, friend)"
+                    " VALUES ('late', 'default', $1, false)",
                     LISTED[-1],
                 )
         finally:
@@ -195,7 +202,9 @@ async def test_no_connection_is_held_between_pages_and_changes_meanwhile_count(
     assert (report.followers, report.members_changed) == (3_001, 1_503)
     conn = await asyncpg.connect(dsn)
     try:
-        late = await conn.fetchval("SELECT line_friend FROM members WHERE member_id = 'late'")
+        late = await conn.fetchval(
+            "SELECT friend FROM member_line_accounts WHERE member_id = 'late'"
+        )
     finally:
         await conn.close()
     assert late is True

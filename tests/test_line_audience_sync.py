@@ -87,8 +87,12 @@ async def bulk_friends(
     conn = await asyncpg.connect(router.runtime.target.dsn)
     try:
         await conn.execute(
-            "INSERT INTO members (member_id, line_user_id, line_friend)"
-            " SELECT 'bulk-' || i, 'U' || md5('bulk-' || i), true"
+            "INSERT INTO members (member_id) SELECT 'bulk-' || i FROM generate_series(0, $1 - 1) i",
+            count,
+        )
+        await conn.execute(
+            "INSERT INTO member_line_accounts (member_id, account, user_id, friend)"
+            " SELECT 'bulk-' || i, 'default', 'U' || md5('bulk-' || i), true"
             " FROM generate_series(0, $1 - 1) i",
             count,
         )
@@ -327,9 +331,10 @@ async def test_a_sync_holds_no_connection_between_pages_and_sees_changes_made_me
             states.append((row["state"], row["in_transaction"]))
             if len(states) == 1:
                 for member_id, line_user_id in (("late", late), ("early", early)):
+                    await conn.execute("INSERT INTO members (member_id) VALUES ($1)", member_id)
                     await conn.execute(
-                        "INSERT INTO members (member_id, line_user_id, line_friend)"
-                        " VALUES ($1, $2, true)",
+                        "INSERT INTO member_line_accounts (member_id, account, user_id, friend)"
+                        " VALUES ($1, 'default', $2, true)",
                         member_id,
                         line_user_id,
                     )
@@ -541,9 +546,7 @@ async def test_cli_line_sync(router: RouterUnderTest, line_sim: LineSimulator) -
 
 async def test_matching_line_user_ids_can_use_the_index(router: RouterUnderTest) -> None:
     audience_id, _ = await bulk_friends(router, 2_000, analyze=False)
-    query = (
-        f"SELECT m.line_user_id {audiences._members_in('line_user_id')} AND {LINE_REACHABLE_SQL}"
-    )
+    query = f"SELECT l.user_id {audiences._members_in('line_user_id')} AND {LINE_REACHABLE_SQL}"
     conn = await asyncpg.connect(router.runtime.target.dsn)
     try:
         # Small tables make a scan cheapest; this asks only whether the index applies.
@@ -553,7 +556,7 @@ async def test_matching_line_user_ids_can_use_the_index(router: RouterUnderTest)
         found = await conn.fetch(query, audience_id)
     finally:
         await conn.close()
-    assert "members_line_user_id_sha256" in plan, plan
+    assert "member_line_accounts_user_id_sha256" in plan, plan
     assert len(found) == 2_000
 
 

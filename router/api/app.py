@@ -32,7 +32,7 @@ from router.api.events import EventController, member_events
 from router.api.intents import IntentController
 from router.api.journey_runs import JourneyRunsController
 from router.api.journeys import JourneyController
-from router.api.line import LineController, line_webhook
+from router.api.line import LineController, line_account_webhook, line_webhook
 from router.api.line_usage import LineUsageController
 from router.api.members import MemberController
 from router.api.metrics import metrics_handler
@@ -86,13 +86,13 @@ def dependencies(runtime: Runtime) -> ApiDependencies:
         single_intents=GroupCommit(runtime.pool, runtime.accept_intents),
         members_config=runtime.config.members,
         line_config=runtime.config.line,
-        line_account=runtime.line_account,
+        default_line_account=runtime.line_account,
         line_accounts=runtime.line_accounts,
+        line_configs=runtime.config.line_accounts(),
         shopify_config=runtime.config.shopify,
         email_config=runtime.config.email,
         events_configured=runtime.config.events_configured,
         sandbox_enabled=runtime.config.sandbox.enabled,
-        line_settings=runtime.config.line_accounts(),
         intake_channels=lambda: runtime.intake_channels,
     )
 
@@ -135,6 +135,7 @@ def create_app(runtime: Runtime) -> Litestar:
             LineController,
             LineUsageController,
             line_webhook,
+            line_account_webhook,
             SendGridController,
             SendGridSuppressionController,
             SendGridTemplateController,

@@ -8,7 +8,7 @@ from the request stream, so a 20 MB file passes through in 64 KiB pieces and is 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -26,11 +26,12 @@ from multipart import (  # type: ignore[import-untyped]
 from channels.base import LineAccount
 from router import audiences
 from router.api import body_checks
-from router.api.dependencies import Injected, require_line_account
+from router.api.dependencies import Injected
 from router.api.errors import found, not_found
+from router.api.line import LineAccountQuery, account_operations
 from router.api.openapi import problems
 from router.audiences import MAX_FILE_BYTES, AudienceReport, AudienceType
-from router.config import MembersConfig
+from router.config import DEFAULT_LINE_ACCOUNT, LineConfig, MembersConfig
 from router.database import Pool
 from router.line import audience_sync as line_audience_sync
 from router.line.audience_sync import LineAudienceSync
@@ -53,7 +54,8 @@ _LINE_SYNC_DESCRIPTION = (
     " 60 requests a minute, so a large audience takes about a second per 10,000 IDs; the"
     " answer comes when all are uploaded. A sync that stopped (LINE refused, or the router"
     " stopped: after its three-minute lease) is resumed by the next one after the last IDs"
-    " LINE accepted."
+    " LINE accepted. The LINE audience is made in the audience's LINE account"
+    " (`line_account`), of its members' user IDs there."
 )
 
 
@@ -139,23 +141,41 @@ async def _fields_before_file(
     raise invalid([FieldError("file", "missing: send the file as the part named file")])
 
 
+def _line_account_field(given: str | None, accounts: Collection[str]) -> str | FieldError:
+    """The `line_account` form field of a new audience: a configured LINE account."""
+    if given is None or given == DEFAULT_LINE_ACCOUNT:
+        return DEFAULT_LINE_ACCOUNT
+    if given not in accounts:
+        known = ", ".join(sorted({DEFAULT_LINE_ACCOUNT, *accounts}))
+        return FieldError(
+            "line_account", f"no LINE account named {given!r} is configured (known: {known})"
+        )
+    return given
+
+
 async def upload(
     request: Request[Any, Any, Any],
     pool: Pool,
     region: str,
     audience_id: uuid.UUID | None,
     check_fields: Callable[[dict[str, str]], None] | None = None,
+    line_accounts: Collection[str] = (),
 ) -> AudienceReport:
     """Stream the multipart file into a new audience (`audience_id` None) or an existing one.
 
     `check_fields` sees the text fields that came before the file and may refuse the upload
-    (the dashboard checks its CSRF field there) before any of the file is read."""
+    (the dashboard checks its CSRF field there) before any of the file is read.
+    `line_accounts`: the configured LINE accounts, which a new audience's `line_account`
+    may name and whose LINE reach the report counts."""
     events = _events(request, _boundary(request))
     fields = await _fields_before_file(events)
     if check_fields is not None:
         check_fields(fields)
     errors: list[FieldError] = []
     kind: AudienceType | FieldError | None = None
+    account = _line_account_field(fields.get("line_account"), line_accounts)
+    if isinstance(account, FieldError):
+        errors.append(account)
     if audience_id is None:
         if name_error := audiences.check_name(fields.get("name")):
             errors.append(name_error)
@@ -164,10 +184,11 @@ async def upload(
             errors.append(kind)
     if errors:
         raise invalid(errors)
+    assert not isinstance(account, FieldError)
     async with pool.acquire() as conn, conn.transaction():
         if audience_id is None:
             assert kind is not None and not isinstance(kind, FieldError)
-            audience_id = await audiences.create(conn, fields["name"].strip(), kind)
+            audience_id = await audiences.create(conn, fields["name"].strip(), kind, account)
         else:
             kind = await audiences.lock(conn, audience_id)
             if kind is None:
@@ -176,6 +197,10 @@ async def upload(
             if given is not None and given != kind:
                 detail = f"this audience's type is {kind}"
                 raise ProblemError(409, "Conflict", detail, [FieldError("type", detail)])
+            own = await audiences.line_account_of(conn, audience_id)
+            if "line_account" in fields and fields["line_account"] != own:
+                detail = f"this audience's LINE account is {own}"
+                raise ProblemError(409, "Conflict", detail, [FieldError("line_account", detail)])
         counts = await audiences.ingest(conn, audience_id, kind, region, _file(events))
         async for event in events:  # anything after the file (checks the body is complete)
             if isinstance(event, MultipartSegment):
@@ -188,7 +213,7 @@ async def upload(
                     ]
                 )
         await audiences.record(conn, audience_id, counts)
-        report = await audiences.report(conn, audience_id)
+        report = await audiences.report(conn, audience_id, list(line_accounts))
     assert report is not None
     return report
 
@@ -225,6 +250,17 @@ def _upload_operation(*, new: bool) -> type[Operation]:
                                     "enum": list(audiences.AUDIENCE_TYPES),
                                     "description": "" if new else "The audience's own (409 if not)",
                                 },
+                                "line_account": {
+                                    "type": "string",
+                                    "maxLength": 32,
+                                    "description": (
+                                        'A configured LINE account (default "default"): whose'
+                                        " user IDs a line_user_id file holds, where LINE reach"
+                                        " is counted and line-sync uploads"
+                                        if new
+                                        else "The audience's own (409 if not)"
+                                    ),
+                                },
                                 "file": {
                                     "type": "string",
                                     "format": "binary",
@@ -250,7 +286,8 @@ class AudienceController(Controller):
         "/",
         status_code=201,
         summary="Create an audience from a file of emails, phone numbers or LINE user IDs",
-        description="Fields name and type come before file. Only SHA-256 values are kept.",
+        description="Fields name, type and line_account come before file. Only SHA-256 values"
+        " are kept.",
         responses=problems(400, 415),
         request_max_body_size=MAX_BODY_BYTES,
         opt=body_checks.STREAMED,
@@ -261,8 +298,10 @@ class AudienceController(Controller):
         request: Request[Any, Any, Any],
         pool: Injected[Pool],
         members_config: Injected[MembersConfig],
+        line_configs: Injected[Mapping[str, LineConfig]],
     ) -> AudienceReport:
-        return await upload(request, pool, members_config.default_region, None)
+        region = members_config.default_region
+        return await upload(request, pool, region, None, line_accounts=list(line_configs))
 
     @post(
         "/{audience_id:uuid}/uploads",
@@ -279,13 +318,20 @@ class AudienceController(Controller):
         request: Request[Any, Any, Any],
         pool: Injected[Pool],
         members_config: Injected[MembersConfig],
+        line_configs: Injected[Mapping[str, LineConfig]],
     ) -> AudienceReport:
-        return await upload(request, pool, members_config.default_region, audience_id)
+        region = members_config.default_region
+        return await upload(request, pool, region, audience_id, line_accounts=list(line_configs))
 
     @get("/{audience_id:uuid}", summary="An audience and who it reaches", responses=problems(404))
-    async def read(self, audience_id: AudienceIdParam, pool: Injected[Pool]) -> AudienceReport:
+    async def read(
+        self,
+        audience_id: AudienceIdParam,
+        pool: Injected[Pool],
+        line_configs: Injected[Mapping[str, LineConfig]],
+    ) -> AudienceReport:
         async with pool.acquire() as conn:
-            report = await audiences.report(conn, audience_id)
+            report = await audiences.report(conn, audience_id, list(line_configs))
         return found(report, _no_audience(audience_id))
 
     @delete("/{audience_id:uuid}", summary="Delete an audience", responses=problems(404))
@@ -297,18 +343,29 @@ class AudienceController(Controller):
     @get(
         "/{audience_id:uuid}/line-user-ids.csv",
         summary="LINE user IDs of the matched members who are friends, one per line",
+        description="Their IDs under `line_account` (default: the audience's own account).",
         media_type="text/csv",
-        responses=problems(404),
+        responses=problems(400, 404),
     )
-    async def export(self, audience_id: AudienceIdParam, pool: Injected[Pool]) -> Stream:
+    async def export(
+        self,
+        audience_id: AudienceIdParam,
+        pool: Injected[Pool],
+        line_configs: Injected[Mapping[str, LineConfig]],
+        account: LineAccountQuery = None,
+    ) -> Stream:
+        if account is not None:
+            known = _line_account_field(account, list(line_configs))
+            if isinstance(known, FieldError):
+                raise invalid([known])
         async with pool.acquire() as conn:
-            exists = await conn.fetchval("SELECT true FROM audiences WHERE id = $1", audience_id)
-        if not exists:
+            exists = await audiences.line_account_of(conn, audience_id)
+        if exists is None:
             raise not_found(_no_audience(audience_id))
 
         async def lines() -> AsyncIterator[bytes]:
             async with pool.acquire() as conn, conn.transaction():
-                async for batch in audiences.line_user_ids(conn, audience_id):
+                async for batch in audiences.line_user_ids(conn, audience_id, account=account):
                     yield ("\n".join(batch) + "\n").encode()
 
         return Stream(lines(), media_type="text/csv")
@@ -324,7 +381,16 @@ class AudienceController(Controller):
         self,
         audience_id: AudienceIdParam,
         pool: Injected[Pool],
-        line_account: Injected[LineAccount | None],
+        line_accounts: Injected[Mapping[str, LineAccount]],
     ) -> LineAudienceSync:
-        account = require_line_account(line_account)
-        return await line_audience_sync.sync(pool, account, audience_id)
+        async with pool.acquire() as conn:
+            own = await audiences.line_account_of(conn, audience_id)
+        if own is None:
+            raise not_found(_no_audience(audience_id))
+        if own != DEFAULT_LINE_ACCOUNT and own not in line_accounts:
+            raise ProblemError(
+                409, "Conflict", f"the audience's LINE account {own!r} is not configured"
+            )
+        return await line_audience_sync.sync(
+            pool, account_operations(own, line_accounts), audience_id
+        )

@@ -76,7 +76,7 @@ class CampaignController(Controller):
         self,
         data: JSONBody[CampaignRequest],
         pool: Injected[Pool],
-        line_settings: Injected[Mapping[str, LineConfig]],
+        line_configs: Injected[Mapping[str, LineConfig]],
         line_accounts: Injected[Mapping[str, LineAccount]],
         intake_channels: Injected[Callable[[], IntakeChannels] | None],
     ) -> Response[CampaignAccepted | CampaignDryRun]:
@@ -90,7 +90,7 @@ class CampaignController(Controller):
             raise ProblemError(
                 422, "Unprocessable request", f"{first.field}: {first.message}", unworkable
             )
-        line = _line_settings(data, line_settings)
+        line = _line_settings(data, line_configs)
         if data.dry_run:
             assert intake_channels is not None
             async with pool.acquire() as conn:
@@ -140,11 +140,11 @@ class CampaignController(Controller):
         self,
         campaign_id: FromPath[UUID],
         pool: Injected[Pool],
-        line_account: Injected[LineAccount | None],
+        line_accounts: Injected[Mapping[str, LineAccount]],
         events_configured: Injected[bool],
     ) -> CampaignResults:
         results = await campaign_results.read(
-            pool, campaign_id, line_account, events=events_configured
+            pool, campaign_id, line_accounts, events=events_configured
         )
         return found(results, f"no campaign with id {campaign_id}")
 

@@ -40,10 +40,14 @@ class ApiDependencies:
     """`POST /v1/intents`: single intents arriving together share one transaction."""
     members_config: MembersConfig
     line_config: LineConfig
-    line_account: LineAccount | None
-    """The account "default"; None when it is not configured (see `require_line_account`)."""
+    default_line_account: LineAccount | None
+    """The account "default"; None when it is not configured (see `require_line_account`).
+    Not named `line_account`: the framework takes a refused body field of that name for a
+    failed dependency (a 500)."""
     line_accounts: Mapping[str, LineAccount]
     """Every configured LINE account by name, "default" included."""
+    line_configs: Mapping[str, LineConfig]
+    """Every configured LINE account's effective settings by name (`Config.line_accounts`)."""
     shopify_config: ShopifyConfig
     email_config: EmailConfig
     """Its token secret is filled in at start (router.deliverability.secret)."""
@@ -51,8 +55,6 @@ class ApiDependencies:
     """Delivery events are recorded: someone receives them ([events] webhook_url)."""
     sandbox_enabled: bool
     """Sandbox mode: LINE and email go to this process's simulator and capture."""
-    line_settings: Mapping[str, LineConfig] = dataclasses.field(default_factory=dict)
-    """Every configured LINE account's effective settings (plan, default budget) by name."""
     intake_channels: Callable[[], IntakeChannels] | None = None
     """The channels intake plans over now (a campaign's dry run routes with them)."""
 

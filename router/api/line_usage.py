@@ -38,10 +38,10 @@ class LineUsageController(Controller):
         self,
         name: FromPath[str],
         pool: Injected[Pool],
-        line_settings: Injected[Mapping[str, LineConfig]],
+        line_configs: Injected[Mapping[str, LineConfig]],
         line_accounts: Injected[Mapping[str, LineAccount]],
     ) -> LineUsage:
-        line = line_settings.get(name)
+        line = line_configs.get(name)
         if line is None:
             raise not_found(f"no LINE account named {name!r}")
         account = line_accounts.get(name)

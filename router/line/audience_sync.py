@@ -220,7 +220,7 @@ async def _sync(
         while True:
             async with pool.acquire() as conn:
                 batch = await audiences.line_user_id_page(
-                    conn, audience_id, lease.type, after, MAX_IDS_PER_REQUEST
+                    conn, audience_id, lease.type, after, MAX_IDS_PER_REQUEST, lease.line_account
                 )
             if not batch:
                 break

@@ -45,14 +45,18 @@ class FollowerSyncBusy(Exception):
 
 
 async def sync_followers(
-    pool: Pool, account: LineAccount, progress: Callable[[int], None] | None = None
+    pool: Pool,
+    account: LineAccount,
+    progress: Callable[[int], None] | None = None,
+    account_name: str = DEFAULT_LINE_ACCOUNT,
 ) -> SyncReport:
-    """Read the follower list and correct every friend flag, or finish the sync that stopped.
-    Raises FollowerSyncBusy, or ProviderError when LINE refuses (the next sync resumes)."""
+    """Read the follower list of the LINE account `account_name` (whose operations `account`
+    are) and correct its friend flags, or finish its sync that stopped. Raises
+    FollowerSyncBusy, or ProviderError when LINE refuses (the next sync resumes)."""
     async with pool.acquire() as conn, conn.transaction():
-        state = await follower_syncs.take(conn, LEASE_SECONDS)
+        state = await follower_syncs.take(conn, account_name, LEASE_SECONDS)
     if state is None:
-        raise FollowerSyncBusy("another follower sync is running")
+        raise FollowerSyncBusy(f"another follower sync of LINE account {account_name} is running")
     try:
         return await _run(pool, account, state, progress)
     finally:
@@ -77,13 +81,14 @@ async def _run(
                 raise
             log.warning("LINE no longer knows the follower list's token; reading it again")
             async with pool.acquire() as conn, conn.transaction():
-                _held(await follower_syncs.restart(conn, holder))
-                started = await conn.fetchval("SELECT started_at FROM line_follower_syncs")
-            token, followers = None, 0
+                restarted = await follower_syncs.restart(conn, state)
+            _held(restarted is not None)
+            assert restarted is not None
+            started, token, followers = restarted, None, 0
             continue
         async with pool.acquire() as conn, conn.transaction():
             listed = await follower_syncs.record_page(
-                conn, holder, page.user_ids, page.next, LEASE_SECONDS
+                conn, state, page.user_ids, page.next, LEASE_SECONDS
             )
         _held(listed is not None)
         assert listed is not None
@@ -96,10 +101,10 @@ async def _run(
     while True:
         async with pool.acquire() as conn, conn.transaction():
             last, chunk_changed = await member_store.correct_friend_flags(
-                conn, DEFAULT_LINE_ACCOUNT, phase, started, after, CORRECTION_CHUNK
+                conn, state.account, phase, started, after, CORRECTION_CHUNK
             )
             if phase == "members" and last is None:
-                _held(await follower_syncs.finish(conn, holder))
+                _held(await follower_syncs.finish(conn, state))
                 break
             _held(
                 await follower_syncs.record_chunk(

@@ -31,18 +31,24 @@ async def link(
 
 
 async def new_nonce(
-    conn: Connection, member_id: str, link_token: str, ttl: timedelta
+    conn: Connection,
+    member_id: str,
+    link_token: str,
+    ttl: timedelta,
+    account: str = DEFAULT_LINE_ACCOUNT,
 ) -> str | None:
-    """A fresh single-use nonce for this member and link token; None if no such member."""
+    """A fresh single-use nonce for this member and link token, good only for a link made
+    under LINE account `account`; None if no such member."""
     nonce = secrets.token_urlsafe(NONCE_BYTES)
     stored = await conn.fetchval(
-        "INSERT INTO line_link_nonces (nonce, member_id, link_token, expires_at)"
-        " SELECT $1, member_id, $3, now() + $4::interval FROM members WHERE member_id = $2"
+        "INSERT INTO line_link_nonces (nonce, member_id, link_token, expires_at, account)"
+        " SELECT $1, member_id, $3, now() + $4::interval, $5 FROM members WHERE member_id = $2"
         " RETURNING true",
         nonce,
         member_id,
         link_token,
         ttl,
+        account,
     )
     return nonce if stored else None
 
@@ -52,18 +58,26 @@ def account_link_url(base: str, link_token: str, nonce: str) -> str:
     return f"{base.rstrip('/')}/dialog/bot/accountLink?{query}"
 
 
-async def redeem_nonce(conn: Connection, nonce: str, at: datetime) -> str:
-    """Use a nonce once; return its member ID or raise LinkRefused saying why not."""
+async def redeem_nonce(
+    conn: Connection, nonce: str, at: datetime, account: str = DEFAULT_LINE_ACCOUNT
+) -> str:
+    """Use a nonce of LINE account `account` once; return its member ID or raise LinkRefused
+    saying why not. A nonce issued for another account is unknown here."""
     member_id = await conn.fetchval(
         "UPDATE line_link_nonces SET used_at = now()"
-        " WHERE nonce = $1 AND used_at IS NULL AND expires_at > $2 RETURNING member_id",
+        " WHERE nonce = $1 AND account = $3 AND used_at IS NULL AND expires_at > $2"
+        " RETURNING member_id",
         nonce,
         at,
+        account,
     )
     if member_id is not None:
         return str(member_id)
     row = await conn.fetchrow(
-        "SELECT used_at IS NOT NULL AS used FROM line_link_nonces WHERE nonce = $1", nonce
+        "SELECT used_at IS NOT NULL AS used FROM line_link_nonces"
+        " WHERE nonce = $1 AND account = $2",
+        nonce,
+        account,
     )
     if row is None:
         raise LinkRefused("unknown nonce")

@@ -70,8 +70,11 @@ def parse(body: bytes) -> list[tuple[WebhookEvent, str]]:
         raise BadWebhook(str(exc)) from None
 
 
-async def store(conn: Connection, body: bytes, signature: str, forward_to: Sequence[str]) -> Stored:
-    """Store new events (a redelivered webhookEventId is kept once) and queue the forwards."""
+async def store(
+    conn: Connection, account: str, body: bytes, signature: str, forward_to: Sequence[str]
+) -> Stored:
+    """Store the new events of a webhook that came to LINE account `account` (a redelivered
+    webhookEventId is kept once) and queue the forwards of that account's body."""
     events = parse(body)
     async with conn.transaction():
         inserted = 0
@@ -80,6 +83,7 @@ async def store(conn: Connection, body: bytes, signature: str, forward_to: Seque
                 conn,
                 [
                     line_webhook_events.NewEvent(
+                        account=account,
                         webhook_event_id=e.webhook_event_id,
                         event_type=e.type,
                         line_user_id=e.source.user_id if e.source else None,

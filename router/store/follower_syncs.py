@@ -1,5 +1,6 @@
-"""The only writer of `line_follower_syncs` and `line_follower_sync_ids`: how far the follower
-sync got, and the follower list it has read so far.
+"""The only writer of `line_follower_syncs` and `line_follower_sync_ids`: how far each LINE
+account's follower sync got, and the follower list it has read so far (one row, and one list,
+per account).
 
 Each function is one short step of a sync and runs in the caller's transaction; the steps
 that record progress check the lease first, so a sync that lost it (it stopped for longer
@@ -28,6 +29,7 @@ class FollowerSyncState(msgspec.Struct, frozen=True):
     """Where the sync stands: what a resumed sync goes on from."""
 
     holder: uuid.UUID
+    account: str
     started_at: datetime
     phase: Phase
     next_page: str | None
@@ -36,53 +38,61 @@ class FollowerSyncState(msgspec.Struct, frozen=True):
     members_changed: int
 
 
-async def take(conn: Connection, lease_seconds: float) -> FollowerSyncState | None:
-    """Start a sync, or take over the one that stopped; None while another holds its lease.
-    A sync starting from the first page starts from an empty list."""
+async def take(conn: Connection, account: str, lease_seconds: float) -> FollowerSyncState | None:
+    """Start `account`'s sync, or take over the one that stopped; None while another holds
+    its lease. A sync starting from the first page starts from an empty list."""
     holder = uuid.uuid4()
     row = await conn.fetchrow(
-        "INSERT INTO line_follower_syncs AS s (started_at, phase, holder, lease_until)"
-        " VALUES (now(), 'reading', $1, now() + make_interval(secs => $2))"
-        " ON CONFLICT (singleton) DO UPDATE SET holder = $1,"
+        "INSERT INTO line_follower_syncs AS s (account, started_at, phase, holder, lease_until)"
+        " VALUES ($3, now(), 'reading', $1, now() + make_interval(secs => $2))"
+        " ON CONFLICT (account) DO UPDATE SET holder = $1,"
         "   lease_until = now() + make_interval(secs => $2)"
         " WHERE s.lease_until IS NULL OR s.lease_until < now()"
         " RETURNING started_at, phase, next_page, after_id, followers, members_changed",
         holder,
         lease_seconds,
+        account,
     )
     if row is None:
         return None
     if row["phase"] == "reading" and row["next_page"] is None:
-        await conn.execute("TRUNCATE line_follower_sync_ids")
-    return FollowerSyncState(holder=holder, **dict(row))
+        await _forget_list(conn, account)
+    return FollowerSyncState(holder=holder, account=account, **dict(row))
 
 
-async def restart(conn: Connection, holder: uuid.UUID) -> bool:
-    """Read the list again from its first page (LINE no longer knows the stored token)."""
-    status = await conn.execute(
+async def _forget_list(conn: Connection, account: str) -> None:
+    await conn.execute("DELETE FROM line_follower_sync_ids WHERE account = $1", account)
+
+
+async def restart(conn: Connection, state: FollowerSyncState) -> datetime | None:
+    """Read the list again from its first page (LINE no longer knows the stored token); the
+    sync's new start, or None if the lease was lost."""
+    started: datetime | None = await conn.fetchval(
         "UPDATE line_follower_syncs SET started_at = now(), phase = 'reading',"
         " next_page = NULL, after_id = NULL, followers = 0, members_changed = 0"
-        " WHERE holder = $1",
-        holder,
+        " WHERE holder = $1 RETURNING started_at",
+        state.holder,
     )
-    if not status.endswith(" 1"):
-        return False
-    await conn.execute("TRUNCATE line_follower_sync_ids")
-    return True
+    if started is not None:
+        await _forget_list(conn, state.account)
+    return started
 
 
 async def record_page(
     conn: Connection,
-    holder: uuid.UUID,
+    state: FollowerSyncState,
     user_ids: Sequence[str],
     next_page: str | None,
     lease_seconds: float,
 ) -> int | None:
     """Add a page LINE answered, and the token of the next (None: the list is read, the
     corrections come next); the followers listed so far, or None if the lease was lost."""
+    holder = state.holder
     status = await conn.execute(
-        "INSERT INTO line_follower_sync_ids SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        "INSERT INTO line_follower_sync_ids (account, line_user_id)"
+        " SELECT $2, unnest($1::text[]) ON CONFLICT DO NOTHING",
         list(user_ids),
+        state.account,
     )
     added = int(status.rsplit(" ", 1)[1])
     followers: int | None = await conn.fetchval(
@@ -123,12 +133,12 @@ async def record_chunk(
     return status.endswith(" 1")
 
 
-async def finish(conn: Connection, holder: uuid.UUID) -> bool:
+async def finish(conn: Connection, state: FollowerSyncState) -> bool:
     """The sync is done: its state and its copy of the list go."""
-    status = await conn.execute("DELETE FROM line_follower_syncs WHERE holder = $1", holder)
+    status = await conn.execute("DELETE FROM line_follower_syncs WHERE holder = $1", state.holder)
     if not status.endswith(" 1"):
         return False
-    await conn.execute("TRUNCATE line_follower_sync_ids")
+    await _forget_list(conn, state.account)
     return True
 
 

@@ -23,17 +23,22 @@ WHERE NOT j.paused AND j.deleted_at IS NULL
   AND coalesce((v.definition->>'enabled')::boolean, true)"""
 
 _LINE_FOLLOWED = f"""
-INSERT INTO events (id, member_id, name, occurred_at, source)
-SELECT gen_random_uuid(), m, 'router:line_follow', $2, 'router' FROM unnest($1::text[]) AS m
+INSERT INTO events (id, member_id, name, properties, occurred_at, source)
+SELECT gen_random_uuid(), m, 'router:line_follow', jsonb_build_object('line_account', $3::text),
+       $2, 'router'
+FROM unnest($1::text[]) AS m
 WHERE EXISTS ({_LIVE} AND (v.definition->'trigger'->>'line_follow')::boolean)
 RETURNING 1"""  # noqa: S608 - built from constants only
 
 
-async def line_followed(conn: Connection, member_ids: Sequence[str], at: datetime) -> None:
-    """`router:line_follow` for members who followed (or unblocked) the LINE account."""
+async def line_followed(
+    conn: Connection, member_ids: Sequence[str], at: datetime, account: str = "default"
+) -> None:
+    """`router:line_follow` for members who followed (or unblocked) the LINE account
+    `account`, which the event's `line_account` property names."""
     if not member_ids:
         return
-    written = await conn.fetch(_LINE_FOLLOWED, list(member_ids), at)
+    written = await conn.fetch(_LINE_FOLLOWED, list(member_ids), at, account)
     if written:
         await notify(conn, QUEUE)
 

@@ -16,15 +16,17 @@ from router.queue.wakeups import notify
 # Claimed inside the transaction that applies them, in order of occurrence.
 QUEUE = claims.Locked(
     table="line_webhook_events",
-    columns="webhook_event_id, occurred_at, body::text AS body",
+    columns="webhook_event_id, account, occurred_at, body::text AS body",
     pending="processed_at IS NULL",
     order="occurred_at",
 )
 
 
 class NewEvent(msgspec.Struct, frozen=True):
-    """What is stored of one event, as the webhook carried it."""
+    """What is stored of one event, as the webhook carried it, and the LINE account whose
+    webhook it came to."""
 
+    account: str
     webhook_event_id: str
     event_type: str
     line_user_id: str | None
@@ -37,15 +39,16 @@ async def add(conn: Connection, events: Sequence[NewEvent]) -> int:
     processor; how many were new."""
     inserted = await conn.fetch(
         "INSERT INTO line_webhook_events"
-        " (webhook_event_id, event_type, line_user_id, occurred_at, body)"
+        " (webhook_event_id, event_type, line_user_id, occurred_at, body, account)"
         " SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-        "   $4::timestamptz[], $5::text[]::jsonb[])"
+        "   $4::timestamptz[], $5::text[]::jsonb[], $6::text[])"
         " ON CONFLICT (webhook_event_id) DO NOTHING RETURNING 1",
         [e.webhook_event_id for e in events],
         [e.event_type for e in events],
         [e.line_user_id for e in events],
         [e.occurred_at for e in events],
         [e.body for e in events],
+        [e.account for e in events],
     )
     if inserted:
         await notify(conn, QUEUE.queue_name)

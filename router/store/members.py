@@ -262,13 +262,13 @@ async def link_line_user(
 
 
 # The follower sync's corrections, one chunk of LINE user IDs (in ID order after `$2`, at most
-# `$3`) per call, against the list in line_follower_sync_ids. Everyone listed is a friend and
+# `$3`) per call, against account `$4`'s list in line_follower_sync_ids. Everyone listed is a friend and
 # everyone else is not, as of `$1` (the sync's start); webhook events newer than that keep
 # precedence. Each returns the chunk's last ID, NULL when there was nothing after `$2`.
 _LISTED_ARE_FRIENDS = """
     WITH chunk AS (
         SELECT line_user_id FROM line_follower_sync_ids
-        WHERE line_user_id > $2 ORDER BY line_user_id LIMIT $3),
+        WHERE account = $4 AND line_user_id > $2 ORDER BY line_user_id LIMIT $3),
     corrected AS (
         INSERT INTO line_users AS u (account, line_user_id, friend, status_at)
         SELECT $4, line_user_id, true, $1 FROM chunk
@@ -285,7 +285,7 @@ _UNLISTED_USERS_ARE_NOT = """
         WHERE u.account = $4 AND u.line_user_id = c.line_user_id AND u.friend
           AND u.status_at <= $1
           AND NOT EXISTS (SELECT 1 FROM line_follower_sync_ids f
-                          WHERE f.line_user_id = u.line_user_id))
+                          WHERE f.account = $4 AND f.line_user_id = u.line_user_id))
     SELECT max(line_user_id) FROM chunk"""
 _UNLISTED_MEMBERS_ARE_NOT = """
     WITH chunk AS (
@@ -295,7 +295,7 @@ _UNLISTED_MEMBERS_ARE_NOT = """
         INSERT INTO line_users AS u (account, line_user_id, friend, status_at)
         SELECT $4, c.line_user_id, false, $1 FROM chunk c
         WHERE NOT EXISTS (SELECT 1 FROM line_follower_sync_ids f
-                          WHERE f.line_user_id = c.line_user_id)
+                          WHERE f.account = $4 AND f.line_user_id = c.line_user_id)
         ON CONFLICT (account, line_user_id) DO UPDATE SET friend = false, status_at = $1,
             updated_at = now() WHERE u.status_at <= $1)
     SELECT max(line_user_id) FROM chunk"""

@@ -163,7 +163,7 @@ async def _results(dashboard: Dashboard, campaign_id: UUID) -> CampaignResults:
     results = await campaign_results.read(
         runtime.pool,
         campaign_id,
-        runtime.line_account,
+        runtime.line_accounts,
         events=runtime.config.events_configured,
     )
     if results is None:
