@@ -51,8 +51,7 @@ def _parse_id(value: str, what: str) -> uuid.UUID | None:
 @contextlib.asynccontextmanager
 async def _database(config: Config, connections: int) -> AsyncIterator[Pool]:
     """The configured database, migrated, as a small pool for one command."""
-    from router.database import create_pool, migrate
-    from router.service import database_target
+    from router.database import create_pool, database_target, migrate
 
     target = database_target(config)
     await migrate(target.dsn)
@@ -512,8 +511,7 @@ def _counter(what: str) -> Callable[[int], None]:
 
 
 async def _migrate(config: Config) -> int:
-    from router.database import migrate
-    from router.service import database_target
+    from router.database import database_target, migrate
 
     target = database_target(config)
     applied = await migrate(target.dsn)

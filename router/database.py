@@ -32,6 +32,8 @@ MIGRATIONS_TABLE = "schema_migrations"  # which migrations ran; not part of the 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
+    from router.config import Config
+
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
     # A plain connection or one borrowed from the pool: both speak the same API.
     Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
@@ -46,6 +48,15 @@ class DatabaseTarget:
 
     dsn: str
     description: str
+
+
+def database_target(config: Config) -> DatabaseTarget:
+    """The configured database: `[database] url`, else the embedded server in `data_dir`.
+    Here, not in router.service, so that commands that only need the database (`router
+    migrate`, `router keys ...`) do not load the channels and the LINE SDK first."""
+    if config.database.url:
+        return url_target(config.database.url)
+    return embedded_target(config.database.data_dir)
 
 
 def embedded_target(data_dir: str | Path) -> DatabaseTarget:

@@ -27,9 +27,8 @@ from router.database import (
     DatabaseTarget,
     Pool,
     create_pool,
-    embedded_target,
+    database_target,
     migrate,
-    url_target,
 )
 from router.deliverability.secret import fill_token_secret
 from router.delivery.caches import ContentCache, RelayedCache
@@ -176,12 +175,6 @@ class Runtime:
         with contextlib.suppress(Exception):  # a last use unrecorded is no reason to fail a stop
             await self.api_keys.flush()
         await self.pool.close()
-
-
-def database_target(config: Config) -> DatabaseTarget:
-    if config.database.url:
-        return url_target(config.database.url)
-    return embedded_target(config.database.data_dir)
 
 
 async def start_runtime(config: Config) -> Runtime:
