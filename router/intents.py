@@ -6,6 +6,7 @@ Accepting is router.intake's; this module is the vocabulary every front door sha
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
@@ -88,6 +89,22 @@ class IntentRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc
         ),
         Alternatives(("email", "line"), "give email content, LINE messages, or both"),
     )
+
+
+# Fields added to intent requests over time, with the value that means "not given": a request
+# that leaves them so is fingerprinted as it was before they existed, so an idempotency key
+# stored by an earlier version still matches the same request.
+_ADDED_FIELDS: tuple[tuple[str, object], ...] = (
+    ("line_account", DEFAULT_LINE_ACCOUNT),
+    ("line_budget", None),
+)
+
+
+def request_fingerprint(request: IntentRequest) -> bytes:
+    """SHA-256 of the request as a client sent it, for idempotent replays."""
+    fields = msgspec.to_builtins(request)
+    kept = {k: v for k, v in fields.items() if (k, v) not in _ADDED_FIELDS}
+    return hashlib.sha256(msgspec.json.encode(kept)).digest()
 
 
 class IntentOrigin(msgspec.Struct, frozen=True, gc=False):

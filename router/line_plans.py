@@ -8,9 +8,11 @@ fees in yen, before consumption tax.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Final, Literal
+from typing import Annotated, ClassVar, Final, Literal
 
 import msgspec
+
+from router.wire_rules import Alternatives
 
 PlanName = Literal["", "free", "light", "standard", "custom"]
 """An account's plan as configured ("": not said, so only LINE's reported limit is known)."""
@@ -114,6 +116,15 @@ class BudgetLimit(
 
     max_messages: Annotated[int, msgspec.Meta(ge=0)] | None = None
     max_yen: NonNegativeYen | None = None
+
+    # Stated in the OpenAPI document from the same declaration (router.wire_rules).
+    alternatives: ClassVar[tuple[Alternatives, ...]] = (
+        Alternatives(
+            ("max_messages", "max_yen"),
+            "give exactly one of max_messages and max_yen",
+            exactly_one=True,
+        ),
+    )
 
     def __post_init__(self) -> None:
         if (self.max_messages is None) == (self.max_yen is None):

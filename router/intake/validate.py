@@ -5,7 +5,6 @@ One bad item never affects the others: a failure becomes that item's `rejected` 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Protocol
@@ -20,6 +19,7 @@ from router.intents import (
     IntentRequest,
     IntentResult,
     rejected,
+    request_fingerprint,
     unknown_line_account,
 )
 from router.problems import FieldError
@@ -119,11 +119,7 @@ def validate(
     return Validated(
         index=index,
         request=req,
-        fingerprint=(
-            None
-            if req.idempotency_key is None
-            else hashlib.sha256(msgspec.json.encode(req)).digest()
-        ),
+        fingerprint=(None if req.idempotency_key is None else request_fingerprint(req)),
         content=checked.content,
         content_id=checked.content_id,
         content_json=checked.content_json,
