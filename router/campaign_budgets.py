@@ -24,6 +24,7 @@ from router.campaigns import (
     AUDIENCE_WHERE,
     CampaignRequest,
     campaign_routing,
+    check_audiences,
     ids_by_type,
 )
 from router.config import LineConfig
@@ -114,14 +115,8 @@ async def dry_run(
     account: LineAccount | None,
 ) -> CampaignDryRun:
     """What the campaign would send now, and what it would cost on LINE under its budget,
-    "unlimited" and "included_only". Raises KeyError naming an unknown audience."""
-    wanted = set(request.audience_ids) | set(request.exclude_audience_ids)
-    found = {
-        r["id"]
-        for r in await conn.fetch("SELECT id FROM audiences WHERE id = ANY($1::uuid[])", wanted)
-    }
-    for audience in sorted(wanted - found):
-        raise KeyError(str(audience))
+    "unlimited" and "included_only". Raises as `router.campaigns.check_audiences` does."""
+    await check_audiences(conn, request)
     routing = campaign_routing(request, channels)
     row = await conn.fetchrow(
         _count_sql(routing.code, routing.channels, routing.fallback),

@@ -171,6 +171,34 @@ def fingerprints(request: CampaignRequest) -> list[bytes]:
     return found
 
 
+class AudienceOfAnotherAccount(Exception):
+    """A LINE user ID audience of another LINE account than the campaign's: its IDs name
+    nobody under the campaign's account, so it would match no one."""
+
+    def __init__(self, audience: UUID, account: str, wanted: str) -> None:
+        super().__init__(
+            f"audience {audience} holds LINE user IDs of the account {account!r}, and the"
+            f" campaign goes out under {wanted!r}: its IDs name nobody there"
+        )
+        self.audience = audience
+
+
+async def check_audiences(conn: Connection, request: CampaignRequest) -> None:
+    """Raise KeyError naming an audience that does not exist, or AudienceOfAnotherAccount."""
+    wanted = set(request.audience_ids) | set(request.exclude_audience_ids)
+    found = {
+        r["id"]: (r["type"], r["line_account"])
+        for r in await conn.fetch(
+            "SELECT id, type, line_account FROM audiences WHERE id = ANY($1::uuid[])", wanted
+        )
+    }
+    for audience in sorted(wanted - set(found)):
+        raise KeyError(str(audience))
+    for audience, (kind, account) in sorted(found.items()):
+        if kind == "line_user_id" and account != request.line_account:
+            raise AudienceOfAnotherAccount(audience, account, request.line_account)
+
+
 async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool]:
     """Store the campaign (or find the one with this idempotency key); True if new.
 
@@ -186,13 +214,7 @@ async def create(conn: Connection, request: CampaignRequest) -> tuple[UUID, bool
             if row["request_sha256"] not in (fingerprint, *earlier):
                 raise ValueError("this idempotency_key was used with a different campaign")
             return row["id"], False
-    wanted = set(request.audience_ids) | set(request.exclude_audience_ids)
-    found = {
-        r["id"]
-        for r in await conn.fetch("SELECT id FROM audiences WHERE id = ANY($1::uuid[])", wanted)
-    }
-    for audience in sorted(wanted - found):
-        raise KeyError(str(audience))
+    await check_audiences(conn, request)
     campaign_id = uuid7()
     unit = request.line_aggregation_unit or derived_unit(campaign_id)
     content = await _store_content(conn, request, unit)

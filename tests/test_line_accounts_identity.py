@@ -351,3 +351,30 @@ async def test_a_line_user_id_audience_of_b_matches_by_b_ids(
         sync = await r.client.post(f"/v1/audiences/{audience}/line-sync")
         assert sync.status_code == 200, sync.text
         assert a.audience_groups == [] and len(b.audience_groups) == 1
+
+        # A campaign under another account than the audience's would match nobody: refused,
+        # by the dry run as by the real request.
+        for dry_run in (True, False):
+            refused = await r.client.post(
+                "/v1/campaigns",
+                json={
+                    "audience_ids": [audience],
+                    "line": {"messages": [{"type": "text", "text": "hello"}]},
+                    "dry_run": dry_run,
+                },
+            )
+            assert refused.status_code == 422, refused.text
+            (error,) = refused.json()["errors"]
+            assert error["field"] == "audience_ids"
+            assert "of the account 'b'" in error["message"]
+        matched = await r.client.post(
+            "/v1/campaigns",
+            json={
+                "audience_ids": [audience],
+                "line": {"messages": [{"type": "text", "text": "hello"}]},
+                "line_account": "b",
+                "dry_run": True,
+            },
+        )
+        assert matched.status_code == 200, matched.text
+        assert matched.json()["line_messages"] == 1

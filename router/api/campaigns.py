@@ -41,6 +41,12 @@ def _unknown_audience(audience: str) -> ProblemError:
     )
 
 
+def _audience_of_another_account(exc: campaigns.AudienceOfAnotherAccount) -> ProblemError:
+    return ProblemError(
+        422, "Unprocessable request", str(exc), [FieldError("audience_ids", str(exc))]
+    )
+
+
 def _line_settings(request: CampaignRequest, settings: Mapping[str, LineConfig]) -> LineConfig:
     """The settings of the LINE account the campaign names (its plan and default budget)."""
     line = settings.get(request.line_account)
@@ -100,6 +106,8 @@ class CampaignController(Controller):
                     )
                 except KeyError as exc:
                     raise _unknown_audience(str(exc.args[0])) from None
+                except campaigns.AudienceOfAnotherAccount as exc:
+                    raise _audience_of_another_account(exc) from None
             return Response(answer, status_code=200)
         async with pool.acquire() as conn, conn.transaction():
             try:
@@ -108,6 +116,8 @@ class CampaignController(Controller):
                     await campaign_budgets.store_budget(conn, campaign_id, data, line)
             except KeyError as exc:
                 raise _unknown_audience(str(exc.args[0])) from None
+            except campaigns.AudienceOfAnotherAccount as exc:
+                raise _audience_of_another_account(exc) from None
             except ValueError as exc:
                 raise ProblemError(409, "Conflict", str(exc)) from None
         return Response(
