@@ -32,7 +32,7 @@ from router.intake.routing_sql import RoutingSql, routing_sql
 from router.intents import MAX_SCHEDULE_AHEAD, Category, Kind, Route, SendAt, Tags
 from router.line import narrowcast
 from router.line.narrowcast import NarrowcastView
-from router.line_plans import LineBudget
+from router.line_plans import LineBudget, budget_errors
 from router.log_safety import describe
 from router.metrics import INTENTS_ACCEPTED
 from router.problems import FieldError
@@ -127,6 +127,7 @@ class CampaignView(msgspec.Struct, kw_only=True):
 
 def check(request: CampaignRequest) -> list[FieldError]:
     errors = [FieldError(rule.fields[0], rule.message) for rule in unmet(request)]
+    errors.extend(budget_errors(request.line_budget, "line_budget"))
     errors.extend(check_content(Content(email=request.email, line=request.line)))
     return errors
 

@@ -18,7 +18,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from router.line_plans import LineBudget, LinePlan, NonNegativeYen, PlanName, plan_terms
+from router.line_plans import (
+    LineBudget,
+    LinePlan,
+    NonNegativeYen,
+    PlanName,
+    budget_errors,
+    plan_terms,
+)
 
 ENV_PREFIX = "ROUTER_"
 DATABASE_URL_FALLBACK = "DATABASE_URL"
@@ -608,11 +615,12 @@ def _check_line_accounts(line: LineConfig) -> None:
             raise ConfigError(f"[line.accounts.{name}] channel_access_token is required")
         effective = _account_config(line, account)
         _check_plan(f"[line.accounts.{name}]", effective)
-    if line.channel_access_token:
-        _check_plan("[line]", line)
+    _check_plan("[line]", line)
 
 
 def _check_plan(where: str, line: LineConfig) -> None:
+    if errors := budget_errors(line.default_budget, "default_budget"):
+        raise ConfigError(f"{where} default_budget: {errors[0].message}")
     if line.plan == "custom" and line.included_messages is None:
         raise ConfigError(f'{where} plan = "custom" needs included_messages')
     if line.extra_message_yen is not None and line.plan in ("free", "light"):

@@ -12,7 +12,8 @@ from typing import Annotated, ClassVar, Final, Literal
 
 import msgspec
 
-from router.wire_rules import Alternatives
+from router.problems import FieldError
+from router.wire_rules import Alternatives, unmet
 
 PlanName = Literal["", "free", "light", "standard", "custom"]
 """An account's plan as configured ("": not said, so only LINE's reported limit is known)."""
@@ -126,11 +127,15 @@ class BudgetLimit(
         ),
     )
 
-    def __post_init__(self) -> None:
-        if (self.max_messages is None) == (self.max_yen is None):
-            raise ValueError("give exactly one of max_messages and max_yen")
-
 
 LineBudget = Literal["included_only", "unlimited"] | BudgetLimit
 """How much LINE an intent or campaign may spend before its `prefer_line` members get email:
 only the messages the plan includes, no limit, or a ceiling."""
+
+
+def budget_errors(budget: LineBudget | None, field: str) -> list[FieldError]:
+    """Why a decoded budget is not one (a ceiling giving both or neither limit), as errors
+    naming `field`: checked where budgets are read, as the OpenAPI document states it."""
+    if not isinstance(budget, BudgetLimit):
+        return []
+    return [FieldError(field, rule.message) for rule in unmet(budget)]

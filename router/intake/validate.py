@@ -22,6 +22,7 @@ from router.intents import (
     request_fingerprint,
     unknown_line_account,
 )
+from router.line_plans import budget_errors
 from router.problems import FieldError
 from router.reach import DEFAULT_LINE_ACCOUNT
 from router.wire_rules import unmet
@@ -91,6 +92,7 @@ def validate(
     """Check one intent; `contents` shares content checks between the intents of one call;
     `accounts`, when given, are the LINE accounts it may name."""
     errors = [FieldError(prefix + rule.fields[0], rule.message) for rule in unmet(req)]
+    errors.extend(budget_errors(req.line_budget, f"{prefix}line_budget"))
     account = req.line_account
     if (
         account != DEFAULT_LINE_ACCOUNT
