@@ -116,10 +116,18 @@ WITH m AS (
     ORDER BY id FOR UPDATE
 )
 SELECT m.outstanding, m.granted, m.granted_yen, {_MONTH_FIGURES},
-       (SELECT coalesce(json_agg(b), '[]') FROM b)::text AS budgets
+       (SELECT coalesce(json_agg(b), '[]') FROM b)::text AS budgets,
+       set_config('synchronous_commit', 'off', true) AS commit_mode
 FROM m LEFT JOIN line_quota q ON q.account = m.account AND q.month = m.month
 """
-"""Lock the account's month row, then the budgets' rows, and read both: one statement."""
+"""Lock the account's month row, then the budgets' rows, and read both: one statement.
+
+The transaction commits without waiting for its WAL to reach disk (`synchronous_commit` off
+for it alone): a reservation is written before any request, and whatever records that
+request's outcome commits synchronously after it, which flushes the reservation too (WAL is
+written in order). Only a PostgreSQL crash before that can lose it, and then it is lost with
+every later reservation, and the claim it belonged to is retried and reserves again: the
+budget still counts each message once. A router killed at any instant loses nothing."""
 
 
 class _BudgetRow(msgspec.Struct, frozen=True):
@@ -281,8 +289,11 @@ async def release(pool: Pool, account: str, messages: int) -> None:
     if not messages:
         return
     async with pool.acquire() as conn:
+        # Not waited for on disk either: a release lost to a PostgreSQL crash leaves the
+        # month counting more than was used, never less.
         await conn.execute(
             "UPDATE line_budget_months SET outstanding = greatest(0, outstanding - $2)"
+            " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode"
             f" WHERE account = $1 AND month = {MONTH}",
             account,
             messages,
