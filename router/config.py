@@ -516,7 +516,7 @@ def _check_account_tables(data: dict[str, Any], source: str) -> None:
                     f"{source}: {where} has no key {unknown.group('name')!r}"
                 ) from None
             key = at.lstrip(".").split(".")[0].partition("[")[0]
-            if key in fields and not (key == "default_budget" and "exactly one" in message):
+            if key in fields:
                 message = f"expected {accepted(fields[key])}"
             raise ConfigError(f"{source}: {where} {key}: {message}") from None
 
